@@ -1,0 +1,504 @@
+//! The pprof protobuf format (`profile.proto` of google/pprof), encoded and decoded with
+//! prost.
+//!
+//! [`encode`] writes what `go tool pprof` reads: two sample types, `samples/count` and
+//! `cpu/nanoseconds`, where one sample count is one sampling *period* (a timer expiry,
+//! overruns included), so `cpu = samples × period`. [`decode`] reads profiles from any
+//! producer (Go's `net/http/pprof`, pprof-rs, stackwatch) into folded stacks, defending
+//! against hostile input: gzip bombs are capped, dangling ids are errors, never panics.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use prost::Message;
+use thiserror::Error;
+
+use crate::folded::sanitize_frame;
+use crate::Profile;
+
+/// The pprof messages, declared with prost's derive (field numbers from profile.proto).
+#[allow(missing_docs)]
+pub mod proto {
+    /// `perftools.profiles.Profile`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "7")]
+        pub drop_frames: i64,
+        #[prost(int64, tag = "8")]
+        pub keep_frames: i64,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
+    }
+    /// `ValueType`: indices into the string table.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+    /// `Sample`: location ids leaf first, one value per sample type.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+    /// `Label`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+        #[prost(int64, tag = "4")]
+        pub num_unit: i64,
+    }
+    /// `Mapping`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+        #[prost(bool, tag = "10")]
+        pub has_inline_frames: bool,
+    }
+    /// `Location`: several lines when functions were inlined (innermost first).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+        #[prost(bool, tag = "5")]
+        pub is_folded: bool,
+    }
+    /// `Line`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+        #[prost(int64, tag = "3")]
+        pub column: i64,
+    }
+    /// `Function`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+        #[prost(int64, tag = "5")]
+        pub start_line: i64,
+    }
+}
+
+/// Why a pprof body could not be decoded.
+#[derive(Debug, Error)]
+pub enum PprofError {
+    /// The gzip stream is corrupt.
+    #[error("pprof: bad gzip stream: {0}")]
+    Gzip(std::io::Error),
+    /// The decompressed profile is larger than the configured cap.
+    #[error("pprof: decompressed profile exceeds {limit} bytes")]
+    TooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The protobuf does not parse.
+    #[error("pprof: bad protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// An index or id points nowhere.
+    #[error("pprof: {0}")]
+    Dangling(String),
+}
+
+/// Encodes a profile as gzipped pprof protobuf, frames as functions (no addresses).
+pub fn encode(profile: &Profile) -> Vec<u8> {
+    let mut strings = StringTable::default();
+    strings.intern("");
+    let samples_ty = proto::ValueType {
+        r#type: strings.intern("samples"),
+        unit: strings.intern("count"),
+    };
+    let cpu_ty = proto::ValueType {
+        r#type: strings.intern("cpu"),
+        unit: strings.intern("nanoseconds"),
+    };
+    let mut functions: Vec<proto::Function> = Vec::new();
+    let mut locations: Vec<proto::Location> = Vec::new();
+    let mut location_of: HashMap<&str, u64> = HashMap::new();
+    let mut stacks: Vec<(&String, &u64)> = profile.stacks.iter().collect();
+    stacks.sort_unstable();
+    let mut samples = Vec::with_capacity(stacks.len());
+    for (stack, count) in stacks {
+        let mut ids: Vec<u64> = Vec::new();
+        for frame in stack.split(';').rev() {
+            let id = *location_of.entry(frame).or_insert_with(|| {
+                let id = locations.len() as u64 + 1;
+                let name = strings.intern(frame);
+                functions.push(proto::Function {
+                    id,
+                    name,
+                    system_name: name,
+                    ..Default::default()
+                });
+                locations.push(proto::Location {
+                    id,
+                    line: vec![proto::Line {
+                        function_id: id,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+                id
+            });
+            ids.push(id);
+        }
+        let count = (*count).min(i64::MAX as u64) as i64;
+        samples.push(proto::Sample {
+            location_id: ids,
+            value: vec![count, count.saturating_mul(profile.period_ns as i64)],
+            label: Vec::new(),
+        });
+    }
+    let msg = proto::Profile {
+        sample_type: vec![samples_ty, cpu_ty.clone()],
+        sample: samples,
+        location: locations,
+        function: functions,
+        time_nanos: profile.start_unix_ns.min(i64::MAX as u64) as i64,
+        duration_nanos: profile.duration_ns.min(i64::MAX as u64) as i64,
+        period_type: Some(cpu_ty),
+        period: profile.period_ns as i64,
+        string_table: strings.into_vec(),
+        ..Default::default()
+    };
+    let raw = msg.encode_to_vec();
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&raw).expect("writing to a Vec cannot fail");
+    gz.finish().expect("writing to a Vec cannot fail")
+}
+
+/// Decodes a pprof profile (gzipped or raw) into folded stacks.
+///
+/// The value summed per stack is the `samples` sample type when present, otherwise
+/// the profile's default sample type (or the first one). Decompression stops at
+/// `max_decompressed` bytes.
+pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Profile, PprofError> {
+    let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(bytes)
+            .take(max_decompressed as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(PprofError::Gzip)?;
+        if out.len() > max_decompressed {
+            return Err(PprofError::TooLarge {
+                limit: max_decompressed,
+            });
+        }
+        out.into()
+    } else {
+        if bytes.len() > max_decompressed {
+            return Err(PprofError::TooLarge {
+                limit: max_decompressed,
+            });
+        }
+        bytes.into()
+    };
+    let msg = proto::Profile::decode(&*raw)?;
+    let string = |i: i64| -> Result<&str, PprofError> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| msg.string_table.get(i))
+            .map(String::as_str)
+            .ok_or_else(|| PprofError::Dangling(format!("string index {i} out of range")))
+    };
+    let mut value_index = None;
+    for (i, ty) in msg.sample_type.iter().enumerate() {
+        if string(ty.r#type)? == "samples" {
+            value_index = Some(i);
+            break;
+        }
+    }
+    let value_index = match value_index {
+        Some(i) => i,
+        None if msg.default_sample_type != 0 => msg
+            .sample_type
+            .iter()
+            .position(|t| t.r#type == msg.default_sample_type)
+            .unwrap_or(0),
+        None => 0,
+    };
+    let mut function_names: HashMap<u64, String> = HashMap::with_capacity(msg.function.len());
+    for f in &msg.function {
+        function_names.insert(f.id, sanitize_frame(string(f.name)?).into_owned());
+    }
+    let mut location_frames: HashMap<u64, Vec<String>> = HashMap::with_capacity(msg.location.len());
+    for loc in &msg.location {
+        let mut frames = Vec::with_capacity(loc.line.len().max(1));
+        // Lines are innermost first; folded stacks are root first, so reverse.
+        for line in loc.line.iter().rev() {
+            let name = function_names.get(&line.function_id).ok_or_else(|| {
+                PprofError::Dangling(format!(
+                    "location {} names missing function {}",
+                    loc.id, line.function_id
+                ))
+            })?;
+            frames.push(name.clone());
+        }
+        if frames.is_empty() {
+            frames.push(format!("{:#x}", loc.address));
+        }
+        location_frames.insert(loc.id, frames);
+    }
+    let period_ns = match &msg.period_type {
+        Some(pt) if string(pt.unit)? == "nanoseconds" => msg.period.max(0) as u64,
+        _ => 0,
+    };
+    let mut profile = Profile {
+        period_ns,
+        start_unix_ns: msg.time_nanos.max(0) as u64,
+        duration_ns: msg.duration_nanos.max(0) as u64,
+        ..Default::default()
+    };
+    let mut stack = String::new();
+    for sample in &msg.sample {
+        let Some(&value) = sample.value.get(value_index) else {
+            return Err(PprofError::Dangling(format!(
+                "sample has {} values, sample type {value_index} wanted",
+                sample.value.len()
+            )));
+        };
+        if value <= 0 {
+            continue;
+        }
+        stack.clear();
+        for id in sample.location_id.iter().rev() {
+            let frames = location_frames.get(id).ok_or_else(|| {
+                PprofError::Dangling(format!("sample names missing location {id}"))
+            })?;
+            for f in frames {
+                if !stack.is_empty() {
+                    stack.push(';');
+                }
+                stack.push_str(f);
+            }
+        }
+        if stack.is_empty() {
+            stack.push_str("[unknown]");
+        }
+        profile.add(&stack, value as u64);
+    }
+    Ok(profile)
+}
+
+#[derive(Default)]
+struct StringTable {
+    index: HashMap<String, i64>,
+    strings: Vec<String>,
+}
+
+impl StringTable {
+    fn intern(&mut self, s: &str) -> i64 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        let i = self.strings.len() as i64;
+        self.strings.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+    fn into_vec(self) -> Vec<String> {
+        self.strings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_decode_round_trips_stacks() {
+        let mut p =
+            Profile::from_folded("main;a;b 3\nmain;a 2\nworker;<script> 1\n", 10_101_010).unwrap();
+        p.start_unix_ns = 1_700_000_000_000_000_000;
+        p.duration_ns = 10_000_000_000;
+        let bytes = encode(&p);
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
+        let back = decode(&bytes, 1 << 20).unwrap();
+        assert_eq!(back.stacks, p.stacks);
+        assert_eq!(back.period_ns, p.period_ns);
+        assert_eq!(back.duration_ns, p.duration_ns);
+    }
+
+    #[test]
+    fn cpu_value_is_count_times_period() {
+        let p = Profile::from_folded("t;f 7\n", 1_000_000).unwrap();
+        let bytes = encode(&p);
+        let mut raw = Vec::new();
+        GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        let msg = proto::Profile::decode(&raw[..]).unwrap();
+        assert_eq!(msg.sample[0].value, vec![7, 7_000_000]);
+        assert_eq!(msg.string_table[msg.sample_type[1].r#type as usize], "cpu");
+    }
+
+    #[test]
+    fn garbage_and_bombs_are_errors() {
+        assert!(decode(b"\x1f\x8bnot gzip at all", 1 << 20).is_err());
+        assert!(decode(&[0xff; 64], 1 << 20).is_err());
+        // A gzip stream that inflates past the cap.
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 4 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(matches!(
+            decode(&bomb, 1 << 20),
+            Err(PprofError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn dangling_ids_are_errors_not_panics() {
+        let msg = proto::Profile {
+            string_table: vec!["".into(), "samples".into(), "count".into()],
+            sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
+            sample: vec![proto::Sample {
+                location_id: vec![42],
+                value: vec![1],
+                label: vec![],
+            }],
+            ..Default::default()
+        };
+        let err = decode(&msg.encode_to_vec(), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("location 42"), "{err}");
+        let msg = proto::Profile {
+            sample_type: vec![proto::ValueType {
+                r#type: 99,
+                unit: 2,
+            }],
+            ..Default::default()
+        };
+        assert!(decode(&msg.encode_to_vec(), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn inlined_lines_become_separate_frames_root_first() {
+        let msg = proto::Profile {
+            string_table: vec![
+                "".into(),
+                "samples".into(),
+                "count".into(),
+                "outer".into(),
+                "inlined".into(),
+                "main".into(),
+            ],
+            sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
+            function: vec![
+                proto::Function {
+                    id: 1,
+                    name: 3,
+                    ..Default::default()
+                },
+                proto::Function {
+                    id: 2,
+                    name: 4,
+                    ..Default::default()
+                },
+                proto::Function {
+                    id: 3,
+                    name: 5,
+                    ..Default::default()
+                },
+            ],
+            location: vec![
+                proto::Location {
+                    id: 10,
+                    line: vec![
+                        proto::Line {
+                            function_id: 2,
+                            ..Default::default()
+                        },
+                        proto::Line {
+                            function_id: 1,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                },
+                proto::Location {
+                    id: 11,
+                    line: vec![proto::Line {
+                        function_id: 3,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+            sample: vec![proto::Sample {
+                location_id: vec![10, 11],
+                value: vec![5],
+                label: vec![],
+            }],
+            ..Default::default()
+        };
+        let p = decode(&msg.encode_to_vec(), 1 << 20).unwrap();
+        assert_eq!(p.stacks["main;outer;inlined"], 5);
+    }
+}
