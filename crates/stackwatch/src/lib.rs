@@ -1,1 +1,39 @@
-pub fn x() {}
+//! stackwatch: an always-on sampling CPU profiler that a Rust service links.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! let profiler = stackwatch::Profiler::builder()
+//!     .frequency_hz(99)
+//!     .window(Duration::from_secs(10))
+//!     .retain_windows(60)
+//!     .max_stacks(10_000)
+//!     .start()?;
+//! let handle = stackwatch::http::serve(&profiler, "127.0.0.1:6060".parse()?)?;
+//! let last_minute = profiler.profile(Duration::from_secs(60));
+//! println!("{}", last_minute.to_folded());
+//! # drop(handle); Ok(()) }
+//! ```
+//!
+//! Where things live:
+//! - [`signal_handler`](crate::signal_handler): the SIGPROF handler (async-signal-safe).
+//! - `thread_timers`: per-thread CPU-time timers, thread discovery, setitimer fallback.
+//! - `modules`: `/proc/self/maps` and eh_frame tables for the unwinder.
+//! - `aggregator`: the thread that symbolises, folds and windows samples.
+//! - `windows`: windows, retention, pruning; [`http`]: the endpoints.
+
+mod aggregator;
+mod error;
+pub mod http;
+mod modules;
+mod profiler;
+mod sample_ring;
+pub mod signal_handler;
+mod symbolizer;
+mod thread_timers;
+mod windows;
+
+pub use error::Error;
+pub use profiler::{Capture, Profiler, ProfilerBuilder, ProfilerStats};
+pub use stackwatch_profile::{Profile, SvgOptions};
+pub use thread_timers::TimerMode;

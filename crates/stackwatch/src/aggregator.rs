@@ -1,0 +1,194 @@
+//! The aggregator thread: everything the signal handler must not do.
+//!
+//! Every tick (20 ms) it rescans threads and arms their timers, refreshes the module list
+//! when it may have changed, drains the sample ring, symbolises and folds the stacks, and
+//! closes windows on time. It is the only reader of the ring and the only owner of the
+//! symbolizer and the timers.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::modules::ModuleTable;
+use crate::profiler::Shared;
+use crate::sample_ring::RawSample;
+use crate::signal_handler::SignalState;
+use crate::symbolizer::Symbolizer;
+use crate::thread_timers::ThreadTimers;
+
+const TICK: Duration = Duration::from_millis(20);
+const MODULE_REFRESH: Duration = Duration::from_secs(1);
+const MODULE_REFRESH_ON_UNKNOWN: Duration = Duration::from_millis(100);
+/// Raw stacks remembered with their folded form before the cache is cleared.
+const STACK_CACHE_LIMIT: usize = 50_000;
+
+/// State owned by the aggregator thread.
+pub struct Aggregator {
+    shared: Arc<Shared>,
+    signal: &'static SignalState,
+    timers: ThreadTimers,
+    modules: ModuleTable,
+    symbolizer: Symbolizer,
+    stack_cache: HashMap<(u32, Box<[u64]>), Arc<str>>,
+    last_refresh: Instant,
+    saw_unknown: bool,
+    last_dropped: u64,
+    batch: Vec<(Arc<str>, u64)>,
+    folded: String,
+}
+
+impl Aggregator {
+    /// Prepares the aggregator: the module list and unwinder are published before the
+    /// first timer is armed, so the very first samples are unwound.
+    pub fn new(shared: Arc<Shared>, signal: &'static SignalState, timers: ThreadTimers) -> Self {
+        let mut agg = Aggregator {
+            shared,
+            signal,
+            timers,
+            modules: ModuleTable::default(),
+            symbolizer: Symbolizer::default(),
+            stack_cache: HashMap::new(),
+            last_refresh: Instant::now(),
+            saw_unknown: false,
+            last_dropped: 0,
+            batch: Vec::new(),
+            folded: String::new(),
+        };
+        agg.refresh_modules();
+        agg
+    }
+
+    /// Runs until the profiler is stopped, then disarms every timer.
+    pub fn run(mut self) {
+        if let Err(e) = self.timers.scan() {
+            tracing::warn!(error = %e, "thread scan failed");
+        }
+        loop {
+            let stopping = self.shared.wait_stop(TICK);
+            if let Err(e) = self.timers.scan() {
+                tracing::debug!(error = %e, "thread scan failed");
+            }
+            let due = self.last_refresh.elapsed()
+                >= if self.saw_unknown {
+                    MODULE_REFRESH_ON_UNKNOWN
+                } else {
+                    MODULE_REFRESH
+                };
+            if due {
+                self.refresh_modules();
+            }
+            self.drain();
+            self.update_stats();
+            if stopping {
+                break;
+            }
+        }
+        self.timers.stop();
+        // Samples taken after the last drain but before the timers stopped.
+        self.drain();
+        self.update_stats();
+    }
+
+    fn refresh_modules(&mut self) {
+        self.last_refresh = Instant::now();
+        self.saw_unknown = false;
+        match self.modules.refresh() {
+            Ok(Some(unwinder)) => {
+                self.signal.publish_unwinder(unwinder);
+                self.symbolizer.set_modules(self.modules.modules());
+                self.stack_cache.clear();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading /proc/self/maps failed"),
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut samples: Vec<(u32, u32, Box<[u64]>)> = Vec::new();
+        self.signal.ring.drain(|s: &RawSample| {
+            samples.push((s.tid, s.weight, s.frames[..s.depth as usize].into()));
+        });
+        self.batch.clear();
+        for (tid, weight, frames) in samples {
+            let key = (tid, frames);
+            let folded = match self.stack_cache.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = self.fold(key.0, &key.1);
+                    if self.stack_cache.len() >= STACK_CACHE_LIMIT {
+                        self.stack_cache.clear();
+                    }
+                    self.stack_cache.insert(key, f.clone());
+                    f
+                }
+            };
+            self.batch.push((folded, weight as u64));
+        }
+        let dropped = self.signal.ring.dropped();
+        let new_drops = dropped - self.last_dropped;
+        self.last_dropped = dropped;
+        let now = crate::profiler::unix_ms();
+        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        for (stack, weight) in &self.batch {
+            store.add(stack, *weight);
+        }
+        store.add_dropped(new_drops);
+        if now >= store.open_end_ms() {
+            store.close(now);
+        }
+    }
+
+    fn fold(&mut self, tid: u32, frames: &[u64]) -> Arc<str> {
+        self.folded.clear();
+        self.folded.push_str(&self.timers.thread_name(tid));
+        // Raw frames are innermost first; folded stacks are root first.
+        for &addr in frames.iter().rev() {
+            if self.symbolizer.is_unknown(addr) {
+                self.saw_unknown = true;
+            }
+            for name in self.symbolizer.frames(addr).iter() {
+                self.folded.push(';');
+                self.folded.push_str(name);
+            }
+        }
+        Arc::from(self.folded.as_str())
+    }
+
+    fn update_stats(&mut self) {
+        let st = &self.shared.stats;
+        st.signals
+            .store(self.signal.signals.load(Ordering::Relaxed), Ordering::Relaxed);
+        st.dropped.store(self.signal.ring.dropped(), Ordering::Relaxed);
+        st.handler_ns
+            .store(self.signal.handler_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+        st.aggregator_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        st.threads.store(self.timers.thread_count() as u64, Ordering::Relaxed);
+        st.per_thread_timers.store(
+            self.timers.mode() == crate::TimerMode::PerThread,
+            Ordering::Relaxed,
+        );
+        let store_bytes = self
+            .shared
+            .store
+            .lock()
+            .map(|s| s.memory_bytes())
+            .unwrap_or(0);
+        let bytes = self.signal.memory_bytes()
+            + self.modules.memory_bytes()
+            + self.symbolizer.memory_bytes()
+            + self.stack_cache.len() * 96
+            + store_bytes;
+        st.memory_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,25 @@
+//! Errors of the sampler library.
+
+use thiserror::Error;
+
+/// Why a profiler could not start or serve.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Only one profiler can sample a process at a time (SIGPROF is process-wide).
+    #[error("a stackwatch profiler is already running in this process")]
+    AlreadyRunning,
+    /// Another SIGPROF handler is installed (another profiler?); we do not replace it.
+    #[error("SIGPROF already has a handler that is not stackwatch's")]
+    SignalInUse,
+    /// A builder setting is out of range.
+    #[error("invalid profiler setting: {0}")]
+    InvalidConfig(String),
+    /// An OS call failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What we were doing.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,394 @@
+//! [`Profiler`] and its builder: the public handle services hold.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use stackwatch_profile::protocol::{WindowSeq, WindowsResponse};
+use stackwatch_profile::Profile;
+
+use crate::aggregator::Aggregator;
+use crate::signal_handler::{self, InstallError, SignalState};
+use crate::thread_timers::{ThreadTimers, TimerMode};
+use crate::windows::{WindowConfig, WindowStore};
+use crate::Error;
+
+/// Settings of a profiler; build one with [`Profiler::builder`].
+#[derive(Debug, Clone)]
+pub struct ProfilerBuilder {
+    frequency_hz: u32,
+    window: Duration,
+    retain_windows: usize,
+    max_stacks: usize,
+    timer_mode: TimerMode,
+    sample_buffer: usize,
+}
+
+impl Default for ProfilerBuilder {
+    fn default() -> Self {
+        ProfilerBuilder {
+            frequency_hz: 99,
+            window: Duration::from_secs(10),
+            retain_windows: 60,
+            max_stacks: 10_000,
+            timer_mode: TimerMode::PerThread,
+            sample_buffer: 2048,
+        }
+    }
+}
+
+impl ProfilerBuilder {
+    /// Samples per second of CPU time, per thread (default 99; 1..=4000).
+    pub fn frequency_hz(mut self, hz: u32) -> Self {
+        self.frequency_hz = hz;
+        self
+    }
+
+    /// Length of a window (default 10 s; at least 100 ms).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Closed windows kept for collectors and `profile()` (default 60).
+    pub fn retain_windows(mut self, n: usize) -> Self {
+        self.retain_windows = n;
+        self
+    }
+
+    /// Distinct stacks kept per window; the rarest fold into `[pruned]` (default 10 000).
+    pub fn max_stacks(mut self, n: usize) -> Self {
+        self.max_stacks = n;
+        self
+    }
+
+    /// Per-thread CPU timers (default) or the process-wide `setitimer` fallback.
+    pub fn timer_mode(mut self, mode: TimerMode) -> Self {
+        self.timer_mode = mode;
+        self
+    }
+
+    /// Raw samples buffered between the signal handler and the aggregator, which drains
+    /// every 20 ms (default 2048; a full buffer drops and counts samples).
+    pub fn sample_buffer(mut self, n: usize) -> Self {
+        self.sample_buffer = n;
+        self
+    }
+
+    /// Starts sampling every thread of the process.
+    pub fn start(self) -> Result<Profiler, Error> {
+        if !(1..=4000).contains(&self.frequency_hz) {
+            return Err(Error::InvalidConfig(format!(
+                "frequency_hz must be 1..=4000, got {}",
+                self.frequency_hz
+            )));
+        }
+        if self.window < Duration::from_millis(100) {
+            return Err(Error::InvalidConfig("window must be at least 100 ms".into()));
+        }
+        if self.retain_windows == 0 || self.max_stacks == 0 || self.sample_buffer < 2 {
+            return Err(Error::InvalidConfig(
+                "retain_windows and max_stacks must be positive, sample_buffer at least 2".into(),
+            ));
+        }
+        signal_handler::install().map_err(|e| match e {
+            InstallError::Foreign => Error::SignalInUse,
+            InstallError::Os(source) => Error::Os {
+                what: "installing the SIGPROF handler",
+                source,
+            },
+        })?;
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        // Leaked for the handler's 'static reference; reclaimed in `stop` once no
+        // handler can reach it.
+        let signal: &'static SignalState = Box::leak(Box::new(SignalState::new(
+            self.sample_buffer,
+            2 * cpus + 4,
+        )));
+        if !signal_handler::activate(signal) {
+            // SAFETY: never activated, so no handler can see it.
+            drop(unsafe { Box::from_raw(signal as *const SignalState as *mut SignalState) });
+            return Err(Error::AlreadyRunning);
+        }
+        let instance = random_instance_id();
+        let shared = Arc::new(Shared {
+            store: Mutex::new(WindowStore::new(
+                WindowConfig {
+                    instance: instance.clone(),
+                    frequency_hz: self.frequency_hz,
+                    window: self.window,
+                    retain: self.retain_windows,
+                    max_stacks: self.max_stacks,
+                },
+                unix_ms(),
+            )),
+            stats: Stats::default(),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            settings: self.clone(),
+            instance,
+        });
+        let period_ns = 1_000_000_000 / self.frequency_hz as u64;
+        let timers = ThreadTimers::new(period_ns, self.timer_mode);
+        let agg_shared = shared.clone();
+        let aggregator = std::thread::Builder::new()
+            .name("stackwatch".into())
+            .spawn(move || {
+                Aggregator::new(agg_shared, signal, timers).run();
+            })
+            .map_err(|source| Error::Os {
+                what: "spawning the aggregator thread",
+                source,
+            });
+        let aggregator = match aggregator {
+            Ok(h) => h,
+            Err(e) => {
+                release(signal);
+                return Err(e);
+            }
+        };
+        Ok(Profiler {
+            inner: Arc::new(ProfilerInner {
+                shared,
+                running: Mutex::new(Some((aggregator, signal))),
+            }),
+        })
+    }
+}
+
+/// Frees the handler state once no handler can be running on it.
+fn release(signal: &'static SignalState) {
+    if signal_handler::deactivate() {
+        // SAFETY: deactivated and quiesced: no handler holds a reference, and the
+        // aggregator (the other user) has exited.
+        drop(unsafe { Box::from_raw(signal as *const SignalState as *mut SignalState) });
+    } else {
+        tracing::warn!("signal handlers did not quiesce; leaking the sampler state");
+    }
+}
+
+/// Counters the aggregator publishes for `/metrics`.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub signals: AtomicU64,
+    pub dropped: AtomicU64,
+    pub handler_ns: AtomicU64,
+    pub aggregator_ns: AtomicU64,
+    pub threads: AtomicU64,
+    pub memory_bytes: AtomicU64,
+    pub per_thread_timers: AtomicBool,
+}
+
+/// What the aggregator thread and the handles share.
+pub(crate) struct Shared {
+    pub store: Mutex<WindowStore>,
+    pub stats: Stats,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    settings: ProfilerBuilder,
+    instance: String,
+}
+
+impl Shared {
+    /// Sleeps up to `d`; returns true when the profiler is stopping.
+    pub fn wait_stop(&self, d: Duration) -> bool {
+        let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        if *guard {
+            return true;
+        }
+        let (guard, _) = self
+            .stop_cv
+            .wait_timeout(guard, d)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+struct ProfilerInner {
+    shared: Arc<Shared>,
+    running: Mutex<Option<(JoinHandle<()>, &'static SignalState)>>,
+}
+
+impl ProfilerInner {
+    fn stop(&self) {
+        let Some((handle, signal)) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.stop_cv.notify_all();
+        // The aggregator disarms every timer before it exits.
+        let _ = handle.join();
+        release(signal);
+    }
+}
+
+impl Drop for ProfilerInner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running profiler. Cheap to clone; sampling stops when [`Profiler::stop`] is called or
+/// the last clone is dropped. Windows stay readable after stop.
+#[derive(Clone)]
+pub struct Profiler {
+    inner: Arc<ProfilerInner>,
+}
+
+/// A snapshot of the profiler's own counters (what `/metrics` exports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfilerStats {
+    /// Sampling periods recorded (the sum of all stack counts).
+    pub samples: u64,
+    /// SIGPROF deliveries handled.
+    pub signals: u64,
+    /// Samples dropped because the buffer was full.
+    pub dropped: u64,
+    /// Distinct stacks folded into `[pruned]`.
+    pub pruned_stacks: u64,
+    /// Time spent in the signal handler, ns.
+    pub handler_ns: u64,
+    /// CPU time of the aggregator thread, ns.
+    pub aggregator_ns: u64,
+    /// Threads with a timer.
+    pub threads: u64,
+    /// Bytes held by the profiler (buffers, unwind tables, windows).
+    pub memory_bytes: u64,
+    /// Per-thread timers in use (false: the setitimer fallback).
+    pub per_thread_timers: bool,
+}
+
+impl Profiler {
+    /// A builder with the defaults (99 Hz, 10 s windows, 60 retained, 10 000 stacks).
+    pub fn builder() -> ProfilerBuilder {
+        ProfilerBuilder::default()
+    }
+
+    /// Stops sampling (idempotent). Waits for the aggregator to drain what was sampled.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+
+    /// Whether sampling is still on.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .running
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Random id of this profiler instance (served in the window protocol).
+    pub fn instance_id(&self) -> &str {
+        &self.inner.shared.instance
+    }
+
+    /// Sampling frequency in Hz.
+    pub fn frequency_hz(&self) -> u32 {
+        self.inner.shared.settings.frequency_hz
+    }
+
+    /// The last `last` of samples: retained windows overlapping it plus the open window.
+    pub fn profile(&self, last: Duration) -> Profile {
+        self.store().profile_last(last, unix_ms())
+    }
+
+    /// Everything since start (bounded by `max_stacks`), open window included.
+    pub fn profile_cumulative(&self) -> Profile {
+        self.store().profile_cumulative(unix_ms())
+    }
+
+    /// Closed windows with a sequence number above `after` (the collector protocol).
+    pub fn windows_after(&self, after: WindowSeq) -> WindowsResponse {
+        self.store().windows_after(after)
+    }
+
+    /// Samples from now for `duration`, like Go's `/debug/pprof/profile?seconds=N`.
+    /// Blocks the calling thread; see [`Profiler::start_capture`] for the async form.
+    pub fn capture(&self, duration: Duration) -> Profile {
+        let c = self.start_capture();
+        std::thread::sleep(duration);
+        c.finish()
+    }
+
+    /// Starts collecting every new sample until [`Capture::finish`].
+    pub fn start_capture(&self) -> Capture {
+        let id = self.store().start_capture();
+        Capture {
+            profiler: self.clone(),
+            id,
+            start_ms: unix_ms(),
+        }
+    }
+
+    /// The profiler's counters.
+    pub fn stats(&self) -> ProfilerStats {
+        let st = &self.inner.shared.stats;
+        let (samples, pruned) = {
+            let s = self.store();
+            (s.samples_total, s.pruned_total)
+        };
+        ProfilerStats {
+            samples,
+            signals: st.signals.load(Ordering::Relaxed),
+            dropped: st.dropped.load(Ordering::Relaxed),
+            pruned_stacks: pruned,
+            handler_ns: st.handler_ns.load(Ordering::Relaxed),
+            aggregator_ns: st.aggregator_ns.load(Ordering::Relaxed),
+            threads: st.threads.load(Ordering::Relaxed),
+            memory_bytes: st.memory_bytes.load(Ordering::Relaxed),
+            per_thread_timers: st.per_thread_timers.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, WindowStore> {
+        self.inner
+            .shared
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An in-progress capture started by [`Profiler::start_capture`].
+pub struct Capture {
+    profiler: Profiler,
+    id: u64,
+    start_ms: u64,
+}
+
+impl Capture {
+    /// Ends the capture and returns its profile.
+    pub fn finish(self) -> Profile {
+        // Let the aggregator drain samples taken up to now (it ticks every 20 ms).
+        std::thread::sleep(Duration::from_millis(25));
+        self.profiler
+            .store()
+            .finish_capture(self.id, self.start_ms, unix_ms())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random_instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        let seed = unix_ms() ^ ((std::process::id() as u64) << 32);
+        bytes = seed.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

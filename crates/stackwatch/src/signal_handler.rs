@@ -1,0 +1,412 @@
+//! The SIGPROF handler and the state it may touch. This is the only code that runs in
+//! signal context; everything in it is async-signal-safe, and each call says why.
+//!
+//! What the handler does, in order:
+//! 1. saves `errno` (the syscalls below may change it; the interrupted code must not see that);
+//! 2. marks itself running in [`HANDLERS_RUNNING`], so [`deactivate`] and
+//!    [`SignalState::publish_unwinder`] can wait for it before freeing what it reads;
+//! 3. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
+//! 4. walks the interrupted stack with framehop, using eh_frame tables parsed earlier on
+//!    the aggregator thread, reading stack memory only through `process_vm_readv` into the
+//!    scratch copy, so a wild frame pointer or CFA gives an error, never a fault;
+//! 5. publishes the addresses and returns. Symbolisation happens on the aggregator thread.
+//!
+//! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
+//! `dl_iterate_phdr` on this path.
+
+use std::cell::UnsafeCell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use framehop::{CacheNative, MustNotAllocateDuringUnwind, Unwinder, UnwinderNative};
+
+use crate::sample_ring::{SampleRing, MAX_FRAMES};
+
+/// The unwinder the handler uses: owned eh_frame bytes, allocation-free unwinding.
+pub type NativeUnwinder = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
+type NativeCache = CacheNative<MustNotAllocateDuringUnwind>;
+
+/// Bytes of stack copied at most per sample (deeper frames end the walk).
+const STACK_COPY_BYTES: usize = 64 * 1024;
+const PAGE: u64 = 4096;
+/// `si_code` of a signal sent by a POSIX timer.
+const SI_TIMER: libc::c_int = -2;
+
+/// Number of handlers currently between entry and exit, on all threads.
+static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The state of the running profiler, or null when none runs.
+static ACTIVE: AtomicPtr<SignalState> = AtomicPtr::new(ptr::null_mut());
+/// Whether our handler is installed for SIGPROF (it stays installed once it is, see
+/// [`install`]).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Everything the handler reads or writes, allocated before the first signal.
+pub struct SignalState {
+    /// Where finished samples go.
+    pub ring: SampleRing,
+    scratch: Box<[UnwindScratch]>,
+    unwinder: AtomicPtr<NativeUnwinder>,
+    /// Signals that reached the handler while this state was active.
+    pub signals: AtomicU64,
+    /// Nanoseconds spent inside the handler (monotonic clock, entry to exit).
+    pub handler_ns: AtomicU64,
+}
+
+/// Per-handler working memory: the framehop rule cache and a copy of the stack.
+struct UnwindScratch {
+    busy: AtomicBool,
+    cache: UnsafeCell<NativeCache>,
+    stack: UnsafeCell<StackCopy>,
+}
+
+// SAFETY: `cache` and `stack` are only touched by the handler that flipped `busy` from
+// false to true, until it stores false again.
+unsafe impl Sync for UnwindScratch {}
+
+/// A lazily filled copy of `[base, base + STACK_COPY_BYTES)` of the interrupted stack.
+struct StackCopy {
+    base: u64,
+    filled: usize,
+    exhausted: bool,
+    bytes: [u8; STACK_COPY_BYTES],
+}
+
+impl StackCopy {
+    fn reset(&mut self, sp: u64) {
+        self.base = sp & !7;
+        self.filled = 0;
+        self.exhausted = false;
+    }
+
+    /// Reads a word of the interrupted thread's stack, copying more of it on demand.
+    /// Async-signal-safe: `process_vm_readv` is a plain syscall on our own process that
+    /// returns `EFAULT` or a short count for unmapped memory instead of faulting, and
+    /// takes no user-space lock.
+    fn read(&mut self, addr: u64) -> Result<u64, ()> {
+        let off = addr.checked_sub(self.base).ok_or(())? as usize;
+        let end = off.checked_add(8).ok_or(())?;
+        if end > STACK_COPY_BYTES {
+            return Err(());
+        }
+        while self.filled < end {
+            if self.exhausted {
+                return Err(());
+            }
+            let from = self.base + self.filled as u64;
+            // Up to the end of the page after the current one: stacks are read upwards.
+            let page_end = (from & !(PAGE - 1)) + 2 * PAGE;
+            let want = ((page_end - from) as usize).min(STACK_COPY_BYTES - self.filled);
+            let local = libc::iovec {
+                iov_base: self.bytes[self.filled..].as_mut_ptr().cast(),
+                iov_len: want,
+            };
+            let remote = libc::iovec {
+                iov_base: from as *mut libc::c_void,
+                iov_len: want,
+            };
+            // SAFETY: `local` points into our own buffer with `want` bytes of room;
+            // the kernel validates `remote`. getpid is async-signal-safe (POSIX).
+            let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+            if n <= 0 {
+                self.exhausted = true;
+                return Err(());
+            }
+            self.filled += n as usize;
+            if (n as usize) < want {
+                self.exhausted = true;
+            }
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.bytes[off..end]);
+        Ok(u64::from_ne_bytes(word))
+    }
+}
+
+impl SignalState {
+    /// Preallocates a ring of `ring_capacity` samples and `scratch_count` unwind
+    /// scratch areas (one per handler that may run at the same time).
+    pub fn new(ring_capacity: usize, scratch_count: usize) -> Self {
+        let scratch = (0..scratch_count.max(1))
+            .map(|_| UnwindScratch {
+                busy: AtomicBool::new(false),
+                cache: UnsafeCell::new(NativeCache::new_in()),
+                stack: UnsafeCell::new(StackCopy {
+                    base: 0,
+                    filled: 0,
+                    exhausted: false,
+                    bytes: [0; STACK_COPY_BYTES],
+                }),
+            })
+            .collect();
+        SignalState {
+            ring: SampleRing::new(ring_capacity),
+            scratch,
+            unwinder: AtomicPtr::new(ptr::null_mut()),
+            signals: AtomicU64::new(0),
+            handler_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes preallocated for the handler (ring plus scratch).
+    pub fn memory_bytes(&self) -> usize {
+        self.ring.memory_bytes() + self.scratch.len() * std::mem::size_of::<UnwindScratch>()
+    }
+
+    /// Replaces the unwinder the handler uses (after modules were loaded or unloaded).
+    /// The old one is freed once no handler can still be reading it.
+    pub fn publish_unwinder(&self, unwinder: NativeUnwinder) {
+        let new = Box::into_raw(Box::new(unwinder));
+        let old = self.unwinder.swap(new, Ordering::SeqCst);
+        if !old.is_null() {
+            // SAFETY: `old` came from Box::into_raw above and is no longer reachable
+            // through `self.unwinder`; free it only when no handler is mid-walk.
+            retire(unsafe { Box::from_raw(old) });
+        }
+    }
+}
+
+impl Drop for SignalState {
+    fn drop(&mut self) {
+        let p = self.unwinder.swap(ptr::null_mut(), Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: Drop runs only after `deactivate` waited for every handler.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+/// Frees `value` once every handler that might have seen it has returned: a handler
+/// that enters after the swap that made `value` unreachable cannot read it, so when
+/// the running count is observed at zero, nobody holds it. If handlers never quiesce
+/// within two seconds, the value is leaked rather than freed under a reader.
+fn retire<T>(value: T) {
+    if wait_for_handlers(Duration::from_secs(2)) {
+        drop(value);
+    } else {
+        tracing::warn!("signal handlers did not quiesce; leaking a retired structure");
+        std::mem::forget(value);
+    }
+}
+
+fn wait_for_handlers(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while HANDLERS_RUNNING.load(Ordering::SeqCst) != 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
+/// Why the handler could not be installed.
+#[derive(Debug)]
+pub enum InstallError {
+    /// Someone else's SIGPROF handler is installed; we do not replace it.
+    Foreign,
+    /// `sigaction` failed.
+    Os(std::io::Error),
+}
+
+/// Installs the SIGPROF handler (once per process). It is never uninstalled: a SIGPROF
+/// still pending after a profiler stops must find a handler (the default action would
+/// kill the process, pprof-rs #288); with no active state the handler just returns.
+pub fn install() -> Result<(), InstallError> {
+    if INSTALLED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    // SAFETY: plain sigaction calls with zeroed, then filled, structs.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, ptr::null(), &mut old) != 0 {
+            return Err(InstallError::Os(std::io::Error::last_os_error()));
+        }
+        let ours = on_sigprof as *const () as usize;
+        if old.sa_sigaction != libc::SIG_DFL
+            && old.sa_sigaction != libc::SIG_IGN
+            && old.sa_sigaction != ours
+        {
+            return Err(InstallError::Foreign);
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ours;
+        // No SA_ONSTACK: Rust gives every thread a small sigaltstack for stack-overflow
+        // reports, too small for a DWARF unwind; the interrupted stack has room.
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGPROF, &sa, ptr::null_mut()) != 0 {
+            return Err(InstallError::Os(std::io::Error::last_os_error()));
+        }
+    }
+    INSTALLED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Makes `state` the one the handler writes to. Fails if another is active.
+pub fn activate(state: &'static SignalState) -> bool {
+    ACTIVE
+        .compare_exchange(
+            ptr::null_mut(),
+            state as *const SignalState as *mut SignalState,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+        .is_ok()
+}
+
+/// Detaches the active state and waits until no handler can still be using it.
+/// Returns false if handlers did not quiesce (the caller must then leak the state).
+pub fn deactivate() -> bool {
+    ACTIVE.store(ptr::null_mut(), Ordering::SeqCst);
+    wait_for_handlers(Duration::from_secs(2))
+}
+
+/// Nanoseconds on the monotonic clock. `clock_gettime` is async-signal-safe (POSIX) and
+/// is a vDSO call, no syscall, for CLOCK_MONOTONIC.
+#[inline(always)]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The POSIX-timer view of `siginfo_t` on 64-bit Linux: after `si_signo`, `si_errno`,
+/// `si_code` and padding, the union starts at offset 16 with `si_tid`, `si_overrun`.
+#[repr(C)]
+struct SigInfoTimer {
+    si_signo: libc::c_int,
+    si_errno: libc::c_int,
+    si_code: libc::c_int,
+    _pad: libc::c_int,
+    si_tid: libc::c_int,
+    si_overrun: libc::c_int,
+}
+
+/// The SIGPROF handler. See the module comment for what it does and why each step is
+/// async-signal-safe.
+extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // errno is thread-local storage set up by libc for every thread; reading and writing
+    // it through __errno_location is async-signal-safe and restores what the interrupted
+    // code had.
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    // Atomics are lock-free on every target we build for: safe in a handler.
+    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    let state = ACTIVE.load(Ordering::SeqCst);
+    if !state.is_null() {
+        // SAFETY: a non-null ACTIVE points to a SignalState that `deactivate` will not
+        // let be freed while HANDLERS_RUNNING counts us.
+        let state = unsafe { &*state };
+        let start = monotonic_ns();
+        // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
+        unsafe { record_sample(state, info, ctx) };
+        state.signals.fetch_add(1, Ordering::Relaxed);
+        state
+            .handler_ns
+            .fetch_add(monotonic_ns().saturating_sub(start), Ordering::Relaxed);
+    }
+    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Unwinds the interrupted thread into a ring slot. Signal context only.
+unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // Each expiry of a POSIX CPU timer that the scheduler tick could not deliver is
+    // counted in si_overrun; the sample stands for all of those periods.
+    let timer_info = &*(info as *const SigInfoTimer);
+    let weight = if timer_info.si_code == SI_TIMER {
+        1 + timer_info.si_overrun.max(0) as u32
+    } else {
+        1
+    };
+    // gettid is a plain syscall: async-signal-safe.
+    let tid = libc::syscall(libc::SYS_gettid) as u32;
+
+    let Some(scratch) = state
+        .scratch
+        .iter()
+        .find(|s| s.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
+    else {
+        state.ring.count_drop();
+        return;
+    };
+    if let Some((guard, sample)) = state.ring.claim() {
+        sample.tid = tid;
+        sample.weight = weight;
+        sample.truncated = false;
+        let (pc, regs) = registers(ctx);
+        sample.frames[0] = pc;
+        sample.depth = 1;
+        let unwinder = state.unwinder.load(Ordering::Acquire);
+        if !unwinder.is_null() {
+            // SAFETY: the unwinder stays alive while we are counted in HANDLERS_RUNNING
+            // (see `retire`); the scratch is ours while `busy` is set.
+            let unwinder = &*unwinder;
+            let cache = &mut *scratch.cache.get();
+            let stack = &mut *scratch.stack.get();
+            stack.reset(sp_of(&regs));
+            let mut read = |addr: u64| stack.read(addr);
+            // framehop with MustNotAllocateDuringUnwind evaluates CFI in fixed-size
+            // storage inside `cache`, reads memory only through `read`, and does not
+            // allocate or lock.
+            let mut frames = unwinder.iter_frames(pc, regs, cache, &mut read);
+            let _ip = frames.next();
+            let mut depth = 1;
+            loop {
+                match frames.next() {
+                    Ok(Some(frame)) => {
+                        if depth == MAX_FRAMES {
+                            sample.truncated = true;
+                            break;
+                        }
+                        sample.frames[depth] = frame.address_for_lookup();
+                        depth += 1;
+                    }
+                    // End of stack, or a frame that could not be unwound: keep what we have.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            sample.depth = depth as u32;
+        }
+        state.ring.publish(guard);
+    }
+    scratch.busy.store(false, Ordering::Release);
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn registers(ctx: *mut libc::c_void) -> (u64, framehop::UnwindRegsNative) {
+    // Reading the interrupted registers from the ucontext the kernel saved: plain memory.
+    let uc = &*(ctx as *const libc::ucontext_t);
+    let g = &uc.uc_mcontext.gregs;
+    let pc = g[libc::REG_RIP as usize] as u64;
+    let sp = g[libc::REG_RSP as usize] as u64;
+    let bp = g[libc::REG_RBP as usize] as u64;
+    (pc, framehop::x86_64::UnwindRegsX86_64::new(pc, sp, bp))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sp_of(regs: &framehop::UnwindRegsNative) -> u64 {
+    regs.sp()
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn registers(ctx: *mut libc::c_void) -> (u64, framehop::UnwindRegsNative) {
+    let uc = &*(ctx as *const libc::ucontext_t);
+    let m = &uc.uc_mcontext;
+    let pc = m.pc;
+    (
+        pc,
+        framehop::aarch64::UnwindRegsAarch64::new(m.regs[30], m.sp, m.regs[29]),
+    )
+}
+
+#[cfg(target_arch = "aarch64")]
+fn sp_of(regs: &framehop::UnwindRegsNative) -> u64 {
+    regs.sp()
+}

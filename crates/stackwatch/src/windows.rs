@@ -1,0 +1,352 @@
+//! Windows: the open window being filled, the last N closed ones, the cumulative profile
+//! since start, and on-demand captures (for Go-style `?seconds=N` profiles).
+//!
+//! Every count here is bounded by `max_stacks` distinct stacks: the rarest fold into
+//! `[pruned]` so totals stay exact, and memory depends on configuration, not run time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stackwatch_profile::profile::prune_counts;
+use stackwatch_profile::protocol::{Window, WindowSeq, WindowsResponse, PROTOCOL_VERSION};
+use stackwatch_profile::Profile;
+
+type Counts = HashMap<Arc<str>, u64>;
+
+/// A closed window, as retained.
+#[derive(Debug, Clone)]
+pub struct ClosedWindow {
+    /// Sequence number (1 for the first).
+    pub seq: WindowSeq,
+    /// Start, Unix ms.
+    pub start_ms: u64,
+    /// End, Unix ms.
+    pub end_ms: u64,
+    /// Periods recorded.
+    pub samples: u64,
+    /// Samples dropped (full buffer) while it was open.
+    pub dropped: u64,
+    /// Distinct stacks folded into `[pruned]`.
+    pub pruned_stacks: u64,
+    /// Stacks and counts.
+    pub stacks: Vec<(Arc<str>, u64)>,
+}
+
+struct OpenWindow {
+    start_ms: u64,
+    end_ms: u64,
+    stacks: Counts,
+    samples: u64,
+    dropped: u64,
+    pruned_stacks: u64,
+}
+
+/// Sizes and identity of a [`WindowStore`].
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Instance id served in the protocol.
+    pub instance: String,
+    /// Sampling frequency.
+    pub frequency_hz: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Closed windows retained.
+    pub retain: usize,
+    /// Distinct stacks kept per window.
+    pub max_stacks: usize,
+}
+
+/// All aggregated samples of one profiler.
+pub struct WindowStore {
+    cfg: WindowConfig,
+    next_seq: WindowSeq,
+    open: OpenWindow,
+    closed: VecDeque<ClosedWindow>,
+    cumulative: Counts,
+    started_ms: u64,
+    captures: HashMap<u64, Counts>,
+    next_capture: u64,
+    /// Periods recorded since start (all windows, open included).
+    pub samples_total: u64,
+    /// Distinct stacks pruned since start.
+    pub pruned_total: u64,
+}
+
+impl WindowStore {
+    /// An empty store whose first window opens at `now_ms`.
+    pub fn new(cfg: WindowConfig, now_ms: u64) -> Self {
+        let end_ms = next_boundary(now_ms, &cfg.window);
+        WindowStore {
+            next_seq: 1,
+            open: OpenWindow {
+                start_ms: now_ms,
+                end_ms,
+                stacks: HashMap::new(),
+                samples: 0,
+                dropped: 0,
+                pruned_stacks: 0,
+            },
+            closed: VecDeque::with_capacity(cfg.retain),
+            cumulative: HashMap::new(),
+            started_ms: now_ms,
+            captures: HashMap::new(),
+            next_capture: 1,
+            samples_total: 0,
+            pruned_total: 0,
+            cfg,
+        }
+    }
+
+    fn period_ns(&self) -> u64 {
+        1_000_000_000 / self.cfg.frequency_hz.max(1) as u64
+    }
+
+    /// Records `weight` periods of `stack` in the open window and every capture.
+    pub fn add(&mut self, stack: &Arc<str>, weight: u64) {
+        *self.open.stacks.entry(stack.clone()).or_insert(0) += weight;
+        self.open.samples += weight;
+        self.samples_total += weight;
+        for c in self.captures.values_mut() {
+            *c.entry(stack.clone()).or_insert(0) += weight;
+            if c.len() > 2 * self.cfg.max_stacks {
+                prune_counts(c, self.cfg.max_stacks);
+            }
+        }
+        if self.open.stacks.len() > 2 * self.cfg.max_stacks {
+            let n = prune_counts(&mut self.open.stacks, self.cfg.max_stacks) as u64;
+            self.open.pruned_stacks += n;
+            self.pruned_total += n;
+        }
+    }
+
+    /// Counts samples dropped while this window is open.
+    pub fn add_dropped(&mut self, n: u64) {
+        self.open.dropped += n;
+    }
+
+    /// When the open window is due to close.
+    pub fn open_end_ms(&self) -> u64 {
+        self.open.end_ms
+    }
+
+    /// Closes the open window at `now_ms` and opens the next one.
+    pub fn close(&mut self, now_ms: u64) {
+        let end_ms = now_ms.max(self.open.start_ms);
+        let mut stacks = std::mem::take(&mut self.open.stacks);
+        let n = prune_counts(&mut stacks, self.cfg.max_stacks) as u64;
+        self.open.pruned_stacks += n;
+        self.pruned_total += n;
+        for (s, c) in &stacks {
+            *self.cumulative.entry(s.clone()).or_insert(0) += c;
+        }
+        if self.cumulative.len() > 2 * self.cfg.max_stacks {
+            prune_counts(&mut self.cumulative, self.cfg.max_stacks);
+        }
+        let mut stacks: Vec<(Arc<str>, u64)> = stacks.into_iter().collect();
+        stacks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.closed.push_back(ClosedWindow {
+            seq: self.next_seq,
+            start_ms: self.open.start_ms,
+            end_ms,
+            samples: self.open.samples,
+            dropped: self.open.dropped,
+            pruned_stacks: self.open.pruned_stacks,
+            stacks,
+        });
+        self.next_seq += 1;
+        while self.closed.len() > self.cfg.retain {
+            self.closed.pop_front();
+        }
+        self.open = OpenWindow {
+            start_ms: end_ms,
+            end_ms: next_boundary(end_ms, &self.cfg.window),
+            stacks: HashMap::new(),
+            samples: 0,
+            dropped: 0,
+            pruned_stacks: 0,
+        };
+    }
+
+    /// The protocol response for `GET /windows?after=SEQ`.
+    pub fn windows_after(&self, after: WindowSeq) -> WindowsResponse {
+        WindowsResponse {
+            version: PROTOCOL_VERSION,
+            instance: self.cfg.instance.clone(),
+            frequency_hz: self.cfg.frequency_hz,
+            period_ns: self.period_ns(),
+            window_seconds: self.cfg.window.as_secs().max(1),
+            oldest_seq: self.closed.front().map_or(0, |w| w.seq),
+            latest_seq: self.closed.back().map_or(0, |w| w.seq),
+            windows: self
+                .closed
+                .iter()
+                .filter(|w| w.seq > after)
+                .map(|w| Window {
+                    seq: w.seq,
+                    start_unix_ms: w.start_ms,
+                    end_unix_ms: w.end_ms,
+                    samples: w.samples,
+                    dropped: w.dropped,
+                    pruned_stacks: w.pruned_stacks,
+                    stacks: w.stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Retained windows that end after `now_ms - last`, plus the open window.
+    pub fn profile_last(&self, last: Duration, now_ms: u64) -> Profile {
+        let since = now_ms.saturating_sub(last.as_millis() as u64);
+        let mut p = Profile::new(self.period_ns());
+        let mut start = self.open.start_ms;
+        for w in self.closed.iter().filter(|w| w.end_ms > since) {
+            start = start.min(w.start_ms);
+            for (s, c) in &w.stacks {
+                p.add(s, *c);
+            }
+        }
+        self.add_open(&mut p);
+        p.start_unix_ns = start * 1_000_000;
+        p.duration_ns = now_ms.saturating_sub(start) * 1_000_000;
+        p
+    }
+
+    /// Everything since start (pruned to `max_stacks`), open window included.
+    pub fn profile_cumulative(&self, now_ms: u64) -> Profile {
+        let mut p = Profile::new(self.period_ns());
+        for (s, c) in &self.cumulative {
+            p.add(s, *c);
+        }
+        self.add_open(&mut p);
+        p.start_unix_ns = self.started_ms * 1_000_000;
+        p.duration_ns = now_ms.saturating_sub(self.started_ms) * 1_000_000;
+        p
+    }
+
+    fn add_open(&self, p: &mut Profile) {
+        for (s, c) in &self.open.stacks {
+            p.add(s, *c);
+        }
+    }
+
+    /// Starts collecting every new sample into a capture; returns its id.
+    pub fn start_capture(&mut self) -> u64 {
+        let id = self.next_capture;
+        self.next_capture += 1;
+        self.captures.insert(id, HashMap::new());
+        id
+    }
+
+    /// Ends a capture and returns what it collected.
+    pub fn finish_capture(&mut self, id: u64, start_ms: u64, now_ms: u64) -> Profile {
+        let mut p = Profile::new(self.period_ns());
+        if let Some(mut c) = self.captures.remove(&id) {
+            prune_counts(&mut c, self.cfg.max_stacks);
+            for (s, n) in c {
+                p.add(&s, n);
+            }
+        }
+        p.start_unix_ns = start_ms * 1_000_000;
+        p.duration_ns = now_ms.saturating_sub(start_ms) * 1_000_000;
+        p
+    }
+
+    /// Rough bytes held: stack strings and map entries of every window.
+    pub fn memory_bytes(&self) -> usize {
+        let entry = 48;
+        let open: usize = self.open.stacks.keys().map(|s| s.len() + entry).sum();
+        let closed: usize = self
+            .closed
+            .iter()
+            .map(|w| w.stacks.len() * (entry / 2))
+            .sum();
+        let cumulative: usize = self.cumulative.keys().map(|s| s.len() + entry).sum();
+        open + closed + cumulative
+    }
+}
+
+fn next_boundary(now_ms: u64, window: &Duration) -> u64 {
+    let len = (window.as_millis() as u64).max(1);
+    (now_ms / len + 1) * len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(max_stacks: usize, retain: usize) -> WindowStore {
+        WindowStore::new(
+            WindowConfig {
+                instance: "i".into(),
+                frequency_hz: 100,
+                window: Duration::from_secs(10),
+                retain,
+                max_stacks,
+            },
+            5_000,
+        )
+    }
+
+    #[test]
+    fn windows_align_to_the_wall_clock_and_are_returned_once_per_seq() {
+        let mut s = store(100, 3);
+        assert_eq!(s.open_end_ms(), 10_000);
+        let a: Arc<str> = Arc::from("t;a");
+        s.add(&a, 2);
+        s.close(10_000);
+        s.add(&a, 3);
+        s.close(20_000);
+        let r = s.windows_after(0);
+        assert_eq!(r.windows.len(), 2);
+        assert_eq!((r.windows[0].seq, r.windows[0].start_unix_ms, r.windows[0].end_unix_ms), (1, 5_000, 10_000));
+        assert_eq!(r.windows[1].samples, 3);
+        let r = s.windows_after(1);
+        assert_eq!(r.windows.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![2]);
+        assert!(s.windows_after(2).windows.is_empty());
+    }
+
+    #[test]
+    fn retention_drops_oldest_and_reports_it() {
+        let mut s = store(100, 2);
+        let a: Arc<str> = Arc::from("t;a");
+        for i in 1..=5 {
+            s.add(&a, 1);
+            s.close(i * 10_000);
+        }
+        let r = s.windows_after(0);
+        assert_eq!((r.oldest_seq, r.latest_seq), (4, 5));
+        assert_eq!(r.windows.len(), 2);
+        assert_eq!(s.samples_total, 5);
+    }
+
+    #[test]
+    fn max_stacks_bounds_every_window_and_keeps_totals() {
+        let mut s = store(10, 5);
+        for i in 0..1000u64 {
+            s.add(&Arc::from(format!("t;f{}", i % 300)), 1 + i % 7);
+        }
+        let expected: u64 = (0..1000u64).map(|i| 1 + i % 7).sum();
+        s.close(10_000);
+        let w = &s.windows_after(0).windows[0];
+        assert!(w.stacks.len() <= 10);
+        assert_eq!(w.stacks.iter().map(|x| x.1).sum::<u64>(), expected);
+        assert_eq!(w.samples, expected);
+        assert!(w.pruned_stacks > 0);
+        assert_eq!(s.profile_cumulative(10_000).total(), expected);
+    }
+
+    #[test]
+    fn captures_see_only_samples_after_they_start() {
+        let mut s = store(100, 5);
+        let a: Arc<str> = Arc::from("t;a");
+        s.add(&a, 5);
+        let id = s.start_capture();
+        s.add(&a, 2);
+        let p = s.finish_capture(id, 6_000, 7_000);
+        assert_eq!(p.total(), 2);
+        assert_eq!(p.duration_ns, 1_000_000_000);
+        s.add(&a, 1);
+        assert_eq!(s.profile_last(Duration::from_secs(60), 8_000).total(), 8);
+    }
+}
