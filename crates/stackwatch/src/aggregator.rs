@@ -157,13 +157,19 @@ impl Aggregator {
 
     fn update_stats(&mut self) {
         let st = &self.shared.stats;
-        st.signals
-            .store(self.signal.signals.load(Ordering::Relaxed), Ordering::Relaxed);
-        st.dropped.store(self.signal.ring.dropped(), Ordering::Relaxed);
-        st.handler_ns
-            .store(self.signal.handler_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+        st.signals.store(
+            self.signal.signals.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        st.dropped
+            .store(self.signal.ring.dropped(), Ordering::Relaxed);
+        st.handler_ns.store(
+            self.signal.handler_ns.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         st.aggregator_ns.store(thread_cpu_ns(), Ordering::Relaxed);
-        st.threads.store(self.timers.thread_count() as u64, Ordering::Relaxed);
+        st.threads
+            .store(self.timers.thread_count() as u64, Ordering::Relaxed);
         st.per_thread_timers.store(
             self.timers.mode() == crate::TimerMode::PerThread,
             Ordering::Relaxed,

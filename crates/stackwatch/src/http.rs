@@ -1,1 +1,399 @@
-pub fn x(){}
+//! The HTTP endpoints a profiled service serves (docs/protocol.md specifies them).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /`, `GET /stacks` | folded text, cumulative since start, or the last `?seconds=N` |
+//! | `GET /flamegraph.svg` | the same as an SVG flamegraph |
+//! | `GET /debug/pprof/profile?seconds=N` | gzipped pprof of the next N s (default 30), as Go's |
+//! | `GET /windows?after=SEQ` | the collector protocol (JSON) |
+//! | `GET /metrics` | the profiler's own counters, Prometheus text |
+//!
+//! [`router`] gives an axum `Router` to mount into an existing app; [`serve`] runs the
+//! endpoints on their own thread with their own small runtime, so the caller needs none.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use stackwatch_profile::{Profile, SvgOptions};
+
+use crate::{Error, Profiler};
+
+/// Longest `?seconds=` a pprof capture may block for.
+pub const MAX_CAPTURE_SECONDS: u64 = 300;
+
+/// Options of the endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    profiler: Profiler,
+    token: Option<String>,
+}
+
+/// The endpoints as an axum router, without authentication.
+pub fn router(profiler: &Profiler) -> Router {
+    router_with(profiler, HttpOptions::default())
+}
+
+/// The endpoints as an axum router, with options.
+pub fn router_with(profiler: &Profiler, opts: HttpOptions) -> Router {
+    let state = AppState {
+        profiler: profiler.clone(),
+        token: opts.bearer_token,
+    };
+    Router::new()
+        .route("/", get(stacks))
+        .route("/stacks", get(stacks))
+        .route("/flamegraph.svg", get(flamegraph))
+        .route("/debug/pprof/profile", get(pprof_profile))
+        .route("/windows", get(windows))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// A running endpoint server; stops when [`ServerHandle::shutdown`] is called or it is
+/// dropped.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serves the endpoints on `addr` (use a loopback address unless a token is set) from a
+/// thread of its own.
+pub fn serve(profiler: &Profiler, addr: SocketAddr) -> Result<ServerHandle, Error> {
+    serve_with(profiler, addr, HttpOptions::default())
+}
+
+/// [`serve`] with options.
+pub fn serve_with(
+    profiler: &Profiler,
+    addr: SocketAddr,
+    opts: HttpOptions,
+) -> Result<ServerHandle, Error> {
+    let os = |what| move |source| Error::Os { what, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(os("binding the HTTP address"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(os("configuring the listener"))?;
+    let local = listener
+        .local_addr()
+        .map_err(os("reading the bound address"))?;
+    let app = router_with(profiler, opts);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(os("starting the HTTP runtime"))?;
+    let thread = std::thread::Builder::new()
+        .name("stackwatch-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stackwatch HTTP listener");
+                        return;
+                    }
+                };
+                let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = rx.await;
+                });
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "stackwatch HTTP server stopped");
+                }
+            });
+        })
+        .map_err(os("spawning the HTTP thread"))?;
+    Ok(ServerHandle {
+        addr: local,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut r =
+                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct SecondsQuery {
+    seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    after: Option<u64>,
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{}\n", msg.into())).into_response()
+}
+
+/// A malformed query string is a 400 carrying the extractor's reason (which names the
+/// field), never a 500 and never a panic.
+fn parse_query<T: serde::de::DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, Response> {
+    q.map(|Query(v)| v)
+        .map_err(|e| bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+fn selected_profile(p: &Profiler, seconds: Option<u64>) -> Result<Profile, Response> {
+    match seconds {
+        None => Ok(p.profile_cumulative()),
+        Some(0) => Err(bad_request("seconds must be at least 1")),
+        Some(s) => Ok(p.profile(Duration::from_secs(s.min(365 * 24 * 3600)))),
+    }
+}
+
+async fn stacks(
+    State(st): State<AppState>,
+    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let profiler = st.profiler.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        selected_profile(&profiler, q.seconds).map(|p| p.to_folded())
+    })
+    .await;
+    match body {
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        Ok(Err(r)) => r,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn flamegraph(
+    State(st): State<AppState>,
+    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let profiler = st.profiler.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        selected_profile(&profiler, q.seconds).map(|p| {
+            let opts = SvgOptions {
+                subtitle: Some(match q.seconds {
+                    Some(s) => format!("last {s} s"),
+                    None => "since start".to_owned(),
+                }),
+                ..SvgOptions::default()
+            };
+            p.to_svg(&opts)
+        })
+    })
+    .await;
+    match body {
+        Ok(Ok(svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Ok(Err(r)) => r,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn pprof_profile(
+    State(st): State<AppState>,
+    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let seconds = q.seconds.unwrap_or(30);
+    if seconds == 0 || seconds > MAX_CAPTURE_SECONDS {
+        return bad_request(format!("seconds must be 1..={MAX_CAPTURE_SECONDS}"));
+    }
+    let capture = st.profiler.start_capture();
+    // The aggregator drains every 20 ms; wait one tick more so the tail is included.
+    tokio::time::sleep(Duration::from_secs(seconds) + Duration::from_millis(25)).await;
+    let body = tokio::task::spawn_blocking(move || capture.finish().to_pprof()).await;
+    match body {
+        Ok(bytes) => {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"profile\""),
+            );
+            (h, bytes).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn windows(
+    State(st): State<AppState>,
+    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let profiler = st.profiler.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&profiler.windows_after(q.after.unwrap_or(0)))
+    })
+    .await;
+    match body {
+        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&st.profiler),
+    )
+        .into_response()
+}
+
+/// The profiler's counters in the Prometheus text format, for services that serve their
+/// own `/metrics` and want to append these.
+pub fn metrics_text(profiler: &Profiler) -> String {
+    let s = profiler.stats();
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "stackwatch_samples_total",
+        "counter",
+        "Sampling periods recorded (sum of all stack counts; a sample with timer overruns counts each period).",
+        s.samples.to_string(),
+    );
+    metric(
+        "stackwatch_signals_total",
+        "counter",
+        "SIGPROF signals handled.",
+        s.signals.to_string(),
+    );
+    metric(
+        "stackwatch_dropped_samples_total",
+        "counter",
+        "Samples dropped because the sample buffer was full.",
+        s.dropped.to_string(),
+    );
+    metric(
+        "stackwatch_pruned_stacks_total",
+        "counter",
+        "Distinct stacks folded into [pruned] by the max_stacks bound.",
+        s.pruned_stacks.to_string(),
+    );
+    metric(
+        "stackwatch_handler_seconds_total",
+        "counter",
+        "Time spent inside the signal handler.",
+        format!("{:.6}", s.handler_ns as f64 / 1e9),
+    );
+    metric(
+        "stackwatch_aggregator_cpu_seconds_total",
+        "counter",
+        "CPU time of the aggregator thread.",
+        format!("{:.6}", s.aggregator_ns as f64 / 1e9),
+    );
+    metric(
+        "stackwatch_memory_bytes",
+        "gauge",
+        "Bytes held by the profiler: buffers, unwind tables, windows.",
+        s.memory_bytes.to_string(),
+    );
+    metric(
+        "stackwatch_threads_tracked",
+        "gauge",
+        "Threads with a CPU timer.",
+        s.threads.to_string(),
+    );
+    metric(
+        "stackwatch_per_thread_timers",
+        "gauge",
+        "1 when per-thread CPU timers are used, 0 on the setitimer fallback.",
+        u8::from(s.per_thread_timers).to_string(),
+    );
+    metric(
+        "stackwatch_frequency_hz",
+        "gauge",
+        "Sampling frequency.",
+        profiler.frequency_hz().to_string(),
+    );
+    out.push_str(&format!(
+        "# HELP stackwatch_info Identity of this profiler instance.\n# TYPE stackwatch_info gauge\nstackwatch_info{{instance=\"{}\"}} 1\n",
+        profiler.instance_id()
+    ));
+    out
+}

@@ -129,7 +129,9 @@ impl ModuleTable {
                     }
                     modules.push(module);
                 }
-                Err(e) => tracing::debug!(path = %m.path, error = %e, "module not loaded for unwinding"),
+                Err(e) => {
+                    tracing::debug!(path = %m.path, error = %e, "module not loaded for unwinding")
+                }
             }
         }
         modules.sort_by_key(|m| m.avma.start);
@@ -183,16 +185,17 @@ fn load_module(m: &ExecMapping) -> Result<(LoadedModule, Option<UnwindModule>), 
         let (off, size) = s.file_range();
         off & !0xfff <= file_offset && file_offset < off + size.max(1)
     };
-    let executable = |s: &object::Segment<'_, '_>| {
-        matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0)
-    };
+    let executable = |s: &object::Segment<'_, '_>| matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0);
     let seg = obj
         .segments()
         .find(|s| covers(s) && executable(s))
         .or_else(|| obj.segments().find(|s| covers(s)))
         .ok_or("no segment for the mapped offset")?;
     let (seg_off, _) = seg.file_range();
-    let svma_at_start = seg.address().wrapping_sub(seg_off).wrapping_add(file_offset);
+    let svma_at_start = seg
+        .address()
+        .wrapping_sub(seg_off)
+        .wrapping_add(file_offset);
     let bias = m.start.wrapping_sub(svma_at_start);
     let module = LoadedModule {
         path: PathBuf::from(&m.path),

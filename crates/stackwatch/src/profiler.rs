@@ -85,7 +85,9 @@ impl ProfilerBuilder {
             )));
         }
         if self.window < Duration::from_millis(100) {
-            return Err(Error::InvalidConfig("window must be at least 100 ms".into()));
+            return Err(Error::InvalidConfig(
+                "window must be at least 100 ms".into(),
+            ));
         }
         if self.retain_windows == 0 || self.max_stacks == 0 || self.sample_buffer < 2 {
             return Err(Error::InvalidConfig(
@@ -102,10 +104,8 @@ impl ProfilerBuilder {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         // Leaked for the handler's 'static reference; reclaimed in `stop` once no
         // handler can reach it.
-        let signal: &'static SignalState = Box::leak(Box::new(SignalState::new(
-            self.sample_buffer,
-            2 * cpus + 4,
-        )));
+        let signal: &'static SignalState =
+            Box::leak(Box::new(SignalState::new(self.sample_buffer, 2 * cpus + 4)));
         if !signal_handler::activate(signal) {
             // SAFETY: never activated, so no handler can see it.
             drop(unsafe { Box::from_raw(signal as *const SignalState as *mut SignalState) });
@@ -313,7 +313,8 @@ impl Profiler {
     /// Blocks the calling thread; see [`Profiler::start_capture`] for the async form.
     pub fn capture(&self, duration: Duration) -> Profile {
         let c = self.start_capture();
-        std::thread::sleep(duration);
+        // One aggregator tick more, so samples of the last 20 ms are drained.
+        std::thread::sleep(duration + Duration::from_millis(25));
         c.finish()
     }
 
@@ -322,7 +323,7 @@ impl Profiler {
         let id = self.store().start_capture();
         Capture {
             profiler: self.clone(),
-            id,
+            id: Some(id),
             start_ms: unix_ms(),
         }
     }
@@ -357,20 +358,29 @@ impl Profiler {
 }
 
 /// An in-progress capture started by [`Profiler::start_capture`].
+/// Dropping it unfinished (a client that hung up) discards what it collected.
 pub struct Capture {
     profiler: Profiler,
-    id: u64,
+    id: Option<u64>,
     start_ms: u64,
 }
 
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.profiler.store().cancel_capture(id);
+        }
+    }
+}
+
 impl Capture {
-    /// Ends the capture and returns its profile.
-    pub fn finish(self) -> Profile {
-        // Let the aggregator drain samples taken up to now (it ticks every 20 ms).
-        std::thread::sleep(Duration::from_millis(25));
+    /// Ends the capture and returns its profile (samples the aggregator has drained;
+    /// it drains every 20 ms).
+    pub fn finish(mut self) -> Profile {
+        let id = self.id.take().expect("a capture is finished once");
         self.profiler
             .store()
-            .finish_capture(self.id, self.start_ms, unix_ms())
+            .finish_capture(id, self.start_ms, unix_ms())
     }
 }
 

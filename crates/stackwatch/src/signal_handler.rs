@@ -328,11 +328,11 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
     // gettid is a plain syscall: async-signal-safe.
     let tid = libc::syscall(libc::SYS_gettid) as u32;
 
-    let Some(scratch) = state
-        .scratch
-        .iter()
-        .find(|s| s.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())
-    else {
+    let Some(scratch) = state.scratch.iter().find(|s| {
+        s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }) else {
         state.ring.count_drop();
         return;
     };

@@ -287,7 +287,10 @@ mod tests {
         // And it is exactly what glibc hands out for the calling thread.
         let mut clk: libc::clockid_t = 0;
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-        assert_eq!(unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clk) }, 0);
+        assert_eq!(
+            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clk) },
+            0
+        );
         assert_eq!(clk, thread_cpu_clock(tid));
     }
 

@@ -252,6 +252,11 @@ impl WindowStore {
         p
     }
 
+    /// Discards a capture that will not be finished.
+    pub fn cancel_capture(&mut self, id: u64) {
+        self.captures.remove(&id);
+    }
+
     /// Rough bytes held: stack strings and map entries of every window.
     pub fn memory_bytes(&self) -> usize {
         let entry = 48;
@@ -299,7 +304,14 @@ mod tests {
         s.close(20_000);
         let r = s.windows_after(0);
         assert_eq!(r.windows.len(), 2);
-        assert_eq!((r.windows[0].seq, r.windows[0].start_unix_ms, r.windows[0].end_unix_ms), (1, 5_000, 10_000));
+        assert_eq!(
+            (
+                r.windows[0].seq,
+                r.windows[0].start_unix_ms,
+                r.windows[0].end_unix_ms
+            ),
+            (1, 5_000, 10_000)
+        );
         assert_eq!(r.windows[1].samples, 3);
         let r = s.windows_after(1);
         assert_eq!(r.windows.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![2]);
