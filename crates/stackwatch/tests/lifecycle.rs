@@ -1,0 +1,180 @@
+//! Threads that appear late, code that is dlopen'd, stop/restart, a pending SIGPROF after
+//! stop, and a short stress run (the long one is the `stress` bench binary).
+
+use std::ffi::CString;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One profiler per process: tests in this file take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn burn(until: Instant) -> u64 {
+    let mut x = 1u64;
+    while Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(0x9E3779B97F4A7C15).rotate_left(7));
+    }
+    x
+}
+
+fn worker_total(p: &stackwatch::Profile, thread: &str) -> u64 {
+    p.stacks
+        .iter()
+        .filter(|(s, _)| s.split(';').next() == Some(thread))
+        .map(|(_, c)| c)
+        .sum()
+}
+
+#[test]
+fn threads_started_after_start_are_sampled_and_unnamed_ones_get_their_tid() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = stackwatch::Profiler::builder().frequency_hz(199).start().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let late = std::thread::Builder::new()
+        .name("late-thread".into())
+        .spawn(|| burn(Instant::now() + Duration::from_millis(800)))
+        .unwrap();
+    late.join().unwrap();
+    // A thread nobody named inherits its creator's name; make ours the process name (as
+    // the main thread's is) so the child counts as unnamed.
+    let process_name = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let cname = CString::new(process_name.trim_end()).unwrap();
+    unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr()) };
+    let unnamed = std::thread::spawn(|| {
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        burn(Instant::now() + Duration::from_millis(300));
+        tid
+    });
+    let unnamed_tid = unnamed.join().unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let p = profiler.profile(Duration::from_secs(60));
+    profiler.stop();
+    let n = worker_total(&p, "late-thread");
+    // 0.8 s of CPU at 199 Hz is ~159 periods; allow for discovery latency (<= 20 ms).
+    assert!(n >= 130, "late thread got {n} periods");
+    let unnamed_periods = worker_total(&p, &format!("thread-{unnamed_tid}"));
+    assert!(unnamed_periods >= 30, "thread-{unnamed_tid}: {unnamed_periods}\n{}", p.to_folded());
+}
+
+#[test]
+fn code_loaded_with_dlopen_is_unwound_and_named() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = stackwatch::Profiler::builder().frequency_hz(499).start().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // libz is not linked by this test; load it now and burn CPU inside it.
+    let lib = CString::new("libz.so.1").unwrap();
+    let sym = CString::new("crc32").unwrap();
+    let handle = unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "libz.so.1 is on every Debian system");
+    let crc32: extern "C" fn(u64, *const u8, u32) -> u64 =
+        unsafe { std::mem::transmute(libc::dlsym(handle, sym.as_ptr())) };
+    let t = std::thread::Builder::new()
+        .name("dlopen-user".into())
+        .spawn(move || {
+            let buf = vec![7u8; 1 << 20];
+            let until = Instant::now() + Duration::from_millis(1200);
+            let mut c = 0;
+            while Instant::now() < until {
+                c = crc32(c, buf.as_ptr(), buf.len() as u32);
+            }
+            c
+        })
+        .unwrap();
+    t.join().unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let p = profiler.profile(Duration::from_secs(60));
+    profiler.stop();
+    unsafe { libc::dlclose(handle) };
+    let total = worker_total(&p, "dlopen-user");
+    let in_crc: u64 = p
+        .stacks
+        .iter()
+        .filter(|(s, _)| s.starts_with("dlopen-user;") && s.contains("crc32"))
+        .map(|(_, c)| c)
+        .sum();
+    // And the walk continues out of the library into our closure.
+    let through: u64 = p
+        .stacks
+        .iter()
+        .filter(|(s, _)| {
+            s.starts_with("dlopen-user;") && s.contains("crc32") && s.contains("lifecycle")
+        })
+        .map(|(_, c)| c)
+        .sum();
+    assert!(total > 200, "{total}");
+    assert!(in_crc * 10 >= total * 8, "{in_crc} of {total} in crc32:\n{}", p.to_folded());
+    assert!(through * 10 >= in_crc * 8, "{through} of {in_crc} unwound out of libz");
+}
+
+#[test]
+fn stop_and_restart_100_times_and_a_pending_sigprof_after_stop_is_harmless() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let busy = std::thread::spawn(|| burn(Instant::now() + Duration::from_secs(3)));
+    for i in 0..100 {
+        let p = stackwatch::Profiler::builder()
+            .frequency_hz(999)
+            .window(Duration::from_millis(100))
+            .start()
+            .unwrap_or_else(|e| panic!("start #{i}: {e}"));
+        // A second profiler in the same process is refused, not half-started.
+        assert!(matches!(
+            stackwatch::Profiler::builder().start(),
+            Err(stackwatch::Error::AlreadyRunning)
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+        p.stop();
+        assert!(!p.is_running());
+    }
+    // A SIGPROF arriving when nothing samples (pprof-rs #288 killed the process here).
+    for _ in 0..10 {
+        unsafe { libc::raise(libc::SIGPROF) };
+    }
+    busy.join().unwrap();
+}
+
+#[test]
+fn the_setitimer_fallback_still_samples() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(199)
+        .timer_mode(stackwatch::TimerMode::ProcessWide)
+        .start()
+        .unwrap();
+    let t = std::thread::Builder::new()
+        .name("itimer-burner".into())
+        .spawn(|| burn(Instant::now() + Duration::from_millis(600)))
+        .unwrap();
+    t.join().unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let stats = profiler.stats();
+    let p = profiler.profile(Duration::from_secs(60));
+    profiler.stop();
+    assert!(!stats.per_thread_timers);
+    assert!(worker_total(&p, "itimer-burner") > 30);
+}
+
+/// Short stress: 999 Hz with malloc/free storms, dlopen/dlclose loops, thread churn and
+/// fork+exec at once. No deadlock (bounded by the deadline), no crash, bounded memory.
+#[test]
+fn stress_at_999_hz_survives_malloc_dlopen_thread_churn_and_fork_exec() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let secs: u64 = std::env::var("STACKWATCH_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let report = stackwatch_stress::run(Duration::from_secs(secs));
+    assert!(report.samples > 0);
+    assert!(report.threads_spawned >= 100, "{report:?}");
+    assert!(report.forks >= 5, "{report:?}");
+    assert!(report.dlopens >= 50, "{report:?}");
+    assert!(
+        report.profiler_memory_bytes < 64 << 20,
+        "profiler memory {} bytes",
+        report.profiler_memory_bytes
+    );
+}
+
+/// The stress workload, shared with the long-running bench binary.
+#[allow(dead_code)]
+mod stackwatch_stress {
+    include!("../benches/stress_workload.rs");
+}
