@@ -119,13 +119,13 @@ impl ModuleTable {
         self.mappings = mappings;
         let mut modules = Vec::new();
         for m in &self.mappings {
-            match load_module(m) {
+            let key = (PathBuf::from(&m.path), m.inode, m.start);
+            // Unwind tables of a module already loaded are kept, not copied again.
+            let need_unwind = !self.unwind.contains_key(&key);
+            match load_module(m, need_unwind) {
                 Ok((module, unwind)) => {
-                    let key = (module.path.clone(), module.inode, module.avma.start);
-                    if !self.unwind.contains_key(&key) {
-                        if let Some(unwind) = unwind {
-                            self.unwind.insert(key, unwind);
-                        }
+                    if let Some(unwind) = unwind {
+                        self.unwind.insert(key, unwind);
                     }
                     modules.push(module);
                 }
@@ -155,7 +155,10 @@ type UnwindModule = (Module<Vec<u8>>, usize);
 
 /// Maps one executable mapping to a module with its bias and, where the file has them,
 /// its unwind sections.
-fn load_module(m: &ExecMapping) -> Result<(LoadedModule, Option<UnwindModule>), String> {
+fn load_module(
+    m: &ExecMapping,
+    with_unwind: bool,
+) -> Result<(LoadedModule, Option<UnwindModule>), String> {
     let data: Vec<u8>;
     let mmap;
     let bytes: &[u8] = if m.path == "[vdso]" {
@@ -207,7 +210,7 @@ fn load_module(m: &ExecMapping) -> Result<(LoadedModule, Option<UnwindModule>), 
     let range = |s: &object::Section<'_, '_>| s.address()..s.address() + s.size();
     let eh_frame = section(".eh_frame");
     let eh_frame_hdr = section(".eh_frame_hdr");
-    if eh_frame.is_none() {
+    if eh_frame.is_none() || !with_unwind {
         // No CFI: framehop still walks frame pointers for this module.
         return Ok((module, None));
     }
@@ -256,7 +259,7 @@ garbage line\n";
     fn own_executable_is_found_with_a_consistent_bias() {
         let mut table = ModuleTable::default();
         assert!(table.refresh().unwrap().is_some());
-        let here = own_executable_is_found_with_a_consistent_bias as usize as u64;
+        let here = own_executable_is_found_with_a_consistent_bias as *const () as u64;
         let m = table
             .modules()
             .iter()

@@ -82,6 +82,7 @@ impl SampleRing {
 
     /// Claims the next slot for writing. Async-signal-safe: atomics only. Returns `None`
     /// (and counts a drop) when that slot still holds an unread sample.
+    #[allow(clippy::mut_from_ref)] // exclusive by the EMPTY -> WRITING transition
     pub fn claim(&self) -> Option<(SlotGuard, &mut RawSample)> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = &self.slots[i];

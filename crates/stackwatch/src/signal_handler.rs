@@ -358,19 +358,15 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
             let mut frames = unwinder.iter_frames(pc, regs, cache, &mut read);
             let _ip = frames.next();
             let mut depth = 1;
-            loop {
-                match frames.next() {
-                    Ok(Some(frame)) => {
-                        if depth == MAX_FRAMES {
-                            sample.truncated = true;
-                            break;
-                        }
-                        sample.frames[depth] = frame.address_for_lookup();
-                        depth += 1;
-                    }
-                    // End of stack, or a frame that could not be unwound: keep what we have.
-                    Ok(None) | Err(_) => break,
+            // Stops at the end of the stack or at a frame that cannot be unwound,
+            // keeping what was walked so far.
+            while let Ok(Some(frame)) = frames.next() {
+                if depth == MAX_FRAMES {
+                    sample.truncated = true;
+                    break;
                 }
+                sample.frames[depth] = frame.address_for_lookup();
+                depth += 1;
             }
             sample.depth = depth as u32;
         }

@@ -111,7 +111,12 @@ impl Symbolizer {
             }
         }
         if names.is_empty() {
-            names.push(Arc::from(format!("[{}]", module.short_name())));
+            let short = module.short_name();
+            names.push(if short.starts_with('[') {
+                Arc::from(short)
+            } else {
+                Arc::from(format!("[{short}]"))
+            });
         }
         // addr2line yields the innermost inlined function first.
         names.reverse();
@@ -145,7 +150,7 @@ mod tests {
         table.refresh().unwrap();
         let mut s = Symbolizer::default();
         s.set_modules(table.modules());
-        let addr = a_function_with_a_distinctive_name as usize as u64 + 1;
+        let addr = a_function_with_a_distinctive_name as *const () as u64 + 1;
         let frames = s.frames(addr);
         let leaf = frames.last().unwrap();
         assert!(

@@ -116,7 +116,7 @@ impl ThreadTimers {
         }
         // Every few scans, re-arm threads whose timer died with a previous owner of the
         // same tid, and refresh names set after the thread started.
-        let recheck = self.scans % 25 == 0;
+        let recheck = self.scans.is_multiple_of(25);
         for tid in live {
             let known = self.threads.contains_key(&tid);
             if known && !recheck {

@@ -229,7 +229,7 @@ fn go_tool_pprof_reads_our_profile() {
     let file = dir.join("profile.pb.gz");
     std::fs::write(&file, bytes).unwrap();
     let out = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top", "-nodecount=50"])
+        .args(["tool", "pprof", "-raw"])
         .arg(&file)
         .env("HOME", &dir)
         .env("PPROF_TMPDIR", &dir)
@@ -241,7 +241,8 @@ fn go_tool_pprof_reads_our_profile() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("Type: cpu"), "{text}");
+    assert!(text.contains("cpu/nanoseconds"), "{text}");
+    assert!(text.contains("samples/count"), "{text}");
     assert!(text.contains("go-reads-this"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

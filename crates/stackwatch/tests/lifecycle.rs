@@ -27,7 +27,10 @@ fn worker_total(p: &stackwatch::Profile, thread: &str) -> u64 {
 #[test]
 fn threads_started_after_start_are_sampled_and_unnamed_ones_get_their_tid() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let profiler = stackwatch::Profiler::builder().frequency_hz(199).start().unwrap();
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(199)
+        .start()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let late = std::thread::Builder::new()
         .name("late-thread".into())
@@ -52,13 +55,20 @@ fn threads_started_after_start_are_sampled_and_unnamed_ones_get_their_tid() {
     // 0.8 s of CPU at 199 Hz is ~159 periods; allow for discovery latency (<= 20 ms).
     assert!(n >= 130, "late thread got {n} periods");
     let unnamed_periods = worker_total(&p, &format!("thread-{unnamed_tid}"));
-    assert!(unnamed_periods >= 30, "thread-{unnamed_tid}: {unnamed_periods}\n{}", p.to_folded());
+    assert!(
+        unnamed_periods >= 30,
+        "thread-{unnamed_tid}: {unnamed_periods}\n{}",
+        p.to_folded()
+    );
 }
 
 #[test]
 fn code_loaded_with_dlopen_is_unwound_and_named() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let profiler = stackwatch::Profiler::builder().frequency_hz(499).start().unwrap();
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(499)
+        .start()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     // libz is not linked by this test; load it now and burn CPU inside it.
     let lib = CString::new("libz.so.1").unwrap();
@@ -101,8 +111,15 @@ fn code_loaded_with_dlopen_is_unwound_and_named() {
         .map(|(_, c)| c)
         .sum();
     assert!(total > 200, "{total}");
-    assert!(in_crc * 10 >= total * 8, "{in_crc} of {total} in crc32:\n{}", p.to_folded());
-    assert!(through * 10 >= in_crc * 8, "{through} of {in_crc} unwound out of libz");
+    assert!(
+        in_crc * 10 >= total * 8,
+        "{in_crc} of {total} in crc32:\n{}",
+        p.to_folded()
+    );
+    assert!(
+        through * 10 >= in_crc * 8,
+        "{through} of {in_crc} unwound out of libz"
+    );
 }
 
 #[test]
@@ -176,5 +193,5 @@ fn stress_at_999_hz_survives_malloc_dlopen_thread_churn_and_fork_exec() {
 /// The stress workload, shared with the long-running bench binary.
 #[allow(dead_code)]
 mod stackwatch_stress {
-    include!("../benches/stress_workload.rs");
+    include!("../benches/support/stress_workload.rs");
 }
