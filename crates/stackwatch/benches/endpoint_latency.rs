@@ -141,5 +141,27 @@ fn main() {
         let p99 = percentile(&mut times, 0.99);
         println!("| {name} | {stacks} | {size} | {p50:.2} | {p99:.2} |");
     }
+    // The same bodies built in-process, without HTTP: what the server itself spends.
+    for (name, f) in [
+        (
+            "build /windows body (in-process)",
+            Box::new(|| profiler.windows_after_json(seq - 1).len()) as Box<dyn Fn() -> usize>,
+        ),
+        (
+            "build / body (in-process)",
+            Box::new(|| profiler.cumulative_folded().len()),
+        ),
+    ] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..50 {
+            let t = Instant::now();
+            size = f();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let p50 = percentile(&mut times, 0.5);
+        let p99 = percentile(&mut times, 0.99);
+        println!("| {name} | - | {size} | {p50:.2} | {p99:.2} |");
+    }
     profiler.stop();
 }

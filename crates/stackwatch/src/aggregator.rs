@@ -105,6 +105,8 @@ impl Aggregator {
     }
 
     fn drain(&mut self) {
+        // Every sample published before this instant is in the ring now.
+        let drain_start = crate::profiler::unix_ms();
         let mut samples: Vec<(u32, u32, Box<[u64]>)> = Vec::new();
         self.signal.ring.drain(|s: &RawSample| {
             samples.push((s.tid, s.weight, s.frames[..s.depth as usize].into()));
@@ -137,6 +139,11 @@ impl Aggregator {
         if now >= store.open_end_ms() {
             store.close(now);
         }
+        drop(store);
+        self.shared
+            .stats
+            .drained_through_ms
+            .store(drain_start, Ordering::Release);
     }
 
     fn fold(&mut self, tid: u32, frames: &[u64]) -> Arc<str> {

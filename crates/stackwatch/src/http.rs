@@ -198,13 +198,23 @@ fn bad_request(msg: impl Into<String>) -> Response {
 
 /// A malformed query string is a 400 carrying the extractor's reason (which names the
 /// field), never a 500 and never a panic.
-fn parse_query<T: serde::de::DeserializeOwned>(
-    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, Response> {
+fn parse_query<T: serde::de::DeserializeOwned>(q: QueryResult<T>) -> Result<T, Response> {
     q.map(|Query(v)| v)
         .map_err(|e| bad_request(format!("bad query string: {}", e.body_text())))
 }
 
+/// Runs CPU-bound work (folding, rendering, encoding) off the async thread.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+}
+
+fn with_type(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The `?seconds=N` selection: cumulative when absent, the last N s otherwise.
 fn selected_profile(p: &Profiler, seconds: Option<u64>) -> Result<Profile, Response> {
     match seconds {
         None => Ok(p.profile_cumulative()),
@@ -213,39 +223,34 @@ fn selected_profile(p: &Profiler, seconds: Option<u64>) -> Result<Profile, Respo
     }
 }
 
-async fn stacks(
-    State(st): State<AppState>,
-    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+async fn stacks(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
     let q = match parse_query(q) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    let profiler = st.profiler.clone();
-    let body = tokio::task::spawn_blocking(move || {
-        selected_profile(&profiler, q.seconds).map(|p| p.to_folded())
+    blocking(move || {
+        let text = match q.seconds {
+            // The common `curl host:port/` case, written straight from the store.
+            None => st.profiler.cumulative_folded(),
+            Some(_) => match selected_profile(&st.profiler, q.seconds) {
+                Ok(p) => p.to_folded(),
+                Err(r) => return r,
+            },
+        };
+        with_type("text/plain; charset=utf-8", text)
     })
-    .await;
-    match body {
-        Ok(Ok(text)) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
-        }
-        Ok(Err(r)) => r,
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .await
 }
 
-async fn flamegraph(
-    State(st): State<AppState>,
-    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn flamegraph(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
     let q = match parse_query(q) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    let profiler = st.profiler.clone();
-    let body = tokio::task::spawn_blocking(move || {
-        selected_profile(&profiler, q.seconds).map(|p| {
+    blocking(move || match selected_profile(&st.profiler, q.seconds) {
+        Ok(p) => {
             let opts = SvgOptions {
                 subtitle: Some(match q.seconds {
                     Some(s) => format!("last {s} s"),
@@ -253,21 +258,14 @@ async fn flamegraph(
                 }),
                 ..SvgOptions::default()
             };
-            p.to_svg(&opts)
-        })
+            with_type("image/svg+xml", p.to_svg(&opts))
+        }
+        Err(r) => r,
     })
-    .await;
-    match body {
-        Ok(Ok(svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
-        Ok(Err(r)) => r,
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .await
 }
 
-async fn pprof_profile(
-    State(st): State<AppState>,
-    q: Result<Query<SecondsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn pprof_profile(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
     let q = match parse_query(q) {
         Ok(q) => q,
         Err(r) => return r,
@@ -276,53 +274,40 @@ async fn pprof_profile(
     if seconds == 0 || seconds > MAX_CAPTURE_SECONDS {
         return bad_request(format!("seconds must be 1..={MAX_CAPTURE_SECONDS}"));
     }
+    // Dropped unfinished (the client hung up during the sleep), the capture is discarded.
     let capture = st.profiler.start_capture();
-    // The aggregator drains every 20 ms; wait one tick more so the tail is included.
-    tokio::time::sleep(Duration::from_secs(seconds) + Duration::from_millis(25)).await;
-    let body = tokio::task::spawn_blocking(move || capture.finish().to_pprof()).await;
-    match body {
-        Ok(bytes) => {
-            let mut h = HeaderMap::new();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            h.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"profile\""),
-            );
-            (h, bytes).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    blocking(move || {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"profile\""),
+        );
+        (h, capture.finish().to_pprof()).into_response()
+    })
+    .await
 }
 
-async fn windows(
-    State(st): State<AppState>,
-    q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn windows(State(st): State<AppState>, q: QueryResult<AfterQuery>) -> Response {
     let q = match parse_query(q) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    let profiler = st.profiler.clone();
-    let body = tokio::task::spawn_blocking(move || {
-        serde_json::to_vec(&profiler.windows_after(q.after.unwrap_or(0)))
+    blocking(move || {
+        with_type(
+            "application/json",
+            st.profiler.windows_after_json(q.after.unwrap_or(0)),
+        )
     })
-    .await;
-    match body {
-        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .await
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics_text(&st.profiler),
-    )
-        .into_response()
+    with_type("text/plain; version=0.0.4", metrics_text(&st.profiler))
 }
 
 /// The profiler's counters in the Prometheus text format, for services that serve their

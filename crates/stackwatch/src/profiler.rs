@@ -178,6 +178,8 @@ pub(crate) struct Stats {
     pub threads: AtomicU64,
     pub memory_bytes: AtomicU64,
     pub per_thread_timers: AtomicBool,
+    /// Unix ms before which every sample has been drained into the windows.
+    pub drained_through_ms: AtomicU64,
 }
 
 /// What the aggregator thread and the handles share.
@@ -309,12 +311,22 @@ impl Profiler {
         self.store().windows_after(after)
     }
 
+    /// `GET /windows?after=SEQ` body: [`Profiler::windows_after`] serialised as JSON.
+    pub fn windows_after_json(&self, after: WindowSeq) -> Vec<u8> {
+        self.store().windows_after_json(after)
+    }
+
+    /// Folded text of [`Profiler::profile_cumulative`], built without an intermediate
+    /// [`Profile`].
+    pub fn cumulative_folded(&self) -> String {
+        self.store().cumulative_folded()
+    }
+
     /// Samples from now for `duration`, like Go's `/debug/pprof/profile?seconds=N`.
     /// Blocks the calling thread; see [`Profiler::start_capture`] for the async form.
     pub fn capture(&self, duration: Duration) -> Profile {
         let c = self.start_capture();
-        // One aggregator tick more, so samples of the last 20 ms are drained.
-        std::thread::sleep(duration + Duration::from_millis(25));
+        std::thread::sleep(duration);
         c.finish()
     }
 
@@ -374,9 +386,19 @@ impl Drop for Capture {
 }
 
 impl Capture {
-    /// Ends the capture and returns its profile (samples the aggregator has drained;
-    /// it drains every 20 ms).
+    /// Ends the capture and returns its profile. Waits (up to 5 s) until the aggregator
+    /// has drained every sample taken before this call, so the tail is not lost even when
+    /// the aggregator is busy (for instance loading debug info for the first time).
     pub fn finish(mut self) -> Profile {
+        let end = unix_ms();
+        let stats = &self.profiler.inner.shared.stats;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stats.drained_through_ms.load(Ordering::Acquire) <= end
+            && self.profiler.is_running()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let id = self.id.take().expect("a capture is finished once");
         self.profiler
             .store()

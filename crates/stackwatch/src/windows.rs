@@ -14,6 +14,31 @@ use stackwatch_profile::Profile;
 
 type Counts = HashMap<Arc<str>, u64>;
 
+/// The protocol response, borrowing the retained windows: serialised straight from the
+/// store without copying a stack string (the JSON shape of [`WindowsResponse`]).
+#[derive(serde::Serialize)]
+struct WindowsView<'a> {
+    version: u32,
+    instance: &'a str,
+    frequency_hz: u32,
+    period_ns: u64,
+    window_seconds: u64,
+    oldest_seq: WindowSeq,
+    latest_seq: WindowSeq,
+    windows: Vec<WindowView<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct WindowView<'a> {
+    seq: WindowSeq,
+    start_unix_ms: u64,
+    end_unix_ms: u64,
+    samples: u64,
+    dropped: u64,
+    pruned_stacks: u64,
+    stacks: &'a [(Arc<str>, u64)],
+}
+
 /// A closed window, as retained.
 #[derive(Debug, Clone)]
 pub struct ClosedWindow {
@@ -140,9 +165,7 @@ impl WindowStore {
         for (s, c) in &stacks {
             *self.cumulative.entry(s.clone()).or_insert(0) += c;
         }
-        if self.cumulative.len() > 2 * self.cfg.max_stacks {
-            prune_counts(&mut self.cumulative, self.cfg.max_stacks);
-        }
+        prune_counts(&mut self.cumulative, self.cfg.max_stacks);
         let mut stacks: Vec<(Arc<str>, u64)> = stacks.into_iter().collect();
         stacks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.closed.push_back(ClosedWindow {
@@ -193,6 +216,69 @@ impl WindowStore {
                 })
                 .collect(),
         }
+    }
+
+    /// [`WindowStore::windows_after`] as JSON bytes, written without intermediate copies.
+    pub fn windows_after_json(&self, after: WindowSeq) -> Vec<u8> {
+        let view = WindowsView {
+            version: PROTOCOL_VERSION,
+            instance: &self.cfg.instance,
+            frequency_hz: self.cfg.frequency_hz,
+            period_ns: self.period_ns(),
+            window_seconds: self.cfg.window.as_secs().max(1),
+            oldest_seq: self.closed.front().map_or(0, |w| w.seq),
+            latest_seq: self.closed.back().map_or(0, |w| w.seq),
+            windows: self
+                .closed
+                .iter()
+                .filter(|w| w.seq > after)
+                .map(|w| WindowView {
+                    seq: w.seq,
+                    start_unix_ms: w.start_ms,
+                    end_unix_ms: w.end_ms,
+                    samples: w.samples,
+                    dropped: w.dropped,
+                    pruned_stacks: w.pruned_stacks,
+                    stacks: &w.stacks,
+                })
+                .collect(),
+        };
+        let bytes: usize = view
+            .windows
+            .iter()
+            .flat_map(|w| w.stacks.iter())
+            .map(|(s, _)| s.len() + 16)
+            .sum();
+        let mut out = Vec::with_capacity(bytes + 256);
+        serde_json::to_writer(&mut out, &view).expect("serialising to a Vec cannot fail");
+        out
+    }
+
+    /// Folded text of everything since start plus the open window, written straight from
+    /// the store for `GET /`. Lines are not sorted (folded-text consumers sort), and the
+    /// open window's counts are merged by pointer: the aggregator hands out one shared
+    /// string per stack, so this avoids hashing megabytes of stack text per request.
+    pub fn cumulative_folded(&self) -> String {
+        let mut lines: Vec<(&str, u64)> =
+            Vec::with_capacity(self.cumulative.len() + self.open.stacks.len());
+        let mut index: HashMap<*const u8, usize> = HashMap::with_capacity(lines.capacity());
+        for (s, c) in self.cumulative.iter().chain(self.open.stacks.iter()) {
+            match index.entry(s.as_ptr()) {
+                std::collections::hash_map::Entry::Occupied(e) => lines[*e.get()].1 += c,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(lines.len());
+                    lines.push((s, *c));
+                }
+            }
+        }
+        let mut out = String::with_capacity(lines.iter().map(|(s, _)| s.len() + 12).sum());
+        for (stack, count) in lines {
+            out.push_str(stack);
+            out.push(' ');
+            out.push_str(itoa_u64(count, &mut [0u8; 20]));
+            out.push('\n');
+        }
+        out
     }
 
     /// Retained windows that end after `now_ms - last`, plus the open window.
@@ -271,6 +357,19 @@ impl WindowStore {
     }
 }
 
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
+}
+
 fn next_boundary(now_ms: u64, window: &Duration) -> u64 {
     let len = (window.as_millis() as u64).max(1);
     (now_ms / len + 1) * len
@@ -316,6 +415,28 @@ mod tests {
         let r = s.windows_after(1);
         assert_eq!(r.windows.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![2]);
         assert!(s.windows_after(2).windows.is_empty());
+    }
+
+    #[test]
+    fn borrowed_json_is_the_protocol_response_and_folded_matches_the_profile() {
+        let mut s = store(100, 3);
+        s.add(&Arc::from("t;a;\"quoted\"<b>"), 2);
+        s.add(&Arc::from("t;c"), 12345678901);
+        s.close(10_000);
+        s.add(&Arc::from("t;c"), 1);
+        let parsed: WindowsResponse = serde_json::from_slice(&s.windows_after_json(0)).unwrap();
+        assert_eq!(parsed, s.windows_after(0));
+        // Same counts as the Profile path (a stack may span two lines; parsing sums them).
+        let fast = stackwatch_profile::parse_folded(&s.cumulative_folded()).unwrap();
+        assert_eq!(fast, s.profile_cumulative(10_000).stacks);
+        // With the shared string the aggregator hands out, one line per stack.
+        let c: Arc<str> = Arc::from("t;shared");
+        s.add(&c, 1);
+        s.close(20_000);
+        s.add(&c, 2);
+        let text = s.cumulative_folded();
+        assert_eq!(text.matches("t;shared ").count(), 1, "{text}");
+        assert!(text.contains("t;shared 3\n"));
     }
 
     #[test]
