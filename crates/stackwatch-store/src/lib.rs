@@ -1,0 +1,107 @@
+//! Profile storage for the stackwatch collector.
+//!
+//! [`ProfileStore`] is what the collector and the dashboard need from storage; it is a
+//! trait so that a distributed column store can be added beside [`SqliteStore`], the
+//! embedded default. The schema is in [`schema`], label selectors in [`selector`].
+
+pub mod schema;
+pub mod selector;
+mod sqlite;
+
+pub use selector::{Labels, Selector, SelectorError};
+pub use sqlite::{SqliteStore, StoreOptions};
+use stackwatch_profile::Profile;
+use thiserror::Error;
+
+/// A storage error.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer stackwatch.
+    #[error("database schema version {found} is newer than this stackwatch ({supported})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Version this build writes.
+        supported: i64,
+    },
+    /// A stored value does not decode (a corrupt or foreign database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// An argument is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One scraped window, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestWindow {
+    /// The target's labels (service, instance, version, ...).
+    pub target: Labels,
+    /// Worker instance id from the window protocol; empty for pprof/folded targets.
+    pub instance: String,
+    /// Window sequence number; 0 for sources without one.
+    pub seq: u64,
+    /// Window start, Unix seconds.
+    pub start_unix_s: i64,
+    /// Folded stacks and their counts (periods).
+    pub stacks: Vec<(String, u64)>,
+}
+
+/// The last window stored for one instance of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Worker instance id.
+    pub instance: String,
+    /// Last sequence stored.
+    pub last_seq: u64,
+    /// When it was stored, Unix seconds.
+    pub updated_unix_s: i64,
+}
+
+/// What one call of [`ProfileStore::ingest`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Windows written.
+    pub windows: usize,
+    /// (window, stack) rows written.
+    pub rows: usize,
+    /// Stacks seen for the first time.
+    pub new_stacks: usize,
+}
+
+/// The storage the collector writes to and the dashboard reads from.
+pub trait ProfileStore {
+    /// Stores windows and advances each `(target, instance)` checkpoint to the highest
+    /// `seq` given, atomically: either all of it is stored or none.
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError>;
+
+    /// The checkpoints of a target, most recently updated first.
+    fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Every target's labels.
+    fn targets(&self) -> Result<Vec<Labels>, StoreError>;
+
+    /// The merged profile of the selected targets over `[from_s, to_s)`.
+    fn profile(&self, selector: &Selector, from_s: i64, to_s: i64) -> Result<Profile, StoreError>;
+
+    /// Periods per `step_s` bucket over `[from_s, to_s)` (a CPU-time series). Buckets sit
+    /// on multiples of `step_s` (the first may start before `from_s`), every bucket is
+    /// present, zero or not.
+    fn timeseries(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+
+    /// Rolls up a bounded amount of raw data (so it never holds the writer long).
+    /// Returns true when more is due right now.
+    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError>;
+
+    /// Deletes what is older than the retention; returns rows deleted.
+    fn apply_retention(&mut self, now_s: i64) -> Result<u64, StoreError>;
+}

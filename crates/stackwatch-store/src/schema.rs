@@ -1,0 +1,76 @@
+//! The SQLite schema: every table, why its key is what it is, and the migrations.
+//!
+//! - `targets`: one row per distinct label set (`key` is the canonical `k=v,...` text).
+//! - `stacks`: every distinct folded stack once, found by its xxh3 hash (a hash collision
+//!   is handled: lookups compare the text).
+//! - `samples_raw`: one row per (window start, target, stack). Keyed by time first: the
+//!   rollup job and retention read it by time range, and queries touch it only for the
+//!   few minutes not yet rolled up.
+//! - `samples_1m`, `samples_1h`: the rollups, keyed by target first: long-range queries
+//!   read a handful of targets over many buckets.
+//! - `series`: per target and worker instance, the last window sequence stored. It is
+//!   written in the same transaction as the rows, so a crash never loses or doubles a
+//!   window.
+//! - `rollup_state`: per rollup level, the time before which every raw row is rolled up.
+//!
+//! All sample tables are `WITHOUT ROWID`: the key is the row, which keeps a stored
+//! (target, window, stack) row near 20 bytes.
+
+/// Current schema version (stored in `PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Connection settings applied to every connection.
+pub const PRAGMAS: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA busy_timeout = 5000;
+PRAGMA cache_size = -65536;
+PRAGMA temp_store = MEMORY;
+";
+
+/// Schema version 1.
+pub const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS targets (
+    id     INTEGER PRIMARY KEY,
+    key    TEXT NOT NULL UNIQUE,
+    labels TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stacks (
+    id    INTEGER PRIMARY KEY,
+    hash  INTEGER NOT NULL,
+    stack TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stacks_by_hash ON stacks (hash);
+CREATE TABLE IF NOT EXISTS series (
+    target_id  INTEGER NOT NULL,
+    instance   TEXT NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (target_id, instance)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples_raw (
+    ts        INTEGER NOT NULL,
+    target_id INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (ts, target_id, stack_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples_1m (
+    target_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (target_id, ts, stack_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples_1h (
+    target_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (target_id, ts, stack_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_state (
+    level        TEXT PRIMARY KEY,
+    done_through INTEGER NOT NULL
+);
+";

@@ -1,0 +1,661 @@
+//! [`SqliteStore`]: the embedded store (see [`crate::schema`] for the tables).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use stackwatch_profile::Profile;
+
+use crate::schema::{PRAGMAS, SCHEMA_V1, SCHEMA_VERSION};
+use crate::{Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, Selector, StoreError};
+
+/// Raw windows are rolled up only once they are this old, so windows of the same minute
+/// from slower targets have arrived. Later arrivals are added to the rollups at ingest.
+const ROLLUP_GRACE_S: i64 = 120;
+/// Raw seconds rolled up per [`ProfileStore::rollup`] call.
+const ROLLUP_CHUNK_S: i64 = 600;
+/// Stack ids remembered by hash before the cache is cleared.
+const STACK_CACHE_LIMIT: usize = 500_000;
+
+/// Retention of each resolution.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Raw windows (default 2 days).
+    pub raw_retention: Duration,
+    /// 1-minute rollups (default 14 days).
+    pub minute_retention: Duration,
+    /// 1-hour rollups: the overall retention (default 14 days).
+    pub retention: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            raw_retention: Duration::from_secs(2 * 86_400),
+            minute_retention: Duration::from_secs(14 * 86_400),
+            retention: Duration::from_secs(14 * 86_400),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Raw => "samples_raw",
+            Table::Minute => "samples_1m",
+            Table::Hour => "samples_1h",
+        }
+    }
+}
+
+/// Profiles in one SQLite file (WAL). One writer connection; open more with
+/// [`SqliteStore::open_reader`] for concurrent queries.
+pub struct SqliteStore {
+    conn: Connection,
+    opts: StoreOptions,
+    target_ids: HashMap<String, i64>,
+    stack_ids: HashMap<u64, i64>,
+    stack_text: RefCell<HashMap<i64, Arc<str>>>,
+}
+
+fn labels_key(labels: &Labels) -> String {
+    let mut k = String::new();
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            k.push(',');
+        }
+        k.push_str(name);
+        k.push('=');
+        k.push_str(&format!("{value:?}"));
+    }
+    k
+}
+
+fn stack_hash(stack: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(stack.as_bytes()) as i64
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step).saturating_mul(step)
+}
+
+fn ceil_to(t: i64, step: i64) -> i64 {
+    floor_to(t.saturating_add(step - 1), step)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` for writing.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(PRAGMAS)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(SCHEMA_V1)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        }
+        Ok(Self::with_conn(conn, opts))
+    }
+
+    /// Opens a read-only connection to an existing store (queries run beside the writer).
+    pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;")?;
+        Ok(Self::with_conn(conn, StoreOptions::default()))
+    }
+
+    fn with_conn(conn: Connection, opts: StoreOptions) -> Self {
+        SqliteStore {
+            conn,
+            opts,
+            target_ids: HashMap::new(),
+            stack_ids: HashMap::new(),
+            stack_text: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// `PRAGMA integrity_check` result ("ok" when healthy).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Rows in the raw sample table (for tests and benchmarks).
+    pub fn raw_rows(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM samples_raw", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Sum of all raw counts per target (for the lossless-ingest tests).
+    pub fn raw_totals(&self) -> Result<Vec<(Labels, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT t.labels, SUM(s.count) FROM samples_raw s JOIN targets t ON t.id = s.target_id GROUP BY s.target_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (labels, total) = row?;
+            out.push((parse_labels(&labels)?, total as u64));
+        }
+        Ok(out)
+    }
+
+    fn target_id(&mut self, labels: &Labels) -> Result<i64, StoreError> {
+        let key = labels_key(labels);
+        if let Some(id) = self.target_ids.get(&key) {
+            return Ok(*id);
+        }
+        let json = serde_json::to_string(labels).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO targets (key, labels) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![key, json],
+        )?;
+        let id: i64 =
+            self.conn
+                .query_row("SELECT id FROM targets WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })?;
+        self.target_ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// Returns the id of `stack`, inserting it if new (second value true).
+    fn stack_id(&mut self, stack: &str) -> Result<(i64, bool), StoreError> {
+        let hash = stack_hash(stack);
+        if let Some(id) = self.stack_ids.get(&(hash as u64)) {
+            return Ok((*id, false));
+        }
+        let mut found = None;
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id, stack FROM stacks WHERE hash = ?1")?;
+            let mut rows = stmt.query([hash])?;
+            while let Some(row) = rows.next()? {
+                let text: String = row.get(1)?;
+                if text == stack {
+                    found = Some(row.get::<_, i64>(0)?);
+                    break;
+                }
+            }
+        }
+        let (id, new) = match found {
+            Some(id) => (id, false),
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO stacks (hash, stack) VALUES (?1, ?2)")?
+                    .execute(params![hash, stack])?;
+                (self.conn.last_insert_rowid(), true)
+            }
+        };
+        if self.stack_ids.len() >= STACK_CACHE_LIMIT {
+            self.stack_ids.clear();
+        }
+        // Only the first stack with a given hash is cached; a colliding one is looked up.
+        self.stack_ids.entry(hash as u64).or_insert(id);
+        Ok((id, new))
+    }
+
+    fn done_through(&self, level: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT done_through FROM rollup_state WHERE level = ?1",
+                [level],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn selected_targets(&self, selector: &Selector) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, labels FROM targets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, labels) = row?;
+            if selector.matches(&parse_labels(&labels)?) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Splits `[from, to)` into pieces each read from the coarsest table that holds it
+    /// completely: whole rolled-up hours from `samples_1h`, whole rolled-up minutes from
+    /// `samples_1m`, the rest from `samples_raw`.
+    ///
+    /// `finest` is the resolution a caller needs (a time series bucket): a rollup is
+    /// used only if its bucket divides it.
+    fn plan(&self, from: i64, to: i64, finest: i64) -> Result<Vec<(Table, i64, i64)>, StoreError> {
+        let use_m = finest % 60 == 0;
+        let use_h = finest % 3600 == 0;
+        let m_done = if use_m {
+            self.done_through("1m")?.unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let h_done = if use_h {
+            self.done_through("1h")?.unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let mut out = Vec::new();
+        let split = |a: i64, b: i64, out: &mut Vec<(Table, i64, i64)>| {
+            if a >= b {
+                return;
+            }
+            let ma = ceil_to(a, 60);
+            let mb = floor_to(b.min(m_done), 60);
+            if ma < mb {
+                if a < ma {
+                    out.push((Table::Raw, a, ma));
+                }
+                out.push((Table::Minute, ma, mb));
+                if mb < b {
+                    out.push((Table::Raw, mb, b));
+                }
+            } else {
+                out.push((Table::Raw, a, b));
+            }
+        };
+        let ha = ceil_to(from, 3600);
+        let hb = floor_to(to.min(h_done), 3600);
+        if ha < hb {
+            split(from, ha, &mut out);
+            out.push((Table::Hour, ha, hb));
+            split(hb, to, &mut out);
+        } else {
+            split(from, to, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Adds every (stack id, count) of the selected targets in `[from, to)` of `table`.
+    fn sum_stacks(
+        &self,
+        table: Table,
+        targets: &[i64],
+        from: i64,
+        to: i64,
+        acc: &mut HashMap<i64, u64>,
+    ) -> Result<(), StoreError> {
+        match table {
+            Table::Raw => {
+                let ids: String = targets
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let sql = format!(
+                    "SELECT stack_id, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id"
+                );
+                let mut stmt = self.conn.prepare(&sql)?;
+                let mut rows = stmt.query(params![from, to])?;
+                while let Some(r) = rows.next()? {
+                    *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+                }
+            }
+            Table::Minute | Table::Hour => {
+                let sql = format!(
+                    "SELECT stack_id, count FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+                    table.name()
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                for t in targets {
+                    let mut rows = stmt.query(params![t, from, to])?;
+                    while let Some(r) = rows.next()? {
+                        *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sum_series(
+        &self,
+        table: Table,
+        targets: &[i64],
+        from: i64,
+        to: i64,
+        acc: &mut HashMap<i64, u64>,
+    ) -> Result<(), StoreError> {
+        let sql = match table {
+            Table::Raw => {
+                let ids: String = targets.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                format!("SELECT ts, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts")
+            }
+            _ => format!(
+                "SELECT ts, SUM(count) FROM {} WHERE target_id = ?3 AND ts >= ?1 AND ts < ?2 GROUP BY ts",
+                table.name()
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut run = |rows: &mut rusqlite::Rows<'_>| -> Result<(), StoreError> {
+            while let Some(r) = rows.next()? {
+                *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+            }
+            Ok(())
+        };
+        match table {
+            Table::Raw => run(&mut stmt.query(params![from, to])?)?,
+            _ => {
+                for t in targets {
+                    run(&mut stmt.query(params![from, to, t])?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stack_texts(
+        &self,
+        ids: impl Iterator<Item = i64>,
+    ) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
+        let mut cache = self.stack_text.borrow_mut();
+        if cache.len() > STACK_CACHE_LIMIT {
+            cache.clear();
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT stack FROM stacks WHERE id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let text = match cache.get(&id) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: String = stmt.query_row([id], |r| r.get(0))?;
+                    let t: Arc<str> = Arc::from(t);
+                    cache.insert(id, t.clone());
+                    t
+                }
+            };
+            out.push((id, text));
+        }
+        Ok(out)
+    }
+
+    /// The body of [`ProfileStore::ingest`], inside `BEGIN IMMEDIATE`.
+    fn ingest_in_transaction(
+        &mut self,
+        windows: &[IngestWindow],
+    ) -> Result<IngestStats, StoreError> {
+        let m_done = self.done_through("1m")?.unwrap_or(i64::MIN);
+        let h_done = self.done_through("1h")?.unwrap_or(i64::MIN);
+        let mut stats = IngestStats::default();
+        let mut checkpoints: HashMap<(i64, &str), u64> = HashMap::new();
+        for w in windows {
+            let target = self.target_id(&w.target)?;
+            let late_m = w.start_unix_s < m_done;
+            let late_h = w.start_unix_s < h_done;
+            for (stack, count) in &w.stacks {
+                if *count == 0 {
+                    continue;
+                }
+                let (stack_id, new) = self.stack_id(stack)?;
+                stats.new_stacks += usize::from(new);
+                let count = (*count).min(i64::MAX as u64) as i64;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO samples_raw (ts, target_id, stack_id, count) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (ts, target_id, stack_id) DO UPDATE SET count = count + excluded.count",
+                    )?
+                    .execute(params![w.start_unix_s, target, stack_id, count])?;
+                // A window older than what is rolled up is added to the rollups directly.
+                for (late, table, step) in
+                    [(late_m, "samples_1m", 60), (late_h, "samples_1h", 3600)]
+                {
+                    if late {
+                        self.conn
+                            .prepare_cached(&format!(
+                                "INSERT INTO {table} (target_id, ts, stack_id, count) VALUES (?1, ?2, ?3, ?4)
+                                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count"
+                            ))?
+                            .execute(params![target, floor_to(w.start_unix_s, step), stack_id, count])?;
+                    }
+                }
+                stats.rows += 1;
+            }
+            if w.seq > 0 {
+                let e = checkpoints
+                    .entry((target, w.instance.as_str()))
+                    .or_insert(0);
+                *e = (*e).max(w.seq);
+            }
+            stats.windows += 1;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for ((target, instance), seq) in checkpoints {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO series (target_id, instance, last_seq, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target_id, instance) DO UPDATE
+                     SET last_seq = MAX(last_seq, excluded.last_seq), updated_at = excluded.updated_at",
+                )?
+                .execute(params![target, instance, seq as i64, now])?;
+        }
+        Ok(stats)
+    }
+
+    fn rollup_level(&mut self, level: &str, step: i64, now_s: i64) -> Result<bool, StoreError> {
+        let ready = floor_to(now_s - ROLLUP_GRACE_S, step);
+        let done = match self.done_through(level)? {
+            Some(d) => d,
+            None => {
+                let min: Option<i64> =
+                    self.conn
+                        .query_row("SELECT MIN(ts) FROM samples_raw", [], |r| r.get(0))?;
+                match min {
+                    Some(m) => floor_to(m, step),
+                    None => return Ok(false),
+                }
+            }
+        };
+        if done >= ready {
+            return Ok(false);
+        }
+        // Skip empty stretches in one step (the raw table is keyed by time).
+        let next: Option<i64> = self.conn.query_row(
+            "SELECT MIN(ts) FROM samples_raw WHERE ts >= ?1",
+            [done],
+            |r| r.get(0),
+        )?;
+        let start = match next {
+            Some(n) if n < ready => floor_to(n, step).max(done),
+            _ => ready,
+        };
+        let end = (start + ROLLUP_CHUNK_S.max(step)).min(ready);
+        let table = if step == 60 {
+            "samples_1m"
+        } else {
+            "samples_1h"
+        };
+        let tx = self.conn.transaction()?;
+        if start < end {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (target_id, ts, stack_id, count)
+                     SELECT target_id, (ts / {step}) * {step}, stack_id, SUM(count)
+                     FROM samples_raw WHERE ts >= ?1 AND ts < ?2
+                     GROUP BY 1, 2, 3
+                     ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count"
+                ),
+                params![start, end],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
+             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through",
+            params![level, end],
+        )?;
+        tx.commit()?;
+        Ok(end < ready)
+    }
+}
+
+fn parse_labels(json: &str) -> Result<Labels, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("target labels: {e}")))
+}
+
+impl ProfileStore for SqliteStore {
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = self.ingest_in_transaction(windows).and_then(|stats| {
+            self.conn.execute_batch("COMMIT")?;
+            Ok(stats)
+        });
+        if result.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // Ids cached during the rolled-back transaction may not exist.
+            self.stack_ids.clear();
+            self.target_ids.clear();
+        }
+        result
+    }
+
+    fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.instance, s.last_seq, s.updated_at FROM series s JOIN targets t ON t.id = s.target_id
+             WHERE t.key = ?1 ORDER BY s.updated_at DESC, s.last_seq DESC",
+        )?;
+        let rows = stmt.query_map([labels_key(target)], |r| {
+            Ok(Checkpoint {
+                instance: r.get(0)?,
+                last_seq: r.get::<_, i64>(1)? as u64,
+                updated_unix_s: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn targets(&self) -> Result<Vec<Labels>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT labels FROM targets ORDER BY key")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(parse_labels(&row?)?);
+        }
+        Ok(out)
+    }
+
+    fn profile(&self, selector: &Selector, from_s: i64, to_s: i64) -> Result<Profile, StoreError> {
+        if to_s <= from_s {
+            return Err(StoreError::Invalid(format!(
+                "empty time range [{from_s}, {to_s})"
+            )));
+        }
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<i64, u64> = HashMap::new();
+        if !targets.is_empty() {
+            for (table, a, b) in self.plan(from_s, to_s, 3600)? {
+                self.sum_stacks(table, &targets, a, b, &mut acc)?;
+            }
+        }
+        let mut profile = Profile {
+            start_unix_ns: (from_s.max(0) as u64) * 1_000_000_000,
+            duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
+            ..Default::default()
+        };
+        profile.stacks.reserve(acc.len());
+        let counts = acc.clone();
+        for (id, text) in self.stack_texts(acc.into_keys())? {
+            profile.add(&text, counts[&id]);
+        }
+        Ok(profile)
+    }
+
+    fn timeseries(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        if to_s <= from_s || step_s <= 0 {
+            return Err(StoreError::Invalid(
+                "empty range or non-positive step".into(),
+            ));
+        }
+        // Buckets sit on multiples of the step, so rollup buckets never straddle two.
+        let from_s = floor_to(from_s, step_s);
+        let buckets = ((to_s - from_s + step_s - 1) / step_s) as usize;
+        if buckets > 100_000 {
+            return Err(StoreError::Invalid(format!(
+                "{buckets} buckets: use a larger step"
+            )));
+        }
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<i64, u64> = HashMap::new();
+        if !targets.is_empty() {
+            for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+                self.sum_series(table, &targets, a, b, &mut acc)?;
+            }
+        }
+        let mut out: Vec<(i64, u64)> = (0..buckets)
+            .map(|i| (from_s + i as i64 * step_s, 0))
+            .collect();
+        for (ts, c) in acc {
+            let i = ((ts - from_s) / step_s) as usize;
+            if let Some(b) = out.get_mut(i) {
+                b.1 += c;
+            }
+        }
+        Ok(out)
+    }
+
+    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let more_m = self.rollup_level("1m", 60, now_s)?;
+        let more_h = self.rollup_level("1h", 3600, now_s)?;
+        Ok(more_m || more_h)
+    }
+
+    fn apply_retention(&mut self, now_s: i64) -> Result<u64, StoreError> {
+        let cut = |d: Duration| now_s - d.as_secs() as i64;
+        let mut deleted = 0u64;
+        deleted += self.conn.execute(
+            "DELETE FROM samples_raw WHERE ts < ?1",
+            [cut(self.opts.raw_retention)],
+        )? as u64;
+        let ids: Vec<i64> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM targets")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (table, keep) in [
+            ("samples_1m", self.opts.minute_retention),
+            ("samples_1h", self.opts.retention),
+        ] {
+            let sql = format!("DELETE FROM {table} WHERE target_id = ?1 AND ts < ?2");
+            for id in &ids {
+                deleted += self.conn.execute(&sql, params![id, cut(keep)])? as u64;
+            }
+        }
+        Ok(deleted)
+    }
+}

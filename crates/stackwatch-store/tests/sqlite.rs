@@ -1,0 +1,173 @@
+//! The SQLite store: lossless ingest with checkpoints, dedup, rollups that never change
+//! an answer, late windows, retention, time series.
+
+use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn window(
+    target: &Labels,
+    instance: &str,
+    seq: u64,
+    ts: i64,
+    stacks: &[(&str, u64)],
+) -> IngestWindow {
+    IngestWindow {
+        target: target.clone(),
+        instance: instance.into(),
+        seq,
+        start_unix_s: ts,
+        stacks: stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("stackwatch.db"), StoreOptions::default()).unwrap()
+}
+
+const T0: i64 = 1_795_000_000 - 1_795_000_000 % 3600; // an hour boundary
+
+#[test]
+fn ingest_dedups_stacks_and_checkpoints_atomically_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels(&[("service", "api"), ("instance", "a"), ("version", "main")]);
+    let b = labels(&[("service", "api"), ("instance", "b"), ("version", "canary")]);
+    {
+        let mut s = open(&dir);
+        let st = s
+            .ingest(&[
+                window(&a, "i1", 1, T0, &[("main;x;y", 5), ("main;x", 1)]),
+                window(&a, "i1", 2, T0 + 10, &[("main;x;y", 2)]),
+                window(&b, "i9", 7, T0, &[("main;x;y", 4), ("main;<script>", 1)]),
+            ])
+            .unwrap();
+        assert_eq!(st.rows, 5);
+        assert_eq!(st.new_stacks, 3, "stacks are stored once");
+    }
+    let s = open(&dir);
+    assert_eq!(s.checkpoints(&a).unwrap()[0].last_seq, 2);
+    assert_eq!(s.checkpoints(&b).unwrap()[0].instance, "i9");
+    let all = s.profile(&Selector::all(), T0, T0 + 60).unwrap();
+    assert_eq!(all.stacks["main;x;y"], 11);
+    assert_eq!(all.total(), 13);
+    let canary = s
+        .profile(
+            &Selector::parse(r#"{version="canary"}"#).unwrap(),
+            T0,
+            T0 + 60,
+        )
+        .unwrap();
+    assert_eq!(canary.total(), 5);
+    assert_eq!(canary.stacks["main;<script>"], 1);
+    let none = s
+        .profile(
+            &Selector::parse(r#"{service="nope"}"#).unwrap(),
+            T0,
+            T0 + 60,
+        )
+        .unwrap();
+    assert_eq!(none.total(), 0);
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+    assert_eq!(s.targets().unwrap().len(), 2);
+}
+
+#[test]
+fn rollups_never_change_an_answer_and_late_windows_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let t = labels(&[("service", "api")]);
+    // Three hours of 10 s windows.
+    let mut windows = Vec::new();
+    for i in 0..(3 * 360) {
+        let ts = T0 + i * 10;
+        windows.push(window(
+            &t,
+            "i",
+            i as u64 + 1,
+            ts,
+            &[("m;a", 1 + (i % 3) as u64), ("m;b", 2)],
+        ));
+    }
+    s.ingest(&windows).unwrap();
+    let ranges = [
+        (T0, T0 + 3 * 3600),
+        (T0 + 17, T0 + 7207),
+        (T0 + 3599, T0 + 3601),
+        (T0 + 1000, T0 + 9000),
+    ];
+    let before: Vec<_> = ranges
+        .iter()
+        .map(|(a, b)| s.profile(&Selector::all(), *a, *b).unwrap())
+        .collect();
+    let series_before = s
+        .timeseries(&Selector::all(), T0, T0 + 3 * 3600, 600)
+        .unwrap();
+    // Roll everything up (the job does bounded chunks; loop until done).
+    let now = T0 + 4 * 3600;
+    let mut rounds = 0;
+    while s.rollup(now).unwrap() {
+        rounds += 1;
+        assert!(rounds < 1000);
+    }
+    for ((a, b), p) in ranges.iter().zip(&before) {
+        let after = s.profile(&Selector::all(), *a, *b).unwrap();
+        assert_eq!(after.stacks, p.stacks, "range {a}..{b} changed by rollup");
+    }
+    assert_eq!(
+        s.timeseries(&Selector::all(), T0, T0 + 3 * 3600, 600)
+            .unwrap(),
+        series_before
+    );
+    // A window that arrives after its hour was rolled up still counts everywhere.
+    s.ingest(&[window(&t, "j", 1, T0 + 5, &[("m;late", 9)])])
+        .unwrap();
+    let p = s.profile(&Selector::all(), T0, T0 + 3600).unwrap();
+    assert_eq!(p.stacks["m;late"], 9);
+    let p = s.profile(&Selector::all(), T0 + 5, T0 + 6).unwrap();
+    assert_eq!(p.stacks["m;late"], 9);
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn retention_deletes_old_rows_per_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = SqliteStore::open(
+        &dir.path().join("db"),
+        StoreOptions {
+            raw_retention: std::time::Duration::from_secs(3600),
+            minute_retention: std::time::Duration::from_secs(2 * 3600),
+            retention: std::time::Duration::from_secs(10 * 3600),
+        },
+    )
+    .unwrap();
+    let t = labels(&[("service", "api")]);
+    s.ingest(&[window(&t, "i", 1, T0, &[("m;a", 3)])]).unwrap();
+    while s.rollup(T0 + 3 * 3600).unwrap() {}
+    let deleted = s.apply_retention(T0 + 3 * 3600).unwrap();
+    assert_eq!(deleted, 2, "raw and 1m rows are past their retention");
+    assert_eq!(s.raw_rows().unwrap(), 0);
+    // The hourly rollup still answers.
+    assert_eq!(
+        s.profile(&Selector::all(), T0, T0 + 3600).unwrap().total(),
+        3
+    );
+    s.apply_retention(T0 + 11 * 3600).unwrap();
+    assert_eq!(
+        s.profile(&Selector::all(), T0, T0 + 3600).unwrap().total(),
+        0
+    );
+}
+
+#[test]
+fn bad_ranges_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    assert!(s.profile(&Selector::all(), 10, 10).is_err());
+    assert!(s.timeseries(&Selector::all(), 0, 10, 0).is_err());
+    assert!(s.timeseries(&Selector::all(), 0, 10_000_000, 1).is_err());
+}
