@@ -1,0 +1,85 @@
+//! `stackwatch`: the collector and dashboard server.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "stackwatch",
+    version,
+    about = "Always-on CPU profiling for a fleet: collector, store and dashboard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scrape the configured targets into the store and serve the API.
+    Server {
+        /// The configuration file (TOML; see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override `listen` from the config.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Override `data_dir` from the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut cfg = stackwatch_server::Config::load(&config)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(async move {
+                let server = stackwatch_server::Server::bind(cfg).await?;
+                println!(
+                    "stackwatch server listening on http://{}",
+                    server.local_addr()
+                );
+                server.run(shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,203 @@
+//! The collector's HTTP API: health and the collector's own metrics.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::scrape::{HealthMap, TargetHealth};
+use crate::writer::WriterHandle;
+use crate::Config;
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct ApiState {
+    cfg: std::sync::Arc<Config>,
+    health: HealthMap,
+    writer: WriterHandle,
+}
+
+impl ApiState {
+    /// Shared state of the routes.
+    pub fn new(cfg: Config, health: HealthMap, writer: WriterHandle) -> Self {
+        ApiState {
+            cfg: std::sync::Arc::new(cfg),
+            health,
+            writer,
+        }
+    }
+}
+
+/// Every route, behind the bearer token when one is configured.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/targets", get(targets))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn auth(
+    State(st): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &st.cfg.bearer_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        if !ok {
+            let mut r =
+                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn snapshot(health: &HealthMap) -> Vec<TargetHealth> {
+    health
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect()
+}
+
+async fn targets(State(st): State<ApiState>) -> Json<Vec<TargetHealth>> {
+    Json(snapshot(&st.health))
+}
+
+/// Escapes a Prometheus label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_set(t: &TargetHealth) -> String {
+    let mut s = String::from("{");
+    let _ = write!(s, "url=\"{}\"", escape(&t.url));
+    for (k, v) in &t.labels {
+        if k != "url" && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            let _ = write!(s, ",{k}=\"{}\"", escape(v));
+        }
+    }
+    s.push('}');
+    s
+}
+
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let targets = snapshot(&st.health);
+    let mut out = String::new();
+    let per_target: [(&str, &str, &str, fn(&TargetHealth) -> String); 7] = [
+        (
+            "stackwatch_target_up",
+            "gauge",
+            "1 if the last scrape succeeded.",
+            |t| u8::from(t.up).to_string(),
+        ),
+        (
+            "stackwatch_target_scrape_duration_seconds",
+            "gauge",
+            "Duration of the last scrape.",
+            |t| format!("{:.6}", t.last_scrape_duration_seconds),
+        ),
+        (
+            "stackwatch_target_scrape_bytes",
+            "gauge",
+            "Body size of the last scrape.",
+            |t| t.last_scrape_bytes.to_string(),
+        ),
+        (
+            "stackwatch_target_samples_ingested_total",
+            "counter",
+            "Periods stored from the target.",
+            |t| t.samples_ingested_total.to_string(),
+        ),
+        (
+            "stackwatch_target_scrape_failures_total",
+            "counter",
+            "Failed scrapes.",
+            |t| t.scrape_failures_total.to_string(),
+        ),
+        (
+            "stackwatch_target_scrapes_skipped_total",
+            "counter",
+            "Scrapes skipped because the target fell behind.",
+            |t| t.scrapes_skipped_total.to_string(),
+        ),
+        (
+            "stackwatch_target_windows_lost_total",
+            "counter",
+            "Windows the worker no longer had when asked.",
+            |t| t.windows_lost_total.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in per_target {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for t in &targets {
+            let _ = writeln!(out, "{name}{} {}", label_set(t), value(t));
+        }
+    }
+    let w = &st.writer.stats;
+    for (name, kind, help, v) in [
+        (
+            "stackwatch_ingest_rows_total",
+            "counter",
+            "Stack rows committed.",
+            w.rows.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "stackwatch_ingest_windows_total",
+            "counter",
+            "Windows committed.",
+            w.windows.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "stackwatch_ingest_transactions_total",
+            "counter",
+            "Ingest transactions committed.",
+            w.flushes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "stackwatch_ingest_errors_total",
+            "counter",
+            "Ingest transactions that failed.",
+            w.flush_errors.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "stackwatch_ingest_seconds_total",
+            "counter",
+            "Time spent in ingest transactions.",
+            w.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "stackwatch_rollup_steps_total",
+            "counter",
+            "Rollup steps run.",
+            w.rollups.load(Ordering::Relaxed) as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

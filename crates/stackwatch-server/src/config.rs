@@ -1,0 +1,403 @@
+//! `stackwatch.toml`: the collector's configuration (docs/configuration.md lists every key).
+//!
+//! Parsed by the `toml` crate with serde, unknown keys refused, so a typo is an error
+//! naming the key and its line rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a key of the wrong type or name (the message names key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What toml said, with the line and the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How a target is scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// The stackwatch window protocol (`GET <url>/windows?after=SEQ`): lossless.
+    #[default]
+    Stackwatch,
+    /// A Go-style `/debug/pprof/profile?seconds=N` endpoint.
+    Pprof,
+    /// A plain folded-text endpoint.
+    Folded,
+}
+
+/// How counts on a folded endpoint behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FoldedCounts {
+    /// Counts grow since the process started (stackwatch's `/`, pprof-rs); the
+    /// collector stores the difference between two scrapes.
+    #[default]
+    Cumulative,
+    /// Every read returns only what happened since the previous read (nylas-perftools).
+    Delta,
+}
+
+/// One scrape target.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Base URL (stackwatch) or full endpoint URL (pprof, folded).
+    pub url: String,
+    /// Protocol; default `stackwatch`.
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// Labels (`service`, `instance`, `version`, anything).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// For `folded` targets: cumulative (default) or delta counts.
+    #[serde(default)]
+    pub folded_counts: FoldedCounts,
+}
+
+/// A file pattern of target files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFileConfig {
+    /// Glob pattern, relative to the config file's directory.
+    pub path: String,
+}
+
+/// The content of a target file: the same `[[targets]]` tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// Targets.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[scrape]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    /// Time between scrapes of one target (default 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Limit for one scrape (default 5 s); pprof targets get `pprof_seconds` more.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Scrapes in flight at once (default 64).
+    pub concurrency: usize,
+    /// Largest response accepted (default 64 MiB).
+    pub max_body_bytes: usize,
+    /// Length of the profile asked from pprof targets (default: the interval, at most 60 s).
+    #[serde(deserialize_with = "opt_duration")]
+    pub pprof_seconds: Option<Duration>,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            concurrency: 64,
+            max_body_bytes: 64 << 20,
+            pprof_seconds: None,
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Everything older is deleted (default 14 days).
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// Raw windows are kept this long; older ranges are answered from rollups (default 2 days).
+    #[serde(deserialize_with = "duration")]
+    pub raw_retention: Duration,
+    /// Buffered rows are written at least this often (default 1 s).
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// ... or as soon as this many rows are buffered (default 50 000).
+    pub flush_rows: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            retention: Duration::from_secs(14 * 86_400),
+            raw_retention: Duration::from_secs(2 * 86_400),
+            flush_interval: Duration::from_secs(1),
+            flush_rows: 50_000,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the API and dashboard (default 127.0.0.1:7070).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the SQLite file lives (default ./stackwatch-data).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// When set, every API request needs `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Scrape settings.
+    #[serde(default)]
+    pub scrape: ScrapeConfig,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Static targets.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Files of targets.
+    #[serde(default)]
+    pub target_files: Vec<TargetFileConfig>,
+    /// Directory of the config file (target file patterns are relative to it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7070".parse().expect("valid address")
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./stackwatch-data")
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            bearer_token: None,
+            scrape: ScrapeConfig::default(),
+            storage: StorageConfig::default(),
+            targets: Vec::new(),
+            target_files: Vec::new(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text, path)?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_owned);
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text (`path` is only used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if cfg.scrape.interval < Duration::from_millis(100) {
+            return Err(invalid("scrape.interval", "must be at least 100ms"));
+        }
+        if cfg.scrape.timeout.is_zero() {
+            return Err(invalid("scrape.timeout", "must be positive"));
+        }
+        if cfg.scrape.concurrency == 0 {
+            return Err(invalid("scrape.concurrency", "must be at least 1"));
+        }
+        if cfg.storage.flush_rows == 0 {
+            return Err(invalid("storage.flush_rows", "must be at least 1"));
+        }
+        for (i, t) in cfg.targets.iter().enumerate() {
+            validate_target(t).map_err(|m| invalid(&format!("targets[{i}].url"), &m))?;
+        }
+        Ok(cfg)
+    }
+
+    /// Static targets plus those of every target file (files that fail to parse are
+    /// reported and skipped, so one bad file does not stop the others).
+    pub fn all_targets(&self) -> (Vec<TargetConfig>, Vec<String>) {
+        let mut targets = self.targets.clone();
+        let mut errors = Vec::new();
+        for tf in &self.target_files {
+            let pattern = self.base_dir.join(&tf.path);
+            let paths = match glob::glob(&pattern.to_string_lossy()) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!("target_files {:?}: {e}", tf.path));
+                    continue;
+                }
+            };
+            for path in paths.flatten() {
+                match std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| toml::from_str::<TargetFile>(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(f) => {
+                        for (i, t) in f.targets.into_iter().enumerate() {
+                            match validate_target(&t) {
+                                Ok(()) => targets.push(t),
+                                Err(m) => errors
+                                    .push(format!("{}: targets[{i}].url: {m}", path.display())),
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+        (targets, errors)
+    }
+
+    /// Newest modification time over all target files (to notice changes).
+    pub fn target_files_stamp(&self) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        let mut out = Vec::new();
+        for tf in &self.target_files {
+            if let Ok(paths) = glob::glob(&self.base_dir.join(&tf.path).to_string_lossy()) {
+                for p in paths.flatten() {
+                    let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                    out.push((p, m));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn validate_target(t: &TargetConfig) -> Result<(), String> {
+    let url = reqwest::Url::parse(&t.url).map_err(|e| format!("{:?}: {e}", t.url))?;
+    if url.scheme() != "http" {
+        return Err(format!("{:?}: only http:// targets are supported", t.url));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen = "127.0.0.1:7070"
+data_dir = "./stackwatch-data"
+[scrape]
+interval = "10s"
+timeout = "5s"
+[[targets]]
+url = "http://127.0.0.1:6060"          # kind defaults to "stackwatch"
+labels = { service = "binlog-streamer", instance = "a", version = "main" }
+[[targets]]
+url = "http://127.0.0.1:6061/debug/pprof/profile"
+kind = "pprof"                          # or "folded"
+labels = { service = "some-go-service", instance = "b" }
+[[target_files]]
+path = "targets/*.toml"                 # same [[targets]] tables, re-read on change
+"#;
+
+    #[test]
+    fn the_documented_example_loads_as_written() {
+        let c = Config::parse(EXAMPLE, Path::new("stackwatch.toml")).unwrap();
+        assert_eq!(c.scrape.interval, Duration::from_secs(10));
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[0].kind, TargetKind::Stackwatch);
+        assert_eq!(c.targets[1].kind, TargetKind::Pprof);
+        assert_eq!(c.targets[0].labels["version"], "main");
+        assert_eq!(c.target_files[0].path, "targets/*.toml");
+        assert_eq!(c.storage.retention, Duration::from_secs(14 * 86_400));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let bad = "listen = \"127.0.0.1:7070\"\n[scrape]\ninterval = \"ten seconds\"\n";
+        let e = Config::parse(bad, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("interval"), "{e}");
+        let typo = "[scrape]\nintervall = \"10s\"\n";
+        let e = Config::parse(typo, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("intervall"), "{e}");
+        let kind = "[[targets]]\nurl = \"http://x:1\"\nkind = \"grpc\"\n";
+        let e = Config::parse(kind, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("grpc"), "{e}");
+        let url = "[[targets]]\nurl = \"ftp://x\"\n";
+        let e = Config::parse(url, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("targets[0].url"), "{e}");
+    }
+
+    #[test]
+    fn target_files_are_read_and_bad_ones_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("targets")).unwrap();
+        std::fs::write(
+            dir.path().join("targets/a.toml"),
+            "[[targets]]\nurl = \"http://127.0.0.1:9\"\nlabels = { service = \"x\" }\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("targets/b.toml"), "[[targets]]\nurl = 5\n").unwrap();
+        let cfg_path = dir.path().join("stackwatch.toml");
+        std::fs::write(&cfg_path, "[[target_files]]\npath = \"targets/*.toml\"\n").unwrap();
+        let c = Config::load(&cfg_path).unwrap();
+        let (targets, errors) = c.all_targets();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("b.toml"), "{errors:?}");
+    }
+}

@@ -1,0 +1,576 @@
+//! The scrape loop: every target on its own jittered schedule, a bounded number in flight,
+//! each scrape bounded in time and size, its outcome recorded as the target's health.
+//!
+//! Three kinds of target (see [`TargetKind`]):
+//! - stackwatch: `GET <url>/windows?after=SEQ`. The last stored sequence per worker
+//!   instance comes from the store, so a missed poll, a collector restart or a crash is
+//!   caught up losslessly, and a worker restart (new instance id) starts a new series.
+//! - pprof: `GET <url>?seconds=N`, decoded with prost, one window per scrape.
+//! - folded: `GET <url>`, folded text; cumulative counts are differenced between scrapes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stackwatch_profile::protocol::{WindowsResponse, PROTOCOL_VERSION};
+use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore};
+use tokio::sync::Semaphore;
+
+use crate::config::{FoldedCounts, ScrapeConfig, TargetConfig, TargetKind};
+use crate::writer::WriterHandle;
+
+/// Health of one target, as `/api/targets` and `/metrics` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetHealth {
+    /// Labels.
+    pub labels: Labels,
+    /// URL scraped.
+    pub url: String,
+    /// Protocol.
+    pub kind: &'static str,
+    /// Whether the last scrape succeeded.
+    pub up: bool,
+    /// Error of the last failed scrape (cleared by a success).
+    pub last_error: Option<String>,
+    /// When the last scrape ended, Unix ms (0: never).
+    pub last_scrape_unix_ms: u64,
+    /// How long it took, seconds.
+    pub last_scrape_duration_seconds: f64,
+    /// Response size, bytes.
+    pub last_scrape_bytes: u64,
+    /// Scrapes attempted.
+    pub scrapes_total: u64,
+    /// Scrapes failed.
+    pub scrape_failures_total: u64,
+    /// Scrapes skipped because the previous one was still running (fell behind).
+    pub scrapes_skipped_total: u64,
+    /// Periods stored from this target.
+    pub samples_ingested_total: u64,
+    /// Windows the worker no longer had when asked (the collector was away longer
+    /// than the worker's retention).
+    pub windows_lost_total: u64,
+    /// Current worker instance (stackwatch targets).
+    pub instance: Option<String>,
+    /// Last window sequence stored (stackwatch targets).
+    pub last_seq: u64,
+}
+
+/// The health of every target, shared with the API.
+pub type HealthMap = Arc<Mutex<BTreeMap<String, TargetHealth>>>;
+
+/// Identity of a target: its URL and labels.
+pub fn target_key(t: &TargetConfig) -> String {
+    format!("{}|{:?}", t.url, t.labels)
+}
+
+fn kind_name(k: TargetKind) -> &'static str {
+    match k {
+        TargetKind::Stackwatch => "stackwatch",
+        TargetKind::Pprof => "pprof",
+        TargetKind::Folded => "folded",
+    }
+}
+
+/// Everything a scrape needs.
+#[derive(Clone)]
+pub struct ScrapeContext {
+    /// HTTP client (shared connection pool).
+    pub client: reqwest::Client,
+    /// Settings.
+    pub cfg: ScrapeConfig,
+    /// Bounded concurrency.
+    pub permits: Arc<Semaphore>,
+    /// Where windows go.
+    pub writer: WriterHandle,
+    /// Health.
+    pub health: HealthMap,
+    /// The database file, for reading checkpoints.
+    pub db_path: PathBuf,
+}
+
+/// Per-target state carried between scrapes.
+#[derive(Default)]
+struct TargetState {
+    instance: Option<String>,
+    last_seq: u64,
+    folded_prev: Option<HashMap<String, u64>>,
+}
+
+/// Scrapes `target` forever on its schedule (cancel the task to stop it).
+pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
+    let key = target_key(&target);
+    {
+        let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.insert(
+            key.clone(),
+            TargetHealth {
+                labels: target.labels.clone(),
+                url: target.url.clone(),
+                kind: kind_name(target.kind),
+                up: false,
+                last_error: None,
+                last_scrape_unix_ms: 0,
+                last_scrape_duration_seconds: 0.0,
+                last_scrape_bytes: 0,
+                scrapes_total: 0,
+                scrape_failures_total: 0,
+                scrapes_skipped_total: 0,
+                samples_ingested_total: 0,
+                windows_lost_total: 0,
+                instance: None,
+                last_seq: 0,
+            },
+        );
+    }
+    // Spread targets over the interval (Prometheus-style: a stable offset per target).
+    let interval = ctx.cfg.interval;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let offset = Duration::from_nanos(hasher.finish() % interval.as_nanos().max(1) as u64);
+    tokio::time::sleep(offset).await;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut state = TargetState::default();
+    loop {
+        let tick = ticker.tick().await;
+        let late = tick.elapsed();
+        if late > interval {
+            let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = h.get_mut(&key) {
+                t.scrapes_skipped_total += (late.as_nanos() / interval.as_nanos()) as u64;
+            }
+        }
+        let Ok(_permit) = ctx.permits.acquire().await else {
+            return;
+        };
+        let start = Instant::now();
+        let outcome = scrape_once(&ctx, &target, &mut state).await;
+        let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = h.get_mut(&key) {
+            t.scrapes_total += 1;
+            t.last_scrape_unix_ms = unix_ms();
+            t.last_scrape_duration_seconds = start.elapsed().as_secs_f64();
+            t.instance = state.instance.clone();
+            t.last_seq = state.last_seq;
+            match outcome {
+                Ok(o) => {
+                    t.up = true;
+                    t.last_error = None;
+                    t.last_scrape_bytes = o.bytes;
+                    t.samples_ingested_total += o.samples;
+                    t.windows_lost_total += o.windows_lost;
+                }
+                Err(e) => {
+                    tracing::debug!(url = %target.url, error = %e, "scrape failed");
+                    t.up = false;
+                    t.scrape_failures_total += 1;
+                    t.last_error = Some(e);
+                }
+            }
+        }
+    }
+}
+
+struct Outcome {
+    bytes: u64,
+    samples: u64,
+    windows_lost: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// GETs `url` within `limit`, refusing bodies over `max` bytes and content types that
+/// do not start with one of `types`.
+async fn fetch(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    limit: Duration,
+    max: usize,
+    types: &[&str],
+) -> Result<Vec<u8>, String> {
+    let work = async {
+        let mut resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let ctype = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !types.iter().any(|t| ctype.starts_with(t)) {
+            return Err(format!(
+                "unexpected content type {ctype:?} (want {})",
+                types.join(" or ")
+            ));
+        }
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(format!(
+                "body of {} bytes exceeds the {max} byte limit",
+                resp.content_length().unwrap_or(0)
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading body: {e}"))?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(format!("body exceeds the {max} byte limit"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("timed out after {limit:?}"))?
+}
+
+async fn scrape_once(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    state: &mut TargetState,
+) -> Result<Outcome, String> {
+    match target.kind {
+        TargetKind::Stackwatch => scrape_windows(ctx, target, state).await,
+        TargetKind::Pprof => scrape_pprof(ctx, target).await,
+        TargetKind::Folded => scrape_folded(ctx, target, state).await,
+    }
+}
+
+/// The stored checkpoint of `instance` (or of the most recent instance when `None`).
+async fn stored_checkpoint(
+    ctx: &ScrapeContext,
+    labels: &Labels,
+    instance: Option<String>,
+) -> Result<Option<(String, u64)>, String> {
+    let path = ctx.db_path.clone();
+    let labels = labels.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open_reader(&path).map_err(|e| e.to_string())?;
+        let cps = store.checkpoints(&labels).map_err(|e| e.to_string())?;
+        Ok(match instance {
+            Some(i) => cps.into_iter().find(|c| c.instance == i),
+            None => cps.into_iter().next(),
+        }
+        .map(|c| (c.instance, c.last_seq)))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+fn windows_url(base: &str, after: u64) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(base).map_err(|e| e.to_string())?;
+    let path = format!("{}/windows", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("after", &after.to_string());
+    Ok(url)
+}
+
+async fn get_windows(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    after: u64,
+) -> Result<(WindowsResponse, u64), String> {
+    let body = fetch(
+        &ctx.client,
+        windows_url(&target.url, after)?,
+        ctx.cfg.timeout,
+        ctx.cfg.max_body_bytes,
+        &["application/json"],
+    )
+    .await?;
+    let resp: WindowsResponse =
+        serde_json::from_slice(&body).map_err(|e| format!("bad window protocol body: {e}"))?;
+    validate_windows(&resp, after)?;
+    Ok((resp, body.len() as u64))
+}
+
+/// Checks what a worker sent before anything is stored: version, ordering, totals.
+pub fn validate_windows(resp: &WindowsResponse, after: u64) -> Result<(), String> {
+    if resp.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "window protocol version {} (want {PROTOCOL_VERSION})",
+            resp.version
+        ));
+    }
+    if resp.instance.is_empty() || resp.instance.len() > 128 {
+        return Err("bad instance id".into());
+    }
+    let mut prev = after;
+    for w in &resp.windows {
+        if w.seq <= prev {
+            return Err(format!("window {} out of order (after {prev})", w.seq));
+        }
+        prev = w.seq;
+        if w.end_unix_ms < w.start_unix_ms {
+            return Err(format!("window {} ends before it starts", w.seq));
+        }
+        let sum = w
+            .stacks
+            .iter()
+            .try_fold(0u64, |a, (_, c)| a.checked_add(*c));
+        if sum != Some(w.samples) {
+            return Err(format!(
+                "window {}: stack counts do not add up to samples",
+                w.seq
+            ));
+        }
+        if w.stacks
+            .iter()
+            .any(|(s, _)| s.is_empty() || s.split(';').any(str::is_empty))
+        {
+            return Err(format!("window {}: malformed stack", w.seq));
+        }
+    }
+    Ok(())
+}
+
+async fn scrape_windows(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    state: &mut TargetState,
+) -> Result<Outcome, String> {
+    if state.instance.is_none() {
+        if let Some((instance, seq)) = stored_checkpoint(ctx, &target.labels, None).await? {
+            state.instance = Some(instance);
+            state.last_seq = seq;
+        }
+    }
+    let (mut resp, mut bytes) = get_windows(ctx, target, state.last_seq).await?;
+    let mut after = state.last_seq;
+    if state.instance.as_deref() != Some(resp.instance.as_str()) {
+        // A different worker instance: a restart (new series) or one we stored before.
+        let known = stored_checkpoint(ctx, &target.labels, Some(resp.instance.clone())).await?;
+        let from = known.map_or(0, |(_, s)| s);
+        if from != after {
+            let (r, b) = get_windows(ctx, target, from).await?;
+            resp = r;
+            bytes += b;
+        }
+        after = from;
+    }
+    let windows_lost = if resp.oldest_seq > after + 1 {
+        resp.oldest_seq - after - 1
+    } else {
+        0
+    };
+    let mut samples = 0;
+    let last = resp.windows.last().map_or(after, |w| w.seq);
+    let windows: Vec<IngestWindow> = resp
+        .windows
+        .into_iter()
+        .map(|w| {
+            samples += w.samples;
+            IngestWindow {
+                target: target.labels.clone(),
+                instance: resp.instance.clone(),
+                seq: w.seq,
+                start_unix_s: (w.start_unix_ms / 1000) as i64,
+                stacks: w.stacks,
+            }
+        })
+        .collect();
+    if !windows.is_empty() {
+        ctx.writer
+            .write(windows)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+    }
+    // Only after the commit: a crash before it re-fetches the same windows.
+    state.instance = Some(resp.instance);
+    state.last_seq = last;
+    Ok(Outcome {
+        bytes,
+        samples,
+        windows_lost,
+    })
+}
+
+async fn scrape_pprof(ctx: &ScrapeContext, target: &TargetConfig) -> Result<Outcome, String> {
+    let seconds = ctx
+        .cfg
+        .pprof_seconds
+        .unwrap_or(ctx.cfg.interval)
+        .as_secs()
+        .clamp(1, 60);
+    let mut url = reqwest::Url::parse(&target.url).map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .append_pair("seconds", &seconds.to_string());
+    let start = unix_ms() / 1000;
+    let body = fetch(
+        &ctx.client,
+        url,
+        ctx.cfg.timeout + Duration::from_secs(seconds),
+        ctx.cfg.max_body_bytes,
+        &[
+            "application/octet-stream",
+            "application/x-protobuf",
+            "application/vnd.google.protobuf",
+            "application/gzip",
+        ],
+    )
+    .await?;
+    let profile = stackwatch_profile::pprof::decode(&body, ctx.cfg.max_body_bytes)
+        .map_err(|e| e.to_string())?;
+    let samples = profile.total();
+    if samples > 0 {
+        ctx.writer
+            .write(vec![IngestWindow {
+                target: target.labels.clone(),
+                instance: String::new(),
+                seq: 0,
+                start_unix_s: start as i64,
+                stacks: profile.stacks.into_iter().collect(),
+            }])
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+    }
+    Ok(Outcome {
+        bytes: body.len() as u64,
+        samples,
+        windows_lost: 0,
+    })
+}
+
+async fn scrape_folded(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    state: &mut TargetState,
+) -> Result<Outcome, String> {
+    let url = reqwest::Url::parse(&target.url).map_err(|e| e.to_string())?;
+    let body = fetch(
+        &ctx.client,
+        url,
+        ctx.cfg.timeout,
+        ctx.cfg.max_body_bytes,
+        &["text/"],
+    )
+    .await?;
+    let now = stackwatch_profile::folded::parse_folded_bytes(&body).map_err(|e| e.to_string())?;
+    let stacks: Vec<(String, u64)> = match target.folded_counts {
+        FoldedCounts::Delta => now.iter().map(|(s, c)| (s.clone(), *c)).collect(),
+        FoldedCounts::Cumulative => {
+            let delta = match &state.folded_prev {
+                // The first scrape only sets the baseline.
+                None => Vec::new(),
+                Some(prev) => {
+                    let reset = prev.iter().any(|(s, c)| now.get(s).is_some_and(|n| n < c));
+                    now.iter()
+                        .filter_map(|(s, c)| {
+                            let d = if reset {
+                                *c
+                            } else {
+                                c - prev.get(s).copied().unwrap_or(0)
+                            };
+                            (d > 0).then(|| (s.clone(), d))
+                        })
+                        .collect()
+                }
+            };
+            state.folded_prev = Some(now);
+            delta
+        }
+    };
+    let samples = stacks.iter().map(|(_, c)| c).sum();
+    if !stacks.is_empty() {
+        ctx.writer
+            .write(vec![IngestWindow {
+                target: target.labels.clone(),
+                instance: String::new(),
+                seq: 0,
+                start_unix_s: (unix_ms() / 1000) as i64,
+                stacks,
+            }])
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+    }
+    Ok(Outcome {
+        bytes: body.len() as u64,
+        samples,
+        windows_lost: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stackwatch_profile::protocol::Window;
+
+    fn resp(windows: Vec<Window>) -> WindowsResponse {
+        WindowsResponse {
+            version: 1,
+            instance: "i".into(),
+            frequency_hz: 99,
+            period_ns: 1,
+            window_seconds: 10,
+            oldest_seq: 1,
+            latest_seq: 2,
+            windows,
+        }
+    }
+
+    fn w(seq: u64, stacks: Vec<(&str, u64)>, samples: u64) -> Window {
+        Window {
+            seq,
+            start_unix_ms: 0,
+            end_unix_ms: 10,
+            samples,
+            dropped: 0,
+            pruned_stacks: 0,
+            stacks: stacks
+                .into_iter()
+                .map(|(s, c)| (s.to_string(), c))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn validation_refuses_what_would_corrupt_the_store() {
+        assert!(
+            validate_windows(&resp(vec![w(1, vec![("a;b", 2)], 2), w(2, vec![], 0)]), 0).is_ok()
+        );
+        assert!(validate_windows(&resp(vec![w(2, vec![], 0), w(1, vec![], 0)]), 0).is_err());
+        assert!(
+            validate_windows(&resp(vec![w(1, vec![], 0)]), 1).is_err(),
+            "already stored"
+        );
+        assert!(validate_windows(&resp(vec![w(1, vec![("a", 2)], 3)]), 0).is_err());
+        assert!(validate_windows(&resp(vec![w(1, vec![("a;;b", 1)], 1)]), 0).is_err());
+        assert!(
+            validate_windows(&resp(vec![w(1, vec![("a", u64::MAX), ("b", 1)], 0)]), 0).is_err()
+        );
+        let mut v2 = resp(vec![]);
+        v2.version = 2;
+        assert!(validate_windows(&v2, 0).is_err());
+    }
+
+    #[test]
+    fn windows_url_keeps_a_base_path() {
+        assert_eq!(
+            windows_url("http://h:1", 5).unwrap().as_str(),
+            "http://h:1/windows?after=5"
+        );
+        assert_eq!(
+            windows_url("http://h:1/app/", 0).unwrap().as_str(),
+            "http://h:1/app/windows?after=0"
+        );
+    }
+}
