@@ -1,0 +1,155 @@
+//! Lossless collection across crashes, with real processes over loopback: the collector is
+//! SIGKILLed during ingest and restarted, a worker is SIGKILLed and replaced (a new
+//! instance, found through a re-read target file), and in the end every window the
+//! workers closed is stored exactly once: nothing lost, nothing doubled.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stackwatch_profile::protocol::WindowsResponse;
+use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn kill9(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+    fn term(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("process did not exit on SIGTERM");
+    }
+}
+
+fn worker() -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
+        .args(["real", "--window-ms", "1000", "--hz", "199", "--retain", "600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").expect("worker prints its address").to_string();
+    (Proc(child), addr)
+}
+
+fn collector(config: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+            .args(["server", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn windows(addr: &str) -> WindowsResponse {
+    let body = ureq::get(&format!("http://{addr}/windows?after=0")).call().unwrap().body_mut().read_to_string().unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+fn write_targets(dir: &Path, a: &str, b: &str) {
+    let text = format!(
+        "[[targets]]\nurl = \"http://{a}\"\nlabels = {{ service = \"sim\", instance = \"a\" }}\n\
+         [[targets]]\nurl = \"http://{b}\"\nlabels = {{ service = \"sim\", instance = \"b\" }}\n"
+    );
+    let tmp = dir.join("targets/.all.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join("targets/all.toml")).unwrap();
+}
+
+#[test]
+fn sigkill_of_collector_and_of_a_worker_loses_nothing_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("targets")).unwrap();
+    let (_a, a_addr) = worker();
+    let (mut b, b_addr) = worker();
+    write_targets(dir.path(), &a_addr, &b_addr);
+    let config = dir.path().join("stackwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"300ms\"\ntimeout = \"2s\"\n\
+             [storage]\nflush_interval = \"200ms\"\n[[target_files]]\npath = \"targets/*.toml\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut c = collector(&config);
+    std::thread::sleep(Duration::from_millis(2500));
+    c.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut c = collector(&config);
+    std::thread::sleep(Duration::from_millis(2000));
+    // Snapshot worker b, then kill it at once and replace it.
+    let b_snap = windows(&b_addr);
+    b.kill9();
+    let (_b2, b2_addr) = worker();
+    write_targets(dir.path(), &a_addr, &b2_addr);
+    std::thread::sleep(Duration::from_millis(3000));
+    let a_snap = windows(&a_addr);
+    let b2_snap = windows(&b2_addr);
+    // Wait until the collector has stored everything in the snapshots.
+    let db = dir.path().join("data/stackwatch.db");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let store = SqliteStore::open_reader(&db).unwrap();
+        let seq_of = |inst: &str, snap: &WindowsResponse| {
+            let labels = [("service".to_string(), "sim".to_string()), ("instance".to_string(), inst.to_string())].into();
+            store
+                .checkpoints(&labels)
+                .unwrap()
+                .into_iter()
+                .find(|c| c.instance == snap.instance)
+                .map_or(0, |c| c.last_seq)
+        };
+        if seq_of("a", &a_snap) >= a_snap.latest_seq && seq_of("b", &b2_snap) >= b2_snap.latest_seq {
+            break;
+        }
+        assert!(Instant::now() < deadline, "collector did not catch up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.term();
+    let store = SqliteStore::open_reader(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let mut checked = 0;
+    for (inst, snap) in [("a", &a_snap), ("b", &b_snap), ("b", &b2_snap)] {
+        let sel = Selector::parse(&format!("{{instance=\"{inst}\"}}")).unwrap();
+        assert!(snap.windows.len() >= 3, "{inst}: too few windows");
+        for w in &snap.windows {
+            let ts = (w.start_unix_ms / 1000) as i64;
+            let stored = store.profile(&sel, ts, ts + 1).unwrap();
+            assert_eq!(
+                stored.total(),
+                w.samples,
+                "instance {} window {} (start {ts}): stored {} periods, the worker closed it with {}",
+                snap.instance,
+                w.seq,
+                stored.total(),
+                w.samples
+            );
+            assert_eq!(stored.stacks.len(), w.stacks.len());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} windows checked");
+}
