@@ -40,13 +40,27 @@ impl Proc {
 
 fn worker() -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
-        .args(["real", "--window-ms", "1000", "--hz", "199", "--retain", "600"])
+        .args([
+            "real",
+            "--window-ms",
+            "1000",
+            "--hz",
+            "199",
+            "--retain",
+            "600",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").expect("worker prints its address").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("worker prints its address")
+        .to_string();
     (Proc(child), addr)
 }
 
@@ -63,7 +77,12 @@ fn collector(config: &Path) -> Proc {
 }
 
 fn windows(addr: &str) -> WindowsResponse {
-    let body = ureq::get(&format!("http://{addr}/windows?after=0")).call().unwrap().body_mut().read_to_string().unwrap();
+    let body = ureq::get(&format!("http://{addr}/windows?after=0"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     serde_json::from_str(&body).unwrap()
 }
 
@@ -114,7 +133,11 @@ fn sigkill_of_collector_and_of_a_worker_loses_nothing_and_doubles_nothing() {
     loop {
         let store = SqliteStore::open_reader(&db).unwrap();
         let seq_of = |inst: &str, snap: &WindowsResponse| {
-            let labels = [("service".to_string(), "sim".to_string()), ("instance".to_string(), inst.to_string())].into();
+            let labels = [
+                ("service".to_string(), "sim".to_string()),
+                ("instance".to_string(), inst.to_string()),
+            ]
+            .into();
             store
                 .checkpoints(&labels)
                 .unwrap()
@@ -122,7 +145,8 @@ fn sigkill_of_collector_and_of_a_worker_loses_nothing_and_doubles_nothing() {
                 .find(|c| c.instance == snap.instance)
                 .map_or(0, |c| c.last_seq)
         };
-        if seq_of("a", &a_snap) >= a_snap.latest_seq && seq_of("b", &b2_snap) >= b2_snap.latest_seq {
+        if seq_of("a", &a_snap) >= a_snap.latest_seq && seq_of("b", &b2_snap) >= b2_snap.latest_seq
+        {
             break;
         }
         assert!(Instant::now() < deadline, "collector did not catch up");

@@ -62,11 +62,20 @@ fn a_go_pprof_endpoint_is_scraped_and_its_functions_stored() {
         .status()
         .expect("go is installed (apt-get install golang-go)");
     assert!(status.success());
-    let mut go = Command::new(dir.path().join("gosvc")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut go = Command::new(dir.path().join("gosvc"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(go.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(go.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _go = Proc(go);
-    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
     let config = dir.path().join("stackwatch.toml");
     std::fs::write(
         &config,
@@ -91,13 +100,26 @@ fn a_go_pprof_endpoint_is_scraped_and_its_functions_stored() {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         if let Ok(store) = SqliteStore::open_reader(&db) {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-            if let Ok(p) = store.profile(&Selector::parse(r#"{service="go-svc"}"#).unwrap(), now - 600, now + 60) {
-                if p.stacks.keys().any(|s| s.contains("main.hotLoopStackwatch")) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            if let Ok(p) = store.profile(
+                &Selector::parse(r#"{service="go-svc"}"#).unwrap(),
+                now - 600,
+                now + 60,
+            ) {
+                if p.stacks
+                    .keys()
+                    .any(|s| s.contains("main.hotLoopStackwatch"))
+                {
                     return;
                 }
             }
         }
-        assert!(Instant::now() < deadline, "the Go function never appeared in the store");
+        assert!(
+            Instant::now() < deadline,
+            "the Go function never appeared in the store"
+        );
     }
 }

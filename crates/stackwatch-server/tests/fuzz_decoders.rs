@@ -30,7 +30,11 @@ enum Edit {
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Flip(i, b)),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Edit::Insert(i, v)),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
+            .prop_map(|(i, v)| Edit::Insert(i, v)),
         (any::<usize>(), 1usize..64).prop_map(|(i, n)| Edit::Delete(i, n)),
         any::<usize>().prop_map(Edit::Truncate),
         (any::<usize>(), 1usize..256).prop_map(|(i, n)| Edit::Duplicate(i, n)),
@@ -78,7 +82,10 @@ fn input(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 
 /// Runs `check` on generated inputs for the configured time (or a short CI pass).
 fn fuzz(name: &str, strategy: impl Strategy<Value = Vec<u8>>, check: impl Fn(&[u8])) {
-    let seconds: u64 = std::env::var("STACKWATCH_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seconds: u64 = std::env::var("STACKWATCH_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut cases = 0u64;
     loop {
@@ -131,7 +138,11 @@ fn folded_decoder_never_panics() {
     fuzz("folded", input(seed("stacks.folded")), |bytes| {
         if let Ok(stacks) = stackwatch_profile::folded::parse_folded_bytes(bytes) {
             // What parses must also render and encode.
-            let p = stackwatch_profile::Profile { stacks, period_ns: 1, ..Default::default() };
+            let p = stackwatch_profile::Profile {
+                stacks,
+                period_ns: 1,
+                ..Default::default()
+            };
             let _ = p.to_pprof();
         }
     });

@@ -47,17 +47,31 @@ fn hostile_app() -> axum::Router {
             "/endless/windows",
             get(|| async {
                 let chunk = Bytes::from(vec![b' '; 64 * 1024]);
-                let stream = futures_util::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
-                ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream))
+                let stream =
+                    futures_util::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(stream),
+                )
             }),
         )
         .route(
             "/huge/windows",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], vec![b'['; 3 << 20]) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    vec![b'['; 3 << 20],
+                )
+            }),
         )
         .route(
             "/garbage/windows",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"version\": 1, \"instance\": [") }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{\"version\": 1, \"instance\": [",
+                )
+            }),
         )
         .route(
             "/wrongtype/windows",
@@ -68,15 +82,34 @@ fn hostile_app() -> axum::Router {
             get(|| async {
                 let mut r: WindowsResponse = serde_json::from_slice(&valid_body("liar")).unwrap();
                 r.windows[0].samples = 999; // counts do not add up
-                ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&r).unwrap()).into_response()
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec(&r).unwrap(),
+                )
+                    .into_response()
             }),
         )
-        .route("/pprof-garbage", get(|| async { ([(header::CONTENT_TYPE, "application/octet-stream")], vec![0x1f, 0x8b, 1, 2, 3]) }))
-        .route("/folded-garbage", get(|| async { ([(header::CONTENT_TYPE, "text/plain")], "a;b notanumber\n") }))
+        .route(
+            "/pprof-garbage",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    vec![0x1f, 0x8b, 1, 2, 3],
+                )
+            }),
+        )
+        .route(
+            "/folded-garbage",
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain")], "a;b notanumber\n") }),
+        )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn target(url: String, kind: TargetKind, name: &str) -> TargetConfig {
@@ -90,7 +123,11 @@ fn target(url: String, kind: TargetKind, name: &str) -> TargetConfig {
 
 #[test]
 fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (hostile_addr, late_port) = rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -113,11 +150,27 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
         target(format!("{h}/endless"), TargetKind::Stackwatch, "endless"),
         target(format!("{h}/huge"), TargetKind::Stackwatch, "huge"),
         target(format!("{h}/garbage"), TargetKind::Stackwatch, "garbage"),
-        target(format!("{h}/wrongtype"), TargetKind::Stackwatch, "wrongtype"),
+        target(
+            format!("{h}/wrongtype"),
+            TargetKind::Stackwatch,
+            "wrongtype",
+        ),
         target(format!("{h}/lying"), TargetKind::Stackwatch, "lying"),
-        target(format!("{h}/pprof-garbage"), TargetKind::Pprof, "pprof-garbage"),
-        target(format!("{h}/folded-garbage"), TargetKind::Folded, "folded-garbage"),
-        target(format!("http://127.0.0.1:{late_port}"), TargetKind::Stackwatch, "late"),
+        target(
+            format!("{h}/pprof-garbage"),
+            TargetKind::Pprof,
+            "pprof-garbage",
+        ),
+        target(
+            format!("{h}/folded-garbage"),
+            TargetKind::Folded,
+            "folded-garbage",
+        ),
+        target(
+            format!("http://127.0.0.1:{late_port}"),
+            TargetKind::Stackwatch,
+            "late",
+        ),
     ];
     let server = rt.block_on(stackwatch_server::Server::bind(cfg)).unwrap();
     let api = format!("http://{}", server.local_addr());
@@ -131,30 +184,53 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
         // A well-behaved worker: windows after `after` only.
         let app = axum::Router::new().route(
             "/windows",
-            get(|q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
-                let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-                let mut r: WindowsResponse = serde_json::from_slice(&valid_body("late-instance")).unwrap();
-                r.windows.retain(|w| w.seq > after);
-                ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&r).unwrap())
-            }),
+            get(
+                |q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    let after: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                    let mut r: WindowsResponse =
+                        serde_json::from_slice(&valid_body("late-instance")).unwrap();
+                    r.windows.retain(|w| w.seq > after);
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        serde_json::to_vec(&r).unwrap(),
+                    )
+                },
+            ),
         );
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", late_port)).await.unwrap();
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", late_port))
+            .await
+            .unwrap();
         axum::serve(l, app).await.unwrap();
     });
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let body = agent.get(&format!("{api}/api/targets")).call().unwrap().body_mut().read_to_string().unwrap();
+        let body = agent
+            .get(&format!("{api}/api/targets"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
         let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        let done = v.iter().all(|t| t["scrapes_total"].as_u64().unwrap_or(0) >= 2)
-            && v.iter().any(|t| t["labels"]["service"] == "late" && t["up"] == true);
+        let done = v
+            .iter()
+            .all(|t| t["scrapes_total"].as_u64().unwrap_or(0) >= 2)
+            && v.iter()
+                .any(|t| t["labels"]["service"] == "late" && t["up"] == true);
         if done || Instant::now() > deadline {
             break v;
         }
     };
     let by_name = |n: &str| -> &serde_json::Value {
-        health.iter().find(|t| t["labels"]["service"] == n).unwrap_or_else(|| panic!("{n} missing"))
+        health
+            .iter()
+            .find(|t| t["labels"]["service"] == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
     };
     for (name, expect) in [
         ("slow", "timed out"),
@@ -169,21 +245,38 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
         let t = by_name(name);
         assert_eq!(t["up"], false, "{name}: {t}");
         let err = t["last_error"].as_str().unwrap_or("");
-        assert!(err.contains(expect), "{name}: {err:?} should mention {expect:?}");
+        assert!(
+            err.contains(expect),
+            "{name}: {err:?} should mention {expect:?}"
+        );
     }
     let late = by_name("late");
     assert_eq!(late["up"], true, "{late}");
-    assert_eq!(late["samples_ingested_total"], 5, "stored once, not once per scrape: {late}");
+    assert_eq!(
+        late["samples_ingested_total"], 5,
+        "stored once, not once per scrape: {late}"
+    );
     // The collector still serves its own metrics.
-    let m = agent.get(&format!("{api}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let m = agent
+        .get(&format!("{api}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(m.contains("stackwatch_target_up{"), "{m}");
     let _ = stop_tx.send(());
     rt.block_on(running).unwrap().unwrap();
     // What the late target sent is in the store, hostile frame name and all.
-    let store = stackwatch_store::SqliteStore::open_reader(&stackwatch_server::db_path(dir.path())).unwrap();
+    let store = stackwatch_store::SqliteStore::open_reader(&stackwatch_server::db_path(dir.path()))
+        .unwrap();
     use stackwatch_store::ProfileStore;
     let p = store
-        .profile(&stackwatch_store::Selector::parse(r#"{service="late"}"#).unwrap(), 1_795_000_000, 1_795_000_010)
+        .profile(
+            &stackwatch_store::Selector::parse(r#"{service="late"}"#).unwrap(),
+            1_795_000_000,
+            1_795_000_010,
+        )
         .unwrap();
     assert_eq!(p.stacks["main;<script>alert(1)</script>"], 5);
     assert_eq!(store.integrity_check().unwrap(), "ok");

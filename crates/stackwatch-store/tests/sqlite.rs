@@ -164,6 +164,52 @@ fn retention_deletes_old_rows_per_resolution() {
 }
 
 #[test]
+fn top_functions_and_diff_of_two_selections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let main = labels(&[("service", "api"), ("version", "main")]);
+    let canary = labels(&[("service", "api"), ("version", "canary")]);
+    s.ingest(&[
+        window(
+            &main,
+            "m",
+            1,
+            T0,
+            &[("t;serve;parse", 10), ("t;serve;encode", 10)],
+        ),
+        window(
+            &canary,
+            "c",
+            1,
+            T0,
+            &[
+                ("t;serve;parse", 10),
+                ("t;serve;encode", 30),
+                ("t;serve;debug_fmt", 20),
+            ],
+        ),
+    ])
+    .unwrap();
+    let sel = |v: &str| Selector::parse(&format!("{{version=\"{v}\"}}")).unwrap();
+    let top = s.top_functions(&sel("canary"), T0, T0 + 10, 10).unwrap();
+    assert_eq!((top[0].name.as_str(), top[0].total_count), ("serve", 60));
+    let encode = top.iter().find(|f| f.name == "encode").unwrap();
+    assert_eq!((encode.self_count, encode.total_count), (30, 30));
+    assert_eq!(
+        top.iter().position(|f| f.name == "encode"),
+        Some(2),
+        "after serve and t, by total"
+    );
+    let (base, target) = s
+        .diff((&sel("main"), T0, T0 + 10), (&sel("canary"), T0, T0 + 10))
+        .unwrap();
+    let folded = stackwatch_profile::svg::diff_folded(&base, &target);
+    // Base (20 periods) is scaled to the target's 60: parse 10 -> 30, encode 10 -> 30.
+    assert!(folded.contains("t;serve;debug_fmt 0 20"), "{folded}");
+    assert!(folded.contains("t;serve;encode 30 30"), "{folded}");
+}
+
+#[test]
 fn bad_ranges_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);

@@ -1,0 +1,286 @@
+//! Collector and store benchmark.
+//!
+//! Part 1, the store (in-process): 100 targets x 24 h of 5-minute windows (1 000 samples
+//! each over a 300-stack Zipf profile per service, ~20 frames deep), ingested in
+//! 50 000-row transactions; rollups run to completion; then the merged profile of all 100
+//! targets over the last hour (unaligned) and over 24 h; and bytes on disk per row.
+//!
+//! Part 2, the live fleet: `stackwatch-fleet-sim fake` serves 1 000 simulated targets
+//! (10 s windows) and `stackwatch server` scrapes them every 10 s; after a warm-up the
+//! collector's CPU is measured from /proc for 60 s, and its /metrics tell whether any
+//! scrape fell behind.
+//!
+//! `cargo bench -p stackwatch-cli --bench collector`
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions};
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// A service's stacks with Zipf weights (same shape as the fleet simulator's).
+fn service(svc: u64, n: usize) -> Vec<(String, f64)> {
+    let mut next = rng(svc + 1);
+    let modules = [
+        "tokio::runtime",
+        "hyper::proto",
+        "serde_json::ser",
+        "app::handler",
+        "sqlx::pool",
+        "prost::encoding",
+        "alloc::vec",
+        "core::hash",
+    ];
+    (0..n)
+        .map(|i| {
+            let depth = 12 + (next() % 12) as usize;
+            let mut f = vec![
+                format!("worker-{}", next() % 4),
+                "std::sys::thread::unix::Thread::new::thread_start".to_string(),
+            ];
+            for d in 0..depth {
+                f.push(format!(
+                    "{}::fn_{d}_{}",
+                    modules[(next() % 8) as usize],
+                    next() % 6
+                ));
+            }
+            (f.join(";"), 1.0 / (i as f64 + 1.0))
+        })
+        .collect()
+}
+
+fn window(svc: &[(String, f64)], seed: u64, samples: u64) -> Vec<(String, u64)> {
+    let total: f64 = svc.iter().map(|s| s.1).sum();
+    let mut next = rng(seed);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..samples {
+        let mut x = (next() % 1_000_000) as f64 / 1e6 * total;
+        for (i, (_, w)) in svc.iter().enumerate() {
+            x -= w;
+            if x <= 0.0 {
+                *counts.entry(i).or_insert(0u64) += 1;
+                break;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(i, c)| (svc[i].0.clone(), c))
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn store_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stackwatch.db");
+    let mut store = SqliteStore::open(&db, StoreOptions::default()).unwrap();
+    let services: Vec<_> = (0..20).map(|s| service(s, 300)).collect();
+    let end: i64 = 1_795_000_000 / 3600 * 3600;
+    let start = end - 86_400;
+    let step = 300;
+    let mut batch: Vec<IngestWindow> = Vec::new();
+    let mut rows_in_batch = 0;
+    let mut rows = 0u64;
+    let mut ingest_time = Duration::ZERO;
+    for ts in (start..end).step_by(step) {
+        for t in 0..100u64 {
+            let labels: Labels = [
+                ("service".to_string(), format!("svc-{}", t % 20)),
+                ("instance".to_string(), format!("i-{t}")),
+                (
+                    "version".to_string(),
+                    if t % 10 == 0 {
+                        "canary".into()
+                    } else {
+                        "main".to_string()
+                    },
+                ),
+            ]
+            .into();
+            let stacks = window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
+            rows_in_batch += stacks.len();
+            batch.push(IngestWindow {
+                target: labels,
+                instance: format!("inst-{t}"),
+                seq: ((ts - start) / step as i64 + 1) as u64,
+                start_unix_s: ts,
+                stacks,
+            });
+            if rows_in_batch >= 50_000 {
+                let t0 = Instant::now();
+                rows += store.ingest(&batch).unwrap().rows as u64;
+                ingest_time += t0.elapsed();
+                batch.clear();
+                rows_in_batch = 0;
+            }
+        }
+    }
+    let t0 = Instant::now();
+    rows += store.ingest(&batch).unwrap().rows as u64;
+    ingest_time += t0.elapsed();
+    let t0 = Instant::now();
+    let mut steps = 0;
+    while store.rollup(end + 86_400).unwrap() {
+        steps += 1;
+    }
+    let rollup_time = t0.elapsed();
+    let all = Selector::all();
+    let q = |from: i64, to: i64| {
+        median(
+            (0..5)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    let p = store.profile(&all, from, to).unwrap();
+                    assert!(p.total() > 0);
+                    t0.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect(),
+        )
+    };
+    let q1h = q(end - 3600 - 17, end - 17);
+    let q24h = q(start, end);
+    let series = {
+        let t0 = Instant::now();
+        store.timeseries(&all, start, end, 600).unwrap();
+        t0.elapsed().as_secs_f64() * 1000.0
+    };
+    drop(store);
+    let conn_bytes: u64 = ["stackwatch.db", "stackwatch.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| rows ingested (100 targets x 24 h, 5-min windows) | {rows} |");
+    println!(
+        "| ingest rate, stack-rows/s | {:.0} |",
+        rows as f64 / ingest_time.as_secs_f64()
+    );
+    println!(
+        "| rollup of 24 h (1m + 1h), s | {:.1} ({steps} steps) |",
+        rollup_time.as_secs_f64()
+    );
+    println!("| query: merged profile, 100 targets x last 1 h, ms (median of 5) | {q1h:.0} |");
+    println!("| query: merged profile, 100 targets x 24 h, ms (median of 5) | {q24h:.0} |");
+    println!("| query: CPU time series, 100 targets x 24 h, 10-min step, ms | {series:.0} |");
+    println!("| bytes on disk per stored (target, window, stack) row, all tables and stacks included | {:.1} |", conn_bytes as f64 / rows as f64);
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn fleet_part() {
+    let secs: u64 = std::env::var("STACKWATCH_FLEET_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
+        .args(["fake", "--targets", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let mut cfg = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"10s\"\ntimeout = \"5s\"\n",
+        dir.path().join("data").display()
+    );
+    for i in 0..1000 {
+        cfg.push_str(&format!(
+            "[[targets]]\nurl = \"http://{addr}/t/{i}\"\nlabels = {{ service = \"svc-{}\", instance = \"i-{i}\" }}\n",
+            i % 20
+        ));
+    }
+    std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args(["server", "--config"])
+        .arg(dir.path().join("s.toml"))
+        .stdout(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let api = line.trim().rsplit(' ').next().unwrap().to_string();
+    // Warm-up: the first scrape of each target catches up its 10 windows of history.
+    std::thread::sleep(Duration::from_secs(25));
+    let metrics = |name: &str| -> f64 {
+        let m = ureq::get(&format!("{api}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        m.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let cpu0 = proc_cpu_seconds(c.id());
+    let rows0 = metrics("stackwatch_ingest_rows_total");
+    let scrapes0 = metrics("stackwatch_target_scrape_failures_total");
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let cpu = proc_cpu_seconds(c.id()) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let rows = metrics("stackwatch_ingest_rows_total") - rows0;
+    let failures = metrics("stackwatch_target_scrape_failures_total") - scrapes0;
+    let skipped = metrics("stackwatch_target_scrapes_skipped_total");
+    let up = metrics("stackwatch_target_up{");
+    println!("| live fleet: targets up | {up:.0} of 1000 |");
+    println!(
+        "| live fleet: collector CPU, % of one core ({secs} s) | {:.1} |",
+        cpu / wall * 100.0
+    );
+    println!("| live fleet: stack-rows ingested/s | {:.0} |", rows / wall);
+    println!(
+        "| live fleet: scrapes skipped (fell behind) / failed | {skipped:.0} / {failures:.0} |"
+    );
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    println!(
+        "# collector benchmark, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    store_part();
+    fleet_part();
+}
