@@ -105,7 +105,13 @@ fn label_set(t: &TargetHealth) -> String {
 async fn metrics(State(st): State<ApiState>) -> Response {
     let targets = snapshot(&st.health);
     let mut out = String::new();
-    let per_target: [(&str, &str, &str, fn(&TargetHealth) -> String); 7] = [
+    type PerTarget = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&TargetHealth) -> String,
+    );
+    let per_target: [PerTarget; 7] = [
         (
             "stackwatch_target_up",
             "gauge",

@@ -1,10 +1,10 @@
 //! The stackwatch collector (`stackwatch server`): scrapes targets into the store and
 //! serves the HTTP API.
 //!
-//! - [`config`]: `stackwatch.toml`.
-//! - [`scrape`]: the scrape loop and per-target health.
-//! - [`writer`]: the single store writer with size-or-time batching.
-//! - [`api`]: the HTTP routes.
+//! - [`config`][crate::config]: `stackwatch.toml`.
+//! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
+//! - [`writer`][crate::writer]: the single store writer with size-or-time batching.
+//! - [`api`][crate::api]: the HTTP routes.
 
 pub mod api;
 pub mod config;
@@ -177,11 +177,9 @@ async fn manage_targets(cfg: Config, ctx: scrape::ScrapeContext) {
                 keep
             });
             for (k, t) in wanted {
-                if !running.0.contains_key(&k) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.0.entry(k) {
                     tracing::info!(url = %t.url, "scraping target");
-                    running
-                        .0
-                        .insert(k, tokio::spawn(scrape::run_target(ctx.clone(), t)));
+                    slot.insert(tokio::spawn(scrape::run_target(ctx.clone(), t)));
                 }
             }
         }
