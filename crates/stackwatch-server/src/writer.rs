@@ -96,51 +96,69 @@ fn run(
     let mut buffer: Vec<WriteRequest> = Vec::new();
     let mut rows = 0usize;
     let mut oldest: Option<Instant> = None;
-    let mut last_retention = Instant::now() - Duration::from_secs(3600);
-    let mut rollup_due = true;
+    let mut maintenance = Maintenance {
+        last_rollup: Instant::now() - ROLLUP_EVERY,
+        last_retention: Instant::now() - RETENTION_EVERY,
+        rollup_due: true,
+    };
     loop {
         let wait = match oldest {
             Some(t) => opts.flush_interval.saturating_sub(t.elapsed()),
-            None if rollup_due => Duration::from_millis(50),
-            None => Duration::from_secs(1),
+            None => Duration::from_millis(200),
         };
         match rx.recv_timeout(wait) {
             Ok(req) => {
                 rows += req.windows.iter().map(|w| w.stacks.len()).sum::<usize>();
                 oldest.get_or_insert_with(Instant::now);
                 buffer.push(req);
-                if rows >= opts.flush_rows {
-                    flush(&mut store, &mut buffer, &stats);
-                    rows = 0;
-                    oldest = None;
-                }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if oldest.is_some_and(|t| t.elapsed() >= opts.flush_interval) {
-                    flush(&mut store, &mut buffer, &stats);
-                    rows = 0;
-                    oldest = None;
-                } else if oldest.is_none() {
-                    // Idle: maintenance in small steps.
-                    match store.rollup(now_s()) {
-                        Ok(more) => {
-                            rollup_due = more;
-                            stats.rollups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "rollup failed"),
-                    }
-                    if last_retention.elapsed() >= Duration::from_secs(3600) {
-                        last_retention = Instant::now();
-                        match store.apply_retention(now_s()) {
-                            Ok(n) => tracing::info!(deleted = n, "retention applied"),
-                            Err(e) => tracing::warn!(error = %e, "retention failed"),
-                        }
-                    }
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 flush(&mut store, &mut buffer, &stats);
                 return;
+            }
+        }
+        if rows >= opts.flush_rows || oldest.is_some_and(|t| t.elapsed() >= opts.flush_interval) {
+            flush(&mut store, &mut buffer, &stats);
+            rows = 0;
+            oldest = None;
+        }
+        // Between flushes, one bounded maintenance step at a time: a busy writer still
+        // rolls up (every ROLLUP_EVERY), an idle one catches up back to back.
+        if oldest.is_none() {
+            maintenance.step(&mut store, &stats);
+        }
+    }
+}
+
+const ROLLUP_EVERY: Duration = Duration::from_secs(2);
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+struct Maintenance {
+    last_rollup: Instant,
+    last_retention: Instant,
+    rollup_due: bool,
+}
+
+impl Maintenance {
+    fn step(&mut self, store: &mut SqliteStore, stats: &WriterStats) {
+        if self.rollup_due || self.last_rollup.elapsed() >= ROLLUP_EVERY {
+            self.last_rollup = Instant::now();
+            match store.rollup(now_s()) {
+                Ok(more) => {
+                    self.rollup_due = more;
+                    stats.rollups.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.rollup_due = false;
+                    tracing::warn!(error = %e, "rollup failed");
+                }
+            }
+        } else if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            match store.apply_retention(now_s()) {
+                Ok(n) => tracing::info!(deleted = n, "retention applied"),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
             }
         }
     }
