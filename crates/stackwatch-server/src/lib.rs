@@ -106,7 +106,7 @@ impl Server {
         );
         let health: scrape::HealthMap = Arc::new(Mutex::new(Default::default()));
         let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(cfg.scrape.concurrency)
             .connect_timeout(cfg.scrape.timeout)
             .build()
             .map_err(|e| ServerError::Http(std::io::Error::other(e)))?;
