@@ -1,4 +1,5 @@
-//! The collector's HTTP API: health and the collector's own metrics.
+//! The collector's HTTP API: the routes, authentication, health and the collector's
+//! own metrics. The query routes are in [`crate::query`].
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::query::{self, Format};
 use crate::scrape::{HealthMap, TargetHealth};
 use crate::writer::WriterHandle;
 use crate::Config;
@@ -22,6 +24,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Shared state of the routes.
     pub fn new(cfg: Config, health: HealthMap, writer: WriterHandle) -> Self {
         ApiState {
@@ -37,6 +44,27 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
+        .route(
+            "/api/profile.svg",
+            get(|s, q| query::profile(s, Format::Svg, q)),
+        )
+        .route(
+            "/api/profile.folded",
+            get(|s, q| query::profile(s, Format::Folded, q)),
+        )
+        .route(
+            "/api/profile.pb.gz",
+            get(|s, q| query::profile(s, Format::Pprof, q)),
+        )
+        .route("/api/diff.svg", get(|s, q| query::diff(s, Format::Svg, q)))
+        .route(
+            "/api/diff.folded",
+            get(|s, q| query::diff(s, Format::Folded, q)),
+        )
+        .route("/api/timeseries", get(query::timeseries))
+        .route("/api/top", get(query::top))
+        .route("/api/labels", get(query::labels))
+        .route("/api/label/{name}/values", get(query::label_values))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }

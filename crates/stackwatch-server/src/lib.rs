@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod query;
 pub mod scrape;
 pub mod writer;
 

@@ -1,0 +1,467 @@
+//! The query API over the store: merged profiles (SVG, folded, pprof), differential
+//! flamegraphs, CPU time series, top functions, labels.
+//!
+//! Every parameter error is a 400 with `{"error": ..., "parameter": ...}`; nothing a
+//! client sends can produce a 500. Frame names are untrusted: JSON and SVG escape them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use stackwatch_profile::{Profile, SvgOptions};
+use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+
+use crate::api::ApiState;
+
+/// A parameter error: which parameter and why.
+#[derive(Debug, Serialize)]
+pub struct ParamError {
+    /// What is wrong.
+    pub error: String,
+    /// The offending parameter.
+    pub parameter: String,
+}
+
+impl IntoResponse for ParamError {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, Json(self)).into_response()
+    }
+}
+
+fn param_err(parameter: &str, error: impl Into<String>) -> ParamError {
+    ParamError {
+        error: error.into(),
+        parameter: parameter.to_owned(),
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Parses a time: Unix seconds, RFC 3339 (`2026-11-23T10:00:00Z`, or with a `+01:00`
+/// offset), `now`, or `now-<duration>` (`now-15m`, `now-1h30m`, `now-7d`).
+pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if t == "now" {
+        return Ok(now);
+    }
+    if let Some(rel) = t.strip_prefix("now-") {
+        let d = humantime::parse_duration(rel).map_err(|e| format!("{t:?}: {e}"))?;
+        return Ok(now - d.as_secs() as i64);
+    }
+    if let Ok(secs) = t.parse::<i64>() {
+        if !(0..=253_402_300_799).contains(&secs) {
+            return Err(format!("{t:?}: out of range"));
+        }
+        return Ok(secs);
+    }
+    // RFC 3339; humantime wants UTC, so apply an explicit offset ourselves.
+    let (base, offset_s) = match t.len().checked_sub(6).map(|i| (&t[..i], &t[i..])) {
+        Some((base, off))
+            if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' =>
+        {
+            let h: i64 = off[1..3]
+                .parse()
+                .map_err(|_| format!("{t:?}: bad offset"))?;
+            let m: i64 = off[4..6]
+                .parse()
+                .map_err(|_| format!("{t:?}: bad offset"))?;
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            (format!("{base}Z"), sign * (h * 3600 + m * 60))
+        }
+        _ => (t.to_owned(), 0),
+    };
+    let st = humantime::parse_rfc3339_weak(&base)
+        .map_err(|e| format!("{t:?}: not unix seconds, RFC 3339, now or now-<duration> ({e})"))?;
+    let secs = st
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{t:?}: before 1970"))?
+        .as_secs() as i64;
+    Ok(secs - offset_s)
+}
+
+/// One selection: selector and time range.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Label selector.
+    pub selector: Selector,
+    /// Start, Unix s.
+    pub from: i64,
+    /// End, Unix s.
+    pub to: i64,
+}
+
+fn selection(
+    q: &HashMap<String, String>,
+    prefix: &str,
+    fallback: Option<&Selection>,
+) -> Result<Selection, ParamError> {
+    let now = now_s();
+    let name = |n: &str| {
+        if prefix.is_empty() {
+            n.to_owned()
+        } else {
+            format!("{prefix}_{n}")
+        }
+    };
+    let query_key = if prefix.is_empty() {
+        "query".to_owned()
+    } else {
+        prefix.to_owned()
+    };
+    let selector = match q.get(&query_key) {
+        Some(s) => Selector::parse(s).map_err(|e| param_err(&query_key, e.to_string()))?,
+        None => fallback.map_or_else(Selector::all, |f| f.selector.clone()),
+    };
+    let time = |key: &str, default: i64| -> Result<i64, ParamError> {
+        match q.get(key) {
+            Some(v) => parse_time(v, now).map_err(|e| param_err(key, e)),
+            None => Ok(default),
+        }
+    };
+    let to = time(&name("to"), fallback.map_or(now, |f| f.to))?;
+    let from = time(&name("from"), fallback.map_or(now - 3600, |f| f.from))?;
+    if from >= to {
+        return Err(param_err(
+            &name("from"),
+            format!("must be before {} ({from} >= {to})", name("to")),
+        ));
+    }
+    if to - from > 400 * 86_400 {
+        return Err(param_err(&name("from"), "range longer than 400 days"));
+    }
+    Ok(Selection { selector, from, to })
+}
+
+type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn params(q: Params) -> Result<HashMap<String, String>, ParamError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| param_err("query string", e.body_text()))
+}
+
+fn server_error(e: impl std::fmt::Display) -> Response {
+    // A store failure, not a client error; the message carries no request data.
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
+fn db_path(st: &ApiState) -> PathBuf {
+    crate::db_path(&st.config().data_dir)
+}
+
+/// Runs a read on a fresh read-only connection off the async threads.
+async fn read<T: Send + 'static>(
+    st: &ApiState,
+    f: impl FnOnce(&SqliteStore) -> Result<T, stackwatch_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let path = db_path(st);
+    tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open_reader(&path)?;
+        f(&store)
+    })
+    .await
+    .map_err(server_error)?
+    .map_err(server_error)
+}
+
+fn describe(sel: &Selection) -> String {
+    format!(
+        "{} from {} to {}",
+        sel.selector,
+        fmt_time(sel.from),
+        fmt_time(sel.to)
+    )
+}
+
+fn fmt_time(s: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64))
+        .to_string()
+}
+
+/// Which format a profile route answers in.
+#[derive(Clone, Copy)]
+pub enum Format {
+    /// `image/svg+xml`
+    Svg,
+    /// folded text
+    Folded,
+    /// gzipped pprof
+    Pprof,
+}
+
+fn profile_response(p: &Profile, format: Format, opts: SvgOptions) -> Response {
+    match format {
+        Format::Svg => ([(header::CONTENT_TYPE, "image/svg+xml")], p.to_svg(&opts)).into_response(),
+        Format::Folded => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            p.to_folded(),
+        )
+            .into_response(),
+        Format::Pprof => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"profile.pb.gz\"",
+                ),
+            ],
+            p.to_pprof(),
+        )
+            .into_response(),
+    }
+}
+
+fn svg_options(
+    q: &HashMap<String, String>,
+    title: &str,
+    subtitle: String,
+) -> Result<SvgOptions, ParamError> {
+    let icicle = match q.get("icicle").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => return Err(param_err("icicle", "must be true or false")),
+    };
+    Ok(SvgOptions {
+        title: title.to_owned(),
+        subtitle: Some(subtitle),
+        icicle,
+        ..SvgOptions::default()
+    })
+}
+
+/// `GET /api/profile.{svg,folded,pb.gz}`
+pub async fn profile(State(st): State<ApiState>, format: Format, q: Params) -> Response {
+    let q = match params(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let sel = match selection(&q, "", None) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let opts = match svg_options(&q, "CPU flamegraph", describe(&sel)) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let s2 = sel.clone();
+    match read(&st, move |store| {
+        store.profile(&s2.selector, s2.from, s2.to)
+    })
+    .await
+    {
+        Ok(p) => tokio::task::spawn_blocking(move || profile_response(&p, format, opts))
+            .await
+            .unwrap_or_else(server_error),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/diff.{svg,folded}`: `base`, `base_from`, `base_to` against `query`, `from`, `to`.
+pub async fn diff(State(st): State<ApiState>, format: Format, q: Params) -> Response {
+    let q = match params(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let target = match selection(&q, "", None) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let base = match selection(&q, "base", Some(&target)) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let opts = match svg_options(
+        &q,
+        "Differential flamegraph (red: grew, blue: shrank)",
+        format!("{} vs base {}", describe(&target), describe(&base)),
+    ) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let (b, t) = (base.clone(), target.clone());
+    let profiles = read(&st, move |store| {
+        store.diff((&b.selector, b.from, b.to), (&t.selector, t.from, t.to))
+    })
+    .await;
+    match profiles {
+        Ok((bp, tp)) => tokio::task::spawn_blocking(move || match format {
+            Format::Folded => (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                stackwatch_profile::svg::diff_folded(&bp, &tp),
+            )
+                .into_response(),
+            _ => (
+                [(header::CONTENT_TYPE, "image/svg+xml")],
+                stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
+            )
+                .into_response(),
+        })
+        .await
+        .unwrap_or_else(server_error),
+        Err(r) => r,
+    }
+}
+
+/// A step that gives about 120 points, rounded to a readable length.
+fn default_step(range: i64) -> i64 {
+    const STEPS: [i64; 12] = [
+        10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400,
+    ];
+    let want = range / 120;
+    STEPS.iter().copied().find(|s| *s >= want).unwrap_or(86_400)
+}
+
+/// `GET /api/timeseries`
+pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Response {
+    let q = match params(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let sel = match selection(&q, "", None) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let step = match q.get("step") {
+        None => default_step(sel.to - sel.from),
+        Some(s) => match humantime::parse_duration(s)
+            .map(|d| d.as_secs() as i64)
+            .or_else(|_| s.parse::<i64>().map_err(|_| ()))
+        {
+            Ok(v) if v >= 1 && (sel.to - sel.from) / v <= 10_000 => v,
+            Ok(_) => {
+                return param_err(
+                    "step",
+                    "must be at least 1 s and give at most 10 000 points",
+                )
+                .into_response()
+            }
+            Err(_) => return param_err("step", format!("{s:?}: not a duration")).into_response(),
+        },
+    };
+    let s2 = sel.clone();
+    match read(&st, move |store| {
+        store.timeseries(&s2.selector, s2.from, s2.to, step)
+    })
+    .await
+    {
+        Ok(points) => Json(
+            serde_json::json!({ "from": sel.from, "to": sel.to, "step": step, "points": points }),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/top`
+pub async fn top(State(st): State<ApiState>, q: Params) -> Response {
+    let q = match params(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let sel = match selection(&q, "", None) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 50,
+        Some(Ok(l)) if (1..=10_000).contains(&l) => l,
+        Some(_) => return param_err("limit", "must be 1..=10000").into_response(),
+    };
+    let s2 = sel.clone();
+    match read(&st, move |store| {
+        let p = store.profile(&s2.selector, s2.from, s2.to)?;
+        Ok((p.total(), p.top_functions(limit)))
+    })
+    .await
+    {
+        Ok((total, top)) => Json(serde_json::json!({
+            "total": total,
+            "functions": top.iter().map(|f| serde_json::json!({"name": f.name, "self": f.self_count, "total": f.total_count})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/labels`
+pub async fn labels(State(st): State<ApiState>) -> Response {
+    match read(&st, |store| store.targets()).await {
+        Ok(targets) => {
+            let names: BTreeSet<String> = targets.iter().flat_map(|t| t.keys().cloned()).collect();
+            Json(names).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/label/{name}/values`
+pub async fn label_values(State(st): State<ApiState>, Path(name): Path<String>) -> Response {
+    match read(&st, |store| store.targets()).await {
+        Ok(targets) => {
+            let mut values: BTreeMap<String, usize> = BTreeMap::new();
+            for t in &targets {
+                if let Some(v) = t.get(&name) {
+                    *values.entry(v.clone()).or_insert(0) += 1;
+                }
+            }
+            Json(values.into_keys().collect::<Vec<_>>()).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_every_documented_form() {
+        let now = 1_795_000_000;
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("now-15m", now).unwrap(), now - 900);
+        assert_eq!(parse_time("now-1h30m", now).unwrap(), now - 5400);
+        assert_eq!(parse_time("1700000000", now).unwrap(), 1_700_000_000);
+        assert_eq!(
+            parse_time("2026-11-23T10:00:00Z", now).unwrap(),
+            1_795_428_000
+        );
+        assert_eq!(
+            parse_time("2026-11-23T11:00:00+01:00", now).unwrap(),
+            1_795_428_000
+        );
+        assert_eq!(
+            parse_time("2026-11-23T09:30:00-00:30", now).unwrap(),
+            1_795_428_000
+        );
+        for bad in [
+            "yesterday",
+            "now-",
+            "now-5 parsecs",
+            "-5",
+            "2026-13-40T00:00:00Z",
+            "99999999999999",
+            "",
+        ] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_steps_give_about_120_points() {
+        assert_eq!(default_step(900), 10);
+        assert_eq!(default_step(3600), 30);
+        assert_eq!(default_step(86_400), 900);
+    }
+}
