@@ -250,13 +250,15 @@ fn fleet_part() {
     let cpu0 = proc_cpu_seconds(c.id());
     let rows0 = metrics("stackwatch_ingest_rows_total");
     let scrapes0 = metrics("stackwatch_target_scrape_failures_total");
+    let skipped0 = metrics("stackwatch_target_scrapes_skipped_total");
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let cpu = proc_cpu_seconds(c.id()) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     let rows = metrics("stackwatch_ingest_rows_total") - rows0;
     let failures = metrics("stackwatch_target_scrape_failures_total") - scrapes0;
-    let skipped = metrics("stackwatch_target_scrapes_skipped_total");
+    let skipped = metrics("stackwatch_target_scrapes_skipped_total") - skipped0;
+    let warmup_skipped = skipped0;
     let up = metrics("stackwatch_target_up{");
     println!("| live fleet: targets up | {up:.0} of 1000 |");
     println!(
@@ -281,6 +283,11 @@ fn main() {
         "# collector benchmark, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    store_part();
-    fleet_part();
+    let part = std::env::var("STACKWATCH_BENCH_PART").unwrap_or_default();
+    if part != "fleet" {
+        store_part();
+    }
+    if part != "store" {
+        fleet_part();
+    }
 }

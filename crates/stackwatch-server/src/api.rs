@@ -42,6 +42,18 @@ impl ApiState {
 /// Every route, behind the bearer token when one is configured.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
         .route(
@@ -69,18 +81,62 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The dashboard, embedded at build time from web/ (no CDN: it works offline).
+const INDEX_HTML: &str = include_str!("../../../web/index.html");
+const APP_JS: &str = include_str!("../../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../../web/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Frame names are untrusted; the page never needs inline script or other origins.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; frame-src 'self' blob:",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The token from `Authorization: Bearer` or, for the dashboard's frames and download
+/// links (which cannot set headers), the `stackwatch_token` cookie the page sets.
+fn presented_token(req: &axum::extract::Request) -> String {
+    if let Some(t) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return t.to_owned();
+    }
+    for cookie in req.headers().get_all(header::COOKIE) {
+        for part in cookie.to_str().unwrap_or("").split(';') {
+            if let Some(v) = part.trim().strip_prefix("stackwatch_token=") {
+                return percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned();
+            }
+        }
+    }
+    String::new()
+}
+
 async fn auth(
     State(st): State<ApiState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &st.cfg.bearer_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+    // The page itself and its assets load without a token; the page then asks for it.
+    let public = matches!(
+        req.uri().path(),
+        "/" | "/assets/app.js" | "/assets/style.css"
+    );
+    if let (Some(token), false) = (&st.cfg.bearer_token, public) {
+        let given = presented_token(&req);
         let ok = given.len() == token.len()
             && given
                 .bytes()

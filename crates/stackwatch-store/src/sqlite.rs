@@ -15,8 +15,9 @@ use crate::{Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, Selecto
 /// Raw windows are rolled up only once they are this old, so windows of the same minute
 /// from slower targets have arrived. Later arrivals are added to the rollups at ingest.
 const ROLLUP_GRACE_S: i64 = 120;
-/// Raw seconds rolled up per [`ProfileStore::rollup`] call.
-const ROLLUP_CHUNK_S: i64 = 600;
+/// Targets whose hour is rolled up per [`ProfileStore::rollup`] call (an hour of one
+/// target is 60 minute-buckets; 50 targets keep a step well under a second).
+const HOUR_ROLLUP_TARGETS: i64 = 50;
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
 
@@ -404,12 +405,15 @@ impl SqliteStore {
     ) -> Result<IngestStats, StoreError> {
         let m_done = self.done_through("1m")?.unwrap_or(i64::MIN);
         let h_done = self.done_through("1h")?.unwrap_or(i64::MIN);
+        let h_cursor = self.hour_cursor()?;
         let mut stats = IngestStats::default();
         let mut checkpoints: HashMap<(i64, &str), u64> = HashMap::new();
         for w in windows {
             let target = self.target_id(&w.target)?;
             let late_m = w.start_unix_s < m_done;
-            let late_h = w.start_unix_s < h_done;
+            // Also late: the hour being rolled up, for targets it already covered.
+            let late_h = w.start_unix_s < h_done
+                || (h_cursor > 0 && floor_to(w.start_unix_s, 3600) == h_done && target <= h_cursor);
             for (stack, count) in &w.stacks {
                 if *count == 0 {
                     continue;
@@ -461,7 +465,9 @@ impl SqliteStore {
         Ok(stats)
     }
 
-    fn rollup_level(&mut self, level: &str, step: i64, now_s: i64) -> Result<bool, StoreError> {
+    /// Rolls one minute of raw windows (all targets) into `samples_1m`.
+    fn rollup_minute(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let (level, step) = ("1m", 60);
         let ready = floor_to(now_s - ROLLUP_GRACE_S, step);
         let done = match self.done_through(level)? {
             Some(d) => d,
@@ -488,12 +494,9 @@ impl SqliteStore {
             Some(n) if n < ready => floor_to(n, step).max(done),
             _ => ready,
         };
-        let end = (start + ROLLUP_CHUNK_S.max(step)).min(ready);
-        let table = if step == 60 {
-            "samples_1m"
-        } else {
-            "samples_1h"
-        };
+        // One minute per step: a bounded transaction however large the fleet.
+        let end = (start + step).min(ready);
+        let table = "samples_1m";
         let tx = self.conn.transaction()?;
         if start < end {
             tx.execute(
@@ -514,6 +517,91 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         Ok(end < ready)
+    }
+
+    /// The target id up to which the hour at `done_through("1h")` is already rolled up
+    /// (0: none of it).
+    fn hour_cursor(&self) -> Result<i64, StoreError> {
+        Ok(self.done_through("1h-cursor")?.unwrap_or(0))
+    }
+
+    /// Rolls one hour of up to [`HOUR_ROLLUP_TARGETS`] targets from `samples_1m` into
+    /// `samples_1h`; the hour counts as done once every target is.
+    fn rollup_hour(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let m_done = self.done_through("1m")?.unwrap_or(i64::MIN);
+        let ready = floor_to((now_s - ROLLUP_GRACE_S).min(m_done), 3600);
+        let done = match self.done_through("1h")? {
+            Some(d) => d,
+            None => {
+                let min: Option<i64> =
+                    self.conn
+                        .query_row("SELECT MIN(ts) FROM samples_raw", [], |r| r.get(0))?;
+                match min {
+                    Some(m) => floor_to(m, 3600),
+                    None => return Ok(false),
+                }
+            }
+        };
+        if done >= ready {
+            return Ok(false);
+        }
+        let cursor = self.hour_cursor()?;
+        let hour = if cursor > 0 {
+            done
+        } else {
+            // Skip empty hours in one step.
+            let next: Option<i64> = self.conn.query_row(
+                "SELECT MIN(ts) FROM samples_raw WHERE ts >= ?1",
+                [done],
+                |r| r.get(0),
+            )?;
+            match next {
+                Some(n) if n < ready => floor_to(n, 3600).max(done),
+                _ => {
+                    self.set_state("1h", ready)?;
+                    return Ok(false);
+                }
+            }
+        };
+        let tx = self.conn.transaction()?;
+        let ids: Vec<i64> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT id FROM targets WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = stmt.query_map(params![cursor, HOUR_ROLLUP_TARGETS], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO samples_1h (target_id, ts, stack_id, count)
+                 SELECT target_id, ?2, stack_id, SUM(count) FROM samples_1m
+                 WHERE target_id = ?1 AND ts >= ?2 AND ts < ?2 + 3600
+                 GROUP BY stack_id
+                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for id in &ids {
+                stmt.execute(params![id, hour])?;
+            }
+        }
+        let upsert = "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
+             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through";
+        if (ids.len() as i64) < HOUR_ROLLUP_TARGETS {
+            tx.execute(upsert, params!["1h", hour + 3600])?;
+            tx.execute(upsert, params!["1h-cursor", 0])?;
+        } else {
+            tx.execute(upsert, params!["1h", hour])?;
+            tx.execute(upsert, params!["1h-cursor", ids[ids.len() - 1]])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn set_state(&self, level: &str, value: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
+             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through",
+            params![level, value],
+        )?;
+        Ok(())
     }
 }
 
@@ -630,8 +718,8 @@ impl ProfileStore for SqliteStore {
     }
 
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
-        let more_m = self.rollup_level("1m", 60, now_s)?;
-        let more_h = self.rollup_level("1h", 3600, now_s)?;
+        let more_m = self.rollup_minute(now_s)?;
+        let more_h = self.rollup_hour(now_s)?;
         Ok(more_m || more_h)
     }
 

@@ -134,6 +134,48 @@ fn rollups_never_change_an_answer_and_late_windows_still_count() {
 }
 
 #[test]
+fn an_hour_rolled_up_in_target_batches_still_counts_a_window_arriving_mid_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let targets: Vec<Labels> = (0..120)
+        .map(|i| labels(&[("instance", &i.to_string())]))
+        .collect();
+    let windows: Vec<_> = targets
+        .iter()
+        .map(|t| window(t, "i", 1, T0 + 30, &[("m;a", 2)]))
+        .collect();
+    s.ingest(&windows).unwrap();
+    let now = T0 + 2 * 3600;
+    // Step 1 rolls the minute; step 2 finishes the minutes and rolls the hour for the
+    // first 50 targets only.
+    assert!(s.rollup(now).unwrap());
+    assert!(s.rollup(now).unwrap());
+    // Target 0 is already covered for this hour; a window of it arrives now.
+    s.ingest(&[window(&targets[0], "j", 1, T0 + 50, &[("m;late", 7)])])
+        .unwrap();
+    let mut steps = 0;
+    while s.rollup(now).unwrap() {
+        steps += 1;
+        assert!(steps < 100);
+    }
+    assert!(steps >= 1, "the hour needed more batches");
+    let p = s.profile(&Selector::all(), T0, T0 + 3600).unwrap();
+    assert_eq!(p.stacks["m;a"], 240);
+    assert_eq!(
+        p.stacks["m;late"], 7,
+        "a window arriving while its hour was being rolled up"
+    );
+    let p0 = s
+        .profile(
+            &Selector::parse(r#"{instance="0"}"#).unwrap(),
+            T0,
+            T0 + 3600,
+        )
+        .unwrap();
+    assert_eq!(p0.total(), 9);
+}
+
+#[test]
 fn retention_deletes_old_rows_per_resolution() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = SqliteStore::open(
