@@ -225,7 +225,13 @@ fn fleet_part() {
         .args(["server", "--config"])
         .arg(dir.path().join("s.toml"))
         .stdout(Stdio::piped())
-        .env("RUST_LOG", "warn")
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("stackwatch-fleet-bench.log")).unwrap(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("STACKWATCH_FLEET_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .spawn()
         .unwrap();
     let mut line = String::new();

@@ -138,16 +138,20 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
         let tick = ticker.tick().await;
         let late = tick.elapsed();
         if late > interval {
+            tracing::debug!(url = %target.url, ?late, "scrape fell behind its schedule");
             let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(t) = h.get_mut(&key) {
                 t.scrapes_skipped_total += (late.as_nanos() / interval.as_nanos()) as u64;
             }
         }
-        let Ok(_permit) = ctx.permits.acquire().await else {
+        // The permit bounds requests in flight; it is released before waiting for the
+        // store's acknowledgement, so a slow commit never starves other targets.
+        let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
             return;
         };
         let start = Instant::now();
-        let outcome = scrape_once(&ctx, &target, &mut state).await;
+        let outcome = scrape_once(&ctx, &target, &mut state, permit).await;
+        tracing::trace!(url = %target.url, took = ?start.elapsed(), waited = ?start.saturating_duration_since(tick.into_std()), "scraped");
         let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = h.get_mut(&key) {
             t.scrapes_total += 1;
@@ -241,15 +245,18 @@ async fn fetch(
         .map_err(|_| format!("timed out after {limit:?}"))?
 }
 
+type Permit = tokio::sync::OwnedSemaphorePermit;
+
 async fn scrape_once(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     state: &mut TargetState,
+    permit: Permit,
 ) -> Result<Outcome, String> {
     match target.kind {
-        TargetKind::Stackwatch => scrape_windows(ctx, target, state).await,
-        TargetKind::Pprof => scrape_pprof(ctx, target).await,
-        TargetKind::Folded => scrape_folded(ctx, target, state).await,
+        TargetKind::Stackwatch => scrape_windows(ctx, target, state, permit).await,
+        TargetKind::Pprof => scrape_pprof(ctx, target, permit).await,
+        TargetKind::Folded => scrape_folded(ctx, target, state, permit).await,
     }
 }
 
@@ -347,6 +354,7 @@ async fn scrape_windows(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     state: &mut TargetState,
+    permit: Permit,
 ) -> Result<Outcome, String> {
     if state.instance.is_none() {
         if let Some((instance, seq)) = stored_checkpoint(ctx, &target.labels, None).await? {
@@ -388,6 +396,7 @@ async fn scrape_windows(
             }
         })
         .collect();
+    drop(permit);
     if !windows.is_empty() {
         ctx.writer
             .write(windows)
@@ -404,7 +413,11 @@ async fn scrape_windows(
     })
 }
 
-async fn scrape_pprof(ctx: &ScrapeContext, target: &TargetConfig) -> Result<Outcome, String> {
+async fn scrape_pprof(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    permit: Permit,
+) -> Result<Outcome, String> {
     let seconds = ctx
         .cfg
         .pprof_seconds
@@ -431,6 +444,7 @@ async fn scrape_pprof(ctx: &ScrapeContext, target: &TargetConfig) -> Result<Outc
     let profile = stackwatch_profile::pprof::decode(&body, ctx.cfg.max_body_bytes)
         .map_err(|e| e.to_string())?;
     let samples = profile.total();
+    drop(permit);
     if samples > 0 {
         ctx.writer
             .write(vec![IngestWindow {
@@ -454,6 +468,7 @@ async fn scrape_folded(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     state: &mut TargetState,
+    permit: Permit,
 ) -> Result<Outcome, String> {
     let url = reqwest::Url::parse(&target.url).map_err(|e| e.to_string())?;
     let body = fetch(
@@ -490,6 +505,7 @@ async fn scrape_folded(
         }
     };
     let samples = stacks.iter().map(|(_, c)| c).sum();
+    drop(permit);
     if !stacks.is_empty() {
         ctx.writer
             .write(vec![IngestWindow {

@@ -144,7 +144,12 @@ impl Maintenance {
     fn step(&mut self, store: &mut SqliteStore, stats: &WriterStats) {
         if self.rollup_due || self.last_rollup.elapsed() >= ROLLUP_EVERY {
             self.last_rollup = Instant::now();
-            match store.rollup(now_s()) {
+            let result = store.rollup(now_s());
+            let took = self.last_rollup.elapsed();
+            if took > Duration::from_millis(500) {
+                tracing::warn!(?took, "slow rollup step");
+            }
+            match result {
                 Ok(more) => {
                     self.rollup_due = more;
                     stats.rollups.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +179,9 @@ fn flush(store: &mut SqliteStore, buffer: &mut Vec<WriteRequest>, stats: &Writer
         .flat_map(|r| std::mem::take(&mut r.windows))
         .collect();
     let result = store.ingest(&windows);
+    if start.elapsed() > Duration::from_millis(500) {
+        tracing::warn!(took = ?start.elapsed(), windows = windows.len(), "slow ingest transaction");
+    }
     stats
         .flush_micros
         .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -1,0 +1,153 @@
+//! The dashboard in a real headless browser (Debian's chromium driven by playwright-core,
+//! tests/e2e/dashboard.mjs) against a live collector fed by three real profiled workers
+//! (two `version="main"`, one `version="canary"`), plus stored targets with a hostile
+//! frame name and with 10 000 distinct stacks. Screenshots go to
+//! `target/e2e-screenshots/` (or `$STACKWATCH_SCREENSHOTS`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker() -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
+        .args(["real", "--window-ms", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (
+        Proc(child),
+        line.trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[test]
+#[ignore = "needs chromium and playwright-core (tests/e2e): run via .ci/run"]
+fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = repo.join("tests/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "run `npm install` in tests/e2e first (.ci/run does)"
+    );
+    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Stored targets: a hostile frame name, and a profile with 10 000 distinct stacks.
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut s =
+            SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
+        let evil = [("service".to_string(), "evil".to_string())].into();
+        let big = [("service".to_string(), "big".to_string())].into();
+        s.ingest(&[
+            IngestWindow {
+                target: evil,
+                instance: "x".into(),
+                seq: 1,
+                start_unix_s: now - 300,
+                stacks: vec![
+                    ("main;<script>window.__pwned=1</script>".into(), 50),
+                    (
+                        "main;<img src=x onerror=\"window.__pwned=2\">;\"quoted\" & 'apostrophe'"
+                            .into(),
+                        30,
+                    ),
+                ],
+            },
+            IngestWindow {
+                target: big,
+                instance: "y".into(),
+                seq: 1,
+                start_unix_s: now - 300,
+                stacks: (0..10_000)
+                    .map(|i| {
+                        let frames: Vec<String> = (0..14)
+                            .map(|d| format!("app::module_{}::function_{}", d, (i >> d) & 3))
+                            .collect();
+                        (
+                            format!("worker;{};leaf_{i}", frames.join(";")),
+                            1 + (i % 7) as u64,
+                        )
+                    })
+                    .collect(),
+            },
+        ])
+        .unwrap();
+    }
+    let workers: Vec<(Proc, String, &str, &str)> = [("a", "main"), ("b", "main"), ("c", "canary")]
+        .into_iter()
+        .map(|(i, v)| {
+            let (p, addr) = worker();
+            (p, addr, i, v)
+        })
+        .collect();
+    let mut cfg = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"1s\"\ntimeout = \"2s\"\n[storage]\nflush_interval = \"200ms\"\n",
+        data.display()
+    );
+    for (_, addr, inst, version) in &workers {
+        cfg.push_str(&format!(
+            "[[targets]]\nurl = \"http://{addr}\"\nlabels = {{ service = \"demo-service\", instance = \"{inst}\", version = \"{version}\" }}\n"
+        ));
+    }
+    let config = dir.path().join("stackwatch.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args(["server", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Proc(server);
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    // Let a few windows arrive.
+    std::thread::sleep(Duration::from_secs(6));
+    let out = Command::new("node")
+        .arg(e2e.join("dashboard.mjs"))
+        .arg(&url)
+        .arg(&shots)
+        .output()
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
+        shots.display()
+    );
+    assert!(stdout.contains("dashboard e2e: ok"));
+    for s in ["fleet.png", "explore.png", "compare.png", "hostile.png"] {
+        assert!(shots.join(s).exists(), "{s} written");
+    }
+    drop(workers);
+}
