@@ -173,7 +173,16 @@ function cpuChart(series, onSelect) {
 }
 
 function flamegraphFrame(src, label) {
-  return el('iframe', { class: 'flame', src, title: label, 'data-testid': 'flamegraph' });
+  const f = el('iframe', { class: 'flame', src, title: label, 'data-testid': 'flamegraph' });
+  f.addEventListener('load', () => fitFrame(f));
+  return f;
+}
+
+// Shows the whole flamegraph: the frame takes the SVG's own height.
+function fitFrame(frame) {
+  const svg = frame.contentDocument && frame.contentDocument.documentElement;
+  const h = svg && Number(svg.getAttribute('height'));
+  if (h > 0) frame.style.height = (h + 4) + 'px';
 }
 
 function downloads(base, params) {
@@ -203,7 +212,7 @@ async function renderExplore(params) {
     const m = w.document.getElementById('matched');
     matched.textContent = m && m.textContent ? m.textContent : 'no match';
   };
-  frame.addEventListener('load', () => runSearch(search.value));
+  frame.addEventListener('load', () => { fitFrame(frame); runSearch(search.value); });
   search.addEventListener('keydown', (e) => { if (e.key === 'Enter') { navigate('explore', Object.assign({}, params, { search: search.value }), true); } });
   root.append(el('section', { class: 'card' },
     el('div', { class: 'controls' },
@@ -272,6 +281,7 @@ async function render() {
   const route = currentRoute();
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.view === route.name);
   setStatus('loading…');
+  document.body.dataset.ready = 'loading';
   try {
     const node = route.name === 'explore' ? await renderExplore(route.params)
       : route.name === 'compare' ? await renderCompare(route.params)

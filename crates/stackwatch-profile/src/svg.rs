@@ -55,6 +55,9 @@ impl SvgOptions {
 
 /// Renders `profile` as an SVG flamegraph. An empty profile gives a valid SVG that says so.
 pub fn render(profile: &Profile, opts: &SvgOptions) -> Vec<u8> {
+    if profile.total() == 0 {
+        return empty_svg(opts);
+    }
     let folded = profile.to_folded();
     let mut out = Vec::with_capacity(64 * 1024 + folded.len());
     let mut o = opts.to_inferno();
@@ -68,11 +71,39 @@ pub fn render(profile: &Profile, opts: &SvgOptions) -> Vec<u8> {
 /// `base` (red grew, blue shrank). `base` is scaled to `target`'s total first, so spans of
 /// different length or load compare fairly.
 pub fn render_diff(base: &Profile, target: &Profile, opts: &SvgOptions) -> Vec<u8> {
+    if target.total() == 0 {
+        return empty_svg(opts);
+    }
     let folded = diff_folded(base, target);
     let mut out = Vec::with_capacity(64 * 1024 + folded.len());
     let mut o = opts.to_inferno();
     let _ = inferno::flamegraph::from_lines(&mut o, folded.lines(), &mut out);
     out
+}
+
+/// A small SVG saying there is nothing to draw. (inferno's own error SVG keeps an
+/// `onload` handler without its script, which raises an error in a browser.)
+fn empty_svg(opts: &SvgOptions) -> Vec<u8> {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let subtitle = opts.subtitle.as_deref().map(esc).unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"120\" viewBox=\"0 0 1200 120\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#f8f8f8\"/>\
+         <text id=\"title\" x=\"600\" y=\"30\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"17\">{}</text>\
+         <text x=\"600\" y=\"55\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"12\">{}</text>\
+         <text id=\"empty\" x=\"600\" y=\"90\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"14\">No samples in this selection</text>\
+         </svg>\n",
+        esc(&opts.title),
+        subtitle
+    )
+    .into_bytes()
 }
 
 /// The two-column folded text (`stack base_count target_count`) behind
@@ -117,10 +148,16 @@ mod tests {
     }
 
     #[test]
-    fn empty_profile_is_a_valid_svg() {
-        let svg = String::from_utf8(render(&Profile::new(1), &SvgOptions::default())).unwrap();
+    fn empty_profile_is_a_valid_svg_without_script_and_escapes_its_subtitle() {
+        let opts = SvgOptions {
+            subtitle: Some("{a=\"<script>\"}".into()),
+            ..SvgOptions::default()
+        };
+        let svg = String::from_utf8(render(&Profile::new(1), &opts)).unwrap();
         assert!(svg.contains("</svg>"));
-        assert!(svg.contains("No valid input"));
+        assert!(svg.contains("No samples in this selection"));
+        assert!(!svg.contains("onload") && !svg.contains("<script"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;"));
     }
 
     #[test]
