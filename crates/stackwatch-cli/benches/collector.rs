@@ -182,6 +182,74 @@ fn store_part() {
     println!("| bytes on disk per stored (target, window, stack) row, all tables and stacks included | {:.1} |", conn_bytes as f64 / rows as f64);
 }
 
+/// `GET /api/profile.svg` of a window with 10 000 distinct stacks, in-process server.
+fn svg_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    {
+        let mut s =
+            SqliteStore::open(&dir.path().join("stackwatch.db"), StoreOptions::default()).unwrap();
+        let stacks = (0..10_000)
+            .map(|i| {
+                let frames: Vec<String> = (0..14)
+                    .map(|d| format!("app::module_{d}::function_{}", (i >> d) & 3))
+                    .collect();
+                (
+                    format!("worker;{};leaf_{i}", frames.join(";")),
+                    1 + (i % 7) as u64,
+                )
+            })
+            .collect();
+        s.ingest(&[IngestWindow {
+            target: [("service".to_string(), "big".to_string())].into(),
+            instance: "i".into(),
+            seq: 1,
+            start_unix_s: now - 60,
+            stacks,
+        }])
+        .unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = stackwatch_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let server = rt.block_on(stackwatch_server::Server::bind(cfg)).unwrap();
+    let url = format!(
+        "http://{}/api/profile.svg?from=now-10m",
+        server.local_addr()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = rt.spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut size = 0;
+    let times: Vec<f64> = (0..7)
+        .map(|_| {
+            let t0 = Instant::now();
+            size = ureq::get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_vec()
+                .unwrap()
+                .len();
+            t0.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    println!("| API: GET /api/profile.svg, 10 000 distinct stacks ({:.1} MB SVG), ms (median of 7) | {:.0} |", size as f64 / 1e6, median(times));
+    let _ = stop.send(());
+    let _ = rt.block_on(running);
+}
+
 fn proc_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -264,7 +332,6 @@ fn fleet_part() {
     let rows = metrics("stackwatch_ingest_rows_total") - rows0;
     let failures = metrics("stackwatch_target_scrape_failures_total") - scrapes0;
     let skipped = metrics("stackwatch_target_scrapes_skipped_total") - skipped0;
-    let warmup_skipped = skipped0;
     let up = metrics("stackwatch_target_up{");
     println!("| live fleet: targets up | {up:.0} of 1000 |");
     println!(
@@ -273,8 +340,9 @@ fn fleet_part() {
     );
     println!("| live fleet: stack-rows ingested/s | {:.0} |", rows / wall);
     println!(
-        "| live fleet: scrapes skipped (fell behind) / failed | {skipped:.0} / {failures:.0} |"
+        "| live fleet: scrapes skipped (fell behind) / failed during the {secs} s | {skipped:.0} / {failures:.0} |"
     );
+    println!("| live fleet: scrapes skipped during the 25 s warm-up (each target's first scrape fetches 10 windows) | {skipped0:.0} |");
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let _ = c.wait();
     let _ = sim.kill();
@@ -290,10 +358,13 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let part = std::env::var("STACKWATCH_BENCH_PART").unwrap_or_default();
-    if part != "fleet" {
+    if part.is_empty() || part == "store" {
         store_part();
     }
-    if part != "store" {
+    if part.is_empty() || part == "svg" {
+        svg_part();
+    }
+    if part.is_empty() || part == "fleet" {
         fleet_part();
     }
 }
