@@ -172,6 +172,10 @@ function cpuChart(series, onSelect) {
   return svg;
 }
 
+// Flamegraphs are drawn at the page's width (a fixed width: inferno's fluid layout
+// misbehaves in frames that are replaced while loading).
+function svgWidth() { return Math.max(600, Math.floor((view.clientWidth || 1200) - 64)); }
+
 function flamegraphFrame(src, label) {
   const f = el('iframe', { class: 'flame', src, title: label, 'data-testid': 'flamegraph' });
   f.addEventListener('load', () => fitFrame(f));
@@ -202,7 +206,7 @@ async function renderExplore(params) {
     cpuChart(series, (a, b) => update({ from: String(a), to: String(b) }))));
   const search = el('input', { type: 'search', placeholder: 'function name', value: params.search || '', 'aria-label': 'search functions', name: 'search' });
   const matched = el('span', { class: 'muted', 'data-testid': 'search-share' });
-  const frame = flamegraphFrame('/api/profile.svg?' + qs(Object.assign({}, p, icicle ? { icicle: 'true' } : {})), 'flamegraph');
+  const frame = flamegraphFrame('/api/profile.svg?' + qs(Object.assign({ width: svgWidth() }, p, icicle ? { icicle: 'true' } : {})), 'flamegraph');
   const runSearch = (term) => {
     const w = frame.contentWindow;
     if (!w || typeof w.search !== 'function') return;
@@ -253,7 +257,7 @@ async function renderCompare(params) {
       el('section', { class: 'card' }, el('h2', { text: 'A (base)' }), selectionControls('base', Object.assign({}, params, base), update, labels)),
       el('section', { class: 'card' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, labels))));
   const all = Object.assign({}, base, target);
-  root.append(el('section', { class: 'card' }, flamegraphFrame('/api/diff.svg?' + qs(all), 'differential flamegraph'),
+  root.append(el('section', { class: 'card' }, flamegraphFrame('/api/diff.svg?' + qs(Object.assign({ width: svgWidth() }, all)), 'differential flamegraph'),
     el('p', { class: 'downloads' }, 'Download: ', el('a', { href: '/api/diff.svg?' + qs(all), download: 'diff.svg', text: 'svg' }), el('a', { href: '/api/diff.folded?' + qs(all), download: 'diff.folded', text: 'folded' }))));
   const [a, b] = await Promise.all([
     apiJson('/api/top?' + qs({ query: base.base, from: base.base_from, to: base.base_to, limit: 500 })),

@@ -233,10 +233,17 @@ fn svg_options(
         Some("true") | Some("1") => true,
         Some(_) => return Err(param_err("icicle", "must be true or false")),
     };
+    // A fixed width (the dashboard passes its own) instead of inferno's fluid layout.
+    let image_width = match q.get("width").map(|w| w.parse::<usize>()) {
+        None => None,
+        Some(Ok(w)) if (200..=20_000).contains(&w) => Some(w),
+        Some(_) => return Err(param_err("width", "must be 200..=20000 pixels")),
+    };
     Ok(SvgOptions {
         title: title.to_owned(),
         subtitle: Some(subtitle),
         icicle,
+        image_width,
         ..SvgOptions::default()
     })
 }

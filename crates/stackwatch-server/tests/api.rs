@@ -178,6 +178,7 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
         ("/api/profile.svg?from=now&to=now-1h", "from"),
         ("/api/profile.folded?to=99999999999999999", "to"),
         ("/api/profile.svg?icicle=maybe", "icicle"),
+        ("/api/profile.svg?width=5", "width"),
         ("/api/diff.svg?base_from=later", "base_from"),
         ("/api/diff.svg?base={a=~\"(\"}", "base"),
         ("/api/timeseries?step=0", "step"),
