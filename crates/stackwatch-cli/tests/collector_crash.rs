@@ -3,22 +3,16 @@
 //! instance, found through a re-read target file), and in the end every window the
 //! workers closed is stored exactly once: nothing lost, nothing doubled.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{real_worker, Proc};
 
 use stackwatch_profile::protocol::WindowsResponse;
 use stackwatch_store::{ProfileStore, Selector, SqliteStore};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Proc {
     fn kill9(&mut self) {
@@ -39,29 +33,7 @@ impl Proc {
 }
 
 fn worker() -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
-        .args([
-            "real",
-            "--window-ms",
-            "1000",
-            "--hz",
-            "199",
-            "--retain",
-            "600",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("worker prints its address")
-        .to_string();
-    (Proc(child), addr)
+    real_worker(&["--hz", "199", "--retain", "600"])
 }
 
 fn collector(config: &Path) -> Proc {

@@ -4,40 +4,15 @@
 //! frame name and with 10 000 distinct stacks. Screenshots go to
 //! `target/e2e-screenshots/` (or `$STACKWATCH_SCREENSHOTS`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{real_worker, spawn_listening, Proc};
+
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker() -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"))
-        .args(["real", "--window-ms", "1000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (
-        Proc(child),
-        line.trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string(),
-    )
-}
 
 #[test]
 #[ignore = "needs chromium and playwright-core (tests/e2e): run via .ci/run"]
@@ -102,7 +77,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     let workers: Vec<(Proc, String, &str, &str)> = [("a", "main"), ("b", "main"), ("c", "canary")]
         .into_iter()
         .map(|(i, v)| {
-            let (p, addr) = worker();
+            let (p, addr) = real_worker(&[]);
             (p, addr, i, v)
         })
         .collect();
@@ -117,18 +92,10 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     }
     let config = dir.path().join("stackwatch.toml");
     std::fs::write(&config, cfg).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
-        .args(["server", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Proc(server);
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
+    server.args(["server", "--config"]).arg(&config);
+    let (_server, addr) = spawn_listening(server);
+    let url = format!("http://{addr}");
     // Let a few windows arrive.
     std::thread::sleep(Duration::from_secs(6));
     let out = Command::new("node")

@@ -1,20 +1,14 @@
 //! A Go service with `net/http/pprof` (built by this test with Debian's golang-go) is
 //! scraped as a pprof target and its functions appear in the stored profile.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{spawn_listening, Proc};
+
 use stackwatch_store::{ProfileStore, Selector, SqliteStore};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const GO_SERVICE: &str = r#"package main
 
@@ -62,20 +56,7 @@ fn a_go_pprof_endpoint_is_scraped_and_its_functions_stored() {
         .status()
         .expect("go is installed (apt-get install golang-go)");
     assert!(status.success());
-    let mut go = Command::new(dir.path().join("gosvc"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(go.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _go = Proc(go);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (_go, addr) = spawn_listening(Command::new(dir.path().join("gosvc")));
     let config = dir.path().join("stackwatch.toml");
     std::fs::write(
         &config,

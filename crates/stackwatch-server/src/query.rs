@@ -1,8 +1,13 @@
 //! The query API over the store: merged profiles (SVG, folded, pprof), differential
 //! flamegraphs, CPU time series, top functions, labels.
 //!
+//! Handlers return `Result<Response, Response>`: the error is axum's own currency, on a
+//! cold path, so boxing it would buy nothing (hence the lint allowance below).
+//!
 //! Every parameter error is a 400 with `{"error": ..., "parameter": ...}`; nothing a
 //! client sends can produce a 500. Frame names are untrusted: JSON and SVG escape them.
+
+#![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -148,6 +153,13 @@ fn params(q: Params) -> Result<HashMap<String, String>, ParamError> {
         .map_err(|e| param_err("query string", e.body_text()))
 }
 
+/// The query string and the main selection, or the 400 to answer with.
+fn parse_request(q: Params) -> Result<(HashMap<String, String>, Selection), Response> {
+    let q = params(q).map_err(IntoResponse::into_response)?;
+    let sel = selection(&q, "", None).map_err(IntoResponse::into_response)?;
+    Ok((q, sel))
+}
+
 fn server_error(e: impl std::fmt::Display) -> Response {
     // A store failure, not a client error; the message carries no request data.
     (
@@ -249,76 +261,58 @@ fn svg_options(
 }
 
 /// `GET /api/profile.{svg,folded,pb.gz}`
-pub async fn profile(State(st): State<ApiState>, format: Format, q: Params) -> Response {
-    let q = match params(q) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    let sel = match selection(&q, "", None) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let opts = match svg_options(&q, "CPU flamegraph", describe(&sel)) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
-    let s2 = sel.clone();
-    match read(&st, move |store| {
-        store.profile(&s2.selector, s2.from, s2.to)
+pub async fn profile(
+    State(st): State<ApiState>,
+    format: Format,
+    q: Params,
+) -> Result<Response, Response> {
+    let (q, sel) = parse_request(q)?;
+    let opts =
+        svg_options(&q, "CPU flamegraph", describe(&sel)).map_err(IntoResponse::into_response)?;
+    let p = read(&st, move |store| {
+        store.profile(&sel.selector, sel.from, sel.to)
     })
-    .await
-    {
-        Ok(p) => tokio::task::spawn_blocking(move || profile_response(&p, format, opts))
-            .await
-            .unwrap_or_else(server_error),
-        Err(r) => r,
-    }
+    .await?;
+    tokio::task::spawn_blocking(move || profile_response(&p, format, opts))
+        .await
+        .map_err(server_error)
 }
 
 /// `GET /api/diff.{svg,folded}`: `base`, `base_from`, `base_to` against `query`, `from`, `to`.
-pub async fn diff(State(st): State<ApiState>, format: Format, q: Params) -> Response {
-    let q = match params(q) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    let target = match selection(&q, "", None) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let base = match selection(&q, "base", Some(&target)) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let opts = match svg_options(
+pub async fn diff(
+    State(st): State<ApiState>,
+    format: Format,
+    q: Params,
+) -> Result<Response, Response> {
+    let (q, target) = parse_request(q)?;
+    let base = selection(&q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
+    let opts = svg_options(
         &q,
         "Differential flamegraph (red: grew, blue: shrank)",
         format!("{} vs base {}", describe(&target), describe(&base)),
-    ) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
-    let (b, t) = (base.clone(), target.clone());
-    let profiles = read(&st, move |store| {
-        store.diff((&b.selector, b.from, b.to), (&t.selector, t.from, t.to))
+    )
+    .map_err(IntoResponse::into_response)?;
+    let (bp, tp) = read(&st, move |store| {
+        store.diff(
+            (&base.selector, base.from, base.to),
+            (&target.selector, target.from, target.to),
+        )
     })
-    .await;
-    match profiles {
-        Ok((bp, tp)) => tokio::task::spawn_blocking(move || match format {
-            Format::Folded => (
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                stackwatch_profile::svg::diff_folded(&bp, &tp),
-            )
-                .into_response(),
-            _ => (
-                [(header::CONTENT_TYPE, "image/svg+xml")],
-                stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
-            )
-                .into_response(),
-        })
-        .await
-        .unwrap_or_else(server_error),
-        Err(r) => r,
-    }
+    .await?;
+    tokio::task::spawn_blocking(move || match format {
+        Format::Folded => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            stackwatch_profile::svg::diff_folded(&bp, &tp),
+        )
+            .into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
+        )
+            .into_response(),
+    })
+    .await
+    .map_err(server_error)
 }
 
 /// A step that gives about 120 points, rounded to a readable length.
@@ -331,15 +325,8 @@ fn default_step(range: i64) -> i64 {
 }
 
 /// `GET /api/timeseries`
-pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Response {
-    let q = match params(q) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    let sel = match selection(&q, "", None) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(q)?;
     let step = match q.get("step") {
         None => default_step(sel.to - sel.from),
         Some(s) => match humantime::parse_duration(s)
@@ -348,58 +335,46 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Response {
         {
             Ok(v) if v >= 1 && (sel.to - sel.from) / v <= 10_000 => v,
             Ok(_) => {
-                return param_err(
+                return Err(param_err(
                     "step",
                     "must be at least 1 s and give at most 10 000 points",
                 )
-                .into_response()
+                .into_response())
             }
-            Err(_) => return param_err("step", format!("{s:?}: not a duration")).into_response(),
+            Err(_) => {
+                return Err(param_err("step", format!("{s:?}: not a duration")).into_response())
+            }
         },
     };
-    let s2 = sel.clone();
-    match read(&st, move |store| {
-        store.timeseries(&s2.selector, s2.from, s2.to, step)
+    let (from, to) = (sel.from, sel.to);
+    let points = read(&st, move |store| {
+        store.timeseries(&sel.selector, from, to, step)
     })
-    .await
-    {
-        Ok(points) => Json(
-            serde_json::json!({ "from": sel.from, "to": sel.to, "step": step, "points": points }),
-        )
-        .into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(
+        Json(serde_json::json!({ "from": from, "to": to, "step": step, "points": points }))
+            .into_response(),
+    )
 }
 
 /// `GET /api/top`
-pub async fn top(State(st): State<ApiState>, q: Params) -> Response {
-    let q = match params(q) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    let sel = match selection(&q, "", None) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(q)?;
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 50,
         Some(Ok(l)) if (1..=10_000).contains(&l) => l,
-        Some(_) => return param_err("limit", "must be 1..=10000").into_response(),
+        Some(_) => return Err(param_err("limit", "must be 1..=10000").into_response()),
     };
-    let s2 = sel.clone();
-    match read(&st, move |store| {
-        let p = store.profile(&s2.selector, s2.from, s2.to)?;
+    let (total, top) = read(&st, move |store| {
+        let p = store.profile(&sel.selector, sel.from, sel.to)?;
         Ok((p.total(), p.top_functions(limit)))
     })
-    .await
-    {
-        Ok((total, top)) => Json(serde_json::json!({
-            "total": total,
-            "functions": top.iter().map(|f| serde_json::json!({"name": f.name, "self": f.self_count, "total": f.total_count})).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    let functions: Vec<_> = top
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name, "self": f.self_count, "total": f.total_count}))
+        .collect();
+    Ok(Json(serde_json::json!({ "total": total, "functions": functions })).into_response())
 }
 
 /// `GET /api/labels`

@@ -191,36 +191,9 @@ impl WindowStore {
         };
     }
 
-    /// The protocol response for `GET /windows?after=SEQ`.
-    pub fn windows_after(&self, after: WindowSeq) -> WindowsResponse {
-        WindowsResponse {
-            version: PROTOCOL_VERSION,
-            instance: self.cfg.instance.clone(),
-            frequency_hz: self.cfg.frequency_hz,
-            period_ns: self.period_ns(),
-            window_seconds: self.cfg.window.as_secs().max(1),
-            oldest_seq: self.closed.front().map_or(0, |w| w.seq),
-            latest_seq: self.closed.back().map_or(0, |w| w.seq),
-            windows: self
-                .closed
-                .iter()
-                .filter(|w| w.seq > after)
-                .map(|w| Window {
-                    seq: w.seq,
-                    start_unix_ms: w.start_ms,
-                    end_unix_ms: w.end_ms,
-                    samples: w.samples,
-                    dropped: w.dropped,
-                    pruned_stacks: w.pruned_stacks,
-                    stacks: w.stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
-                })
-                .collect(),
-        }
-    }
-
-    /// [`WindowStore::windows_after`] as JSON bytes, written without intermediate copies.
-    pub fn windows_after_json(&self, after: WindowSeq) -> Vec<u8> {
-        let view = WindowsView {
+    /// The retained windows after `after`, borrowed.
+    fn view(&self, after: WindowSeq) -> WindowsView<'_> {
+        WindowsView {
             version: PROTOCOL_VERSION,
             instance: &self.cfg.instance,
             frequency_hz: self.cfg.frequency_hz,
@@ -242,7 +215,39 @@ impl WindowStore {
                     stacks: &w.stacks,
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// The protocol response for `GET /windows?after=SEQ`, owned.
+    pub fn windows_after(&self, after: WindowSeq) -> WindowsResponse {
+        let v = self.view(after);
+        WindowsResponse {
+            version: v.version,
+            instance: v.instance.to_owned(),
+            frequency_hz: v.frequency_hz,
+            period_ns: v.period_ns,
+            window_seconds: v.window_seconds,
+            oldest_seq: v.oldest_seq,
+            latest_seq: v.latest_seq,
+            windows: v
+                .windows
+                .iter()
+                .map(|w| Window {
+                    seq: w.seq,
+                    start_unix_ms: w.start_unix_ms,
+                    end_unix_ms: w.end_unix_ms,
+                    samples: w.samples,
+                    dropped: w.dropped,
+                    pruned_stacks: w.pruned_stacks,
+                    stacks: w.stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// [`WindowStore::windows_after`] as JSON bytes, written without copying stacks.
+    pub fn windows_after_json(&self, after: WindowSeq) -> Vec<u8> {
+        let view = self.view(after);
         let bytes: usize = view
             .windows
             .iter()
