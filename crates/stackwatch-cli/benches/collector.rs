@@ -18,67 +18,8 @@ use std::time::{Duration, Instant};
 
 use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions};
 
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    }
-}
-
-/// A service's stacks with Zipf weights (same shape as the fleet simulator's).
-fn service(svc: u64, n: usize) -> Vec<(String, f64)> {
-    let mut next = rng(svc + 1);
-    let modules = [
-        "tokio::runtime",
-        "hyper::proto",
-        "serde_json::ser",
-        "app::handler",
-        "sqlx::pool",
-        "prost::encoding",
-        "alloc::vec",
-        "core::hash",
-    ];
-    (0..n)
-        .map(|i| {
-            let depth = 12 + (next() % 12) as usize;
-            let mut f = vec![
-                format!("worker-{}", next() % 4),
-                "std::sys::thread::unix::Thread::new::thread_start".to_string(),
-            ];
-            for d in 0..depth {
-                f.push(format!(
-                    "{}::fn_{d}_{}",
-                    modules[(next() % 8) as usize],
-                    next() % 6
-                ));
-            }
-            (f.join(";"), 1.0 / (i as f64 + 1.0))
-        })
-        .collect()
-}
-
-fn window(svc: &[(String, f64)], seed: u64, samples: u64) -> Vec<(String, u64)> {
-    let total: f64 = svc.iter().map(|s| s.1).sum();
-    let mut next = rng(seed);
-    let mut counts = std::collections::HashMap::new();
-    for _ in 0..samples {
-        let mut x = (next() % 1_000_000) as f64 / 1e6 * total;
-        for (i, (_, w)) in svc.iter().enumerate() {
-            x -= w;
-            if x <= 0.0 {
-                *counts.entry(i).or_insert(0u64) += 1;
-                break;
-            }
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(i, c)| (svc[i].0.clone(), c))
-        .collect()
-}
+#[path = "../src/fleet_shape.rs"]
+mod fleet_shape;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -89,7 +30,9 @@ fn store_part() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("stackwatch.db");
     let mut store = SqliteStore::open(&db, StoreOptions::default()).unwrap();
-    let services: Vec<_> = (0..20).map(|s| service(s, 300)).collect();
+    let services: Vec<_> = (0..20)
+        .map(|s| fleet_shape::service_stacks(s, 300))
+        .collect();
     let end: i64 = 1_795_000_000 / 3600 * 3600;
     let start = end - 86_400;
     let step = 300;
@@ -112,7 +55,8 @@ fn store_part() {
                 ),
             ]
             .into();
-            let stacks = window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
+            let stacks =
+                fleet_shape::draw_window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
             rows_in_batch += stacks.len();
             batch.push(IngestWindow {
                 target: labels,

@@ -16,6 +16,9 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 use stackwatch_profile::protocol::{Window, WindowsResponse, PROTOCOL_VERSION};
 
+#[path = "../fleet_shape.rs"]
+mod fleet_shape;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -102,63 +105,10 @@ struct Fleet {
     instances: Vec<String>,
 }
 
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    }
-}
-
-fn service_stacks(service: usize, n: usize) -> Vec<(String, f64)> {
-    let mut next = rng(service as u64 + 1);
-    let modules = [
-        "tokio::runtime",
-        "hyper::proto",
-        "serde_json::ser",
-        "app::handler",
-        "sqlx::pool",
-        "prost::encoding",
-        "alloc::vec",
-        "core::hash",
-    ];
-    (0..n)
-        .map(|i| {
-            let depth = 12 + (next() % 12) as usize;
-            let mut frames = vec![format!("worker-{}", next() % 4)];
-            frames.push("std::sys::thread::unix::Thread::new::thread_start".into());
-            for d in 0..depth {
-                let m = modules[(next() % modules.len() as u64) as usize];
-                frames.push(format!("{m}::fn_{}_{}", d, next() % 6));
-            }
-            // Zipf-like weights: a few hot stacks, a long tail.
-            (frames.join(";"), 1.0 / (i as f64 + 1.0))
-        })
-        .collect()
-}
-
 impl Fleet {
     fn window(&self, target: usize, seq: u64) -> Window {
         let svc = &self.services[target % self.services.len()];
-        let total: f64 = svc.iter().map(|s| s.1).sum();
-        let mut next = rng((target as u64) << 32 ^ seq);
-        let mut counts = std::collections::HashMap::new();
-        for _ in 0..self.samples {
-            let mut x = (next() % 1_000_000) as f64 / 1_000_000.0 * total;
-            for (i, (_, w)) in svc.iter().enumerate() {
-                x -= w;
-                if x <= 0.0 {
-                    *counts.entry(i).or_insert(0u64) += 1;
-                    break;
-                }
-            }
-        }
-        let stacks: Vec<(String, u64)> = counts
-            .into_iter()
-            .map(|(i, c)| (svc[i].0.clone(), c))
-            .collect();
+        let stacks = fleet_shape::draw_window(svc, (target as u64) << 32 ^ seq, self.samples);
         Window {
             seq,
             start_unix_ms: self.start_ms + (seq - 1) * self.window_ms,
@@ -240,7 +190,7 @@ fn main() -> anyhow::Result<()> {
                 window_ms,
                 targets,
                 services: (0..20)
-                    .map(|s| service_stacks(s, stacks_per_service))
+                    .map(|s| fleet_shape::service_stacks(s, stacks_per_service))
                     .collect(),
                 samples: samples_per_window,
                 instances: (0..targets)
