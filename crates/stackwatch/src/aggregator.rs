@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use crate::modules::ModuleTable;
 use crate::profiler::Shared;
 use crate::sample_ring::RawSample;
-use crate::signal_handler::SignalState;
+use crate::signal_handler::{PublishedUnwinder, SignalState};
 use crate::symbolizer::Symbolizer;
 use crate::thread_timers::ThreadTimers;
 
 const TICK: Duration = Duration::from_millis(20);
 const MODULE_REFRESH: Duration = Duration::from_secs(1);
-const MODULE_REFRESH_ON_UNKNOWN: Duration = Duration::from_millis(100);
+/// At most this often when the handler saw a PC outside every known module...
+const MODULE_REFRESH_ON_UNKNOWN: Duration = Duration::from_millis(20);
+/// ... or this often when the last such refresh found nothing new (JIT code, say).
+const MODULE_REFRESH_ON_UNKNOWN_UNCHANGED: Duration = Duration::from_millis(500);
 /// Raw stacks remembered with their folded form before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 50_000;
 
@@ -32,7 +35,7 @@ pub struct Aggregator {
     symbolizer: Symbolizer,
     stack_cache: HashMap<(u32, Box<[u64]>), Arc<str>>,
     last_refresh: Instant,
-    saw_unknown: bool,
+    last_refresh_changed: bool,
     last_dropped: u64,
     batch: Vec<(Arc<str>, u64)>,
     folded: String,
@@ -50,7 +53,7 @@ impl Aggregator {
             symbolizer: Symbolizer::default(),
             stack_cache: HashMap::new(),
             last_refresh: Instant::now(),
-            saw_unknown: false,
+            last_refresh_changed: true,
             last_dropped: 0,
             batch: Vec::new(),
             folded: String::new(),
@@ -66,18 +69,16 @@ impl Aggregator {
         }
         loop {
             let stopping = self.shared.wait_stop(TICK);
-            if let Err(e) = self.timers.scan() {
-                tracing::debug!(error = %e, "thread scan failed");
+            match self.timers.scan() {
+                // Folded stacks start with the thread's name: rebuild them.
+                Ok(true) => self.stack_cache.clear(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "thread scan failed"),
             }
-            let due = self.last_refresh.elapsed()
-                >= if self.saw_unknown {
-                    MODULE_REFRESH_ON_UNKNOWN
-                } else {
-                    MODULE_REFRESH
-                };
-            if due {
+            if self.last_refresh.elapsed() >= MODULE_REFRESH {
                 self.refresh_modules();
             }
+            self.refresh_if_unknown_pc();
             self.drain();
             self.update_stats();
             if stopping {
@@ -90,12 +91,38 @@ impl Aggregator {
         self.update_stats();
     }
 
+    /// Re-reads the module list early when the handler met code it could not place (a
+    /// library loaded since the last refresh): checked every tick and while folding, so
+    /// a slow drain does not leave the handler without unwind tables for long.
+    fn refresh_if_unknown_pc(&mut self) {
+        let limit = if self.last_refresh_changed {
+            MODULE_REFRESH_ON_UNKNOWN
+        } else {
+            MODULE_REFRESH_ON_UNKNOWN_UNCHANGED
+        };
+        if self.last_refresh.elapsed() >= limit
+            && self.signal.unknown_pc.swap(false, Ordering::Relaxed)
+        {
+            self.refresh_modules();
+        }
+    }
+
     fn refresh_modules(&mut self) {
         self.last_refresh = Instant::now();
-        self.saw_unknown = false;
+        self.last_refresh_changed = false;
         match self.modules.refresh() {
             Ok(Some(unwinder)) => {
-                self.signal.publish_unwinder(unwinder);
+                self.last_refresh_changed = true;
+                let code_ranges = self
+                    .modules
+                    .modules()
+                    .iter()
+                    .map(|m| (m.avma.start, m.avma.end))
+                    .collect();
+                self.signal.publish_unwinder(PublishedUnwinder {
+                    unwinder,
+                    code_ranges,
+                });
                 self.symbolizer.set_modules(self.modules.modules());
                 self.stack_cache.clear();
             }
@@ -112,7 +139,10 @@ impl Aggregator {
             samples.push((s.tid, s.weight, s.frames[..s.depth as usize].into()));
         });
         self.batch.clear();
-        for (tid, weight, frames) in samples {
+        for (i, (tid, weight, frames)) in samples.into_iter().enumerate() {
+            if i % 64 == 0 {
+                self.refresh_if_unknown_pc();
+            }
             let key = (tid, frames);
             let folded = match self.stack_cache.get(&key) {
                 Some(f) => f.clone(),
@@ -151,9 +181,6 @@ impl Aggregator {
         self.folded.push_str(&self.timers.thread_name(tid));
         // Raw frames are innermost first; folded stacks are root first.
         for &addr in frames.iter().rev() {
-            if self.symbolizer.is_unknown(addr) {
-                self.saw_unknown = true;
-            }
             for name in self.symbolizer.frames(addr).iter() {
                 self.folded.push(';');
                 self.folded.push_str(name);

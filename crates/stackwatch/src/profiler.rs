@@ -296,14 +296,32 @@ impl Profiler {
         self.inner.shared.settings.frequency_hz
     }
 
-    /// The last `last` of samples: retained windows overlapping it plus the open window.
+    /// The last `last` of samples: retained windows overlapping it plus the open window,
+    /// including every sample taken before this call.
     pub fn profile(&self, last: Duration) -> Profile {
+        self.wait_drained();
         self.store().profile_last(last, unix_ms())
     }
 
     /// Everything since start (bounded by `max_stacks`), open window included.
     pub fn profile_cumulative(&self) -> Profile {
+        self.wait_drained();
         self.store().profile_cumulative(unix_ms())
+    }
+
+    /// Waits (at most 2 s) until the aggregator has drained every sample taken before
+    /// this call. It drains every 20 ms, but on a loaded machine, or while it loads debug
+    /// info for the first time, it can lag; readers should not miss those samples.
+    fn wait_drained(&self) {
+        let end = unix_ms();
+        let stats = &self.inner.shared.stats;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while stats.drained_through_ms.load(Ordering::Acquire) <= end
+            && self.is_running()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Closed windows with a sequence number above `after` (the collector protocol).
@@ -319,6 +337,7 @@ impl Profiler {
     /// Folded text of [`Profiler::profile_cumulative`], built without an intermediate
     /// [`Profile`].
     pub fn cumulative_folded(&self) -> String {
+        self.wait_drained();
         self.store().cumulative_folded()
     }
 
@@ -386,19 +405,11 @@ impl Drop for Capture {
 }
 
 impl Capture {
-    /// Ends the capture and returns its profile. Waits (up to 5 s) until the aggregator
+    /// Ends the capture and returns its profile. Waits (up to 2 s) until the aggregator
     /// has drained every sample taken before this call, so the tail is not lost even when
     /// the aggregator is busy (for instance loading debug info for the first time).
     pub fn finish(mut self) -> Profile {
-        let end = unix_ms();
-        let stats = &self.profiler.inner.shared.stats;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while stats.drained_through_ms.load(Ordering::Acquire) <= end
-            && self.profiler.is_running()
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.profiler.wait_drained();
         let id = self.id.take().expect("a capture is finished once");
         self.profiler
             .store()

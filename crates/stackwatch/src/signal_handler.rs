@@ -25,6 +25,24 @@ use crate::sample_ring::{SampleRing, MAX_FRAMES};
 
 /// The unwinder the handler uses: owned eh_frame bytes, allocation-free unwinding.
 pub type NativeUnwinder = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
+
+/// What the aggregator publishes for the handler: the unwinder and the code ranges it
+/// knows, so the handler can flag a PC in a module loaded since (a fresh `dlopen`).
+pub struct PublishedUnwinder {
+    /// The unwinder.
+    pub unwinder: NativeUnwinder,
+    /// Executable ranges `[start, end)` of the modules the unwinder has, sorted.
+    pub code_ranges: Box<[(u64, u64)]>,
+}
+
+impl PublishedUnwinder {
+    /// Whether `pc` lies in a known module. Pure computation on read-only memory:
+    /// async-signal-safe.
+    fn knows(&self, pc: u64) -> bool {
+        let i = self.code_ranges.partition_point(|r| r.0 <= pc);
+        i > 0 && pc < self.code_ranges[i - 1].1
+    }
+}
 type NativeCache = CacheNative<MustNotAllocateDuringUnwind>;
 
 /// Bytes of stack copied at most per sample (deeper frames end the walk).
@@ -46,7 +64,10 @@ pub struct SignalState {
     /// Where finished samples go.
     pub ring: SampleRing,
     scratch: Box<[UnwindScratch]>,
-    unwinder: AtomicPtr<NativeUnwinder>,
+    unwinder: AtomicPtr<PublishedUnwinder>,
+    /// Set by the handler when a sample's PC is in no known module: the aggregator then
+    /// re-reads the module list at once instead of at its next periodic refresh.
+    pub unknown_pc: AtomicBool,
     /// Signals that reached the handler while this state was active.
     pub signals: AtomicU64,
     /// Nanoseconds spent inside the handler (monotonic clock, entry to exit).
@@ -143,6 +164,7 @@ impl SignalState {
             ring: SampleRing::new(ring_capacity),
             scratch,
             unwinder: AtomicPtr::new(ptr::null_mut()),
+            unknown_pc: AtomicBool::new(false),
             signals: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
         }
@@ -155,7 +177,7 @@ impl SignalState {
 
     /// Replaces the unwinder the handler uses (after modules were loaded or unloaded).
     /// The old one is freed once no handler can still be reading it.
-    pub fn publish_unwinder(&self, unwinder: NativeUnwinder) {
+    pub fn publish_unwinder(&self, unwinder: PublishedUnwinder) {
         let new = Box::into_raw(Box::new(unwinder));
         let old = self.unwinder.swap(new, Ordering::SeqCst);
         if !old.is_null() {
@@ -343,11 +365,16 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
         let (pc, regs) = registers(ctx);
         sample.frames[0] = pc;
         sample.depth = 1;
-        let unwinder = state.unwinder.load(Ordering::Acquire);
-        if !unwinder.is_null() {
-            // SAFETY: the unwinder stays alive while we are counted in HANDLERS_RUNNING
-            // (see `retire`); the scratch is ours while `busy` is set.
-            let unwinder = &*unwinder;
+        let published = state.unwinder.load(Ordering::Acquire);
+        // SAFETY: the published unwinder stays alive while we are counted in
+        // HANDLERS_RUNNING (see `retire`).
+        if published.is_null() || !(*published).knows(pc) {
+            // An atomic store: async-signal-safe.
+            state.unknown_pc.store(true, Ordering::Relaxed);
+        }
+        if !published.is_null() {
+            // SAFETY: as above; the scratch is ours while `busy` is set.
+            let unwinder = &(*published).unwinder;
             let cache = &mut *scratch.cache.get();
             let stack = &mut *scratch.stack.get();
             stack.reset(sp_of(&regs));

@@ -26,7 +26,13 @@ pub enum TimerMode {
 struct ThreadTimer {
     timer: Option<libc::timer_t>,
     name: Arc<str>,
+    /// The scan that found the thread: its name is re-read for a few scans after, since
+    /// a thread usually names itself just after it starts.
+    found_at_scan: u64,
 }
+
+/// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
+const YOUNG_SCANS: u64 = 5;
 
 /// The timers of every live thread, kept in step with `/proc/self/task`.
 pub struct ThreadTimers {
@@ -88,8 +94,10 @@ impl ThreadTimers {
         }
     }
 
-    /// Arms timers for new threads and deletes those of exited ones.
-    pub fn scan(&mut self) -> io::Result<()> {
+    /// Arms timers for new threads and deletes those of exited ones. Returns whether a
+    /// thread's name changed (so folded stacks keyed by thread must be rebuilt).
+    pub fn scan(&mut self) -> io::Result<bool> {
+        let mut renamed = false;
         self.scans += 1;
         if self.mode == TimerMode::ProcessWide && !self.itimer_armed {
             arm_itimer(self.period_ns)?;
@@ -117,16 +125,23 @@ impl ThreadTimers {
         // Every few scans, re-arm threads whose timer died with a previous owner of the
         // same tid, and refresh names set after the thread started.
         let recheck = self.scans.is_multiple_of(25);
+        let scans = self.scans;
         for tid in live {
-            let known = self.threads.contains_key(&tid);
-            if known && !recheck {
+            let young = self
+                .threads
+                .get(&tid)
+                .map(|t| scans - t.found_at_scan <= YOUNG_SCANS);
+            if young == Some(false) && !recheck {
                 continue;
             }
             let name = self.name_of(tid);
-            if known {
+            if young.is_some() {
                 let t = self.threads.get_mut(&tid).expect("known");
-                t.name = name.clone();
-                if self.mode == TimerMode::PerThread && !timer_alive(t.timer) {
+                if t.name != name {
+                    t.name = name.clone();
+                    renamed = true;
+                }
+                if recheck && self.mode == TimerMode::PerThread && !timer_alive(t.timer) {
                     delete_timer(t.timer.take());
                 } else {
                     continue;
@@ -153,9 +168,16 @@ impl ThreadTimers {
             } else {
                 None
             };
-            self.threads.insert(tid, ThreadTimer { timer, name });
+            self.threads.insert(
+                tid,
+                ThreadTimer {
+                    timer,
+                    name,
+                    found_at_scan: scans,
+                },
+            );
         }
-        Ok(())
+        Ok(renamed)
     }
 
     /// Deletes every timer (and disarms the process-wide one).

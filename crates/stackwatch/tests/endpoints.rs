@@ -75,7 +75,7 @@ fn window_protocol_returns_each_sample_exactly_once_across_polls() {
     profiler.stop();
     // Contiguous, no duplicates: nothing lost or doubled across polls (even those that
     // skipped windows).
-    assert!(seqs.len() >= 10, "too few windows: {seqs:?}");
+    assert!(seqs.len() >= 8, "too few windows: {seqs:?}");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     // Everything the windows hold equals a fresh read of all of them.
     let all = profiler.windows_after(0);
