@@ -24,6 +24,16 @@ fn burn(until: Instant) -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+fn roots(p: &stackwatch::Profile) -> std::collections::BTreeMap<String, u64> {
+    let mut roots = std::collections::BTreeMap::new();
+    for (s, c) in &p.stacks {
+        *roots
+            .entry(s.split(';').next().unwrap_or("").to_string())
+            .or_insert(0) += c;
+    }
+    roots
+}
+
 fn worker_total(p: &stackwatch::Profile, thread: &str) -> u64 {
     p.stacks
         .iter()
@@ -64,8 +74,9 @@ fn threads_started_after_start_are_sampled_and_unnamed_ones_get_their_tid() {
     // when the machine is loaded and the aggregator waits for a core).
     let expected = (late_cpu - 0.05) * 199.0;
     assert!(
-        n as f64 >= 0.8 * expected,
-        "late thread got {n} periods for {late_cpu:.3} s of CPU"
+        n as f64 >= 0.75 * expected,
+        "late thread got {n} periods for {late_cpu:.3} s of CPU; by thread: {:?}",
+        roots(&p)
     );
     let unnamed_periods = worker_total(&p, &format!("thread-{unnamed_tid}"));
     let expected = (unnamed_cpu - 0.05) * 199.0;
@@ -128,13 +139,7 @@ fn code_loaded_with_dlopen_is_unwound_and_named() {
     assert!(
         total as f64 >= 0.8 * (cpu - 0.05) * 499.0 && total > 20,
         "{total} periods for {cpu:.3} s of CPU; by thread: {:?}",
-        {
-            let mut roots: std::collections::BTreeMap<&str, u64> = Default::default();
-            for (s, c) in &p.stacks {
-                *roots.entry(s.split(';').next().unwrap_or("")).or_insert(0) += c;
-            }
-            roots
-        }
+        roots(&p)
     );
     // Samples taken before the aggregator learns of libz (one tick, 20 ms) cannot unwind
     // out of it; everything after can.
