@@ -443,25 +443,15 @@ async fn scrape_pprof(
     .await?;
     let profile = stackwatch_profile::pprof::decode(&body, ctx.cfg.max_body_bytes)
         .map_err(|e| e.to_string())?;
-    let samples = profile.total();
     drop(permit);
-    if samples > 0 {
-        ctx.writer
-            .write(vec![IngestWindow {
-                target: target.labels.clone(),
-                instance: String::new(),
-                seq: 0,
-                start_unix_s: start as i64,
-                stacks: profile.stacks.into_iter().collect(),
-            }])
-            .await
-            .map_err(|e| format!("store: {e}"))?;
-    }
-    Ok(Outcome {
-        bytes: body.len() as u64,
-        samples,
-        windows_lost: 0,
-    })
+    store_unsequenced(
+        ctx,
+        target,
+        start as i64,
+        profile.stacks.into_iter().collect(),
+        body.len(),
+    )
+    .await
 }
 
 async fn scrape_folded(
@@ -504,22 +494,33 @@ async fn scrape_folded(
             delta
         }
     };
-    let samples = stacks.iter().map(|(_, c)| c).sum();
     drop(permit);
+    store_unsequenced(ctx, target, (unix_ms() / 1000) as i64, stacks, body.len()).await
+}
+
+/// Stores one scrape of a target without window sequences (pprof, folded) as one window.
+async fn store_unsequenced(
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
+    start_unix_s: i64,
+    stacks: Vec<(String, u64)>,
+    bytes: usize,
+) -> Result<Outcome, String> {
+    let samples = stacks.iter().map(|(_, c)| c).sum();
     if !stacks.is_empty() {
         ctx.writer
             .write(vec![IngestWindow {
                 target: target.labels.clone(),
                 instance: String::new(),
                 seq: 0,
-                start_unix_s: (unix_ms() / 1000) as i64,
+                start_unix_s,
                 stacks,
             }])
             .await
             .map_err(|e| format!("store: {e}"))?;
     }
     Ok(Outcome {
-        bytes: body.len() as u64,
+        bytes: bytes as u64,
         samples,
         windows_lost: 0,
     })

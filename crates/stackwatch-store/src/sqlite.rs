@@ -18,6 +18,10 @@ const ROLLUP_GRACE_S: i64 = 120;
 /// Targets whose hour is rolled up per [`ProfileStore::rollup`] call (an hour of one
 /// target is 60 minute-buckets; 50 targets keep a step well under a second).
 const HOUR_ROLLUP_TARGETS: i64 = 50;
+/// Sets a rollup level's progress (`done_through`, or the hour cursor).
+const UPSERT_ROLLUP_STATE: &str = "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
+     ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through";
+
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
 
@@ -304,11 +308,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         match table {
             Table::Raw => {
-                let ids: String = targets
-                    .iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let ids = id_list(targets);
                 let sql = format!(
                     "SELECT stack_id, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id"
                 );
@@ -345,7 +345,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let sql = match table {
             Table::Raw => {
-                let ids: String = targets.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                let ids = id_list(targets);
                 format!("SELECT ts, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts")
             }
             _ => format!(
@@ -371,10 +371,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn stack_texts(
-        &self,
-        ids: impl Iterator<Item = i64>,
-    ) -> Result<Vec<(i64, Arc<str>)>, StoreError> {
+    /// Resolves stack ids to their text (cached), keeping each id's count.
+    fn stack_texts(&self, counts: HashMap<i64, u64>) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
         let mut cache = self.stack_text.borrow_mut();
         if cache.len() > STACK_CACHE_LIMIT {
             cache.clear();
@@ -382,8 +380,8 @@ impl SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT stack FROM stacks WHERE id = ?1")?;
-        let mut out = Vec::new();
-        for id in ids {
+        let mut out = Vec::with_capacity(counts.len());
+        for (id, count) in counts {
             let text = match cache.get(&id) {
                 Some(t) => t.clone(),
                 None => {
@@ -393,7 +391,7 @@ impl SqliteStore {
                     t
                 }
             };
-            out.push((id, text));
+            out.push((text, count));
         }
         Ok(out)
     }
@@ -510,11 +508,7 @@ impl SqliteStore {
                 params![start, end],
             )?;
         }
-        tx.execute(
-            "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
-             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through",
-            params![level, end],
-        )?;
+        tx.execute(UPSERT_ROLLUP_STATE, params![level, end])?;
         tx.commit()?;
         Ok(end < ready)
     }
@@ -582,8 +576,7 @@ impl SqliteStore {
                 stmt.execute(params![id, hour])?;
             }
         }
-        let upsert = "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
-             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through";
+        let upsert = UPSERT_ROLLUP_STATE;
         if (ids.len() as i64) < HOUR_ROLLUP_TARGETS {
             tx.execute(upsert, params!["1h", hour + 3600])?;
             tx.execute(upsert, params!["1h-cursor", 0])?;
@@ -596,13 +589,19 @@ impl SqliteStore {
     }
 
     fn set_state(&self, level: &str, value: i64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO rollup_state (level, done_through) VALUES (?1, ?2)
-             ON CONFLICT (level) DO UPDATE SET done_through = excluded.done_through",
-            params![level, value],
-        )?;
+        self.conn
+            .execute(UPSERT_ROLLUP_STATE, params![level, value])?;
         Ok(())
     }
+}
+
+/// Target ids as an SQL list (integers from our own table, so inlining is safe).
+fn id_list(targets: &[i64]) -> String {
+    targets
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_labels(json: &str) -> Result<Labels, StoreError> {
@@ -671,9 +670,8 @@ impl ProfileStore for SqliteStore {
             ..Default::default()
         };
         profile.stacks.reserve(acc.len());
-        let counts = acc.clone();
-        for (id, text) in self.stack_texts(acc.into_keys())? {
-            profile.add(&text, counts[&id]);
+        for (text, count) in self.stack_texts(acc)? {
+            profile.add(&text, count);
         }
         Ok(profile)
     }

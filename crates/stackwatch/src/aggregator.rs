@@ -36,6 +36,7 @@ pub struct Aggregator {
     stack_cache: HashMap<(u32, Box<[u64]>), Arc<str>>,
     last_refresh: Instant,
     last_refresh_changed: bool,
+    last_memory_update: Instant,
     last_dropped: u64,
     batch: Vec<(Arc<str>, u64)>,
     folded: String,
@@ -54,6 +55,7 @@ impl Aggregator {
             stack_cache: HashMap::new(),
             last_refresh: Instant::now(),
             last_refresh_changed: true,
+            last_memory_update: Instant::now() - Duration::from_secs(1),
             last_dropped: 0,
             batch: Vec::new(),
             folded: String::new(),
@@ -208,6 +210,11 @@ impl Aggregator {
             self.timers.mode() == crate::TimerMode::PerThread,
             Ordering::Relaxed,
         );
+        // Summing every stored stack's size is not free: once a second is enough.
+        if self.last_memory_update.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_memory_update = Instant::now();
         let store_bytes = self
             .shared
             .store
