@@ -32,17 +32,33 @@ use crate::{Error, Profiler};
 /// Longest `?seconds=` a pprof capture may block for.
 pub const MAX_CAPTURE_SECONDS: u64 = 300;
 
+/// Metrics of the application, appended to the profiler's on `GET /metrics`.
+pub type ExtraMetrics = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Options of the endpoints.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct HttpOptions {
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
+    /// The service's own metrics (Prometheus text), served after the profiler's on the
+    /// same `/metrics`, so one scrape gets both.
+    pub extra_metrics: Option<ExtraMetrics>,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<set>"))
+            .field("extra_metrics", &self.extra_metrics.is_some())
+            .finish()
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
     profiler: Profiler,
     token: Option<String>,
+    extra_metrics: Option<ExtraMetrics>,
 }
 
 /// The endpoints as an axum router, without authentication.
@@ -55,6 +71,7 @@ pub fn router_with(profiler: &Profiler, opts: HttpOptions) -> Router {
     let state = AppState {
         profiler: profiler.clone(),
         token: opts.bearer_token,
+        extra_metrics: opts.extra_metrics,
     };
     Router::new()
         .route("/", get(stacks))
@@ -114,6 +131,12 @@ pub fn serve_with(
     addr: SocketAddr,
     opts: HttpOptions,
 ) -> Result<ServerHandle, Error> {
+    serve_router(router_with(profiler, opts), addr)
+}
+
+/// Serves any axum `Router` on `addr` from a thread of its own with its own small
+/// runtime (what [`serve`] does with the profiler's router), for services without one.
+pub fn serve_router(app: Router, addr: SocketAddr) -> Result<ServerHandle, Error> {
     let os = |what| move |source| Error::Os { what, source };
     let listener = std::net::TcpListener::bind(addr).map_err(os("binding the HTTP address"))?;
     listener
@@ -122,7 +145,6 @@ pub fn serve_with(
     let local = listener
         .local_addr()
         .map_err(os("reading the bound address"))?;
-    let app = router_with(profiler, opts);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -307,7 +329,11 @@ async fn windows(State(st): State<AppState>, q: QueryResult<AfterQuery>) -> Resp
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    with_type("text/plain; version=0.0.4", metrics_text(&st.profiler))
+    let mut text = metrics_text(&st.profiler);
+    if let Some(extra) = &st.extra_metrics {
+        text.push_str(&extra());
+    }
+    with_type("text/plain; version=0.0.4", text)
 }
 
 /// The profiler's counters in the Prometheus text format, for services that serve their

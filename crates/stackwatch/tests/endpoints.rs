@@ -181,6 +181,7 @@ fn a_bearer_token_guards_every_endpoint() {
         "127.0.0.1:0".parse().unwrap(),
         HttpOptions {
             bearer_token: Some("s3cret".into()),
+            ..HttpOptions::default()
         },
     )
     .unwrap();

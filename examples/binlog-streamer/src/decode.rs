@@ -1,0 +1,540 @@
+//! Turning binlog events into row changes.
+//!
+//! [`RowDecoder`] is the one decoder every source feeds (replication stream, files,
+//! generator). It keeps the table maps, turns rows events into [`RowChange`]s and tells
+//! the pipeline where transactions start and end, which is what makes a position safe to
+//! checkpoint. Table maps are parsed once per distinct definition, not once per row: the
+//! optional metadata (column names, signedness, character sets) is resolved into a
+//! [`TableSchema`] and rows are read column by column with `mysql_common`'s value codec.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_common::binlog::consts::{EventType, RowsEventFlags};
+use mysql_common::binlog::events::{
+    Event, EventData, OptionalMetaExtractor, RowsEventData, TableMapEvent,
+};
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::io::ParseBuf;
+
+use crate::value::{CellValue, ColumnKind};
+
+/// MariaDB-only event type codes (`log_event.h`), which `mysql_common` does not name.
+pub mod mariadb {
+    /// The statement that produced the following rows (`binlog_annotate_row_events`).
+    pub const ANNOTATE_ROWS: u8 = 160;
+    /// Names the oldest binlog still needed for crash recovery.
+    pub const BINLOG_CHECKPOINT: u8 = 161;
+    /// Starts an event group and names its GTID.
+    pub const GTID: u8 = 162;
+    /// The GTID state at the start of a binlog file.
+    pub const GTID_LIST: u8 = 163;
+    /// Following events are encrypted.
+    pub const START_ENCRYPTION: u8 = 164;
+    /// First of the compressed query and rows events (`log_bin_compress=ON`), 165-171.
+    pub const FIRST_COMPRESSED: u8 = 165;
+    /// Last of the compressed events.
+    pub const LAST_COMPRESSED: u8 = 171;
+}
+
+/// Insert, update or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A new row (after image only).
+    Insert,
+    /// A changed row (before and after images).
+    Update,
+    /// A removed row (before image only).
+    Delete,
+}
+
+impl ChangeKind {
+    /// `insert`, `update` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "insert",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// One column of a table as the table map describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSchema {
+    /// Name from `binlog_row_metadata=FULL`, else `@<index>`.
+    pub name: String,
+    /// How values of this column are interpreted.
+    pub kind: ColumnKind,
+    meta: Vec<u8>,
+    unsigned: bool,
+}
+
+impl ColumnSchema {
+    /// A column of a text (or numeric) type with default metadata, for tests and tools.
+    pub fn named(name: &str, column_type: ColumnType) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: ColumnKind {
+                column_type,
+                binary: false,
+            },
+            meta: Vec::new(),
+            unsigned: false,
+        }
+    }
+}
+
+/// A table as its latest table map describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Database (schema) name.
+    pub database: String,
+    /// Table name.
+    pub table: String,
+    /// Columns in table order.
+    pub columns: Vec<ColumnSchema>,
+}
+
+/// One row image: the logged columns (by index into the schema) and their values.
+pub type RowImage = Vec<(u32, CellValue)>;
+
+/// One changed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// What happened to the row.
+    pub kind: ChangeKind,
+    /// The table it belongs to.
+    pub table: Arc<TableSchema>,
+    /// Row before the change (updates, deletes).
+    pub before: Option<RowImage>,
+    /// Row after the change (inserts, updates).
+    pub after: Option<RowImage>,
+    /// Binlog file of the rows event.
+    pub file: Arc<str>,
+    /// Offset of the rows event in that file.
+    pub pos: u64,
+    /// Index of the row within its rows event: `(file, pos, row)` identifies a row change,
+    /// so a consumer can drop the duplicates a restart may produce.
+    pub row: u32,
+    /// When the server executed the statement (seconds since the epoch).
+    pub event_time: u32,
+}
+
+/// What one event means to the pipeline.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Rows changed.
+    Rows {
+        /// The changed rows, in event order.
+        changes: Vec<RowChange>,
+        /// The rows event ends its statement (`STMT_END_F`).
+        statement_end: bool,
+    },
+    /// A transaction (or a standalone DDL) begins; its GTID when the server logs one.
+    TransactionStart {
+        /// `domain-server-seq` (MariaDB) or `uuid:gno` (MySQL).
+        gtid: Option<String>,
+    },
+    /// A transaction ended (commit) or a statement outside transactions completed.
+    TransactionEnd,
+    /// The server moves on to another binlog file.
+    Rotate {
+        /// Next file name.
+        file: String,
+        /// Offset in it.
+        pos: u64,
+        /// Fake rotates open a replication stream; they do not end a file.
+        fake: bool,
+    },
+    /// Understood and not relevant to row data (format description, table map,
+    /// heartbeat, MariaDB annotate/checkpoint/GTID list, previous GTIDs, ...).
+    Ignored,
+}
+
+/// Why an event could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// An event type this decoder does not know (`--skip-unknown` skips it).
+    #[error("unknown event type {0}")]
+    UnknownType(u8),
+    /// A known event this decoder cannot turn into rows without losing data.
+    #[error("unsupported event type {event_type}: {reason}")]
+    Unsupported {
+        /// Type code.
+        event_type: u8,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A rows event names a table no table map described.
+    #[error("rows event for table id {0} without a preceding table map")]
+    NoTableMap(u64),
+    /// The event's bytes do not parse.
+    #[error("malformed type {event_type} event: {message}")]
+    Malformed {
+        /// Type code.
+        event_type: u8,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl DecodeError {
+    /// Whether `--skip-unknown` may skip past this error.
+    pub fn skippable(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::UnknownType(_) | DecodeError::Unsupported { .. }
+        )
+    }
+}
+
+struct CachedTable {
+    raw: Vec<u8>,
+    schema: Arc<TableSchema>,
+}
+
+/// Decodes events in stream order, keeping the table maps seen so far.
+#[derive(Default)]
+pub struct RowDecoder {
+    tables: HashMap<u64, CachedTable>,
+}
+
+impl RowDecoder {
+    /// A decoder with no table maps yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `event`, which starts at offset `pos` of `file`.
+    pub fn decode(&mut self, event: &Event, file: &Arc<str>, pos: u64) -> Result<Decoded, DecodeError> {
+        let header = event.header();
+        let event_type = header.event_type_raw();
+        let malformed = |e: std::io::Error| DecodeError::Malformed {
+            event_type,
+            message: e.to_string(),
+        };
+        if header.event_type().is_err() {
+            return match event_type {
+                mariadb::GTID => mariadb_gtid(event.data(), header.server_id())
+                    .map(|gtid| Decoded::TransactionStart { gtid: Some(gtid) })
+                    .ok_or(DecodeError::Malformed {
+                        event_type,
+                        message: "GTID event shorter than 13 bytes".into(),
+                    }),
+                mariadb::ANNOTATE_ROWS | mariadb::BINLOG_CHECKPOINT | mariadb::GTID_LIST => {
+                    Ok(Decoded::Ignored)
+                }
+                mariadb::START_ENCRYPTION => Err(DecodeError::Unsupported {
+                    event_type,
+                    reason: "encrypted binlogs (encrypt_binlog=ON) cannot be read",
+                }),
+                mariadb::FIRST_COMPRESSED..=mariadb::LAST_COMPRESSED => {
+                    Err(DecodeError::Unsupported {
+                        event_type,
+                        reason: "compressed binlog events (log_bin_compress=ON) are not decoded",
+                    })
+                }
+                other => Err(DecodeError::UnknownType(other)),
+            };
+        }
+        let data = event.read_data().map_err(malformed)?;
+        let Some(data) = data else {
+            return Err(DecodeError::UnknownType(event_type));
+        };
+        Ok(match data {
+            EventData::TableMapEvent(tme) => {
+                self.remember_table(&tme, event.data()).map_err(malformed)?;
+                Decoded::Ignored
+            }
+            EventData::RowsEvent(rows) => {
+                let statement_end = ends_statement(&rows);
+                let changes = self
+                    .rows(&rows, file, pos, header.timestamp())
+                    .map_err(|message| DecodeError::Malformed {
+                        event_type,
+                        message,
+                    })?;
+                Decoded::Rows {
+                    changes,
+                    statement_end,
+                }
+            }
+            EventData::XidEvent(_) => Decoded::TransactionEnd,
+            EventData::QueryEvent(q) => {
+                let text = q.query_raw();
+                if text.eq_ignore_ascii_case(b"BEGIN") {
+                    Decoded::TransactionStart { gtid: None }
+                } else {
+                    // COMMIT (non-transactional engines), ROLLBACK, or DDL, which
+                    // commits implicitly: each ends an event group. A DDL may change
+                    // a table's columns, so the next table map is parsed afresh.
+                    if !text.eq_ignore_ascii_case(b"COMMIT") {
+                        self.tables.clear();
+                    }
+                    Decoded::TransactionEnd
+                }
+            }
+            EventData::GtidEvent(g) => Decoded::TransactionStart {
+                gtid: Some(format!("{}:{}", uuid(&g.sid()), g.gno())),
+            },
+            EventData::RotateEvent(r) => Decoded::Rotate {
+                file: r.name().into_owned(),
+                pos: r.position(),
+                fake: header.timestamp() == 0 || header.log_pos() == 0,
+            },
+            EventData::TransactionPayloadEvent(_) => {
+                return Err(DecodeError::Unsupported {
+                    event_type,
+                    reason: "compressed transactions (binlog_transaction_compression=ON) are not decoded",
+                })
+            }
+            EventData::IncidentEvent(_) => {
+                return Err(DecodeError::Unsupported {
+                    event_type,
+                    reason: "the server logged an incident: changes may be missing from the binlog",
+                })
+            }
+            _ => Decoded::Ignored,
+        })
+    }
+
+    fn remember_table(&mut self, tme: &TableMapEvent<'_>, raw: &[u8]) -> std::io::Result<()> {
+        let id = tme.table_id();
+        if let Some(cached) = self.tables.get(&id) {
+            if cached.raw == raw {
+                return Ok(());
+            }
+        }
+        let schema = Arc::new(table_schema(tme)?);
+        self.tables.insert(
+            id,
+            CachedTable {
+                raw: raw.to_vec(),
+                schema,
+            },
+        );
+        Ok(())
+    }
+
+    fn rows(
+        &self,
+        rows: &RowsEventData<'_>,
+        file: &Arc<str>,
+        pos: u64,
+        event_time: u32,
+    ) -> Result<Vec<RowChange>, String> {
+        let table_id = rows.table_id();
+        let Some(table) = self.tables.get(&table_id) else {
+            return Err(DecodeError::NoTableMap(table_id).to_string());
+        };
+        let schema = &table.schema;
+        let (kind, data) = match rows {
+            RowsEventData::WriteRowsEventV1(e) => (ChangeKind::Insert, e.rows_data()),
+            RowsEventData::WriteRowsEvent(e) => (ChangeKind::Insert, e.rows_data()),
+            RowsEventData::UpdateRowsEventV1(e) => (ChangeKind::Update, e.rows_data()),
+            RowsEventData::UpdateRowsEvent(e) => (ChangeKind::Update, e.rows_data()),
+            RowsEventData::DeleteRowsEventV1(e) => (ChangeKind::Delete, e.rows_data()),
+            RowsEventData::DeleteRowsEvent(e) => (ChangeKind::Delete, e.rows_data()),
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err("partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not decoded".into())
+            }
+        };
+        let n = rows.num_columns() as usize;
+        if n != schema.columns.len() {
+            return Err(format!(
+                "rows event has {n} columns, table map of {}.{} has {}",
+                schema.database,
+                schema.table,
+                schema.columns.len()
+            ));
+        }
+        let before_cols = rows.columns_before_image();
+        let after_cols = rows.columns_after_image();
+        let mut buf = ParseBuf(data);
+        let mut out = Vec::new();
+        let mut row = 0u32;
+        while !buf.is_empty() {
+            let before = match before_cols {
+                Some(cols) => Some(read_image(&mut buf, schema, |i| {
+                    cols.get(i).as_deref().copied().unwrap_or(false)
+                })?),
+                None => None,
+            };
+            let after = match after_cols {
+                Some(cols) => Some(read_image(&mut buf, schema, |i| {
+                    cols.get(i).as_deref().copied().unwrap_or(false)
+                })?),
+                None => None,
+            };
+            out.push(RowChange {
+                kind,
+                table: schema.clone(),
+                before,
+                after,
+                file: file.clone(),
+                pos,
+                row,
+                event_time,
+            });
+            row += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a rows event carries the end-of-statement flag (a safe point when rows are
+/// logged outside a transaction).
+fn ends_statement(rows: &RowsEventData<'_>) -> bool {
+        let flags = match rows {
+            RowsEventData::WriteRowsEventV1(e) => e.flags(),
+            RowsEventData::WriteRowsEvent(e) => e.flags(),
+            RowsEventData::UpdateRowsEventV1(e) => e.flags(),
+            RowsEventData::UpdateRowsEvent(e) => e.flags(),
+            RowsEventData::DeleteRowsEventV1(e) => e.flags(),
+            RowsEventData::DeleteRowsEvent(e) => e.flags(),
+            RowsEventData::PartialUpdateRowsEvent(e) => e.flags(),
+        };
+        flags.contains(RowsEventFlags::STMT_END)
+}
+
+/// Reads one row image: a null bitmap over the logged columns, then their values.
+fn read_image<'a>(
+    buf: &mut ParseBuf<'a>,
+    schema: &'a TableSchema,
+    logged: impl Fn(usize) -> bool,
+) -> Result<RowImage, String> {
+    let present: usize = (0..schema.columns.len()).filter(|&i| logged(i)).count();
+    let nulls: &[u8] = buf
+        .parse(present.div_ceil(8))
+        .map_err(|e| format!("row null bitmap: {e}"))?;
+    let mut image = Vec::with_capacity(present);
+    let mut k = 0usize;
+    for (i, col) in schema.columns.iter().enumerate() {
+        if !logged(i) {
+            continue;
+        }
+        let is_null = nulls[k / 8] & (1 << (k % 8)) != 0;
+        k += 1;
+        if is_null {
+            image.push((i as u32, CellValue::Null));
+            continue;
+        }
+        let value: BinlogValue<'_> = buf
+            .parse((col.kind.column_type, col.meta.as_slice(), col.unsigned, false))
+            .map_err(|e| format!("column {} ({}): {e}", col.name, i))?;
+        let cell = CellValue::from_binlog(value, &col.kind)
+            .map_err(|e| format!("column {} ({}): {e}", col.name, i))?;
+        image.push((i as u32, cell));
+    }
+    Ok(image)
+}
+
+/// Resolves a table map and its optional metadata into a [`TableSchema`].
+fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+    let mut signedness = meta.iter_signedness();
+    let mut charsets = meta.iter_charset();
+    let mut names = meta.iter_column_name();
+    let n = tme.columns_count() as usize;
+    let mut columns = Vec::with_capacity(n);
+    for i in 0..n {
+        let column_type = tme
+            .get_column_type(i)
+            .map_err(|e| invalid(format!("column {i}: {e}")))?
+            .ok_or_else(|| invalid(format!("column {i} has no type")))?;
+        let col_meta = tme.get_column_metadata(i).unwrap_or(&[]).to_vec();
+        check_metadata(column_type, &col_meta).map_err(|m| invalid(format!("column {i}: {m}")))?;
+        let unsigned = if column_type.is_numeric_type() {
+            signedness.next().unwrap_or(false)
+        } else {
+            false
+        };
+        let binary = if column_type.is_character_type() {
+            charsets.next().transpose()?.map(|c| c == 63).unwrap_or(false)
+        } else {
+            false
+        };
+        let name = match names.next().transpose()? {
+            Some(n) => n.name().into_owned(),
+            None => format!("@{i}"),
+        };
+        columns.push(ColumnSchema {
+            name,
+            kind: ColumnKind {
+                column_type,
+                binary,
+            },
+            meta: col_meta,
+            unsigned,
+        });
+    }
+    Ok(TableSchema {
+        database: tme.database_name().into_owned(),
+        table: tme.table_name().into_owned(),
+        columns,
+    })
+}
+
+/// Refuses column metadata shorter than the value codec indexes into.
+fn check_metadata(t: ColumnType, meta: &[u8]) -> Result<(), String> {
+    use ColumnType::*;
+    let need = match t {
+        MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_ENUM | MYSQL_TYPE_SET | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_STRING | MYSQL_TYPE_VARCHAR => 2,
+        MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIME2 | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_GEOMETRY | MYSQL_TYPE_JSON | MYSQL_TYPE_DOUBLE | MYSQL_TYPE_FLOAT
+        | MYSQL_TYPE_VECTOR => 1,
+        MYSQL_TYPE_TYPED_ARRAY => {
+            return Err("typed arrays (multi-valued indexes) are not decoded".into())
+        }
+        _ => 0,
+    };
+    if meta.len() < need {
+        return Err(format!(
+            "{t:?} needs {need} metadata bytes, table map has {}",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A MariaDB GTID event's `domain-server-seq`.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
+    if data.len() < 13 {
+        return None;
+    }
+    let seq = u64::from_le_bytes(data[0..8].try_into().ok()?);
+    let domain = u32::from_le_bytes(data[8..12].try_into().ok()?);
+    Some(format!("{domain}-{server_id}-{seq}"))
+}
+
+fn uuid(b: &[u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The event type of a raw event, for messages.
+pub fn event_type_name(code: u8) -> String {
+    match EventType::try_from(code) {
+        Ok(t) => format!("{t:?}"),
+        Err(_) => match code {
+            mariadb::ANNOTATE_ROWS => "ANNOTATE_ROWS_EVENT".into(),
+            mariadb::BINLOG_CHECKPOINT => "BINLOG_CHECKPOINT_EVENT".into(),
+            mariadb::GTID => "GTID_EVENT (MariaDB)".into(),
+            mariadb::GTID_LIST => "GTID_LIST_EVENT".into(),
+            mariadb::START_ENCRYPTION => "START_ENCRYPTION_EVENT".into(),
+            c => format!("type {c}"),
+        },
+    }
+}

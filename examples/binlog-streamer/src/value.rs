@@ -1,0 +1,311 @@
+//! Column values as the worker publishes them.
+//!
+//! `mysql_common` decodes each binlog value into a protocol [`Value`]; [`CellValue`] adds
+//! back what only the column type knows (a decimal is exact text, a `TIMESTAMP` is an
+//! instant, a `DATE` has no time of day, a blob in a binary column is bytes) so that the
+//! JSON and Avro encoders write each kind the same way whichever source it came from.
+
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::value::Value;
+
+/// One decoded column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellValue {
+    /// SQL NULL.
+    Null,
+    /// Signed integer types (and `ENUM` indexes).
+    Int(i64),
+    /// Unsigned integer types, `BIT` and `SET` bitmasks.
+    UInt(u64),
+    /// `FLOAT`.
+    Float(f32),
+    /// `DOUBLE`.
+    Double(f64),
+    /// `DECIMAL`, exact, as the server prints it (`-1234.50`).
+    Decimal(String),
+    /// Character data in a text column.
+    Text(String),
+    /// Binary data (binary columns, or bytes that are not UTF-8).
+    Bytes(Vec<u8>),
+    /// `DATE`.
+    Date {
+        /// Year.
+        year: u16,
+        /// Month, 1-12 (0 for zero dates).
+        month: u8,
+        /// Day, 1-31 (0 for zero dates).
+        day: u8,
+    },
+    /// `DATETIME`, a wall-clock time without a zone.
+    DateTime {
+        /// Year.
+        year: u16,
+        /// Month.
+        month: u8,
+        /// Day.
+        day: u8,
+        /// Hour.
+        hour: u8,
+        /// Minute.
+        minute: u8,
+        /// Second.
+        second: u8,
+        /// Microseconds.
+        micros: u32,
+    },
+    /// `TIME`, a signed duration.
+    Time {
+        /// Below zero.
+        negative: bool,
+        /// Whole hours (days folded in).
+        hours: u32,
+        /// Minutes.
+        minutes: u8,
+        /// Seconds.
+        seconds: u8,
+        /// Microseconds.
+        micros: u32,
+    },
+    /// `TIMESTAMP`, an instant (seconds since the Unix epoch, UTC).
+    Timestamp {
+        /// Whole seconds.
+        seconds: i64,
+        /// Microseconds.
+        micros: u32,
+    },
+    /// A MySQL binary `JSON` document.
+    Json(serde_json::Value),
+}
+
+/// Everything about a column needed to interpret its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnKind {
+    /// The real type (`ENUM`/`SET` resolved from `STRING` metadata).
+    pub column_type: ColumnType,
+    /// Whether a character or blob column has the binary character set.
+    pub binary: bool,
+}
+
+impl CellValue {
+    /// Interprets a decoded binlog value of a column of `kind`.
+    pub fn from_binlog(value: BinlogValue<'_>, kind: &ColumnKind) -> Result<Self, String> {
+        use ColumnType::*;
+        let value = match value {
+            BinlogValue::Value(v) => v,
+            BinlogValue::Jsonb(j) => {
+                return serde_json::Value::try_from(j)
+                    .map(CellValue::Json)
+                    .map_err(|e| format!("JSON value: {e}"))
+            }
+            BinlogValue::JsonDiff(_) => {
+                return Err("partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not supported".into())
+            }
+        };
+        Ok(match value {
+            Value::NULL => CellValue::Null,
+            Value::Int(i) => CellValue::Int(i),
+            Value::UInt(u) => CellValue::UInt(u),
+            Value::Float(f) => CellValue::Float(f),
+            Value::Double(d) => CellValue::Double(d),
+            Value::Date(year, month, day, hour, minute, second, micros) => {
+                if matches!(kind.column_type, MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE) {
+                    CellValue::Date { year, month, day }
+                } else {
+                    CellValue::DateTime {
+                        year,
+                        month,
+                        day,
+                        hour,
+                        minute,
+                        second,
+                        micros,
+                    }
+                }
+            }
+            Value::Time(negative, days, hours, minutes, seconds, micros) => CellValue::Time {
+                negative,
+                hours: days * 24 + hours as u32,
+                minutes,
+                seconds,
+                micros,
+            },
+            Value::Bytes(b) => match kind.column_type {
+                MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => {
+                    CellValue::Decimal(String::from_utf8(b).map_err(|_| "decimal is not ASCII")?)
+                }
+                MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => parse_timestamp(&b)?,
+                MYSQL_TYPE_YEAR => CellValue::Int(
+                    std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or("year is not a number")?,
+                ),
+                MYSQL_TYPE_BIT | MYSQL_TYPE_SET => {
+                    if b.len() > 8 {
+                        CellValue::Bytes(b)
+                    } else {
+                        let v = if kind.column_type == MYSQL_TYPE_SET {
+                            // SET bitmasks are little-endian, BIT values big-endian.
+                            b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+                        } else {
+                            b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)
+                        };
+                        CellValue::UInt(v)
+                    }
+                }
+                _ if kind.binary => CellValue::Bytes(b),
+                _ => match String::from_utf8(b) {
+                    Ok(s) => CellValue::Text(s),
+                    Err(e) => CellValue::Bytes(e.into_bytes()),
+                },
+            },
+        })
+    }
+}
+
+/// `mysql_common` renders a `TIMESTAMP` as `seconds[.micros]`.
+fn parse_timestamp(b: &[u8]) -> Result<CellValue, String> {
+    let s = std::str::from_utf8(b).map_err(|_| "timestamp is not ASCII")?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let seconds = secs
+        .parse::<i64>()
+        .map_err(|_| format!("timestamp {s:?}"))?;
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        let digits = &frac[..frac.len().min(6)];
+        let v = digits
+            .parse::<u32>()
+            .map_err(|_| format!("timestamp {s:?}"))?;
+        v * 10u32.pow(6 - digits.len() as u32)
+    };
+    Ok(CellValue::Timestamp { seconds, micros })
+}
+
+/// Writes `DATE`, `DATETIME`, `TIME` and `TIMESTAMP` values the way MySQL prints them
+/// (timestamps as RFC 3339 in UTC), into `out`.
+pub fn write_temporal(v: &CellValue, out: &mut String) -> bool {
+    use std::fmt::Write;
+    match *v {
+        CellValue::Date { year, month, day } => {
+            let _ = write!(out, "{year:04}-{month:02}-{day:02}");
+        }
+        CellValue::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => {
+            let _ = write!(
+                out,
+                "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"
+            );
+            if micros != 0 {
+                let _ = write!(out, ".{micros:06}");
+            }
+        }
+        CellValue::Time {
+            negative,
+            hours,
+            minutes,
+            seconds,
+            micros,
+        } => {
+            let sign = if negative { "-" } else { "" };
+            let _ = write!(out, "{sign}{hours:02}:{minutes:02}:{seconds:02}");
+            if micros != 0 {
+                let _ = write!(out, ".{micros:06}");
+            }
+        }
+        CellValue::Timestamp { seconds, micros } => {
+            let (y, m, d, hh, mm, ss) = civil_from_unix(seconds);
+            let _ = write!(out, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}");
+            if micros != 0 {
+                let _ = write!(out, ".{micros:06}");
+            }
+            out.push('Z');
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// UTC calendar fields of a Unix time (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_unix(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(kind: ColumnType) -> ColumnKind {
+        ColumnKind {
+            column_type: kind,
+            binary: false,
+        }
+    }
+
+    #[test]
+    fn timestamps_and_temporals_print_like_the_server() {
+        let v = parse_timestamp(b"1700000000.250000").unwrap();
+        let mut s = String::new();
+        write_temporal(&v, &mut s);
+        assert_eq!(s, "2023-11-14T22:13:20.250000Z");
+        assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil_from_unix(951_782_400), (2000, 2, 29, 0, 0, 0));
+        let t = CellValue::from_binlog(
+            BinlogValue::Value(Value::Time(true, 1, 2, 3, 4, 5)),
+            &text(ColumnType::MYSQL_TYPE_TIME2),
+        )
+        .unwrap();
+        let mut s = String::new();
+        write_temporal(&t, &mut s);
+        assert_eq!(s, "-26:03:04.000005");
+    }
+
+    #[test]
+    fn bytes_follow_the_column_kind() {
+        let dec = CellValue::from_binlog(
+            BinlogValue::Value(Value::Bytes(b"-12.50".to_vec())),
+            &text(ColumnType::MYSQL_TYPE_NEWDECIMAL),
+        );
+        assert_eq!(dec, Ok(CellValue::Decimal("-12.50".into())));
+        let bin = ColumnKind {
+            column_type: ColumnType::MYSQL_TYPE_BLOB,
+            binary: true,
+        };
+        assert_eq!(
+            CellValue::from_binlog(BinlogValue::Value(Value::Bytes(b"ab".to_vec())), &bin),
+            Ok(CellValue::Bytes(b"ab".to_vec()))
+        );
+        assert_eq!(
+            CellValue::from_binlog(
+                BinlogValue::Value(Value::Bytes(vec![0xff, 0xfe])),
+                &text(ColumnType::MYSQL_TYPE_VARCHAR)
+            ),
+            Ok(CellValue::Bytes(vec![0xff, 0xfe]))
+        );
+        assert!(CellValue::from_binlog(
+            BinlogValue::Value(Value::Bytes(b"x".to_vec())),
+            &text(ColumnType::MYSQL_TYPE_TIMESTAMP2)
+        )
+        .is_err());
+    }
+}
