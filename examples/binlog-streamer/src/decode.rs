@@ -69,6 +69,8 @@ pub struct ColumnSchema {
     pub kind: ColumnKind,
     meta: Vec<u8>,
     unsigned: bool,
+    /// `"name":`, JSON-escaped once here rather than for every row.
+    json_key: Vec<u8>,
 }
 
 impl ColumnSchema {
@@ -82,8 +84,20 @@ impl ColumnSchema {
             },
             meta: Vec::new(),
             unsigned: false,
+            json_key: json_key(name),
         }
     }
+
+    /// The column's name as a JSON object key with its colon (`"name":`).
+    pub fn json_key(&self) -> &[u8] {
+        &self.json_key
+    }
+}
+
+fn json_key(name: &str) -> Vec<u8> {
+    let mut k = serde_json::to_vec(name).expect("a string serializes");
+    k.push(b':');
+    k
 }
 
 /// A table as its latest table map describes it.
@@ -95,6 +109,29 @@ pub struct TableSchema {
     pub table: String,
     /// Columns in table order.
     pub columns: Vec<ColumnSchema>,
+    /// `"database":"..","table":".."`, JSON-escaped once.
+    json_names: Vec<u8>,
+}
+
+impl TableSchema {
+    /// A table.
+    pub fn new(database: String, table: String, columns: Vec<ColumnSchema>) -> Self {
+        let mut json_names = b"\"database\":".to_vec();
+        json_names.extend(serde_json::to_vec(&database).expect("a string serializes"));
+        json_names.extend_from_slice(b",\"table\":");
+        json_names.extend(serde_json::to_vec(&table).expect("a string serializes"));
+        Self {
+            database,
+            table,
+            columns,
+            json_names,
+        }
+    }
+
+    /// The database and table as JSON object members (`"database":"shop","table":"t"`).
+    pub fn json_names(&self) -> &[u8] {
+        &self.json_names
+    }
 }
 
 /// One row image: the logged columns (by index into the schema) and their values.
@@ -350,22 +387,23 @@ impl RowDecoder {
                 schema.columns.len()
             ));
         }
-        let before_cols = rows.columns_before_image();
-        let after_cols = rows.columns_after_image();
+        // Which columns each image logs, resolved once per event rather than per row.
+        let before_cols = rows
+            .columns_before_image()
+            .map(|b| logged_columns(b.iter().by_vals(), n));
+        let after_cols = rows
+            .columns_after_image()
+            .map(|b| logged_columns(b.iter().by_vals(), n));
         let mut buf = ParseBuf(data);
         let mut out = Vec::new();
         let mut row = 0u32;
         while !buf.is_empty() {
-            let before = match before_cols {
-                Some(cols) => Some(read_image(&mut buf, schema, |i| {
-                    cols.get(i).as_deref().copied().unwrap_or(false)
-                })?),
+            let before = match &before_cols {
+                Some(cols) => Some(read_image(&mut buf, schema, cols)?),
                 None => None,
             };
-            let after = match after_cols {
-                Some(cols) => Some(read_image(&mut buf, schema, |i| {
-                    cols.get(i).as_deref().copied().unwrap_or(false)
-                })?),
+            let after = match &after_cols {
+                Some(cols) => Some(read_image(&mut buf, schema, cols)?),
                 None => None,
             };
             out.push(RowChange {
@@ -399,25 +437,27 @@ fn ends_statement(rows: &RowsEventData<'_>) -> bool {
         flags.contains(RowsEventFlags::STMT_END)
 }
 
+/// Indexes of the set bits among the first `n`.
+fn logged_columns(bits: impl Iterator<Item = bool>, n: usize) -> Vec<usize> {
+    bits.take(n)
+        .enumerate()
+        .filter_map(|(i, set)| set.then_some(i))
+        .collect()
+}
+
 /// Reads one row image: a null bitmap over the logged columns, then their values.
 fn read_image<'a>(
     buf: &mut ParseBuf<'a>,
     schema: &'a TableSchema,
-    logged: impl Fn(usize) -> bool,
+    logged: &[usize],
 ) -> Result<RowImage, String> {
-    let present: usize = (0..schema.columns.len()).filter(|&i| logged(i)).count();
     let nulls: &[u8] = buf
-        .parse(present.div_ceil(8))
+        .parse(logged.len().div_ceil(8))
         .map_err(|e| format!("row null bitmap: {e}"))?;
-    let mut image = Vec::with_capacity(present);
-    let mut k = 0usize;
-    for (i, col) in schema.columns.iter().enumerate() {
-        if !logged(i) {
-            continue;
-        }
-        let is_null = nulls[k / 8] & (1 << (k % 8)) != 0;
-        k += 1;
-        if is_null {
+    let mut image = Vec::with_capacity(logged.len());
+    for (k, &i) in logged.iter().enumerate() {
+        let col = &schema.columns[i];
+        if nulls[k / 8] & (1 << (k % 8)) != 0 {
             image.push((i as u32, CellValue::Null));
             continue;
         }
@@ -462,6 +502,7 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
             None => format!("@{i}"),
         };
         columns.push(ColumnSchema {
+            json_key: json_key(&name),
             name,
             kind: ColumnKind {
                 column_type,
@@ -471,11 +512,11 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
             unsigned,
         });
     }
-    Ok(TableSchema {
-        database: tme.database_name().into_owned(),
-        table: tme.table_name().into_owned(),
+    Ok(TableSchema::new(
+        tme.database_name().into_owned(),
+        tme.table_name().into_owned(),
         columns,
-    })
+    ))
 }
 
 /// Refuses column metadata shorter than the value codec indexes into.

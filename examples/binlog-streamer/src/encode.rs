@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use apache_avro::types::Value as Avro;
 use apache_avro::{GenericSingleObjectWriter, Schema};
 use base64::Engine;
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 
 use crate::decode::{RowChange, RowImage, TableSchema};
 use crate::value::{write_temporal, CellValue};
@@ -122,10 +120,7 @@ impl MessageEncoder {
     /// Appends `change` to `out` as one message.
     pub fn encode(&mut self, change: &RowChange, out: &mut MessageBuf) -> Result<(), EncodeError> {
         match self.format {
-            MessageFormat::Json => {
-                let mut ser = serde_json::Serializer::new(&mut out.data);
-                JsonMessage(change).serialize(&mut ser)?;
-            }
+            MessageFormat::Json => write_json(change, &mut out.data)?,
             MessageFormat::Avro => {
                 let (_, writer) = self.avro.as_mut().expect("avro writer");
                 let value = avro_value(change);
@@ -144,67 +139,97 @@ impl MessageEncoder {
     }
 }
 
-struct JsonMessage<'a>(&'a RowChange);
-
-impl Serialize for JsonMessage<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.0;
-        let mut m = s.serialize_map(Some(9))?;
-        m.serialize_entry("database", &c.table.database)?;
-        m.serialize_entry("table", &c.table.table)?;
-        m.serialize_entry("type", c.kind.as_str())?;
-        m.serialize_entry("ts", &c.event_time)?;
-        m.serialize_entry("file", &*c.file)?;
-        m.serialize_entry("pos", &c.pos)?;
-        m.serialize_entry("row", &c.row)?;
-        m.serialize_entry("before", &c.before.as_ref().map(|i| JsonImage(&c.table, i)))?;
-        m.serialize_entry("after", &c.after.as_ref().map(|i| JsonImage(&c.table, i)))?;
-        m.end()
-    }
+/// Writes `change` as one JSON object. Structure and keys are written directly (the
+/// keys were escaped once per table map); string values go through `serde_json`'s
+/// escaping, numbers through its formatter.
+fn write_json(c: &RowChange, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    out.push(b'{');
+    out.extend_from_slice(c.table.json_names());
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(c.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"ts\":");
+    push_u64(out, c.event_time as u64);
+    out.extend_from_slice(b",\"file\":");
+    serde_json::to_writer(&mut *out, &*c.file)?;
+    out.extend_from_slice(b",\"pos\":");
+    push_u64(out, c.pos);
+    out.extend_from_slice(b",\"row\":");
+    push_u64(out, c.row as u64);
+    out.extend_from_slice(b",\"before\":");
+    write_image(&c.table, c.before.as_ref(), out)?;
+    out.extend_from_slice(b",\"after\":");
+    write_image(&c.table, c.after.as_ref(), out)?;
+    out.push(b'}');
+    Ok(())
 }
 
-struct JsonImage<'a>(&'a TableSchema, &'a RowImage);
-
-impl Serialize for JsonImage<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.1.len()))?;
-        for (i, v) in self.1 {
-            let name = self
-                .0
-                .columns
-                .get(*i as usize)
-                .map(|c| c.name.as_str())
-                .unwrap_or("?");
-            m.serialize_entry(name, &JsonCell(v))?;
+fn write_image(
+    table: &TableSchema,
+    image: Option<&RowImage>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let Some(image) = image else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    out.push(b'{');
+    for (k, (i, v)) in image.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
         }
-        m.end()
+        match table.columns.get(*i as usize) {
+            Some(col) => out.extend_from_slice(col.json_key()),
+            None => {
+                serde_json::to_writer(&mut *out, &format!("@{i}"))?;
+                out.push(b':');
+            }
+        }
+        write_cell(v, out)?;
     }
+    out.push(b'}');
+    Ok(())
 }
 
-struct JsonCell<'a>(&'a CellValue);
-
-impl Serialize for JsonCell<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            CellValue::Null => s.serialize_unit(),
-            CellValue::Int(i) => s.serialize_i64(*i),
-            CellValue::UInt(u) => s.serialize_u64(*u),
-            CellValue::Float(f) => s.serialize_f32(*f),
-            CellValue::Double(d) => s.serialize_f64(*d),
-            CellValue::Decimal(t) | CellValue::Text(t) => s.serialize_str(t),
-            CellValue::Bytes(b) => {
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry("base64", &base64::engine::general_purpose::STANDARD.encode(b))?;
-                m.end()
+fn write_cell(v: &CellValue, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match v {
+        CellValue::Null => out.extend_from_slice(b"null"),
+        CellValue::Int(i) => {
+            if *i < 0 {
+                out.push(b'-');
             }
-            CellValue::Json(j) => j.serialize(s),
-            temporal => {
-                let mut t = String::with_capacity(32);
-                write_temporal(temporal, &mut t);
-                s.serialize_str(&t)
-            }
+            push_u64(out, i.unsigned_abs());
+        }
+        CellValue::UInt(u) => push_u64(out, *u),
+        CellValue::Float(f) => serde_json::to_writer(&mut *out, f)?,
+        CellValue::Double(d) => serde_json::to_writer(&mut *out, d)?,
+        CellValue::Decimal(t) | CellValue::Text(t) => serde_json::to_writer(&mut *out, t)?,
+        CellValue::Bytes(b) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+        CellValue::Json(j) => serde_json::to_writer(&mut *out, j)?,
+        temporal => {
+            out.push(b'"');
+            write_temporal(temporal, out);
+            out.push(b'"');
         }
     }
+    Ok(())
+}
+
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn avro_value(c: &RowChange) -> Avro {
@@ -255,9 +280,9 @@ fn avro_image(table: &TableSchema, image: Option<&RowImage>) -> Avro {
             CellValue::Bytes(b) => Avro::Union(4, Box::new(Avro::Bytes(b.clone()))),
             CellValue::Json(j) => Avro::Union(3, Box::new(Avro::String(j.to_string()))),
             temporal => {
-                let mut t = String::with_capacity(32);
+                let mut t = Vec::with_capacity(32);
                 write_temporal(temporal, &mut t);
-                Avro::Union(3, Box::new(Avro::String(t)))
+                Avro::Union(3, Box::new(Avro::String(String::from_utf8_lossy(&t).into_owned())))
             }
         };
         map.insert(name, v);
@@ -272,14 +297,14 @@ mod tests {
     use std::sync::Arc;
 
     fn change() -> RowChange {
-        let table = Arc::new(TableSchema {
-            database: "shop".into(),
-            table: "t<script>".into(),
-            columns: vec![
+        let table = Arc::new(TableSchema::new(
+            "shop".into(),
+            "t<script>".into(),
+            vec![
                 ColumnSchema::named("id", mysql_common::constants::ColumnType::MYSQL_TYPE_LONG),
                 ColumnSchema::named("v", mysql_common::constants::ColumnType::MYSQL_TYPE_BLOB),
             ],
-        });
+        ));
         RowChange {
             kind: ChangeKind::Update,
             table,

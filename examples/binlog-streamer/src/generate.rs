@@ -292,14 +292,24 @@ impl BinlogGenerator {
                 out.extend_from_slice(&v.to_le_bytes()[..3]);
             }
             (MYSQL_TYPE_BLOB, "attrs") => {
-                let body = format!(
-                    r#"{{"gift":{},"channel":"{}","items":[{},{}]}}"#,
-                    self.below(2) == 1,
-                    ["web", "app", "store"][self.below(3) as usize],
-                    self.below(1000),
-                    self.below(1000)
-                );
-                put_blob(out, body.as_bytes(), c.meta[0]);
+                // {"gift":true,"channel":"web","items":[12,345]}, built without format!.
+                let mut body = [0u8; 64];
+                let mut n = 0;
+                let mut put = |s: &[u8]| {
+                    body[n..n + s.len()].copy_from_slice(s);
+                    n += s.len();
+                };
+                put(br#"{"gift":"#);
+                put(if self.below(2) == 1 { b"true" } else { b"false" });
+                put(br#","channel":""#);
+                put([&b"web"[..], b"app", b"store"][self.below(3) as usize]);
+                put(br#"","items":["#);
+                let (a, b) = (self.below(1000), self.below(1000));
+                put(&small_number(a));
+                put(b",");
+                put(&small_number(b));
+                put(b"]}");
+                put_blob(out, &body[..n], c.meta[0]);
             }
             (MYSQL_TYPE_BLOB, _) if c.binary => {
                 let n = 16 + self.below(48) as usize;
@@ -413,6 +423,19 @@ fn table_map(table_id: u64, db: &str, table: &str, columns: &[GenColumn]) -> Vec
     }
     tlv(&mut b, 4, &names);
     b
+}
+
+/// Decimal digits of `v` (< 1000) without leading zeros.
+fn small_number(v: u64) -> Vec<u8> {
+    let mut d = Vec::with_capacity(3);
+    if v >= 100 {
+        d.push(b'0' + (v / 100) as u8);
+    }
+    if v >= 10 {
+        d.push(b'0' + (v / 10 % 10) as u8);
+    }
+    d.push(b'0' + (v % 10) as u8);
+    d
 }
 
 fn tlv(out: &mut Vec<u8>, t: u8, v: &[u8]) {

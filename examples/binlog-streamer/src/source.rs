@@ -111,6 +111,18 @@ pub enum SourceError {
 pub trait EventSource: Send {
     /// The next event; `Ok(None)` when the source is exhausted.
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError>;
+
+    /// Whether [`EventSource::next_event`] would return without waiting (a whole event is
+    /// already buffered). The pipeline hands rows over in larger chunks while this holds.
+    fn has_buffered_event(&self) -> bool {
+        false
+    }
+}
+
+/// Whether `buf` starts with a complete event (by its length field).
+fn complete_event_in(buf: &[u8]) -> bool {
+    buf.len() >= crate::frame::HEADER_LEN
+        && buf.len() >= u32::from_le_bytes([buf[9], buf[10], buf[11], buf[12]]) as usize
 }
 
 fn rotate_target(event: &Event) -> Option<(String, u64, bool)> {
@@ -268,6 +280,10 @@ impl FileSource {
 }
 
 impl EventSource for FileSource {
+    fn has_buffered_event(&self) -> bool {
+        self.buffered()
+    }
+
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError> {
         loop {
             let pos = self.buf_pos + self.start as u64;
@@ -349,6 +365,10 @@ impl EventSource for FileSource {
 }
 
 impl FileSource {
+    fn buffered(&self) -> bool {
+        complete_event_in(&self.buf[self.start..])
+    }
+
     fn seek(&mut self, to: u64) -> Result<(), SourceError> {
         use std::io::Seek;
         self.reader
@@ -432,6 +452,11 @@ impl GeneratorSource {
 }
 
 impl EventSource for GeneratorSource {
+    fn has_buffered_event(&self) -> bool {
+        complete_event_in(&self.buf[self.start..])
+            || (self.rate.is_none() && self.remaining != Some(0))
+    }
+
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError> {
         loop {
             let framed =
