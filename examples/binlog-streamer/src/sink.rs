@@ -99,14 +99,16 @@ impl SinkSpec {
             SinkSpec::Redis { url, stream } => Ok(Box::new(RedisSink::new(url, stream)?)),
             SinkSpec::File(path) => {
                 text_only(format, "file")?;
+                let io = |source| SinkError::Io {
+                    what: format!("opening {}", path.display()),
+                    source,
+                };
+                drop_partial_line(path).map_err(io)?;
                 let f = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| SinkError::Io {
-                        what: format!("opening {}", path.display()),
-                        source,
-                    })?;
+                    .map_err(io)?;
                 Ok(Box::new(FileSink {
                     path: path.clone(),
                     out: BufWriter::with_capacity(1 << 20, f),
@@ -118,6 +120,44 @@ impl SinkSpec {
             }
             SinkSpec::Null => Ok(Box::new(NullSink)),
         }
+    }
+}
+
+/// A worker killed mid-write leaves a partial last line. That batch was never
+/// acknowledged (the checkpoint did not move), so its rows come again: cut the fragment
+/// off so the first line written now does not get glued to it.
+fn drop_partial_line(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Scan back from the end in blocks for the last newline.
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        std::io::Read::read_exact(&mut f, &mut block[..n])?;
+        if end == len && block[n - 1] == b'\n' {
+            return Ok(());
+        }
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            tracing::warn!(file = %path.display(), dropped = len - keep, "dropping a partial last line (unacknowledged)");
+            return f.set_len(keep).and_then(|_| f.sync_all());
+        }
+        if start == 0 {
+            tracing::warn!(file = %path.display(), dropped = len, "dropping a partial line (unacknowledged)");
+            return f.set_len(0).and_then(|_| f.sync_all());
+        }
+        end = start;
     }
 }
 
@@ -262,5 +302,19 @@ mod tests {
             assert!(e.contains("--sink"), "{bad}: {e}");
         }
         assert!(SinkSpec::Stdout.open(MessageFormat::Avro).is_err());
+    }
+
+    #[test]
+    fn a_partial_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        std::fs::write(&p, b"{\"a\":1}\n{\"a\":2}\n{\"a\"").unwrap();
+        let mut sink = SinkSpec::File(p.clone()).open(MessageFormat::Json).unwrap();
+        sink.publish(&[]).unwrap();
+        drop(sink);
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
+        std::fs::write(&p, b"no newline at all").unwrap();
+        drop(SinkSpec::File(p.clone()).open(MessageFormat::Json).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
     }
 }

@@ -126,12 +126,32 @@ fn complete_event_in(buf: &[u8]) -> bool {
 }
 
 fn rotate_target(event: &Event) -> Option<(String, u64, bool)> {
+    rotate_target_raw(event, false)
+}
+
+fn rotate_target_raw(event: &Event, strip_checksum: bool) -> Option<(String, u64, bool)> {
     if event.header().event_type_raw() != EventType::ROTATE_EVENT as u8 {
         return None;
     }
     let r = event.read_event::<RotateEvent<'_>>().ok()?;
     let fake = event.header().timestamp() == 0 || event.header().log_pos() == 0;
-    Some((r.name().into_owned(), r.position(), fake))
+    let mut name = r.name_raw();
+    if strip_checksum && name.len() >= 4 {
+        name = &name[..name.len() - 4];
+    }
+    Some((String::from_utf8_lossy(name).into_owned(), r.position(), fake))
+}
+
+/// The fake rotate that opens a replication stream arrives before the format description,
+/// so a reader does not yet know it carries a CRC32 and leaves the checksum on the end of
+/// the file name: whether to cut it off.
+fn unread_checksum(event: &Event, server_crc: bool) -> bool {
+    use mysql_common::binlog::consts::BinlogChecksumAlg;
+    let read_with_crc = matches!(
+        event.footer().get_checksum_alg(),
+        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+    );
+    server_crc && !read_with_crc
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,6 +535,7 @@ pub struct MysqlSource {
     stream: Option<mysql::BinlogStream>,
     file: Arc<str>,
     next_pos: u64,
+    server_crc: bool,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -529,6 +550,7 @@ impl MysqlSource {
             stream: None,
             file: Arc::from(""),
             next_pos: 4,
+            server_crc: false,
             stop,
         };
         let start = src.open(src.opts.start.clone())?;
@@ -569,6 +591,10 @@ impl MysqlSource {
             conn.query_drop("SET @mariadb_slave_capability = 4")
                 .map_err(|e| err("announcing replica capabilities", e))?;
         }
+        let checksum: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.binlog_checksum")
+            .unwrap_or(None);
+        self.server_crc = checksum.as_deref() == Some("CRC32");
         let metadata: Option<String> = conn
             .query_first("SELECT @@GLOBAL.binlog_row_metadata")
             .unwrap_or(None);
@@ -652,7 +678,8 @@ impl EventSource for MysqlSource {
                 pos: log_pos.saturating_sub(size),
                 source,
             })?;
-            if let Some((next, at, fake)) = rotate_target(&event) {
+            let strip = unread_checksum(&event, self.server_crc);
+            if let Some((next, at, fake)) = rotate_target_raw(&event, strip) {
                 debug!(file = %next, pos = at, fake, "rotate");
                 let ev = SourceEvent {
                     event: Box::new(event),

@@ -78,13 +78,54 @@ pub enum CellValue {
     Json(serde_json::Value),
 }
 
+/// How the bytes of a character or blob column are text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextEncoding {
+    /// UTF-8 (`utf8mb4`, `utf8mb3`, `ascii`), or unknown: kept as text when valid UTF-8.
+    #[default]
+    Utf8,
+    /// MySQL's `latin1`, which is Windows-1252.
+    Latin1,
+    /// The `binary` character set: bytes, never text.
+    Binary,
+}
+
+impl TextEncoding {
+    /// The encoding of a MySQL/MariaDB character set (collation) id.
+    pub fn from_charset(id: u16) -> Self {
+        match id {
+            63 => TextEncoding::Binary,
+            5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => TextEncoding::Latin1,
+            _ => TextEncoding::Utf8,
+        }
+    }
+}
+
 /// Everything about a column needed to interpret its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnKind {
     /// The real type (`ENUM`/`SET` resolved from `STRING` metadata).
     pub column_type: ColumnType,
-    /// Whether a character or blob column has the binary character set.
-    pub binary: bool,
+    /// How character data of the column is encoded.
+    pub text: TextEncoding,
+}
+
+/// Windows-1252 code points for bytes 0x80-0x9F (the rest of latin1 maps to itself).
+const CP1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}', '\u{8F}',
+    '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}', '\u{178}',
+];
+
+/// Decodes MySQL `latin1` (Windows-1252) text.
+pub fn decode_latin1(b: &[u8]) -> String {
+    b.iter()
+        .map(|&x| match x {
+            0x80..=0x9f => CP1252_HIGH[(x - 0x80) as usize],
+            _ => x as char,
+        })
+        .collect()
 }
 
 impl CellValue {
@@ -154,7 +195,8 @@ impl CellValue {
                         CellValue::UInt(v)
                     }
                 }
-                _ if kind.binary => CellValue::Bytes(b),
+                _ if kind.text == TextEncoding::Binary => CellValue::Bytes(b),
+                _ if kind.text == TextEncoding::Latin1 => CellValue::Text(decode_latin1(&b)),
                 _ => match String::from_utf8(b) {
                     Ok(s) => CellValue::Text(s),
                     Err(e) => CellValue::Bytes(e.into_bytes()),
@@ -293,7 +335,7 @@ mod tests {
     fn text(kind: ColumnType) -> ColumnKind {
         ColumnKind {
             column_type: kind,
-            binary: false,
+            text: TextEncoding::Utf8,
         }
     }
 
@@ -324,8 +366,16 @@ mod tests {
         assert_eq!(dec, Ok(CellValue::Decimal("-12.50".into())));
         let bin = ColumnKind {
             column_type: ColumnType::MYSQL_TYPE_BLOB,
-            binary: true,
+            text: TextEncoding::Binary,
         };
+        let latin1 = ColumnKind {
+            column_type: ColumnType::MYSQL_TYPE_VARCHAR,
+            text: TextEncoding::from_charset(8),
+        };
+        assert_eq!(
+            CellValue::from_binlog(BinlogValue::Value(Value::Bytes(b"h\xe9 \x80".to_vec())), &latin1),
+            Ok(CellValue::Text("hé €".into()))
+        );
         assert_eq!(
             CellValue::from_binlog(BinlogValue::Value(Value::Bytes(b"ab".to_vec())), &bin),
             Ok(CellValue::Bytes(b"ab".to_vec()))
