@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mysql_common::binlog::consts::{EventType, RowsEventFlags};
 use mysql_common::binlog::events::{
-    Event, EventData, OptionalMetaExtractor, RowsEventData, TableMapEvent,
+    Event, GtidEvent, OptionalMetaExtractor, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
 };
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
@@ -245,7 +245,12 @@ impl RowDecoder {
     }
 
     /// Decodes `event`, which starts at offset `pos` of `file`.
-    pub fn decode(&mut self, event: &Event, file: &Arc<str>, pos: u64) -> Result<Decoded, DecodeError> {
+    pub fn decode(
+        &mut self,
+        event: &Event,
+        file: &Arc<str>,
+        pos: u64,
+    ) -> Result<Decoded, DecodeError> {
         let header = event.header();
         let event_type = header.event_type_raw();
         let malformed = |e: std::io::Error| DecodeError::Malformed {
@@ -276,30 +281,60 @@ impl RowDecoder {
                 other => Err(DecodeError::UnknownType(other)),
             };
         }
-        let data = event.read_data().map_err(malformed)?;
-        let Some(data) = data else {
-            return Err(DecodeError::UnknownType(event_type));
-        };
-        Ok(match data {
-            EventData::TableMapEvent(tme) => {
-                self.remember_table(&tme, event.data()).map_err(malformed)?;
+        // Only the events that matter are parsed: parsing the rest (previous-GTID sets,
+        // user variables, ...) would only widen what corrupt bytes can reach.
+        use EventType::*;
+        let event_type_known = header.event_type().unwrap_or(UNKNOWN_EVENT);
+        Ok(match event_type_known {
+            TABLE_MAP_EVENT => {
+                // Identical table maps (one per transaction) are recognised by their bytes
+                // before anything is parsed.
+                if !self.known_table_map(event.data()) {
+                    let tme = event.read_event::<TableMapEvent<'_>>().map_err(malformed)?;
+                    self.remember_table(&tme, event.data()).map_err(malformed)?;
+                }
                 Decoded::Ignored
             }
-            EventData::RowsEvent(rows) => {
+            WRITE_ROWS_EVENT_V1 | UPDATE_ROWS_EVENT_V1 | DELETE_ROWS_EVENT_V1
+            | WRITE_ROWS_EVENT | UPDATE_ROWS_EVENT | DELETE_ROWS_EVENT => {
+                let rows = match event_type_known {
+                    WRITE_ROWS_EVENT_V1 => {
+                        RowsEventData::WriteRowsEventV1(event.read_event().map_err(malformed)?)
+                    }
+                    UPDATE_ROWS_EVENT_V1 => {
+                        RowsEventData::UpdateRowsEventV1(event.read_event().map_err(malformed)?)
+                    }
+                    DELETE_ROWS_EVENT_V1 => {
+                        RowsEventData::DeleteRowsEventV1(event.read_event().map_err(malformed)?)
+                    }
+                    WRITE_ROWS_EVENT => {
+                        RowsEventData::WriteRowsEvent(event.read_event().map_err(malformed)?)
+                    }
+                    UPDATE_ROWS_EVENT => {
+                        RowsEventData::UpdateRowsEvent(event.read_event().map_err(malformed)?)
+                    }
+                    _ => RowsEventData::DeleteRowsEvent(event.read_event().map_err(malformed)?),
+                };
                 let statement_end = ends_statement(&rows);
-                let changes = self
-                    .rows(&rows, file, pos, header.timestamp())
-                    .map_err(|message| DecodeError::Malformed {
-                        event_type,
-                        message,
-                    })?;
+                let changes =
+                    self.rows(&rows, file, pos, header.timestamp())
+                        .map_err(|message| DecodeError::Malformed {
+                            event_type,
+                            message,
+                        })?;
                 Decoded::Rows {
                     changes,
                     statement_end,
                 }
             }
-            EventData::XidEvent(_) => Decoded::TransactionEnd,
-            EventData::QueryEvent(q) => {
+            PARTIAL_UPDATE_ROWS_EVENT => return Err(DecodeError::Unsupported {
+                event_type,
+                reason:
+                    "partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not decoded",
+            }),
+            XID_EVENT => Decoded::TransactionEnd,
+            QUERY_EVENT => {
+                let q = event.read_event::<QueryEvent<'_>>().map_err(malformed)?;
                 let text = q.query_raw();
                 if text.eq_ignore_ascii_case(b"BEGIN") {
                     Decoded::TransactionStart { gtid: None }
@@ -313,37 +348,50 @@ impl RowDecoder {
                     Decoded::TransactionEnd
                 }
             }
-            EventData::GtidEvent(g) => Decoded::TransactionStart {
-                gtid: Some(format!("{}:{}", uuid(&g.sid()), g.gno())),
-            },
-            EventData::RotateEvent(r) => Decoded::Rotate {
-                file: r.name().into_owned(),
-                pos: r.position(),
-                fake: header.timestamp() == 0 || header.log_pos() == 0,
-            },
-            EventData::TransactionPayloadEvent(_) => {
-                return Err(DecodeError::Unsupported {
-                    event_type,
-                    reason: "compressed transactions (binlog_transaction_compression=ON) are not decoded",
-                })
+            GTID_EVENT | GTID_TAGGED_LOG_EVENT => {
+                let g = event.read_event::<GtidEvent>().map_err(malformed)?;
+                Decoded::TransactionStart {
+                    gtid: Some(format!("{}:{}", uuid(&g.sid()), g.gno())),
+                }
             }
-            EventData::IncidentEvent(_) => {
+            ANONYMOUS_GTID_EVENT => Decoded::TransactionStart { gtid: None },
+            ROTATE_EVENT => {
+                let r = event.read_event::<RotateEvent<'_>>().map_err(malformed)?;
+                Decoded::Rotate {
+                    file: r.name().into_owned(),
+                    pos: r.position(),
+                    fake: header.timestamp() == 0 || header.log_pos() == 0,
+                }
+            }
+            TRANSACTION_PAYLOAD_EVENT => return Err(DecodeError::Unsupported {
+                event_type,
+                reason:
+                    "compressed transactions (binlog_transaction_compression=ON) are not decoded",
+            }),
+            INCIDENT_EVENT => {
                 return Err(DecodeError::Unsupported {
                     event_type,
                     reason: "the server logged an incident: changes may be missing from the binlog",
                 })
             }
+            UNKNOWN_EVENT | ENUM_END_EVENT => return Err(DecodeError::UnknownType(event_type)),
             _ => Decoded::Ignored,
         })
     }
 
+    fn known_table_map(&self, raw: &[u8]) -> bool {
+        if raw.len() < 6 {
+            return false;
+        }
+        let mut id = [0u8; 8];
+        id[..6].copy_from_slice(&raw[..6]);
+        self.tables
+            .get(&u64::from_le_bytes(id))
+            .is_some_and(|t| t.raw == raw)
+    }
+
     fn remember_table(&mut self, tme: &TableMapEvent<'_>, raw: &[u8]) -> std::io::Result<()> {
         let id = tme.table_id();
-        if let Some(cached) = self.tables.get(&id) {
-            if cached.raw == raw {
-                return Ok(());
-            }
-        }
         let schema = Arc::new(table_schema(tme)?);
         self.tables.insert(
             id,
@@ -367,17 +415,19 @@ impl RowDecoder {
             return Err(DecodeError::NoTableMap(table_id).to_string());
         };
         let schema = &table.schema;
-        let (kind, data) = match rows {
-            RowsEventData::WriteRowsEventV1(e) => (ChangeKind::Insert, e.rows_data()),
-            RowsEventData::WriteRowsEvent(e) => (ChangeKind::Insert, e.rows_data()),
-            RowsEventData::UpdateRowsEventV1(e) => (ChangeKind::Update, e.rows_data()),
-            RowsEventData::UpdateRowsEvent(e) => (ChangeKind::Update, e.rows_data()),
-            RowsEventData::DeleteRowsEventV1(e) => (ChangeKind::Delete, e.rows_data()),
-            RowsEventData::DeleteRowsEvent(e) => (ChangeKind::Delete, e.rows_data()),
-            RowsEventData::PartialUpdateRowsEvent(_) => {
-                return Err("partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not decoded".into())
-            }
-        };
+        let (kind, data) =
+            match rows {
+                RowsEventData::WriteRowsEventV1(e) => (ChangeKind::Insert, e.rows_data()),
+                RowsEventData::WriteRowsEvent(e) => (ChangeKind::Insert, e.rows_data()),
+                RowsEventData::UpdateRowsEventV1(e) => (ChangeKind::Update, e.rows_data()),
+                RowsEventData::UpdateRowsEvent(e) => (ChangeKind::Update, e.rows_data()),
+                RowsEventData::DeleteRowsEventV1(e) => (ChangeKind::Delete, e.rows_data()),
+                RowsEventData::DeleteRowsEvent(e) => (ChangeKind::Delete, e.rows_data()),
+                RowsEventData::PartialUpdateRowsEvent(_) => return Err(
+                    "partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not decoded"
+                        .into(),
+                ),
+            };
         let n = rows.num_columns() as usize;
         if n != schema.columns.len() {
             return Err(format!(
@@ -398,6 +448,7 @@ impl RowDecoder {
         let mut out = Vec::new();
         let mut row = 0u32;
         while !buf.is_empty() {
+            let left = buf.len();
             let before = match &before_cols {
                 Some(cols) => Some(read_image(&mut buf, schema, cols)?),
                 None => None,
@@ -406,6 +457,10 @@ impl RowDecoder {
                 Some(cols) => Some(read_image(&mut buf, schema, cols)?),
                 None => None,
             };
+            if buf.len() == left {
+                // An image of no columns reads no bytes: the rest would loop forever.
+                return Err("rows event logs no columns".into());
+            }
             out.push(RowChange {
                 kind,
                 table: schema.clone(),
@@ -425,16 +480,16 @@ impl RowDecoder {
 /// Whether a rows event carries the end-of-statement flag (a safe point when rows are
 /// logged outside a transaction).
 fn ends_statement(rows: &RowsEventData<'_>) -> bool {
-        let flags = match rows {
-            RowsEventData::WriteRowsEventV1(e) => e.flags(),
-            RowsEventData::WriteRowsEvent(e) => e.flags(),
-            RowsEventData::UpdateRowsEventV1(e) => e.flags(),
-            RowsEventData::UpdateRowsEvent(e) => e.flags(),
-            RowsEventData::DeleteRowsEventV1(e) => e.flags(),
-            RowsEventData::DeleteRowsEvent(e) => e.flags(),
-            RowsEventData::PartialUpdateRowsEvent(e) => e.flags(),
-        };
-        flags.contains(RowsEventFlags::STMT_END)
+    let flags = match rows {
+        RowsEventData::WriteRowsEventV1(e) => e.flags(),
+        RowsEventData::WriteRowsEvent(e) => e.flags(),
+        RowsEventData::UpdateRowsEventV1(e) => e.flags(),
+        RowsEventData::UpdateRowsEvent(e) => e.flags(),
+        RowsEventData::DeleteRowsEventV1(e) => e.flags(),
+        RowsEventData::DeleteRowsEvent(e) => e.flags(),
+        RowsEventData::PartialUpdateRowsEvent(e) => e.flags(),
+    };
+    flags.contains(RowsEventFlags::STMT_END)
 }
 
 /// Indexes of the set bits among the first `n`.
@@ -472,7 +527,12 @@ fn read_image<'a>(
             continue;
         }
         let value: BinlogValue<'_> = buf
-            .parse((col.kind.column_type, col.meta.as_slice(), col.unsigned, false))
+            .parse((
+                col.kind.column_type,
+                col.meta.as_slice(),
+                col.unsigned,
+                false,
+            ))
             .map_err(|e| format!("column {} ({}): {e}", col.name, i))?;
         let cell = CellValue::from_binlog(value, &col.kind)
             .map_err(|e| format!("column {} ({}): {e}", col.name, i))?;
@@ -593,11 +653,24 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
 fn check_metadata(t: ColumnType, meta: &[u8]) -> Result<(), String> {
     use ColumnType::*;
     let need = match t {
-        MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_ENUM | MYSQL_TYPE_SET | MYSQL_TYPE_BIT
-        | MYSQL_TYPE_STRING | MYSQL_TYPE_VARCHAR => 2,
-        MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIME2 | MYSQL_TYPE_BLOB
-        | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB
-        | MYSQL_TYPE_GEOMETRY | MYSQL_TYPE_JSON | MYSQL_TYPE_DOUBLE | MYSQL_TYPE_FLOAT
+        MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING => 2,
+        MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_JSON
+        | MYSQL_TYPE_DOUBLE
+        | MYSQL_TYPE_FLOAT
         | MYSQL_TYPE_VECTOR => 1,
         MYSQL_TYPE_TYPED_ARRAY => {
             return Err("typed arrays (multi-valued indexes) are not decoded".into())
@@ -608,6 +681,22 @@ fn check_metadata(t: ColumnType, meta: &[u8]) -> Result<(), String> {
         return Err(format!(
             "{t:?} needs {need} metadata bytes, table map has {}",
             meta.len()
+        ));
+    }
+    if t == MYSQL_TYPE_NEWDECIMAL {
+        let (precision, scale) = (meta[0], meta[1]);
+        if precision == 0 || precision > 65 || scale > 38 || scale > precision {
+            return Err(format!("DECIMAL({precision},{scale}) is impossible"));
+        }
+    }
+    if matches!(
+        t,
+        MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIME2
+    ) && meta[0] > 6
+    {
+        return Err(format!(
+            "{t:?} with {} fractional digits is impossible",
+            meta[0]
         ));
     }
     Ok(())

@@ -205,7 +205,11 @@ fn write_cell(v: &CellValue, out: &mut Vec<u8>) -> Result<(), serde_json::Error>
         CellValue::Decimal(t) | CellValue::Text(t) => serde_json::to_writer(&mut *out, t)?,
         CellValue::Bytes(b) => {
             out.extend_from_slice(b"{\"base64\":\"");
-            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
             out.extend_from_slice(b"\"}");
         }
         CellValue::Json(j) => serde_json::to_writer(&mut *out, j)?,
@@ -282,7 +286,10 @@ fn avro_image(table: &TableSchema, image: Option<&RowImage>) -> Avro {
             temporal => {
                 let mut t = Vec::with_capacity(32);
                 write_temporal(temporal, &mut t);
-                Avro::Union(3, Box::new(Avro::String(String::from_utf8_lossy(&t).into_owned())))
+                Avro::Union(
+                    3,
+                    Box::new(Avro::String(String::from_utf8_lossy(&t).into_owned())),
+                )
             }
         };
         map.insert(name, v);
@@ -308,8 +315,14 @@ mod tests {
         RowChange {
             kind: ChangeKind::Update,
             table,
-            before: Some(vec![(0, CellValue::Int(1)), (1, CellValue::Bytes(vec![0, 255]))]),
-            after: Some(vec![(0, CellValue::Int(1)), (1, CellValue::Text("\"q\"".into()))]),
+            before: Some(vec![
+                (0, CellValue::Int(1)),
+                (1, CellValue::Bytes(vec![0, 255])),
+            ]),
+            after: Some(vec![
+                (0, CellValue::Int(1)),
+                (1, CellValue::Text("\"q\"".into())),
+            ]),
             file: Arc::from("mysql-bin.000001"),
             pos: 420,
             row: 2,

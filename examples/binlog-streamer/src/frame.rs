@@ -8,7 +8,7 @@
 //! more bytes", never a panic.
 
 use mysql_common::binlog::consts::{BinlogChecksumAlg, BinlogVersion, EventFlags, EventType};
-use mysql_common::binlog::events::{Event, FormatDescriptionEvent};
+use mysql_common::binlog::events::{BinlogEventFooter, Event, FormatDescriptionEvent};
 
 /// Length of a v4 event header.
 pub const HEADER_LEN: usize = 19;
@@ -144,34 +144,19 @@ impl EventFramer {
     }
 }
 
-/// Whether a raw format description event announces CRC32 checksums.
-///
-/// Servers older than 5.6.1 write no algorithm byte; every server this tool targets does.
+/// Whether a raw format description event announces CRC32 checksums, decided exactly as
+/// `mysql_common` will when it reads the event (servers before 5.6.1 write no algorithm
+/// byte), so the framer and the parser never disagree about where the checksum is.
 fn fde_checksum_alg(raw: &[u8]) -> Result<bool, FrameError> {
-    let version = &raw[HEADER_LEN + 2..HEADER_LEN + 52];
-    let end = version.iter().position(|&b| b == 0).unwrap_or(version.len());
-    let version = std::str::from_utf8(&version[..end]).unwrap_or("");
-    let mut parts = version
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let v = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    if v < (5, 6, 1) {
-        return Ok(false);
-    }
-    if raw.len() < HEADER_LEN + FDE_FIXED_LEN + 1 + CHECKSUM_LEN {
-        return Err(FrameError::Malformed {
+    let footer =
+        BinlogEventFooter::read(&raw[HEADER_LEN..]).map_err(|e| FrameError::Malformed {
             event_type: EventType::FORMAT_DESCRIPTION_EVENT as u8,
-            message: "format description too short for its checksum algorithm".into(),
-        });
-    }
-    match raw[raw.len() - CHECKSUM_LEN - 1] {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(FrameError::UnknownChecksum(other)),
+            message: e.to_string(),
+        })?;
+    match footer.get_checksum_alg() {
+        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) => Err(FrameError::UnknownChecksum(e.0)),
     }
 }
 
@@ -243,7 +228,10 @@ mod tests {
             Err(FrameError::BadLength { size: 3, .. })
         ));
         header[9..13].copy_from_slice(&(u32::MAX).to_le_bytes());
-        assert!(matches!(f.frame(&header), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            f.frame(&header),
+            Err(FrameError::BadLength { .. })
+        ));
         header[9..13].copy_from_slice(&100u32.to_le_bytes());
         assert!(matches!(f.frame(&header).unwrap(), Framed::NeedMore));
     }

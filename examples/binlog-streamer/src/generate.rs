@@ -97,7 +97,9 @@ const CUSTOMERS: &[GenColumn] = &[
 ];
 
 const STATUSES: &[&str] = &["new", "paid", "packed", "shipped", "delivered", "returned"];
-const NAMES: &[&str] = &["Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances"];
+const NAMES: &[&str] = &[
+    "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances",
+];
 
 /// Writes an endless, deterministic binlog (starting after the 4-byte file magic).
 pub struct BinlogGenerator {
@@ -254,7 +256,9 @@ impl BinlogGenerator {
             (MYSQL_TYPE_LONG, _) => {
                 out.extend_from_slice(&(self.below(100_000) as i32 - 1000).to_le_bytes())
             }
-            (MYSQL_TYPE_SHORT, _) => out.extend_from_slice(&(1 + self.below(50) as i16).to_le_bytes()),
+            (MYSQL_TYPE_SHORT, _) => {
+                out.extend_from_slice(&(1 + self.below(50) as i16).to_le_bytes())
+            }
             (MYSQL_TYPE_DOUBLE, _) => {
                 let v = (self.below(1_000_000) as f64) / 100.0 + 0.25;
                 out.extend_from_slice(&v.to_le_bytes())
@@ -268,16 +272,16 @@ impl BinlogGenerator {
                 put_varchar(out, s.as_bytes(), c.meta);
             }
             (MYSQL_TYPE_VARCHAR, _) => {
-                let s = format!(
-                    "{} #{}",
-                    NAMES[self.below(NAMES.len() as u64) as usize],
-                    id
-                );
+                let s = format!("{} #{}", NAMES[self.below(NAMES.len() as u64) as usize], id);
                 put_varchar(out, s.as_bytes(), c.meta);
             }
             (MYSQL_TYPE_DATETIME2, _) => {
                 let secs = self.timestamp as i64 - self.below(86_400 * 365) as i64;
-                let micros = if c.meta[0] > 0 { self.below(1_000_000) as u32 } else { 0 };
+                let micros = if c.meta[0] > 0 {
+                    self.below(1_000_000) as u32
+                } else {
+                    0
+                };
                 encode_datetime2(out, secs, micros, c.meta[0]);
             }
             (MYSQL_TYPE_TIMESTAMP2, _) => {
@@ -300,7 +304,11 @@ impl BinlogGenerator {
                     n += s.len();
                 };
                 put(br#"{"gift":"#);
-                put(if self.below(2) == 1 { b"true" } else { b"false" });
+                put(if self.below(2) == 1 {
+                    b"true"
+                } else {
+                    b"false"
+                });
                 put(br#","channel":""#);
                 put([&b"web"[..], b"app", b"store"][self.below(3) as usize]);
                 put(br#"","items":["#);
@@ -320,8 +328,12 @@ impl BinlogGenerator {
                 }
             }
             (MYSQL_TYPE_BLOB, _) => {
-                let note = ["leave at the door", "call first <b>twice</b>", "fragile & heavy", "\"gift\" wrap"]
-                    [self.below(4) as usize];
+                let note = [
+                    "leave at the door",
+                    "call first <b>twice</b>",
+                    "fragile & heavy",
+                    "\"gift\" wrap",
+                ][self.below(4) as usize];
                 put_blob(out, note.as_bytes(), c.meta[0]);
             }
             (t, n) => unreachable!("generator has no encoder for {n} ({t:?})"),
@@ -388,7 +400,10 @@ fn table_map(table_id: u64, db: &str, table: &str, columns: &[GenColumn]) -> Vec
     for c in columns {
         b.push(c.column_type as u8);
     }
-    let meta: Vec<u8> = columns.iter().flat_map(|c| c.meta.iter().copied()).collect();
+    let meta: Vec<u8> = columns
+        .iter()
+        .flat_map(|c| c.meta.iter().copied())
+        .collect();
     put_lenenc(&mut b, meta.len() as u64);
     b.extend_from_slice(&meta);
     let mut nulls = vec![0u8; columns.len().div_ceil(8)];
@@ -591,7 +606,12 @@ mod tests {
         assert_eq!(rows.len(), n);
         let orders: Vec<_> = rows.iter().filter(|r| r.table.table == "orders").collect();
         assert!(!orders.is_empty());
-        let names: Vec<&str> = orders[0].table.columns.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = orders[0]
+            .table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         assert_eq!(names[..4], ["id", "customer_id", "status", "amount"]);
         let any = |pred: &dyn Fn(&CellValue) -> bool| {
             rows.iter()
@@ -599,8 +619,12 @@ mod tests {
                 .flatten()
                 .any(|(_, v)| pred(v))
         };
-        assert!(any(&|v| matches!(v, CellValue::Decimal(s) if s.contains('.'))));
-        assert!(any(&|v| matches!(v, CellValue::Timestamp { micros, .. } if *micros > 0)));
+        assert!(any(
+            &|v| matches!(v, CellValue::Decimal(s) if s.contains('.'))
+        ));
+        assert!(any(
+            &|v| matches!(v, CellValue::Timestamp { micros, .. } if *micros > 0)
+        ));
         assert!(any(&|v| matches!(v, CellValue::DateTime { .. })));
         assert!(any(&|v| matches!(v, CellValue::Date { .. })));
         assert!(any(&|v| matches!(v, CellValue::Bytes(_))));
@@ -639,7 +663,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             got,
-            BinlogValue::Value(mysql_common::value::Value::Date(2023, 11, 14, 22, 13, 20, 123_456))
+            BinlogValue::Value(mysql_common::value::Value::Date(
+                2023, 11, 14, 22, 13, 20, 123_456
+            ))
         );
     }
 

@@ -236,7 +236,9 @@ fn read_loop(
                 changes,
                 statement_end,
             }) => {
-                metrics.rows_decoded.fetch_add(changes.len() as u64, Relaxed);
+                metrics
+                    .rows_decoded
+                    .fetch_add(changes.len() as u64, Relaxed);
                 pending.event_time = ev.event.header().timestamp();
                 for change in &changes {
                     if let Err(source) = encoder.encode(change, &mut pending.messages) {

@@ -130,7 +130,9 @@ impl CheckpointFile {
         drop(f);
         fs::rename(&tmp, &self.path).map_err(io)?;
         // The rename is durable only once the directory entry is.
-        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(())
     }
 }

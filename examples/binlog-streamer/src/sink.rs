@@ -245,7 +245,10 @@ impl Sink for FileSink {
             }
         }
         self.out.flush().map_err(|e| io(&self.path, e))?;
-        self.out.get_ref().sync_data().map_err(|e| io(&self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| io(&self.path, e))?;
         Ok(())
     }
 }

@@ -139,7 +139,11 @@ fn rotate_target_raw(event: &Event, strip_checksum: bool) -> Option<(String, u64
     if strip_checksum && name.len() >= 4 {
         name = &name[..name.len() - 4];
     }
-    Some((String::from_utf8_lossy(name).into_owned(), r.position(), fake))
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        r.position(),
+        fake,
+    ))
 }
 
 /// The fake rotate that opens a replication stream arrives before the format description,
@@ -367,7 +371,9 @@ impl EventSource for FileSource {
                     }
                     let need = if have >= 13 {
                         u32::from_le_bytes(
-                            self.buf[self.start + 9..self.start + 13].try_into().unwrap(),
+                            self.buf[self.start + 9..self.start + 13]
+                                .try_into()
+                                .unwrap(),
                         ) as usize
                     } else {
                         crate::frame::HEADER_LEN
@@ -479,14 +485,14 @@ impl EventSource for GeneratorSource {
 
     fn next_event(&mut self) -> Result<Option<SourceEvent>, SourceError> {
         loop {
-            let framed =
-                self.framer
-                    .frame(&self.buf[self.start..])
-                    .map_err(|source| SourceError::Frame {
-                        file: self.file.to_string(),
-                        pos: self.pos,
-                        source,
-                    })?;
+            let framed = self
+                .framer
+                .frame(&self.buf[self.start..])
+                .map_err(|source| SourceError::Frame {
+                    file: self.file.to_string(),
+                    pos: self.pos,
+                    source,
+                })?;
             match framed {
                 Framed::Event(event, n) => {
                     self.start += n;
@@ -569,9 +575,8 @@ impl MysqlSource {
     fn open(&mut self, start: Option<BinlogPosition>) -> Result<BinlogPosition, SourceError> {
         let url = self.redacted_url();
         let err = |what: &str, e: mysql::Error| SourceError::Server(format!("{url}: {what}: {e}"));
-        let opts = mysql::Opts::from_url(&self.opts.url).map_err(|e| {
-            SourceError::Server(format!("{url}: bad URL: {e}"))
-        })?;
+        let opts = mysql::Opts::from_url(&self.opts.url)
+            .map_err(|e| SourceError::Server(format!("{url}: bad URL: {e}")))?;
         let mut conn = mysql::Conn::new(opts).map_err(|e| err("connecting", e))?;
         let format: Option<String> = conn
             .query_first("SELECT @@GLOBAL.binlog_format")
@@ -606,7 +611,9 @@ impl MysqlSource {
         }
         let start = match start {
             Some(s) => s,
-            None => current_position(&mut conn).map_err(|e| err("reading the binlog position", e))?,
+            None => {
+                current_position(&mut conn).map_err(|e| err("reading the binlog position", e))?
+            }
         };
         info!(server = %url, %version, position = %start, "requesting binlog");
         let request = mysql::BinlogRequest::new(self.opts.server_id)

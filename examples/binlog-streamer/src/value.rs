@@ -139,9 +139,10 @@ impl CellValue {
                     .map(CellValue::Json)
                     .map_err(|e| format!("JSON value: {e}"))
             }
-            BinlogValue::JsonDiff(_) => {
-                return Err("partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not supported".into())
-            }
+            BinlogValue::JsonDiff(_) => return Err(
+                "partial JSON updates (binlog_row_value_options=PARTIAL_JSON) are not supported"
+                    .into(),
+            ),
         };
         Ok(match value {
             Value::NULL => CellValue::Null,
@@ -373,7 +374,10 @@ mod tests {
             text: TextEncoding::from_charset(8),
         };
         assert_eq!(
-            CellValue::from_binlog(BinlogValue::Value(Value::Bytes(b"h\xe9 \x80".to_vec())), &latin1),
+            CellValue::from_binlog(
+                BinlogValue::Value(Value::Bytes(b"h\xe9 \x80".to_vec())),
+                &latin1
+            ),
             Ok(CellValue::Text("hé €".into()))
         );
         assert_eq!(

@@ -31,10 +31,12 @@ fn live_stream_decodes_every_type_in_order_and_the_file_reader_agrees() {
     c.query_drop("CREATE DATABASE shop").unwrap();
     c.query_drop(ALL_TYPES).unwrap();
     c.query_drop(FIRST_ROW).unwrap();
-    c.query_drop("INSERT INTO shop.all_types (id) VALUES (NULL)").unwrap();
+    c.query_drop("INSERT INTO shop.all_types (id) VALUES (NULL)")
+        .unwrap();
     c.query_drop("UPDATE shop.all_types SET vc = 'changed', de = 0.5 WHERE id = 1")
         .unwrap();
-    c.query_drop("DELETE FROM shop.all_types WHERE id = 2").unwrap();
+    c.query_drop("DELETE FROM shop.all_types WHERE id = 2")
+        .unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let live = out.path().join("live.jsonl");
@@ -52,9 +54,11 @@ fn live_stream_decodes_every_type_in_order_and_the_file_reader_agrees() {
     ])
     .spawn()
     .unwrap();
-    wait_until("4 rows from the live stream", Duration::from_secs(30), || {
-        read_lines(&live).len() >= 4
-    });
+    wait_until(
+        "4 rows from the live stream",
+        Duration::from_secs(30),
+        || read_lines(&live).len() >= 4,
+    );
     let (ok, stderr) = terminate(child);
     assert!(ok, "worker failed: {stderr}");
     assert!(stderr.contains("binlog-streamer: 4 events"), "{stderr}");
@@ -106,8 +110,10 @@ fn live_stream_decodes_every_type_in_order_and_the_file_reader_agrees() {
     );
 
     // A server logging statements instead of rows is refused with a clear reason.
-    c.query_drop("SET GLOBAL binlog_format = 'STATEMENT'").unwrap();
-    let (ok, _, stderr) = run_worker(&["--source", &db.url(), "--sink", "null", "--profile-hz", "0"]);
+    c.query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
+        .unwrap();
+    let (ok, _, stderr) =
+        run_worker(&["--source", &db.url(), "--sink", "null", "--profile-hz", "0"]);
     assert!(!ok);
     assert!(stderr.contains("binlog_format=ROW"), "{stderr}");
 }
@@ -167,21 +173,30 @@ fn sigkill_mid_stream_and_restart_loses_no_row() {
     first.wait().unwrap();
     let at_kill = read_lines(&sink).len();
     let checkpoint: Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
-    assert!(checkpoint["position"]["pos"].as_u64().unwrap() > 4, "{checkpoint}");
+    assert!(
+        checkpoint["position"]["pos"].as_u64().unwrap() > 4,
+        "{checkpoint}"
+    );
 
     let second = worker(&args).spawn().unwrap();
     writer.join().unwrap();
     let mut seen: HashMap<i64, usize> = HashMap::new();
-    wait_until("every row after the restart", Duration::from_secs(90), || {
-        seen.clear();
-        for r in read_lines(&sink) {
-            *seen.entry(r["after"]["id"].as_i64().unwrap()).or_default() += 1;
-        }
-        seen.len() >= ROWS
-    });
+    wait_until(
+        "every row after the restart",
+        Duration::from_secs(90),
+        || {
+            seen.clear();
+            for r in read_lines(&sink) {
+                *seen.entry(r["after"]["id"].as_i64().unwrap()).or_default() += 1;
+            }
+            seen.len() >= ROWS
+        },
+    );
     let (ok, stderr) = terminate(second);
     assert!(ok, "{stderr}");
-    let missing: Vec<usize> = (1..=ROWS).filter(|id| !seen.contains_key(&(*id as i64))).collect();
+    let missing: Vec<usize> = (1..=ROWS)
+        .filter(|id| !seen.contains_key(&(*id as i64)))
+        .collect();
     assert!(missing.is_empty(), "missing rows: {missing:?}");
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     eprintln!("killed after {at_kill} lines; {duplicates} rows delivered twice (allowed)");
@@ -213,8 +228,11 @@ fn follow_tails_the_binlog_the_server_is_writing_across_a_rotate() {
     c.query_drop("CREATE TABLE shop.t (id INT PRIMARY KEY, note TEXT)")
         .unwrap();
     for i in 1..=50 {
-        c.exec_drop("INSERT INTO shop.t VALUES (?, REPEAT('x', ?))", (i, i * 100))
-            .unwrap();
+        c.exec_drop(
+            "INSERT INTO shop.t VALUES (?, REPEAT('x', ?))",
+            (i, i * 100),
+        )
+        .unwrap();
     }
     wait_until("50 rows while following", Duration::from_secs(30), || {
         read_lines(&sink).len() >= 50
@@ -230,7 +248,10 @@ fn follow_tails_the_binlog_the_server_is_writing_across_a_rotate() {
     let (ok, stderr) = terminate(child);
     assert!(ok, "{stderr}");
     let rows = read_lines(&sink);
-    let ids: Vec<i64> = rows.iter().map(|r| r["after"]["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["after"]["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, (1..=60).collect::<Vec<_>>());
     assert_eq!(rows[59]["file"], "mysql-bin.000002");
     assert_eq!(rows[10]["after"]["note"].as_str().unwrap().len(), 1100);

@@ -85,7 +85,10 @@ impl MariaDb {
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=32M")
             .arg("--innodb-log-file-size=16M")
-            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("error.log").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if root_user {
@@ -118,7 +121,9 @@ impl MariaDb {
 
     fn root(&self) -> mysql::Result<mysql::Conn> {
         let opts = mysql::OptsBuilder::new()
-            .socket(Some(self.dir.path().join("sock").to_string_lossy().into_owned()))
+            .socket(Some(
+                self.dir.path().join("sock").to_string_lossy().into_owned(),
+            ))
             .user(Some("root"));
         mysql::Conn::new(opts)
     }
