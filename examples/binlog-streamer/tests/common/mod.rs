@@ -152,11 +152,15 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts `redis-server` and waits for PONG.
+    /// Starts `redis-server` on a free port and waits for PONG.
     pub fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` and waits for PONG.
+    pub fn start_on(port: u16) -> Redis {
         let server = find("redis-server", "redis-server");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let proc = Proc(
             Command::new(server)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
