@@ -1,4 +1,6 @@
-//! `stackwatch`: the collector and dashboard server.
+//! `stackwatch`: the collector and dashboard server, and the demo.
+
+mod demo;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,12 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Start three profiled binlog-streamer workers (two main, one canary), the collector
+    /// and the dashboard: see it all with nothing to set up.
+    Demo(demo::DemoArgs),
+    /// Run a binlog-streamer worker (what the demo starts; see `binlog-streamer --help`).
+    #[command(hide = true)]
+    Worker(binlog_streamer::cli::WorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +50,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => demo::run(args)?,
+        Command::Worker(args) => match binlog_streamer::cli::run(args) {
+            Ok(summary) => eprintln!("{summary}"),
+            Err(e) => {
+                eprintln!("binlog-streamer: error: {e}");
+                std::process::exit(1);
+            }
+        },
         Command::Server {
             config,
             listen,

@@ -105,7 +105,12 @@ fn table(sink_label: &str, sink: &str, events: u64, rounds: u64) {
         for k in 0..MODES.len() {
             let i = (k + round as usize) % MODES.len();
             let (rate, s) = run_child(MODES[i], sink, events);
-            eprintln!("  round {} {:>16} {:>12.0} events/s", round + 1, MODES[i], rate);
+            eprintln!(
+                "  round {} {:>16} {:>12.0} events/s",
+                round + 1,
+                MODES[i],
+                rate
+            );
             rates[i].push(rate);
             samples[i] = samples[i].max(s);
         }
@@ -116,7 +121,10 @@ fn table(sink_label: &str, sink: &str, events: u64, rounds: u64) {
     println!("|---|---|---|---|---|");
     for (i, mode) in MODES.iter().enumerate() {
         let m = median(&mut rates[i].clone());
-        let runs: Vec<String> = rates[i].iter().map(|r| format!("{:.0}k", r / 1000.0)).collect();
+        let runs: Vec<String> = rates[i]
+            .iter()
+            .map(|r| format!("{:.0}k", r / 1000.0))
+            .collect();
         println!(
             "| {mode} | {:.0} | {} | {:+.1}% | {} |",
             m,
@@ -138,7 +146,12 @@ fn main() {
         return;
     }
     let rounds = env_num("BENCH_ROUNDS", 3);
-    table("null sink", "null", env_num("BENCH_EVENTS", 3_000_000), rounds);
+    table(
+        "null sink",
+        "null",
+        env_num("BENCH_EVENTS", 3_000_000),
+        rounds,
+    );
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -146,11 +159,22 @@ fn main() {
         .unwrap()
         .port();
     let redis = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn();
     let Ok(mut redis) = redis else {
-        eprintln!("redis-server not found: skipping the Redis table (apt-get install redis-server)");
+        eprintln!(
+            "redis-server not found: skipping the Redis table (apt-get install redis-server)"
+        );
         return;
     };
     std::thread::sleep(Duration::from_millis(500));

@@ -18,7 +18,9 @@
 //! | [`pipeline`] | batching, acknowledgement, checkpoints |
 //! | [`position`] | positions and the checkpoint file |
 //! | [`metrics`] / [`http`] | `/metrics` and the profiling endpoints |
+//! | [`cli`] | the command's flags and `run` |
 
+pub mod cli;
 pub mod decode;
 pub mod encode;
 pub mod frame;

@@ -59,11 +59,19 @@ fn a_corrupt_byte_is_a_checksum_error_at_its_position_and_the_checkpoint_stays()
     ]);
     assert!(!ok, "must exit non-zero");
     assert!(
-        stderr.contains(&format!("generated-bin.000001:{victim}")) && stderr.contains("checksum mismatch"),
+        stderr.contains(&format!("generated-bin.000001:{victim}"))
+            && stderr.contains("checksum mismatch"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read_to_string(&cp).unwrap(), before, "checkpoint untouched");
-    assert!(stdout.is_empty(), "nothing published past a bad event: {stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&cp).unwrap(),
+        before,
+        "checkpoint untouched"
+    );
+    assert!(
+        stdout.is_empty(),
+        "nothing published past a bad event: {stdout}"
+    );
 }
 
 #[test]
@@ -74,20 +82,47 @@ fn truncated_files_and_impossible_lengths_are_errors_without_follow() {
     let offsets = event_offsets(&bytes);
     let cut = offsets[offsets.len() - 2] + 10;
     std::fs::write(&bin, &bytes[..cut]).unwrap();
-    let (ok, _, stderr) = run_worker(&["--source", &file_arg(&bin), "--sink", "null", "--profile-hz", "0"]);
+    let (ok, _, stderr) = run_worker(&[
+        "--source",
+        &file_arg(&bin),
+        "--sink",
+        "null",
+        "--profile-hz",
+        "0",
+    ]);
     assert!(!ok);
-    assert!(stderr.contains("file ends inside an event") && stderr.contains("--follow"), "{stderr}");
+    assert!(
+        stderr.contains("file ends inside an event") && stderr.contains("--follow"),
+        "{stderr}"
+    );
 
     let mut bad = bytes.clone();
     let at = offsets[3];
     bad[at + 9..at + 13].copy_from_slice(&7u32.to_le_bytes());
     std::fs::write(&bin, &bad).unwrap();
-    let (ok, _, stderr) = run_worker(&["--source", &file_arg(&bin), "--sink", "null", "--profile-hz", "0"]);
+    let (ok, _, stderr) = run_worker(&[
+        "--source",
+        &file_arg(&bin),
+        "--sink",
+        "null",
+        "--profile-hz",
+        "0",
+    ]);
     assert!(!ok);
-    assert!(stderr.contains(&format!(":{at}: event length 7 is impossible")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(":{at}: event length 7 is impossible")),
+        "{stderr}"
+    );
 
     std::fs::write(&bin, b"GIF89a not a binlog").unwrap();
-    let (ok, _, stderr) = run_worker(&["--source", &file_arg(&bin), "--sink", "null", "--profile-hz", "0"]);
+    let (ok, _, stderr) = run_worker(&[
+        "--source",
+        &file_arg(&bin),
+        "--sink",
+        "null",
+        "--profile-hz",
+        "0",
+    ]);
     assert!(!ok);
     assert!(stderr.contains("not a binlog file"), "{stderr}");
 }
@@ -115,10 +150,19 @@ fn unknown_event_types_stop_the_worker_unless_skip_unknown() {
     with_unknown.extend_from_slice(&bytes[at..]);
     std::fs::write(&bin, &with_unknown).unwrap();
 
-    let (ok, stdout, stderr) = run_worker(&["--source", &file_arg(&bin), "--sink", "stdout", "--profile-hz", "0"]);
+    let (ok, stdout, stderr) = run_worker(&[
+        "--source",
+        &file_arg(&bin),
+        "--sink",
+        "stdout",
+        "--profile-hz",
+        "0",
+    ]);
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("generated-bin.000001:{at}")) && stderr.contains("unknown event type 200") && stderr.contains("--skip-unknown"),
+        stderr.contains(&format!("generated-bin.000001:{at}"))
+            && stderr.contains("unknown event type 200")
+            && stderr.contains("--skip-unknown"),
         "{stderr}"
     );
     assert!(stdout.is_empty());
@@ -160,7 +204,10 @@ fn follow_waits_for_the_rest_of_a_half_written_event() {
     .spawn()
     .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    assert!(child.try_wait().unwrap().is_none(), "still waiting, not failed");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still waiting, not failed"
+    );
     // The rest arrives in two writes, the second splitting an event body.
     let mut f = std::fs::OpenOptions::new().append(true).open(&bin).unwrap();
     let mid = cut + (bytes.len() - cut) / 2;
@@ -169,7 +216,9 @@ fn follow_waits_for_the_rest_of_a_half_written_event() {
     std::thread::sleep(Duration::from_millis(100));
     f.write_all(&bytes[mid..]).unwrap();
     f.flush().unwrap();
-    wait_until("all 30 rows", Duration::from_secs(20), || read_lines(&out).len() >= 30);
+    wait_until("all 30 rows", Duration::from_secs(20), || {
+        read_lines(&out).len() >= 30
+    });
     let (ok, stderr) = terminate(child);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("binlog-streamer: 30 events"), "{stderr}");
@@ -178,7 +227,14 @@ fn follow_waits_for_the_rest_of_a_half_written_event() {
 #[test]
 fn generate_stops_after_exactly_n_events_and_bad_flags_are_refused() {
     let (ok, stdout, stderr) = run_worker(&[
-        "--source", "generate", "--events", "1234", "--sink", "stdout", "--profile-hz", "0",
+        "--source",
+        "generate",
+        "--events",
+        "1234",
+        "--sink",
+        "stdout",
+        "--profile-hz",
+        "0",
     ]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().count(), 1234);
@@ -192,7 +248,9 @@ fn generate_stops_after_exactly_n_events_and_bad_flags_are_refused() {
     let (ok, _, stderr) = run_worker(&["--source", "generate", "--sink", "kafka://x"]);
     assert!(!ok);
     assert!(stderr.contains("--sink"), "{stderr}");
-    let (ok, _, stderr) = run_worker(&["--source", "generate", "--format", "avro", "--sink", "stdout"]);
+    let (ok, _, stderr) = run_worker(&[
+        "--source", "generate", "--format", "avro", "--sink", "stdout",
+    ]);
     assert!(!ok);
     assert!(stderr.contains("JSON lines"), "{stderr}");
 }
@@ -227,14 +285,24 @@ fn sigterm_flushes_checkpoints_and_prints_the_summary_and_metrics_are_served() {
             .ok()
     };
     let mut metrics = String::new();
-    wait_until("published events in /metrics", Duration::from_secs(20), || {
-        metrics = get("/metrics").unwrap_or_default();
-        metrics
-            .lines()
-            .any(|l| l.starts_with("binlog_streamer_events_published_total ") && !l.ends_with(" 0"))
-    });
-    assert!(metrics.contains("binlog_streamer_latency_seconds_bucket{le=\"+Inf\"}"), "{metrics}");
-    assert!(metrics.contains("stackwatch_samples_total"), "the profiler's metrics too: {metrics}");
+    wait_until(
+        "published events in /metrics",
+        Duration::from_secs(20),
+        || {
+            metrics = get("/metrics").unwrap_or_default();
+            metrics.lines().any(|l| {
+                l.starts_with("binlog_streamer_events_published_total ") && !l.ends_with(" 0")
+            })
+        },
+    );
+    assert!(
+        metrics.contains("binlog_streamer_latency_seconds_bucket{le=\"+Inf\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stackwatch_samples_total"),
+        "the profiler's metrics too: {metrics}"
+    );
     let windows = get("/windows?after=0").expect("/windows");
     assert!(windows.contains("\"instance\""), "{windows}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -245,7 +313,14 @@ fn sigterm_flushes_checkpoints_and_prints_the_summary_and_metrics_are_served() {
         .iter()
         .find(|l| l.starts_with("binlog-streamer: ") && l.contains(" events in "))
         .unwrap_or_else(|| panic!("no summary line in {lines:?}"));
-    assert!(summary.contains("p50") && summary.contains("p99"), "{summary}");
-    let checkpoint: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
-    assert!(checkpoint["rows_acked"].as_u64().unwrap() > 0, "{checkpoint}");
+    assert!(
+        summary.contains("p50") && summary.contains("p99"),
+        "{summary}"
+    );
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    assert!(
+        checkpoint["rows_acked"].as_u64().unwrap() > 0,
+        "{checkpoint}"
+    );
 }

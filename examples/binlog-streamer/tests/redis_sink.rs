@@ -13,7 +13,14 @@ fn every_row_lands_in_the_stream_as_json_and_as_avro() {
     let r = Redis::start();
     let url = |stream: &str| format!("redis://127.0.0.1:{}/{stream}", r.port);
     let (ok, _, stderr) = run_worker(&[
-        "--source", "generate", "--events", "10000", "--sink", &url("rows"), "--profile-hz", "0",
+        "--source",
+        "generate",
+        "--events",
+        "10000",
+        "--sink",
+        &url("rows"),
+        "--profile-hz",
+        "0",
     ]);
     assert!(ok, "{stderr}");
     let mut c = r.conn().unwrap();
@@ -35,12 +42,24 @@ fn every_row_lands_in_the_stream_as_json_and_as_avro() {
     assert_eq!(v["row"], 0);
 
     let (ok, _, stderr) = run_worker(&[
-        "--source", "generate", "--events", "500", "--format", "avro", "--sink", &url("avro"),
-        "--profile-hz", "0",
+        "--source",
+        "generate",
+        "--events",
+        "500",
+        "--format",
+        "avro",
+        "--sink",
+        &url("avro"),
+        "--profile-hz",
+        "0",
     ]);
     assert!(ok, "{stderr}");
-    let all: redis::streams::StreamRangeReply =
-        redis::cmd("XRANGE").arg("avro").arg("-").arg("+").query(&mut c).unwrap();
+    let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("avro")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(all.ids.len(), 500);
     let schema = apache_avro::Schema::parse_str(AVRO_SCHEMA).unwrap();
     let reader = apache_avro::GenericSingleObjectReader::builder()
@@ -55,7 +74,10 @@ fn every_row_lands_in_the_stream_as_json_and_as_avro() {
         else {
             panic!()
         };
-        assert_eq!(fields[0].1, apache_avro::types::Value::String("shop".into()));
+        assert_eq!(
+            fields[0].1,
+            apache_avro::types::Value::String("shop".into())
+        );
     }
 }
 
@@ -78,7 +100,10 @@ fn a_redis_that_is_down_at_first_gets_every_row_once_it_is_up() {
     .spawn()
     .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert!(child.try_wait().unwrap().is_none(), "the worker waits and retries");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker waits and retries"
+    );
     // Start Redis on the very port the worker is retrying.
     let r = Redis::start_on(port);
     let status = child.wait().unwrap();

@@ -1,0 +1,158 @@
+//! `stackwatch demo` end to end: the binary itself, its printed curl line run as printed,
+//! the canary-vs-main diff, and Ctrl-C stopping every worker.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn alive(pid: i32) -> bool {
+    // Safety: signal 0 only checks that the pid exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+#[ignore = "needs curl: run via .ci/run"]
+fn the_demo_serves_profiles_of_its_workers_and_ctrl_c_stops_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args(["demo", "--port", &port.to_string(), "--rate", "5000"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = demo.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut pids = Vec::new();
+    let mut curl = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo reports readiness within 2 minutes");
+        if let Some(rest) = line.trim_start().strip_prefix("worker ") {
+            let pid: i32 = rest
+                .split_whitespace()
+                .skip_while(|w| *w != "pid")
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            pids.push(pid);
+        }
+        if let Some(cmd) = line.strip_prefix("profile: ") {
+            curl = Some(cmd.to_string());
+        }
+        if line.contains("ready after") {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 3, "three workers");
+    let curl = curl.expect("a curl line");
+    assert!(
+        curl.starts_with("curl ") && curl.ends_with("> profile.svg"),
+        "{curl}"
+    );
+
+    // Let a few more windows arrive, then run the line exactly as printed.
+    std::thread::sleep(Duration::from_secs(6));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .current_dir(dir.path())
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{curl}");
+    let svg = std::fs::read_to_string(dir.path().join("profile.svg")).unwrap();
+    assert!(
+        svg.starts_with("<?xml") || svg.contains("<svg"),
+        "{}",
+        &svg[..svg.len().min(300)]
+    );
+    assert!(
+        svg.contains("binlog_streamer::decode::RowDecoder::decode"),
+        "the decode path shows in the profile"
+    );
+
+    let diff_url = format!(
+        "http://127.0.0.1:{port}/api/diff.folded?base=%7Bversion%3D%22main%22%7D&query=%7Bversion%3D%22canary%22%7D&from=now-15m"
+    );
+    let diff = ureq::get(&diff_url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        diff.lines().count() > 10,
+        "diff of canary vs main is not empty: {diff}"
+    );
+    let svg_url = diff_url.replace("diff.folded", "diff.svg");
+    let diff_svg = ureq::get(&svg_url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        diff_svg.contains("binlog_streamer"),
+        "diff SVG names worker frames"
+    );
+
+    // Ctrl-C.
+    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = demo.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo stops on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} still running after Ctrl-C");
+    }
+    let stopped: Vec<String> = rx.try_iter().collect();
+    assert!(
+        stopped
+            .iter()
+            .any(|l| l.contains("stopped the collector and 3 workers")),
+        "{stopped:?}"
+    );
+}
+
+#[test]
+fn a_taken_port_is_named_with_the_flag_to_change_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args(["demo", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} is taken")) && err.contains("--port"),
+        "{err}"
+    );
+}
