@@ -27,19 +27,19 @@ try {
   // Fleet: services, their instances, up/down, sparklines.
   await page.goto(base + '/#/fleet');
   await ready('fleet');
-  await page.waitForSelector('text=demo-service');
-  const upCount = await page.locator('section[aria-label="service demo-service"] .up').count();
+  await page.waitForSelector('text=binlog-streamer');
+  const upCount = await page.locator('section[aria-label="service binlog-streamer"] .up').count();
   expect(upCount === 3, `3 instances up, saw ${upCount}`);
-  await page.waitForSelector('section[aria-label="service demo-service"] .spark polyline', { timeout: 10000 });
+  await page.waitForSelector('section[aria-label="service binlog-streamer"] .spark polyline', { timeout: 10000 });
   await page.screenshot({ path: shots + '/fleet.png', fullPage: true });
 
   step('explore');
   // Explore: from the fleet link; the flamegraph names the workers' functions.
-  await page.click('section[aria-label="service demo-service"] h2 a');
+  await page.click('section[aria-label="service binlog-streamer"] h2 a');
   await ready('explore');
   const flame = page.frameLocator('iframe[data-testid="flamegraph"]');
   // Every frame has a <title> tooltip with its full name.
-  await flame.locator('title', { hasText: 'decode_rows' }).first().waitFor({ state: 'attached', timeout: 15000 });
+  await flame.locator('title', { hasText: 'RowDecoder' }).first().waitFor({ state: 'attached', timeout: 15000 });
   await page.screenshot({ path: shots + '/explore.png', fullPage: true });
   for (const d of ['profile.svg', 'profile.folded', 'profile.pb.gz']) expect(await page.locator(`a[download="${d}"]`).count() === 1, 'download ' + d);
 
@@ -65,9 +65,9 @@ try {
 
   step('search');
   // Search highlights matches and shows their share.
-  await page.goto(base + '/#/explore?query=' + encodeURIComponent('{service="demo-service"}') + '&from=now-10m&to=now');
+  await page.goto(base + '/#/explore?query=' + encodeURIComponent('{service="binlog-streamer"}') + '&from=now-10m&to=now');
   await ready('explore');
-  await page.fill('input[name="search"]', 'encode_batch');
+  await page.fill('input[name="search"]', 'MessageEncoder');
   await page.press('input[name="search"]', 'Enter');
   await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 15000 });
   const share = await page.textContent('[data-testid="search-share"]');
@@ -80,8 +80,8 @@ try {
   await page.click('[data-testid="top-functions"] th >> text=self');
   await page.waitForFunction(() => location.hash.includes('sort=self'));
   await ready('explore');
-  await page.locator('[data-testid="top-functions"] tbody tr', { hasText: 'decode_rows' }).first().click();
-  await page.waitForFunction(() => location.hash.includes('search=') && /decode_rows/.test(decodeURIComponent(location.hash)));
+  await page.locator('[data-testid="top-functions"] tbody tr', { hasText: 'RowDecoder' }).first().click();
+  await page.waitForFunction(() => location.hash.includes('search=') && /RowDecoder/.test(decodeURIComponent(location.hash)));
   await ready('explore');
   await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 15000 });
 

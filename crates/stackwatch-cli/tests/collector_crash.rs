@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{real_worker, Proc};
+use common::{binlog_worker, Proc};
 
 use stackwatch_profile::protocol::WindowsResponse;
 use stackwatch_store::{ProfileStore, Selector, SqliteStore};
@@ -33,7 +33,7 @@ impl Proc {
 }
 
 fn worker() -> (Proc, String) {
-    real_worker(&["--hz", "199", "--retain", "600"])
+    binlog_worker(&["--profile-hz", "199", "--profile-retain-windows", "600"])
 }
 
 fn collector(config: &Path) -> Proc {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{real_worker, spawn_listening, Proc};
+use common::{binlog_worker, spawn_listening, Proc};
 
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
 
@@ -77,7 +77,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     let workers: Vec<(Proc, String, &str, &str)> = [("a", "main"), ("b", "main"), ("c", "canary")]
         .into_iter()
         .map(|(i, v)| {
-            let (p, addr) = real_worker(&[]);
+            let (p, addr) = binlog_worker(&[]);
             (p, addr, i, v)
         })
         .collect();
@@ -87,7 +87,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     );
     for (_, addr, inst, version) in &workers {
         cfg.push_str(&format!(
-            "[[targets]]\nurl = \"http://{addr}\"\nlabels = {{ service = \"demo-service\", instance = \"{inst}\", version = \"{version}\" }}\n"
+            "[[targets]]\nurl = \"http://{addr}\"\nlabels = {{ service = \"binlog-streamer\", instance = \"{inst}\", version = \"{version}\" }}\n"
         ));
     }
     let config = dir.path().join("stackwatch.toml");

@@ -70,6 +70,9 @@ pub struct WorkerArgs {
     /// Length of the profiler's windows (what a collector scrapes), in seconds.
     #[arg(long, default_value_t = 10)]
     pub profile_window_secs: u64,
+    /// Closed windows the profiler keeps for collectors that fall behind.
+    #[arg(long, default_value_t = 60)]
+    pub profile_retain_windows: usize,
 }
 
 /// Why the worker stopped.
@@ -120,6 +123,7 @@ pub fn run(args: WorkerArgs) -> Result<pipeline::Summary, WorkerError> {
             stackwatch::Profiler::builder()
                 .frequency_hz(args.profile_hz)
                 .window(Duration::from_secs(args.profile_window_secs.max(1)))
+                .retain_windows(args.profile_retain_windows.max(1))
                 .start()
                 .map_err(WorkerError::Profiler)?,
         )

@@ -33,6 +33,39 @@ pub fn spawn_listening(mut cmd: Command) -> (Proc, String) {
     (Proc(child), addr)
 }
 
+/// A real `binlog-streamer` worker (run as `stackwatch worker`) on the generator, with
+/// its profiler's 1 s windows on a free port; `extra` flags are appended.
+pub fn binlog_worker(extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args([
+            "worker", "--source", "generate", "--rate", "5000", "--sink", "null",
+        ])
+        .args(["--http-addr", "127.0.0.1:0", "--profile-window-secs", "1"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stackwatch worker");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(a) = line.strip_prefix("binlog-streamer: listening on http://") {
+                    let _ = tx.send(a.trim().to_string());
+                    sent = true;
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the worker prints its address");
+    (Proc(child), addr)
+}
+
 /// A real profiled worker (`stackwatch-fleet-sim real`) with 1 s windows.
 pub fn real_worker(extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackwatch-fleet-sim"));
