@@ -226,7 +226,7 @@ fn read_loop(
             }
         };
         events += 1;
-        if events % 1024 == 0 {
+        if events.is_multiple_of(1024) {
             metrics.binlog_events.fetch_add(1024, Relaxed);
         }
         let decoded = decoder.decode(&ev.event, &ev.file, ev.pos);
