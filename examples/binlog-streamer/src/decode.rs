@@ -519,6 +519,8 @@ fn read_image<'a>(
         let own = match col.kind.column_type {
             ColumnType::MYSQL_TYPE_TIME2 => Some(read_time2(buf, col.meta[0])),
             ColumnType::MYSQL_TYPE_INT24 => Some(read_int24(buf, col.unsigned)),
+            ColumnType::MYSQL_TYPE_YEAR => Some(read_year(buf)),
+            ColumnType::MYSQL_TYPE_NEWDECIMAL => Some(read_decimal(buf, col.meta[0], col.meta[1])),
             _ => None,
         };
         if let Some(cell) = own {
@@ -539,6 +541,91 @@ fn read_image<'a>(
         image.push((i as u32, cell));
     }
     Ok(image)
+}
+
+const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// Decodes a `DECIMAL(precision, scale)` straight to its exact text (the server's
+/// `bin2decimal`). `mysql_common` builds a digit vector and formats it through `fmt`,
+/// which was a tenth of the decode time for a table with one decimal column.
+fn read_decimal(buf: &mut ParseBuf<'_>, precision: u8, scale: u8) -> std::io::Result<CellValue> {
+    use std::fmt::Write;
+    let (precision, scale) = (precision as usize, scale as usize);
+    let intg = precision - scale; // check_metadata guarantees scale <= precision
+    let (intg0, intg0x) = (intg / 9, intg % 9);
+    let (frac0, frac0x) = (scale / 9, scale % 9);
+    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
+    let raw: &[u8] = buf.parse(size)?;
+    let mut b = [0u8; 32];
+    let b = &mut b[..size];
+    b.copy_from_slice(raw);
+    let negative = b[0] & 0x80 == 0;
+    b[0] ^= 0x80;
+    if negative {
+        b.iter_mut().for_each(|x| *x ^= 0xff);
+    }
+    let mut at = 0;
+    let mut group = |n: usize, digits: u32| -> std::io::Result<u32> {
+        let v = b[at..at + n].iter().fold(0u32, |acc, &x| (acc << 8) | x as u32);
+        at += n;
+        if v >= 10u32.pow(digits) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "decimal digit group out of range",
+            ));
+        }
+        Ok(v)
+    };
+    let mut int = String::with_capacity(precision + 3);
+    if intg0x > 0 {
+        let v = group(DIG2BYTES[intg0x], intg0x as u32)?;
+        if v > 0 {
+            let _ = write!(int, "{v}");
+        }
+    }
+    for _ in 0..intg0 {
+        let v = group(4, 9)?;
+        if int.is_empty() {
+            if v > 0 {
+                let _ = write!(int, "{v}");
+            }
+        } else {
+            let _ = write!(int, "{v:09}");
+        }
+    }
+    let mut text = String::with_capacity(precision + 3);
+    if negative {
+        text.push('-');
+    }
+    text.push_str(if int.is_empty() { "0" } else { &int });
+    if scale > 0 {
+        text.push('.');
+        for _ in 0..frac0 {
+            let v = group(4, 9)?;
+            let _ = write!(text, "{v:09}");
+        }
+        if frac0x > 0 {
+            let v = group(DIG2BYTES[frac0x], frac0x as u32)?;
+            let _ = write!(text, "{v:0width$}", width = frac0x);
+        }
+    }
+    Ok(CellValue::Decimal(text))
+}
+
+/// The text of a binary `DECIMAL(precision, scale)` (for tests of the generator).
+#[doc(hidden)]
+pub fn decimal_text(bytes: &[u8], precision: u8, scale: u8) -> std::io::Result<String> {
+    match read_decimal(&mut ParseBuf(bytes), precision, scale)? {
+        CellValue::Decimal(t) => Ok(t),
+        _ => unreachable!("read_decimal returns decimals"),
+    }
+}
+
+/// Decodes a `YEAR`: one byte, years since 1900, with 0 meaning `0000` (`mysql_common`
+/// 0.37 turns 0 into 1900).
+fn read_year(buf: &mut ParseBuf<'_>) -> std::io::Result<CellValue> {
+    let b: &[u8] = buf.parse(1)?;
+    Ok(CellValue::Int(if b[0] == 0 { 0 } else { 1900 + b[0] as i64 }))
 }
 
 /// Decodes a `MEDIUMINT`. `mysql_common` 0.37 reads signed 24-bit integers without

@@ -53,6 +53,14 @@ impl MessageBuf {
         Self::default()
     }
 
+    /// An empty buffer with room for `messages` messages of `bytes` bytes in all.
+    pub fn with_capacity(messages: usize, bytes: usize) -> Self {
+        Self {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(messages),
+        }
+    }
+
     /// Number of messages.
     pub fn len(&self) -> usize {
         self.ends.len()

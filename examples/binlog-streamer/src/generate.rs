@@ -670,6 +670,24 @@ mod tests {
     }
 
     #[test]
+    fn our_decimal_decoder_agrees_with_the_encoder() {
+        let cases: &[(i64, u8, u8, &str)] = &[
+            (123_450, 12, 2, "1234.50"),
+            (-123_450, 12, 2, "-1234.50"),
+            (0, 12, 2, "0.00"),
+            (-5, 14, 4, "-0.0005"),
+            (7, 5, 0, "7"),
+            (1_234_567_890_123_456_789, 30, 10, "123456789.0123456789"),
+            (-1_000_000_000_000_000_000, 30, 10, "-100000000.0000000000"),
+        ];
+        for &(v, p, s, want) in cases {
+            let mut b = Vec::new();
+            encode_decimal(&mut b, v, p, s);
+            assert_eq!(crate::decode::decimal_text(&b, p, s).unwrap(), want, "{v} ({p},{s})");
+        }
+    }
+
+    #[test]
     fn rotation_starts_a_new_file_with_a_format_description() {
         let mut g = BinlogGenerator::new(1);
         g.offset = ROTATE_AT - 10;

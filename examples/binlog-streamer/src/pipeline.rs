@@ -203,10 +203,13 @@ fn read_loop(
     };
     let mut events = 0u64;
     let send = |chunk: &mut Chunk| -> bool {
+        // The next chunk starts with the room this one needed: growing a buffer of
+        // hundreds of kilobytes by doubling copied it a dozen times per chunk.
+        let (n, bytes) = (chunk.messages.len(), chunk.messages.bytes());
         let c = std::mem::replace(
             chunk,
             Chunk {
-                messages: MessageBuf::new(),
+                messages: MessageBuf::with_capacity(n.max(16), bytes.max(4096)),
                 event_time: 0,
                 safe: None,
             },
