@@ -566,7 +566,9 @@ fn read_decimal(buf: &mut ParseBuf<'_>, precision: u8, scale: u8) -> std::io::Re
     }
     let mut at = 0;
     let mut group = |n: usize, digits: u32| -> std::io::Result<u32> {
-        let v = b[at..at + n].iter().fold(0u32, |acc, &x| (acc << 8) | x as u32);
+        let v = b[at..at + n]
+            .iter()
+            .fold(0u32, |acc, &x| (acc << 8) | x as u32);
         at += n;
         if v >= 10u32.pow(digits) {
             return Err(std::io::Error::new(
@@ -625,7 +627,11 @@ pub fn decimal_text(bytes: &[u8], precision: u8, scale: u8) -> std::io::Result<S
 /// 0.37 turns 0 into 1900).
 fn read_year(buf: &mut ParseBuf<'_>) -> std::io::Result<CellValue> {
     let b: &[u8] = buf.parse(1)?;
-    Ok(CellValue::Int(if b[0] == 0 { 0 } else { 1900 + b[0] as i64 }))
+    Ok(CellValue::Int(if b[0] == 0 {
+        0
+    } else {
+        1900 + b[0] as i64
+    }))
 }
 
 /// Decodes a `MEDIUMINT`. `mysql_common` 0.37 reads signed 24-bit integers without

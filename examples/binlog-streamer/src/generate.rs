@@ -683,7 +683,11 @@ mod tests {
         for &(v, p, s, want) in cases {
             let mut b = Vec::new();
             encode_decimal(&mut b, v, p, s);
-            assert_eq!(crate::decode::decimal_text(&b, p, s).unwrap(), want, "{v} ({p},{s})");
+            assert_eq!(
+                crate::decode::decimal_text(&b, p, s).unwrap(),
+                want,
+                "{v} ({p},{s})"
+            );
         }
     }
 
