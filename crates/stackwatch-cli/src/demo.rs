@@ -1,11 +1,13 @@
 //! `stackwatch demo`: a small fleet, its collector and the dashboard, in one command.
 //!
 //! Three `binlog-streamer` workers run as child processes of this very binary
-//! (`stackwatch worker ...`, each with its own profiler): two `version="main"` and one
-//! `version="canary"` that checkpoints after every 50 rows instead of every 3000 (the
-//! Yelp lesson about batch sizes, visible in its profile). The collector scrapes them
-//! every 2 s into `./stackwatch-data` and serves the dashboard on 127.0.0.1:7070. Ctrl-C
-//! stops the server and every worker; a second run reuses the data directory.
+//! (`stackwatch worker ...`, each with its own profiler): two `version="main"` publishing
+//! JSON in batches of 3000, and one `version="canary"` trying Avro in batches of 500. The
+//! canary's profile shows the change: Avro encoding (a value tree and a hash map per row)
+//! where main spends its time writing JSON, so Compare answers "what changed with the
+//! canary". The collector scrapes them every 2 s into `./stackwatch-data` and serves the
+//! dashboard on 127.0.0.1:7070. Ctrl-C stops the server and every worker; a second run
+//! reuses the data directory.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -36,15 +38,31 @@ pub struct DemoArgs {
 struct DemoWorker {
     name: &'static str,
     version: &'static str,
-    batch_size: u32,
+    settings: WorkerSettings,
     child: Child,
     addr: String,
 }
 
-const WORKERS: [(&str, &str, u32); 3] = [
-    ("main-1", "main", 3000),
-    ("main-2", "main", 3000),
-    ("canary-1", "canary", 50),
+/// What differs between main and canary.
+#[derive(Clone, Copy)]
+struct WorkerSettings {
+    format: &'static str,
+    batch_size: u32,
+}
+
+const MAIN: WorkerSettings = WorkerSettings {
+    format: "json",
+    batch_size: 3000,
+};
+const CANARY: WorkerSettings = WorkerSettings {
+    format: "avro",
+    batch_size: 500,
+};
+
+const WORKERS: [(&str, &str, WorkerSettings); 3] = [
+    ("main-1", "main", MAIN),
+    ("main-2", "main", MAIN),
+    ("canary-1", "canary", CANARY),
 ];
 
 const SCRAPE_EVERY: Duration = Duration::from_secs(2);
@@ -62,8 +80,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let logs = args.data_dir.join("worker-logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut workers = Vec::new();
-    for (i, (name, version, batch_size)) in WORKERS.into_iter().enumerate() {
-        match start_worker(name, version, batch_size, i as u64 + 1, &args, &logs) {
+    for (i, (name, version, settings)) in WORKERS.into_iter().enumerate() {
+        match start_worker(name, version, settings, i as u64 + 1, &args, &logs) {
             Ok(w) => workers.push(w),
             Err(e) => {
                 stop_workers(&mut workers);
@@ -80,7 +98,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 fn start_worker(
     name: &'static str,
     version: &'static str,
-    batch_size: u32,
+    settings: WorkerSettings,
     seed: u64,
     args: &DemoArgs,
     logs: &Path,
@@ -91,7 +109,8 @@ fn start_worker(
     cmd.arg("worker")
         .args(["--source", "generate", "--rate", &args.rate.to_string()])
         .args(["--seed", &seed.to_string()])
-        .args(["--sink", "null", "--batch-size", &batch_size.to_string()])
+        .args(["--sink", "null", "--format", settings.format])
+        .args(["--batch-size", &settings.batch_size.to_string()])
         .arg("--checkpoint")
         .arg(&checkpoint)
         .args(["--http-addr", "127.0.0.1:0", "--profile-window-secs", "2"])
@@ -142,7 +161,7 @@ fn start_worker(
     Ok(DemoWorker {
         name,
         version,
-        batch_size,
+        settings,
         child,
         addr,
     })
@@ -188,10 +207,11 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
     println!("stackwatch demo: 3 binlog-streamer workers on the built-in generator ({} rows/s each), collector storing into {}", args.rate, data_dir.display());
     for w in workers.iter() {
         println!(
-            "  worker {:<8} version={:<6} batch-size={:<4} pid {:<7} http://{}",
+            "  worker {:<8} version={:<6} --format {:<4} --batch-size {:<4} pid {:<7} http://{}",
             w.name,
             w.version,
-            w.batch_size,
+            w.settings.format,
+            w.settings.batch_size,
             w.child.id(),
             w.addr
         );

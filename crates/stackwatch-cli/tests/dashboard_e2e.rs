@@ -77,7 +77,13 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     let workers: Vec<(Proc, String, &str, &str)> = [("a", "main"), ("b", "main"), ("c", "canary")]
         .into_iter()
         .map(|(i, v)| {
-            let (p, addr) = binlog_worker(&[]);
+            // The canary tries Avro, as in `stackwatch demo`: Compare has a real change.
+            let extra: &[&str] = if v == "canary" {
+                &["--format", "avro"]
+            } else {
+                &[]
+            };
+            let (p, addr) = binlog_worker(extra);
             (p, addr, i, v)
         })
         .collect();
