@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use mysql_common::binlog::consts::{EventType, RowsEventFlags};
 use mysql_common::binlog::events::{
-    Event, GtidEvent, OptionalMetaExtractor, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
+    Event, GtidEvent, OptionalMetaExtractor, OptionalMetadataField, QueryEvent, RotateEvent,
+    RowsEventData, TableMapEvent,
 };
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
@@ -81,6 +82,7 @@ impl ColumnSchema {
             kind: ColumnKind {
                 column_type,
                 text: TextEncoding::Utf8,
+                labels: Vec::new(),
             },
             meta: Vec::new(),
             unsigned: false,
@@ -752,6 +754,38 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
     let mut signedness = meta.iter_signedness();
     let mut charsets = meta.iter_charset();
     let mut names = meta.iter_column_name();
+    // ENUM and SET member names, one list per such column in order (FULL metadata).
+    let mut enum_labels = Vec::new();
+    let mut set_labels = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::EnumStrValue(v) => {
+                for col in v.iter_values() {
+                    let col = col?;
+                    enum_labels.push(
+                        col.values()
+                            .iter()
+                            .map(|x| x.value().into_owned())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                for col in v.iter_values() {
+                    let col = col?;
+                    set_labels.push(
+                        col.values()
+                            .iter()
+                            .map(|x| x.value().into_owned())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut enum_labels = enum_labels.into_iter();
+    let mut set_labels = set_labels.into_iter();
     let n = tme.columns_count() as usize;
     let mut columns = Vec::with_capacity(n);
     for i in 0..n {
@@ -782,7 +816,15 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
         columns.push(ColumnSchema {
             json_key: json_key(&name),
             name,
-            kind: ColumnKind { column_type, text },
+            kind: ColumnKind {
+                column_type,
+                text,
+                labels: match column_type {
+                    ColumnType::MYSQL_TYPE_ENUM => enum_labels.next().unwrap_or_default(),
+                    ColumnType::MYSQL_TYPE_SET => set_labels.next().unwrap_or_default(),
+                    _ => Vec::new(),
+                },
+            },
             meta: col_meta,
             unsigned,
         });

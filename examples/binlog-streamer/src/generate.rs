@@ -425,18 +425,18 @@ fn table_map(table_id: u64, db: &str, table: &str, columns: &[GenColumn]) -> Vec
             sign[i / 8] |= 0x80 >> (i % 8);
         }
     }
-    tlv(&mut b, 1, &sign);
+    tlv(&mut b, 1, &sign); // SIGNEDNESS
     let mut charsets = Vec::new();
     for c in columns.iter().filter(|c| c.column_type.is_character_type()) {
         put_lenenc(&mut charsets, if c.binary { 63 } else { 45 });
     }
-    tlv(&mut b, 5, &charsets);
+    tlv(&mut b, 3, &charsets); // COLUMN_CHARSET
     let mut names = Vec::new();
     for c in columns {
         put_lenenc(&mut names, c.name.len() as u64);
         names.extend_from_slice(c.name.as_bytes());
     }
-    tlv(&mut b, 4, &names);
+    tlv(&mut b, 4, &names); // COLUMN_NAME
     b
 }
 

@@ -108,6 +108,9 @@ pub struct ColumnKind {
     pub column_type: ColumnType,
     /// How character data of the column is encoded.
     pub text: TextEncoding,
+    /// `ENUM`/`SET` member names (from `binlog_row_metadata=FULL`); empty when unknown,
+    /// and the value is then published as its index or bitmask.
+    pub labels: Vec<String>,
 }
 
 /// Windows-1252 code points for bytes 0x80-0x9F (the rest of latin1 maps to itself).
@@ -146,6 +149,15 @@ impl CellValue {
         };
         Ok(match value {
             Value::NULL => CellValue::Null,
+            Value::Int(i) if kind.column_type == MYSQL_TYPE_ENUM && !kind.labels.is_empty() => {
+                // 1-based; 0 is the empty string MySQL stores for an invalid value.
+                match usize::try_from(i).ok().and_then(|i| i.checked_sub(1)) {
+                    Some(k) => CellValue::Text(kind.labels.get(k).cloned().ok_or_else(|| {
+                        format!("ENUM index {i} beyond {} members", kind.labels.len())
+                    })?),
+                    None => CellValue::Text(String::new()),
+                }
+            }
             Value::Int(i) => CellValue::Int(i),
             Value::UInt(u) => CellValue::UInt(u),
             Value::Float(f) => CellValue::Float(f),
@@ -183,6 +195,17 @@ impl CellValue {
                         .and_then(|s| s.parse().ok())
                         .ok_or("year is not a number")?,
                 ),
+                MYSQL_TYPE_SET if !kind.labels.is_empty() && b.len() <= 8 => {
+                    let mask = b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64);
+                    let members: Vec<&str> = kind
+                        .labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i < 64 && mask & (1 << i) != 0)
+                        .map(|(_, l)| l.as_str())
+                        .collect();
+                    CellValue::Text(members.join(","))
+                }
                 MYSQL_TYPE_BIT | MYSQL_TYPE_SET => {
                     if b.len() > 8 {
                         CellValue::Bytes(b)
@@ -337,6 +360,7 @@ mod tests {
         ColumnKind {
             column_type: kind,
             text: TextEncoding::Utf8,
+            labels: Vec::new(),
         }
     }
 
@@ -368,11 +392,31 @@ mod tests {
         let bin = ColumnKind {
             column_type: ColumnType::MYSQL_TYPE_BLOB,
             text: TextEncoding::Binary,
+            labels: Vec::new(),
         };
         let latin1 = ColumnKind {
             column_type: ColumnType::MYSQL_TYPE_VARCHAR,
             text: TextEncoding::from_charset(8),
+            labels: Vec::new(),
         };
+        let colour = ColumnKind {
+            column_type: ColumnType::MYSQL_TYPE_ENUM,
+            text: TextEncoding::Utf8,
+            labels: vec!["red".into(), "green".into()],
+        };
+        assert_eq!(
+            CellValue::from_binlog(BinlogValue::Value(Value::Int(2)), &colour),
+            Ok(CellValue::Text("green".into()))
+        );
+        assert!(CellValue::from_binlog(BinlogValue::Value(Value::Int(3)), &colour).is_err());
+        let flags = ColumnKind {
+            column_type: ColumnType::MYSQL_TYPE_SET,
+            ..colour
+        };
+        assert_eq!(
+            CellValue::from_binlog(BinlogValue::Value(Value::Bytes(vec![3])), &flags),
+            Ok(CellValue::Text("red,green".into()))
+        );
         assert_eq!(
             CellValue::from_binlog(
                 BinlogValue::Value(Value::Bytes(b"h\xe9 \x80".to_vec())),
