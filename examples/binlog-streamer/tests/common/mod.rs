@@ -54,20 +54,37 @@ impl MariaDb {
         let install = find("mariadb-install-db", "mariadb-server");
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // A temp dir of its own: bootstraps running side by side in a shared /tmp have
+        // been seen to trip over each other's temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let root_user = unsafe { libc::geteuid() } == 0;
-        let mut init = Command::new(install);
-        init.arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db");
-        if root_user {
-            init.arg("--user=root");
+        let mut last_error = String::new();
+        for attempt in 1..=3 {
+            let _ = std::fs::remove_dir_all(&data);
+            let mut init = Command::new(&install);
+            init.arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db");
+            if root_user {
+                init.arg("--user=root");
+            }
+            let out = init.output().expect("mariadb-install-db");
+            if out.status.success() {
+                last_error.clear();
+                break;
+            }
+            last_error = format!(
+                "attempt {attempt}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let out = init.output().expect("mariadb-install-db");
         assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            last_error.is_empty(),
+            "mariadb-install-db failed: {last_error}"
         );
         let port = free_port();
         let mut cmd = Command::new(server);
@@ -75,6 +92,7 @@ impl MariaDb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg("--server-id=1")
