@@ -692,6 +692,71 @@ mod tests {
     }
 
     #[test]
+    fn our_temporal_decoders_agree_with_the_encoder_and_with_mysql_common() {
+        use crate::decode::{datetime_value, timestamp_value};
+        use mysql_common::binlog::value::BinlogValue;
+        use mysql_common::io::ParseBuf;
+        for (unix, micros, dec, want_micros) in [
+            (1_700_000_000u32, 0u32, 0u8, 0u32),
+            (1_700_000_000, 120_000, 2, 120_000),
+            (1_700_000_000, 990_000, 1, 990_000),
+            (1_700_000_000, 123_400, 4, 123_400),
+            (1_700_000_000, 999_999, 6, 999_999),
+            // After 2038: TIMESTAMP is unsigned on the wire (mysql_common reads it as i32).
+            (3_000_000_000, 500_000, 6, 500_000),
+        ] {
+            let mut b = Vec::new();
+            encode_timestamp2(&mut b, unix, micros, dec);
+            let want = CellValue::Timestamp {
+                seconds: unix as i64,
+                micros: want_micros,
+            };
+            assert_eq!(
+                timestamp_value(&b, dec).unwrap(),
+                want,
+                "{unix}.{micros} ({dec})"
+            );
+            if unix < i32::MAX as u32 {
+                let meta = [dec];
+                let theirs: BinlogValue<'_> = ParseBuf(&b)
+                    .parse((MYSQL_TYPE_TIMESTAMP2, &meta[..], false, false))
+                    .unwrap();
+                let BinlogValue::Value(mysql_common::value::Value::Bytes(text)) = theirs else {
+                    panic!("{theirs:?}")
+                };
+                let kind = crate::value::ColumnKind {
+                    column_type: MYSQL_TYPE_TIMESTAMP2,
+                    text: crate::value::TextEncoding::Utf8,
+                    labels: Vec::new(),
+                };
+                let via_text = CellValue::from_binlog(
+                    BinlogValue::Value(mysql_common::value::Value::Bytes(text)),
+                    &kind,
+                )
+                .unwrap();
+                assert_eq!(via_text, want);
+            }
+        }
+        // A fraction the server never writes is an error, not a wrong instant.
+        assert!(timestamp_value(&[0x65, 0x53, 0xf1, 0x00, 0xff, 0xff, 0xff], 6).is_err());
+        assert!(timestamp_value(&[0x65, 0x53], 0).is_err());
+        let mut b = Vec::new();
+        encode_datetime2(&mut b, 1_700_000_000, 123_456, 6);
+        assert_eq!(
+            datetime_value(&b, 6).unwrap(),
+            CellValue::DateTime {
+                year: 2023,
+                month: 11,
+                day: 14,
+                hour: 22,
+                minute: 13,
+                second: 20,
+                micros: 123_456
+            }
+        );
+    }
+
+    #[test]
     fn rotation_starts_a_new_file_with_a_format_description() {
         let mut g = BinlogGenerator::new(1);
         g.offset = ROTATE_AT - 10;

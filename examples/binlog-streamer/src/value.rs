@@ -253,6 +253,14 @@ fn parse_timestamp(b: &[u8]) -> Result<CellValue, String> {
 /// their digits). `format!` costs several times more, and this runs for every temporal
 /// column of every row.
 fn digits(out: &mut Vec<u8>, v: u64, width: usize) {
+    // The common case, a value that fits its width (2, 4 or 6 digits), as one fixed-size
+    // copy: a variable-length `extend_from_slice` is a call into `memcpy` for a few bytes.
+    match width {
+        2 if v < 100 => return out.extend_from_slice(&fixed::<2>(v)),
+        4 if v < 10_000 => return out.extend_from_slice(&fixed::<4>(v)),
+        6 if v < 1_000_000 => return out.extend_from_slice(&fixed::<6>(v)),
+        _ => {}
+    }
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
     let mut v = v;
@@ -266,6 +274,17 @@ fn digits(out: &mut Vec<u8>, v: u64, width: usize) {
     }
     let start = i.min(buf.len() - width.min(buf.len()));
     out.extend_from_slice(&buf[start..]);
+}
+
+/// `v` (below `10^N`) as exactly `N` zero-padded digits.
+#[inline(always)]
+fn fixed<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut b = [b'0'; N];
+    for d in b.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    b
 }
 
 fn ymd(out: &mut Vec<u8>, y: u64, m: u64, d: u64) {
