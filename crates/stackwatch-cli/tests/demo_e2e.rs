@@ -1,9 +1,14 @@
 //! `stackwatch demo` end to end: the binary itself, its printed curl line run as printed,
-//! the canary-vs-main diff, and Ctrl-C stopping every worker.
+//! the canary-vs-main diff, Ctrl-C stopping every worker, and a second run serving what
+//! the first one stored.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+
+use stackwatch_store::{ProfileStore, Selector, SqliteStore};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,16 +23,22 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-#[test]
-#[ignore = "needs curl: run via .ci/run"]
-fn the_demo_serves_profiles_of_its_workers_and_ctrl_c_stops_them_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+/// A running `stackwatch demo`: the process, its stdout lines, its workers' pids and the
+/// curl line it printed.
+struct DemoRun {
+    demo: Child,
+    lines: Receiver<String>,
+    pids: Vec<i32>,
+    curl: Option<String>,
+}
+
+/// Starts the demo on `port` with its data in `dir/data` and waits until it says ready.
+fn start_demo(dir: &Path, port: u16) -> DemoRun {
     let mut demo = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
         .args(["demo", "--port", &port.to_string(), "--rate", "5000"])
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
+        .arg(dir.join("data"))
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,8 +74,62 @@ fn the_demo_serves_profiles_of_its_workers_and_ctrl_c_stops_them_all() {
             break;
         }
     }
-    assert_eq!(pids.len(), 3, "three workers");
-    let curl = curl.expect("a curl line");
+    DemoRun {
+        demo,
+        lines: rx,
+        pids,
+        curl,
+    }
+}
+
+/// Ctrl-C: the demo exits successfully, says so, and leaves no worker behind.
+fn stop_demo(mut run: DemoRun) {
+    unsafe { libc::kill(run.demo.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = run.demo.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo stops on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    for pid in &run.pids {
+        assert!(!alive(*pid), "worker {pid} still running after Ctrl-C");
+    }
+    // The reader thread sees EOF once the demo has exited; collect everything it sent.
+    let stopped: Vec<String> = run.lines.iter().collect();
+    assert!(
+        stopped
+            .iter()
+            .any(|l| l.contains("stopped the collector and 3 workers")),
+        "{stopped:?}"
+    );
+}
+
+/// Sum of the samples stored for the demo's service between two Unix seconds.
+fn stored_samples(dir: &Path, from: i64, to: i64) -> u64 {
+    let store = SqliteStore::open_reader(&dir.join("data/stackwatch.db")).unwrap();
+    let sel = Selector::parse(r#"{service="binlog-streamer"}"#).unwrap();
+    store.profile(&sel, from, to).unwrap().total()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+#[ignore = "needs curl: run via .ci/run"]
+fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let started = unix_now() - 1;
+    let run = start_demo(dir.path(), port);
+    assert_eq!(run.pids.len(), 3, "three workers");
+    let curl = run.curl.clone().expect("a curl line");
     assert!(
         curl.starts_with("curl ") && curl.ends_with("> profile.svg"),
         "{curl}"
@@ -115,27 +180,32 @@ fn the_demo_serves_profiles_of_its_workers_and_ctrl_c_stops_them_all() {
         "diff SVG names worker frames"
     );
 
-    // Ctrl-C.
-    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = demo.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the demo stops on SIGINT");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status:?}");
-    for pid in pids {
-        assert!(!alive(pid), "worker {pid} still running after Ctrl-C");
-    }
-    let stopped: Vec<String> = rx.try_iter().collect();
-    assert!(
-        stopped
-            .iter()
-            .any(|l| l.contains("stopped the collector and 3 workers")),
-        "{stopped:?}"
+    // Ctrl-C, then a second run on the same data directory serves the first run's data.
+    stop_demo(run);
+    let stopped = unix_now() + 1;
+    let first = stored_samples(dir.path(), started, stopped);
+    assert!(first > 0, "the first run stored samples");
+    // The second run's windows start after `stopped`, outside the range compared.
+    std::thread::sleep(Duration::from_secs(2));
+    let second = start_demo(dir.path(), port);
+    let url = format!(
+        "http://127.0.0.1:{port}/api/profile.folded?query=%7Bservice%3D%22binlog-streamer%22%7D&from={started}&to={stopped}"
     );
+    let folded = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let served: u64 = folded
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        served, first,
+        "the second run serves every sample the first run stored"
+    );
+    stop_demo(second);
 }
 
 #[test]
