@@ -5,11 +5,19 @@
 //! sections are copied into owned buffers (so a later `dlclose` cannot unmap what the
 //! signal handler reads), and a fresh framehop unwinder is published whenever the set of
 //! modules changes.
+//!
+//! A file can be replaced on disk while it is mapped (a deploy, a package upgrade of libc,
+//! `cargo build` under a running binary): the maps line then ends in ` (deleted)` and the
+//! path names a different file. A module is loaded once per mapping and kept while the
+//! mapping lives, and a file is only ever read after checking that its inode is the mapped
+//! one ([`LoadedModule::open_path`]), so a replaced file never yields wrong unwind rules or
+//! wrong names.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
 use object::{Object, ObjectSection, ObjectSegment};
@@ -37,10 +45,45 @@ impl LoadedModule {
             .and_then(|n| n.to_str())
             .unwrap_or("[unknown]")
     }
+
+    /// A path that opens the very file this process mapped: `path` while its inode is
+    /// still the mapped one, else `/proc/self/map_files/<range>` (which reaches a replaced
+    /// or deleted file, where the kernel allows it: it needs `CAP_CHECKPOINT_RESTORE` or
+    /// `CAP_SYS_ADMIN`), else `None`: the file is gone and reading what is at `path` now
+    /// would give wrong answers.
+    pub fn open_path(&self) -> Option<PathBuf> {
+        mapped_file_path(&self.path, self.inode, &self.avma)
+    }
+}
+
+fn mapped_file_path(path: &std::path::Path, inode: u64, avma: &Range<u64>) -> Option<PathBuf> {
+    open_mapped_file(path, inode, avma).map(|(_, p)| p)
+}
+
+/// Opens the file with the mapped `inode`: at `path`, or through `/proc/self/map_files`.
+/// The inode is checked on the open file, so a rename between check and open cannot
+/// slip another file in.
+fn open_mapped_file(
+    path: &std::path::Path,
+    inode: u64,
+    avma: &Range<u64>,
+) -> Option<(File, PathBuf)> {
+    let is_mapped = |f: &File| f.metadata().is_ok_and(|m| m.ino() == inode);
+    if let Ok(f) = File::open(path) {
+        if is_mapped(&f) {
+            return Some((f, path.to_path_buf()));
+        }
+    }
+    let mapped = PathBuf::from(format!(
+        "/proc/self/map_files/{:x}-{:x}",
+        avma.start, avma.end
+    ));
+    let f = File::open(&mapped).ok()?;
+    is_mapped(&f).then_some((f, mapped))
 }
 
 /// A line of `/proc/self/maps` that maps executable code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ExecMapping {
     start: u64,
     end: u64,
@@ -63,6 +106,9 @@ fn parse_maps(text: &str) -> Vec<ExecMapping> {
             continue;
         };
         let path = fields.next().unwrap_or("").trim_start();
+        // A file replaced or removed since it was mapped; the mapping still holds the old
+        // inode, which is what the module key and `open_path` go by.
+        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
         if !perms.contains('x') || !(path.starts_with('/') || path == "[vdso]") {
             continue;
         }
@@ -94,7 +140,9 @@ fn parse_maps(text: &str) -> Vec<ExecMapping> {
 pub struct ModuleTable {
     mappings: Vec<ExecMapping>,
     modules: Vec<LoadedModule>,
-    unwind: HashMap<(PathBuf, u64, u64), UnwindModule>,
+    /// Each live mapping's module, loaded once: its file is read only when it first appears.
+    loaded: HashMap<ExecMapping, LoadedModule>,
+    unwind: HashMap<ExecMapping, UnwindModule>,
 }
 
 impl ModuleTable {
@@ -119,14 +167,16 @@ impl ModuleTable {
         self.mappings = mappings;
         let mut modules = Vec::new();
         for m in &self.mappings {
-            let key = (PathBuf::from(&m.path), m.inode, m.start);
-            // Unwind tables of a module already loaded are kept, not copied again.
-            let need_unwind = !self.unwind.contains_key(&key);
-            match load_module(m, need_unwind) {
+            if let Some(known) = self.loaded.get(m) {
+                modules.push(known.clone());
+                continue;
+            }
+            match load_module(m) {
                 Ok((module, unwind)) => {
                     if let Some(unwind) = unwind {
-                        self.unwind.insert(key, unwind);
+                        self.unwind.insert(m.clone(), unwind);
                     }
+                    self.loaded.insert(m.clone(), module.clone());
                     modules.push(module);
                 }
                 Err(e) => {
@@ -136,11 +186,9 @@ impl ModuleTable {
         }
         modules.sort_by_key(|m| m.avma.start);
         modules.dedup_by_key(|m| m.avma.start);
-        // Forget unwind data of modules that are gone (dlclose).
-        let live: std::collections::HashSet<_> = modules
-            .iter()
-            .map(|m| (m.path.clone(), m.inode, m.avma.start))
-            .collect();
+        // Forget modules that are gone (dlclose) and their unwind data.
+        let live: std::collections::HashSet<&ExecMapping> = self.mappings.iter().collect();
+        self.loaded.retain(|k, _| live.contains(k));
         self.unwind.retain(|k, _| live.contains(k));
         let mut unwinder = NativeUnwinder::new();
         for (module, _) in self.unwind.values() {
@@ -155,10 +203,7 @@ type UnwindModule = (Module<Vec<u8>>, usize);
 
 /// Maps one executable mapping to a module with its bias and, where the file has them,
 /// its unwind sections.
-fn load_module(
-    m: &ExecMapping,
-    with_unwind: bool,
-) -> Result<(LoadedModule, Option<UnwindModule>), String> {
+fn load_module(m: &ExecMapping) -> Result<(LoadedModule, Option<UnwindModule>), String> {
     let data: Vec<u8>;
     let mmap;
     let bytes: &[u8] = if m.path == "[vdso]" {
@@ -171,7 +216,10 @@ fn load_module(
         data = buf;
         &data
     } else {
-        let file = File::open(Path::new(&m.path)).map_err(|e| e.to_string())?;
+        let (file, _) = open_mapped_file(m.path.as_ref(), m.inode, &(m.start..m.end)).ok_or(
+            "not readable, or replaced on disk since it was mapped (and /proc/self/map_files \
+             is not readable)",
+        )?;
         // SAFETY: a read-only private mapping of a shared library/executable; if the
         // file is truncated under us we may read garbage, which object handles as
         // parse errors.
@@ -210,7 +258,7 @@ fn load_module(
     let range = |s: &object::Section<'_, '_>| s.address()..s.address() + s.size();
     let eh_frame = section(".eh_frame");
     let eh_frame_hdr = section(".eh_frame_hdr");
-    if eh_frame.is_none() || !with_unwind {
+    if eh_frame.is_none() {
         // No CFI: framehop still walks frame pointers for this module.
         return Ok((module, None));
     }
@@ -253,6 +301,110 @@ garbage line\n";
         assert_eq!(m[0].path, "/usr/bin/x");
         assert_eq!(m[0].offset, 0x10000);
         assert_eq!(m[1].path, "[vdso]");
+    }
+
+    #[test]
+    fn a_deleted_file_keeps_its_path() {
+        let maps = "7f0000000000-7f0000010000 r-xp 00001000 08:01 99 /opt/app/libx.so (deleted)\n";
+        let m = parse_maps(maps);
+        assert_eq!(m[0].path, "/opt/app/libx.so");
+        assert_eq!(m[0].inode, 99);
+    }
+
+    /// The path of a loaded library whose file name contains `name`, from our maps.
+    fn mapped_path(name: &str) -> PathBuf {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains(name))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{name} is mapped"))
+    }
+
+    #[test]
+    fn a_library_replaced_on_disk_keeps_its_unwind_data_and_never_gets_the_new_files_names() {
+        use crate::symbolizer::Symbolizer;
+        use std::ffi::CString;
+        // A private copy of libz, so that replacing it touches nothing else.
+        let libz = CString::new("libz.so.1").unwrap();
+        // SAFETY: dlopen of a system library with a constant name.
+        assert!(
+            !unsafe { libc::dlopen(libz.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }.is_null()
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "stackwatch-replaced-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("libcopy.so");
+        std::fs::copy(mapped_path("libz.so"), &copy).unwrap();
+        let c_copy = CString::new(copy.to_str().unwrap()).unwrap();
+        // SAFETY: dlopen/dlsym of a copy of libz; `crc32` is only used as an address.
+        let crc32 = unsafe {
+            let h = libc::dlopen(c_copy.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            assert!(!h.is_null());
+            let sym = CString::new("crc32").unwrap();
+            libc::dlsym(h, sym.as_ptr()) as u64
+        };
+        assert_ne!(crc32, 0);
+        let in_crc32 = crc32 + 4;
+
+        let mut table = ModuleTable::default();
+        table.refresh().unwrap();
+        let module = |t: &ModuleTable| {
+            t.modules()
+                .iter()
+                .find(|m| m.avma.contains(&in_crc32))
+                .cloned()
+        };
+        let before = module(&table).expect("the copy is a module");
+        assert_eq!(before.open_path(), Some(copy.clone()));
+        let held = table.memory_bytes();
+        let mut early = Symbolizer::default();
+        early.set_modules(table.modules());
+        assert_eq!(early.frames(in_crc32).last().unwrap().as_ref(), "crc32");
+
+        // Deploy: another ELF file (libc) renamed over the mapped one.
+        let next = dir.join("next.so");
+        std::fs::copy(mapped_path("libc.so"), &next).unwrap();
+        std::fs::rename(&next, &copy).unwrap();
+
+        // The running table keeps the module and its unwind rules, read from the old file.
+        let _ = table.refresh().unwrap();
+        assert_eq!(module(&table).as_ref(), Some(&before));
+        assert!(table.memory_bytes() >= held);
+        // The new file at the path is never read for this mapping.
+        let reach = before.open_path();
+        assert!(
+            reach
+                .as_ref()
+                .is_none_or(|p| p.starts_with("/proc/self/map_files")),
+            "{reach:?}"
+        );
+        // A symbolizer that had loaded the file keeps its names ...
+        early.set_modules(table.modules());
+        assert_eq!(early.frames(in_crc32).last().unwrap().as_ref(), "crc32");
+        // ... and one that had not either reaches the old file or shows only the module.
+        let mut late = Symbolizer::default();
+        late.set_modules(table.modules());
+        let name = late.frames(in_crc32).last().unwrap().to_string();
+        if reach.is_some() {
+            assert_eq!(name, "crc32");
+        } else {
+            assert_eq!(name, "[libcopy.so]");
+        }
+        // A table built from scratch loads the mapping from the old file or not at all.
+        let mut fresh = ModuleTable::default();
+        fresh.refresh().unwrap();
+        match module(&fresh) {
+            Some(m) => assert_eq!(m.bias, before.bias),
+            None => assert!(reach.is_none(), "map_files was readable but not used"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

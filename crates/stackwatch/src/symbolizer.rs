@@ -80,11 +80,19 @@ impl Symbolizer {
         let loader = self
             .loaders
             .entry((module.path.clone(), module.inode))
-            .or_insert_with(|| match addr2line::Loader::new(&module.path) {
-                Ok(l) => Some(Rc::new(l)),
-                Err(e) => {
-                    tracing::debug!(path = %module.path.display(), error = %e, "no symbols");
-                    None
+            .or_insert_with(|| {
+                // Only the file this process mapped: a replaced binary would give
+                // confidently wrong names, so then only the module name is shown.
+                let Some(path) = module.open_path() else {
+                    tracing::debug!(path = %module.path.display(), "replaced on disk: no symbols");
+                    return None;
+                };
+                match addr2line::Loader::new(&path) {
+                    Ok(l) => Some(Rc::new(l)),
+                    Err(e) => {
+                        tracing::debug!(path = %module.path.display(), error = %e, "no symbols");
+                        None
+                    }
                 }
             })
             .clone();
