@@ -18,6 +18,7 @@ use mysql_common::binlog::events::{
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
+use mysql_common::proto::MySerialize;
 
 use crate::value::{CellValue, ColumnKind, TextEncoding};
 
@@ -787,6 +788,56 @@ fn read_time2(buf: &mut ParseBuf<'_>, dec: u8) -> std::io::Result<CellValue> {
     })
 }
 
+/// The member names of each ENUM (or SET) column from a table map's `ENUM_STR_VALUE`
+/// (`SET_STR_VALUE`) field: per column a length-encoded count, then that many
+/// length-encoded strings. Counts and lengths are checked against the bytes left.
+fn member_names(payload: &[u8]) -> std::io::Result<Vec<Vec<String>>> {
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut rest = payload;
+    let lenenc = |rest: &mut &[u8]| -> std::io::Result<u64> {
+        let (&first, tail) = rest
+            .split_first()
+            .ok_or_else(|| invalid("ENUM/SET names cut short"))?;
+        let width = match first {
+            0..=0xfa => {
+                *rest = tail;
+                return Ok(first as u64);
+            }
+            0xfc => 2,
+            0xfd => 3,
+            0xfe => 8,
+            _ => return Err(invalid("ENUM/SET names: bad length prefix")),
+        };
+        if tail.len() < width {
+            return Err(invalid("ENUM/SET names cut short"));
+        }
+        let mut v = [0u8; 8];
+        v[..width].copy_from_slice(&tail[..width]);
+        *rest = &tail[width..];
+        Ok(u64::from_le_bytes(v))
+    };
+    let mut columns = Vec::new();
+    while !rest.is_empty() {
+        let count = lenenc(&mut rest)?;
+        // Every member takes at least its one-byte length.
+        if count > rest.len() as u64 {
+            return Err(invalid("ENUM/SET names: more members than bytes"));
+        }
+        let mut names = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = lenenc(&mut rest)?;
+            if len > rest.len() as u64 {
+                return Err(invalid("ENUM/SET names cut short"));
+            }
+            let (name, tail) = rest.split_at(len as usize);
+            names.push(String::from_utf8_lossy(name).into_owned());
+            rest = tail;
+        }
+        columns.push(names);
+    }
+    Ok(columns)
+}
+
 /// Resolves a table map and its optional metadata into a [`TableSchema`].
 fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
@@ -798,28 +849,18 @@ fn table_schema(tme: &TableMapEvent<'_>) -> std::io::Result<TableSchema> {
     let mut enum_labels = Vec::new();
     let mut set_labels = Vec::new();
     for field in tme.iter_optional_meta() {
+        // The member lists are read by `member_names`, not by `mysql_common`'s iterators,
+        // which reserve a vector as long as the count the bytes claim (the fuzzer's
+        // "capacity overflow" from one flipped byte).
+        let mut payload = Vec::new();
         match field? {
             OptionalMetadataField::EnumStrValue(v) => {
-                for col in v.iter_values() {
-                    let col = col?;
-                    enum_labels.push(
-                        col.values()
-                            .iter()
-                            .map(|x| x.value().into_owned())
-                            .collect::<Vec<_>>(),
-                    );
-                }
+                v.serialize(&mut payload);
+                enum_labels.extend(member_names(&payload)?);
             }
             OptionalMetadataField::SetStrValue(v) => {
-                for col in v.iter_values() {
-                    let col = col?;
-                    set_labels.push(
-                        col.values()
-                            .iter()
-                            .map(|x| x.value().into_owned())
-                            .collect::<Vec<_>>(),
-                    );
-                }
+                v.serialize(&mut payload);
+                set_labels.extend(member_names(&payload)?);
             }
             _ => {}
         }

@@ -158,3 +158,20 @@ fn mutated_events_with_their_checksums_wrong_never_panic() {
 fn mutated_events_with_valid_checksums_never_panic_the_decoder() {
     fuzz("checksum-fixed mutations", true);
 }
+
+/// Inputs the long runs found, kept so they stay fixed.
+#[test]
+fn inputs_that_once_panicked_now_give_errors() {
+    let seeds = seeds();
+    // 2026-11-24, 10-minute release run: one flipped byte in the MariaDB table map's
+    // ENUM member count made `mysql_common` reserve a vector of ~2^60 names.
+    let mut b = apply(
+        seeds[1].clone(),
+        &[Mutation::Flip {
+            at: 7_220_294_493_287_952_990,
+            xor: 252,
+        }],
+    );
+    fix_checksums(&mut b);
+    run(&b);
+}
