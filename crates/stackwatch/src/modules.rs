@@ -321,8 +321,12 @@ garbage line\n";
             .unwrap_or_else(|| panic!("{name} is mapped"))
     }
 
+    /// Held by the tests that change this process's mappings or expect them unchanged.
+    static MAPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_library_replaced_on_disk_keeps_its_unwind_data_and_never_gets_the_new_files_names() {
+        let _maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
         use crate::symbolizer::Symbolizer;
         use std::ffi::CString;
         // A private copy of libz, so that replacing it touches nothing else.
@@ -409,6 +413,7 @@ garbage line\n";
 
     #[test]
     fn own_executable_is_found_with_a_consistent_bias() {
+        let _maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
         let mut table = ModuleTable::default();
         assert!(table.refresh().unwrap().is_some());
         let here = own_executable_is_found_with_a_consistent_bias as *const () as u64;
