@@ -633,12 +633,7 @@ pub fn decimal_text(bytes: &[u8], precision: u8, scale: u8) -> std::io::Result<S
 /// overflows (a panic in debug builds) on corrupt bytes; the debug-build fuzz run found it.
 fn read_datetime2(buf: &mut ParseBuf<'_>, dec: u8) -> std::io::Result<CellValue> {
     let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let len = match dec {
-        1 | 2 => 6,
-        3 | 4 => 7,
-        5 | 6 => 8,
-        _ => 5,
-    };
+    let len = 5 + fraction_bytes(dec);
     let b: &[u8] = buf.parse(len)?;
     let int_part = b[..5].iter().fold(0i64, |acc, &x| (acc << 8) | x as i64) - 0x80_0000_0000;
     if int_part < 0 {
@@ -673,17 +668,21 @@ fn read_datetime2(buf: &mut ParseBuf<'_>, dec: u8) -> std::io::Result<CellValue>
     })
 }
 
+/// Bytes of the fractional second of a `TIME`, `DATETIME` or `TIMESTAMP` with `dec`
+/// digits: `(dec + 1) / 2`.
+fn fraction_bytes(dec: u8) -> usize {
+    match dec {
+        1..=6 => (dec as usize).div_ceil(2),
+        _ => 0,
+    }
+}
+
 /// Decodes a `TIMESTAMP(dec)` (the server's `my_timestamp_from_binary`): big-endian
 /// unsigned seconds, then the fraction in `(dec + 1) / 2` bytes. `mysql_common` formats
 /// it into a `"secs.micros"` string (a fifth of the decode time of a row with one
 /// timestamp) and reads the seconds as `i32`, which turns instants after 2038 negative.
 fn read_timestamp2(buf: &mut ParseBuf<'_>, dec: u8) -> std::io::Result<CellValue> {
-    let len = match dec {
-        1 | 2 => 5,
-        3 | 4 => 6,
-        5 | 6 => 7,
-        _ => 4,
-    };
+    let len = 4 + fraction_bytes(dec);
     let b: &[u8] = buf.parse(len)?;
     let seconds = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64;
     let micros: i64 = match dec {
@@ -747,12 +746,7 @@ fn read_int24(buf: &mut ParseBuf<'_>, unsigned: bool) -> std::io::Result<CellVal
 /// time with a fraction of one to four digits (`-12:34:56.78`) underflows: a panic in
 /// debug builds and a wrong value in release. The real-server test found it.
 fn read_time2(buf: &mut ParseBuf<'_>, dec: u8) -> std::io::Result<CellValue> {
-    let len = match dec {
-        1 | 2 => 4,
-        3 | 4 => 5,
-        5 | 6 => 6,
-        _ => 3,
-    };
+    let len = 3 + fraction_bytes(dec);
     let b: &[u8] = buf.parse(len)?;
     let be = |s: &[u8]| s.iter().fold(0i64, |acc, &x| (acc << 8) | x as i64);
     let mut int_part = be(&b[..3]) - 0x80_0000;
