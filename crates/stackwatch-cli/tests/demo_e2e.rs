@@ -114,6 +114,16 @@ fn stored_samples(dir: &Path, from: i64, to: i64) -> u64 {
     store.profile(&sel, from, to).unwrap().total()
 }
 
+/// The body of a GET that must succeed.
+fn get_text(url: &str) -> String {
+    ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -158,23 +168,13 @@ fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_d
     let diff_url = format!(
         "http://127.0.0.1:{port}/api/diff.folded?base=%7Bversion%3D%22main%22%7D&query=%7Bversion%3D%22canary%22%7D&from=now-15m"
     );
-    let diff = ureq::get(&diff_url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let diff = get_text(&diff_url);
     assert!(
         diff.lines().count() > 10,
         "diff of canary vs main is not empty: {diff}"
     );
     let svg_url = diff_url.replace("diff.folded", "diff.svg");
-    let diff_svg = ureq::get(&svg_url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let diff_svg = get_text(&svg_url);
     assert!(
         diff_svg.contains("binlog_streamer"),
         "diff SVG names worker frames"
@@ -191,12 +191,7 @@ fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_d
     let url = format!(
         "http://127.0.0.1:{port}/api/profile.folded?query=%7Bservice%3D%22binlog-streamer%22%7D&from={started}&to={stopped}"
     );
-    let folded = ureq::get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let folded = get_text(&url);
     let served: u64 = folded
         .lines()
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())

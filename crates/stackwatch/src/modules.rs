@@ -52,12 +52,8 @@ impl LoadedModule {
     /// `CAP_SYS_ADMIN`), else `None`: the file is gone and reading what is at `path` now
     /// would give wrong answers.
     pub fn open_path(&self) -> Option<PathBuf> {
-        mapped_file_path(&self.path, self.inode, &self.avma)
+        open_mapped_file(&self.path, self.inode, &self.avma).map(|(_, path)| path)
     }
-}
-
-fn mapped_file_path(path: &std::path::Path, inode: u64, avma: &Range<u64>) -> Option<PathBuf> {
-    open_mapped_file(path, inode, avma).map(|(_, p)| p)
 }
 
 /// Opens the file with the mapped `inode`: at `path`, or through `/proc/self/map_files`.
@@ -140,9 +136,9 @@ fn parse_maps(text: &str) -> Vec<ExecMapping> {
 pub struct ModuleTable {
     mappings: Vec<ExecMapping>,
     modules: Vec<LoadedModule>,
-    /// Each live mapping's module, loaded once: its file is read only when it first appears.
-    loaded: HashMap<ExecMapping, LoadedModule>,
-    unwind: HashMap<ExecMapping, UnwindModule>,
+    /// Each live mapping's module and unwind tables, loaded once: its file is read only
+    /// when the mapping first appears.
+    loaded: HashMap<ExecMapping, (LoadedModule, Option<UnwindModule>)>,
 }
 
 impl ModuleTable {
@@ -153,7 +149,10 @@ impl ModuleTable {
 
     /// Bytes of unwind tables held.
     pub fn memory_bytes(&self) -> usize {
-        self.unwind.values().map(|(_, bytes)| bytes).sum()
+        self.loaded
+            .values()
+            .filter_map(|(_, unwind)| unwind.as_ref().map(|(_, bytes)| bytes))
+            .sum()
     }
 
     /// Re-reads `/proc/self/maps`. Returns a new unwinder when the set of modules
@@ -167,17 +166,14 @@ impl ModuleTable {
         self.mappings = mappings;
         let mut modules = Vec::new();
         for m in &self.mappings {
-            if let Some(known) = self.loaded.get(m) {
+            if let Some((known, _)) = self.loaded.get(m) {
                 modules.push(known.clone());
                 continue;
             }
             match load_module(m) {
                 Ok((module, unwind)) => {
-                    if let Some(unwind) = unwind {
-                        self.unwind.insert(m.clone(), unwind);
-                    }
-                    self.loaded.insert(m.clone(), module.clone());
-                    modules.push(module);
+                    modules.push(module.clone());
+                    self.loaded.insert(m.clone(), (module, unwind));
                 }
                 Err(e) => {
                     tracing::debug!(path = %m.path, error = %e, "module not loaded for unwinding")
@@ -189,9 +185,12 @@ impl ModuleTable {
         // Forget modules that are gone (dlclose) and their unwind data.
         let live: std::collections::HashSet<&ExecMapping> = self.mappings.iter().collect();
         self.loaded.retain(|k, _| live.contains(k));
-        self.unwind.retain(|k, _| live.contains(k));
         let mut unwinder = NativeUnwinder::new();
-        for (module, _) in self.unwind.values() {
+        for (module, _) in self
+            .loaded
+            .values()
+            .filter_map(|(_, unwind)| unwind.as_ref())
+        {
             unwinder.add_module(module.clone());
         }
         self.modules = modules;
