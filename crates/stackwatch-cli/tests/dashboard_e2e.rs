@@ -15,13 +15,13 @@ use common::{binlog_worker, spawn_listening, Proc};
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
 
 #[test]
-#[ignore = "needs chromium and playwright-core (tests/e2e): run via .ci/run"]
+#[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
 fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let e2e = repo.join("tests/e2e");
     assert!(
         e2e.join("node_modules/playwright-core").exists(),
-        "run `npm install` in tests/e2e first (.ci/run does)"
+        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
     );
     let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
         .map(PathBuf::from)

@@ -132,7 +132,7 @@ fn unix_now() -> i64 {
 }
 
 #[test]
-#[ignore = "needs curl: run via .ci/run"]
+#[ignore = "needs curl: run via scripts/test.sh"]
 fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_data() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

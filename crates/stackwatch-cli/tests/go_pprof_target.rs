@@ -42,7 +42,7 @@ func main() {
 "#;
 
 #[test]
-#[ignore = "needs golang-go: run via .ci/run"]
+#[ignore = "needs golang-go: run via scripts/test.sh"]
 fn a_go_pprof_endpoint_is_scraped_and_its_functions_stored() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("main.go"), GO_SERVICE).unwrap();

@@ -24,7 +24,7 @@ const FIRST_ROW: &str = "INSERT INTO shop.all_types VALUES (NULL, -5, 65535, -83
     NULL)";
 
 #[test]
-#[ignore = "needs mariadb-server: run via .ci/run"]
+#[ignore = "needs mariadb-server: run via scripts/test.sh"]
 fn live_stream_decodes_every_type_in_order_and_the_file_reader_agrees() {
     let db = MariaDb::start();
     let mut c = db.conn();
@@ -119,7 +119,7 @@ fn live_stream_decodes_every_type_in_order_and_the_file_reader_agrees() {
 }
 
 #[test]
-#[ignore = "needs mariadb-server: run via .ci/run"]
+#[ignore = "needs mariadb-server: run via scripts/test.sh"]
 fn sigkill_mid_stream_and_restart_loses_no_row() {
     const ROWS: usize = 6000;
     let db = MariaDb::start();
@@ -205,7 +205,7 @@ fn sigkill_mid_stream_and_restart_loses_no_row() {
 }
 
 #[test]
-#[ignore = "needs mariadb-server: run via .ci/run"]
+#[ignore = "needs mariadb-server: run via scripts/test.sh"]
 fn follow_tails_the_binlog_the_server_is_writing_across_a_rotate() {
     let db = MariaDb::start();
     let out = tempfile::tempdir().unwrap();

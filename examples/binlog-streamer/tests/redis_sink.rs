@@ -8,7 +8,7 @@ use binlog_streamer::encode::AVRO_SCHEMA;
 use common::*;
 
 #[test]
-#[ignore = "needs redis-server: run via .ci/run"]
+#[ignore = "needs redis-server: run via scripts/test.sh"]
 fn every_row_lands_in_the_stream_as_json_and_as_avro() {
     let r = Redis::start();
     let url = |stream: &str| format!("redis://127.0.0.1:{}/{stream}", r.port);
@@ -82,7 +82,7 @@ fn every_row_lands_in_the_stream_as_json_and_as_avro() {
 }
 
 #[test]
-#[ignore = "needs redis-server: run via .ci/run"]
+#[ignore = "needs redis-server: run via scripts/test.sh"]
 fn a_redis_that_is_down_at_first_gets_every_row_once_it_is_up() {
     let port = free_port();
     let mut child = worker(&[

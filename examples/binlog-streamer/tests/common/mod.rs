@@ -36,7 +36,7 @@ fn find(binary: &str, package: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{binary} not found: apt-get install -y {package} (.ci/run does)");
+    panic!("{binary} not found: apt-get install -y {package} (scripts/test.sh does)");
 }
 
 /// A MariaDB server with `log_bin`, `binlog_format=ROW`, `binlog_row_metadata=FULL`.
