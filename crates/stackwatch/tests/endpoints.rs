@@ -212,7 +212,7 @@ fn a_bearer_token_guards_every_endpoint() {
 
 /// `go tool pprof` reads what we serve. Needs Debian's golang-go, which .ci/run installs.
 #[test]
-#[ignore = "needs golang-go: run via .ci/run"]
+#[ignore = "needs golang-go: run via scripts/test.sh"]
 fn go_tool_pprof_reads_our_profile() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let profiler = stackwatch::Profiler::builder()
