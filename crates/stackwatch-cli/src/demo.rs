@@ -191,7 +191,7 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
             url: format!("http://{}", w.addr),
             kind: Default::default(),
             labels: labels(w),
-            folded_counts: Default::default(),
+            ..Default::default()
         })
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()

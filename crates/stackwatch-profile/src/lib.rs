@@ -8,18 +8,23 @@
 //!   parsed strictly with line-numbered errors.
 //! - [`pprof`]: the gzipped pprof protobuf that `go tool pprof` reads (encode and decode).
 //! - [`svg`]: flamegraphs and differential flamegraphs, laid out by inferno.
+//! - [`budget`]: what a batch of stacks from outside may cost once decoded.
+//! - [`clock`]: the wall clock in the units stored and sent.
 //! - [`protocol`]: the types of the window protocol (`GET /windows?after=SEQ`) that the
 //!   sampler serves and the collector reads; docs/protocol.md is its specification.
 //!
 //! It depends on nothing else of stackwatch, so the sampler, the store and the server all
 //! build on it.
 
+pub mod budget;
+pub mod clock;
 pub mod folded;
 pub mod pprof;
 pub mod profile;
 pub mod protocol;
 pub mod svg;
 
+pub use budget::{BudgetError, StackBudget};
 pub use folded::{parse_folded, FoldedError, PRUNED_FRAME};
 pub use profile::{FunctionStat, Profile};
 pub use svg::SvgOptions;

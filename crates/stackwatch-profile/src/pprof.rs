@@ -15,7 +15,7 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use thiserror::Error;
 
-use crate::folded::sanitize_frame;
+use crate::budget::{BudgetError, StackAccumulator, StackBudget};
 use crate::Profile;
 
 /// The pprof messages, declared with prost's derive (field numbers from profile.proto).
@@ -165,6 +165,9 @@ pub enum PprofError {
     /// An index or id points nowhere.
     #[error("pprof: {0}")]
     Dangling(String),
+    /// The samples expand past the stack budget.
+    #[error("pprof: {0}")]
+    Budget(#[from] BudgetError),
 }
 
 /// Encodes a profile as gzipped pprof protobuf, frames as functions (no addresses).
@@ -241,8 +244,14 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 ///
 /// The value summed per stack is the `samples` sample type when present, otherwise
 /// the profile's default sample type (or the first one). Decompression stops at
-/// `max_decompressed` bytes.
-pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Profile, PprofError> {
+/// `max_decompressed` bytes; what the samples expand into is bounded by `budget`
+/// (frames per stack, bytes of stack text over all samples, distinct stacks, periods),
+/// so neither memory nor time grows with anything but those limits.
+pub fn decode(
+    bytes: &[u8],
+    max_decompressed: usize,
+    budget: &StackBudget,
+) -> Result<Profile, PprofError> {
     let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(bytes)
@@ -264,6 +273,7 @@ pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Profile, PprofErr
         bytes.into()
     };
     let msg = proto::Profile::decode(&*raw)?;
+    drop(raw);
     let string = |i: i64| -> Result<&str, PprofError> {
         usize::try_from(i)
             .ok()
@@ -287,39 +297,31 @@ pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Profile, PprofErr
             .unwrap_or(0),
         None => 0,
     };
-    let mut function_names: HashMap<u64, String> = HashMap::with_capacity(msg.function.len());
+    // Names are borrowed from the string table: nothing here is copied per reference.
+    let mut function_names: HashMap<u64, &str> = HashMap::with_capacity(msg.function.len());
     for f in &msg.function {
-        function_names.insert(f.id, sanitize_frame(string(f.name)?).into_owned());
+        function_names.insert(f.id, string(f.name)?);
     }
-    let mut location_frames: HashMap<u64, Vec<String>> = HashMap::with_capacity(msg.location.len());
+    let mut locations: HashMap<u64, &proto::Location> = HashMap::with_capacity(msg.location.len());
     for loc in &msg.location {
-        let mut frames = Vec::with_capacity(loc.line.len().max(1));
-        // Lines are innermost first; folded stacks are root first, so reverse.
-        for line in loc.line.iter().rev() {
-            let name = function_names.get(&line.function_id).ok_or_else(|| {
-                PprofError::Dangling(format!(
-                    "location {} names missing function {}",
-                    loc.id, line.function_id
-                ))
-            })?;
-            frames.push(name.clone());
+        if let Some(line) = loc
+            .line
+            .iter()
+            .find(|l| !function_names.contains_key(&l.function_id))
+        {
+            return Err(PprofError::Dangling(format!(
+                "location {} names missing function {}",
+                loc.id, line.function_id
+            )));
         }
-        if frames.is_empty() {
-            frames.push(format!("{:#x}", loc.address));
-        }
-        location_frames.insert(loc.id, frames);
+        locations.insert(loc.id, loc);
     }
     let period_ns = match &msg.period_type {
         Some(pt) if string(pt.unit)? == "nanoseconds" => msg.period.max(0) as u64,
         _ => 0,
     };
-    let mut profile = Profile {
-        period_ns,
-        start_unix_ns: msg.time_nanos.max(0) as u64,
-        duration_ns: msg.duration_nanos.max(0) as u64,
-        ..Default::default()
-    };
-    let mut stack = String::new();
+    let mut acc = StackAccumulator::new(*budget);
+    let mut addresses: Vec<String> = Vec::new();
     for sample in &msg.sample {
         let Some(&value) = sample.value.get(value_index) else {
             return Err(PprofError::Dangling(format!(
@@ -330,24 +332,49 @@ pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Profile, PprofErr
         if value <= 0 {
             continue;
         }
-        stack.clear();
+        // Frames root first: locations are leaf first, and a location's lines innermost
+        // first. Locations without lines are named by address.
+        addresses.clear();
+        let mut frames: Vec<&proto::Location> = Vec::new();
         for id in sample.location_id.iter().rev() {
-            let frames = location_frames.get(id).ok_or_else(|| {
+            let loc = *locations.get(id).ok_or_else(|| {
                 PprofError::Dangling(format!("sample names missing location {id}"))
             })?;
-            for f in frames {
-                if !stack.is_empty() {
-                    stack.push(';');
-                }
-                stack.push_str(f);
+            if loc.line.is_empty() {
+                addresses.push(format!("{:#x}", loc.address));
+            }
+            frames.push(loc);
+            // Enough frames to fill the budget's depth (and see that it is exceeded).
+            if frames.len() > budget.max_depth {
+                break;
             }
         }
-        if stack.is_empty() {
-            stack.push_str("[unknown]");
-        }
-        profile.add(&stack, value as u64);
+        let mut next_address = addresses.iter();
+        let names = frames.iter().flat_map(|loc| {
+            let unnamed = loc
+                .line
+                .is_empty()
+                .then(|| next_address.next().map_or("[unknown]", String::as_str));
+            loc.line
+                .iter()
+                .rev()
+                .map(|l| {
+                    function_names
+                        .get(&l.function_id)
+                        .copied()
+                        .unwrap_or("[unknown]")
+                })
+                .chain(unnamed)
+        });
+        acc.add_frames(names, value as u64)?;
     }
-    Ok(profile)
+    let bounded = acc.finish();
+    Ok(Profile {
+        stacks: bounded.stacks,
+        period_ns,
+        start_unix_ns: msg.time_nanos.max(0) as u64,
+        duration_ns: msg.duration_nanos.max(0) as u64,
+    })
 }
 
 #[derive(Default)]
@@ -383,7 +410,7 @@ mod tests {
         p.duration_ns = 10_000_000_000;
         let bytes = encode(&p);
         assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
-        let back = decode(&bytes, 1 << 20).unwrap();
+        let back = decode(&bytes, 1 << 20, &StackBudget::default()).unwrap();
         assert_eq!(back.stacks, p.stacks);
         assert_eq!(back.period_ns, p.period_ns);
         assert_eq!(back.duration_ns, p.duration_ns);
@@ -402,16 +429,77 @@ mod tests {
 
     #[test]
     fn garbage_and_bombs_are_errors() {
-        assert!(decode(b"\x1f\x8bnot gzip at all", 1 << 20).is_err());
-        assert!(decode(&[0xff; 64], 1 << 20).is_err());
+        assert!(decode(b"\x1f\x8bnot gzip at all", 1 << 20, &StackBudget::default()).is_err());
+        assert!(decode(&[0xff; 64], 1 << 20, &StackBudget::default()).is_err());
         // A gzip stream that inflates past the cap.
         let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 4 << 20]).unwrap();
         let bomb = gz.finish().unwrap();
         assert!(matches!(
-            decode(&bomb, 1 << 20),
+            decode(&bomb, 1 << 20, &StackBudget::default()),
             Err(PprofError::TooLarge { .. })
         ));
+    }
+
+    /// Issue #10, item 1: one sample naming a 1 KB function a million times (1 KB of
+    /// gzip) took 2 GB and 5.6 s; four million aborted the collector.
+    #[test]
+    fn a_tiny_body_cannot_expand_into_a_huge_profile() {
+        let msg = proto::Profile {
+            string_table: vec![
+                "".into(),
+                "samples".into(),
+                "count".into(),
+                "f".repeat(1024),
+            ],
+            sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
+            function: vec![proto::Function {
+                id: 1,
+                name: 3,
+                ..Default::default()
+            }],
+            location: vec![proto::Location {
+                id: 1,
+                line: vec![proto::Line {
+                    function_id: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            sample: vec![proto::Sample {
+                location_id: vec![1; 1_000_000],
+                value: vec![1],
+                label: vec![],
+            }],
+            ..Default::default()
+        };
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&msg.encode_to_vec()).unwrap();
+        let body = gz.finish().unwrap();
+        assert!(body.len() < 4096, "{}", body.len());
+        let started = std::time::Instant::now();
+        let p = decode(&body, 64 << 20, &StackBudget::default()).unwrap();
+        let (stack, count) = p.stacks.iter().next().unwrap();
+        assert_eq!(*count, 1);
+        assert_eq!(stack.split(';').count(), 513, "512 frames and [truncated]");
+        assert!(stack.ends_with(";[truncated]"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The same frames over many samples hit the decoded-bytes budget.
+        let mut many = msg.clone();
+        many.sample = vec![
+            proto::Sample {
+                location_id: vec![1; 600],
+                value: vec![1],
+                label: vec![],
+            };
+            200
+        ];
+        let budget = StackBudget {
+            max_decoded_bytes: 16 << 20,
+            ..StackBudget::default()
+        };
+        let err = decode(&many.encode_to_vec(), 64 << 20, &budget).unwrap_err();
+        assert!(err.to_string().contains("max_decoded_bytes"), "{err}");
     }
 
     #[test]
@@ -426,7 +514,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let err = decode(&msg.encode_to_vec(), 1 << 20).unwrap_err();
+        let err = decode(&msg.encode_to_vec(), 1 << 20, &StackBudget::default()).unwrap_err();
         assert!(err.to_string().contains("location 42"), "{err}");
         let msg = proto::Profile {
             sample_type: vec![proto::ValueType {
@@ -435,7 +523,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(decode(&msg.encode_to_vec(), 1 << 20).is_err());
+        assert!(decode(&msg.encode_to_vec(), 1 << 20, &StackBudget::default()).is_err());
     }
 
     #[test]
@@ -498,7 +586,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let p = decode(&msg.encode_to_vec(), 1 << 20).unwrap();
+        let p = decode(&msg.encode_to_vec(), 1 << 20, &StackBudget::default()).unwrap();
         assert_eq!(p.stacks["main;outer;inlined"], 5);
     }
 }

@@ -1,46 +1,28 @@
 //! The collector's HTTP API: the routes, authentication, health and the collector's
-//! own metrics. The query routes are in [`crate::query`].
+//! own metrics. The query routes are in [`crate::query`]; what they share is in
+//! [`crate::state`].
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use stackwatch_http::metrics_text::{MetricKind, MetricsText, CONTENT_TYPE as METRICS_TYPE};
+use stackwatch_http::BearerAuth;
 
 use crate::query::{self, Format};
 use crate::scrape::{HealthMap, TargetHealth};
-use crate::writer::WriterHandle;
-use crate::Config;
-
-/// What the routes share.
-#[derive(Clone)]
-pub struct ApiState {
-    cfg: std::sync::Arc<Config>,
-    health: HealthMap,
-    writer: WriterHandle,
-}
-
-impl ApiState {
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Shared state of the routes.
-    pub fn new(cfg: Config, health: HealthMap, writer: WriterHandle) -> Self {
-        ApiState {
-            cfg: std::sync::Arc::new(cfg),
-            health,
-            writer,
-        }
-    }
-}
+use crate::state::ApiState;
 
 /// Every route, behind the bearer token when one is configured.
 pub fn router(state: ApiState) -> Router {
+    // The page itself and its assets load without a token; the page then asks for it
+    // and keeps it in a cookie for frames and downloads, which cannot set headers.
+    let auth = BearerAuth::new(state.cfg.bearer_token.as_deref())
+        .with_cookie("stackwatch_token")
+        .with_public_paths(&["/", "/assets/app.js", "/assets/style.css"]);
     Router::new()
         .route(
             "/",
@@ -77,8 +59,33 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/top", get(query::top))
         .route("/api/labels", get(query::labels))
         .route("/api/label/{name}/values", get(query::label_values))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            stackwatch_http::auth::require,
+        ))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Every response: `nosniff`; SVGs (which embed untrusted frame names) also get a
+/// policy that lets their own inline script run but load and send nothing.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if h.get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"image/svg+xml"))
+    {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        );
+    }
+    r
 }
 
 /// The dashboard, embedded at build time from web/ (no CDN: it works offline).
@@ -102,58 +109,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The token from `Authorization: Bearer` or, for the dashboard's frames and download
-/// links (which cannot set headers), the `stackwatch_token` cookie the page sets.
-fn presented_token(req: &axum::extract::Request) -> String {
-    if let Some(t) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return t.to_owned();
-    }
-    for cookie in req.headers().get_all(header::COOKIE) {
-        for part in cookie.to_str().unwrap_or("").split(';') {
-            if let Some(v) = part.trim().strip_prefix("stackwatch_token=") {
-                return percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned();
-            }
-        }
-    }
-    String::new()
-}
-
-async fn auth(
-    State(st): State<ApiState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    // The page itself and its assets load without a token; the page then asks for it.
-    let public = matches!(
-        req.uri().path(),
-        "/" | "/assets/app.js" | "/assets/style.css"
-    );
-    if let (Some(token), false) = (&st.cfg.bearer_token, public) {
-        let given = presented_token(&req);
-        let ok = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if !ok {
-            let mut r =
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
-    next.run(req).await
-}
-
 fn snapshot(health: &HealthMap) -> Vec<TargetHealth> {
     health
         .lock()
@@ -167,127 +122,229 @@ async fn targets(State(st): State<ApiState>) -> Json<Vec<TargetHealth>> {
     Json(snapshot(&st.health))
 }
 
-/// Escapes a Prometheus label value.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn label_set(t: &TargetHealth) -> String {
-    let mut s = String::from("{");
-    let _ = write!(s, "url=\"{}\"", escape(&t.url));
-    for (k, v) in &t.labels {
-        if k != "url" && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let _ = write!(s, ",{k}=\"{}\"", escape(v));
-        }
-    }
-    s.push('}');
-    s
+fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
+    let mut labels = vec![("url", t.url.as_str())];
+    labels.extend(
+        t.labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "url")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    labels
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {
     let targets = snapshot(&st.health);
-    let mut out = String::new();
+    let mut m = MetricsText::new();
     type PerTarget = (
         &'static str,
-        &'static str,
+        MetricKind,
         &'static str,
         fn(&TargetHealth) -> String,
     );
-    let per_target: [PerTarget; 7] = [
+    let per_target: [PerTarget; 10] = [
         (
             "stackwatch_target_up",
-            "gauge",
+            MetricKind::Gauge,
             "1 if the last scrape succeeded.",
             |t| u8::from(t.up).to_string(),
         ),
         (
             "stackwatch_target_scrape_duration_seconds",
-            "gauge",
+            MetricKind::Gauge,
             "Duration of the last scrape.",
             |t| format!("{:.6}", t.last_scrape_duration_seconds),
         ),
         (
             "stackwatch_target_scrape_bytes",
-            "gauge",
+            MetricKind::Gauge,
             "Body size of the last scrape.",
             |t| t.last_scrape_bytes.to_string(),
         ),
         (
             "stackwatch_target_samples_ingested_total",
-            "counter",
+            MetricKind::Counter,
             "Periods stored from the target.",
             |t| t.samples_ingested_total.to_string(),
         ),
         (
             "stackwatch_target_scrape_failures_total",
-            "counter",
+            MetricKind::Counter,
             "Failed scrapes.",
             |t| t.scrape_failures_total.to_string(),
         ),
         (
             "stackwatch_target_scrapes_skipped_total",
-            "counter",
+            MetricKind::Counter,
             "Scrapes skipped because the target fell behind.",
             |t| t.scrapes_skipped_total.to_string(),
         ),
         (
             "stackwatch_target_windows_lost_total",
-            "counter",
+            MetricKind::Counter,
             "Windows the worker no longer had when asked.",
             |t| t.windows_lost_total.to_string(),
         ),
+        (
+            "stackwatch_target_stacks_truncated_total",
+            MetricKind::Counter,
+            "Stacks cut at scrape.max_stack_depth.",
+            |t| t.stacks_truncated_total.to_string(),
+        ),
+        (
+            "stackwatch_target_stacks_pruned_total",
+            MetricKind::Counter,
+            "Distinct stacks folded into [pruned] by scrape.max_stacks_per_window.",
+            |t| t.stacks_pruned_total.to_string(),
+        ),
+        (
+            "stackwatch_target_scrapes_row_limited_total",
+            MetricKind::Counter,
+            "Scrapes that left windows for the next one (scrape.max_rows_per_scrape).",
+            |t| t.scrapes_row_limited_total.to_string(),
+        ),
     ];
     for (name, kind, help, value) in per_target {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        m.family(name, kind, help);
         for t in &targets {
-            let _ = writeln!(out, "{name}{} {}", label_set(t), value(t));
+            m.sample(name, &target_labels(t), value(t));
         }
     }
-    let w = &st.writer.stats;
-    for (name, kind, help, v) in [
-        (
-            "stackwatch_ingest_rows_total",
-            "counter",
-            "Stack rows committed.",
-            w.rows.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "stackwatch_ingest_windows_total",
-            "counter",
-            "Windows committed.",
-            w.windows.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "stackwatch_ingest_transactions_total",
-            "counter",
-            "Ingest transactions committed.",
-            w.flushes.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "stackwatch_ingest_errors_total",
-            "counter",
-            "Ingest transactions that failed.",
-            w.flush_errors.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "stackwatch_ingest_seconds_total",
-            "counter",
-            "Time spent in ingest transactions.",
-            w.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        ),
-        (
-            "stackwatch_rollup_steps_total",
-            "counter",
-            "Rollup steps run.",
-            w.rollups.load(Ordering::Relaxed) as f64,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let w = &st.writer;
+    m.single(
+        "stackwatch_ingest_rows_total",
+        MetricKind::Counter,
+        "Stack rows committed.",
+        load(&w.rows),
+    )
+    .single(
+        "stackwatch_ingest_windows_total",
+        MetricKind::Counter,
+        "Windows committed.",
+        load(&w.windows),
+    )
+    .single(
+        "stackwatch_ingest_transactions_total",
+        MetricKind::Counter,
+        "Ingest transactions committed.",
+        load(&w.flushes),
+    )
+    .single(
+        "stackwatch_ingest_errors_total",
+        MetricKind::Counter,
+        "Ingest requests the store refused.",
+        load(&w.flush_errors),
+    )
+    .single(
+        "stackwatch_ingest_isolated_failures_total",
+        MetricKind::Counter,
+        "Requests refused alone after a shared transaction failed (the others were stored).",
+        load(&w.isolated_failures),
+    )
+    .single(
+        "stackwatch_ingest_seconds_total",
+        MetricKind::Counter,
+        "Time spent in ingest transactions.",
+        load(&w.flush_micros) as f64 / 1e6,
+    )
+    .single(
+        "stackwatch_rollup_steps_total",
+        MetricKind::Counter,
+        "Rollup steps run.",
+        load(&w.rollups),
+    )
+    .single(
+        "stackwatch_rollup_errors_total",
+        MetricKind::Counter,
+        "Rollup steps that failed.",
+        load(&w.rollup_errors),
+    )
+    .single(
+        "stackwatch_retention_deleted_rows_total",
+        MetricKind::Counter,
+        "Rows deleted by retention: samples, stacks, targets, checkpoints.",
+        load(&w.retention_deleted),
+    );
+    let q = &st.slots.stats;
+    m.single(
+        "stackwatch_queries_total",
+        MetricKind::Counter,
+        "Queries admitted.",
+        load(&q.admitted),
+    )
+    .single(
+        "stackwatch_queries_in_flight",
+        MetricKind::Gauge,
+        "Queries running now.",
+        load(&q.in_flight),
+    )
+    .single(
+        "stackwatch_queries_waiting",
+        MetricKind::Gauge,
+        "Queries waiting for a slot now.",
+        st.slots.waiting(),
+    )
+    .family(
+        "stackwatch_queries_shed_total",
+        MetricKind::Counter,
+        "Queries answered 503 without running (query.max_queued, query.queue_timeout).",
+    )
+    .sample(
+        "stackwatch_queries_shed_total",
+        &[("reason", "queue_full")],
+        load(&q.shed_queue_full),
+    )
+    .sample(
+        "stackwatch_queries_shed_total",
+        &[("reason", "queue_timeout")],
+        load(&q.shed_queue_timeout),
+    )
+    .family(
+        "stackwatch_queries_stopped_total",
+        MetricKind::Counter,
+        "Queries stopped while running (query.timeout, or the client went away).",
+    )
+    .sample(
+        "stackwatch_queries_stopped_total",
+        &[("reason", "timeout")],
+        load(&q.timed_out),
+    )
+    .sample(
+        "stackwatch_queries_stopped_total",
+        &[("reason", "client_gone")],
+        load(&q.abandoned),
+    )
+    .single(
+        "stackwatch_queries_selector_refused_total",
+        MetricKind::Counter,
+        "Queries refused for a selector over a budget (query.max_matchers, query.max_regex_*).",
+        load(&q.selector_refused),
+    )
+    .single(
+        "stackwatch_query_seconds_total",
+        MetricKind::Counter,
+        "Time spent running queries.",
+        load(&q.micros) as f64 / 1e6,
+    );
+    let h = &st.http;
+    m.single(
+        "stackwatch_http_connections_open",
+        MetricKind::Gauge,
+        "API connections open now.",
+        load(&h.open_connections),
+    )
+    .single(
+        "stackwatch_http_connections_refused_total",
+        MetricKind::Counter,
+        "Connections closed on accept (http.max_connections).",
+        load(&h.refused_total),
+    )
+    .single(
+        "stackwatch_http_connection_errors_total",
+        MetricKind::Counter,
+        "Connections ended by an error (http.header_read_timeout, malformed requests).",
+        load(&h.errors_total),
+    );
+    ([(header::CONTENT_TYPE, METRICS_TYPE)], m.finish()).into_response()
 }

@@ -68,7 +68,7 @@ pub enum FoldedCounts {
 }
 
 /// One scrape target.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Base URL (stackwatch) or full endpoint URL (pprof, folded).
@@ -82,6 +82,31 @@ pub struct TargetConfig {
     /// For `folded` targets: cumulative (default) or delta counts.
     #[serde(default)]
     pub folded_counts: FoldedCounts,
+    /// Sent as `Authorization: Bearer <token>` (a worker started with a token).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Read the token from this file instead (relative to the config file; trailing
+    /// whitespace ignored), so it stays out of the config.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl TargetConfig {
+    /// The token to send, from `bearer_token` or `bearer_token_file` (read each time,
+    /// so a rotated file is picked up).
+    pub fn token(&self, base_dir: &Path) -> Result<Option<String>, std::io::Error> {
+        if let Some(t) = &self.bearer_token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.bearer_token_file {
+            Some(f) => Ok(Some(
+                std::fs::read_to_string(base_dir.join(f))?
+                    .trim_end()
+                    .to_owned(),
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A file pattern of target files, re-read when they change.
@@ -118,6 +143,32 @@ pub struct ScrapeConfig {
     /// Length of the profile asked from pprof targets (default: the interval, at most 60 s).
     #[serde(deserialize_with = "opt_duration")]
     pub pprof_seconds: Option<Duration>,
+    /// Frames kept per stack; deeper stacks keep their root side and end in
+    /// `[truncated]` (default 512).
+    pub max_stack_depth: usize,
+    /// Distinct stacks kept per window (pprof and folded: per scrape); the rarest fold
+    /// into `[pruned]`, totals exact (default 50 000).
+    pub max_stacks_per_window: usize,
+    /// Bytes of stack text one scrape may decode into (default 64 MiB); more fails the
+    /// scrape.
+    pub max_decoded_bytes: usize,
+    /// Periods one window may carry (default 2^32); more fails the scrape.
+    pub max_samples_per_window: u64,
+    /// (window, stack) rows stored per scrape of one target (default 200 000); a
+    /// stackwatch target's remaining windows wait for the next scrape, nothing is lost.
+    pub max_rows_per_scrape: usize,
+}
+
+impl ScrapeConfig {
+    /// The stack budget of one window or scrape.
+    pub fn stack_budget(&self) -> stackwatch_profile::StackBudget {
+        stackwatch_profile::StackBudget {
+            max_depth: self.max_stack_depth,
+            max_stacks: self.max_stacks_per_window,
+            max_decoded_bytes: self.max_decoded_bytes,
+            max_samples: self.max_samples_per_window,
+        }
+    }
 }
 
 impl Default for ScrapeConfig {
@@ -128,6 +179,11 @@ impl Default for ScrapeConfig {
             concurrency: 64,
             max_body_bytes: 64 << 20,
             pprof_seconds: None,
+            max_stack_depth: 512,
+            max_stacks_per_window: 50_000,
+            max_decoded_bytes: 64 << 20,
+            max_samples_per_window: 1 << 32,
+            max_rows_per_scrape: 200_000,
         }
     }
 }
@@ -160,6 +216,81 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[query]`: what queries may cost, so a burst of them cannot starve scraping.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Queries running at once (default 2: scrapes and the writer keep the rest of a
+    /// small machine).
+    pub max_concurrent: usize,
+    /// Queries waiting for a slot; more are answered 503 at once (default 16).
+    pub max_queued: usize,
+    /// Longest wait for a slot before a 503 (default 5 s).
+    #[serde(deserialize_with = "duration")]
+    pub queue_timeout: Duration,
+    /// Longest a running query may take (default 30 s); it is stopped and answered 503.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// SQLite page cache of each query connection (default 16 MiB).
+    pub cache_bytes: usize,
+    /// Distinct stacks in one answer; the rest fold into `[other]` (default 100 000).
+    pub max_answer_stacks: usize,
+    /// Matchers in one selector (default 16).
+    pub max_matchers: usize,
+    /// Bytes of one regex in a selector (default 1 024).
+    pub max_regex_bytes: usize,
+    /// Bytes of one compiled regex (default 1 MiB).
+    pub max_regex_program_bytes: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_concurrent: 2,
+            max_queued: 16,
+            queue_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            cache_bytes: 16 << 20,
+            max_answer_stacks: 100_000,
+            max_matchers: 16,
+            max_regex_bytes: 1024,
+            max_regex_program_bytes: 1 << 20,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The selector limits.
+    pub fn selector_limits(&self) -> stackwatch_store::SelectorLimits {
+        stackwatch_store::SelectorLimits {
+            max_matchers: self.max_matchers,
+            max_regex_bytes: self.max_regex_bytes,
+            max_regex_program_bytes: self.max_regex_program_bytes,
+        }
+    }
+}
+
+/// `[http]`: the API's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Time a client has to send its request headers (default 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Connections open at once (default 1 024).
+    pub max_connections: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = stackwatch_http::ServeOptions::default();
+        HttpConfig {
+            header_read_timeout: d.header_read_timeout,
+            max_connections: d.max_connections,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +310,12 @@ pub struct Config {
     /// Storage settings.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Query budgets.
+    #[serde(default)]
+    pub query: QueryConfig,
+    /// HTTP connection limits.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Static targets.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -215,6 +352,8 @@ impl Default for Config {
             bearer_token: None,
             scrape: ScrapeConfig::default(),
             storage: StorageConfig::default(),
+            query: QueryConfig::default(),
+            http: HttpConfig::default(),
             targets: Vec::new(),
             target_files: Vec::new(),
             base_dir: PathBuf::from("."),
@@ -259,6 +398,34 @@ impl Config {
         }
         if cfg.storage.flush_rows == 0 {
             return Err(invalid("storage.flush_rows", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("scrape.max_stack_depth", cfg.scrape.max_stack_depth),
+            (
+                "scrape.max_stacks_per_window",
+                cfg.scrape.max_stacks_per_window,
+            ),
+            ("scrape.max_decoded_bytes", cfg.scrape.max_decoded_bytes),
+            ("scrape.max_rows_per_scrape", cfg.scrape.max_rows_per_scrape),
+            ("query.max_concurrent", cfg.query.max_concurrent),
+            ("query.max_answer_stacks", cfg.query.max_answer_stacks),
+            ("query.max_matchers", cfg.query.max_matchers),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if cfg.scrape.max_samples_per_window == 0 || cfg.scrape.max_samples_per_window > 1 << 40 {
+            return Err(invalid(
+                "scrape.max_samples_per_window",
+                "must be 1..=2^40 (sums over the retention must fit in 63 bits)",
+            ));
+        }
+        if cfg.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if cfg.bearer_token.as_deref() == Some("") {
+            return Err(invalid("bearer_token", "must not be empty"));
         }
         for (i, t) in cfg.targets.iter().enumerate() {
             validate_target(t).map_err(|m| invalid(&format!("targets[{i}].url"), &m))?;

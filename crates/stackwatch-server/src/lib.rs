@@ -4,12 +4,16 @@
 //! - [`config`][crate::config]: `stackwatch.toml`.
 //! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
 //! - [`writer`][crate::writer]: the single store writer with size-or-time batching.
-//! - [`api`][crate::api]: the HTTP routes.
+//! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
+//!   [`state`][crate::state] what the routes share (and the query slots).
+//! - [`data_dir`][crate::data_dir]: the data directory and its lock.
 
 pub mod api;
 pub mod config;
+pub mod data_dir;
 pub mod query;
 pub mod scrape;
+pub mod state;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -19,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stackwatch_store::{SqliteStore, StoreOptions};
+use stackwatch_http::{ServeOptions, ServeStats};
+use stackwatch_store::{ReaderOptions, ReaderPool, SqliteStore, StoreOptions};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
@@ -28,14 +33,9 @@ pub use config::Config;
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum ServerError {
-    /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// Directory.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
+    /// The data directory could not be created or locked.
+    #[error(transparent)]
+    DataDir(#[from] data_dir::DataDirError),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] stackwatch_store::StoreError),
@@ -61,16 +61,18 @@ pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
 pub struct Server {
     cfg: Config,
     listener: tokio::net::TcpListener,
+    lock: data_dir::DataDirLock,
 }
 
 impl Server {
     /// Opens the store and binds the listen address.
+    ///
+    /// Fails before anything listens if the data directory is another collector's
+    /// (locked), or the store cannot be written.
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir {
-            path: cfg.data_dir.clone(),
-            source,
-        })?;
-        // Create the schema now, so readers can open the file.
+        let lock = data_dir::DataDirLock::acquire(&cfg.data_dir)?;
+        // Create the schema now, so readers can open the file; this also proves the
+        // store can be written.
         drop(SqliteStore::open(
             &db_path(&cfg.data_dir),
             store_options(&cfg),
@@ -81,7 +83,17 @@ impl Server {
                 addr: cfg.listen,
                 source,
             })?;
-        Ok(Server { cfg, listener })
+        if !cfg.listen.ip().is_loopback() && cfg.bearer_token.is_none() {
+            tracing::warn!(
+                listen = %cfg.listen,
+                "listening beyond loopback without a bearer_token: anyone who can reach this address can read every profile (see docs/operations.md)"
+            );
+        }
+        Ok(Server {
+            cfg,
+            listener,
+            lock,
+        })
     }
 
     /// The bound address.
@@ -96,6 +108,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let cfg = self.cfg;
+        let _lock = self.lock;
         let db = db_path(&cfg.data_dir);
         let store = SqliteStore::open(&db, store_options(&cfg))?;
         let (writer, writer_thread) = writer::spawn(
@@ -118,19 +131,39 @@ impl Server {
             writer: writer.clone(),
             health: health.clone(),
             db_path: db.clone(),
+            base_dir: cfg.base_dir.clone(),
         };
+        let writer_stats = writer.stats.clone();
         let manager = tokio::spawn(manage_targets(cfg.clone(), ctx));
-        let state = api::ApiState::new(cfg.clone(), health, writer);
+        let readers = ReaderPool::new(
+            db,
+            ReaderOptions {
+                cache_kib: (cfg.query.cache_bytes / 1024).clamp(64, u32::MAX as usize) as u32,
+                max_answer_stacks: cfg.query.max_answer_stacks,
+            },
+            cfg.query.max_concurrent,
+        );
+        let http_stats = Arc::new(ServeStats::default());
+        let serve_opts = ServeOptions {
+            header_read_timeout: cfg.http.header_read_timeout,
+            max_connections: cfg.http.max_connections,
+            ..ServeOptions::default()
+        };
+        let state = state::ApiState::new(
+            cfg.clone(),
+            health,
+            writer_stats,
+            readers,
+            http_stats.clone(),
+        );
         let app = api::router(state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Http);
+        stackwatch_http::serve(self.listener, app, serve_opts, http_stats, shutdown).await;
         // Stop scraping; the writer flushes and exits once every handle is gone.
         manager.abort();
         let _ = manager.await;
+        drop(writer);
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
-        served
+        Ok(())
     }
 }
 

@@ -6,22 +6,28 @@
 //!
 //! Every parameter error is a 400 with `{"error": ..., "parameter": ...}`; nothing a
 //! client sends can produce a 500. Frame names are untrusted: JSON and SVG escape them.
+//!
+//! Every read goes through the query slots ([`crate::state::QuerySlots`]): a bounded
+//! number run, a bounded number wait, the rest get `503` with `Retry-After`. A running
+//! query stops at `query.timeout` or as soon as its client goes away.
 
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use stackwatch_profile::clock::unix_s as now_s;
 use stackwatch_profile::{Profile, SvgOptions};
-use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+use stackwatch_store::{ProfileStore, QueryGuard, Selector, SqliteStore, StoreError};
 
-use crate::api::ApiState;
+use crate::state::{ApiState, Shed};
 
 /// A parameter error: which parameter and why.
 #[derive(Debug, Serialize)]
@@ -45,11 +51,8 @@ fn param_err(parameter: &str, error: impl Into<String>) -> ParamError {
     }
 }
 
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+/// The latest time accepted: 9999-12-31T23:59:59Z.
+const MAX_TIME_S: i64 = 253_402_300_799;
 
 /// Parses a time: Unix seconds, RFC 3339 (`2026-11-23T10:00:00Z`, or with a `+01:00`
 /// offset), `now`, or `now-<duration>` (`now-15m`, `now-1h30m`, `now-7d`).
@@ -58,18 +61,28 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     if t == "now" {
         return Ok(now);
     }
+    let in_range = |secs: i64| {
+        if (0..=MAX_TIME_S).contains(&secs) {
+            Ok(secs)
+        } else {
+            Err(format!("{t:?}: out of range (1970 to 9999)"))
+        }
+    };
     if let Some(rel) = t.strip_prefix("now-") {
         let d = humantime::parse_duration(rel).map_err(|e| format!("{t:?}: {e}"))?;
-        return Ok(now - d.as_secs() as i64);
+        let back = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        return in_range(now.saturating_sub(back));
     }
     if let Ok(secs) = t.parse::<i64>() {
-        if !(0..=253_402_300_799).contains(&secs) {
-            return Err(format!("{t:?}: out of range"));
-        }
-        return Ok(secs);
+        return in_range(secs);
     }
-    // RFC 3339; humantime wants UTC, so apply an explicit offset ourselves.
-    let (base, offset_s) = match t.len().checked_sub(6).map(|i| (&t[..i], &t[i..])) {
+    // RFC 3339; humantime wants UTC, so apply an explicit offset ourselves. The split
+    // is by bytes of untrusted text: `get` refuses a cut inside a character.
+    let split = t
+        .len()
+        .checked_sub(6)
+        .and_then(|i| Some((t.get(..i)?, t.get(i..)?)));
+    let (base, offset_s) = match split {
         Some((base, off))
             if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' =>
         {
@@ -80,6 +93,9 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
                 .parse()
                 .map_err(|_| format!("{t:?}: bad offset"))?;
             let sign = if off.starts_with('-') { -1 } else { 1 };
+            if h > 23 || m > 59 {
+                return Err(format!("{t:?}: bad offset"));
+            }
             (format!("{base}Z"), sign * (h * 3600 + m * 60))
         }
         _ => (t.to_owned(), 0),
@@ -90,7 +106,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
         .duration_since(UNIX_EPOCH)
         .map_err(|_| format!("{t:?}: before 1970"))?
         .as_secs() as i64;
-    Ok(secs - offset_s)
+    in_range(secs.saturating_sub(offset_s))
 }
 
 /// One selection: selector and time range.
@@ -105,6 +121,7 @@ pub struct Selection {
 }
 
 fn selection(
+    st: &ApiState,
     q: &HashMap<String, String>,
     prefix: &str,
     fallback: Option<&Selection>,
@@ -123,7 +140,15 @@ fn selection(
         prefix.to_owned()
     };
     let selector = match q.get(&query_key) {
-        Some(s) => Selector::parse(s).map_err(|e| param_err(&query_key, e.to_string()))?,
+        Some(s) => Selector::parse_with(s, &st.cfg.query.selector_limits()).map_err(|e| {
+            if e.msg.contains("(query.") {
+                st.slots
+                    .stats
+                    .selector_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            param_err(&query_key, e.to_string())
+        })?,
         None => fallback.map_or_else(Selector::all, |f| f.selector.clone()),
     };
     let time = |key: &str, default: i64| -> Result<i64, ParamError> {
@@ -154,34 +179,86 @@ fn params(q: Params) -> Result<HashMap<String, String>, ParamError> {
 }
 
 /// The query string and the main selection, or the 400 to answer with.
-fn parse_request(q: Params) -> Result<(HashMap<String, String>, Selection), Response> {
+fn parse_request(
+    st: &ApiState,
+    q: Params,
+) -> Result<(HashMap<String, String>, Selection), Response> {
     let q = params(q).map_err(IntoResponse::into_response)?;
-    let sel = selection(&q, "", None).map_err(IntoResponse::into_response)?;
+    let sel = selection(st, &q, "", None).map_err(IntoResponse::into_response)?;
     Ok((q, sel))
 }
 
-fn server_error(e: impl std::fmt::Display) -> Response {
-    // A store failure, not a client error; the message carries no request data.
-    (
+/// `503` with `Retry-After` and a JSON reason: the store failed or the collector is
+/// shedding load. The message carries no request data.
+fn unavailable(e: impl std::fmt::Display, retry_after_s: u64) -> Response {
+    let mut r = (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(serde_json::json!({ "error": e.to_string() })),
     )
-        .into_response()
+        .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&retry_after_s.to_string()).unwrap_or(HeaderValue::from_static("1")),
+    );
+    r
 }
 
-fn db_path(st: &ApiState) -> PathBuf {
-    crate::db_path(&st.config().data_dir)
+fn server_error(e: impl std::fmt::Display) -> Response {
+    unavailable(e, 1)
 }
 
-/// Runs a read on a fresh read-only connection off the async threads.
+/// Sets the query's cancel flag when the handler's future is dropped (the client went
+/// away), so the store stops working for nobody.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` on a pooled read-only connection off the async threads, within a query
+/// slot and the query budget; the slot is held until `f` (rendering included) is done.
 async fn read<T: Send + 'static>(
     st: &ApiState,
-    f: impl FnOnce(&SqliteStore) -> Result<T, stackwatch_store::StoreError> + Send + 'static,
+    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    let path = db_path(st);
+    let slot = st.slots.acquire().await.map_err(|shed| {
+        let retry = st.cfg.query.queue_timeout.as_secs().max(1);
+        unavailable(
+            match shed {
+                Shed::QueueFull => format!(
+                    "overloaded: {} queries running and {} waiting (query.max_concurrent, query.max_queued); retry later",
+                    st.cfg.query.max_concurrent, st.cfg.query.max_queued
+                ),
+                Shed::QueueTimeout => format!(
+                    "overloaded: no query slot within {:?} (query.queue_timeout); retry later",
+                    st.cfg.query.queue_timeout
+                ),
+            },
+            retry,
+        )
+    })?;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
+    let guard = QueryGuard {
+        deadline: Instant::now() + st.cfg.query.timeout,
+        cancelled,
+    };
+    let readers = st.readers.clone();
+    let slots = st.slots.clone();
     tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open_reader(&path)?;
-        f(&store)
+        let result = readers.get(Some(guard)).and_then(|store| f(&store));
+        if let Err(StoreError::Interrupted(why)) = &result {
+            let s = &slots.stats;
+            if why.contains("went away") {
+                s.abandoned.fetch_add(1, Ordering::Relaxed);
+            } else {
+                s.timed_out.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(slot);
+        result
     })
     .await
     .map_err(server_error)?
@@ -266,16 +343,14 @@ pub async fn profile(
     format: Format,
     q: Params,
 ) -> Result<Response, Response> {
-    let (q, sel) = parse_request(q)?;
+    let (q, sel) = parse_request(&st, q)?;
     let opts =
         svg_options(&q, "CPU flamegraph", describe(&sel)).map_err(IntoResponse::into_response)?;
-    let p = read(&st, move |store| {
-        store.profile(&sel.selector, sel.from, sel.to)
+    read(&st, move |store| {
+        let p = store.profile(&sel.selector, sel.from, sel.to)?;
+        Ok(profile_response(&p, format, opts))
     })
-    .await?;
-    tokio::task::spawn_blocking(move || profile_response(&p, format, opts))
-        .await
-        .map_err(server_error)
+    .await
 }
 
 /// `GET /api/diff.{svg,folded}`: `base`, `base_from`, `base_to` against `query`, `from`, `to`.
@@ -284,35 +359,33 @@ pub async fn diff(
     format: Format,
     q: Params,
 ) -> Result<Response, Response> {
-    let (q, target) = parse_request(q)?;
-    let base = selection(&q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
+    let (q, target) = parse_request(&st, q)?;
+    let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
     let opts = svg_options(
         &q,
         "Differential flamegraph (red: grew, blue: shrank)",
         format!("{} vs base {}", describe(&target), describe(&base)),
     )
     .map_err(IntoResponse::into_response)?;
-    let (bp, tp) = read(&st, move |store| {
-        store.diff(
+    read(&st, move |store| {
+        let (bp, tp) = store.diff(
             (&base.selector, base.from, base.to),
             (&target.selector, target.from, target.to),
-        )
-    })
-    .await?;
-    tokio::task::spawn_blocking(move || match format {
-        Format::Folded => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            stackwatch_profile::svg::diff_folded(&bp, &tp),
-        )
-            .into_response(),
-        _ => (
-            [(header::CONTENT_TYPE, "image/svg+xml")],
-            stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
-        )
-            .into_response(),
+        )?;
+        Ok(match format {
+            Format::Folded => (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                stackwatch_profile::svg::diff_folded(&bp, &tp),
+            )
+                .into_response(),
+            _ => (
+                [(header::CONTENT_TYPE, "image/svg+xml")],
+                stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
+            )
+                .into_response(),
+        })
     })
     .await
-    .map_err(server_error)
 }
 
 /// A step that gives about 120 points, rounded to a readable length.
@@ -326,7 +399,7 @@ fn default_step(range: i64) -> i64 {
 
 /// `GET /api/timeseries`
 pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
-    let (q, sel) = parse_request(q)?;
+    let (q, sel) = parse_request(&st, q)?;
     let step = match q.get("step") {
         None => default_step(sel.to - sel.from),
         Some(s) => match humantime::parse_duration(s)
@@ -359,7 +432,7 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
 
 /// `GET /api/top`
 pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
-    let (q, sel) = parse_request(q)?;
+    let (q, sel) = parse_request(&st, q)?;
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 50,
         Some(Ok(l)) if (1..=10_000).contains(&l) => l,
@@ -427,6 +500,14 @@ mod tests {
             parse_time("2026-11-23T09:30:00-00:30", now).unwrap(),
             1_795_428_000
         );
+        // Issue #10, item 4: both panicked a handler (a cut inside a character; a time
+        // past year 9999 once the offset is applied).
+        assert!(parse_time("é12345", now).is_err());
+        assert!(parse_time("2026-11-23T10:00:00é", now).is_err());
+        assert!(parse_time("9999-12-31T23:30:00-01:00", now).is_err());
+        assert!(parse_time("9999-12-31T22:00:00Z", now).is_ok());
+        assert!(parse_time("now-99999999999999d", now).is_err());
+        assert!(parse_time("2026-11-23T10:00:00+99:99", now).is_err());
         for bad in [
             "yesterday",
             "now-",

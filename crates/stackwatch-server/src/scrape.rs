@@ -7,6 +7,11 @@
 //!   caught up losslessly, and a worker restart (new instance id) starts a new series.
 //! - pprof: `GET <url>?seconds=N`, decoded with prost, one window per scrape.
 //! - folded: `GET <url>`, folded text; cumulative counts are differenced between scrapes.
+//!
+//! Whatever a target sends is bounded before it reaches the store: the body by
+//! `max_body_bytes`, the decoded stacks by the [`StackBudget`](stackwatch_profile::StackBudget) (depth, text, distinct
+//! stacks, periods), the rows of one scrape by `max_rows_per_scrape`. A target that
+//! exceeds a budget gets the error on its own health; no other target is touched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -15,12 +20,55 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use stackwatch_profile::budget::{bound_stacks, BoundedStacks, BudgetError};
+use stackwatch_profile::clock::unix_ms;
 use stackwatch_profile::protocol::{WindowsResponse, PROTOCOL_VERSION};
 use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore};
+use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::config::{FoldedCounts, ScrapeConfig, TargetConfig, TargetKind};
-use crate::writer::WriterHandle;
+use crate::writer::{WriteError, WriterHandle};
+
+/// Why a scrape failed; shown as the target's `last_error`.
+#[derive(Debug, Error)]
+pub enum ScrapeError {
+    /// The target's URL or token file is unusable.
+    #[error("target: {0}")]
+    Target(String),
+    /// The request failed (connect, reset, protocol).
+    #[error("request: {0}")]
+    Request(String),
+    /// The target answered with a non-2xx status.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// The body has the wrong content type.
+    #[error("unexpected content type {got:?} (want {want})")]
+    ContentType {
+        /// What the target sent.
+        got: String,
+        /// What was expected.
+        want: String,
+    },
+    /// The body is over `scrape.max_body_bytes`.
+    #[error("body exceeds the {0} byte limit (scrape.max_body_bytes)")]
+    TooLarge(usize),
+    /// The scrape took longer than allowed.
+    #[error("timed out after {0:?} (scrape.timeout)")]
+    Timeout(Duration),
+    /// The body does not decode or breaks the protocol's rules.
+    #[error("{0}")]
+    Malformed(String),
+    /// The decoded stacks exceed a budget.
+    #[error("{0}")]
+    Budget(#[from] BudgetError),
+    /// Reading the stored checkpoint failed.
+    #[error("store: reading the checkpoint: {0}")]
+    Checkpoint(String),
+    /// The store refused the windows.
+    #[error("store: {0}")]
+    Store(#[from] WriteError),
+}
 
 /// Health of one target, as `/api/targets` and `/metrics` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +100,13 @@ pub struct TargetHealth {
     /// Windows the worker no longer had when asked (the collector was away longer
     /// than the worker's retention).
     pub windows_lost_total: u64,
+    /// Stacks cut at `scrape.max_stack_depth`.
+    pub stacks_truncated_total: u64,
+    /// Distinct stacks folded into `[pruned]` by `scrape.max_stacks_per_window`.
+    pub stacks_pruned_total: u64,
+    /// Scrapes that stored fewer windows than the target had, by
+    /// `scrape.max_rows_per_scrape` (the rest came with the next scrape).
+    pub scrapes_row_limited_total: u64,
     /// Current worker instance (stackwatch targets).
     pub instance: Option<String>,
     /// Last window sequence stored (stackwatch targets).
@@ -89,6 +144,8 @@ pub struct ScrapeContext {
     pub health: HealthMap,
     /// The database file, for reading checkpoints.
     pub db_path: PathBuf,
+    /// Directory of the config file (token files are relative to it).
+    pub base_dir: PathBuf,
 }
 
 /// Per-target state carried between scrapes.
@@ -120,6 +177,9 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
                 scrapes_skipped_total: 0,
                 samples_ingested_total: 0,
                 windows_lost_total: 0,
+                stacks_truncated_total: 0,
+                stacks_pruned_total: 0,
+                scrapes_row_limited_total: 0,
                 instance: None,
                 last_seq: 0,
             },
@@ -141,7 +201,9 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
             tracing::debug!(url = %target.url, ?late, "scrape fell behind its schedule");
             let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(t) = h.get_mut(&key) {
-                t.scrapes_skipped_total += (late.as_nanos() / interval.as_nanos()) as u64;
+                t.scrapes_skipped_total = t
+                    .scrapes_skipped_total
+                    .saturating_add((late.as_nanos() / interval.as_nanos()) as u64);
             }
         }
         // The permit bounds requests in flight; it is released before waiting for the
@@ -154,7 +216,7 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
         tracing::trace!(url = %target.url, took = ?start.elapsed(), waited = ?start.saturating_duration_since(tick.into_std()), "scraped");
         let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = h.get_mut(&key) {
-            t.scrapes_total += 1;
+            t.scrapes_total = t.scrapes_total.saturating_add(1);
             t.last_scrape_unix_ms = unix_ms();
             t.last_scrape_duration_seconds = start.elapsed().as_secs_f64();
             t.instance = state.instance.clone();
@@ -164,50 +226,67 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
                     t.up = true;
                     t.last_error = None;
                     t.last_scrape_bytes = o.bytes;
-                    t.samples_ingested_total += o.samples;
-                    t.windows_lost_total += o.windows_lost;
+                    // Counts come from outside: saturate, never wrap.
+                    t.samples_ingested_total = t.samples_ingested_total.saturating_add(o.samples);
+                    t.windows_lost_total = t.windows_lost_total.saturating_add(o.windows_lost);
+                    t.stacks_truncated_total = t.stacks_truncated_total.saturating_add(o.truncated);
+                    t.stacks_pruned_total = t.stacks_pruned_total.saturating_add(o.pruned);
+                    t.scrapes_row_limited_total += u64::from(o.row_limited);
                 }
                 Err(e) => {
                     tracing::debug!(url = %target.url, error = %e, "scrape failed");
                     t.up = false;
-                    t.scrape_failures_total += 1;
-                    t.last_error = Some(e);
+                    t.scrape_failures_total = t.scrape_failures_total.saturating_add(1);
+                    t.last_error = Some(e.to_string());
                 }
             }
         }
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     bytes: u64,
     samples: u64,
     windows_lost: u64,
+    truncated: u64,
+    pruned: u64,
+    row_limited: bool,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl Outcome {
+    fn count(&mut self, b: &BoundedStacks) {
+        self.samples = self.samples.saturating_add(b.samples);
+        self.truncated = self.truncated.saturating_add(b.truncated);
+        self.pruned = self.pruned.saturating_add(b.pruned);
+    }
 }
 
-/// GETs `url` within `limit`, refusing bodies over `max` bytes and content types that
-/// do not start with one of `types`.
+/// GETs `url` within `limit` (with the target's bearer token, if it has one), refusing
+/// bodies over `max` bytes and content types that do not start with one of `types`.
 async fn fetch(
-    client: &reqwest::Client,
+    ctx: &ScrapeContext,
+    target: &TargetConfig,
     url: reqwest::Url,
     limit: Duration,
-    max: usize,
     types: &[&str],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ScrapeError> {
+    let max = ctx.cfg.max_body_bytes;
+    let token = target
+        .token(&ctx.base_dir)
+        .map_err(|e| ScrapeError::Target(format!("bearer_token_file: {e}")))?;
     let work = async {
-        let mut resp = client
-            .get(url)
+        let mut req = ctx.client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req
             .send()
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| ScrapeError::Request(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+            return Err(ScrapeError::Status(status));
         }
         let ctype = resp
             .headers()
@@ -216,25 +295,22 @@ async fn fetch(
             .unwrap_or("")
             .to_ascii_lowercase();
         if !types.iter().any(|t| ctype.starts_with(t)) {
-            return Err(format!(
-                "unexpected content type {ctype:?} (want {})",
-                types.join(" or ")
-            ));
+            return Err(ScrapeError::ContentType {
+                got: ctype.chars().take(100).collect(),
+                want: types.join(" or "),
+            });
         }
         if resp.content_length().is_some_and(|n| n > max as u64) {
-            return Err(format!(
-                "body of {} bytes exceeds the {max} byte limit",
-                resp.content_length().unwrap_or(0)
-            ));
+            return Err(ScrapeError::TooLarge(max));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| format!("reading body: {e}"))?
+            .map_err(|e| ScrapeError::Request(format!("reading body: {e}")))?
         {
             if body.len() + chunk.len() > max {
-                return Err(format!("body exceeds the {max} byte limit"));
+                return Err(ScrapeError::TooLarge(max));
             }
             body.extend_from_slice(&chunk);
         }
@@ -242,7 +318,7 @@ async fn fetch(
     };
     tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| format!("timed out after {limit:?}"))?
+        .map_err(|_| ScrapeError::Timeout(limit))?
 }
 
 type Permit = tokio::sync::OwnedSemaphorePermit;
@@ -252,7 +328,7 @@ async fn scrape_once(
     target: &TargetConfig,
     state: &mut TargetState,
     permit: Permit,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ScrapeError> {
     match target.kind {
         TargetKind::Stackwatch => scrape_windows(ctx, target, state, permit).await,
         TargetKind::Pprof => scrape_pprof(ctx, target, permit).await,
@@ -265,12 +341,12 @@ async fn stored_checkpoint(
     ctx: &ScrapeContext,
     labels: &Labels,
     instance: Option<String>,
-) -> Result<Option<(String, u64)>, String> {
+) -> Result<Option<(String, u64)>, ScrapeError> {
     let path = ctx.db_path.clone();
     let labels = labels.clone();
     tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open_reader(&path).map_err(|e| e.to_string())?;
-        let cps = store.checkpoints(&labels).map_err(|e| e.to_string())?;
+        let store = SqliteStore::open_reader(&path)?;
+        let cps = store.checkpoints(&labels)?;
         Ok(match instance {
             Some(i) => cps.into_iter().find(|c| c.instance == i),
             None => cps.into_iter().next(),
@@ -278,11 +354,16 @@ async fn stored_checkpoint(
         .map(|c| (c.instance, c.last_seq)))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| ScrapeError::Checkpoint(e.to_string()))?
+    .map_err(|e: stackwatch_store::StoreError| ScrapeError::Checkpoint(e.to_string()))
 }
 
-fn windows_url(base: &str, after: u64) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| e.to_string())?;
+fn target_url(url: &str) -> Result<reqwest::Url, ScrapeError> {
+    reqwest::Url::parse(url).map_err(|e| ScrapeError::Target(format!("{url:?}: {e}")))
+}
+
+fn windows_url(base: &str, after: u64) -> Result<reqwest::Url, ScrapeError> {
+    let mut url = target_url(base)?;
     let path = format!("{}/windows", url.path().trim_end_matches('/'));
     url.set_path(&path);
     url.query_pairs_mut()
@@ -295,22 +376,26 @@ async fn get_windows(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     after: u64,
-) -> Result<(WindowsResponse, u64), String> {
+) -> Result<(WindowsResponse, u64), ScrapeError> {
     let body = fetch(
-        &ctx.client,
+        ctx,
+        target,
         windows_url(&target.url, after)?,
         ctx.cfg.timeout,
-        ctx.cfg.max_body_bytes,
         &["application/json"],
     )
     .await?;
-    let resp: WindowsResponse =
-        serde_json::from_slice(&body).map_err(|e| format!("bad window protocol body: {e}"))?;
-    validate_windows(&resp, after)?;
+    let resp: WindowsResponse = serde_json::from_slice(&body)
+        .map_err(|e| ScrapeError::Malformed(format!("bad window protocol body: {e}")))?;
+    validate_windows(&resp, after).map_err(ScrapeError::Malformed)?;
     Ok((resp, body.len() as u64))
 }
 
-/// Checks what a worker sent before anything is stored: version, ordering, totals.
+/// Largest sequence number accepted: the store keeps sequences as SQLite integers.
+const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Checks what a worker sent before anything is stored: version, ordering, totals,
+/// sequence numbers the store can keep.
 pub fn validate_windows(resp: &WindowsResponse, after: u64) -> Result<(), String> {
     if resp.version != PROTOCOL_VERSION {
         return Err(format!(
@@ -321,10 +406,19 @@ pub fn validate_windows(resp: &WindowsResponse, after: u64) -> Result<(), String
     if resp.instance.is_empty() || resp.instance.len() > 128 {
         return Err("bad instance id".into());
     }
+    if resp.oldest_seq > MAX_SEQ || resp.latest_seq > MAX_SEQ {
+        return Err(format!(
+            "sequence numbers beyond 2^63-1 (oldest {}, latest {})",
+            resp.oldest_seq, resp.latest_seq
+        ));
+    }
     let mut prev = after;
     for w in &resp.windows {
         if w.seq <= prev {
             return Err(format!("window {} out of order (after {prev})", w.seq));
+        }
+        if w.seq > MAX_SEQ {
+            return Err(format!("window sequence {} is beyond 2^63-1", w.seq));
         }
         prev = w.seq;
         if w.end_unix_ms < w.start_unix_ms {
@@ -355,7 +449,7 @@ async fn scrape_windows(
     target: &TargetConfig,
     state: &mut TargetState,
     permit: Permit,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ScrapeError> {
     if state.instance.is_none() {
         if let Some((instance, seq)) = stored_checkpoint(ctx, &target.labels, None).await? {
             state.instance = Some(instance);
@@ -375,64 +469,65 @@ async fn scrape_windows(
         }
         after = from;
     }
-    let windows_lost = if resp.oldest_seq > after + 1 {
-        resp.oldest_seq - after - 1
-    } else {
-        0
+    let mut outcome = Outcome {
+        bytes,
+        windows_lost: resp.oldest_seq.saturating_sub(after.saturating_add(1)),
+        ..Outcome::default()
     };
-    let mut samples = 0;
-    let last = resp.windows.last().map_or(after, |w| w.seq);
-    let windows: Vec<IngestWindow> = resp
-        .windows
-        .into_iter()
-        .map(|w| {
-            samples += w.samples;
-            IngestWindow {
-                target: target.labels.clone(),
-                instance: resp.instance.clone(),
-                seq: w.seq,
-                start_unix_s: (w.start_unix_ms / 1000) as i64,
-                stacks: w.stacks,
-            }
-        })
-        .collect();
+    // Windows in order, each within the stack budget, until the scrape's row budget is
+    // spent (at least one window, so a target always makes progress); the rest are
+    // asked for again at the next scrape.
+    let budget = ctx.cfg.stack_budget();
+    let mut windows: Vec<IngestWindow> = Vec::new();
+    let mut rows = 0usize;
+    let mut last = after;
+    for w in resp.windows {
+        let bounded = bound_stacks(w.stacks, &budget)?;
+        if !windows.is_empty() && rows + bounded.stacks.len() > ctx.cfg.max_rows_per_scrape {
+            outcome.row_limited = true;
+            break;
+        }
+        rows += bounded.stacks.len();
+        outcome.count(&bounded);
+        last = w.seq;
+        windows.push(IngestWindow {
+            target: target.labels.clone(),
+            instance: resp.instance.clone(),
+            seq: w.seq,
+            start_unix_s: (w.start_unix_ms / 1000).min(i64::MAX as u64) as i64,
+            stacks: bounded.stacks.into_iter().collect(),
+        });
+    }
     drop(permit);
     if !windows.is_empty() {
-        ctx.writer
-            .write(windows)
-            .await
-            .map_err(|e| format!("store: {e}"))?;
+        ctx.writer.write(windows).await?;
     }
     // Only after the commit: a crash before it re-fetches the same windows.
     state.instance = Some(resp.instance);
     state.last_seq = last;
-    Ok(Outcome {
-        bytes,
-        samples,
-        windows_lost,
-    })
+    Ok(outcome)
 }
 
 async fn scrape_pprof(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     permit: Permit,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ScrapeError> {
     let seconds = ctx
         .cfg
         .pprof_seconds
         .unwrap_or(ctx.cfg.interval)
         .as_secs()
         .clamp(1, 60);
-    let mut url = reqwest::Url::parse(&target.url).map_err(|e| e.to_string())?;
+    let mut url = target_url(&target.url)?;
     url.query_pairs_mut()
         .append_pair("seconds", &seconds.to_string());
     let start = unix_ms() / 1000;
     let body = fetch(
-        &ctx.client,
+        ctx,
+        target,
         url,
         ctx.cfg.timeout + Duration::from_secs(seconds),
-        ctx.cfg.max_body_bytes,
         &[
             "application/octet-stream",
             "application/x-protobuf",
@@ -441,17 +536,22 @@ async fn scrape_pprof(
         ],
     )
     .await?;
-    let profile = stackwatch_profile::pprof::decode(&body, ctx.cfg.max_body_bytes)
-        .map_err(|e| e.to_string())?;
+    let budget = ctx.cfg.stack_budget();
+    // Decoding is CPU work bounded by the budget: off the async threads.
+    let max = ctx.cfg.max_body_bytes;
+    let len = body.len();
+    let profile =
+        tokio::task::spawn_blocking(move || stackwatch_profile::pprof::decode(&body, max, &budget))
+            .await
+            .map_err(|e| ScrapeError::Malformed(e.to_string()))?
+            .map_err(|e| match e {
+                stackwatch_profile::pprof::PprofError::Budget(b) => ScrapeError::Budget(b),
+                e => ScrapeError::Malformed(e.to_string()),
+            })?;
     drop(permit);
-    store_unsequenced(
-        ctx,
-        target,
-        start as i64,
-        profile.stacks.into_iter().collect(),
-        body.len(),
-    )
-    .await
+    // Decoded within the budget already; this only counts.
+    let bounded = bound_stacks(profile.stacks, &budget)?;
+    store_unsequenced(ctx, target, start as i64, bounded, len).await
 }
 
 async fn scrape_folded(
@@ -459,17 +559,11 @@ async fn scrape_folded(
     target: &TargetConfig,
     state: &mut TargetState,
     permit: Permit,
-) -> Result<Outcome, String> {
-    let url = reqwest::Url::parse(&target.url).map_err(|e| e.to_string())?;
-    let body = fetch(
-        &ctx.client,
-        url,
-        ctx.cfg.timeout,
-        ctx.cfg.max_body_bytes,
-        &["text/"],
-    )
-    .await?;
-    let now = stackwatch_profile::folded::parse_folded_bytes(&body).map_err(|e| e.to_string())?;
+) -> Result<Outcome, ScrapeError> {
+    let url = target_url(&target.url)?;
+    let body = fetch(ctx, target, url, ctx.cfg.timeout, &["text/"]).await?;
+    let now = stackwatch_profile::folded::parse_folded_bytes(&body)
+        .map_err(|e| ScrapeError::Malformed(e.to_string()))?;
     let stacks: Vec<(String, u64)> = match target.folded_counts {
         FoldedCounts::Delta => now.iter().map(|(s, c)| (s.clone(), *c)).collect(),
         FoldedCounts::Cumulative => {
@@ -495,7 +589,8 @@ async fn scrape_folded(
         }
     };
     drop(permit);
-    store_unsequenced(ctx, target, (unix_ms() / 1000) as i64, stacks, body.len()).await
+    let bounded = bound_stacks(stacks, &ctx.cfg.stack_budget())?;
+    store_unsequenced(ctx, target, (unix_ms() / 1000) as i64, bounded, body.len()).await
 }
 
 /// Stores one scrape of a target without window sequences (pprof, folded) as one window.
@@ -503,27 +598,26 @@ async fn store_unsequenced(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     start_unix_s: i64,
-    stacks: Vec<(String, u64)>,
+    bounded: BoundedStacks,
     bytes: usize,
-) -> Result<Outcome, String> {
-    let samples = stacks.iter().map(|(_, c)| c).sum();
-    if !stacks.is_empty() {
+) -> Result<Outcome, ScrapeError> {
+    let mut outcome = Outcome {
+        bytes: bytes as u64,
+        ..Outcome::default()
+    };
+    outcome.count(&bounded);
+    if !bounded.stacks.is_empty() {
         ctx.writer
             .write(vec![IngestWindow {
                 target: target.labels.clone(),
                 instance: String::new(),
                 seq: 0,
                 start_unix_s,
-                stacks,
+                stacks: bounded.stacks.into_iter().collect(),
             }])
-            .await
-            .map_err(|e| format!("store: {e}"))?;
+            .await?;
     }
-    Ok(Outcome {
-        bytes: bytes as u64,
-        samples,
-        windows_lost: 0,
-    })
+    Ok(outcome)
 }
 
 #[cfg(test)]

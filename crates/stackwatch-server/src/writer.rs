@@ -5,6 +5,10 @@
 //! passed, whichever comes first (rows and checkpoints together, see the store). When
 //! idle it rolls up a bounded chunk or applies retention, so maintenance never holds a
 //! scrape up for long.
+//!
+//! One target's bad data never fails another's write: when a shared transaction fails,
+//! each request in it is retried in a transaction of its own, so only the request that
+//! caused the failure gets the error.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -12,7 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use stackwatch_store::StoreError;
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore};
+use thiserror::Error;
 use tokio::sync::oneshot;
 
 /// Counters the writer keeps for `/metrics`.
@@ -30,11 +36,34 @@ pub struct WriterStats {
     pub flush_micros: AtomicU64,
     /// Rollup chunks done.
     pub rollups: AtomicU64,
+    /// Rollup steps that failed.
+    pub rollup_errors: AtomicU64,
+    /// Requests refused by the store alone after a shared transaction failed.
+    pub isolated_failures: AtomicU64,
+    /// Rows deleted by retention (samples, stacks, targets, checkpoints).
+    pub retention_deleted: AtomicU64,
+}
+
+/// Why a write was not stored.
+#[derive(Debug, Error, Clone)]
+pub enum WriteError {
+    /// The store refused this request's windows.
+    #[error("{0}")]
+    Store(String),
+    /// The writer has stopped (the server is shutting down).
+    #[error("the store writer has stopped")]
+    Stopped,
+}
+
+impl From<&StoreError> for WriteError {
+    fn from(e: &StoreError) -> Self {
+        WriteError::Store(e.to_string())
+    }
 }
 
 struct WriteRequest {
     windows: Vec<IngestWindow>,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: oneshot::Sender<Result<(), WriteError>>,
 }
 
 /// The sending side, cloned into every scraper.
@@ -47,15 +76,15 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Stores `windows`; resolves once they are committed (or failed).
-    pub async fn write(&self, windows: Vec<IngestWindow>) -> Result<(), String> {
+    pub async fn write(&self, windows: Vec<IngestWindow>) -> Result<(), WriteError> {
         let (ack, done) = oneshot::channel();
         let tx = self.tx.clone();
         // A full queue blocks the sender: do that off the async threads.
         tokio::task::spawn_blocking(move || tx.send(WriteRequest { windows, ack }))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|_| "writer stopped".to_string())?;
-        done.await.map_err(|_| "writer stopped".to_string())?
+            .map_err(|_| WriteError::Stopped)?
+            .map_err(|_| WriteError::Stopped)?;
+        done.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
@@ -81,11 +110,7 @@ pub fn spawn(store: SqliteStore, opts: WriterOptions) -> (WriterHandle, JoinHand
     (WriterHandle { tx, stats }, thread)
 }
 
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use stackwatch_profile::clock::unix_s as now_s;
 
 fn run(
     mut store: SqliteStore,
@@ -156,13 +181,26 @@ impl Maintenance {
                 }
                 Err(e) => {
                     self.rollup_due = false;
+                    stats.rollup_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "rollup failed");
                 }
             }
         } else if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
             match store.apply_retention(now_s()) {
-                Ok(n) => tracing::info!(deleted = n, "retention applied"),
+                Ok(n) => {
+                    stats.retention_deleted.fetch_add(
+                        n.sample_rows + n.stacks + n.targets + n.series,
+                        Ordering::Relaxed,
+                    );
+                    tracing::info!(
+                        sample_rows = n.sample_rows,
+                        stacks = n.stacks,
+                        targets = n.targets,
+                        checkpoints = n.series,
+                        "retention applied"
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, "retention failed"),
             }
         }
@@ -174,31 +212,56 @@ fn flush(store: &mut SqliteStore, buffer: &mut Vec<WriteRequest>, stats: &Writer
         return;
     }
     let start = Instant::now();
-    let windows: Vec<IngestWindow> = buffer
-        .iter_mut()
-        .flat_map(|r| std::mem::take(&mut r.windows))
-        .collect();
-    let result = store.ingest(&windows);
+    let mut windows: Vec<IngestWindow> = Vec::new();
+    let mut ranges = Vec::with_capacity(buffer.len());
+    for r in buffer.iter_mut() {
+        let from = windows.len();
+        windows.append(&mut r.windows);
+        ranges.push(from..windows.len());
+    }
+    match store.ingest(&windows) {
+        Ok(s) => {
+            record(stats, s);
+            for req in buffer.drain(..) {
+                let _ = req.ack.send(Ok(()));
+            }
+        }
+        Err(e) if buffer.len() == 1 => {
+            stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "ingest refused");
+            for req in buffer.drain(..) {
+                let _ = req.ack.send(Err(WriteError::from(&e)));
+            }
+        }
+        Err(e) => {
+            // Retry each request alone: only the one that fails gets the error.
+            tracing::warn!(error = %e, requests = buffer.len(), "shared ingest transaction failed; retrying each request alone");
+            for (req, range) in buffer.drain(..).zip(ranges) {
+                let ack = match store.ingest(&windows[range]) {
+                    Ok(s) => {
+                        record(stats, s);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                        stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
+                        Err(WriteError::from(&e))
+                    }
+                };
+                let _ = req.ack.send(ack);
+            }
+        }
+    }
     if start.elapsed() > Duration::from_millis(500) {
-        tracing::warn!(took = ?start.elapsed(), windows = windows.len(), "slow ingest transaction");
+        tracing::warn!(took = ?start.elapsed(), "slow ingest transaction");
     }
     stats
         .flush_micros
         .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let ack = match result {
-        Ok(s) => {
-            stats.rows.fetch_add(s.rows as u64, Ordering::Relaxed);
-            stats.windows.fetch_add(s.windows as u64, Ordering::Relaxed);
-            stats.flushes.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => {
-            stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "ingest transaction failed");
-            Err(e.to_string())
-        }
-    };
-    for req in buffer.drain(..) {
-        let _ = req.ack.send(ack.clone());
-    }
+}
+
+fn record(stats: &WriterStats, s: stackwatch_store::IngestStats) {
+    stats.rows.fetch_add(s.rows as u64, Ordering::Relaxed);
+    stats.windows.fetch_add(s.windows as u64, Ordering::Relaxed);
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
 }

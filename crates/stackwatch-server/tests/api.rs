@@ -130,7 +130,7 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
         ts + 10
     ));
     assert_eq!(status, 200);
-    let p = stackwatch_profile::pprof::decode(&body, 1 << 20).unwrap();
+    let p = stackwatch_profile::pprof::decode(&body, 1 << 20, &Default::default()).unwrap();
     assert_eq!(p.total(), 115);
 
     let (status, body, ctype) =

@@ -129,7 +129,7 @@ fn pprof_decoder_never_panics() {
         out.finish().unwrap()
     });
     fuzz("pprof", prop_oneof![input(gz), inner], |bytes| {
-        let _ = stackwatch_profile::pprof::decode(bytes, 16 << 20);
+        let _ = stackwatch_profile::pprof::decode(bytes, 16 << 20, &Default::default());
     });
 }
 

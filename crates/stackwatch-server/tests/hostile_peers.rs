@@ -117,7 +117,7 @@ fn target(url: String, kind: TargetKind, name: &str) -> TargetConfig {
         url,
         kind,
         labels: [("service".to_string(), name.to_string())].into(),
-        folded_counts: Default::default(),
+        ..Default::default()
     }
 }
 

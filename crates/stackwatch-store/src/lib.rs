@@ -4,12 +4,14 @@
 //! trait so that a distributed column store can be added beside [`SqliteStore`], the
 //! embedded default. The schema is in [`schema`], label selectors in [`selector`].
 
+mod pool;
 pub mod schema;
 pub mod selector;
 mod sqlite;
 
-pub use selector::{Labels, Selector, SelectorError};
-pub use sqlite::{SqliteStore, StoreOptions};
+pub use pool::{PooledReader, ReaderPool};
+pub use selector::{Labels, Selector, SelectorError, SelectorLimits};
+pub use sqlite::{QueryGuard, ReaderOptions, SqliteStore, StoreOptions, MAX_FUTURE_S, OTHER_FRAME};
 use stackwatch_profile::Profile;
 use thiserror::Error;
 
@@ -33,6 +35,38 @@ pub enum StoreError {
     /// An argument is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// The file at the store's path is not a stackwatch store.
+    #[error("{path} is not a stackwatch store: {why}")]
+    NotAStore {
+        /// The file.
+        path: String,
+        /// Why not.
+        why: String,
+    },
+    /// The store cannot be written (permissions, read-only file system).
+    #[error("{path} cannot be written: {why}")]
+    NotWritable {
+        /// The file.
+        path: String,
+        /// What SQLite said.
+        why: String,
+    },
+    /// A query was stopped by its [`QueryGuard`].
+    #[error("query stopped: {0}")]
+    Interrupted(&'static str),
+}
+
+/// What one call of [`ProfileStore::apply_retention`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStats {
+    /// Sample rows (raw and rollups).
+    pub sample_rows: u64,
+    /// Stacks no remaining row names.
+    pub stacks: u64,
+    /// Targets with no remaining rows and no checkpoint.
+    pub targets: u64,
+    /// Checkpoints not updated within the retention.
+    pub series: u64,
 }
 
 /// One scraped window, ready to store.
@@ -102,8 +136,9 @@ pub trait ProfileStore {
     /// Returns true when more is due right now.
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError>;
 
-    /// Deletes what is older than the retention; returns rows deleted.
-    fn apply_retention(&mut self, now_s: i64) -> Result<u64, StoreError>;
+    /// Deletes what is older than the retention, and every stack, target and
+    /// checkpoint that only the deleted data used.
+    fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError>;
 
     /// Functions of the merged profile by self and total periods, highest total first.
     fn top_functions(

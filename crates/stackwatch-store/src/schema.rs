@@ -12,12 +12,16 @@
 //!   written in the same transaction as the rows, so a crash never loses or doubles a
 //!   window.
 //! - `rollup_state`: per rollup level, the time before which every raw row is rolled up.
+//! - `last_seen` on `stacks` and `targets` (version 2): the newest window start that
+//!   used the row, kept to within an hour. Retention deletes a stack or target once
+//!   every sample row that could name it is gone, so a fleet whose stacks change
+//!   (deploys, new threads) does not grow the file forever.
 //!
 //! All sample tables are `WITHOUT ROWID`: the key is the row, which keeps a stored
 //! (target, window, stack) row near 20 bytes.
 
 /// Current schema version (stored in `PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Connection settings applied to every connection.
 pub const PRAGMAS: &str = "
@@ -27,6 +31,17 @@ PRAGMA busy_timeout = 5000;
 PRAGMA cache_size = -65536;
 PRAGMA temp_store = MEMORY;
 ";
+
+/// Every table a stackwatch store has (a file with other tables is not ours).
+pub const TABLES: &[&str] = &[
+    "targets",
+    "stacks",
+    "series",
+    "samples_raw",
+    "samples_1m",
+    "samples_1h",
+    "rollup_state",
+];
 
 /// Schema version 1.
 pub const SCHEMA_V1: &str = "
@@ -73,4 +88,16 @@ CREATE TABLE IF NOT EXISTS rollup_state (
     level        TEXT PRIMARY KEY,
     done_through INTEGER NOT NULL
 );
+";
+
+/// Version 1 to 2: `last_seen` on stacks and targets, so retention can reclaim them.
+/// Rows that exist already count as seen a day from now (no stored window starts later:
+/// ingest refuses windows more than a day ahead), so none is reclaimed before the data
+/// that names it.
+pub const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE stacks ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE targets ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+UPDATE stacks SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
+UPDATE targets SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
+CREATE INDEX IF NOT EXISTS stacks_by_last_seen ON stacks (last_seen);
 ";

@@ -3,14 +3,19 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use stackwatch_profile::Profile;
 
-use crate::schema::{PRAGMAS, SCHEMA_V1, SCHEMA_VERSION};
-use crate::{Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, Selector, StoreError};
+use crate::schema::{MIGRATE_V1_TO_V2, PRAGMAS, SCHEMA_V1, SCHEMA_VERSION, TABLES};
+use crate::{
+    Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, RetentionStats, Selector,
+    StoreError,
+};
 
 /// Raw windows are rolled up only once they are this old, so windows of the same minute
 /// from slower targets have arrived. Later arrivals are added to the rollups at ingest.
@@ -24,6 +29,16 @@ const UPSERT_ROLLUP_STATE: &str = "INSERT INTO rollup_state (level, done_through
 
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
+/// Bytes of stack text a reader keeps cached before the cache is cleared.
+const STACK_TEXT_CACHE_BYTES: usize = 8 << 20;
+/// `last_seen` is written when a window starts this much later than the stored value
+/// (so once an hour per stack, not once per row); retention allows for the lag.
+const LAST_SEEN_GRANULARITY_S: i64 = 3600;
+/// Windows may start at most this far ahead of the clock (a skewed worker clock);
+/// later ones are refused, so `last_seen` bounds every row that names a stack.
+pub const MAX_FUTURE_S: i64 = 86_400;
+/// Rows deleted per statement by the retention sweep of stacks and targets.
+const GC_CHUNK: i64 = 10_000;
 
 /// Retention of each resolution.
 #[derive(Debug, Clone)]
@@ -63,14 +78,56 @@ impl Table {
     }
 }
 
+/// Options of a read-only connection (see [`SqliteStore::open_reader_with`]).
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// SQLite page cache of the connection, KiB (default 16 MiB).
+    pub cache_kib: u32,
+    /// Distinct stacks one answer may hold; the rest (smallest counts) fold into
+    /// `[other]`, totals exact (default 100 000).
+    pub max_answer_stacks: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            cache_kib: 16 << 10,
+            max_answer_stacks: 100_000,
+        }
+    }
+}
+
+/// The frame standing for every stack an answer folded away by
+/// [`ReaderOptions::max_answer_stacks`].
+pub const OTHER_FRAME: &str = "[other]";
+
+/// When a query must stop: a deadline, and a flag its requester sets when it leaves.
+/// Checked by SQLite every few thousand instructions, so an abandoned or runaway query
+/// stops within milliseconds instead of running on for minutes.
+#[derive(Debug, Clone)]
+pub struct QueryGuard {
+    /// Stop after this instant.
+    pub deadline: Instant,
+    /// Stop once this is true (the client went away).
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl QueryGuard {
+    fn stop(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
 /// Profiles in one SQLite file (WAL). One writer connection; open more with
 /// [`SqliteStore::open_reader`] for concurrent queries.
 pub struct SqliteStore {
     conn: Connection,
     opts: StoreOptions,
-    target_ids: HashMap<String, i64>,
-    stack_ids: HashMap<u64, i64>,
-    stack_text: RefCell<HashMap<i64, Arc<str>>>,
+    reader: ReaderOptions,
+    guard: Option<QueryGuard>,
+    target_ids: HashMap<String, (i64, i64)>,
+    stack_ids: HashMap<u64, (i64, i64)>,
+    stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
 }
 
 fn labels_key(labels: &Labels) -> String {
@@ -100,9 +157,35 @@ fn ceil_to(t: i64, step: i64) -> i64 {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` for writing.
+    ///
+    /// Refuses, naming the path: a file that exists but is empty (0 bytes: not a store
+    /// that lost its data, but not one to silently start over in either), a database
+    /// with tables that are not stackwatch's, and a file or directory it cannot write.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let not_a_store = |why: String| StoreError::NotAStore {
+            path: path.display().to_string(),
+            why,
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(not_a_store(
+                "the file exists but is empty (0 bytes); remove it to start a new store".into(),
+            ));
+        }
         let conn = Connection::open(path)?;
-        conn.execute_batch(PRAGMAS)?;
+        let not_writable = |e: rusqlite::Error| StoreError::NotWritable {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(StoreError::NotWritable {
+                path: path.display().to_string(),
+                why: "opened read-only (file permissions)".into(),
+            });
+        }
+        conn.execute_batch(PRAGMAS).map_err(not_writable)?;
+        // A write that must succeed now, not at the first scrape.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(not_writable)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
@@ -111,29 +194,86 @@ impl SqliteStore {
             });
         }
         if version < 1 {
-            conn.execute_batch(SCHEMA_V1)?;
-            conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            let foreign: Option<String> = conn
+                .query_row(
+                    &format!(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ({}) LIMIT 1",
+                        TABLES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",")
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(table) = foreign {
+                return Err(not_a_store(format!(
+                    "it is an SQLite database with other tables ({table:?}), not a stackwatch store"
+                )));
+            }
+            conn.execute_batch(SCHEMA_V1).map_err(not_writable)?;
+        }
+        if version < 2 {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATE_V1_TO_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(not_writable)?;
         }
         Ok(Self::with_conn(conn, opts))
     }
 
     /// Opens a read-only connection to an existing store (queries run beside the writer).
     pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        Self::open_reader_with(path, ReaderOptions::default())
+    }
+
+    /// [`SqliteStore::open_reader`] with options.
+    pub fn open_reader_with(path: &Path, reader: ReaderOptions) -> Result<Self, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;")?;
-        Ok(Self::with_conn(conn, StoreOptions::default()))
+        conn.execute_batch(&format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{};",
+            reader.cache_kib.max(64)
+        ))?;
+        let mut store = Self::with_conn(conn, StoreOptions::default());
+        store.reader = reader;
+        Ok(store)
     }
 
     fn with_conn(conn: Connection, opts: StoreOptions) -> Self {
         SqliteStore {
             conn,
             opts,
+            reader: ReaderOptions::default(),
+            guard: None,
             target_ids: HashMap::new(),
             stack_ids: HashMap::new(),
-            stack_text: RefCell::new(HashMap::new()),
+            stack_text: RefCell::new((HashMap::new(), 0)),
+        }
+    }
+
+    /// Bounds the queries that follow by `guard` (none: unbounded). An interrupted
+    /// query fails with [`StoreError::Interrupted`].
+    pub fn set_guard(&mut self, guard: Option<QueryGuard>) {
+        self.guard = guard.clone();
+        let handler = guard.map(|g| move || g.stop());
+        // Every 10 000 SQLite VM instructions: microseconds apart.
+        let _ = self.conn.progress_handler(10_000, handler);
+    }
+
+    /// Maps SQLite's "interrupted" to [`StoreError::Interrupted`] with the reason.
+    fn interrupted(&self, e: StoreError) -> StoreError {
+        match (&e, &self.guard) {
+            (StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)), Some(g))
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                StoreError::Interrupted(if g.cancelled.load(Ordering::Relaxed) {
+                    "the client went away"
+                } else {
+                    "the query took longer than query.timeout"
+                })
+            }
+            _ => e,
         }
     }
 
@@ -167,30 +307,44 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn target_id(&mut self, labels: &Labels) -> Result<i64, StoreError> {
+    /// The id of the target with `labels` (inserted if new), its `last_seen` raised to
+    /// `ts` (to within [`LAST_SEEN_GRANULARITY_S`]).
+    fn target_id(&mut self, labels: &Labels, ts: i64) -> Result<i64, StoreError> {
         let key = labels_key(labels);
-        if let Some(id) = self.target_ids.get(&key) {
-            return Ok(*id);
+        if let Some((id, seen)) = self.target_ids.get(&key).copied() {
+            if ts <= seen + LAST_SEEN_GRANULARITY_S {
+                return Ok(id);
+            }
         }
         let json = serde_json::to_string(labels).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.conn.execute(
-            "INSERT INTO targets (key, labels) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-            params![key, json],
-        )?;
-        let id: i64 =
-            self.conn
-                .query_row("SELECT id FROM targets WHERE key = ?1", [&key], |r| {
-                    r.get(0)
-                })?;
-        self.target_ids.insert(key, id);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO targets (key, labels, last_seen) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+            )?
+            .execute(params![key, json, ts])?;
+        let (id, seen): (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT id, last_seen FROM targets WHERE key = ?1")?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        self.target_ids.insert(key, (id, seen));
         Ok(id)
     }
 
-    /// Returns the id of `stack`, inserting it if new (second value true).
-    fn stack_id(&mut self, stack: &str) -> Result<(i64, bool), StoreError> {
+    /// Returns the id of `stack`, inserting it if new (second value true), its
+    /// `last_seen` raised to `ts` (to within [`LAST_SEEN_GRANULARITY_S`]).
+    fn stack_id(&mut self, stack: &str, ts: i64) -> Result<(i64, bool), StoreError> {
         let hash = stack_hash(stack);
-        if let Some(id) = self.stack_ids.get(&(hash as u64)) {
-            return Ok((*id, false));
+        if let Some((id, seen)) = self.stack_ids.get(&(hash as u64)).copied() {
+            if ts > seen + LAST_SEEN_GRANULARITY_S {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE stacks SET last_seen = MAX(last_seen, ?2) WHERE id = ?1",
+                    )?
+                    .execute(params![id, ts])?;
+                self.stack_ids.insert(hash as u64, (id, ts));
+            }
+            return Ok((id, false));
         }
         let mut found = None;
         {
@@ -207,11 +361,20 @@ impl SqliteStore {
             }
         }
         let (id, new) = match found {
-            Some(id) => (id, false),
+            Some(id) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE stacks SET last_seen = MAX(last_seen, ?2) WHERE id = ?1",
+                    )?
+                    .execute(params![id, ts])?;
+                (id, false)
+            }
             None => {
                 self.conn
-                    .prepare_cached("INSERT INTO stacks (hash, stack) VALUES (?1, ?2)")?
-                    .execute(params![hash, stack])?;
+                    .prepare_cached(
+                        "INSERT INTO stacks (hash, stack, last_seen) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![hash, stack, ts])?;
                 (self.conn.last_insert_rowid(), true)
             }
         };
@@ -219,7 +382,7 @@ impl SqliteStore {
             self.stack_ids.clear();
         }
         // Only the first stack with a given hash is cached; a colliding one is looked up.
-        self.stack_ids.entry(hash as u64).or_insert(id);
+        self.stack_ids.entry(hash as u64).or_insert((id, ts));
         Ok((id, new))
     }
 
@@ -315,7 +478,10 @@ impl SqliteStore {
                 let mut stmt = self.conn.prepare(&sql)?;
                 let mut rows = stmt.query(params![from, to])?;
                 while let Some(r) = rows.next()? {
-                    *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+                    {
+                        let e = acc.entry(r.get(0)?).or_insert(0);
+                        *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                    }
                 }
             }
             Table::Minute | Table::Hour => {
@@ -327,7 +493,10 @@ impl SqliteStore {
                 for t in targets {
                     let mut rows = stmt.query(params![t, from, to])?;
                     while let Some(r) = rows.next()? {
-                        *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+                        {
+                            let e = acc.entry(r.get(0)?).or_insert(0);
+                            *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                        }
                     }
                 }
             }
@@ -356,7 +525,10 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut run = |rows: &mut rusqlite::Rows<'_>| -> Result<(), StoreError> {
             while let Some(r) = rows.next()? {
-                *acc.entry(r.get(0)?).or_insert(0) += r.get::<_, i64>(1)? as u64;
+                {
+                    let e = acc.entry(r.get(0)?).or_insert(0);
+                    *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                }
             }
             Ok(())
         };
@@ -374,8 +546,10 @@ impl SqliteStore {
     /// Resolves stack ids to their text (cached), keeping each id's count.
     fn stack_texts(&self, counts: HashMap<i64, u64>) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
         let mut cache = self.stack_text.borrow_mut();
-        if cache.len() > STACK_CACHE_LIMIT {
+        let (cache, cached_bytes) = &mut *cache;
+        if *cached_bytes > STACK_TEXT_CACHE_BYTES {
             cache.clear();
+            *cached_bytes = 0;
         }
         let mut stmt = self
             .conn
@@ -387,6 +561,7 @@ impl SqliteStore {
                 None => {
                     let t: String = stmt.query_row([id], |r| r.get(0))?;
                     let t: Arc<str> = Arc::from(t);
+                    *cached_bytes += t.len() + 32;
                     cache.insert(id, t.clone());
                     t
                 }
@@ -406,8 +581,21 @@ impl SqliteStore {
         let h_cursor = self.hour_cursor()?;
         let mut stats = IngestStats::default();
         let mut checkpoints: HashMap<(i64, &str), u64> = HashMap::new();
+        let latest = stackwatch_profile::clock::unix_s().saturating_add(MAX_FUTURE_S);
         for w in windows {
-            let target = self.target_id(&w.target)?;
+            if !(0..=latest).contains(&w.start_unix_s) {
+                return Err(StoreError::Invalid(format!(
+                    "window {} starts at {}: before 1970 or more than a day ahead of this clock",
+                    w.seq, w.start_unix_s
+                )));
+            }
+            if w.seq > i64::MAX as u64 {
+                return Err(StoreError::Invalid(format!(
+                    "window sequence {} is beyond 2^63-1",
+                    w.seq
+                )));
+            }
+            let target = self.target_id(&w.target, w.start_unix_s)?;
             let late_m = w.start_unix_s < m_done;
             // Also late: the hour being rolled up, for targets it already covered.
             let late_h = w.start_unix_s < h_done
@@ -416,7 +604,7 @@ impl SqliteStore {
                 if *count == 0 {
                     continue;
                 }
-                let (stack_id, new) = self.stack_id(stack)?;
+                let (stack_id, new) = self.stack_id(stack, w.start_unix_s)?;
                 stats.new_stacks += usize::from(new);
                 let count = (*count).min(i64::MAX as u64) as i64;
                 self.conn
@@ -448,9 +636,7 @@ impl SqliteStore {
             }
             stats.windows += 1;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = stackwatch_profile::clock::unix_s();
         for ((target, instance), seq) in checkpoints {
             self.conn
                 .prepare_cached(
@@ -652,6 +838,43 @@ impl ProfileStore for SqliteStore {
     }
 
     fn profile(&self, selector: &Selector, from_s: i64, to_s: i64) -> Result<Profile, StoreError> {
+        self.profile_inner(selector, from_s, to_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn timeseries(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.timeseries_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let more_m = self.rollup_minute(now_s)?;
+        let more_h = self.rollup_hour(now_s)?;
+        Ok(more_m || more_h)
+    }
+
+    fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+        let result = self.retention_inner(now_s);
+        // Ids cached before the sweep may name deleted rows.
+        self.stack_ids.clear();
+        self.target_ids.clear();
+        result
+    }
+}
+
+impl SqliteStore {
+    fn profile_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Profile, StoreError> {
         if to_s <= from_s {
             return Err(StoreError::Invalid(format!(
                 "empty time range [{from_s}, {to_s})"
@@ -669,14 +892,16 @@ impl ProfileStore for SqliteStore {
             duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
             ..Default::default()
         };
-        profile.stacks.reserve(acc.len());
+        let other = bound_answer(&mut acc, self.reader.max_answer_stacks);
+        profile.stacks.reserve(acc.len() + 1);
         for (text, count) in self.stack_texts(acc)? {
             profile.add(&text, count);
         }
+        profile.add(OTHER_FRAME, other);
         Ok(profile)
     }
 
-    fn timeseries(
+    fn timeseries_inner(
         &self,
         selector: &Selector,
         from_s: i64,
@@ -715,33 +940,79 @@ impl ProfileStore for SqliteStore {
         Ok(out)
     }
 
-    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
-        let more_m = self.rollup_minute(now_s)?;
-        let more_h = self.rollup_hour(now_s)?;
-        Ok(more_m || more_h)
-    }
-
-    fn apply_retention(&mut self, now_s: i64) -> Result<u64, StoreError> {
-        let cut = |d: Duration| now_s - d.as_secs() as i64;
-        let mut deleted = 0u64;
-        deleted += self.conn.execute(
-            "DELETE FROM samples_raw WHERE ts < ?1",
-            [cut(self.opts.raw_retention)],
-        )? as u64;
+    /// The body of [`ProfileStore::apply_retention`]. A resolution is cut only as far
+    /// as the next coarser one has rolled it up (a stalled rollup keeps raw data rather
+    /// than lose it); then series, stacks and targets no remaining row can name go.
+    fn retention_inner(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+        let cut = |d: Duration| now_s.saturating_sub(d.as_secs() as i64);
+        let m_done = self.done_through("1m")?.unwrap_or(i64::MIN);
+        let h_done = self.done_through("1h")?.unwrap_or(i64::MIN);
+        let raw_cut = cut(self.opts.raw_retention).min(m_done);
+        let minute_cut = cut(self.opts.minute_retention).min(h_done);
+        let hour_cut = cut(self.opts.retention);
+        let mut stats = RetentionStats::default();
+        stats.sample_rows +=
+            self.conn
+                .execute("DELETE FROM samples_raw WHERE ts < ?1", [raw_cut])? as u64;
         let ids: Vec<i64> = {
             let mut stmt = self.conn.prepare("SELECT id FROM targets")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (table, keep) in [
-            ("samples_1m", self.opts.minute_retention),
-            ("samples_1h", self.opts.retention),
-        ] {
+        for (table, keep) in [("samples_1m", minute_cut), ("samples_1h", hour_cut)] {
             let sql = format!("DELETE FROM {table} WHERE target_id = ?1 AND ts < ?2");
             for id in &ids {
-                deleted += self.conn.execute(&sql, params![id, cut(keep)])? as u64;
+                stats.sample_rows += self.conn.execute(&sql, params![id, keep])? as u64;
             }
         }
-        Ok(deleted)
+        // Every remaining row starts at or after `kept_from`; a stack or target last
+        // seen (to within the granularity) before it is named by none of them.
+        let kept_from = raw_cut.min(minute_cut).min(hour_cut);
+        let gone = kept_from.saturating_sub(LAST_SEEN_GRANULARITY_S);
+        stats.series += self.conn.execute(
+            "DELETE FROM series WHERE updated_at < ?1",
+            [cut(self.opts.retention)],
+        )? as u64;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM stacks WHERE id IN (SELECT id FROM stacks WHERE last_seen < ?1 LIMIT ?2)",
+                params![gone, GC_CHUNK],
+            )?;
+            stats.stacks += n as u64;
+            if (n as i64) < GC_CHUNK {
+                break;
+            }
+        }
+        stats.targets += self.conn.execute(
+            "DELETE FROM targets WHERE last_seen < ?1
+             AND NOT EXISTS (SELECT 1 FROM series s WHERE s.target_id = targets.id)",
+            [gone],
+        )? as u64;
+        Ok(stats)
     }
+}
+
+/// Keeps the `max - 1` largest counts of an answer and returns the sum of the rest
+/// (for [`OTHER_FRAME`]), so an answer's memory is bounded and its total exact.
+fn bound_answer(acc: &mut HashMap<i64, u64>, max: usize) -> u64 {
+    let keep = max.max(2) - 1;
+    if acc.len() <= keep + 1 {
+        return 0;
+    }
+    let mut counts: Vec<u64> = acc.values().copied().collect();
+    let idx = counts.len() - keep;
+    let threshold = *counts.select_nth_unstable(idx).1;
+    let mut kept_at_threshold = acc.values().filter(|c| **c > threshold).count();
+    let mut other = 0u64;
+    acc.retain(|_, c| {
+        if *c > threshold || (*c == threshold && kept_at_threshold < keep) {
+            if *c == threshold {
+                kept_at_threshold += 1;
+            }
+            return true;
+        }
+        other = other.saturating_add(*c);
+        false
+    });
+    other
 }

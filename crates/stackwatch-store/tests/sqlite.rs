@@ -190,7 +190,7 @@ fn retention_deletes_old_rows_per_resolution() {
     let t = labels(&[("service", "api")]);
     s.ingest(&[window(&t, "i", 1, T0, &[("m;a", 3)])]).unwrap();
     while s.rollup(T0 + 3 * 3600).unwrap() {}
-    let deleted = s.apply_retention(T0 + 3 * 3600).unwrap();
+    let deleted = s.apply_retention(T0 + 3 * 3600).unwrap().sample_rows;
     assert_eq!(deleted, 2, "raw and 1m rows are past their retention");
     assert_eq!(s.raw_rows().unwrap(), 0);
     // The hourly rollup still answers.

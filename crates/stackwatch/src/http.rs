@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use stackwatch_http::metrics_text::{MetricKind, MetricsText};
+use stackwatch_http::{BearerAuth, ServeOptions, ServeStats};
 use stackwatch_profile::{Profile, SvgOptions};
 
 use crate::{Error, Profiler};
@@ -57,7 +60,6 @@ impl std::fmt::Debug for HttpOptions {
 #[derive(Clone)]
 struct AppState {
     profiler: Profiler,
-    token: Option<String>,
     extra_metrics: Option<ExtraMetrics>,
 }
 
@@ -70,9 +72,9 @@ pub fn router(profiler: &Profiler) -> Router {
 pub fn router_with(profiler: &Profiler, opts: HttpOptions) -> Router {
     let state = AppState {
         profiler: profiler.clone(),
-        token: opts.bearer_token,
         extra_metrics: opts.extra_metrics,
     };
+    let auth = BearerAuth::new(opts.bearer_token.as_deref());
     Router::new()
         .route("/", get(stacks))
         .route("/stacks", get(stacks))
@@ -80,7 +82,10 @@ pub fn router_with(profiler: &Profiler, opts: HttpOptions) -> Router {
         .route("/debug/pprof/profile", get(pprof_profile))
         .route("/windows", get(windows))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            stackwatch_http::auth::require,
+        ))
         .with_state(state)
 }
 
@@ -161,12 +166,18 @@ pub fn serve_router(app: Router, addr: SocketAddr) -> Result<ServerHandle, Error
                         return;
                     }
                 };
-                let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                    let _ = rx.await;
-                });
-                if let Err(e) = server.await {
-                    tracing::error!(error = %e, "stackwatch HTTP server stopped");
-                }
+                // Header read timeout and connection cap: a slow or flooding peer
+                // cannot hold the service's endpoint.
+                stackwatch_http::serve(
+                    listener,
+                    app,
+                    ServeOptions::default(),
+                    Arc::new(ServeStats::default()),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await;
             });
         })
         .map_err(os("spawning the HTTP thread"))?;
@@ -175,33 +186,6 @@ pub fn serve_router(app: Router, addr: SocketAddr) -> Result<ServerHandle, Error
         shutdown: Some(tx),
         thread: Some(thread),
     })
-}
-
-async fn auth(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut r =
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]
@@ -333,82 +317,83 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(extra) = &st.extra_metrics {
         text.push_str(&extra());
     }
-    with_type("text/plain; version=0.0.4", text)
+    with_type(stackwatch_http::metrics_text::CONTENT_TYPE, text)
 }
 
 /// The profiler's counters in the Prometheus text format, for services that serve their
 /// own `/metrics` and want to append these.
 pub fn metrics_text(profiler: &Profiler) -> String {
     let s = profiler.stats();
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
+    let mut m = MetricsText::new();
+    m.single(
         "stackwatch_samples_total",
-        "counter",
+        MetricKind::Counter,
         "Sampling periods recorded (sum of all stack counts; a sample with timer overruns counts each period).",
-        s.samples.to_string(),
-    );
-    metric(
+        s.samples,
+    )
+    .single(
         "stackwatch_signals_total",
-        "counter",
+        MetricKind::Counter,
         "SIGPROF signals handled.",
-        s.signals.to_string(),
-    );
-    metric(
+        s.signals,
+    )
+    .single(
         "stackwatch_dropped_samples_total",
-        "counter",
+        MetricKind::Counter,
         "Samples dropped because the sample buffer was full.",
-        s.dropped.to_string(),
-    );
-    metric(
+        s.dropped,
+    )
+    .single(
         "stackwatch_pruned_stacks_total",
-        "counter",
+        MetricKind::Counter,
         "Distinct stacks folded into [pruned] by the max_stacks bound.",
-        s.pruned_stacks.to_string(),
-    );
-    metric(
+        s.pruned_stacks,
+    )
+    .single(
         "stackwatch_handler_seconds_total",
-        "counter",
+        MetricKind::Counter,
         "Time spent inside the signal handler.",
         format!("{:.6}", s.handler_ns as f64 / 1e9),
-    );
-    metric(
+    )
+    .single(
         "stackwatch_aggregator_cpu_seconds_total",
-        "counter",
+        MetricKind::Counter,
         "CPU time of the aggregator thread.",
         format!("{:.6}", s.aggregator_ns as f64 / 1e9),
-    );
-    metric(
+    )
+    .single(
         "stackwatch_memory_bytes",
-        "gauge",
+        MetricKind::Gauge,
         "Bytes held by the profiler: buffers, unwind tables, windows.",
-        s.memory_bytes.to_string(),
-    );
-    metric(
+        s.memory_bytes,
+    )
+    .single(
         "stackwatch_threads_tracked",
-        "gauge",
+        MetricKind::Gauge,
         "Threads with a CPU timer.",
-        s.threads.to_string(),
-    );
-    metric(
+        s.threads,
+    )
+    .single(
         "stackwatch_per_thread_timers",
-        "gauge",
+        MetricKind::Gauge,
         "1 when per-thread CPU timers are used, 0 on the setitimer fallback.",
-        u8::from(s.per_thread_timers).to_string(),
-    );
-    metric(
+        u8::from(s.per_thread_timers),
+    )
+    .single(
         "stackwatch_frequency_hz",
-        "gauge",
+        MetricKind::Gauge,
         "Sampling frequency.",
-        profiler.frequency_hz().to_string(),
+        profiler.frequency_hz(),
+    )
+    .family(
+        "stackwatch_info",
+        MetricKind::Gauge,
+        "Identity of this profiler instance.",
+    )
+    .sample(
+        "stackwatch_info",
+        &[("instance", profiler.instance_id())],
+        1,
     );
-    out.push_str(&format!(
-        "# HELP stackwatch_info Identity of this profiler instance.\n# TYPE stackwatch_info gauge\nstackwatch_info{{instance=\"{}\"}} 1\n",
-        profiler.instance_id()
-    ));
-    out
+    m.finish()
 }

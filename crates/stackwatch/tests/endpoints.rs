@@ -136,7 +136,7 @@ fn every_endpoint_answers_with_its_format() {
     let (status, pb) = get(&format!("{base}/debug/pprof/profile?seconds=1"));
     assert_eq!(status, 200);
     assert!(t.elapsed() >= Duration::from_secs(1));
-    let p = stackwatch_profile::pprof::decode(&pb, 64 << 20).unwrap();
+    let p = stackwatch_profile::pprof::decode(&pb, 64 << 20, &Default::default()).unwrap();
     assert!(
         p.stacks.keys().any(|s| s.starts_with("endpoint-burner;")),
         "{:?}",
