@@ -129,10 +129,7 @@ fn store_part() {
 /// `GET /api/profile.svg` of a window with 10 000 distinct stacks, in-process server.
 fn svg_part() {
     let dir = tempfile::tempdir().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = stackwatch_profile::clock::unix_s();
     {
         let mut s =
             SqliteStore::open(&dir.path().join("stackwatch.db"), StoreOptions::default()).unwrap();

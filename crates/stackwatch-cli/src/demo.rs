@@ -230,7 +230,7 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
         let targets: Vec<_> = workers.iter().map(|w| (w.name, labels(w))).collect();
         std::thread::spawn(move || report_progress(&db, &targets))
     };
-    let result = rt.block_on(server.run(shutdown_signal()));
+    let result = rt.block_on(server.run(crate::signal::shutdown_signal()));
     drop(progress);
     result.map_err(Into::into)
 }
@@ -312,15 +312,4 @@ fn stop_workers(workers: &mut Vec<DemoWorker>) -> usize {
     }
     workers.clear();
     exited
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,6 +1,7 @@
 //! `stackwatch`: the collector and dashboard server, and the demo.
 
 mod demo;
+mod signal;
 
 use std::path::PathBuf;
 
@@ -40,7 +41,19 @@ enum Command {
     Worker(binlog_streamer::cli::WorkerArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is printed as one line with its causes (never a
+/// backtrace, whatever `RUST_BACKTRACE` says: these are the user's errors, not bugs).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stackwatch: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -81,21 +94,10 @@ fn main() -> anyhow::Result<()> {
                     "stackwatch server listening on http://{}",
                     server.local_addr()
                 );
-                server.run(shutdown_signal()).await?;
+                server.run(signal::shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

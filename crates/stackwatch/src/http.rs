@@ -89,6 +89,18 @@ pub fn router_with(profiler: &Profiler, opts: HttpOptions) -> Router {
         .with_state(state)
 }
 
+/// `router` behind a bearer token (none: unchanged), the same check the endpoints use;
+/// for routes a service serves beside them.
+pub fn require_token(router: Router, token: Option<&str>) -> Router {
+    match token {
+        Some(t) => router.layer(axum::middleware::from_fn_with_state(
+            BearerAuth::new(Some(t)),
+            stackwatch_http::auth::require,
+        )),
+        None => router,
+    }
+}
+
 /// A running endpoint server; stops when [`ServerHandle::shutdown`] is called or it is
 /// dropped.
 pub struct ServerHandle {

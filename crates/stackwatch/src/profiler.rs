@@ -418,12 +418,7 @@ impl Capture {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use stackwatch_profile::clock::unix_ms;
 
 fn random_instance_id() -> String {
     let mut bytes = [0u8; 8];

@@ -206,11 +206,7 @@ impl Drop for ThreadTimers {
     }
 }
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use stackwatch_profile::clock::unix_ns as now_nanos;
 
 fn read_comm(tid: u32) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;

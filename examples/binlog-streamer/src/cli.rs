@@ -3,6 +3,7 @@
 //! running the same code in child processes of its own binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,11 @@ pub struct WorkerArgs {
     /// Serve /metrics and the stackwatch profiling endpoints here.
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on every endpoint, the token read from
+    /// this file (trailing whitespace ignored; a file keeps it out of `ps`). Collectors
+    /// send it with `bearer_token_file` in their `[[targets]]`.
+    #[arg(long)]
+    pub http_token_file: Option<PathBuf>,
     /// Profiling frequency (0 turns the profiler off).
     #[arg(long, default_value_t = 99)]
     pub profile_hz: u32,
@@ -94,6 +100,14 @@ pub enum WorkerError {
         addr: SocketAddr,
         /// Cause.
         source: stackwatch::Error,
+    },
+    /// The HTTP token file could not be read.
+    #[error("--http-token-file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
     },
     /// The checkpoint could not be read.
     #[error(transparent)]
@@ -133,7 +147,25 @@ pub fn run(args: WorkerArgs) -> Result<pipeline::Summary, WorkerError> {
     let metrics = Arc::new(WorkerMetrics::default());
     let _http = match args.http_addr {
         Some(addr) => {
-            let h = crate::http::serve(addr, metrics.clone(), profiler.as_ref())
+            let token = match &args.http_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| WorkerError::TokenFile {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .trim_end()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            if token.as_deref() == Some("") {
+                return Err(WorkerError::TokenFile {
+                    path: args.http_token_file.clone().unwrap_or_default(),
+                    source: std::io::Error::other("the token file is empty"),
+                });
+            }
+            let h = crate::http::serve(addr, metrics.clone(), profiler.as_ref(), token)
                 .map_err(|source| WorkerError::Http { addr, source })?;
             eprintln!("binlog-streamer: listening on http://{}", h.local_addr());
             Some(h)

@@ -1,5 +1,6 @@
 //! The worker's HTTP endpoints: stackwatch's profiling routes with the worker's metrics
-//! appended to `/metrics` (or `/metrics` alone when profiling is off).
+//! appended to `/metrics` (or `/metrics` alone when profiling is off), behind a bearer
+//! token when `--http-token-file` is given.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub fn serve(
     addr: SocketAddr,
     metrics: Arc<WorkerMetrics>,
     profiler: Option<&Profiler>,
+    token: Option<String>,
 ) -> Result<ServerHandle, stackwatch::Error> {
     let router = match profiler {
         Some(p) => {
@@ -25,21 +27,24 @@ pub fn serve(
                 p,
                 HttpOptions {
                     extra_metrics: Some(Arc::new(move || m.render())),
-                    ..HttpOptions::default()
+                    bearer_token: token,
                 },
             )
         }
-        None => Router::new().route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        m.render(),
-                    )
-                }
-            }),
+        None => stackwatch::http::require_token(
+            Router::new().route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        (
+                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            m.render(),
+                        )
+                    }
+                }),
+            ),
+            token.as_deref(),
         ),
     };
     stackwatch::http::serve_router(router, addr)

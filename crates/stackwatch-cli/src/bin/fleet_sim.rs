@@ -8,7 +8,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use stackwatch_profile::clock::unix_ms;
 
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
@@ -134,10 +136,7 @@ async fn fake_windows(
     if i >= f.targets {
         return (axum::http::StatusCode::NOT_FOUND, "no such target").into_response();
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = unix_ms();
     let latest = (now - f.start_ms) / f.window_ms;
     let oldest = latest.saturating_sub(59).max(1);
     let after = q.after.unwrap_or(0);
@@ -182,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             samples_per_window,
             window_seconds,
         } => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+            let now = unix_ms();
             let window_ms = window_seconds * 1000;
             let fleet = Arc::new(Fleet {
                 // Aligned, and 10 windows of history already.
