@@ -37,6 +37,10 @@ const LAST_SEEN_GRANULARITY_S: i64 = 3600;
 /// Windows may start at most this far ahead of the clock (a skewed worker clock);
 /// later ones are refused, so `last_seen` bounds every row that names a stack.
 pub const MAX_FUTURE_S: i64 = 86_400;
+/// Largest count stored per row (the scrape budget `max_samples_per_window` is at most
+/// this): sums of rows saturate at 2^62 in SQL and are read as floats (`TOTAL`), so no
+/// count from outside can make a query or a rollup fail with an integer overflow.
+const MAX_STORED_COUNT: u64 = 1 << 40;
 /// Rows deleted per statement by the retention sweep of stacks and targets.
 const GC_CHUNK: i64 = 10_000;
 
@@ -296,9 +300,9 @@ impl SqliteStore {
     /// Sum of all raw counts per target (for the lossless-ingest tests).
     pub fn raw_totals(&self) -> Result<Vec<(Labels, u64)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT t.labels, SUM(s.count) FROM samples_raw s JOIN targets t ON t.id = s.target_id GROUP BY s.target_id",
+            "SELECT t.labels, TOTAL(s.count) FROM samples_raw s JOIN targets t ON t.id = s.target_id GROUP BY s.target_id",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (labels, total) = row?;
@@ -473,14 +477,14 @@ impl SqliteStore {
             Table::Raw => {
                 let ids = id_list(targets);
                 let sql = format!(
-                    "SELECT stack_id, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id"
+                    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id"
                 );
                 let mut stmt = self.conn.prepare(&sql)?;
                 let mut rows = stmt.query(params![from, to])?;
                 while let Some(r) = rows.next()? {
                     {
                         let e = acc.entry(r.get(0)?).or_insert(0);
-                        *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                        *e = e.saturating_add(read_count(r.get_ref(1)?));
                     }
                 }
             }
@@ -495,7 +499,7 @@ impl SqliteStore {
                     while let Some(r) = rows.next()? {
                         {
                             let e = acc.entry(r.get(0)?).or_insert(0);
-                            *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                            *e = e.saturating_add(read_count(r.get_ref(1)?));
                         }
                     }
                 }
@@ -515,10 +519,10 @@ impl SqliteStore {
         let sql = match table {
             Table::Raw => {
                 let ids = id_list(targets);
-                format!("SELECT ts, SUM(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts")
+                format!("SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts")
             }
             _ => format!(
-                "SELECT ts, SUM(count) FROM {} WHERE target_id = ?3 AND ts >= ?1 AND ts < ?2 GROUP BY ts",
+                "SELECT ts, TOTAL(count) FROM {} WHERE target_id = ?3 AND ts >= ?1 AND ts < ?2 GROUP BY ts",
                 table.name()
             ),
         };
@@ -527,7 +531,7 @@ impl SqliteStore {
             while let Some(r) = rows.next()? {
                 {
                     let e = acc.entry(r.get(0)?).or_insert(0);
-                    *e = e.saturating_add(r.get::<_, i64>(1)?.max(0) as u64);
+                    *e = e.saturating_add(read_count(r.get_ref(1)?));
                 }
             }
             Ok(())
@@ -606,11 +610,11 @@ impl SqliteStore {
                 }
                 let (stack_id, new) = self.stack_id(stack, w.start_unix_s)?;
                 stats.new_stacks += usize::from(new);
-                let count = (*count).min(i64::MAX as u64) as i64;
+                let count = (*count).min(MAX_STORED_COUNT) as i64;
                 self.conn
                     .prepare_cached(
                         "INSERT INTO samples_raw (ts, target_id, stack_id, count) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (ts, target_id, stack_id) DO UPDATE SET count = count + excluded.count",
+                         ON CONFLICT (ts, target_id, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
                     )?
                     .execute(params![w.start_unix_s, target, stack_id, count])?;
                 // A window older than what is rolled up is added to the rollups directly.
@@ -621,7 +625,7 @@ impl SqliteStore {
                         self.conn
                             .prepare_cached(&format!(
                                 "INSERT INTO {table} (target_id, ts, stack_id, count) VALUES (?1, ?2, ?3, ?4)
-                                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count"
+                                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
                             ))?
                             .execute(params![target, floor_to(w.start_unix_s, step), stack_id, count])?;
                     }
@@ -686,10 +690,10 @@ impl SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO {table} (target_id, ts, stack_id, count)
-                     SELECT target_id, (ts / {step}) * {step}, stack_id, SUM(count)
+                     SELECT target_id, (ts / {step}) * {step}, stack_id, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER)
                      FROM samples_raw WHERE ts >= ?1 AND ts < ?2
                      GROUP BY 1, 2, 3
-                     ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count"
+                     ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
                 ),
                 params![start, end],
             )?;
@@ -753,10 +757,10 @@ impl SqliteStore {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO samples_1h (target_id, ts, stack_id, count)
-                 SELECT target_id, ?2, stack_id, SUM(count) FROM samples_1m
+                 SELECT target_id, ?2, stack_id, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER) FROM samples_1m
                  WHERE target_id = ?1 AND ts >= ?2 AND ts < ?2 + 3600
                  GROUP BY stack_id
-                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = count + excluded.count",
+                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
             )?;
             for id in &ids {
                 stmt.execute(params![id, hour])?;
@@ -778,6 +782,16 @@ impl SqliteStore {
         self.conn
             .execute(UPSERT_ROLLUP_STATE, params![level, value])?;
         Ok(())
+    }
+}
+
+/// A count column or sum: an integer, or a float from `TOTAL` (saturating to u64).
+fn read_count(v: rusqlite::types::ValueRef<'_>) -> u64 {
+    match v {
+        rusqlite::types::ValueRef::Integer(i) => i.max(0) as u64,
+        // `as` saturates a float: NaN and negatives are 0, huge values u64::MAX.
+        rusqlite::types::ValueRef::Real(f) => f as u64,
+        _ => 0,
     }
 }
 

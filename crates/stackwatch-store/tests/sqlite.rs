@@ -259,3 +259,89 @@ fn bad_ranges_are_errors() {
     assert!(s.timeseries(&Selector::all(), 0, 10, 0).is_err());
     assert!(s.timeseries(&Selector::all(), 0, 10_000_000, 1).is_err());
 }
+
+/// Issue #10, item 7: retention never deleted stacks, targets or checkpoints, so a
+/// fleet whose stacks change grew without bound; and it deleted raw rows whether or
+/// not they had been rolled up.
+#[test]
+fn retention_reclaims_what_it_orphaned_and_never_what_is_not_rolled_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let opts = StoreOptions {
+        raw_retention: std::time::Duration::from_secs(3600),
+        minute_retention: std::time::Duration::from_secs(2 * 3600),
+        retention: std::time::Duration::from_secs(10 * 3600),
+    };
+    let mut s = SqliteStore::open(&path, opts.clone()).unwrap();
+    let old = labels(&[("service", "gone")]);
+    let kept = labels(&[("service", "kept")]);
+    s.ingest(&[window(&old, "i", 1, T0, &[("m;old", 3), ("m;shared", 1)])])
+        .unwrap();
+    // Not rolled up yet: a retention pass past the raw retention keeps the raw rows.
+    s.apply_retention(T0 + 3 * 3600).unwrap();
+    assert_eq!(s.raw_rows().unwrap(), 2, "raw rows not rolled up are kept");
+    while s.rollup(T0 + 3 * 3600).unwrap() {}
+    let late = T0 + 20 * 3600;
+    s.ingest(&[window(
+        &kept,
+        "j",
+        1,
+        late,
+        &[("m;new", 2), ("m;shared", 1)],
+    )])
+    .unwrap();
+    let count = |table: &str| -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(
+        (count("stacks"), count("targets"), count("series")),
+        (3, 2, 2)
+    );
+    // Past the first target's data: its own stack goes.
+    let deleted = s.apply_retention(late + 3600).unwrap();
+    assert_eq!(
+        deleted.stacks, 1,
+        "{deleted:?}: m;old only; m;shared is still named"
+    );
+    assert_eq!(count("stacks"), 2);
+    // The checkpoint of "gone" is younger than the retention by the wall clock: kept,
+    // and with it its target.
+    assert_eq!(count("targets"), 2);
+    let far = stackwatch_profile::clock::unix_s() + 30 * 86_400;
+    while s.rollup(far).unwrap() {}
+    let deleted = s.apply_retention(far).unwrap();
+    assert!(deleted.series >= 1 && deleted.targets >= 1, "{deleted:?}");
+    // The newest data is past the retention too now: nothing is left.
+    assert_eq!(
+        (count("stacks"), count("targets"), count("series")),
+        (0, 0, 0)
+    );
+    // And ingest still works afterwards (no cached id names a deleted row).
+    let now = stackwatch_profile::clock::unix_s();
+    s.ingest(&[window(&kept, "k", 1, now, &[("m;shared", 1)])])
+        .unwrap();
+    assert_eq!(
+        s.profile(&Selector::all(), now - 10, now + 10)
+            .unwrap()
+            .total(),
+        1
+    );
+}
+
+/// Counts near 2^63 from a target cannot make a query overflow: a window's count is
+/// capped at ingest and sums saturate.
+#[test]
+fn huge_counts_saturate_instead_of_failing_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let t = labels(&[("service", "big")]);
+    s.ingest(&[window(&t, "i", 1, T0, &[("m;x", u64::MAX)])])
+        .unwrap();
+    s.ingest(&[window(&t, "i", 2, T0 + 10, &[("m;x", u64::MAX)])])
+        .unwrap();
+    let p = s.profile(&Selector::all(), T0, T0 + 60);
+    assert!(p.is_ok(), "{p:?}");
+}
