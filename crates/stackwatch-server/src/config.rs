@@ -526,6 +526,19 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
     }
 
     #[test]
+    fn the_example_in_docs_configuration_md_loads_with_its_stated_defaults() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml example") + 8;
+        let text = &doc[start..start + doc[start..].find("```").unwrap()];
+        let c = Config::parse(text, Path::new("docs/configuration.md")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.scrape, d.scrape, "the example states the defaults");
+        assert_eq!(c.query, d.query);
+        assert_eq!(c.http, d.http);
+        assert_eq!(c.storage, d.storage);
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let bad = "listen = \"127.0.0.1:7070\"\n[scrape]\ninterval = \"ten seconds\"\n";
         let e = Config::parse(bad, Path::new("s.toml"))
