@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use stackwatch_http::metrics_text::{MetricKind, MetricsText};
+pub use stackwatch_http::metrics_text::{MetricKind, MetricsText};
 use stackwatch_http::{BearerAuth, ServeOptions, ServeStats};
 use stackwatch_profile::{Profile, SvgOptions};
 

@@ -5,7 +5,7 @@
 //! reached the sink's acknowledgement minus the time the server logged it (binlog event
 //! timestamps have one-second resolution, so latencies below a second are coarse).
 
-use std::fmt::Write;
+use stackwatch::http::{MetricKind, MetricsText};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -63,21 +63,22 @@ impl LatencyHistogram {
         LATENCY_BUCKETS.last().copied()
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    fn render(&self, name: &str, help: &str, out: &mut MetricsText) {
+        out.family(name, MetricKind::Histogram, help);
+        let bucket = format!("{name}_bucket");
         let mut cumulative = 0;
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+            out.sample(&bucket, &[("le", &b.to_string())], cumulative);
         }
         cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+        out.sample(&bucket, &[("le", "+Inf")], cumulative)
+            .sample(
+                &format!("{name}_sum"),
+                &[],
+                self.sum_micros.load(Relaxed) as f64 / 1e6,
+            )
+            .sample(&format!("{name}_count"), &[], self.count.load(Relaxed));
     }
 }
 
@@ -111,70 +112,69 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
-        };
-        counter(
-            "binlog_streamer_binlog_events_total",
-            "Binlog events read from the source.",
-            &self.binlog_events,
-        );
-        counter(
-            "binlog_streamer_rows_decoded_total",
-            "Row changes decoded.",
-            &self.rows_decoded,
-        );
-        counter(
-            "binlog_streamer_events_published_total",
-            "Row change messages acknowledged by the sink.",
-            &self.rows_published,
-        );
-        counter(
-            "binlog_streamer_batches_published_total",
-            "Batches acknowledged by the sink.",
-            &self.batches_published,
-        );
-        counter(
-            "binlog_streamer_bytes_published_total",
-            "Message bytes acknowledged by the sink.",
-            &self.bytes_published,
-        );
-        counter(
-            "binlog_streamer_events_skipped_total",
-            "Binlog events skipped by --skip-unknown.",
-            &self.events_skipped,
-        );
-        counter(
-            "binlog_streamer_sink_errors_total",
-            "Failed publish attempts (retried).",
-            &self.sink_errors,
-        );
-        counter(
-            "binlog_streamer_checkpoints_total",
-            "Checkpoints written after an acknowledged batch.",
-            &self.checkpoints,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP binlog_streamer_throughput_events_per_second Messages published over the last second.\n# TYPE binlog_streamer_throughput_events_per_second gauge\nbinlog_streamer_throughput_events_per_second {}",
-            self.throughput.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP binlog_streamer_checkpoint_position_bytes Offset of the last checkpoint in its binlog file.\n# TYPE binlog_streamer_checkpoint_position_bytes gauge\nbinlog_streamer_checkpoint_position_bytes {}",
-            self.checkpoint_pos.load(Relaxed)
+        let mut out = MetricsText::new();
+        for (name, help, v) in [
+            (
+                "binlog_streamer_binlog_events_total",
+                "Binlog events read from the source.",
+                &self.binlog_events,
+            ),
+            (
+                "binlog_streamer_rows_decoded_total",
+                "Row changes decoded.",
+                &self.rows_decoded,
+            ),
+            (
+                "binlog_streamer_events_published_total",
+                "Row change messages acknowledged by the sink.",
+                &self.rows_published,
+            ),
+            (
+                "binlog_streamer_batches_published_total",
+                "Batches acknowledged by the sink.",
+                &self.batches_published,
+            ),
+            (
+                "binlog_streamer_bytes_published_total",
+                "Message bytes acknowledged by the sink.",
+                &self.bytes_published,
+            ),
+            (
+                "binlog_streamer_events_skipped_total",
+                "Binlog events skipped by --skip-unknown.",
+                &self.events_skipped,
+            ),
+            (
+                "binlog_streamer_sink_errors_total",
+                "Failed publish attempts (retried).",
+                &self.sink_errors,
+            ),
+            (
+                "binlog_streamer_checkpoints_total",
+                "Checkpoints written after an acknowledged batch.",
+                &self.checkpoints,
+            ),
+        ] {
+            out.single(name, MetricKind::Counter, help, v.load(Relaxed));
+        }
+        out.single(
+            "binlog_streamer_throughput_events_per_second",
+            MetricKind::Gauge,
+            "Messages published over the last second.",
+            self.throughput.load(Relaxed),
+        )
+        .single(
+            "binlog_streamer_checkpoint_position_bytes",
+            MetricKind::Gauge,
+            "Offset of the last checkpoint in its binlog file.",
+            self.checkpoint_pos.load(Relaxed),
         );
         self.latency.render(
             "binlog_streamer_latency_seconds",
             "Time from the server logging a row change to the sink acknowledging it.",
             &mut out,
         );
-        out
+        out.finish()
     }
 }
 
