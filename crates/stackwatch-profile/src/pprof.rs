@@ -15,7 +15,7 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use thiserror::Error;
 
-use crate::budget::{BudgetError, StackAccumulator, StackBudget};
+use crate::budget::{BoundedStacks, BudgetError, StackAccumulator, StackBudget};
 use crate::Profile;
 
 /// The pprof messages, declared with prost's derive (field numbers from profile.proto).
@@ -252,6 +252,16 @@ pub fn decode(
     max_decompressed: usize,
     budget: &StackBudget,
 ) -> Result<Profile, PprofError> {
+    decode_bounded(bytes, max_decompressed, budget).map(|(p, _)| p)
+}
+
+/// [`decode`], also returning what the budget cut (`stacks` of the second value is
+/// empty: they are the profile's).
+pub fn decode_bounded(
+    bytes: &[u8],
+    max_decompressed: usize,
+    budget: &StackBudget,
+) -> Result<(Profile, BoundedStacks), PprofError> {
     let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(bytes)
@@ -368,13 +378,14 @@ pub fn decode(
         });
         acc.add_frames(names, value as u64)?;
     }
-    let bounded = acc.finish();
-    Ok(Profile {
-        stacks: bounded.stacks,
+    let mut bounded = acc.finish();
+    let profile = Profile {
+        stacks: std::mem::take(&mut bounded.stacks),
         period_ns,
         start_unix_ns: msg.time_nanos.max(0) as u64,
         duration_ns: msg.duration_nanos.max(0) as u64,
-    })
+    };
+    Ok((profile, bounded))
 }
 
 #[derive(Default)]

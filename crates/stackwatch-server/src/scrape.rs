@@ -540,17 +540,17 @@ async fn scrape_pprof(
     // Decoding is CPU work bounded by the budget: off the async threads.
     let max = ctx.cfg.max_body_bytes;
     let len = body.len();
-    let profile =
-        tokio::task::spawn_blocking(move || stackwatch_profile::pprof::decode(&body, max, &budget))
-            .await
-            .map_err(|e| ScrapeError::Malformed(e.to_string()))?
-            .map_err(|e| match e {
-                stackwatch_profile::pprof::PprofError::Budget(b) => ScrapeError::Budget(b),
-                e => ScrapeError::Malformed(e.to_string()),
-            })?;
+    let (profile, mut bounded) = tokio::task::spawn_blocking(move || {
+        stackwatch_profile::pprof::decode_bounded(&body, max, &budget)
+    })
+    .await
+    .map_err(|e| ScrapeError::Malformed(e.to_string()))?
+    .map_err(|e| match e {
+        stackwatch_profile::pprof::PprofError::Budget(b) => ScrapeError::Budget(b),
+        e => ScrapeError::Malformed(e.to_string()),
+    })?;
     drop(permit);
-    // Decoded within the budget already; this only counts.
-    let bounded = bound_stacks(profile.stacks, &budget)?;
+    bounded.stacks = profile.stacks;
     store_unsequenced(ctx, target, start as i64, bounded, len).await
 }
 
