@@ -28,10 +28,13 @@
 //! `STACKWATCH_LOAD_TIMEOUT` client timeout, s [30], `STACKWATCH_LOAD_WARMUP` s [10],
 //! `STACKWATCH_LOAD_AFTER` s the server is watched after the clients stop [15],
 //! `STACKWATCH_LOAD_WORKER_RATE` rows/s per worker [20000], `STACKWATCH_LOAD_ROLLUP` [1],
-//! `STACKWATCH_LOAD_KEEP=1` keeps the temp dir, `STACKWATCH_LOAD_COMMIT` names the commit
-//! measured when the tree has no .git (an export). The server's log goes to
-//! `$TMPDIR/stackwatch-query-load-server.log`, the RSS samples to
-//! `$TMPDIR/stackwatch-query-load-rss.csv`.
+//! `STACKWATCH_LOAD_ROUTES` a comma-separated subset of the route names in the table [all],
+//! `STACKWATCH_LOAD_SERVER_LOG` the server's RUST_LOG [warn],
+//! `STACKWATCH_LOAD_RETRY_AFTER` [1]: a client answered 503 waits its `Retry-After` (0:
+//! retries at once, a hostile client), `STACKWATCH_LOAD_KEEP=1` keeps the temp dir,
+//! `STACKWATCH_LOAD_COMMIT` names the commit measured when the tree has no .git (an
+//! export). The server's log goes to `$TMPDIR/stackwatch-query-load-server.log`, the RSS
+//! samples to `$TMPDIR/stackwatch-query-load-rss.csv`.
 //!
 //! Everything runs on 127.0.0.1; every loop is bounded in time and count, and every child
 //! process is killed on exit (and gets SIGTERM if this process dies: PR_SET_PDEATHSIG).
@@ -213,8 +216,20 @@ fn worker(seed: u64, canary: bool, rate: u64, log: &Path) -> (Proc, String) {
     (Proc(child), addr)
 }
 
-/// (VmRSS, VmHWM) of `pid`, KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// Memory of a process from /proc/<pid>/status, KiB.
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    /// VmRSS.
+    rss: u64,
+    /// VmHWM: the peak of VmRSS over the process's life.
+    hwm: u64,
+    /// RssAnon: heap and stacks.
+    anon: u64,
+    /// RssFile: mapped files (the binary, shared libraries, any mmap'd database).
+    file: u64,
+}
+
+fn rss_kib(pid: u32) -> Option<Mem> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status
@@ -225,7 +240,12 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .parse()
             .ok()
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(Mem {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+    })
 }
 
 /// User + system CPU seconds of `pid`.
@@ -305,6 +325,8 @@ struct Sample {
     ms: f64,
     outcome: Outcome,
     bytes: u64,
+    /// Retry-After of the answer, seconds.
+    retry_after: Option<u64>,
 }
 
 fn client(
@@ -313,6 +335,8 @@ fn client(
     deadline: Instant,
     timeout: Duration,
     max_requests: usize,
+    honor_retry_after: bool,
+    routes: &[usize],
 ) -> Vec<Sample> {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
@@ -323,12 +347,17 @@ fn client(
     let mut out = Vec::new();
     let mut i = id;
     while Instant::now() < deadline && out.len() < max_requests {
-        let route = i % ROUTES.len();
+        let route = routes[i % routes.len()];
         i += 1;
         let t0 = Instant::now();
+        let mut retry_after = None;
         let (outcome, bytes) = match agent.get(&format!("{api}{}", ROUTES[route].1)).call() {
             Ok(mut r) => {
                 let status = r.status().as_u16();
+                retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
                 match std::io::copy(&mut r.body_mut().as_reader(), &mut std::io::sink()) {
                     Ok(n) => (Outcome::Status(status), n),
                     Err(e) if e.to_string().contains("timeout") => (Outcome::Timeout, 0),
@@ -343,7 +372,16 @@ fn client(
             ms: t0.elapsed().as_secs_f64() * 1000.0,
             outcome,
             bytes,
+            retry_after,
         });
+        if let (true, Some(s)) = (
+            honor_retry_after && outcome == Outcome::Status(503),
+            retry_after,
+        ) {
+            // A polite client waits as told (never past the end of the run).
+            let left = deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(Duration::from_secs(s).min(left));
+        }
         if outcome == Outcome::Error {
             // A refused or reset connection: do not spin.
             std::thread::sleep(Duration::from_millis(100));
@@ -412,6 +450,18 @@ fn main() {
     let rate: u64 = env_or("STACKWATCH_LOAD_WORKER_RATE", 20_000);
     let rollup = env_or("STACKWATCH_LOAD_ROLLUP", 1u8) != 0;
     let keep = env_or("STACKWATCH_LOAD_KEEP", 0u8) != 0;
+    let honor_retry_after = env_or("STACKWATCH_LOAD_RETRY_AFTER", 1u8) != 0;
+    let routes: Vec<usize> = match std::env::var("STACKWATCH_LOAD_ROUTES") {
+        Ok(list) => ROUTES
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| list.split(',').any(|n| n.trim() == *name))
+            .map(|(i, _)| i)
+            .collect(),
+        Err(_) => (0..ROUTES.len()).collect(),
+    };
+    assert!(!routes.is_empty(), "STACKWATCH_LOAD_ROUTES names no route");
+    let server_log = std::env::var("STACKWATCH_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into());
 
     // A tree exported with `git archive` has no .git: STACKWATCH_LOAD_COMMIT names it.
     let commit = std::env::var("STACKWATCH_LOAD_COMMIT")
@@ -434,8 +484,9 @@ fn main() {
         }
     );
     println!(
-        "# {rows} rows, {clients} clients x {secs} s, client timeout {} s, workers at {rate} rows/s, rollup before start: {rollup}",
-        timeout.as_secs()
+        "# {rows} rows, {clients} clients x {secs} s, client timeout {} s, clients {} Retry-After, workers at {rate} rows/s, rollup before start: {rollup}",
+        timeout.as_secs(),
+        if honor_retry_after { "honour" } else { "ignore" }
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -484,7 +535,7 @@ fn main() {
     server
         .args(["server", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &server_log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_path).unwrap());
@@ -506,7 +557,7 @@ fn main() {
 
     // RSS every second, from now until the end.
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_samples: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::default();
+    let rss_samples: Arc<Mutex<Vec<(f64, Mem)>>> = Arc::default();
     let started = Instant::now();
     let sampler = {
         let stop = stop.clone();
@@ -517,11 +568,11 @@ fn main() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                if let Some((rss, hwm)) = rss_kib(pid) {
+                if let Some(m) = rss_kib(pid) {
                     samples
                         .lock()
                         .unwrap()
-                        .push((started.elapsed().as_secs_f64(), rss, hwm));
+                        .push((started.elapsed().as_secs_f64(), m));
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -544,7 +595,18 @@ fn main() {
     let handles: Vec<_> = (0..clients)
         .map(|id| {
             let api = api.clone();
-            std::thread::spawn(move || client(id, &api, deadline, timeout, 1_000_000))
+            let routes = routes.clone();
+            std::thread::spawn(move || {
+                client(
+                    id,
+                    &api,
+                    deadline,
+                    timeout,
+                    1_000_000,
+                    honor_retry_after,
+                    &routes,
+                )
+            })
         })
         .collect();
     let samples: Vec<Sample> = handles
@@ -580,7 +642,8 @@ fn main() {
         "| route | requests | p50 ms | p99 ms | max ms | p50 ms (200) | p99 ms (200) | 200 | 503 | other status | timeouts | errors | MB received |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (i, (name, _)) in ROUTES.iter().enumerate() {
+    for &i in &routes {
+        let name = ROUTES[i].0;
         let s: Vec<&Sample> = samples.iter().filter(|s| s.route == i).collect();
         println!("{}", summary_row(name, &s));
     }
@@ -597,6 +660,17 @@ fn main() {
     if !other.is_empty() {
         println!("other statuses: {other:?}");
     }
+    let mut retry: BTreeMap<u64, usize> = BTreeMap::new();
+    for s in &samples {
+        if let (Outcome::Status(503), Some(r)) = (s.outcome, s.retry_after) {
+            *retry.entry(r).or_default() += 1;
+        }
+    }
+    let no_retry = samples
+        .iter()
+        .filter(|s| s.outcome == Outcome::Status(503) && s.retry_after.is_none())
+        .count();
+    println!("503s by Retry-After (seconds: count): {retry:?}; without Retry-After: {no_retry}");
 
     // Memory.
     let rss = rss_samples.lock().unwrap().clone();
@@ -604,9 +678,14 @@ fn main() {
         .iter()
         .filter(|s| s.0 >= mark_load && s.0 <= mark_end + 1.0)
         .map(|s| s.1)
+        .max_by_key(|m| m.rss)
+        .unwrap_or_default();
+    let hwm = rss
+        .iter()
+        .map(|s| s.1.hwm)
         .max()
-        .unwrap_or(0);
-    let hwm = rss.iter().map(|s| s.2).max().unwrap_or(0).max(rss_after.1);
+        .unwrap_or(0)
+        .max(rss_after.hwm);
     let mib = |k: u64| k as f64 / 1024.0;
     println!();
     println!("| measure | value |");
@@ -618,21 +697,27 @@ fn main() {
     );
     println!(
         "| server RSS before the load (VmRSS), MiB | {:.1} |",
-        mib(rss_before.0)
+        mib(rss_before.rss)
     );
     println!(
         "| server peak RSS, VmHWM (whole life), MiB | {:.1} (target < 512) |",
         mib(hwm)
     );
     println!(
-        "| server peak VmRSS sampled during the load (1 s samples), MiB | {:.1} |",
-        mib(peak_during)
+        "| server peak VmRSS sampled during the load (1 s samples), MiB: total (anon + file) | {:.1} ({:.1} + {:.1}) |",
+        mib(peak_during.rss),
+        mib(peak_during.anon),
+        mib(peak_during.file)
     );
     println!(
-        "| server VmRSS when the clients finished / {} s later, MiB | {:.1} / {:.1} |",
+        "| server VmRSS when the clients finished / {} s later, MiB: total (anon + file) | {:.1} ({:.1} + {:.1}) / {:.1} ({:.1} + {:.1}) |",
         after.as_secs(),
-        mib(rss_end.0),
-        mib(rss_after.0)
+        mib(rss_end.rss),
+        mib(rss_end.anon),
+        mib(rss_end.file),
+        mib(rss_after.rss),
+        mib(rss_after.anon),
+        mib(rss_after.file)
     );
     println!(
         "| server CPU during the load, % of one core | {:.0} |",
@@ -723,8 +808,11 @@ fn main() {
     }
     let csv = std::env::temp_dir().join("stackwatch-query-load-rss.csv");
     if let Ok(mut f) = std::fs::File::create(&csv) {
-        let _ = writeln!(f, "seconds,vmrss_kib,vmhwm_kib,phase");
-        for (t, r, h) in &rss {
+        let _ = writeln!(
+            f,
+            "seconds,vmrss_kib,vmhwm_kib,rssanon_kib,rssfile_kib,phase"
+        );
+        for (t, m) in &rss {
             let phase = if *t < mark_load {
                 "before"
             } else if *t <= mark_end {
@@ -732,7 +820,11 @@ fn main() {
             } else {
                 "after"
             };
-            let _ = writeln!(f, "{t:.1},{r},{h},{phase}");
+            let _ = writeln!(
+                f,
+                "{t:.1},{},{},{},{},{phase}",
+                m.rss, m.hwm, m.anon, m.file
+            );
         }
         println!("RSS samples: {}", csv.display());
     }
