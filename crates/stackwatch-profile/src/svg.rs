@@ -71,10 +71,22 @@ pub fn render(profile: &Profile, opts: &SvgOptions) -> Vec<u8> {
 /// `base` (red grew, blue shrank). `base` is scaled to `target`'s total first, so spans of
 /// different length or load compare fairly.
 pub fn render_diff(base: &Profile, target: &Profile, opts: &SvgOptions) -> Vec<u8> {
+    render_diff_with(base, target, opts, true)
+}
+
+/// [`render_diff`], choosing whether `base` is scaled to `target`'s total (`normalize`:
+/// colours show the change in share) or compared as it is (colours show the change in
+/// absolute periods).
+pub fn render_diff_with(
+    base: &Profile,
+    target: &Profile,
+    opts: &SvgOptions,
+    normalize: bool,
+) -> Vec<u8> {
     if target.total() == 0 {
         return empty_svg(opts);
     }
-    let folded = diff_folded(base, target);
+    let folded = diff_folded_with(base, target, normalize);
     let mut out = Vec::with_capacity(64 * 1024 + folded.len());
     let mut o = opts.to_inferno();
     let _ = inferno::flamegraph::from_lines(&mut o, folded.lines(), &mut out);
@@ -109,11 +121,16 @@ fn empty_svg(opts: &SvgOptions) -> Vec<u8> {
 /// The two-column folded text (`stack base_count target_count`) behind
 /// [`render_diff`], with `base` normalised to `target`'s total.
 pub fn diff_folded(base: &Profile, target: &Profile) -> String {
+    diff_folded_with(base, target, true)
+}
+
+/// [`diff_folded`], with `base` scaled to `target`'s total only when `normalize`.
+pub fn diff_folded_with(base: &Profile, target: &Profile, normalize: bool) -> String {
     let before = base.to_folded();
     let after = target.to_folded();
     let mut out = Vec::with_capacity(before.len() + after.len());
     let opts = inferno::differential::Options {
-        normalize: true,
+        normalize,
         strip_hex: false,
     };
     inferno::differential::from_readers(
