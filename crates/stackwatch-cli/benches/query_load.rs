@@ -587,6 +587,13 @@ fn main() {
     std::thread::sleep(warmup);
     let before = target_counters(&probe, &api);
     let rss_before = rss_kib(pid).unwrap_or_default();
+    // The machine may be shared: its load average says how much.
+    let loadavg = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let load_before = loadavg();
     let cpu_before = cpu_seconds(pid);
 
     let load_start = Instant::now();
@@ -616,6 +623,7 @@ fn main() {
     let load_wall = load_start.elapsed().as_secs_f64();
     let mark_end = started.elapsed().as_secs_f64();
     let cpu_load = cpu_seconds(pid) - cpu_before;
+    let load_end = loadavg();
     let after_load = target_counters(&probe, &api);
     let metrics_after = get_text(&probe, &format!("{api}/metrics")).unwrap_or_default();
     let rss_end = rss_kib(pid).unwrap_or_default();
@@ -732,6 +740,7 @@ fn main() {
         after.as_secs()
     );
     println!("| server alive at the end | {alive} |");
+    println!("| machine load average (1/5/15 min) before / at the end of the load | {load_before} / {load_end} |");
 
     // Scrapes of the real workers.
     println!();
