@@ -9,6 +9,7 @@
 //! dashboard on 127.0.0.1:7070. Ctrl-C stops the server and every worker; a second run
 //! reuses the data directory.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -194,6 +195,10 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
             ..Default::default()
         })
         .collect();
+    // A second run reuses the store: what is there before this run's collector starts
+    // belongs to earlier runs (each worker process has its own instance id).
+    let db = stackwatch_server::db_path(&args.data_dir);
+    let earlier = earlier_instances(&db);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -226,17 +231,34 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
     println!("Ctrl-C stops the collector and the workers.");
     let _ = std::io::stdout().flush();
     let progress = {
-        let db = stackwatch_server::db_path(&args.data_dir);
         let targets: Vec<_> = workers.iter().map(|w| (w.name, labels(w))).collect();
-        std::thread::spawn(move || report_progress(&db, &targets))
+        std::thread::spawn(move || report_progress(&db, &targets, &earlier))
     };
     let result = rt.block_on(server.run(crate::signal::shutdown_signal()));
     drop(progress);
     result.map_err(Into::into)
 }
 
-/// Prints how many windows of each worker are stored until every worker has some.
-fn report_progress(db: &Path, targets: &[(&str, std::collections::BTreeMap<String, String>)]) {
+/// Every instance with a checkpoint in the store at `db` (none when there is no store yet).
+fn earlier_instances(db: &Path) -> HashSet<String> {
+    let Ok(store) = stackwatch_store::SqliteStore::open_reader(db) else {
+        return HashSet::new();
+    };
+    let targets = store.targets().unwrap_or_default();
+    targets
+        .iter()
+        .flat_map(|t| store.checkpoints(t).unwrap_or_default())
+        .map(|c| c.instance)
+        .collect()
+}
+
+/// Prints how many windows of each worker this run has stored until every worker has
+/// some (the instances in `earlier`, from earlier runs, do not count).
+fn report_progress(
+    db: &Path,
+    targets: &[(&str, std::collections::BTreeMap<String, String>)],
+    earlier: &HashSet<String>,
+) {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     loop {
@@ -249,7 +271,13 @@ fn report_progress(db: &Path, targets: &[(&str, std::collections::BTreeMap<Strin
             .map(|(name, l)| {
                 let n = store
                     .checkpoints(l)
-                    .map(|cps| cps.iter().map(|c| c.last_seq).max().unwrap_or(0))
+                    .map(|cps| {
+                        cps.iter()
+                            .filter(|c| !earlier.contains(&c.instance))
+                            .map(|c| c.last_seq)
+                            .max()
+                            .unwrap_or(0)
+                    })
                     .unwrap_or(0);
                 (name.to_string(), n)
             })
