@@ -30,6 +30,7 @@
 //! `STACKWATCH_LOAD_WORKER_RATE` rows/s per worker [20000], `STACKWATCH_LOAD_ROLLUP` [1],
 //! `STACKWATCH_LOAD_ROUTES` a comma-separated subset of the route names in the table [all],
 //! `STACKWATCH_LOAD_SERVER_LOG` the server's RUST_LOG [warn],
+//! `STACKWATCH_LOAD_SCRAPE_INTERVAL` [1s], `STACKWATCH_LOAD_FLUSH_INTERVAL` [server default],
 //! `STACKWATCH_LOAD_RETRY_AFTER` [1]: a client answered 503 waits its `Retry-After` (0:
 //! retries at once, a hostile client), `STACKWATCH_LOAD_KEEP=1` keeps the temp dir,
 //! `STACKWATCH_LOAD_COMMIT` names the commit measured when the tree has no .git (an
@@ -462,6 +463,9 @@ fn main() {
     };
     assert!(!routes.is_empty(), "STACKWATCH_LOAD_ROUTES names no route");
     let server_log = std::env::var("STACKWATCH_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into());
+    let scrape_interval =
+        std::env::var("STACKWATCH_LOAD_SCRAPE_INTERVAL").unwrap_or_else(|_| "1s".into());
+    let flush_interval = std::env::var("STACKWATCH_LOAD_FLUSH_INTERVAL").ok();
 
     // A tree exported with `git archive` has no .git: STACKWATCH_LOAD_COMMIT names it.
     let commit = std::env::var("STACKWATCH_LOAD_COMMIT")
@@ -487,6 +491,10 @@ fn main() {
         "# {rows} rows, {clients} clients x {secs} s, client timeout {} s, clients {} Retry-After, workers at {rate} rows/s, rollup before start: {rollup}",
         timeout.as_secs(),
         if honor_retry_after { "honour" } else { "ignore" }
+    );
+    println!(
+        "# server config: [scrape] interval = {scrape_interval}, [storage] flush_interval = {}",
+        flush_interval.as_deref().unwrap_or("(default)")
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -519,9 +527,12 @@ fn main() {
             })
             .collect();
     let mut cfg = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"1s\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"{scrape_interval}\"\n",
         data.display()
     );
+    if let Some(f) = &flush_interval {
+        cfg.push_str(&format!("[storage]\nflush_interval = \"{f}\"\n"));
+    }
     for (_, addr, name) in &workers {
         cfg.push_str(&format!(
             "[[targets]]\nurl = \"http://{addr}\"\nlabels = {{ service = \"binlog-streamer\", instance = \"{name}\", version = \"{}\" }}\n",
@@ -620,6 +631,8 @@ fn main() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
+    // With no clients (a control run) the server is still watched for the whole time.
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     let load_wall = load_start.elapsed().as_secs_f64();
     let mark_end = started.elapsed().as_secs_f64();
     let cpu_load = cpu_seconds(pid) - cpu_before;
