@@ -63,6 +63,7 @@ fn store_part() {
                 instance: format!("inst-{t}"),
                 seq: ((ts - start) / step as i64 + 1) as u64,
                 start_unix_s: ts,
+                period_ns: 10_101_010,
                 stacks,
             });
             if rows_in_batch >= 50_000 {
@@ -149,6 +150,7 @@ fn svg_part() {
             instance: "i".into(),
             seq: 1,
             start_unix_s: now - 60,
+            period_ns: 10_101_010,
             stacks,
         }])
         .unwrap();

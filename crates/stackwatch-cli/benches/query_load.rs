@@ -142,6 +142,7 @@ fn build_store(db: &Path, rows: u64, rollup: bool) -> (u64, f64, f64) {
                 instance: format!("inst-{t}"),
                 seq: w as u64 + 1,
                 start_unix_s: start + w * WINDOW_S,
+                period_ns: 10_101_010,
                 stacks,
             });
             if in_batch >= 50_000 {

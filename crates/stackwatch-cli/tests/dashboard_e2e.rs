@@ -45,6 +45,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
                 instance: "x".into(),
                 seq: 1,
                 start_unix_s: now - 300,
+                period_ns: 10_101_010,
                 stacks: vec![
                     ("main;<script>window.__pwned=1</script>".into(), 50),
                     (
@@ -59,6 +60,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
                 instance: "y".into(),
                 seq: 1,
                 start_unix_s: now - 300,
+                period_ns: 10_101_010,
                 stacks: (0..10_000)
                     .map(|i| {
                         let frames: Vec<String> = (0..14)

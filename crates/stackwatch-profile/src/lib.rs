@@ -10,6 +10,7 @@
 //! - [`svg`]: flamegraphs and differential flamegraphs, laid out by inferno.
 //! - [`budget`]: what a batch of stacks from outside may cost once decoded.
 //! - [`clock`]: the wall clock in the units stored and sent.
+//! - [`views`]: frames hidden by a pattern, the sandwich of a function, plumbing frames.
 //! - [`protocol`]: the types of the window protocol (`GET /windows?after=SEQ`) that the
 //!   sampler serves and the collector reads; docs/protocol.md is its specification.
 //!
@@ -23,6 +24,7 @@ pub mod pprof;
 pub mod profile;
 pub mod protocol;
 pub mod svg;
+pub mod views;
 
 pub use budget::{BudgetError, StackBudget};
 pub use folded::{parse_folded, FoldedError, PRUNED_FRAME};

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use stackwatch_http::metrics_text::{MetricKind, MetricsText, CONTENT_TYPE as METRICS_TYPE};
 use stackwatch_http::BearerAuth;
 
+use crate::analysis;
 use crate::query::{self, Format};
 use crate::scrape::{HealthMap, TargetHealth};
 use crate::state::ApiState;
@@ -55,8 +56,11 @@ pub fn router(state: ApiState) -> Router {
             "/api/diff.folded",
             get(|s, q| query::diff(s, Format::Folded, q)),
         )
-        .route("/api/timeseries", get(query::timeseries))
-        .route("/api/top", get(query::top))
+        .route("/api/timeseries", get(analysis::timeseries))
+        .route("/api/top", get(analysis::top))
+        .route("/api/sandwich", get(analysis::sandwich_json))
+        .route("/api/sandwich.svg", get(analysis::sandwich_svg))
+        .route("/api/changes", get(analysis::changes))
         .route("/api/labels", get(query::labels))
         .route("/api/label/{name}/values", get(query::label_values))
         .layer(axum::middleware::from_fn_with_state(

@@ -5,15 +5,20 @@
 //! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
 //! - [`writer`][crate::writer]: the single store writer with size-or-time batching.
 //! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
-//!   [`state`][crate::state] what the routes share (and the query slots).
+//!   [`state`][crate::state] what the routes share (and the query slots);
+//!   [`analysis`][crate::analysis] CPU in cores, top functions, sandwich, changes.
 //! - [`data_dir`][crate::data_dir]: the data directory and its lock.
+//! - [`verdict`][crate::verdict]: which functions changed significantly between two
+//!   selections.
 
+pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod data_dir;
 pub mod query;
 pub mod scrape;
 pub mod state;
+pub mod verdict;
 pub mod writer;
 
 use std::collections::HashMap;

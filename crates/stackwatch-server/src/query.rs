@@ -44,7 +44,7 @@ impl IntoResponse for ParamError {
     }
 }
 
-fn param_err(parameter: &str, error: impl Into<String>) -> ParamError {
+pub(crate) fn param_err(parameter: &str, error: impl Into<String>) -> ParamError {
     ParamError {
         error: error.into(),
         parameter: parameter.to_owned(),
@@ -120,7 +120,7 @@ pub struct Selection {
     pub to: i64,
 }
 
-fn selection(
+pub(crate) fn selection(
     st: &ApiState,
     q: &HashMap<String, String>,
     prefix: &str,
@@ -171,15 +171,16 @@ fn selection(
     Ok(Selection { selector, from, to })
 }
 
-type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+pub(crate) type Params =
+    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn params(q: Params) -> Result<HashMap<String, String>, ParamError> {
+pub(crate) fn params(q: Params) -> Result<HashMap<String, String>, ParamError> {
     q.map(|Query(m)| m)
         .map_err(|e| param_err("query string", e.body_text()))
 }
 
 /// The query string and the main selection, or the 400 to answer with.
-fn parse_request(
+pub(crate) fn parse_request(
     st: &ApiState,
     q: Params,
 ) -> Result<(HashMap<String, String>, Selection), Response> {
@@ -203,7 +204,7 @@ fn unavailable(e: impl std::fmt::Display, retry_after_s: u64) -> Response {
     r
 }
 
-fn server_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn server_error(e: impl std::fmt::Display) -> Response {
     unavailable(e, 1)
 }
 
@@ -219,7 +220,7 @@ impl Drop for CancelOnDrop {
 
 /// Runs `f` on a pooled read-only connection off the async threads, within a query
 /// slot and the query budget; the slot is held until `f` (rendering included) is done.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     st: &ApiState,
     f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
@@ -265,7 +266,7 @@ async fn read<T: Send + 'static>(
     .map_err(server_error)
 }
 
-fn describe(sel: &Selection) -> String {
+pub(crate) fn describe(sel: &Selection) -> String {
     format!(
         "{} from {} to {}",
         sel.selector,
@@ -290,7 +291,7 @@ pub enum Format {
     Pprof,
 }
 
-fn profile_response(p: &Profile, format: Format, opts: SvgOptions) -> Response {
+pub(crate) fn profile_response(p: &Profile, format: Format, opts: SvgOptions) -> Response {
     match format {
         Format::Svg => ([(header::CONTENT_TYPE, "image/svg+xml")], p.to_svg(&opts)).into_response(),
         Format::Folded => (
@@ -312,7 +313,7 @@ fn profile_response(p: &Profile, format: Format, opts: SvgOptions) -> Response {
     }
 }
 
-fn svg_options(
+pub(crate) fn svg_options(
     q: &HashMap<String, String>,
     title: &str,
     subtitle: String,
@@ -346,8 +347,12 @@ pub async fn profile(
     let (q, sel) = parse_request(&st, q)?;
     let opts =
         svg_options(&q, "CPU flamegraph", describe(&sel)).map_err(IntoResponse::into_response)?;
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     read(&st, move |store| {
-        let p = store.profile(&sel.selector, sel.from, sel.to)?;
+        let p = apply_hide(
+            store.profile(&sel.selector, sel.from, sel.to)?,
+            hide.as_ref(),
+        );
         Ok(profile_response(&p, format, opts))
     })
     .await
@@ -367,20 +372,23 @@ pub async fn diff(
         format!("{} vs base {}", describe(&target), describe(&base)),
     )
     .map_err(IntoResponse::into_response)?;
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let normalize = bool_param(&q, "normalize", true).map_err(IntoResponse::into_response)?;
     read(&st, move |store| {
         let (bp, tp) = store.diff(
             (&base.selector, base.from, base.to),
             (&target.selector, target.from, target.to),
         )?;
+        let (bp, tp) = (apply_hide(bp, hide.as_ref()), apply_hide(tp, hide.as_ref()));
         Ok(match format {
             Format::Folded => (
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                stackwatch_profile::svg::diff_folded(&bp, &tp),
+                stackwatch_profile::svg::diff_folded_with(&bp, &tp, normalize),
             )
                 .into_response(),
             _ => (
                 [(header::CONTENT_TYPE, "image/svg+xml")],
-                stackwatch_profile::svg::render_diff(&bp, &tp, &opts),
+                stackwatch_profile::svg::render_diff_with(&bp, &tp, &opts, normalize),
             )
                 .into_response(),
         })
@@ -388,66 +396,53 @@ pub async fn diff(
     .await
 }
 
-/// A step that gives about 120 points, rounded to a readable length.
-fn default_step(range: i64) -> i64 {
-    const STEPS: [i64; 12] = [
-        10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400,
-    ];
-    let want = range / 120;
-    STEPS.iter().copied().find(|s| *s >= want).unwrap_or(86_400)
+/// `true`/`false` (or `1`/`0`) parameter `name`, `default` when absent.
+pub(crate) fn bool_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ParamError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(param_err(name, "must be true or false")),
+    }
 }
 
-/// `GET /api/timeseries`
-pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let step = match q.get("step") {
-        None => default_step(sel.to - sel.from),
-        Some(s) => match humantime::parse_duration(s)
-            .map(|d| d.as_secs() as i64)
-            .or_else(|_| s.parse::<i64>().map_err(|_| ()))
-        {
-            Ok(v) if v >= 1 && (sel.to - sel.from) / v <= 10_000 => v,
-            Ok(_) => {
-                return Err(param_err(
-                    "step",
-                    "must be at least 1 s and give at most 10 000 points",
-                )
-                .into_response())
-            }
-            Err(_) => {
-                return Err(param_err("step", format!("{s:?}: not a duration")).into_response())
-            }
-        },
+/// `hide=REGEX` (like `go tool pprof -hide`): frames it matches are removed from every
+/// stack. Compiled within the selector budgets, so a hostile pattern is a 400.
+pub(crate) fn hide_param(
+    st: &ApiState,
+    q: &HashMap<String, String>,
+) -> Result<Option<regex::Regex>, ParamError> {
+    let Some(pattern) = q.get("hide").filter(|p| !p.is_empty()) else {
+        return Ok(None);
     };
-    let (from, to) = (sel.from, sel.to);
-    let points = read(&st, move |store| {
-        store.timeseries(&sel.selector, from, to, step)
-    })
-    .await?;
-    Ok(
-        Json(serde_json::json!({ "from": from, "to": to, "step": step, "points": points }))
-            .into_response(),
-    )
+    let limits = st.cfg.query.selector_limits();
+    if pattern.len() > limits.max_regex_bytes {
+        return Err(param_err(
+            "hide",
+            format!(
+                "longer than {} bytes (query.max_regex_bytes)",
+                limits.max_regex_bytes
+            ),
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(limits.max_regex_program_bytes)
+        .dfa_size_limit(limits.max_regex_program_bytes)
+        .build()
+        .map(Some)
+        .map_err(|e| param_err("hide", format!("bad regex: {e}")))
 }
 
-/// `GET /api/top`
-pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 50,
-        Some(Ok(l)) if (1..=10_000).contains(&l) => l,
-        Some(_) => return Err(param_err("limit", "must be 1..=10000").into_response()),
-    };
-    let (total, top) = read(&st, move |store| {
-        let p = store.profile(&sel.selector, sel.from, sel.to)?;
-        Ok((p.total(), p.top_functions(limit)))
-    })
-    .await?;
-    let functions: Vec<_> = top
-        .iter()
-        .map(|f| serde_json::json!({"name": f.name, "self": f.self_count, "total": f.total_count}))
-        .collect();
-    Ok(Json(serde_json::json!({ "total": total, "functions": functions })).into_response())
+/// The profile without the frames `hide` matches.
+pub(crate) fn apply_hide(p: Profile, hide: Option<&regex::Regex>) -> Profile {
+    match hide {
+        Some(re) => stackwatch_profile::views::hide_frames(&p, |f| re.is_match(f)),
+        None => p,
+    }
 }
 
 /// `GET /api/labels`
@@ -519,12 +514,5 @@ mod tests {
         ] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn default_steps_give_about_120_points() {
-        assert_eq!(default_step(900), 10);
-        assert_eq!(default_step(3600), 30);
-        assert_eq!(default_step(86_400), 900);
     }
 }

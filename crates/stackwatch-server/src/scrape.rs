@@ -496,6 +496,7 @@ async fn scrape_windows(
             seq: w.seq,
             start_unix_s: (w.start_unix_ms / 1000).min(i64::MAX as u64) as i64,
             stacks: bounded.stacks.into_iter().collect(),
+            period_ns: resp.period_ns,
         });
     }
     drop(permit);
@@ -551,7 +552,8 @@ async fn scrape_pprof(
     })?;
     drop(permit);
     bounded.stacks = profile.stacks;
-    store_unsequenced(ctx, target, start as i64, bounded, len).await
+    let period_ns = profile.period_ns;
+    store_unsequenced(ctx, target, start as i64, period_ns, bounded, len).await
 }
 
 async fn scrape_folded(
@@ -590,7 +592,9 @@ async fn scrape_folded(
     };
     drop(permit);
     let bounded = bound_stacks(stacks, &ctx.cfg.stack_budget())?;
-    store_unsequenced(ctx, target, (unix_ms() / 1000) as i64, bounded, body.len()).await
+    // Folded text carries no sampling period: CPU time is unknown (0).
+    let start = (unix_ms() / 1000) as i64;
+    store_unsequenced(ctx, target, start, 0, bounded, body.len()).await
 }
 
 /// Stores one scrape of a target without window sequences (pprof, folded) as one window.
@@ -598,6 +602,7 @@ async fn store_unsequenced(
     ctx: &ScrapeContext,
     target: &TargetConfig,
     start_unix_s: i64,
+    period_ns: u64,
     bounded: BoundedStacks,
     bytes: usize,
 ) -> Result<Outcome, ScrapeError> {
@@ -614,6 +619,7 @@ async fn store_unsequenced(
                 seq: 0,
                 start_unix_s,
                 stacks: bounded.stacks.into_iter().collect(),
+                period_ns,
             }])
             .await?;
     }

@@ -583,6 +583,7 @@ fn fill_store(dir: &std::path::Path, windows: u64, stacks: usize) {
                 instance: "i".into(),
                 seq: w + 1,
                 start_unix_s: start,
+                period_ns: 10_101_010,
                 stacks: (0..stacks)
                     .map(|s| {
                         (

@@ -82,6 +82,32 @@ pub struct IngestWindow {
     pub start_unix_s: i64,
     /// Folded stacks and their counts (periods).
     pub stacks: Vec<(String, u64)>,
+    /// Length of one sampling period in nanoseconds (0: unknown), so counts convert to
+    /// CPU time. Kept per target (the latest known).
+    pub period_ns: u64,
+}
+
+/// Periods of one target per time bucket (only buckets with data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSeries {
+    /// The target's labels.
+    pub labels: Labels,
+    /// Its sampling period, ns (0: unknown).
+    pub period_ns: u64,
+    /// `(bucket start, periods)`, ascending.
+    pub points: Vec<(i64, u64)>,
+}
+
+/// The stacks of a selection per time bucket, for per-window statistics.
+#[derive(Debug, Clone, Default)]
+pub struct BucketedStacks {
+    /// Bucket length, seconds.
+    pub step_s: i64,
+    /// Distinct stacks (at most the reader's `max_answer_stacks`; the rest are
+    /// [`OTHER_FRAME`]).
+    pub stacks: Vec<std::sync::Arc<str>>,
+    /// `(bucket start, index into stacks, periods)`.
+    pub counts: Vec<(i64, u32, u64)>,
 }
 
 /// The last window stored for one instance of a target.
@@ -131,6 +157,26 @@ pub trait ProfileStore {
         to_s: i64,
         step_s: i64,
     ) -> Result<Vec<(i64, u64)>, StoreError>;
+
+    /// Periods per `step_s` bucket and target over `[from_s, to_s)`, with each target's
+    /// labels and sampling period (buckets on multiples of `step_s`).
+    fn target_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError>;
+
+    /// Stacks per `step_s` bucket over `[from_s, to_s)`, merged over the selected
+    /// targets.
+    fn bucketed_stacks(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError>;
 
     /// Rolls up a bounded amount of raw data (so it never holds the writer long).
     /// Returns true when more is due right now.

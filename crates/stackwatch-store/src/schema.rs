@@ -90,13 +90,15 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 ";
 
-/// Version 1 to 2: `last_seen` on stacks and targets, so retention can reclaim them.
+/// Version 1 to 2: `last_seen` on stacks and targets, so retention can reclaim them, and
+/// each target's sampling period (`period_ns`), so counts convert to CPU time.
 /// Rows that exist already count as seen a day from now (no stored window starts later:
 /// ingest refuses windows more than a day ahead), so none is reclaimed before the data
 /// that names it.
 pub const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE stacks ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE targets ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE targets ADD COLUMN period_ns INTEGER NOT NULL DEFAULT 0;
 UPDATE stacks SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
 UPDATE targets SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
 CREATE INDEX IF NOT EXISTS stacks_by_last_seen ON stacks (last_seen);

@@ -13,8 +13,8 @@ use stackwatch_profile::Profile;
 
 use crate::schema::{MIGRATE_V1_TO_V2, PRAGMAS, SCHEMA_V1, SCHEMA_VERSION, TABLES};
 use crate::{
-    Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, RetentionStats, Selector,
-    StoreError,
+    BucketedStacks, Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, RetentionStats,
+    Selector, StoreError, TargetSeries,
 };
 
 /// Raw windows are rolled up only once they are this old, so windows of the same minute
@@ -129,7 +129,7 @@ pub struct SqliteStore {
     opts: StoreOptions,
     reader: ReaderOptions,
     guard: Option<QueryGuard>,
-    target_ids: HashMap<String, (i64, i64)>,
+    target_ids: HashMap<String, (i64, i64, u64)>,
     stack_ids: HashMap<u64, (i64, i64)>,
     stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
 }
@@ -312,26 +312,29 @@ impl SqliteStore {
     }
 
     /// The id of the target with `labels` (inserted if new), its `last_seen` raised to
-    /// `ts` (to within [`LAST_SEEN_GRANULARITY_S`]).
-    fn target_id(&mut self, labels: &Labels, ts: i64) -> Result<i64, StoreError> {
+    /// `ts` (to within [`LAST_SEEN_GRANULARITY_S`]) and its period set when known.
+    fn target_id(&mut self, labels: &Labels, ts: i64, period_ns: u64) -> Result<i64, StoreError> {
         let key = labels_key(labels);
-        if let Some((id, seen)) = self.target_ids.get(&key).copied() {
-            if ts <= seen + LAST_SEEN_GRANULARITY_S {
+        if let Some((id, seen, period)) = self.target_ids.get(&key).copied() {
+            if ts <= seen + LAST_SEEN_GRANULARITY_S && (period_ns == 0 || period_ns == period) {
                 return Ok(id);
             }
         }
         let json = serde_json::to_string(labels).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let period = period_ns.min(i64::MAX as u64) as i64;
         self.conn
             .prepare_cached(
-                "INSERT INTO targets (key, labels, last_seen) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+                "INSERT INTO targets (key, labels, last_seen, period_ns) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),
+                 period_ns = CASE WHEN excluded.period_ns > 0 THEN excluded.period_ns ELSE period_ns END",
             )?
-            .execute(params![key, json, ts])?;
-        let (id, seen): (i64, i64) = self
+            .execute(params![key, json, ts, period])?;
+        let (id, seen, period): (i64, i64, i64) = self
             .conn
-            .prepare_cached("SELECT id, last_seen FROM targets WHERE key = ?1")?
-            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        self.target_ids.insert(key, (id, seen));
+            .prepare_cached("SELECT id, last_seen, period_ns FROM targets WHERE key = ?1")?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        self.target_ids
+            .insert(key, (id, seen, period.max(0) as u64));
         Ok(id)
     }
 
@@ -399,6 +402,32 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The selected targets' ids, labels and periods.
+    fn selected_target_rows(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<(i64, Labels, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, labels, period_ns FROM targets")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, labels, period) = row?;
+            let labels = parse_labels(&labels)?;
+            if selector.matches(&labels) {
+                out.push((id, labels, period.max(0) as u64));
+            }
+        }
+        Ok(out)
     }
 
     fn selected_targets(&self, selector: &Selector) -> Result<Vec<i64>, StoreError> {
@@ -599,7 +628,7 @@ impl SqliteStore {
                     w.seq
                 )));
             }
-            let target = self.target_id(&w.target, w.start_unix_s)?;
+            let target = self.target_id(&w.target, w.start_unix_s, w.period_ns)?;
             let late_m = w.start_unix_s < m_done;
             // Also late: the hour being rolled up, for targets it already covered.
             let late_h = w.start_unix_s < h_done
@@ -867,6 +896,28 @@ impl ProfileStore for SqliteStore {
             .map_err(|e| self.interrupted(e))
     }
 
+    fn target_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        self.target_series_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn bucketed_stacks(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        self.bucketed_stacks_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
         let more_m = self.rollup_minute(now_s)?;
         let more_h = self.rollup_hour(now_s)?;
@@ -882,7 +933,133 @@ impl ProfileStore for SqliteStore {
     }
 }
 
+/// Checks a bucketed range: non-empty, positive step, at most `max` buckets; returns
+/// `from_s` floored to the step.
+fn check_buckets(from_s: i64, to_s: i64, step_s: i64, max: i64) -> Result<i64, StoreError> {
+    if to_s <= from_s || step_s <= 0 {
+        return Err(StoreError::Invalid(
+            "empty range or non-positive step".into(),
+        ));
+    }
+    let from = floor_to(from_s, step_s);
+    let buckets = (to_s - from + step_s - 1) / step_s;
+    if buckets > max {
+        return Err(StoreError::Invalid(format!(
+            "{buckets} buckets: use a larger step"
+        )));
+    }
+    Ok(from)
+}
+
 impl SqliteStore {
+    fn target_series_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
+        let targets = self.selected_target_rows(selector)?;
+        let plan = self.plan(from_s, to_s, step_s)?;
+        let mut out = Vec::with_capacity(targets.len());
+        for (id, labels, period_ns) in targets {
+            let mut acc: HashMap<i64, u64> = HashMap::new();
+            for (table, a, b) in &plan {
+                self.sum_series(*table, &[id], *a, *b, &mut acc)?;
+            }
+            let mut points: std::collections::BTreeMap<i64, u64> = Default::default();
+            for (ts, c) in acc {
+                let e = points.entry(floor_to(ts, step_s)).or_insert(0);
+                *e = e.saturating_add(c);
+            }
+            out.push(TargetSeries {
+                labels,
+                period_ns,
+                points: points.into_iter().collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn bucketed_stacks_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
+        if !targets.is_empty() {
+            for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+                let mut add = |ts: i64, stack: i64, c: u64| {
+                    let e = acc.entry((floor_to(ts, step_s), stack)).or_insert(0);
+                    *e = e.saturating_add(c);
+                };
+                match table {
+                    Table::Raw => {
+                        let sql = format!(
+                            "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({}) GROUP BY ts, stack_id",
+                            id_list(&targets)
+                        );
+                        let mut stmt = self.conn.prepare(&sql)?;
+                        let mut rows = stmt.query(params![a, b])?;
+                        while let Some(r) = rows.next()? {
+                            add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
+                        }
+                    }
+                    Table::Minute | Table::Hour => {
+                        let sql = format!(
+                            "SELECT ts, stack_id, count FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+                            table.name()
+                        );
+                        let mut stmt = self.conn.prepare_cached(&sql)?;
+                        for t in &targets {
+                            let mut rows = stmt.query(params![t, a, b])?;
+                            while let Some(r) = rows.next()? {
+                                add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Bound the distinct stacks: the smallest in total fold into [other].
+        let mut totals: HashMap<i64, u64> = HashMap::new();
+        for ((_, stack), c) in &acc {
+            let e = totals.entry(*stack).or_insert(0);
+            *e = e.saturating_add(*c);
+        }
+        bound_answer(&mut totals, self.reader.max_answer_stacks);
+        let ids: HashMap<i64, u64> = totals.keys().map(|id| (*id, *id as u64)).collect();
+        let mut index: HashMap<i64, u32> = HashMap::with_capacity(ids.len() + 1);
+        let mut stacks = Vec::with_capacity(ids.len() + 1);
+        for (text, id) in self.stack_texts(ids)? {
+            index.insert(id as i64, stacks.len() as u32);
+            stacks.push(text);
+        }
+        let other = stacks.len() as u32;
+        let mut folded: HashMap<(i64, u32), u64> = HashMap::new();
+        for ((bucket, stack), c) in acc {
+            let i = index.get(&stack).copied().unwrap_or(other);
+            let e = folded.entry((bucket, i)).or_insert(0);
+            *e = e.saturating_add(c);
+        }
+        if folded.keys().any(|(_, i)| *i == other) {
+            stacks.push(Arc::from(OTHER_FRAME));
+        }
+        let mut counts: Vec<(i64, u32, u64)> =
+            folded.into_iter().map(|((b, i), c)| (b, i, c)).collect();
+        counts.sort_unstable();
+        Ok(BucketedStacks {
+            step_s,
+            stacks,
+            counts,
+        })
+    }
+
     fn profile_inner(
         &self,
         selector: &Selector,

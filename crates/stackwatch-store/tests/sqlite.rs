@@ -22,6 +22,7 @@ fn window(
         instance: instance.into(),
         seq,
         start_unix_s: ts,
+        period_ns: 10_101_010,
         stacks: stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
     }
 }

@@ -1,0 +1,430 @@
+//! The analysis routes: CPU over time in cores (`/api/timeseries`), top functions
+//! (`/api/top`), the sandwich of one function (`/api/sandwich`, `/api/sandwich.svg`) and
+//! the verdict of what changed (`/api/changes`). docs/api.md documents each.
+//!
+//! Counts are periods; a target's periods times its sampling period is CPU time, so a
+//! bucket's CPU in cores is that over the bucket's length. Targets whose period is
+//! unknown (folded text) count at [`DEFAULT_PERIOD_NS`].
+
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
+use stackwatch_store::{ProfileStore, TargetSeries};
+
+use crate::query::{
+    apply_hide, describe, hide_param, param_err, parse_request, read, selection, svg_options,
+    Params,
+};
+use crate::state::ApiState;
+
+/// The sampling period assumed for targets that do not send one (99 Hz).
+pub const DEFAULT_PERIOD_NS: u64 = 10_101_010;
+
+/// A step that gives about 120 points, rounded to a readable length.
+fn default_step(range: i64) -> i64 {
+    const STEPS: [i64; 12] = [
+        10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400,
+    ];
+    let want = range / 120;
+    STEPS.iter().copied().find(|s| *s >= want).unwrap_or(86_400)
+}
+
+fn step_param(q: &HashMap<String, String>, range: i64) -> Result<i64, Response> {
+    match q.get("step") {
+        None => Ok(default_step(range)),
+        Some(s) => match humantime::parse_duration(s)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .or_else(|_| s.parse::<i64>().map_err(|_| ()))
+        {
+            Ok(v) if v >= 1 && range / v <= 10_000 => Ok(v),
+            Ok(_) => Err(param_err(
+                "step",
+                "must be at least 1 s and give at most 10 000 points",
+            )
+            .into_response()),
+            Err(_) => Err(param_err("step", format!("{s:?}: not a duration")).into_response()),
+        },
+    }
+}
+
+fn limit_param(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+    match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(default),
+        Some(Ok(l)) if (1..=max).contains(&l) => Ok(l),
+        Some(_) => Err(param_err("limit", format!("must be 1..={max}")).into_response()),
+    }
+}
+
+fn period_of(t: &TargetSeries) -> f64 {
+    (if t.period_ns == 0 {
+        DEFAULT_PERIOD_NS
+    } else {
+        t.period_ns
+    }) as f64
+}
+
+/// Cores per bucket of a group of targets: `None` where none of them has data.
+fn cores(targets: &[&TargetSeries], buckets: &[i64], step: i64) -> Vec<Option<f64>> {
+    let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+    let mut out = vec![None; buckets.len()];
+    for t in targets {
+        let scale = period_of(t) / 1e9 / step as f64;
+        for (ts, periods) in &t.points {
+            if let Some(i) = index.get(ts) {
+                *out[*i].get_or_insert(0.0) += *periods as f64 * scale;
+            }
+        }
+    }
+    out
+}
+
+/// Total CPU seconds of some targets.
+fn cpu_seconds<'a>(targets: impl IntoIterator<Item = &'a TargetSeries>) -> f64 {
+    targets
+        .into_iter()
+        .map(|t| t.points.iter().map(|(_, p)| *p as f64).sum::<f64>() * period_of(t) / 1e9)
+        .sum()
+}
+
+fn points(buckets: &[i64], values: &[Option<f64>]) -> Value {
+    Value::Array(
+        buckets
+            .iter()
+            .zip(values)
+            .map(|(b, v)| json!([b, v]))
+            .collect(),
+    )
+}
+
+/// `GET /api/timeseries`: CPU in cores per bucket, `null` where nothing was stored;
+/// `group_by=LABEL` adds one series per value (top `limit`, the rest `[other]`);
+/// `function=NAME` adds that function's self and total CPU.
+pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(&st, q)?;
+    let step = step_param(&q, sel.to - sel.from)?;
+    let limit = limit_param(&q, 8, 100)?;
+    let group_by = q.get("group_by").filter(|g| !g.is_empty()).cloned();
+    let function = q.get("function").filter(|f| !f.is_empty()).cloned();
+    let (from, to) = (sel.from, sel.to);
+    let lag = 2 * st.cfg.scrape.interval.as_secs() as i64;
+    let now = stackwatch_profile::clock::unix_s();
+    read(&st, move |store| {
+        let series = store.target_series(&sel.selector, from, to, step)?;
+        let first = from.div_euclid(step) * step;
+        let buckets: Vec<i64> = (first..to).step_by(step as usize).collect();
+        let all: Vec<&TargetSeries> = series.iter().collect();
+        let mut total = cores(&all, &buckets, step);
+        // The last bucket: scaled to the part of it inside the range, and marked while
+        // data for it may still arrive.
+        let mut partial = Value::Null;
+        if let Some(&last) = buckets.last() {
+            let covered = (to.min(last + step) - last).max(1);
+            if covered < step || last + step > now - lag {
+                let scale = step as f64 / covered as f64;
+                if let Some(Some(v)) = total.last_mut() {
+                    *v *= scale;
+                }
+                partial = json!({ "ts": last, "covered_s": covered });
+            }
+        }
+        let mut out = json!({
+            "from": from,
+            "to": to,
+            "step": step,
+            "unit": "cores",
+            "points": points(&buckets, &total),
+            "partial": partial,
+        });
+        if let Some(label) = &group_by {
+            let mut groups: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
+            for t in &series {
+                let v = t.labels.get(label).cloned().unwrap_or_default();
+                groups.entry(v).or_default().push(t);
+            }
+            let mut ranked: Vec<(String, Vec<&TargetSeries>, f64)> = groups
+                .into_iter()
+                .map(|(k, ts)| {
+                    let s = cpu_seconds(ts.iter().copied());
+                    (k, ts, s)
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+            let mut list = Vec::new();
+            let rest: Vec<&TargetSeries> = ranked
+                .iter()
+                .skip(limit)
+                .flat_map(|(_, ts, _)| ts.iter().copied())
+                .collect();
+            for (name, ts, _) in ranked.iter().take(limit) {
+                list.push(json!({
+                    "name": if name.is_empty() { "(none)" } else { name.as_str() },
+                    "points": points(&buckets, &cores(ts, &buckets, step)),
+                }));
+            }
+            if !rest.is_empty() {
+                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step))}));
+            }
+            out["group_by"] = json!(label);
+            out["series"] = Value::Array(list);
+        }
+        if let Some(name) = &function {
+            // Periods to cores with the selection's own mean period.
+            let periods: f64 = series
+                .iter()
+                .flat_map(|t| t.points.iter().map(|(_, p)| *p as f64))
+                .sum();
+            let ns_per_period = if periods > 0.0 {
+                cpu_seconds(&series) * 1e9 / periods
+            } else {
+                DEFAULT_PERIOD_NS as f64
+            };
+            let b = store.bucketed_stacks(&sel.selector, from, to, step)?;
+            let mut self_c: HashMap<i64, f64> = HashMap::new();
+            let mut total_c: HashMap<i64, f64> = HashMap::new();
+            let mut seen: HashMap<i64, ()> = HashMap::new();
+            for (ts, stack, count) in &b.counts {
+                seen.insert(*ts, ());
+                let frames = &b.stacks[*stack as usize];
+                if frames.split(';').any(|f| f == name) {
+                    *total_c.entry(*ts).or_default() += *count as f64;
+                    if frames.rsplit(';').next() == Some(name.as_str()) {
+                        *self_c.entry(*ts).or_default() += *count as f64;
+                    }
+                }
+            }
+            let scale = ns_per_period / 1e9 / step as f64;
+            let to_points = |m: &HashMap<i64, f64>| -> Vec<Option<f64>> {
+                buckets
+                    .iter()
+                    .map(|bk| {
+                        seen.contains_key(bk)
+                            .then(|| m.get(bk).copied().unwrap_or(0.0) * scale)
+                    })
+                    .collect()
+            };
+            out["function"] = json!({
+                "name": name,
+                "self": points(&buckets, &to_points(&self_c)),
+                "total": points(&buckets, &to_points(&total_c)),
+            });
+        }
+        Ok(Json(out).into_response())
+    })
+    .await
+}
+
+/// `GET /api/top`: functions by self (default) or total periods, thread roots and
+/// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first.
+pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(&st, q)?;
+    let limit = limit_param(&q, 50, 10_000)?;
+    let by_total = match q.get("order").map(String::as_str) {
+        None | Some("self") => false,
+        Some("total") => true,
+        Some(_) => return Err(param_err("order", "must be self or total").into_response()),
+    };
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    read(&st, move |store| {
+        let p = apply_hide(
+            store.profile(&sel.selector, sel.from, sel.to)?,
+            hide.as_ref(),
+        );
+        let series = store.target_series(&sel.selector, sel.from, sel.to, sel.to - sel.from)?;
+        let total_cores = cpu_seconds(&series) / (sel.to - sel.from) as f64;
+        let roots = thread_roots(&p);
+        let mut all = p.top_functions(usize::MAX);
+        if !by_total {
+            all.sort_unstable_by(|a, b| {
+                b.self_count
+                    .cmp(&a.self_count)
+                    .then(b.total_count.cmp(&a.total_count))
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+        }
+        let functions: Vec<Value> = all
+            .iter()
+            .take(limit)
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "self": f.self_count,
+                    "total": f.total_count,
+                    "plumbing": roots.contains(f.name.as_str()) || is_plumbing(&f.name),
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "total": p.total(),
+            "total_cores": total_cores,
+            "order": if by_total { "total" } else { "self" },
+            "functions": functions,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+fn function_param(q: &HashMap<String, String>) -> Result<String, Response> {
+    match q.get("function").filter(|f| !f.is_empty()) {
+        Some(f) if f.len() <= 4096 => Ok(f.clone()),
+        Some(_) => Err(param_err("function", "longer than 4096 bytes").into_response()),
+        None => Err(param_err("function", "required: the frame name").into_response()),
+    }
+}
+
+/// `GET /api/sandwich`: the callers and callees of `function`, as folded text, merged
+/// from the whole profile before anything is cut.
+pub async fn sandwich_json(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(&st, q)?;
+    let function = function_param(&q)?;
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    read(&st, move |store| {
+        let p = apply_hide(
+            store.profile(&sel.selector, sel.from, sel.to)?,
+            hide.as_ref(),
+        );
+        let s = sandwich(&p, &function);
+        Ok(Json(json!({
+            "function": function,
+            "self": s.self_count,
+            "total": s.total_count,
+            "profile_total": p.total(),
+            "callers": s.callers.to_folded(),
+            "callees": s.callees.to_folded(),
+        }))
+        .into_response())
+    })
+    .await
+}
+
+/// `GET /api/sandwich.svg?function=&side=callers|callees`: one side as a flamegraph with
+/// the function at its root.
+pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, sel) = parse_request(&st, q)?;
+    let function = function_param(&q)?;
+    let callers = match q.get("side").map(String::as_str) {
+        None | Some("callees") => false,
+        Some("callers") => true,
+        Some(_) => return Err(param_err("side", "must be callers or callees").into_response()),
+    };
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let title = if callers {
+        "Callers (the function at the root, its callers above)"
+    } else {
+        "Callees (the function at the root, what it calls above)"
+    };
+    let opts = svg_options(&q, title, format!("{function} in {}", describe(&sel)))
+        .map_err(IntoResponse::into_response)?;
+    read(&st, move |store| {
+        let p = apply_hide(
+            store.profile(&sel.selector, sel.from, sel.to)?,
+            hide.as_ref(),
+        );
+        let s = sandwich(&p, &function);
+        let side = if callers { s.callers } else { s.callees };
+        Ok((
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            side.to_svg(&opts),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// Totals of one side of a comparison: cores over its range, windows tested, cores per
+/// instance.
+fn side_summary(series: &[TargetSeries], range_s: i64, buckets: usize) -> Value {
+    let mut instances: BTreeMap<String, f64> = BTreeMap::new();
+    for t in series {
+        let name = t
+            .labels
+            .get("instance")
+            .cloned()
+            .unwrap_or_else(|| "(none)".into());
+        *instances.entry(name).or_default() += cpu_seconds([t]) / range_s as f64;
+    }
+    json!({
+        "cores": cpu_seconds(series) / range_s as f64,
+        "windows": buckets,
+        "instances": instances,
+    })
+}
+
+/// Buckets for the verdict: about 30 per side. A bucket shorter than a window is empty
+/// or holds one window (empty buckets are not samples), so short ranges test windows.
+fn verdict_step(range: i64) -> i64 {
+    (range / 30).max(1)
+}
+
+/// `GET /api/changes`: `base`, `base_from`, `base_to` against `query`, `from`, `to`; the
+/// functions whose share changed more than the windows' own variation explains.
+pub async fn changes(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+    let (q, target) = parse_request(&st, q)?;
+    let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
+    let limit = limit_param(&q, 50, 1000)?;
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    read(&st, move |store| {
+        let mut sides = Vec::new();
+        for sel in [&base, &target] {
+            let step = verdict_step(sel.to - sel.from);
+            let mut b = store.bucketed_stacks(&sel.selector, sel.from, sel.to, step)?;
+            if let Some(re) = &hide {
+                // Hidden frames drop out of every stack's text; equal stacks then count
+                // as one function set each, which is all the verdict reads.
+                for s in &mut b.stacks {
+                    let kept: Vec<&str> = s.split(';').filter(|f| !re.is_match(f)).collect();
+                    *s = std::sync::Arc::from(kept.join(";"));
+                }
+            }
+            let series = store.target_series(&sel.selector, sel.from, sel.to, sel.to - sel.from)?;
+            sides.push((b, series, sel.to - sel.from));
+        }
+        let (changes, nb, nt) = crate::verdict::changes(&sides[0].0, &sides[1].0, limit);
+        Ok(Json(json!({
+            "method": "Welch's t-test on per-window shares (each side cut into ~30 time buckets), Benjamini-Hochberg at alpha; delta is target minus base share with its 99% interval",
+            "alpha": crate::verdict::ALPHA,
+            "base": side_summary(&sides[0].1, sides[0].2, nb),
+            "target": side_summary(&sides[1].1, sides[1].2, nt),
+            "changes": changes,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_steps_give_about_120_points() {
+        assert_eq!(default_step(900), 10);
+        assert_eq!(default_step(3600), 30);
+        assert_eq!(default_step(86_400), 900);
+    }
+
+    #[test]
+    fn verdict_buckets_are_about_30_per_side() {
+        assert_eq!(verdict_step(900), 30);
+        assert_eq!(verdict_step(20), 1);
+        assert_eq!(verdict_step(3600), 120);
+    }
+
+    #[test]
+    fn cores_are_periods_times_period_over_the_bucket_and_null_without_data() {
+        let t = TargetSeries {
+            labels: Default::default(),
+            period_ns: 10_000_000,
+            points: vec![(0, 300), (20, 150)],
+        };
+        let c = cores(&[&t], &[0, 10, 20], 10);
+        assert_eq!(c, vec![Some(0.3), None, Some(0.15)]);
+    }
+}
