@@ -22,9 +22,8 @@ fn enc(s: &str) -> String {
 
 #[test]
 fn the_canary_s_avro_encoder_is_significant_and_main_against_itself_is_not() {
-    let flags = ["--profile-hz", "199"];
-    let main_flags: Vec<&str> = flags.iter().copied().collect();
-    let mut canary_flags: Vec<&str> = flags.to_vec();
+    let main_flags = ["--profile-hz", "199"];
+    let mut canary_flags: Vec<&str> = main_flags.to_vec();
     canary_flags.extend(["--format", "avro", "--batch-size", "500", "--seed", "3"]);
     let (_m1, a1) = binlog_worker(&[&main_flags[..], &["--seed", "1"]].concat());
     let (_m2, a2) = binlog_worker(&[&main_flags[..], &["--seed", "2"]].concat());
