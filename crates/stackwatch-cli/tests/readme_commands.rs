@@ -517,8 +517,8 @@ impl Service {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Waits until `port` answers, and for data: a non-empty profile from a collector, a
-    /// non-empty `/` from a profiled service.
+    /// Waits until `port` answers, and for data: from a collector, samples of every target
+    /// and a non-empty profile; from a profiled service, a non-empty `/`.
     fn wait_ready(&mut self, port: u16) -> Result<(), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -531,13 +531,15 @@ impl Service {
                 ));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                let collector = http_get(port, "/api/targets").is_some();
-                let probe = if collector {
-                    "/api/profile.folded?from=now-15m"
-                } else {
-                    "/"
+                let ready = match http_get(port, "/api/targets") {
+                    Some(targets) => {
+                        every_target_has_samples(&targets)
+                            && http_get(port, "/api/profile.folded?from=now-15m")
+                                .is_some_and(|b| !b.trim().is_empty())
+                    }
+                    None => http_get(port, "/").is_some_and(|b| !b.trim().is_empty()),
                 };
-                if http_get(port, probe).is_some_and(|b| !b.trim().is_empty()) {
+                if ready {
                     return Ok(());
                 }
             }
@@ -569,6 +571,18 @@ impl Drop for Service {
         unsafe { libc::killpg(pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }
+}
+
+/// `/api/targets` lists targets, each with samples stored (the demo's canary too, before a
+/// diff against main is drawn).
+fn every_target_has_samples(targets: &str) -> bool {
+    let Ok(serde_json::Value::Array(targets)) = serde_json::from_str(targets) else {
+        return false;
+    };
+    !targets.is_empty()
+        && targets
+            .iter()
+            .all(|t| t["samples_ingested_total"].as_u64().is_some_and(|n| n > 0))
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -829,7 +843,12 @@ fn every_sh_block_in_the_readme_and_docs_runs_as_printed() {
             Err(e) => failures.push(format!("{}:\n{}\n{e}", block.at(), block.text)),
         }
     }
-    eprintln!("{report}");
+    // Straight to stderr, past the test harness's capture: which blocks ran and which did
+    // not, and why, is in every log, passing or not.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("readme_commands:\n{report}").as_bytes(),
+    );
     let stale: Vec<_> = NOT_RUN
         .iter()
         .filter(|(f, l, _)| !used_skips.contains(&(*f, *l)))
