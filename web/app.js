@@ -5,10 +5,11 @@
 
 const view = document.getElementById('view');
 const statusLine = document.getElementById('status');
+const SVG_TAGS = ['svg', 'polyline', 'path', 'rect', 'text', 'line', 'g', 'circle', 'title'];
 
 // el('tag', {attr: value, onclick: fn}, child...) builds DOM safely.
 function el(tag, attrs, ...children) {
-  const ns = ['svg', 'polyline', 'path', 'rect', 'text', 'line', 'g'].includes(tag) ? 'http://www.w3.org/2000/svg' : null;
+  const ns = SVG_TAGS.includes(tag) ? 'http://www.w3.org/2000/svg' : null;
   const e = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
@@ -36,7 +37,7 @@ async function api(path) {
   if (!r.ok) {
     let msg = r.status + ' ' + r.statusText;
     try { const j = await r.json(); msg = (j.parameter ? j.parameter + ': ' : '') + j.error; } catch (_) { /* not JSON */ }
-    throw new Error(msg);
+    throw new Error(path.split('?')[0] + ': ' + msg);
   }
   return r;
 }
@@ -51,21 +52,263 @@ function qs(params) {
 // --- routing: every view's state lives in the URL hash -----------------------------
 function currentRoute() {
   const h = location.hash.replace(/^#\/?/, '');
-  const [name, query] = h.split('?');
-  return { name: name || 'fleet', params: Object.fromEntries(new URLSearchParams(query || '')) };
+  const i = h.indexOf('?');
+  const name = i < 0 ? h : h.slice(0, i);
+  return { name: name || 'fleet', params: Object.fromEntries(new URLSearchParams(i < 0 ? '' : h.slice(i + 1))) };
+}
+function routeUrl(name, params) {
+  const q = qs(params);
+  return '#/' + name + (q ? '?' + q : '');
 }
 function navigate(name, params, replace) {
-  const url = '#/' + name + (Object.keys(params).length ? '?' + qs(params) : '');
-  if (replace) history.replaceState(null, '', url); else location.hash = url;
-  if (replace) render();
+  const url = routeUrl(name, params);
+  if (replace) { history.replaceState(null, '', url); render(); } else location.hash = url;
 }
+// Records a change made in place (a function picked, a search): the URL reproduces the
+// view, nothing is reloaded.
+function recordParams(name, params) { history.replaceState(null, '', routeUrl(name, params)); }
 function setStatus(text) { statusLine.textContent = text; }
 
-// --- time helpers ------------------------------------------------------------------
+// A panel that failed says so where it would have been (and in the console, where the
+// end-to-end test looks), without taking the rest of the page down.
+function panelError(where, e) {
+  console.error(where + ': ' + e.message);
+  return el('p', { class: 'err', role: 'alert', text: 'Could not load ' + where + ': ' + e.message });
+}
+
+// --- formatting ----------------------------------------------------------------------
 const PRESETS = [['15m', 'now-15m'], ['1h', 'now-1h'], ['6h', 'now-6h'], ['24h', 'now-24h'], ['7d', 'now-7d']];
-function fmtTime(unix) { return new Date(unix * 1000).toISOString().replace('.000Z', 'Z'); }
-function fmtCount(n) { return n >= 1e6 ? (n / 1e6).toFixed(1) + 'M' : n >= 1e3 ? (n / 1e3).toFixed(1) + 'k' : String(n); }
+const pad2 = (n) => String(n).padStart(2, '0');
+function tzName() {
+  const off = -new Date().getTimezoneOffset();
+  return 'UTC' + (off < 0 ? '−' : '+') + pad2(Math.floor(Math.abs(off) / 60)) + ':' + pad2(Math.abs(off) % 60);
+}
+// Local time: "18:05", "18:05:30" or "11-25 18:05".
+function fmtLocal(unix, withSeconds, withDate) {
+  const d = new Date(unix * 1000);
+  const hm = pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (withSeconds ? ':' + pad2(d.getSeconds()) : '');
+  return withDate ? pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' + hm : hm;
+}
+function fmtCores(v) {
+  if (v === null || v === undefined || !isFinite(v)) return 'no data';
+  const a = Math.abs(v);
+  return (a === 0 ? '0' : a < 0.01 ? v.toFixed(4) : a < 1 ? v.toFixed(3) : a < 10 ? v.toFixed(2) : v.toFixed(1)) + ' cores';
+}
+const fmtPct = (v) => (100 * v).toFixed(1) + '%';
+function fmtPp(v) { return (v > 0 ? '+' : v < 0 ? '−' : '') + Math.abs(100 * v).toFixed(2) + ' pp'; }
+function fmtDuration(s) {
+  if (s < 90) return Math.round(s) + ' s';
+  if (s < 5400) return Math.round(s / 60) + ' min';
+  return (s / 3600).toFixed(1).replace(/\.0$/, '') + ' h';
+}
+function fmtP(p) { return p === null || p === undefined ? '–' : p < 1e-4 ? p.toExponential(1) : p.toFixed(4); }
 function regexEscape(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
+function labelSelector(labels) {
+  return '{' + Object.entries(labels).map(([k, v]) => k + '="' + String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
+}
+
+// --- charts of CPU over time -----------------------------------------------------------
+const COLORS = ['#c2410c', '#1d4ed8', '#15803d', '#7c3aed', '#b45309', '#0e7490', '#be185d', '#4d7c0f'];
+const OTHER_COLOR = '#6b7280';
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
+
+function niceStep(range, ticks) {
+  const raw = range / ticks;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+// Average cores over the buckets that have data (the partial one weighs what it covers),
+// and the seconds that had data.
+function averageCores(points, step, partial) {
+  let sum = 0, secs = 0;
+  for (const [ts, v] of points) {
+    if (v === null || v === undefined) continue;
+    const w = partial && partial.ts === ts ? Math.min(step, partial.covered_s) : step;
+    sum += v * w; secs += w;
+  }
+  return { cores: secs ? sum / secs : null, seconds: secs };
+}
+
+function chartWidth() { return Math.max(600, Math.floor((view.clientWidth || 1200) - 64)); }
+
+// A chart of one or more CPU series in cores over [data.from, data.to): gaps where a
+// bucket has no data, the partial last bucket hollow and dashed, labelled axes (cores,
+// local time), values on hover, and (with onSelect) drag to zoom.
+// lines: [{name, points: [[ts, cores|null]...], color, area}]
+function timeChart(data, lines, opts) {
+  const W = opts.width || chartWidth(), H = opts.height || 200;
+  const ml = 58, mr = 14, mt = 14, mb = 38;
+  const pw = W - ml - mr, ph = H - mt - mb;
+  const { from, to, step } = data;
+  const partial = data.partial || null;
+  const span = Math.max(1, to - from);
+  const x = (t) => ml + Math.min(1, Math.max(0, (t - from) / span)) * pw;
+  const mid = (ts) => ts + (partial && partial.ts === ts ? Math.min(step, partial.covered_s) : step) / 2;
+  let max = 0;
+  for (const l of lines) for (const p of l.points) if (p[1] !== null && p[1] > max) max = p[1];
+  const yStep = niceStep(max > 0 ? max : 1, 4);
+  const yMax = Math.max(yStep, Math.ceil(max / yStep - 1e-9) * yStep);
+  const y = (v) => mt + ph - v / yMax * ph;
+  const svg = el('svg', {
+    class: 'chart', width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img',
+    'aria-label': opts.label, 'data-testid': opts.testid, 'data-unit': 'cores',
+  });
+  // Axes: cores on the left, local time below.
+  const axis = el('g', { class: 'axis' });
+  for (let v = 0; v <= yMax + 1e-9; v += yStep) {
+    axis.append(el('line', { class: 'grid', x1: ml, x2: W - mr, y1: y(v), y2: y(v) }),
+      el('text', { class: 'ytick', x: ml - 6, y: y(v) + 4, 'text-anchor': 'end', text: +v.toFixed(6) }));
+  }
+  axis.append(el('text', { class: 'axis-title', 'data-testid': 'y-axis-title', transform: 'translate(14,' + (mt + ph / 2) + ') rotate(-90)', 'text-anchor': 'middle', text: 'cores' }));
+  const tStep = TIME_STEPS.find((s) => span / s <= Math.max(3, Math.floor(pw / 110))) || 604800;
+  const off = -new Date().getTimezoneOffset() * 60;
+  const multiDay = span > 86400 || new Date(from * 1000).getDate() !== new Date(to * 1000).getDate();
+  for (let t = Math.ceil((from + off) / tStep) * tStep - off; t <= to; t += tStep) {
+    axis.append(el('line', { class: 'tick', x1: x(t), x2: x(t), y1: mt + ph, y2: mt + ph + 4 }),
+      el('text', { class: 'xtick', x: x(t), y: mt + ph + 16, 'text-anchor': 'middle', text: fmtLocal(t, tStep < 60, multiDay && tStep < 86400) }));
+  }
+  axis.append(el('text', { class: 'axis-title', 'data-testid': 'x-axis-title', x: ml + pw / 2, y: H - 4, 'text-anchor': 'middle', text: 'local time (' + tzName() + ')' }));
+  axis.append(el('line', { class: 'baseline', x1: ml, x2: W - mr, y1: mt + ph, y2: mt + ph }));
+  svg.append(axis);
+  // No-data spans of the first line, shaded: a gap is not a zero.
+  const first = lines[0];
+  let gaps = 0, nulls = 0;
+  if (first) {
+    let gapStart = null;
+    const pts = first.points;
+    for (let i = 0; i <= pts.length; i++) {
+      const isNull = i < pts.length && (pts[i][1] === null || pts[i][1] === undefined);
+      if (isNull) { nulls++; if (gapStart === null) gapStart = Math.max(from, pts[i][0]); }
+      if (!isNull && gapStart !== null) {
+        const end = i < pts.length ? Math.max(from, pts[i][0]) : to;
+        gaps++;
+        svg.append(el('rect', { class: 'nodata', x: x(gapStart), y: mt, width: Math.max(0, x(end) - x(gapStart)), height: ph }));
+        if (x(end) - x(gapStart) > 60) svg.append(el('text', { class: 'nodata-label', x: (x(gapStart) + x(end)) / 2, y: mt + ph / 2, 'text-anchor': 'middle', text: 'no data' }));
+        gapStart = null;
+      }
+    }
+  }
+  svg.setAttribute('data-gaps', gaps);
+  svg.setAttribute('data-null-buckets', nulls);
+  // The lines: one path per run of buckets with data.
+  lines.forEach((l, li) => {
+    const g = el('g', { class: 'series', 'data-series': l.name });
+    const color = l.color || COLORS[li % COLORS.length];
+    let run = [];
+    const flush = () => {
+      if (run.length === 1) g.append(el('circle', { class: 'dot', cx: run[0][0], cy: run[0][1], r: 2.5, fill: color }));
+      else if (run.length > 1) {
+        const d = run.map((p, i) => (i ? 'L' : 'M') + p[0].toFixed(1) + ',' + p[1].toFixed(1)).join(' ');
+        if (l.area) g.append(el('path', { class: 'area', d: d + ' L' + run[run.length - 1][0].toFixed(1) + ',' + (mt + ph) + ' L' + run[0][0].toFixed(1) + ',' + (mt + ph) + ' Z', fill: color }));
+        g.append(el('path', { class: 'line', d, stroke: color }));
+      }
+      run = [];
+    };
+    l.points.forEach(([ts, v], i) => {
+      if (v === null || v === undefined) { flush(); return; }
+      const pt = [x(mid(ts)), y(v)];
+      if (partial && partial.ts === ts) {
+        // The partial bucket: its value is scaled to the seconds covered; drawn hollow,
+        // joined by a dashed segment.
+        const prev = i > 0 ? l.points[i - 1] : null;
+        flush();
+        if (prev && prev[1] !== null && prev[1] !== undefined) {
+          g.append(el('path', { class: 'partial-seg', d: 'M' + x(mid(prev[0])).toFixed(1) + ',' + y(prev[1]).toFixed(1) + ' L' + pt[0].toFixed(1) + ',' + pt[1].toFixed(1), stroke: color }));
+        }
+        g.append(el('circle', { class: 'partial', cx: pt[0], cy: pt[1], r: 3.5, stroke: color, 'data-testid': 'partial-bucket' }));
+        return;
+      }
+      run.push(pt);
+    });
+    flush();
+    svg.append(g);
+  });
+  if (!lines.some((l) => l.points.some((p) => p[1] !== null && p[1] !== undefined))) {
+    svg.append(el('text', { class: 'nodata-label', x: ml + pw / 2, y: mt + ph / 2 + 16, 'text-anchor': 'middle', text: 'no data in this range' }));
+  }
+  // Hover: the bucket under the pointer and every line's value there.
+  const cursor = el('line', { class: 'cursor', x1: 0, x2: 0, y1: mt, y2: mt + ph, visibility: 'hidden' });
+  const sel = el('rect', { class: 'sel', x: 0, y: mt, width: 0, height: ph, visibility: 'hidden' });
+  svg.append(cursor, sel);
+  const tip = el('div', { class: 'tip', 'data-testid': 'chart-tooltip', hidden: true });
+  const wrap = el('div', { class: 'chart-wrap' });
+  const toX = (ev) => { const r = svg.getBoundingClientRect(); return Math.min(ml + pw, Math.max(ml, (ev.clientX - r.left) / r.width * W)); };
+  const toT = (px) => Math.round(from + (px - ml) / pw * span);
+  const ts0 = first ? first.points.map((p) => p[0]) : [];
+  const showTip = (px) => {
+    if (!ts0.length) return;
+    const t = toT(px);
+    let i = ts0.findIndex((ts) => t < ts + step);
+    if (i < 0) i = ts0.length - 1;
+    const ts = ts0[i];
+    const isPartial = partial && partial.ts === ts;
+    tip.replaceChildren(el('div', { class: 'tip-time', text: fmtLocal(Math.max(ts, from), step < 60, multiDay) + '–' + fmtLocal(Math.min(ts + step, to), step < 60, multiDay) + (isPartial ? ' (partial: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far)' : '') }),
+      ...lines.map((l, li) => {
+        const v = l.points[i] ? l.points[i][1] : null;
+        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: fmtCores(v) }));
+      }));
+    tip.hidden = false;
+    const r = svg.getBoundingClientRect();
+    const left = px / W * r.width;
+    tip.style.left = Math.min(left + 12, r.width - 260) + 'px';
+    tip.style.top = '4px';
+    cursor.setAttribute('x1', px); cursor.setAttribute('x2', px); cursor.setAttribute('visibility', 'visible');
+  };
+  let start = null;
+  svg.addEventListener('mousemove', (ev) => {
+    const cur = toX(ev);
+    if (start !== null) { sel.setAttribute('x', Math.min(start, cur)); sel.setAttribute('width', Math.abs(cur - start)); }
+    showTip(cur);
+  });
+  svg.addEventListener('mouseleave', () => { tip.hidden = true; cursor.setAttribute('visibility', 'hidden'); });
+  if (opts.onSelect) {
+    svg.classList.add('zoomable');
+    svg.addEventListener('mousedown', (ev) => { start = toX(ev); sel.setAttribute('visibility', 'visible'); sel.setAttribute('x', start); sel.setAttribute('width', 0); ev.preventDefault(); });
+    window.addEventListener('mouseup', function up(ev) {
+      if (start === null) return;
+      if (!svg.isConnected) { window.removeEventListener('mouseup', up); return; }
+      const endX = toX(ev);
+      const a = toT(Math.min(start, endX)), b = toT(Math.max(start, endX));
+      const wide = Math.abs(endX - start) > 3;
+      start = null;
+      sel.setAttribute('visibility', 'hidden');
+      if (wide && b - a >= 1) { window.removeEventListener('mouseup', up); opts.onSelect(a, b); }
+    });
+  }
+  wrap.append(svg, tip);
+  if (lines.length > 1) {
+    wrap.append(el('div', { class: 'legend', 'data-testid': 'chart-legend' }, lines.map((l, li) => {
+      const avg = averageCores(l.points, step, partial);
+      return el('span', { class: 'legend-item', 'data-series': l.name },
+        el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
+        el('span', { class: 'name', text: l.name }), el('span', { class: 'muted', text: ' ' + fmtCores(avg.cores) + ' avg' }));
+    })));
+  }
+  return wrap;
+}
+
+// A small chart for the Fleet table: cores over the last hour, with gaps.
+function sparkline(points, partial) {
+  const W = 160, H = 28;
+  const svg = el('svg', { class: 'spark', viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'CPU in cores over the last hour' });
+  const max = Math.max(1e-9, ...points.map((p) => p[1] || 0));
+  const x = (i) => i * W / Math.max(1, points.length - 1);
+  let run = [];
+  const flush = () => {
+    if (run.length === 1) svg.append(el('circle', { cx: run[0][0], cy: run[0][1], r: 1.5 }));
+    if (run.length > 1) svg.append(el('polyline', { points: run.map((p) => p[0].toFixed(1) + ',' + p[1].toFixed(1)).join(' ') }));
+    run = [];
+  };
+  points.forEach(([ts, v], i) => {
+    if (v === null || v === undefined) { flush(); return; }
+    run.push([x(i), H - 2 - v / max * (H - 4)]);
+    if (partial && partial.ts === ts) svg.setAttribute('data-partial', '1');
+  });
+  flush();
+  return svg;
+}
 
 // --- Fleet -------------------------------------------------------------------------
 async function renderFleet() {
@@ -78,37 +321,63 @@ async function renderFleet() {
   }
   const root = el('div', {}, el('h1', { text: 'Fleet' }));
   if (!targets.length) root.append(el('p', { class: 'muted', text: 'No targets configured yet.' }));
+  const loads = [];
   for (const [svc, list] of [...byService.entries()].sort()) {
     const up = list.filter((t) => t.up).length;
     const tbody = el('tbody');
+    const svcSel = labelSelector({ service: svc });
+    // "compare versions": main (or the most common version) as the base, each other
+    // version against it.
+    const versions = new Map();
+    for (const t of list) if (t.labels.version !== undefined) versions.set(t.labels.version, (versions.get(t.labels.version) || 0) + 1);
+    const vs = [...versions.keys()].sort();
+    const baseVersion = versions.has('main') ? 'main' : vs.slice().sort((a, b) => versions.get(b) - versions.get(a) || a.localeCompare(b))[0];
+    const compareLinks = vs.length > 1 ? el('span', { class: 'compare-links' }, vs.filter((v) => v !== baseVersion).map((v) =>
+      el('a', {
+        class: 'button-link', 'data-testid': 'compare-versions',
+        href: routeUrl('compare', { base: labelSelector({ service: svc, version: baseVersion }), query: labelSelector({ service: svc, version: v }), from: 'now-1h', to: 'now' }),
+        text: 'compare versions: ' + v + ' vs ' + baseVersion,
+      }))) : null;
     const card = el('section', { class: 'card', 'aria-label': 'service ' + svc },
-      el('h2', {}, el('a', { href: '#/explore?' + qs({ query: '{service="' + svc + '"}', from: 'now-1h', to: 'now' }), text: svc }),
-        el('span', { class: 'muted', text: '  ' + up + ' of ' + list.length + ' up' })),
-      el('table', {}, el('thead', {}, el('tr', {}, ['instance', 'version', 'state', 'last scrape', 'samples', 'CPU, last hour', ''].map((h) => el('th', { text: h })))), tbody));
+      el('h2', {}, el('a', { href: routeUrl('explore', { query: svcSel, from: 'now-1h', to: 'now' }), text: svc }),
+        el('span', { class: 'muted', text: '  ' + up + ' of ' + list.length + ' up' }), compareLinks),
+      el('table', {}, el('thead', {}, el('tr', {},
+        el('th', { text: 'instance' }), el('th', { text: 'version' }), el('th', { text: 'state' }), el('th', { text: 'last scrape' }),
+        el('th', { class: 'num', title: 'Average CPU in cores over the last hour\'s buckets that have data, read from the store (not reset when the collector restarts)', text: 'CPU, avg of last 1 h' }),
+        el('th', { text: 'CPU, last 1 h' }), el('th', { text: '' }))), tbody));
+    const rows = new Map();
     for (const t of list.sort((a, b) => (a.labels.instance || '').localeCompare(b.labels.instance || ''))) {
-      const spark = el('svg', { class: 'spark', viewBox: '0 0 160 28', role: 'img', 'aria-label': 'CPU sparkline' });
-      const sel = '{' + Object.entries(t.labels).map(([k, v]) => k + '="' + v.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
+      const cpu = el('td', { class: 'num cpu-avg', 'data-testid': 'cpu-avg', text: '…' });
+      const spark = el('td', {});
+      rows.set(t.labels.instance || '', { cpu, spark, labels: t.labels });
       tbody.append(el('tr', { 'data-instance': t.labels.instance || '' },
         el('td', { text: t.labels.instance || t.url }),
         el('td', { text: t.labels.version || '' }),
         el('td', {}, el('span', { class: t.up ? 'up' : 'down', text: t.up ? 'up' : 'down' }), t.last_error ? el('div', { class: 'err', text: t.last_error }) : null),
         el('td', { text: t.last_scrape_unix_ms ? Math.round((Date.now() - t.last_scrape_unix_ms) / 1000) + ' s ago' : 'never' }),
-        el('td', { class: 'num', text: fmtCount(t.samples_ingested_total) }),
-        el('td', {}, spark),
-        el('td', {}, el('a', { href: '#/explore?' + qs({ query: sel, from: 'now-1h', to: 'now' }), text: 'explore' }))));
-      apiJson('/api/timeseries?' + qs({ query: sel, from: 'now-1h', to: 'now', step: '1m' })).then((ts) => {
-        const max = Math.max(1, ...ts.points.map((p) => p[1]));
-        const pts = ts.points.map((p, i) => (i * 160 / Math.max(1, ts.points.length - 1)).toFixed(1) + ',' + (26 - p[1] / max * 24).toFixed(1));
-        spark.append(el('polyline', { points: pts.join(' ') }));
-      }).catch(() => {});
+        cpu, spark,
+        el('td', {}, el('a', { href: routeUrl('explore', { query: labelSelector(t.labels), from: 'now-1h', to: 'now' }), text: 'explore' }))));
     }
+    // One query per service, a series per instance: from the store, so it survives
+    // collector restarts and says over what period.
+    loads.push(apiJson('/api/timeseries?' + qs({ query: svcSel, from: 'now-1h', to: 'now', step: '1m', group_by: 'instance', limit: Math.max(8, list.length) })).then((ts) => {
+      const byName = new Map((ts.series || []).map((s) => [s.name, s]));
+      for (const [inst, r] of rows) {
+        const s = byName.get(inst);
+        if (!s) { r.cpu.textContent = 'no data'; continue; }
+        const avg = averageCores(s.points, ts.step, ts.partial);
+        r.cpu.replaceChildren(el('span', { text: fmtCores(avg.cores) }),
+          avg.seconds < 3300 ? el('div', { class: 'muted small', text: 'over ' + fmtDuration(avg.seconds) + ' of data' }) : null);
+        r.spark.append(sparkline(s.points, ts.partial));
+      }
+    }).catch((e) => { for (const r of rows.values()) r.cpu.textContent = '–'; card.append(panelError('CPU of ' + svc, e)); }));
     root.append(card);
   }
-  return root;
+  return { node: root, done: Promise.all(loads) };
 }
 
 // --- shared pieces of Explore and Compare -------------------------------------------
-function selectionControls(prefix, params, onChange, labels) {
+function selectionControls(prefix, params, onChange, labelsP) {
   const q = params[prefix ? prefix : 'query'] || '{}';
   const fromKey = prefix ? prefix + '_from' : 'from';
   const toKey = prefix ? prefix + '_to' : 'to';
@@ -118,21 +387,23 @@ function selectionControls(prefix, params, onChange, labels) {
   const apply = () => onChange({ [prefix || 'query']: selector.value, [fromKey]: from.value, [toKey]: to.value });
   for (const i of [selector, from, to]) i.addEventListener('keydown', (e) => { if (e.key === 'Enter') apply(); });
   const pickers = el('span', { class: 'controls' });
-  for (const name of labels) {
-    const s = el('select', { 'aria-label': 'label ' + name, 'data-label': name }, el('option', { value: '', text: name + ': any' }));
-    const m = q.match(new RegExp('(?:^|[{,])\\s*' + regexEscape(name) + '="([^"]*)"'));
-    apiJson('/api/label/' + encodeURIComponent(name) + '/values').then((values) => {
-      for (const v of values) s.append(el('option', { value: v, text: name + ': ' + v, selected: m && m[1] === v }));
-    }).catch(() => {});
-    s.addEventListener('change', () => {
-      const parts = (selector.value.replace(/^\s*\{|\}\s*$/g, '').match(/[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"/g) || [])
-        .filter((p) => !new RegExp('^' + regexEscape(name) + '\\s*(=~|!~|!=|=)').test(p));
-      if (s.value) parts.push(name + '="' + s.value.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"');
-      selector.value = '{' + parts.join(',') + '}';
-      apply();
-    });
-    pickers.append(s);
-  }
+  labelsP.then((labels) => {
+    for (const name of labels) {
+      const s = el('select', { 'aria-label': 'label ' + name, 'data-label': name }, el('option', { value: '', text: name + ': any' }));
+      const m = q.match(new RegExp('(?:^|[{,])\\s*' + regexEscape(name) + '="([^"]*)"'));
+      apiJson('/api/label/' + encodeURIComponent(name) + '/values').then((values) => {
+        for (const v of values) s.append(el('option', { value: v, text: name + ': ' + v, selected: m && m[1] === v }));
+      }).catch(() => {});
+      s.addEventListener('change', () => {
+        const parts = (selector.value.replace(/^\s*\{|\}\s*$/g, '').match(/[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"/g) || [])
+          .filter((p) => !new RegExp('^' + regexEscape(name) + '\\s*(=~|!~|!=|=)').test(p));
+        if (s.value) parts.push(name + '="' + s.value.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"');
+        selector.value = '{' + parts.join(',') + '}';
+        apply();
+      });
+      pickers.append(s);
+    }
+  }).catch(() => {});
   const presets = el('span', { class: 'presets', role: 'group', 'aria-label': 'time range presets' },
     PRESETS.map(([label, value]) => el('button', { type: 'button', 'aria-pressed': String(from.value === value && to.value === 'now'), onclick: () => { from.value = value; to.value = 'now'; apply(); }, text: label })));
   return el('div', { class: 'controls' },
@@ -140,45 +411,48 @@ function selectionControls(prefix, params, onChange, labels) {
     el('button', { type: 'button', class: 'primary', onclick: apply, text: 'Apply' }));
 }
 
-// The CPU-over-time chart; dragging across it selects a window.
-function cpuChart(series, onSelect) {
-  const W = 1000, H = 140, pad = 24;
-  const svg = el('svg', { class: 'chart', viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none', role: 'img', 'aria-label': 'CPU samples over time; drag to select a window', 'data-testid': 'cpu-chart' });
-  const pts = series.points;
-  const max = Math.max(1, ...pts.map((p) => p[1]));
-  const x = (i) => pad + i * (W - 2 * pad) / Math.max(1, pts.length - 1);
-  const y = (v) => H - pad - v / max * (H - 2 * pad);
-  if (pts.length) {
-    const d = 'M' + x(0) + ',' + (H - pad) + pts.map((p, i) => ' L' + x(i).toFixed(1) + ',' + y(p[1]).toFixed(1)).join('') + ' L' + x(pts.length - 1) + ',' + (H - pad) + ' Z';
-    svg.append(el('path', { class: 'area', d }));
-    svg.append(el('text', { x: pad, y: H - 6, text: fmtTime(series.from) }));
-    svg.append(el('text', { x: W - pad, y: H - 6, 'text-anchor': 'end', text: fmtTime(series.to) }));
-    svg.append(el('text', { x: pad, y: 14, text: 'max ' + fmtCount(max) + ' samples / ' + series.step + ' s' }));
-  }
-  const sel = el('rect', { class: 'sel', x: 0, y: 0, width: 0, height: H, visibility: 'hidden' });
-  svg.append(sel);
-  let start = null;
-  const toX = (ev) => { const r = svg.getBoundingClientRect(); return Math.min(W - pad, Math.max(pad, (ev.clientX - r.left) / r.width * W)); };
-  const toT = (px) => Math.round(series.from + (px - pad) / (W - 2 * pad) * (series.to - series.from));
-  svg.addEventListener('mousedown', (ev) => { start = toX(ev); sel.setAttribute('visibility', 'visible'); sel.setAttribute('x', start); sel.setAttribute('width', 0); ev.preventDefault(); });
-  svg.addEventListener('mousemove', (ev) => { if (start === null) return; const cur = toX(ev); sel.setAttribute('x', Math.min(start, cur)); sel.setAttribute('width', Math.abs(cur - start)); });
-  window.addEventListener('mouseup', function up(ev) {
-    if (start === null) return;
-    const a = toT(Math.min(start, toX(ev))), b = toT(Math.max(start, toX(ev)));
-    start = null;
-    window.removeEventListener('mouseup', up);
-    if (b - a >= 1) onSelect(a, b);
-  });
-  return svg;
+// The hide-frames regex (like `go tool pprof -hide`): matching frames are taken out of
+// every stack, in the flamegraph, the tables and the downloads.
+function hideControl(value, onChange) {
+  const input = el('input', { class: 'regex', name: 'hide', value: value || '', placeholder: 'e.g. ^std::|thread_start', 'aria-label': 'hide frames matching this regex', 'data-testid': 'hide-frames' });
+  const apply = () => onChange(input.value);
+  input.addEventListener('keydown', (e) => { if (e.key === 'Enter') apply(); });
+  return el('label', { title: 'Frames matching this regular expression are removed from every stack (like go tool pprof -hide): flamegraph, tables and downloads' },
+    'hide frames (regex)', el('span', { class: 'inline' }, input, el('button', { type: 'button', onclick: apply, text: 'Hide' })));
 }
 
 // Flamegraphs are drawn at the page's width (a fixed width: inferno's fluid layout
 // misbehaves in frames that are replaced while loading).
 function svgWidth() { return Math.max(600, Math.floor((view.clientWidth || 1200) - 64)); }
 
-function flamegraphFrame(src, label) {
-  const f = el('iframe', { class: 'flame', src, title: label, 'data-testid': 'flamegraph' });
-  f.addEventListener('load', () => fitFrame(f));
+// The name a flamegraph frame stands for, from its tooltip ("name (N samples, x%)");
+// null for the root.
+function frameFunction(title) {
+  if (/^all \(.*, 100%\)$/.test(title)) return null;
+  return title.replace(/ \([^(]*\)$/, '');
+}
+
+// An inferno SVG in a frame: it takes the SVG's own height, inferno's search button is
+// hidden (the page has one search box), and a click on a frame calls onPick(name).
+function flamegraphFrame(src, label, testid, onPick) {
+  const f = el('iframe', { class: 'flame', src, title: label, 'data-testid': testid || 'flamegraph' });
+  f.addEventListener('load', () => {
+    fitFrame(f);
+    const doc = f.contentDocument;
+    if (!doc) return;
+    const btn = doc.getElementById('search');
+    if (btn) btn.style.display = 'none';
+    // Ctrl-F inside the frame focuses the page's search box instead of a prompt.
+    try { f.contentWindow.search_prompt = () => { const s = document.querySelector('input[name="search"]'); if (s) s.focus(); }; } catch (_) { /* not ours */ }
+    if (onPick) {
+      doc.addEventListener('click', (e) => {
+        const g = e.target && e.target.closest ? e.target.closest('#frames > g') : null;
+        const t = g && g.querySelector('title');
+        const name = t ? frameFunction(t.textContent) : null;
+        if (name) onPick(name);
+      });
+    }
+  });
   return f;
 }
 
@@ -189,24 +463,46 @@ function fitFrame(frame) {
   if (h > 0) frame.style.height = (h + 4) + 'px';
 }
 
-function downloads(base, params) {
+function downloads(base, params, formats) {
   return el('p', { class: 'downloads' }, 'Download: ',
-    ['svg', 'folded', 'pb.gz'].map((f) => el('a', { href: '/api/' + base + '.' + f + '?' + qs(params), download: base + '.' + f, text: f === 'pb.gz' ? 'pprof' : f })));
+    (formats || ['svg', 'folded', 'pb.gz']).map((f) => el('a', { href: '/api/' + base + '.' + f + '?' + qs(params), download: base + '.' + f, text: f === 'pb.gz' ? 'pprof' : f })));
 }
 
 // --- Explore -----------------------------------------------------------------------
-async function renderExplore(params) {
+function renderExplore(params) {
   const p = { query: params.query || '{}', from: params.from || 'now-1h', to: params.to || 'now' };
+  const hide = params.hide || '';
+  const sort = params.sort === 'total' ? 'total' : 'self';
   const icicle = params.icicle === '1';
-  const labels = await apiJson('/api/labels');
+  const state = Object.assign({}, params);
   const update = (changes) => navigate('explore', Object.assign({}, params, changes));
-  const root = el('div', {}, el('h1', { text: 'Explore' }), selectionControls('', params, update, labels));
-  const series = await apiJson('/api/timeseries?' + qs(p));
-  root.append(el('section', { class: 'card' }, el('h2', { text: 'CPU over time' }),
-    cpuChart(series, (a, b) => update({ from: String(a), to: String(b) }))));
+  const labelsP = apiJson('/api/labels');
+  const topP = apiJson('/api/top?' + qs(Object.assign({ limit: 50, order: sort, hide }, p)));
+  const seriesP = apiJson('/api/timeseries?' + qs(Object.assign({ group_by: params.group_by }, p)));
+  const root = el('div', {}, el('h1', { text: 'Explore' }), selectionControls('', params, update, labelsP));
+
+  // CPU over time, one line per value of the chosen label.
+  const groupBy = el('select', { name: 'group_by', 'aria-label': 'one line per value of', 'data-testid': 'group-by', onchange: () => update({ group_by: groupBy.value }) },
+    el('option', { value: '', text: 'all together' }));
+  labelsP.then((labels) => { for (const l of labels) groupBy.append(el('option', { value: l, text: l, selected: params.group_by === l })); }).catch(() => {});
+  const cpuBody = el('div', { class: 'loading', text: 'loading…' });
+  root.append(el('section', { class: 'card', 'data-testid': 'cpu-card' },
+    el('div', { class: 'card-head' }, el('h2', { text: 'CPU over time, in cores' }),
+      el('label', { class: 'inline-label' }, 'one line per ', groupBy),
+      el('span', { class: 'hint', 'data-testid': 'zoom-hint', text: '↔ drag across the chart to zoom into a time window' })),
+    cpuBody));
+  const cpuDone = seriesP.then((ts) => {
+    const lines = [{ name: params.group_by ? 'all' : 'CPU', points: ts.points, color: params.group_by ? '#9ca3af' : COLORS[0], area: true }];
+    for (const [i, s] of (ts.series || []).entries()) lines.push({ name: s.name, points: s.points, color: s.name === '[other]' ? OTHER_COLOR : COLORS[(i + 1) % COLORS.length] });
+    cpuBody.replaceWith(timeChart(ts, lines, { label: 'CPU in cores over time; drag to select a window', testid: 'cpu-chart', onSelect: (a, b) => update({ from: String(a), to: String(b) }) }));
+  }).catch((e) => cpuBody.replaceWith(panelError('CPU over time', e)));
+
+  // The flamegraph, its one search box and the hide-frames regex.
   const search = el('input', { type: 'search', placeholder: 'function name', value: params.search || '', 'aria-label': 'search functions', name: 'search' });
   const matched = el('span', { class: 'muted', 'data-testid': 'search-share' });
-  const frame = flamegraphFrame('/api/profile.svg?' + qs(Object.assign({ width: svgWidth() }, p, icicle ? { icicle: 'true' } : {})), 'flamegraph');
+  const fnPanel = el('div', { 'data-testid': 'function-slot' });
+  const pick = (name) => selectFunction(name);
+  const frame = flamegraphFrame('/api/profile.svg?' + qs(Object.assign({ width: svgWidth(), hide }, p, icicle ? { icicle: 'true' } : {})), 'flamegraph', 'flamegraph', pick);
   const runSearch = (term) => {
     const w = frame.contentWindow;
     if (!w || typeof w.search !== 'function') return;
@@ -214,68 +510,208 @@ async function renderExplore(params) {
     if (!term) { matched.textContent = ''; return; }
     w.search(regexEscape(term));
     const m = w.document.getElementById('matched');
-    matched.textContent = m && m.textContent ? m.textContent : 'no match';
+    matched.textContent = m && m.textContent.trim() ? m.textContent : 'no match';
   };
-  frame.addEventListener('load', () => { fitFrame(frame); runSearch(search.value); });
-  search.addEventListener('keydown', (e) => { if (e.key === 'Enter') { navigate('explore', Object.assign({}, params, { search: search.value }), true); } });
+  const doSearch = (term) => { search.value = term; state.search = term; recordParams('explore', state); runSearch(term); };
+  frame.addEventListener('load', () => runSearch(search.value));
+  search.addEventListener('keydown', (e) => { if (e.key === 'Enter') doSearch(search.value); });
   root.append(el('section', { class: 'card' },
     el('div', { class: 'controls' },
-      el('label', {}, 'search', search),
-      el('button', { type: 'button', onclick: () => navigate('explore', Object.assign({}, params, { search: search.value }), true), text: 'Search' }),
-      el('button', { type: 'button', onclick: () => { const w = frame.contentWindow; if (w && w.unzoom) w.unzoom(); runSearch(''); search.value = ''; navigate('explore', Object.assign({}, params, { search: '' }), true); }, text: 'Reset' }),
+      el('label', {}, 'search', el('span', { class: 'inline' }, search,
+        el('button', { type: 'button', onclick: () => doSearch(search.value), text: 'Search' }),
+        el('button', { type: 'button', onclick: () => { const w = frame.contentWindow; if (w && w.unzoom) w.unzoom(); doSearch(''); }, text: 'Reset' }))),
+      hideControl(hide, (v) => update({ hide: v })),
       el('button', { type: 'button', 'aria-pressed': String(icicle), onclick: () => update({ icicle: icicle ? '' : '1' }), text: icicle ? 'Flame' : 'Icicle' }),
       matched),
-    frame, downloads('profile', p)));
-  const top = await apiJson('/api/top?' + qs(Object.assign({ limit: 50 }, p)));
-  root.append(el('section', { class: 'card' }, el('h2', { text: 'Top functions' }), topTable(top, params.sort || 'total', (name) => {
-    search.value = name;
-    navigate('explore', Object.assign({}, params, { search: name }), true);
-  }, (sort) => navigate('explore', Object.assign({}, params, { sort }), true))));
-  return root;
+    el('p', { class: 'hint', text: 'Click a frame to zoom in and to see its function\'s callers, callees and CPU over time below.' }),
+    frame, downloads('profile', Object.assign({ hide }, p))));
+  root.append(fnPanel);
+
+  // Top functions: by self time unless asked otherwise; plumbing marked and hidden.
+  const topBody = el('div', { class: 'loading', text: 'loading…' });
+  root.append(el('section', { class: 'card' }, el('h2', { text: 'Top functions' }), topBody));
+  const topDone = topP.then((top) => {
+    topBody.replaceWith(topTable(top, sort, params.plumbing === '1', (name) => { doSearch(name); selectFunction(name, true); },
+      (s) => update({ sort: s === 'self' ? '' : s }),
+      (show) => { state.plumbing = show ? '1' : ''; recordParams('explore', state); }));
+  }).catch((e) => topBody.replaceWith(panelError('top functions', e)));
+
+  // A function's sandwich: callers and callees, and its CPU over time.
+  let fnSeq = 0;
+  function selectFunction(name, scroll) {
+    const seq = ++fnSeq;
+    state.fn = name;
+    recordParams('explore', state);
+    const panel = functionPanel(name, p, hide, topP, () => { state.fn = ''; recordParams('explore', state); fnPanel.replaceChildren(); }, pick,
+      (a, b) => update({ from: String(a), to: String(b) }));
+    fnPanel.replaceChildren(panel.node);
+    if (scroll) panel.node.scrollIntoView({ block: 'start' });
+    return panel.done.then(() => { if (seq === fnSeq) fnPanel.dataset.ready = name; });
+  }
+  const fnDone = params.fn ? selectFunction(params.fn) : Promise.resolve();
+  return { node: root, done: Promise.all([cpuDone, topDone, fnDone]) };
 }
 
-function topTable(top, sort, onPick, onSort) {
+function topTable(top, sort, showPlumbing, onPick, onSort, onPlumbing) {
   const rows = top.functions.slice().sort((a, b) => b[sort] - a[sort] || a.name.localeCompare(b.name));
+  const cores = (n) => top.total && top.total_cores !== undefined ? fmtCores(n / top.total * top.total_cores) : '';
   const pct = (n) => (top.total ? (100 * n / top.total).toFixed(1) : '0.0') + '%';
-  const header = (key, label) => el('th', { class: 'num', 'aria-sort': sort === key ? 'descending' : 'none' },
+  const header = (key, label) => el('th', { class: 'num', colspan: 2, 'aria-sort': sort === key ? 'descending' : 'none' },
     el('button', { type: 'button', onclick: () => onSort(key), text: label + (sort === key ? ' ▼' : '') }));
-  return el('table', { 'data-testid': 'top-functions' },
+  const plumbingCount = rows.filter((f) => f.plumbing).length;
+  const table = el('table', { 'data-testid': 'top-functions', class: showPlumbing ? '' : 'hide-plumbing' },
     el('thead', {}, el('tr', {}, el('th', { text: 'function' }), header('self', 'self'), header('total', 'total'))),
-    el('tbody', {}, rows.map((f) => el('tr', { class: 'fn', tabindex: 0, onclick: () => onPick(f.name), onkeydown: (e) => { if (e.key === 'Enter') onPick(f.name); } },
-      el('td', { class: 'name', text: f.name }), el('td', { class: 'num', text: pct(f.self) }), el('td', { class: 'num', text: pct(f.total) })))));
+    el('tbody', {}, rows.map((f) => el('tr', {
+      class: 'fn' + (f.plumbing ? ' plumbing' : ''), tabindex: 0, 'data-function': f.name,
+      onclick: () => onPick(f.name), onkeydown: (e) => { if (e.key === 'Enter') onPick(f.name); },
+    },
+    el('td', { class: 'name' }, el('span', { text: f.name }), f.plumbing ? el('span', { class: 'badge', title: 'A thread root or runtime plumbing frame, not work of its own', text: 'plumbing' }) : null),
+    el('td', { class: 'num', text: pct(f.self) }), el('td', { class: 'num muted', text: cores(f.self) }),
+    el('td', { class: 'num', text: pct(f.total) }), el('td', { class: 'num muted', text: cores(f.total) })))));
+  const toggle = el('input', { type: 'checkbox', name: 'plumbing', checked: showPlumbing, 'data-testid': 'show-plumbing' });
+  toggle.addEventListener('change', () => { table.classList.toggle('hide-plumbing', !toggle.checked); onPlumbing(toggle.checked); });
+  return el('div', {},
+    el('p', { class: 'muted' },
+      'Shares of the selection\'s CPU: ' + top.total.toLocaleString('en') + ' periods' + (top.total_cores !== undefined ? ', ' + fmtCores(top.total_cores) + ' averaged over the whole range' : '') + '. ',
+      el('label', { class: 'check' }, toggle, ' show thread roots and runtime plumbing (' + plumbingCount + ')')),
+    table);
+}
+
+// Direct callers (or callees) of a function from sandwich folded text: the frame next to
+// the function in each stack, with its periods.
+function nextFrames(folded, emptyName) {
+  const m = new Map();
+  let total = 0;
+  for (const line of (folded || '').split('\n')) {
+    const i = line.lastIndexOf(' ');
+    if (i < 0) continue;
+    const n = Number(line.slice(i + 1));
+    if (!isFinite(n)) continue;
+    const frames = line.slice(0, i).split(';');
+    const k = frames.length > 1 ? frames[1] : emptyName;
+    m.set(k, (m.get(k) || 0) + n);
+    total += n;
+  }
+  return { total, rows: [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])) };
+}
+
+function functionPanel(name, p, hide, topP, onClose, onPick, onSelect) {
+  const sel = Object.assign({ function: name }, p);
+  const totals = el('p', { 'data-testid': 'function-totals', class: 'muted', text: 'loading…' });
+  const chartSlot = el('div', { class: 'loading', text: 'loading…' });
+  const side = (which, title, emptyName) => {
+    const list = el('div', { 'data-testid': 'sandwich-' + which, class: 'loading', text: 'loading…' });
+    const frame = flamegraphFrame('/api/sandwich.svg?' + qs(Object.assign({ side: which, width: Math.floor(svgWidth() / 2) - 12, hide }, sel)), title + ' of ' + name, 'sandwich-' + which + '-flamegraph', onPick);
+    return { list, frame, emptyName, node: el('div', {}, el('h3', { text: title }), list, frame) };
+  };
+  const callers = side('callers', 'Callers', '(none: a thread root)');
+  const callees = side('callees', 'Callees', '(self)');
+  const node = el('section', { class: 'card', 'data-testid': 'function-panel', 'aria-label': 'function ' + name },
+    el('div', { class: 'card-head' }, el('h2', {}, 'Function ', el('span', { class: 'name fn-name', 'data-testid': 'function-name', text: name })),
+      el('button', { type: 'button', onclick: onClose, text: 'Close' })),
+    totals,
+    el('h3', { text: 'Its CPU over time, in cores (self: in the function itself; total: with what it calls)' }), chartSlot,
+    el('div', { class: 'row' }, callers.node, callees.node));
+  const chartDone = apiJson('/api/timeseries?' + qs(sel)).then((ts) => {
+    const f = ts.function || { self: [], total: [] };
+    chartSlot.replaceWith(timeChart(ts, [
+      { name: 'total', points: f.total, color: COLORS[0], area: true },
+      { name: 'self', points: f.self, color: COLORS[1] },
+    ], { label: 'CPU of ' + name + ' in cores over time', testid: 'function-chart', height: 160, onSelect }));
+  }).catch((e) => chartSlot.replaceWith(panelError('the function\'s CPU over time', e)));
+  const sandwichDone = Promise.all([apiJson('/api/sandwich?' + qs(Object.assign({ hide }, sel))), topP.catch(() => null)]).then(([s, top]) => {
+    const all = s.profile_total || (top && top.total) || 0;
+    const share = (n) => all ? fmtPct(n / all) : n + ' periods';
+    totals.textContent = 'self ' + share(s.self) + ' · total ' + share(s.total) + ' of the selection\'s CPU (' + s.self.toLocaleString('en') + ' and ' + s.total.toLocaleString('en') + (all ? ' of ' + all.toLocaleString('en') : '') + ' periods)';
+    for (const [sideObj, folded] of [[callers, s.callers], [callees, s.callees]]) {
+      const { total, rows } = nextFrames(folded, sideObj.emptyName);
+      sideObj.list.classList.remove('loading');
+      sideObj.list.replaceChildren(rows.length ? el('table', { class: 'compact' },
+        el('thead', {}, el('tr', {}, el('th', { text: sideObj === callers ? 'direct caller' : 'direct callee' }), el('th', { class: 'num', text: 'share' }))),
+        el('tbody', {}, rows.slice(0, 8).map(([n, c]) => el('tr', { class: 'fn', tabindex: 0, 'data-function': n, onclick: () => { if (!n.startsWith('(')) onPick(n); } },
+          el('td', { class: 'name', text: n }), el('td', { class: 'num', text: fmtPct(total ? c / total : 0) }))))) : el('p', { class: 'muted', text: 'none' }));
+    }
+  }).catch((e) => { totals.replaceWith(panelError('callers and callees', e)); callers.list.textContent = ''; callees.list.textContent = ''; });
+  return { node, done: Promise.all([chartDone, sandwichDone]) };
 }
 
 // --- Compare -----------------------------------------------------------------------
-async function renderCompare(params) {
-  const labels = await apiJson('/api/labels');
+function renderCompare(params) {
+  const labelsP = apiJson('/api/labels');
   const update = (changes) => navigate('compare', Object.assign({}, params, changes));
   const target = { query: params.query || '{}', from: params.from || 'now-1h', to: params.to || 'now' };
   const base = { base: params.base || target.query, base_from: params.base_from || target.from, base_to: params.base_to || target.to };
+  const hide = params.hide || '';
+  const absolute = params.normalize === 'false';
+  const all = Object.assign({ hide }, base, target);
+  const changesP = apiJson('/api/changes?' + qs(all));
+  const widthButton = (abs, text) => el('button', { type: 'button', 'aria-pressed': String(abs === absolute), 'data-testid': abs ? 'widths-absolute' : 'widths-share', onclick: () => update({ normalize: abs ? 'false' : '' }), text });
   const root = el('div', {}, el('h1', { text: 'Compare' }),
-    el('p', { class: 'muted', text: 'Widths show B; red grew and blue shrank from A to B (A scaled to B\'s total).' }),
     el('div', { class: 'row' },
-      el('section', { class: 'card' }, el('h2', { text: 'A (base)' }), selectionControls('base', Object.assign({}, params, base), update, labels)),
-      el('section', { class: 'card' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, labels))));
-  const all = Object.assign({}, base, target);
-  root.append(el('section', { class: 'card' }, flamegraphFrame('/api/diff.svg?' + qs(Object.assign({ width: svgWidth() }, all)), 'differential flamegraph'),
-    el('p', { class: 'downloads' }, 'Download: ', el('a', { href: '/api/diff.svg?' + qs(all), download: 'diff.svg', text: 'svg' }), el('a', { href: '/api/diff.folded?' + qs(all), download: 'diff.folded', text: 'folded' }))));
-  const [a, b] = await Promise.all([
-    apiJson('/api/top?' + qs({ query: base.base, from: base.base_from, to: base.base_to, limit: 500 })),
-    apiJson('/api/top?' + qs(Object.assign({ limit: 500 }, target))),
-  ]);
-  const share = (top) => new Map(top.functions.map((f) => [f.name, top.total ? f.total / top.total : 0]));
-  const sa = share(a), sb = share(b);
-  const names = new Set([...sa.keys(), ...sb.keys()]);
-  const deltas = [...names].map((n) => ({ name: n, a: sa.get(n) || 0, b: sb.get(n) || 0 })).map((d) => Object.assign(d, { delta: d.b - d.a }));
-  deltas.sort((x, y) => Math.abs(y.delta) - Math.abs(x.delta) || x.name.localeCompare(y.name));
-  const fmt = (v) => (100 * v).toFixed(1) + '%';
-  root.append(el('section', { class: 'card' }, el('h2', { text: 'Functions that grew or shrank most (share of total CPU)' }),
-    el('table', { 'data-testid': 'compare-table' },
-      el('thead', {}, el('tr', {}, ['function', 'A', 'B', 'change'].map((h, i) => el('th', { class: i ? 'num' : '', text: h })))),
-      el('tbody', {}, deltas.slice(0, 30).map((d) => el('tr', {},
-        el('td', { class: 'name', text: d.name }), el('td', { class: 'num', text: fmt(d.a) }), el('td', { class: 'num', text: fmt(d.b) }),
-        el('td', { class: 'num ' + (d.delta > 0 ? 'grew' : d.delta < 0 ? 'shrank' : ''), text: (d.delta > 0 ? '+' : '') + fmt(d.delta) })))))));
-  return root;
+      el('section', { class: 'card' }, el('h2', { text: 'A (base)' }), selectionControls('base', Object.assign({}, params, base), update, labelsP)),
+      el('section', { class: 'card' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, labelsP))));
+
+  // What each side costs, in cores and per instance.
+  const totalsBody = el('div', { class: 'loading', text: 'loading…' });
+  root.append(el('section', { class: 'card', 'data-testid': 'compare-totals' }, el('h2', { text: 'CPU of each side, in cores' }), totalsBody));
+  // The verdict: what changed beyond the windows' own variation.
+  const verdictBody = el('div', { class: 'loading', text: 'loading…' });
+  root.append(el('section', { class: 'card', 'data-testid': 'verdict' }, el('h2', { text: 'What changed from A to B' }), verdictBody));
+  const changesDone = changesP.then((c) => {
+    totalsBody.replaceWith(sideTotals(c));
+    verdictBody.replaceWith(verdict(c));
+  }).catch((e) => { totalsBody.replaceWith(panelError('the totals', e)); verdictBody.replaceWith(panelError('the changes', e)); });
+
+  const diffParams = Object.assign({}, all, absolute ? { normalize: 'false' } : {});
+  root.append(el('section', { class: 'card' },
+    el('div', { class: 'controls' },
+      hideControl(hide, (v) => update({ hide: v })),
+      el('span', { class: 'presets', role: 'group', 'aria-label': 'flamegraph widths' }, 'widths: ', widthButton(false, 'share of total'), widthButton(true, 'absolute'))),
+    el('p', { class: 'muted', text: absolute
+      ? 'Widths show B; colour is the change in periods from A to B, as they are (A not scaled): red grew, blue shrank.'
+      : 'Widths show B; colour is the change in share of total CPU from A to B (A scaled to B\'s total): red grew, blue shrank.' }),
+    flamegraphFrame('/api/diff.svg?' + qs(Object.assign({ width: svgWidth() }, diffParams)), 'differential flamegraph'),
+    downloads('diff', diffParams, ['svg', 'folded'])));
+  return { node: root, done: changesDone };
+}
+
+function sideTotals(c) {
+  const side = (key, title) => {
+    const s = c[key] || {};
+    const inst = Object.entries(s.instances || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    return el('div', { class: 'side', 'data-testid': 'totals-' + key },
+      el('h3', { text: title }),
+      el('p', {}, el('b', { class: 'big', 'data-testid': 'cores-' + key, text: fmtCores(s.cores) }),
+        el('span', { class: 'muted', text: ' on average, ' + (s.windows || 0) + ' windows' })),
+      inst.length ? el('table', { class: 'compact' }, el('tbody', {}, inst.map(([n, v]) => el('tr', { 'data-instance': n }, el('td', { class: 'name', text: n }), el('td', { class: 'num', text: fmtCores(v) }))))) : null);
+  };
+  const a = c.base && c.base.cores, b = c.target && c.target.cores;
+  const ratio = a > 0 && b !== undefined ? el('p', { class: 'ratio', 'data-testid': 'cores-ratio', text: 'B uses ' + (b / a).toFixed(2) + '× the CPU of A' }) : null;
+  return el('div', {}, el('div', { class: 'row' }, side('base', 'A (base)'), side('target', 'B')), ratio);
+}
+
+function verdict(c) {
+  const changes = c.changes || [];
+  const sig = changes.filter((x) => x.significant);
+  const noise = changes.filter((x) => !x.significant);
+  const alpha = c.alpha !== undefined ? c.alpha : 0.01;
+  const table = (rows, testid, isNoise) => el('table', { 'data-testid': testid },
+    el('thead', {}, el('tr', {}, ['function', 'A share', 'B share', 'change', (100 * (1 - alpha)).toFixed(0) + '% interval', 'p-value', ''].map((h, i) => el('th', { class: i && i < 6 ? 'num' : '', text: h })))),
+    el('tbody', {}, rows.map((d) => el('tr', { 'data-function': d.function, class: isNoise ? 'noise' : '' },
+      el('td', { class: 'name', text: d.function }),
+      el('td', { class: 'num', text: fmtPct(d.base_share) }), el('td', { class: 'num', text: fmtPct(d.target_share) }),
+      el('td', { class: 'num ' + (isNoise ? 'muted' : d.delta > 0 ? 'grew' : 'shrank'), text: fmtPp(d.delta) }),
+      el('td', { class: 'num muted', text: fmtPp(d.ci_low) + ' … ' + fmtPp(d.ci_high) }),
+      el('td', { class: 'num muted', text: fmtP(d.p_value) }),
+      el('td', {}, isNoise ? el('span', { class: 'badge noise-badge', text: 'noise' }) : el('span', { class: 'badge ' + (d.delta > 0 ? 'grew-badge' : 'shrank-badge'), text: d.delta > 0 ? 'grew' : 'shrank' }))))));
+  return el('div', {},
+    sig.length
+      ? el('div', {}, el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: sig.length + ' function' + (sig.length > 1 ? 's' : '') + ' changed share significantly (p < ' + alpha + '), most significant first:' }),
+        table(sig.slice(0, 12), 'changes-significant', false),
+        sig.length > 12 ? el('details', { class: 'noise' }, el('summary', { text: (sig.length - 12) + ' more significant change' + (sig.length > 13 ? 's' : '') }), table(sig.slice(12), 'changes-significant-more', false)) : null)
+      : el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: 'No function\'s share of CPU changed significantly (p < ' + alpha + '): the differences below are within the windows\' own variation.' }),
+    noise.length ? el('details', { class: 'noise', 'data-testid': 'noise' }, el('summary', { text: noise.length + ' other difference' + (noise.length > 1 ? 's' : '') + ': noise, within the windows\' own variation' }), table(noise.slice(0, 50), 'changes-noise', true)) : null,
+    c.method ? el('p', { class: 'muted small', 'data-testid': 'method', text: 'Method: ' + c.method }) : null);
 }
 
 // --- render loop -------------------------------------------------------------------
@@ -287,11 +723,13 @@ async function render() {
   setStatus('loading…');
   document.body.dataset.ready = 'loading';
   try {
-    const node = route.name === 'explore' ? await renderExplore(route.params)
-      : route.name === 'compare' ? await renderCompare(route.params)
+    const page = route.name === 'explore' ? renderExplore(route.params)
+      : route.name === 'compare' ? renderCompare(route.params)
         : await renderFleet();
     if (seq !== renderSeq) return;
-    view.replaceChildren(node);
+    view.replaceChildren(page.node);
+    await page.done;
+    if (seq !== renderSeq) return;
     document.body.dataset.ready = route.name;
     setStatus('');
   } catch (e) {
