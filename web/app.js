@@ -549,7 +549,7 @@ function renderExplore(params) {
     return panel.done.then(() => { if (seq === fnSeq) fnPanel.dataset.ready = name; });
   }
   const fnDone = params.fn ? selectFunction(params.fn) : Promise.resolve();
-  return { node: root, done: Promise.all([cpuDone, topDone, fnDone]) };
+  return { node: root, done: Promise.all([cpuDone, topDone, fnDone, labelsP.catch(() => null)]) };
 }
 
 function topTable(top, sort, showPlumbing, onPick, onSort, onPlumbing) {

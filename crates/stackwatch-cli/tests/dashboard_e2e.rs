@@ -2,7 +2,10 @@
 //! tests/e2e/dashboard.mjs) against a live collector fed by three real profiled workers
 //! (two `version="main"`, one `version="canary"`), plus stored targets with a hostile
 //! frame name and with 10 000 distinct stacks. Screenshots go to
-//! `target/e2e-screenshots/` (or `$STACKWATCH_SCREENSHOTS`).
+//! `target/e2e-screenshots/` (or `$STACKWATCH_SCREENSHOTS`); with
+//! `STACKWATCH_DOC_IMAGES=1` the two the README shows are also copied to `docs/images/`.
+//! A release build also asserts that Explore on the 10 000-stack profile is ready within
+//! 1 s (a debug build only reports it).
 
 mod common;
 
@@ -110,6 +113,10 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         .arg(e2e.join("dashboard.mjs"))
         .arg(&url)
         .arg(&shots)
+        .env(
+            "STACKWATCH_E2E_RELEASE",
+            if cfg!(debug_assertions) { "0" } else { "1" },
+        )
         .output()
         .expect("node is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -121,8 +128,21 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         shots.display()
     );
     assert!(stdout.contains("dashboard e2e: ok"));
-    for s in ["fleet.png", "explore.png", "compare.png", "hostile.png"] {
+    for s in [
+        "fleet.png",
+        "explore.png",
+        "explore-function.png",
+        "compare.png",
+        "hostile.png",
+        "dashboard-explore.png",
+        "dashboard-compare.png",
+    ] {
         assert!(shots.join(s).exists(), "{s} written");
+    }
+    if std::env::var_os("STACKWATCH_DOC_IMAGES").is_some_and(|v| v == "1") {
+        for s in ["dashboard-explore.png", "dashboard-compare.png"] {
+            std::fs::copy(shots.join(s), repo.join("docs/images").join(s)).unwrap();
+        }
     }
     drop(workers);
 }
