@@ -682,11 +682,17 @@ function sideTotals(c) {
     return el('div', { class: 'side', 'data-testid': 'totals-' + key },
       el('h3', { text: title }),
       el('p', {}, el('b', { class: 'big', 'data-testid': 'cores-' + key, text: fmtCores(s.cores) }),
-        el('span', { class: 'muted', text: ' on average, ' + (s.windows || 0) + ' windows' })),
+        el('span', { class: 'muted', text: ' on average over the range; ' + (s.windows || 0) + ' time buckets tested' })),
       inst.length ? el('table', { class: 'compact' }, el('tbody', {}, inst.map(([n, v]) => el('tr', { 'data-instance': n }, el('td', { class: 'name', text: n }), el('td', { class: 'num', text: fmtCores(v) }))))) : null);
   };
+  // Sides of different sizes compare per instance too (one canary against two mains).
   const a = c.base && c.base.cores, b = c.target && c.target.cores;
-  const ratio = a > 0 && b !== undefined ? el('p', { class: 'ratio', 'data-testid': 'cores-ratio', text: 'B uses ' + (b / a).toFixed(2) + '× the CPU of A' }) : null;
+  const na = Object.keys((c.base && c.base.instances) || {}).length, nb = Object.keys((c.target && c.target.instances) || {}).length;
+  let ratioText = a > 0 && b !== undefined ? 'B uses ' + (b / a).toFixed(2) + '× the CPU of A' : null;
+  if (ratioText && na && nb && na !== nb) {
+    ratioText += ' in total; per instance ' + fmtCores(b / nb) + ' against ' + fmtCores(a / na) + ' = ' + ((b / nb) / (a / na)).toFixed(2) + '× (' + nb + ' instance' + (nb > 1 ? 's' : '') + ' against ' + na + ')';
+  }
+  const ratio = ratioText ? el('p', { class: 'ratio', 'data-testid': 'cores-ratio', text: ratioText }) : null;
   return el('div', {}, el('div', { class: 'row' }, side('base', 'A (base)'), side('target', 'B')), ratio);
 }
 
