@@ -273,8 +273,16 @@ fn short_path(name: &str, keep: usize) -> String {
 }
 
 /// The script that makes zoomed frames use [`display_name`] (it replaces inferno's
-/// text fitting; a later script's functions take the place of the earlier ones).
+/// text fitting; a later script's functions take the place of the earlier ones), and
+/// keeps events away from inferno's handlers until its `init` has run.
 const READABLE_JS: &str = r#"
+// inferno's handlers use what init() sets up when the SVG has loaded: a pointer moving
+// over a frame that is still loading must not reach them (it threw on `details`).
+["click", "mouseover", "mouseout"].forEach(function(type) {
+    window.addEventListener(type, function(e) {
+        if (typeof details === "undefined" || !details) e.stopImmediatePropagation();
+    }, true);
+});
 function sw_strip_generics(s) {
     var out = "", depth = 0, prev = "";
     for (var i = 0; i < s.length; i++) {
@@ -557,6 +565,7 @@ mod tests {
         assert!(!svg.contains("<script>x"), "{svg}");
         // The zoom script uses the same rule; the label is a safe JS string.
         assert!(svg.contains("function sw_display_name"));
+        assert!(svg.contains("stopImmediatePropagation"));
         assert!(svg.contains("var sw_root_label = \"all\";"));
         let hostile = SvgOptions {
             root_label: "]]></script><script>alert(1)</script>".into(),
