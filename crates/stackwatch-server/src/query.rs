@@ -248,22 +248,23 @@ pub(crate) async fn read<T: Send + 'static>(
     };
     let readers = st.readers.clone();
     let slots = st.slots.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = readers.get(Some(guard)).and_then(|store| f(&store));
-        if let Err(StoreError::Interrupted(why)) = &result {
-            let s = &slots.stats;
-            if why.contains("went away") {
-                s.abandoned.fetch_add(1, Ordering::Relaxed);
-            } else {
-                s.timed_out.fetch_add(1, Ordering::Relaxed);
+    st.slots
+        .run(move || {
+            let result = readers.get(Some(guard)).and_then(|store| f(&store));
+            if let Err(StoreError::Interrupted(why)) = &result {
+                let s = &slots.stats;
+                if why.contains("went away") {
+                    s.abandoned.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-        drop(slot);
-        result
-    })
-    .await
-    .map_err(server_error)?
-    .map_err(server_error)
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(server_error)?
+        .map_err(server_error)
 }
 
 pub(crate) fn describe(sel: &Selection) -> String {

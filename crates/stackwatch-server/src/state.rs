@@ -69,10 +69,19 @@ impl Shed {
     }
 }
 
+/// A query's work, run on a query thread.
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Admission of queries: `query.max_concurrent` run, `query.max_queued` wait up to
 /// `query.queue_timeout`, the rest are shed at once.
+///
+/// Admitted queries run on `max_concurrent` threads of their own, not on the runtime's
+/// blocking pool: the allocator then keeps one arena per query thread instead of one
+/// per pool thread a burst happened to touch, and after each query the thread hands
+/// its freed memory back to the system, so a burst's memory does not outlive it.
 pub struct QuerySlots {
     running: Arc<Semaphore>,
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
     waiting: AtomicUsize,
     max_queued: usize,
     queue_timeout: std::time::Duration,
@@ -119,7 +128,28 @@ impl Drop for QuerySlot {
 
 impl QuerySlots {
     fn new(cfg: &Config) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..cfg.query.max_concurrent {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("stackwatch-query-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return, // the server is gone
+                    };
+                    // A panicking query answers 503 (its sender is dropped) and the
+                    // thread lives on for the next one.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    release_freed_memory();
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a query thread");
+            }
+        }
         QuerySlots {
+            jobs: std::sync::Mutex::new(tx),
             running: Arc::new(Semaphore::new(cfg.query.max_concurrent)),
             waiting: AtomicUsize::new(0),
             max_queued: cfg.query.max_queued,
@@ -162,8 +192,41 @@ impl QuerySlots {
         })
     }
 
+    /// Runs `f` on a query thread (call with a [`QuerySlot`] held, so one is free).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, QueryThreadGone> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| QueryThreadGone)?;
+        rx.await.map_err(|_| QueryThreadGone)
+    }
+
     /// Queries waiting for a slot now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// The query threads stopped (or one panicked) before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("the query thread stopped before answering")]
+pub struct QueryThreadGone;
+
+/// Returns the memory a query freed to the system (glibc keeps it in its arenas
+/// otherwise, and RSS stays at the burst's peak).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and may be called at any time by any
+    // thread; it only returns free pages of the allocator's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
