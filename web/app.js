@@ -360,8 +360,9 @@ async function renderFleet() {
     }
     // One query per service, a series per instance: from the store, so it survives
     // collector restarts and says over what period.
-    loads.push(apiJson('/api/timeseries?' + qs({ query: svcSel, from: 'now-1h', to: 'now', step: '1m', group_by: 'instance', limit: Math.max(8, list.length) })).then((ts) => {
-      const byName = new Map((ts.series || []).map((s) => [s.name, s]));
+    loads.push(apiJson('/api/timeseries?' + qs({ query: svcSel, from: 'now-1h', to: 'now', step: '1m', group_by: 'instance', limit: Math.min(100, Math.max(8, list.length)) })).then((ts) => {
+      // Targets without an instance label are the series "(none)".
+      const byName = new Map((ts.series || []).map((s) => [s.name === '(none)' ? '' : s.name, s]));
       for (const [inst, r] of rows) {
         const s = byName.get(inst);
         if (!s) { r.cpu.textContent = 'no data'; continue; }
@@ -628,7 +629,7 @@ function functionPanel(name, p, hide, topP, onClose, onPick, onSelect) {
       sideObj.list.classList.remove('loading');
       sideObj.list.replaceChildren(rows.length ? el('table', { class: 'compact' },
         el('thead', {}, el('tr', {}, el('th', { text: sideObj === callers ? 'direct caller' : 'direct callee' }), el('th', { class: 'num', text: 'share' }))),
-        el('tbody', {}, rows.slice(0, 8).map(([n, c]) => el('tr', { class: 'fn', tabindex: 0, 'data-function': n, onclick: () => { if (!n.startsWith('(')) onPick(n); } },
+        el('tbody', {}, rows.slice(0, 8).map(([n, c]) => el('tr', { class: 'fn', tabindex: 0, 'data-function': n, onclick: () => { if (!n.startsWith('(')) onPick(n); }, onkeydown: (e) => { if (e.key === 'Enter' && !n.startsWith('(')) onPick(n); } },
           el('td', { class: 'name', text: n }), el('td', { class: 'num', text: fmtPct(total ? c / total : 0) }))))) : el('p', { class: 'muted', text: 'none' }));
     }
   }).catch((e) => { totals.replaceWith(panelError('callers and callees', e)); callers.list.textContent = ''; callees.list.textContent = ''; });

@@ -83,10 +83,12 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         .into_iter()
         .map(|(i, v)| {
             // The canary tries Avro, as in `stackwatch demo`: Compare has a real change.
+            // 999 Hz: a release build's worker uses a few hundredths of a core, and the
+            // verdict needs more than a handful of periods per window to see it.
             let extra: &[&str] = if v == "canary" {
-                &["--format", "avro"]
+                &["--profile-hz", "999", "--format", "avro"]
             } else {
-                &[]
+                &["--profile-hz", "999"]
             };
             let (p, addr) = binlog_worker(extra);
             (p, addr, i, v)
@@ -107,8 +109,9 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     server.args(["server", "--config"]).arg(&config);
     let (_server, addr) = spawn_listening(server);
     let url = format!("http://{addr}");
-    // Let a few windows arrive.
-    std::thread::sleep(Duration::from_secs(6));
+    // Let a few windows arrive (for the README's pictures, a minute and a half of them).
+    let doc_images = std::env::var_os("STACKWATCH_DOC_IMAGES").is_some_and(|v| v == "1");
+    std::thread::sleep(Duration::from_secs(if doc_images { 90 } else { 6 }));
     let out = Command::new("node")
         .arg(e2e.join("dashboard.mjs"))
         .arg(&url)
@@ -139,7 +142,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     ] {
         assert!(shots.join(s).exists(), "{s} written");
     }
-    if std::env::var_os("STACKWATCH_DOC_IMAGES").is_some_and(|v| v == "1") {
+    if doc_images {
         for s in ["dashboard-explore.png", "dashboard-compare.png"] {
             std::fs::copy(shots.join(s), repo.join("docs/images").join(s)).unwrap();
         }
