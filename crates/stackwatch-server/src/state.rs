@@ -134,15 +134,18 @@ impl QuerySlots {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("stackwatch-query-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                        Ok(job) => job,
-                        Err(_) => return, // the server is gone
-                    };
-                    // A panicking query answers 503 (its sender is dropped) and the
-                    // thread lives on for the next one.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                    release_freed_memory();
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                            Ok(job) => job,
+                            Err(_) => return, // the server is gone
+                        };
+                        // A panicking query answers 503 (its sender is dropped) and the
+                        // thread lives on for the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        release_freed_memory();
+                    }
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a query thread");
@@ -219,6 +222,27 @@ impl QuerySlots {
 #[derive(Debug, thiserror::Error)]
 #[error("the query thread stopped before answering")]
 pub struct QueryThreadGone;
+
+/// How much lower than the rest of the collector query threads run (a nice value):
+/// when queries and scrapes compete for the CPU, the scheduler serves the scrape loop
+/// and the writer first.
+const QUERY_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`QUERY_NICE`] (Linux: a nice
+/// value is per thread). Failure only costs the preference; it is logged once.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        // SAFETY: setpriority takes plain integers; on Linux PRIO_PROCESS with a thread
+        // id sets that thread's nice value, here our own thread's.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, QUERY_NICE) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the query thread's priority");
+        }
+    }
+}
 
 /// Returns the memory a query freed to the system (glibc keeps it in its arenas
 /// otherwise, and RSS stays at the burst's peak).

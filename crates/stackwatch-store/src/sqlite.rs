@@ -961,25 +961,60 @@ impl SqliteStore {
     ) -> Result<Vec<TargetSeries>, StoreError> {
         let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
         let targets = self.selected_target_rows(selector)?;
-        let plan = self.plan(from_s, to_s, step_s)?;
-        let mut out = Vec::with_capacity(targets.len());
-        for (id, labels, period_ns) in targets {
-            let mut acc: HashMap<i64, u64> = HashMap::new();
-            for (table, a, b) in &plan {
-                self.sum_series(*table, &[id], *a, *b, &mut acc)?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = targets.iter().map(|(id, _, _)| *id).collect();
+        let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
+        let mut add = |target: i64, ts: i64, c: u64| {
+            let e = acc.entry((target, floor_to(ts, step_s))).or_insert(0);
+            *e = e.saturating_add(c);
+        };
+        for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+            match table {
+                // The raw table is keyed by time: one pass for every target.
+                Table::Raw => {
+                    let sql = format!(
+                        "SELECT target_id, ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({}) GROUP BY target_id, ts",
+                        id_list(&ids)
+                    );
+                    let mut stmt = self.conn.prepare(&sql)?;
+                    let mut rows = stmt.query(params![a, b])?;
+                    while let Some(r) = rows.next()? {
+                        add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
+                    }
+                }
+                // Rollups are keyed by target: a range read per target.
+                Table::Minute | Table::Hour => {
+                    let sql = format!(
+                        "SELECT ts, TOTAL(count) FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+                        table.name()
+                    );
+                    let mut stmt = self.conn.prepare_cached(&sql)?;
+                    for id in &ids {
+                        let mut rows = stmt.query(params![id, a, b])?;
+                        while let Some(r) = rows.next()? {
+                            add(*id, r.get(0)?, read_count(r.get_ref(1)?));
+                        }
+                    }
+                }
             }
-            let mut points: std::collections::BTreeMap<i64, u64> = Default::default();
-            for (ts, c) in acc {
-                let e = points.entry(floor_to(ts, step_s)).or_insert(0);
-                *e = e.saturating_add(c);
-            }
-            out.push(TargetSeries {
+        }
+        let mut per_target: HashMap<i64, std::collections::BTreeMap<i64, u64>> = HashMap::new();
+        for ((target, bucket), c) in acc {
+            per_target.entry(target).or_default().insert(bucket, c);
+        }
+        Ok(targets
+            .into_iter()
+            .map(|(id, labels, period_ns)| TargetSeries {
                 labels,
                 period_ns,
-                points: points.into_iter().collect(),
-            });
-        }
-        Ok(out)
+                points: per_target
+                    .remove(&id)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default(),
+            })
+            .collect())
     }
 
     fn bucketed_stacks_inner(
