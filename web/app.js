@@ -101,7 +101,7 @@ function fmtDuration(s) {
   if (s < 5400) return Math.round(s / 60) + ' min';
   return (s / 3600).toFixed(1).replace(/\.0$/, '') + ' h';
 }
-function fmtP(p) { return p === null || p === undefined ? '–' : p < 1e-4 ? p.toExponential(1) : p.toFixed(4); }
+function fmtP(p) { return p === null || p === undefined ? '–' : p < 1e-16 ? '< 1e-16' : p < 1e-4 ? p.toExponential(1) : p.toFixed(4); }
 function regexEscape(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
 function labelSelector(labels) {
   return '{' + Object.entries(labels).map(([k, v]) => k + '="' + String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';

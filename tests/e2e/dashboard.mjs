@@ -302,8 +302,9 @@ try {
   if (process.env.STACKWATCH_E2E_RELEASE === '1') expect(readyMs <= 1000, `Explore ready within 1 s on a 10 000-stack profile (${readyMs} ms)`);
 
   step('screenshots');
-  // The README's pictures (viewport-sized): Explore with a line per version over complete
-  // buckets, the flamegraph and the first rows of the table; Compare with its verdict.
+  // The README's pictures: Explore (viewport-sized) with a line per version over complete
+  // buckets, the flamegraph and the first rows of the table; Compare (the whole page) with
+  // its verdict and the differential flamegraph.
   await page.setViewportSize({ width: 1440, height: 1350 });
   const end = Math.floor((Date.now() / 1000 - 5) / 10) * 10;
   await explore({ query: SVC, from: String(end - 120), to: String(end), group_by: 'version' });
@@ -315,7 +316,7 @@ try {
   await ready('compare');
   await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
   await page.mouse.move(1, 1);
-  await page.screenshot({ path: shots + '/dashboard-compare.png' });
+  await page.screenshot({ path: shots + '/dashboard-compare.png', fullPage: true });
 } catch (e) {
   problems.push(e.message);
   await page.screenshot({ path: shots + '/failure.png', fullPage: true }).catch(() => {});
