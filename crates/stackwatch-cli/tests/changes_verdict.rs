@@ -22,7 +22,8 @@ fn enc(s: &str) -> String {
 
 #[test]
 fn the_canary_s_avro_encoder_is_significant_and_main_against_itself_is_not() {
-    let main_flags = ["--profile-hz", "199"];
+    // 499 Hz: enough periods per 1 s window for the test in a debug or release build.
+    let main_flags = ["--profile-hz", "499"];
     let mut canary_flags: Vec<&str> = main_flags.to_vec();
     canary_flags.extend(["--format", "avro", "--batch-size", "500", "--seed", "3"]);
     let (_m1, a1) = binlog_worker(&[&main_flags[..], &["--seed", "1"]].concat());

@@ -106,7 +106,10 @@ pub fn is_plumbing(frame: &str) -> bool {
         "std::panic::catch_unwind",
         "<alloc::boxed::Box<F,A> as core::ops::function::FnOnce<Args>>::call_once",
     ];
-    EXACT.contains(&frame) || CONTAINS.iter().any(|c| frame.contains(c))
+    EXACT.contains(&frame)
+        || CONTAINS.iter().any(|c| frame.contains(c))
+        // However a build names it (`<std::sys::thread::unix::Thread>::new::thread_start`).
+        || frame.ends_with("::thread_start")
 }
 
 /// The first frame of every stack: the thread (or process) it ran on.
@@ -169,6 +172,9 @@ mod tests {
         assert!(is_plumbing("_start"));
         assert!(is_plumbing(
             "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(is_plumbing(
+            "<std::sys::thread::unix::Thread>::new::thread_start"
         ));
         assert!(!is_plumbing("binlog_streamer::decode::RowDecoder::decode"));
         assert!(!is_plumbing("main_loop"));

@@ -19,8 +19,7 @@ use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
 use stackwatch_store::{ProfileStore, TargetSeries};
 
 use crate::query::{
-    apply_hide, describe, hide_param, param_err, parse_request, read, selection, svg_options,
-    Params,
+    apply_hide, hide_param, param_err, parse_request, read, selection, svg_options, Params,
 };
 use crate::state::ApiState;
 
@@ -93,12 +92,16 @@ fn cpu_seconds<'a>(targets: impl IntoIterator<Item = &'a TargetSeries>) -> f64 {
         .sum()
 }
 
-fn points(buckets: &[i64], values: &[Option<f64>]) -> Value {
+/// `[[bucket, value], ...]`, the last value multiplied by `last_scale` (a partial
+/// bucket's periods over the part of it covered).
+fn points(buckets: &[i64], values: &[Option<f64>], last_scale: f64) -> Value {
+    let n = values.len();
     Value::Array(
         buckets
             .iter()
             .zip(values)
-            .map(|(b, v)| json!([b, v]))
+            .enumerate()
+            .map(|(i, (b, v))| json!([b, v.map(|c| if i + 1 == n { c * last_scale } else { c })]))
             .collect(),
     )
 }
@@ -112,6 +115,7 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
     let limit = limit_param(&q, 8, 100)?;
     let group_by = q.get("group_by").filter(|g| !g.is_empty()).cloned();
     let function = q.get("function").filter(|f| !f.is_empty()).cloned();
+    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let (from, to) = (sel.from, sel.to);
     let lag = 2 * st.cfg.scrape.interval.as_secs() as i64;
     let now = stackwatch_profile::clock::unix_s();
@@ -120,17 +124,15 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
         let first = from.div_euclid(step) * step;
         let buckets: Vec<i64> = (first..to).step_by(step as usize).collect();
         let all: Vec<&TargetSeries> = series.iter().collect();
-        let mut total = cores(&all, &buckets, step);
-        // The last bucket: scaled to the part of it inside the range, and marked while
-        // data for it may still arrive.
+        let total = cores(&all, &buckets, step);
+        // The last bucket: every series scaled to the part of it inside the range, and
+        // marked while data for it may still arrive.
         let mut partial = Value::Null;
+        let mut last_scale = 1.0;
         if let Some(&last) = buckets.last() {
             let covered = (to.min(last + step) - last).max(1);
             if covered < step || last + step > now - lag {
-                let scale = step as f64 / covered as f64;
-                if let Some(Some(v)) = total.last_mut() {
-                    *v *= scale;
-                }
+                last_scale = step as f64 / covered as f64;
                 partial = json!({ "ts": last, "covered_s": covered });
             }
         }
@@ -139,7 +141,7 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             "to": to,
             "step": step,
             "unit": "cores",
-            "points": points(&buckets, &total),
+            "points": points(&buckets, &total, last_scale),
             "partial": partial,
         });
         if let Some(label) = &group_by {
@@ -165,11 +167,11 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             for (name, ts, _) in ranked.iter().take(limit) {
                 list.push(json!({
                     "name": if name.is_empty() { "(none)" } else { name.as_str() },
-                    "points": points(&buckets, &cores(ts, &buckets, step)),
+                    "points": points(&buckets, &cores(ts, &buckets, step), last_scale),
                 }));
             }
             if !rest.is_empty() {
-                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step))}));
+                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step), last_scale)}));
             }
             out["group_by"] = json!(label);
             out["series"] = Value::Array(list);
@@ -185,7 +187,8 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             } else {
                 DEFAULT_PERIOD_NS as f64
             };
-            let b = store.bucketed_stacks(&sel.selector, from, to, step)?;
+            let mut b = store.bucketed_stacks(&sel.selector, from, to, step)?;
+            hide_in_buckets(&mut b, hide.as_ref());
             let mut self_c: HashMap<i64, f64> = HashMap::new();
             let mut total_c: HashMap<i64, f64> = HashMap::new();
             let mut seen: HashMap<i64, ()> = HashMap::new();
@@ -211,8 +214,8 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             };
             out["function"] = json!({
                 "name": name,
-                "self": points(&buckets, &to_points(&self_c)),
-                "total": points(&buckets, &to_points(&total_c)),
+                "self": points(&buckets, &to_points(&self_c), last_scale),
+                "total": points(&buckets, &to_points(&total_c), last_scale),
             });
         }
         Ok(Json(out).into_response())
@@ -320,7 +323,7 @@ pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Respo
     } else {
         "Callees (the function at the root, what it calls above)"
     };
-    let opts = svg_options(&q, title, format!("{function} in {}", describe(&sel)))
+    let opts = svg_options(&q, title, function.chars().take(120).collect())
         .map_err(IntoResponse::into_response)?;
     read(&st, move |store| {
         let p = apply_hide(
@@ -336,6 +339,17 @@ pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Respo
             .into_response())
     })
     .await
+}
+
+/// Removes the frames `hide` matches from every stack of `b` (stacks that become equal
+/// stay separate entries: the function sets and totals read from them are the same).
+fn hide_in_buckets(b: &mut stackwatch_store::BucketedStacks, hide: Option<&regex::Regex>) {
+    if let Some(re) = hide {
+        for s in &mut b.stacks {
+            let kept: Vec<&str> = s.split(';').filter(|f| !re.is_match(f)).collect();
+            *s = std::sync::Arc::from(kept.join(";"));
+        }
+    }
 }
 
 /// Totals of one side of a comparison: cores over its range, windows tested, cores per
@@ -375,14 +389,7 @@ pub async fn changes(State(st): State<ApiState>, q: Params) -> Result<Response, 
         for sel in [&base, &target] {
             let step = verdict_step(sel.to - sel.from);
             let mut b = store.bucketed_stacks(&sel.selector, sel.from, sel.to, step)?;
-            if let Some(re) = &hide {
-                // Hidden frames drop out of every stack's text; equal stacks then count
-                // as one function set each, which is all the verdict reads.
-                for s in &mut b.stacks {
-                    let kept: Vec<&str> = s.split(';').filter(|f| !re.is_match(f)).collect();
-                    *s = std::sync::Arc::from(kept.join(";"));
-                }
-            }
+            hide_in_buckets(&mut b, hide.as_ref());
             let series = store.target_series(&sel.selector, sel.from, sel.to, sel.to - sel.from)?;
             sides.push((b, series, sel.to - sel.from));
         }
@@ -415,6 +422,15 @@ mod tests {
         assert_eq!(verdict_step(900), 30);
         assert_eq!(verdict_step(20), 1);
         assert_eq!(verdict_step(3600), 120);
+    }
+
+    #[test]
+    fn only_the_last_point_of_a_series_is_scaled_and_null_stays_null() {
+        assert_eq!(
+            points(&[0, 10, 20], &[Some(1.0), Some(2.0), Some(3.0)], 2.0),
+            json!([[0, 1.0], [10, 2.0], [20, 6.0]])
+        );
+        assert_eq!(points(&[0], &[None], 2.0), json!([[0, null]]));
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match binlog_streamer::cli::run(cli.args) {
         Ok(summary) => eprintln!("{summary}"),
