@@ -88,6 +88,13 @@ impl Server {
                 addr: cfg.listen,
                 source,
             })?;
+        if cfg.storage.flush_interval >= cfg.scrape.interval {
+            tracing::warn!(
+                flush_interval = ?cfg.storage.flush_interval,
+                interval = ?cfg.scrape.interval,
+                "storage.flush_interval is not below scrape.interval: every scrape waits for a flush, so scrapes fall behind their schedule; set flush_interval below the interval"
+            );
+        }
         if !cfg.listen.ip().is_loopback() && cfg.bearer_token.is_none() {
             tracing::warn!(
                 listen = %cfg.listen,
