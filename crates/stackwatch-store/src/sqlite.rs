@@ -493,6 +493,45 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Reads one piece of a [`SqliteStore::plan`]: the raw table in one pass for all
+    /// `targets` (it is keyed by time; `raw` selects from `samples_raw` with `?1`/`?2`
+    /// the range and `{ids}` the target list), a rollup table with one range read per
+    /// target (it is keyed by target; `rollup` selects from `{table}` with `?1` the
+    /// target and `?2`/`?3` the range). `row` gets the target id for rollup rows.
+    fn scan(
+        &self,
+        (table, from, to): (Table, i64, i64),
+        targets: &[i64],
+        raw: &str,
+        rollup: &str,
+        mut row: impl FnMut(Option<i64>, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        match table {
+            Table::Raw => {
+                let sql = raw.replace("{ids}", &id_list(targets));
+                let mut stmt = self.conn.prepare(&sql)?;
+                let mut rows = stmt.query(params![from, to])?;
+                while let Some(r) = rows.next()? {
+                    row(None, r)?;
+                }
+            }
+            Table::Minute | Table::Hour => {
+                let sql = rollup.replace("{table}", table.name());
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                for t in targets {
+                    let mut rows = stmt.query(params![t, from, to])?;
+                    while let Some(r) = rows.next()? {
+                        row(Some(*t), r)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds every (stack id, count) of the selected targets in `[from, to)` of `table`.
     fn sum_stacks(
         &self,
@@ -502,41 +541,20 @@ impl SqliteStore {
         to: i64,
         acc: &mut HashMap<i64, u64>,
     ) -> Result<(), StoreError> {
-        match table {
-            Table::Raw => {
-                let ids = id_list(targets);
-                let sql = format!(
-                    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id"
-                );
-                let mut stmt = self.conn.prepare(&sql)?;
-                let mut rows = stmt.query(params![from, to])?;
-                while let Some(r) = rows.next()? {
-                    {
-                        let e = acc.entry(r.get(0)?).or_insert(0);
-                        *e = e.saturating_add(read_count(r.get_ref(1)?));
-                    }
-                }
-            }
-            Table::Minute | Table::Hour => {
-                let sql = format!(
-                    "SELECT stack_id, count FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
-                    table.name()
-                );
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                for t in targets {
-                    let mut rows = stmt.query(params![t, from, to])?;
-                    while let Some(r) = rows.next()? {
-                        {
-                            let e = acc.entry(r.get(0)?).or_insert(0);
-                            *e = e.saturating_add(read_count(r.get_ref(1)?));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.scan(
+            (table, from, to),
+            targets,
+            "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id",
+            "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+            |_, r| {
+                let e = acc.entry(r.get(0)?).or_insert(0);
+                *e = e.saturating_add(read_count(r.get_ref(1)?));
+                Ok(())
+            },
+        )
     }
 
+    /// Adds every (time, count) of the selected targets in `[from, to)` of `table`.
     fn sum_series(
         &self,
         table: Table,
@@ -545,35 +563,17 @@ impl SqliteStore {
         to: i64,
         acc: &mut HashMap<i64, u64>,
     ) -> Result<(), StoreError> {
-        let sql = match table {
-            Table::Raw => {
-                let ids = id_list(targets);
-                format!("SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts")
-            }
-            _ => format!(
-                "SELECT ts, TOTAL(count) FROM {} WHERE target_id = ?3 AND ts >= ?1 AND ts < ?2 GROUP BY ts",
-                table.name()
-            ),
-        };
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut run = |rows: &mut rusqlite::Rows<'_>| -> Result<(), StoreError> {
-            while let Some(r) = rows.next()? {
-                {
-                    let e = acc.entry(r.get(0)?).or_insert(0);
-                    *e = e.saturating_add(read_count(r.get_ref(1)?));
-                }
-            }
-            Ok(())
-        };
-        match table {
-            Table::Raw => run(&mut stmt.query(params![from, to])?)?,
-            _ => {
-                for t in targets {
-                    run(&mut stmt.query(params![from, to, t])?)?;
-                }
-            }
-        }
-        Ok(())
+        self.scan(
+            (table, from, to),
+            targets,
+            "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
+            "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+            |_, r| {
+                let e = acc.entry(r.get(0)?).or_insert(0);
+                *e = e.saturating_add(read_count(r.get_ref(1)?));
+                Ok(())
+            },
+        )
     }
 
     /// Resolves stack ids to their text (cached), keeping each id's count.
@@ -971,34 +971,20 @@ impl SqliteStore {
             *e = e.saturating_add(c);
         };
         for (table, a, b) in self.plan(from_s, to_s, step_s)? {
-            match table {
-                // The raw table is keyed by time: one pass for every target.
-                Table::Raw => {
-                    let sql = format!(
-                        "SELECT target_id, ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({}) GROUP BY target_id, ts",
-                        id_list(&ids)
-                    );
-                    let mut stmt = self.conn.prepare(&sql)?;
-                    let mut rows = stmt.query(params![a, b])?;
-                    while let Some(r) = rows.next()? {
-                        add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
-                    }
-                }
-                // Rollups are keyed by target: a range read per target.
-                Table::Minute | Table::Hour => {
-                    let sql = format!(
-                        "SELECT ts, TOTAL(count) FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
-                        table.name()
-                    );
-                    let mut stmt = self.conn.prepare_cached(&sql)?;
-                    for id in &ids {
-                        let mut rows = stmt.query(params![id, a, b])?;
-                        while let Some(r) = rows.next()? {
-                            add(*id, r.get(0)?, read_count(r.get_ref(1)?));
-                        }
-                    }
-                }
-            }
+            self.scan(
+                (table, a, b),
+                &ids,
+                "SELECT ts, TOTAL(count), target_id FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY target_id, ts",
+                "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+                |target, r| {
+                    let target = match target {
+                        Some(t) => t,
+                        None => r.get(2)?,
+                    };
+                    add(target, r.get(0)?, read_count(r.get_ref(1)?));
+                    Ok(())
+                },
+            )?;
         }
         let mut per_target: HashMap<i64, std::collections::BTreeMap<i64, u64>> = HashMap::new();
         for ((target, bucket), c) in acc {
@@ -1027,39 +1013,19 @@ impl SqliteStore {
         let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
         let targets = self.selected_targets(selector)?;
         let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
-        if !targets.is_empty() {
-            for (table, a, b) in self.plan(from_s, to_s, step_s)? {
-                let mut add = |ts: i64, stack: i64, c: u64| {
-                    let e = acc.entry((floor_to(ts, step_s), stack)).or_insert(0);
-                    *e = e.saturating_add(c);
-                };
-                match table {
-                    Table::Raw => {
-                        let sql = format!(
-                            "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({}) GROUP BY ts, stack_id",
-                            id_list(&targets)
-                        );
-                        let mut stmt = self.conn.prepare(&sql)?;
-                        let mut rows = stmt.query(params![a, b])?;
-                        while let Some(r) = rows.next()? {
-                            add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
-                        }
-                    }
-                    Table::Minute | Table::Hour => {
-                        let sql = format!(
-                            "SELECT ts, stack_id, count FROM {} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
-                            table.name()
-                        );
-                        let mut stmt = self.conn.prepare_cached(&sql)?;
-                        for t in &targets {
-                            let mut rows = stmt.query(params![t, a, b])?;
-                            while let Some(r) = rows.next()? {
-                                add(r.get(0)?, r.get(1)?, read_count(r.get_ref(2)?));
-                            }
-                        }
-                    }
-                }
-            }
+        for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+            self.scan(
+                (table, a, b),
+                &targets,
+                "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts, stack_id",
+                "SELECT ts, stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+                |_, r| {
+                    let bucket = floor_to(r.get(0)?, step_s);
+                    let e = acc.entry((bucket, r.get(1)?)).or_insert(0);
+                    *e = e.saturating_add(read_count(r.get_ref(2)?));
+                    Ok(())
+                },
+            )?;
         }
         // Bound the distinct stacks: the smallest in total fold into [other].
         let mut totals: HashMap<i64, u64> = HashMap::new();
