@@ -35,14 +35,21 @@ fn default_step(range: i64) -> i64 {
     STEPS.iter().copied().find(|s| *s >= want).unwrap_or(86_400)
 }
 
-fn step_param(q: &HashMap<String, String>, range: i64) -> Result<i64, Response> {
+/// Buckets of `step` seconds on multiples of the step that cover `[from, to)`.
+fn bucket_count(from: i64, to: i64, step: i64) -> i64 {
+    let first = from.div_euclid(step) * step;
+    (to - first + step - 1) / step
+}
+
+fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Result<i64, Response> {
     match q.get("step") {
-        None => Ok(default_step(range)),
+        None => Ok(default_step(to - from)),
         Some(s) => match humantime::parse_duration(s)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .or_else(|_| s.parse::<i64>().map_err(|_| ()))
         {
-            Ok(v) if v >= 1 && range / v <= 10_000 => Ok(v),
+            // Counted as the store counts them: an unaligned `from` adds a bucket.
+            Ok(v) if v >= 1 && bucket_count(from, to, v) <= 10_000 => Ok(v),
             Ok(_) => Err(param_err(
                 "step",
                 "must be at least 1 s and give at most 10 000 points",
@@ -89,21 +96,33 @@ fn cpu_seconds<'a>(targets: impl IntoIterator<Item = &'a TargetSeries>) -> f64 {
     targets
         .into_iter()
         .map(|t| t.points.iter().map(|(_, p)| *p as f64).sum::<f64>() * period_of(t) / 1e9)
-        .sum()
+        .sum::<f64>()
+        // An empty float sum is -0.0; JSON should say 0.
+        + 0.0
 }
 
-/// `[[bucket, value], ...]`, the last value multiplied by `last_scale` (a partial
-/// bucket's periods over the part of it covered).
-fn points(buckets: &[i64], values: &[Option<f64>], last_scale: f64) -> Value {
-    let n = values.len();
+/// `[[bucket, value], ...]`, each value multiplied by its bucket's scale (a bucket that
+/// sticks out of the range is averaged over the part of it inside).
+fn points(buckets: &[i64], values: &[Option<f64>], scales: &[f64]) -> Value {
     Value::Array(
         buckets
             .iter()
             .zip(values)
-            .enumerate()
-            .map(|(i, (b, v))| json!([b, v.map(|c| if i + 1 == n { c * last_scale } else { c })]))
+            .zip(scales)
+            .map(|((b, v), k)| json!([b, v.map(|c| c * k)]))
             .collect(),
     )
+}
+
+/// For each bucket, its length over the part of it inside `[from, to)`.
+fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
+    buckets
+        .iter()
+        .map(|b| {
+            let inside = (to.min(b + step) - from.max(*b)).max(1);
+            step as f64 / inside.min(step) as f64
+        })
+        .collect()
 }
 
 /// `GET /api/timeseries`: CPU in cores per bucket, `null` where nothing was stored;
@@ -111,7 +130,7 @@ fn points(buckets: &[i64], values: &[Option<f64>], last_scale: f64) -> Value {
 /// `function=NAME` adds that function's self and total CPU.
 pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
-    let step = step_param(&q, sel.to - sel.from)?;
+    let step = step_param(&q, sel.from, sel.to)?;
     let limit = limit_param(&q, 8, 100)?;
     let group_by = q.get("group_by").filter(|g| !g.is_empty()).cloned();
     let function = q.get("function").filter(|f| !f.is_empty()).cloned();
@@ -125,15 +144,15 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
         let buckets: Vec<i64> = (first..to).step_by(step as usize).collect();
         let all: Vec<&TargetSeries> = series.iter().collect();
         let total = cores(&all, &buckets, step);
-        // The last bucket: every series scaled to the part of it inside the range, and
-        // marked while data for it may still arrive.
+        // Buckets that stick out of the range (the first when `from` is not on a
+        // multiple of the step, the last when `to` is not): every series is averaged
+        // over the part inside. The last is marked while data for it may still arrive.
+        let scales = edge_scales(&buckets, step, from, to);
         let mut partial = Value::Null;
-        let mut last_scale = 1.0;
         if let Some(&last) = buckets.last() {
-            let covered = (to.min(last + step) - last).max(1);
+            let covered = to.min(last + step) - from.max(last);
             if covered < step || last + step > now - lag {
-                last_scale = step as f64 / covered as f64;
-                partial = json!({ "ts": last, "covered_s": covered });
+                partial = json!({ "ts": last, "covered_s": covered.max(1) });
             }
         }
         let mut out = json!({
@@ -141,7 +160,7 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             "to": to,
             "step": step,
             "unit": "cores",
-            "points": points(&buckets, &total, last_scale),
+            "points": points(&buckets, &total, &scales),
             "partial": partial,
         });
         if let Some(label) = &group_by {
@@ -167,11 +186,11 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             for (name, ts, _) in ranked.iter().take(limit) {
                 list.push(json!({
                     "name": if name.is_empty() { "(none)" } else { name.as_str() },
-                    "points": points(&buckets, &cores(ts, &buckets, step), last_scale),
+                    "points": points(&buckets, &cores(ts, &buckets, step), &scales),
                 }));
             }
             if !rest.is_empty() {
-                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step), last_scale)}));
+                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step), &scales)}));
             }
             out["group_by"] = json!(label);
             out["series"] = Value::Array(list);
@@ -214,8 +233,8 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             };
             out["function"] = json!({
                 "name": name,
-                "self": points(&buckets, &to_points(&self_c), last_scale),
-                "total": points(&buckets, &to_points(&total_c), last_scale),
+                "self": points(&buckets, &to_points(&self_c), &scales),
+                "total": points(&buckets, &to_points(&total_c), &scales),
             });
         }
         Ok(Json(out).into_response())
@@ -425,12 +444,28 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_point_of_a_series_is_scaled_and_null_stays_null() {
+    fn buckets_sticking_out_of_the_range_are_averaged_over_the_part_inside() {
+        // [5, 25) over buckets 0, 10, 20 of 10 s: 5 s, 10 s and 5 s inside.
+        let scales = edge_scales(&[0, 10, 20], 10, 5, 25);
+        assert_eq!(scales, vec![2.0, 1.0, 2.0]);
         assert_eq!(
-            points(&[0, 10, 20], &[Some(1.0), Some(2.0), Some(3.0)], 2.0),
-            json!([[0, 1.0], [10, 2.0], [20, 6.0]])
+            points(&[0, 10, 20], &[Some(1.0), Some(2.0), Some(3.0)], &scales),
+            json!([[0, 2.0], [10, 2.0], [20, 6.0]])
         );
-        assert_eq!(points(&[0], &[None], 2.0), json!([[0, null]]));
+        assert_eq!(points(&[0], &[None], &[2.0]), json!([[0, null]]));
+        // One bucket far longer than the range: scaled to the range itself.
+        assert_eq!(
+            edge_scales(&[0], 86_400, 1000, 1480),
+            vec![86_400.0 / 480.0]
+        );
+        // An unaligned start needs one more bucket than the range divided by the step.
+        assert_eq!(bucket_count(5, 25, 10), 3);
+        assert_eq!(bucket_count(0, 20, 10), 2);
+    }
+
+    #[test]
+    fn an_empty_selection_is_zero_cores_not_minus_zero() {
+        assert_eq!(json!(cpu_seconds(std::iter::empty())).to_string(), "0.0");
     }
 
     #[test]

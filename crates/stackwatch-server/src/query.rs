@@ -264,7 +264,12 @@ pub(crate) async fn read<T: Send + 'static>(
         })
         .await
         .map_err(server_error)?
-        .map_err(server_error)
+        .map_err(|e| match e {
+            // A range or step the store cannot answer: the request's fault, not a
+            // reason to come back later.
+            StoreError::Invalid(msg) => param_err("range", msg).into_response(),
+            e => server_error(e),
+        })
 }
 
 pub(crate) fn describe(sel: &Selection) -> String {
@@ -319,11 +324,7 @@ pub(crate) fn svg_options(
     title: &str,
     subtitle: String,
 ) -> Result<SvgOptions, ParamError> {
-    let icicle = match q.get("icicle").map(String::as_str) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(_) => return Err(param_err("icicle", "must be true or false")),
-    };
+    let icicle = bool_param(q, "icicle", false)?;
     // A fixed width (the dashboard passes its own) instead of inferno's fluid layout.
     let image_width = match q.get("width").map(|w| w.parse::<usize>()) {
         None => None,

@@ -266,6 +266,11 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
         ("/api/timeseries?from=now-30d&step=1s", "step"),
         ("/api/top?limit=-1", "limit"),
         ("/api/top?order=up", "order"),
+        // 70 000 s in 7 s steps from an unaligned start is 10 001 buckets.
+        (
+            "/api/timeseries?from=1761000001&to=1761070001&step=7&function=main",
+            "step",
+        ),
         ("/api/top?hide=%28", "hide"),
         ("/api/sandwich?from=now-1h", "function"),
         ("/api/sandwich.svg?function=f&side=up", "side"),
