@@ -1,6 +1,7 @@
 //! Issue #15's proof of `/api/changes` on real workers: a canary that encodes with Avro
 //! where main encodes JSON shows the Avro encoder as significant growth and no thread
-//! root; main against itself (two halves of the same run) shows nothing significant.
+//! root; main against itself (its two instances over the same time) shows nothing
+//! significant.
 
 mod common;
 
@@ -62,7 +63,7 @@ fn the_canary_s_avro_encoder_is_significant_and_main_against_itself_is_not() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_secs(1));
     }
-    let (from, mid, to) = (start + 5, start + 28, start + 51);
+    let (from, to) = (start + 5, start + 51);
     let v = get_json(
         &agent,
         &format!(
@@ -95,12 +96,15 @@ fn the_canary_s_avro_encoder_is_significant_and_main_against_itself_is_not() {
         v["base"]["instances"]["main-1"].as_f64().unwrap() > 0.0,
         "{v}"
     );
-    // Main against itself: the first half against the second.
+    // Main against itself: its two instances over the same time. (Two halves of one run
+    // are not "no change" this early: the profiler's own symbolizer is still warming up in
+    // the first half of a debug build, and the verdict rightly says so.)
     let v = get_json(
         &agent,
         &format!(
-            "http://{api}/api/changes?base={sel}&base_from={from}&base_to={mid}&query={sel}&from={mid}&to={to}",
-            sel = enc("{version=\"main\"}")
+            "http://{api}/api/changes?base={}&base_from={from}&base_to={to}&query={}&from={from}&to={to}",
+            enc("{instance=\"main-1\"}"),
+            enc("{instance=\"main-2\"}")
         ),
     );
     let flagged: Vec<&serde_json::Value> = v["changes"]
@@ -109,6 +113,6 @@ fn the_canary_s_avro_encoder_is_significant_and_main_against_itself_is_not() {
         .iter()
         .filter(|c| c["significant"] == true)
         .collect();
-    assert!(flagged.is_empty(), "main vs main flagged: {flagged:#?}");
+    assert!(flagged.is_empty(), "main-1 vs main-2 flagged: {flagged:#?}");
     assert!(v["base"]["windows"].as_u64().unwrap() >= 15, "{v}");
 }
