@@ -41,6 +41,16 @@ pub const MAX_FUTURE_S: i64 = 86_400;
 /// this): sums of rows saturate at 2^62 in SQL and are read as floats (`TOTAL`), so no
 /// count from outside can make a query or a rollup fail with an integer overflow.
 const MAX_STORED_COUNT: u64 = 1 << 40;
+/// Periods per stack id, for [`SqliteStore::sum_into`]: raw table, rollup table.
+const SUM_BY_STACK: (&str, &str) = (
+    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id",
+    "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+);
+/// Periods per window start, for [`SqliteStore::sum_into`]: raw table, rollup table.
+const SUM_BY_TIME: (&str, &str) = (
+    "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
+    "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+);
 /// Rows deleted per statement by the retention sweep of stacks and targets.
 const GC_CHUNK: i64 = 10_000;
 
@@ -532,48 +542,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Adds every (stack id, count) of the selected targets in `[from, to)` of `table`.
-    fn sum_stacks(
+    /// Adds every (key, count) row of `sql` (a [`SqliteStore::scan`] pair selecting a key
+    /// and a count) over one plan piece into `acc`.
+    fn sum_into(
         &self,
-        table: Table,
+        piece: (Table, i64, i64),
         targets: &[i64],
-        from: i64,
-        to: i64,
+        (raw, rollup): (&str, &str),
         acc: &mut HashMap<i64, u64>,
     ) -> Result<(), StoreError> {
-        self.scan(
-            (table, from, to),
-            targets,
-            "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id",
-            "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
-            |_, r| {
-                let e = acc.entry(r.get(0)?).or_insert(0);
-                *e = e.saturating_add(read_count(r.get_ref(1)?));
-                Ok(())
-            },
-        )
-    }
-
-    /// Adds every (time, count) of the selected targets in `[from, to)` of `table`.
-    fn sum_series(
-        &self,
-        table: Table,
-        targets: &[i64],
-        from: i64,
-        to: i64,
-        acc: &mut HashMap<i64, u64>,
-    ) -> Result<(), StoreError> {
-        self.scan(
-            (table, from, to),
-            targets,
-            "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
-            "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
-            |_, r| {
-                let e = acc.entry(r.get(0)?).or_insert(0);
-                *e = e.saturating_add(read_count(r.get_ref(1)?));
-                Ok(())
-            },
-        )
+        self.scan(piece, targets, raw, rollup, |_, r| {
+            let e = acc.entry(r.get(0)?).or_insert(0);
+            *e = e.saturating_add(read_count(r.get_ref(1)?));
+            Ok(())
+        })
     }
 
     /// Resolves stack ids to their text (cached), keeping each id's count.
@@ -1076,7 +1058,7 @@ impl SqliteStore {
         let mut acc: HashMap<i64, u64> = HashMap::new();
         if !targets.is_empty() {
             for (table, a, b) in self.plan(from_s, to_s, 3600)? {
-                self.sum_stacks(table, &targets, a, b, &mut acc)?;
+                self.sum_into((table, a, b), &targets, SUM_BY_STACK, &mut acc)?;
             }
         }
         let mut profile = Profile {
@@ -1117,7 +1099,7 @@ impl SqliteStore {
         let mut acc: HashMap<i64, u64> = HashMap::new();
         if !targets.is_empty() {
             for (table, a, b) in self.plan(from_s, to_s, step_s)? {
-                self.sum_series(table, &targets, a, b, &mut acc)?;
+                self.sum_into((table, a, b), &targets, SUM_BY_TIME, &mut acc)?;
             }
         }
         let mut out: Vec<(i64, u64)> = (0..buckets)
