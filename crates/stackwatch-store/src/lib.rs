@@ -4,14 +4,14 @@
 //! trait so that a distributed column store can be added beside [`SqliteStore`], the
 //! embedded default. The schema is in [`schema`], label selectors in [`selector`].
 
-mod pool;
-pub mod schema;
 pub mod selector;
 mod sqlite;
 
-pub use pool::{PooledReader, ReaderPool};
 pub use selector::{Labels, Selector, SelectorError, SelectorLimits};
-pub use sqlite::{QueryGuard, ReaderOptions, SqliteStore, StoreOptions, MAX_FUTURE_S, OTHER_FRAME};
+pub use sqlite::{
+    schema, PooledReader, QueryGuard, ReaderOptions, ReaderPool, SqliteStore, StoreOptions,
+    MAX_FUTURE_S, OTHER_FRAME,
+};
 use stackwatch_profile::Profile;
 use thiserror::Error;
 

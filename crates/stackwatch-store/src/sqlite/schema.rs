@@ -20,6 +20,10 @@
 //! All sample tables are `WITHOUT ROWID`: the key is the row, which keeps a stored
 //! (target, window, stack) row near 20 bytes.
 
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::StoreError;
+
 /// Current schema version (stored in `PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -103,3 +107,46 @@ UPDATE stacks SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
 UPDATE targets SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
 CREATE INDEX IF NOT EXISTS stacks_by_last_seen ON stacks (last_seen);
 ";
+
+/// Brings the schema of a store opened for writing to [`SCHEMA_VERSION`]: refuses a newer
+/// one, creates it in a new database (refusing one with tables that are not
+/// stackwatch's), migrates an older one. The two functions make the errors that name
+/// the file.
+pub(super) fn create_or_migrate(
+    conn: &Connection,
+    not_a_store: impl Fn(String) -> StoreError,
+    not_writable: impl Fn(rusqlite::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        let foreign: Option<String> = conn
+            .query_row(
+                &format!(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ({}) LIMIT 1",
+                    TABLES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",")
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(table) = foreign {
+            return Err(not_a_store(format!(
+                "it is an SQLite database with other tables ({table:?}), not a stackwatch store"
+            )));
+        }
+        conn.execute_batch(SCHEMA_V1).map_err(&not_writable)?;
+    }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {MIGRATE_V1_TO_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(&not_writable)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! [`SqliteStore`]: the embedded store, one SQLite file (WAL). This module opens it and
+//! holds what the others share; the work is split by job:
+//!
+//! - [`schema`]: the tables, the migrations, and the check of a file opened for writing;
+//! - `ingest`: storing windows (targets and stacks interned);
+//! - `query`: profiles, time series and bucketed stacks, read from raw rows and rollups;
+//! - `rollup`: raw windows into minute and hour rollups;
+//! - `retention`: deleting old data and whatever only it used;
+//! - `pool`: [`ReaderPool`], read-only connections kept for reuse.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags};
+use stackwatch_profile::Profile;
+
+use crate::{
+    BucketedStacks, Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, RetentionStats,
+    Selector, StoreError, TargetSeries,
+};
+use schema::PRAGMAS;
+
+mod ingest;
+mod pool;
+mod query;
+mod retention;
+mod rollup;
+pub mod schema;
+
+pub use pool::{PooledReader, ReaderPool};
+
+/// `last_seen` is written when a window starts this much later than the stored value
+/// (so once an hour per stack, not once per row); retention allows for the lag.
+const LAST_SEEN_GRANULARITY_S: i64 = 3600;
+/// Windows may start at most this far ahead of the clock (a skewed worker clock);
+/// later ones are refused, so `last_seen` bounds every row that names a stack.
+pub const MAX_FUTURE_S: i64 = 86_400;
+
+/// Retention of each resolution.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Raw windows (default 2 days).
+    pub raw_retention: Duration,
+    /// 1-minute rollups (default 14 days).
+    pub minute_retention: Duration,
+    /// 1-hour rollups: the overall retention (default 14 days).
+    pub retention: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            raw_retention: Duration::from_secs(2 * 86_400),
+            minute_retention: Duration::from_secs(14 * 86_400),
+            retention: Duration::from_secs(14 * 86_400),
+        }
+    }
+}
+
+/// Options of a read-only connection (see [`SqliteStore::open_reader_with`]).
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// SQLite page cache of the connection, KiB (default 16 MiB).
+    pub cache_kib: u32,
+    /// Distinct stacks one answer may hold; the rest (smallest counts) fold into
+    /// `[other]`, totals exact (default 100 000).
+    pub max_answer_stacks: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            cache_kib: 16 << 10,
+            max_answer_stacks: 100_000,
+        }
+    }
+}
+
+/// The frame standing for every stack an answer folded away by
+/// [`ReaderOptions::max_answer_stacks`].
+pub const OTHER_FRAME: &str = "[other]";
+
+/// When a query must stop: a deadline, and a flag its requester sets when it leaves.
+/// Checked by SQLite every few thousand instructions, so an abandoned or runaway query
+/// stops within milliseconds instead of running on for minutes.
+#[derive(Debug, Clone)]
+pub struct QueryGuard {
+    /// Stop after this instant.
+    pub deadline: Instant,
+    /// Stop once this is true (the client went away).
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl QueryGuard {
+    fn stop(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
+/// Profiles in one SQLite file (WAL). One writer connection; open more with
+/// [`SqliteStore::open_reader`] for concurrent queries.
+pub struct SqliteStore {
+    conn: Connection,
+    opts: StoreOptions,
+    reader: ReaderOptions,
+    guard: Option<QueryGuard>,
+    target_ids: HashMap<String, (i64, i64, u64)>,
+    stack_ids: HashMap<u64, (i64, i64)>,
+    stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
+}
+
+fn labels_key(labels: &Labels) -> String {
+    let mut k = String::new();
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            k.push(',');
+        }
+        k.push_str(name);
+        k.push('=');
+        k.push_str(&format!("{value:?}"));
+    }
+    k
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step).saturating_mul(step)
+}
+
+fn ceil_to(t: i64, step: i64) -> i64 {
+    floor_to(t.saturating_add(step - 1), step)
+}
+
+fn parse_labels(json: &str) -> Result<Labels, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("target labels: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` for writing.
+    ///
+    /// Refuses, naming the path: a file that exists but is empty (0 bytes: not a store
+    /// that lost its data, but not one to silently start over in either), a database
+    /// with tables that are not stackwatch's, and a file or directory it cannot write.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let not_a_store = |why: String| StoreError::NotAStore {
+            path: path.display().to_string(),
+            why,
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(not_a_store(
+                "the file exists but is empty (0 bytes); remove it to start a new store".into(),
+            ));
+        }
+        let conn = Connection::open(path)?;
+        let not_writable = |e: rusqlite::Error| StoreError::NotWritable {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(StoreError::NotWritable {
+                path: path.display().to_string(),
+                why: "opened read-only (file permissions)".into(),
+            });
+        }
+        conn.execute_batch(PRAGMAS).map_err(not_writable)?;
+        // A write that must succeed now, not at the first scrape.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(not_writable)?;
+        schema::create_or_migrate(&conn, not_a_store, not_writable)?;
+        Ok(Self::with_conn(conn, opts))
+    }
+
+    /// Opens a read-only connection to an existing store (queries run beside the writer).
+    pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        Self::open_reader_with(path, ReaderOptions::default())
+    }
+
+    /// [`SqliteStore::open_reader`] with options.
+    pub fn open_reader_with(path: &Path, reader: ReaderOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(&format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -{};",
+            reader.cache_kib.max(64)
+        ))?;
+        let mut store = Self::with_conn(conn, StoreOptions::default());
+        store.reader = reader;
+        Ok(store)
+    }
+
+    fn with_conn(conn: Connection, opts: StoreOptions) -> Self {
+        SqliteStore {
+            conn,
+            opts,
+            reader: ReaderOptions::default(),
+            guard: None,
+            target_ids: HashMap::new(),
+            stack_ids: HashMap::new(),
+            stack_text: RefCell::new((HashMap::new(), 0)),
+        }
+    }
+
+    /// Bounds the queries that follow by `guard` (none: unbounded). An interrupted
+    /// query fails with [`StoreError::Interrupted`].
+    pub fn set_guard(&mut self, guard: Option<QueryGuard>) {
+        self.guard = guard.clone();
+        let handler = guard.map(|g| move || g.stop());
+        // Every 10 000 SQLite VM instructions: microseconds apart.
+        let _ = self.conn.progress_handler(10_000, handler);
+    }
+
+    /// Maps SQLite's "interrupted" to [`StoreError::Interrupted`] with the reason.
+    fn interrupted(&self, e: StoreError) -> StoreError {
+        match (&e, &self.guard) {
+            (StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)), Some(g))
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                StoreError::Interrupted(if g.cancelled.load(Ordering::Relaxed) {
+                    "the client went away"
+                } else {
+                    "the query took longer than query.timeout"
+                })
+            }
+            _ => e,
+        }
+    }
+
+    /// `PRAGMA integrity_check` result ("ok" when healthy).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Rows in the raw sample table (for tests and benchmarks).
+    pub fn raw_rows(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM samples_raw", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Sum of all raw counts per target (for the lossless-ingest tests).
+    pub fn raw_totals(&self) -> Result<Vec<(Labels, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT t.labels, TOTAL(s.count) FROM samples_raw s JOIN targets t ON t.id = s.target_id GROUP BY s.target_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (labels, total) = row?;
+            out.push((parse_labels(&labels)?, total as u64));
+        }
+        Ok(out)
+    }
+}
+
+impl ProfileStore for SqliteStore {
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+        self.ingest_inner(windows)
+    }
+
+    fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
+        self.checkpoints_inner(target)
+    }
+
+    fn targets(&self) -> Result<Vec<Labels>, StoreError> {
+        self.targets_inner()
+    }
+
+    fn profile(&self, selector: &Selector, from_s: i64, to_s: i64) -> Result<Profile, StoreError> {
+        self.profile_inner(selector, from_s, to_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn timeseries(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.timeseries_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn target_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        self.target_series_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn bucketed_stacks(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        self.bucketed_stacks_inner(selector, from_s, to_s, step_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let more_m = self.rollup_minute(now_s)?;
+        let more_h = self.rollup_hour(now_s)?;
+        Ok(more_m || more_h)
+    }
+
+    fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+        let result = self.retention_inner(now_s);
+        // Ids cached before the sweep may name deleted rows.
+        self.stack_ids.clear();
+        self.target_ids.clear();
+        result
+    }
+}

@@ -1,0 +1,488 @@
+//! Queries: the targets a selector picks, the plan that reads each part of a range from
+//! the coarsest table holding it, the scans, stack texts (cached), and the bodies of
+//! the profile, time series, per-target series, bucketed stacks, checkpoint and target
+//! queries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::params;
+use stackwatch_profile::Profile;
+
+use super::{ceil_to, floor_to, labels_key, parse_labels, SqliteStore, OTHER_FRAME};
+use crate::{BucketedStacks, Checkpoint, Labels, Selector, StoreError, TargetSeries};
+
+/// Bytes of stack text a reader keeps cached before the cache is cleared.
+const STACK_TEXT_CACHE_BYTES: usize = 8 << 20;
+/// Periods per stack id, for [`SqliteStore::sum_into`]: raw table, rollup table.
+const SUM_BY_STACK: (&str, &str) = (
+    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id",
+    "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+);
+/// Periods per window start, for [`SqliteStore::sum_into`]: raw table, rollup table.
+const SUM_BY_TIME: (&str, &str) = (
+    "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
+    "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+);
+
+#[derive(Clone, Copy)]
+enum Table {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Raw => "samples_raw",
+            Table::Minute => "samples_1m",
+            Table::Hour => "samples_1h",
+        }
+    }
+}
+
+impl SqliteStore {
+    /// The body of [`ProfileStore::checkpoints`](crate::ProfileStore::checkpoints).
+    pub(super) fn checkpoints_inner(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.instance, s.last_seq, s.updated_at FROM series s JOIN targets t ON t.id = s.target_id
+             WHERE t.key = ?1 ORDER BY s.updated_at DESC, s.last_seq DESC",
+        )?;
+        let rows = stmt.query_map([labels_key(target)], |r| {
+            Ok(Checkpoint {
+                instance: r.get(0)?,
+                last_seq: r.get::<_, i64>(1)? as u64,
+                updated_unix_s: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The body of [`ProfileStore::targets`](crate::ProfileStore::targets).
+    pub(super) fn targets_inner(&self) -> Result<Vec<Labels>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT labels FROM targets ORDER BY key")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(parse_labels(&row?)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn target_series_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
+        let targets = self.selected_target_rows(selector)?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = targets.iter().map(|(id, _, _)| *id).collect();
+        let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
+        let mut add = |target: i64, ts: i64, c: u64| {
+            let e = acc.entry((target, floor_to(ts, step_s))).or_insert(0);
+            *e = e.saturating_add(c);
+        };
+        for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+            self.scan(
+                (table, a, b),
+                &ids,
+                "SELECT ts, TOTAL(count), target_id FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY target_id, ts",
+                "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+                |target, r| {
+                    let target = match target {
+                        Some(t) => t,
+                        None => r.get(2)?,
+                    };
+                    add(target, r.get(0)?, read_count(r.get_ref(1)?));
+                    Ok(())
+                },
+            )?;
+        }
+        let mut per_target: HashMap<i64, std::collections::BTreeMap<i64, u64>> = HashMap::new();
+        for ((target, bucket), c) in acc {
+            per_target.entry(target).or_default().insert(bucket, c);
+        }
+        Ok(targets
+            .into_iter()
+            .map(|(id, labels, period_ns)| TargetSeries {
+                labels,
+                period_ns,
+                points: per_target
+                    .remove(&id)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub(super) fn bucketed_stacks_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
+        for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+            self.scan(
+                (table, a, b),
+                &targets,
+                "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts, stack_id",
+                "SELECT ts, stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+                |_, r| {
+                    let bucket = floor_to(r.get(0)?, step_s);
+                    let e = acc.entry((bucket, r.get(1)?)).or_insert(0);
+                    *e = e.saturating_add(read_count(r.get_ref(2)?));
+                    Ok(())
+                },
+            )?;
+        }
+        // Bound the distinct stacks: the smallest in total fold into [other].
+        let mut totals: HashMap<i64, u64> = HashMap::new();
+        for ((_, stack), c) in &acc {
+            let e = totals.entry(*stack).or_insert(0);
+            *e = e.saturating_add(*c);
+        }
+        bound_answer(&mut totals, self.reader.max_answer_stacks);
+        let ids: HashMap<i64, u64> = totals.keys().map(|id| (*id, *id as u64)).collect();
+        let mut index: HashMap<i64, u32> = HashMap::with_capacity(ids.len() + 1);
+        let mut stacks = Vec::with_capacity(ids.len() + 1);
+        for (text, id) in self.stack_texts(ids)? {
+            index.insert(id as i64, stacks.len() as u32);
+            stacks.push(text);
+        }
+        let other = stacks.len() as u32;
+        let mut folded: HashMap<(i64, u32), u64> = HashMap::new();
+        for ((bucket, stack), c) in acc {
+            let i = index.get(&stack).copied().unwrap_or(other);
+            let e = folded.entry((bucket, i)).or_insert(0);
+            *e = e.saturating_add(c);
+        }
+        if folded.keys().any(|(_, i)| *i == other) {
+            stacks.push(Arc::from(OTHER_FRAME));
+        }
+        let mut counts: Vec<(i64, u32, u64)> =
+            folded.into_iter().map(|((b, i), c)| (b, i, c)).collect();
+        counts.sort_unstable();
+        Ok(BucketedStacks {
+            step_s,
+            stacks,
+            counts,
+        })
+    }
+
+    pub(super) fn profile_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Profile, StoreError> {
+        if to_s <= from_s {
+            return Err(StoreError::Invalid(format!(
+                "empty time range [{from_s}, {to_s})"
+            )));
+        }
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<i64, u64> = HashMap::new();
+        if !targets.is_empty() {
+            for (table, a, b) in self.plan(from_s, to_s, 3600)? {
+                self.sum_into((table, a, b), &targets, SUM_BY_STACK, &mut acc)?;
+            }
+        }
+        let mut profile = Profile {
+            start_unix_ns: (from_s.max(0) as u64) * 1_000_000_000,
+            duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
+            ..Default::default()
+        };
+        let other = bound_answer(&mut acc, self.reader.max_answer_stacks);
+        profile.stacks.reserve(acc.len() + 1);
+        for (text, count) in self.stack_texts(acc)? {
+            profile.add(&text, count);
+        }
+        profile.add(OTHER_FRAME, other);
+        Ok(profile)
+    }
+
+    pub(super) fn timeseries_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        if to_s <= from_s || step_s <= 0 {
+            return Err(StoreError::Invalid(
+                "empty range or non-positive step".into(),
+            ));
+        }
+        // Buckets sit on multiples of the step, so rollup buckets never straddle two.
+        let from_s = floor_to(from_s, step_s);
+        let buckets = ((to_s - from_s + step_s - 1) / step_s) as usize;
+        if buckets > 100_000 {
+            return Err(StoreError::Invalid(format!(
+                "{buckets} buckets: use a larger step"
+            )));
+        }
+        let targets = self.selected_targets(selector)?;
+        let mut acc: HashMap<i64, u64> = HashMap::new();
+        if !targets.is_empty() {
+            for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+                self.sum_into((table, a, b), &targets, SUM_BY_TIME, &mut acc)?;
+            }
+        }
+        let mut out: Vec<(i64, u64)> = (0..buckets)
+            .map(|i| (from_s + i as i64 * step_s, 0))
+            .collect();
+        for (ts, c) in acc {
+            let i = ((ts - from_s) / step_s) as usize;
+            if let Some(b) = out.get_mut(i) {
+                b.1 += c;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The selected targets' ids, labels and periods.
+    fn selected_target_rows(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<(i64, Labels, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, labels, period_ns FROM targets")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, labels, period) = row?;
+            let labels = parse_labels(&labels)?;
+            if selector.matches(&labels) {
+                out.push((id, labels, period.max(0) as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    fn selected_targets(&self, selector: &Selector) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, labels FROM targets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, labels) = row?;
+            if selector.matches(&parse_labels(&labels)?) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Splits `[from, to)` into pieces each read from the coarsest table that holds it
+    /// completely: whole rolled-up hours from `samples_1h`, whole rolled-up minutes from
+    /// `samples_1m`, the rest from `samples_raw`.
+    ///
+    /// `finest` is the resolution a caller needs (a time series bucket): a rollup is
+    /// used only if its bucket divides it.
+    fn plan(&self, from: i64, to: i64, finest: i64) -> Result<Vec<(Table, i64, i64)>, StoreError> {
+        let use_m = finest % 60 == 0;
+        let use_h = finest % 3600 == 0;
+        let m_done = if use_m {
+            self.done_through("1m")?.unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let h_done = if use_h {
+            self.done_through("1h")?.unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let mut out = Vec::new();
+        let split = |a: i64, b: i64, out: &mut Vec<(Table, i64, i64)>| {
+            if a >= b {
+                return;
+            }
+            let ma = ceil_to(a, 60);
+            let mb = floor_to(b.min(m_done), 60);
+            if ma < mb {
+                if a < ma {
+                    out.push((Table::Raw, a, ma));
+                }
+                out.push((Table::Minute, ma, mb));
+                if mb < b {
+                    out.push((Table::Raw, mb, b));
+                }
+            } else {
+                out.push((Table::Raw, a, b));
+            }
+        };
+        let ha = ceil_to(from, 3600);
+        let hb = floor_to(to.min(h_done), 3600);
+        if ha < hb {
+            split(from, ha, &mut out);
+            out.push((Table::Hour, ha, hb));
+            split(hb, to, &mut out);
+        } else {
+            split(from, to, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Reads one piece of a [`SqliteStore::plan`]: the raw table in one pass for all
+    /// `targets` (it is keyed by time; `raw` selects from `samples_raw` with `?1`/`?2`
+    /// the range and `{ids}` the target list), a rollup table with one range read per
+    /// target (it is keyed by target; `rollup` selects from `{table}` with `?1` the
+    /// target and `?2`/`?3` the range). `row` gets the target id for rollup rows.
+    fn scan(
+        &self,
+        (table, from, to): (Table, i64, i64),
+        targets: &[i64],
+        raw: &str,
+        rollup: &str,
+        mut row: impl FnMut(Option<i64>, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        match table {
+            Table::Raw => {
+                let sql = raw.replace("{ids}", &id_list(targets));
+                let mut stmt = self.conn.prepare(&sql)?;
+                let mut rows = stmt.query(params![from, to])?;
+                while let Some(r) = rows.next()? {
+                    row(None, r)?;
+                }
+            }
+            Table::Minute | Table::Hour => {
+                let sql = rollup.replace("{table}", table.name());
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                for t in targets {
+                    let mut rows = stmt.query(params![t, from, to])?;
+                    while let Some(r) = rows.next()? {
+                        row(Some(*t), r)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds every (key, count) row of `sql` (a [`SqliteStore::scan`] pair selecting a key
+    /// and a count) over one plan piece into `acc`.
+    fn sum_into(
+        &self,
+        piece: (Table, i64, i64),
+        targets: &[i64],
+        (raw, rollup): (&str, &str),
+        acc: &mut HashMap<i64, u64>,
+    ) -> Result<(), StoreError> {
+        self.scan(piece, targets, raw, rollup, |_, r| {
+            let e = acc.entry(r.get(0)?).or_insert(0);
+            *e = e.saturating_add(read_count(r.get_ref(1)?));
+            Ok(())
+        })
+    }
+
+    /// Resolves stack ids to their text (cached), keeping each id's count.
+    fn stack_texts(&self, counts: HashMap<i64, u64>) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
+        let mut cache = self.stack_text.borrow_mut();
+        let (cache, cached_bytes) = &mut *cache;
+        if *cached_bytes > STACK_TEXT_CACHE_BYTES {
+            cache.clear();
+            *cached_bytes = 0;
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT stack FROM stacks WHERE id = ?1")?;
+        let mut out = Vec::with_capacity(counts.len());
+        for (id, count) in counts {
+            let text = match cache.get(&id) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: String = stmt.query_row([id], |r| r.get(0))?;
+                    let t: Arc<str> = Arc::from(t);
+                    *cached_bytes += t.len() + 32;
+                    cache.insert(id, t.clone());
+                    t
+                }
+            };
+            out.push((text, count));
+        }
+        Ok(out)
+    }
+}
+
+/// Checks a bucketed range: non-empty, positive step, at most `max` buckets; returns
+/// `from_s` floored to the step.
+fn check_buckets(from_s: i64, to_s: i64, step_s: i64, max: i64) -> Result<i64, StoreError> {
+    if to_s <= from_s || step_s <= 0 {
+        return Err(StoreError::Invalid(
+            "empty range or non-positive step".into(),
+        ));
+    }
+    let from = floor_to(from_s, step_s);
+    let buckets = (to_s - from + step_s - 1) / step_s;
+    if buckets > max {
+        return Err(StoreError::Invalid(format!(
+            "{buckets} buckets: use a larger step"
+        )));
+    }
+    Ok(from)
+}
+
+/// Keeps the `max - 1` largest counts of an answer and returns the sum of the rest
+/// (for [`OTHER_FRAME`]), so an answer's memory is bounded and its total exact.
+fn bound_answer(acc: &mut HashMap<i64, u64>, max: usize) -> u64 {
+    let keep = max.max(2) - 1;
+    if acc.len() <= keep + 1 {
+        return 0;
+    }
+    let mut counts: Vec<u64> = acc.values().copied().collect();
+    let idx = counts.len() - keep;
+    let threshold = *counts.select_nth_unstable(idx).1;
+    let mut kept_at_threshold = acc.values().filter(|c| **c > threshold).count();
+    let mut other = 0u64;
+    acc.retain(|_, c| {
+        if *c > threshold || (*c == threshold && kept_at_threshold < keep) {
+            if *c == threshold {
+                kept_at_threshold += 1;
+            }
+            return true;
+        }
+        other = other.saturating_add(*c);
+        false
+    });
+    other
+}
+
+/// A count column or sum: an integer, or a float from `TOTAL` (saturating to u64).
+fn read_count(v: rusqlite::types::ValueRef<'_>) -> u64 {
+    match v {
+        rusqlite::types::ValueRef::Integer(i) => i.max(0) as u64,
+        // `as` saturates a float: NaN and negatives are 0, huge values u64::MAX.
+        rusqlite::types::ValueRef::Real(f) => f as u64,
+        _ => 0,
+    }
+}
+
+/// Target ids as an SQL list (integers from our own table, so inlining is safe).
+fn id_list(targets: &[i64]) -> String {
+    targets
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
