@@ -44,6 +44,7 @@ apt_tools=(
   "mariadb-server|command -v mariadbd && command -v mariadb-install-db|binlog-streamer's replica tests start their own server"
   "redis-server|command -v redis-server|binlog-streamer's Redis sink tests start their own server"
   "curl|command -v curl|the demo's printed curl line and the README/docs curl lines"
+  "clickhouse-server|command -v clickhouse-server || test -x /usr/sbin/clickhouse-server|the ClickHouse store's tests start their own servers (single node and a 2-shard cluster)"
 )
 # Node.js and npm come with the machine's Rust image; from Debian's apt where they do not.
 node_tools=(
@@ -68,6 +69,13 @@ else
   say "missing inferno-flamegraph: the README pipes a profile into it (cargo install --locked inferno)"
   need_inferno=true
 fi
+need_chdb=false
+if python3 -c 'import chdb' >/dev/null 2>&1; then
+  say "have chdb-core"
+else
+  say "missing chdb-core: the ClickHouse store's tests need the current ClickHouse engine in-process (PyPI's chdb-core, import chdb)"
+  need_chdb=true
+fi
 
 install_cmd=()
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -87,6 +95,7 @@ if $dry_run; then
     say "would run: apt-get update && apt-get install -y ${missing[*]}"
   fi
   if $need_inferno; then say "would run: cargo install --locked inferno"; fi
+  if $need_chdb; then say "would run: python3 -m pip install --quiet chdb-core"; fi
   say "would run: (cd tests/e2e && npm ci --no-audit --no-fund)"
   say "would run: cargo test --workspace -- --include-ignored"
   exit 0
@@ -102,6 +111,10 @@ fi
 if $need_inferno; then
   say "installing inferno-flamegraph: cargo install --locked inferno"
   cargo install --locked --quiet inferno || die "cargo install --locked inferno failed"
+fi
+if $need_chdb; then
+  say "installing chdb-core (ClickHouse's engine as a Python module, import chdb): python3 -m pip install --quiet chdb-core"
+  python3 -m pip install --quiet chdb-core || die "python3 -m pip install --quiet chdb-core failed (is python3 with pip here, and PyPI reachable?)"
 fi
 
 # playwright-core only drives the system chromium; it downloads no browser.
