@@ -1,11 +1,19 @@
 //! Profile storage for the stackwatch collector.
 //!
-//! [`ProfileStore`] is what the collector and the dashboard need from storage; it is a
-//! trait so that a distributed column store can be added beside [`SqliteStore`], the
-//! embedded default. The schema is in [`schema`], label selectors in [`selector`].
+//! [`ProfileStore`] is what the collector and the dashboard need from storage. Two
+//! backends implement it, one folder each: [`SqliteStore`] (`sqlite/`, the embedded
+//! default; its schema in [`schema`]) and [`ClickHouseStore`] (`clickhouse/`, for fleets
+//! that outgrow one machine; its schema in [`clickhouse::schema`]). [`StoreConfig`]
+//! says which, and [`open_writer`] and [`Readers`] open it, so nothing outside this
+//! crate names a backend. Label selectors are in [`selector`].
 
+mod backend;
+pub mod clickhouse;
 pub mod selector;
 mod sqlite;
+
+pub use backend::{open_writer, Reader, Readers, StoreConfig};
+pub use clickhouse::{ClickHouseOptions, ClickHouseStore};
 
 pub use selector::{Labels, Selector, SelectorError, SelectorLimits};
 pub use sqlite::{
@@ -54,6 +62,34 @@ pub enum StoreError {
     /// A query was stopped by its [`QueryGuard`].
     #[error("query stopped: {0}")]
     Interrupted(&'static str),
+    /// The store's server cannot be reached or did not answer in time (ClickHouse down
+    /// or slow): the operation may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// ClickHouse refused a statement.
+    #[error("clickhouse: {message}")]
+    ClickHouse {
+        /// ClickHouse's error code (`Code: N`), when it sent one.
+        code: Option<u32>,
+        /// Its message, cut to one line.
+        message: String,
+    },
+    /// The store's configuration is unusable; `key` names the `stackwatch.toml` key.
+    #[error("store.{key}: {why}")]
+    Config {
+        /// The `[store]` key at fault.
+        key: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl StoreError {
+    /// True when the operation may succeed if retried later (the store's server is
+    /// down, slow or overloaded), rather than being refused for what it asked.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// What one call of [`ProfileStore::apply_retention`] deleted.
@@ -121,6 +157,19 @@ pub struct Checkpoint {
     pub updated_unix_s: i64,
 }
 
+/// One collector's heartbeat in a store shared by several collectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorBeat {
+    /// The collector's id (`[collector] id`).
+    pub id: String,
+    /// Where its API listens, for operators.
+    pub addr: String,
+    /// When it sent this beat, Unix ms.
+    pub beat_unix_ms: u64,
+    /// True when it is shutting down: the others take its targets at once.
+    pub left: bool,
+}
+
 /// What one call of [`ProfileStore::ingest`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestStats {
@@ -156,7 +205,26 @@ pub trait ProfileStore {
         from_s: i64,
         to_s: i64,
         step_s: i64,
-    ) -> Result<Vec<(i64, u64)>, StoreError>;
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        if to_s <= from_s || step_s <= 0 {
+            return Err(StoreError::Invalid(
+                "empty range or non-positive step".into(),
+            ));
+        }
+        let from = from_s.div_euclid(step_s) * step_s;
+        let buckets = ((to_s - from + step_s - 1) / step_s) as usize;
+        let mut out: Vec<(i64, u64)> = (0..buckets)
+            .map(|i| (from + i as i64 * step_s, 0))
+            .collect();
+        for series in self.target_series(selector, from_s, to_s, step_s)? {
+            for (ts, c) in series.points {
+                if let Some(b) = out.get_mut(((ts - from) / step_s) as usize) {
+                    b.1 = b.1.saturating_add(c);
+                }
+            }
+        }
+        Ok(out)
+    }
 
     /// Periods per `step_s` bucket and target over `[from_s, to_s)`, with each target's
     /// labels and sampling period (buckets on multiples of `step_s`).
@@ -185,6 +253,20 @@ pub trait ProfileStore {
     /// Deletes what is older than the retention, and every stack, target and
     /// checkpoint that only the deleted data used.
     fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError>;
+
+    /// Records that collector `me` is alive (several collectors may share a store that
+    /// is not embedded). The embedded store has one collector: nothing to record.
+    fn heartbeat(&mut self, me: &CollectorBeat) -> Result<(), StoreError> {
+        let _ = me;
+        Ok(())
+    }
+
+    /// Collectors that sent a heartbeat at or after `since_ms` and have not left,
+    /// sorted by id (empty for the embedded store: it has only the local collector).
+    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
+        let _ = since_ms;
+        Ok(Vec::new())
+    }
 
     /// Functions of the merged profile by self and total periods, highest total first.
     fn top_functions(

@@ -1,0 +1,225 @@
+//! Ingest: stack texts and targets first, then the samples, then the rollups of late
+//! windows, then the checkpoints, each one `INSERT`. A failure at any point leaves the
+//! checkpoint behind, so the windows are fetched and inserted again; the rows they
+//! write are the same rows (same key, same values), which `FINAL` counts once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use super::client::tsv_field;
+use super::{floor_to, instance_hash, stack_hash, target_id, ClickHouseStore, STACK_CACHE_LIMIT};
+use crate::{IngestStats, IngestWindow, StoreError, MAX_FUTURE_S};
+
+/// Largest count stored per row (as in SQLite): sums of a few billion rows stay far
+/// from u64 overflow.
+const MAX_STORED_COUNT: u64 = 1 << 40;
+
+impl ClickHouseStore {
+    pub(super) fn ingest_windows(
+        &mut self,
+        windows: &[IngestWindow],
+    ) -> Result<IngestStats, StoreError> {
+        let now = stackwatch_profile::clock::unix_s();
+        let latest = now.saturating_add(MAX_FUTURE_S);
+        // A window older than the raw retention would be rolled up from a partial
+        // minute (the rest of it is gone): refused instead of replacing a good rollup.
+        let earliest =
+            now.saturating_sub(self.opts.retention.raw_retention.as_secs() as i64) + 3600;
+        let today = now.div_euclid(86_400);
+        let today_date = date_of_day(today);
+        let mut stats = IngestStats::default();
+        let mut stack_rows = String::new();
+        let mut target_rows = String::new();
+        let mut sample_rows = String::new();
+        let mut new_stacks: Vec<u64> = Vec::new();
+        let mut new_targets: Vec<(u64, u64)> = Vec::new();
+        let mut checkpoints: BTreeMap<(u64, &str), u64> = BTreeMap::new();
+        // (minute or hour start, target) buckets that late windows touch.
+        let mut touched: Vec<(i64, u64)> = Vec::new();
+        let mut seen_stacks: HashMap<u64, ()> = HashMap::new();
+        for w in windows {
+            if !(earliest..=latest).contains(&w.start_unix_s) {
+                return Err(StoreError::Invalid(format!(
+                    "window {} starts at {}: older than the raw retention or more than a day ahead of this clock",
+                    w.seq, w.start_unix_s
+                )));
+            }
+            if w.seq > i64::MAX as u64 {
+                return Err(StoreError::Invalid(format!(
+                    "window sequence {} is beyond 2^63-1",
+                    w.seq
+                )));
+            }
+            let target = target_id(&w.target);
+            let service = w.target.get("service").map(String::as_str).unwrap_or("");
+            let known = self.target_days.get(&target).copied();
+            if known.map_or(true, |(day, period)| {
+                day < today || (w.period_ns != 0 && w.period_ns != period)
+            }) && !new_targets.iter().any(|(t, _)| *t == target)
+            {
+                let labels = serde_json::to_string(&w.target)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let period = if w.period_ns != 0 {
+                    w.period_ns
+                } else {
+                    known.map_or(0, |k| k.1)
+                };
+                let _ = write!(target_rows, "{target}\t");
+                tsv_field(&mut target_rows, service);
+                target_rows.push('\t');
+                tsv_field(&mut target_rows, &labels);
+                let _ = writeln!(
+                    target_rows,
+                    "\t{period}\t{today_date}\t{}",
+                    stackwatch_profile::clock::unix_ms()
+                );
+                new_targets.push((target, period));
+            }
+            let inst = instance_hash(&w.instance);
+            let mut wrote = false;
+            for (stack, count) in &w.stacks {
+                if *count == 0 {
+                    continue;
+                }
+                let hash = stack_hash(stack);
+                if self.stack_days.get(&hash).map_or(true, |d| *d < today)
+                    && seen_stacks.insert(hash, ()).is_none()
+                {
+                    let _ = write!(stack_rows, "{hash}\t");
+                    tsv_field(&mut stack_rows, stack);
+                    let _ = writeln!(stack_rows, "\t{today_date}");
+                    new_stacks.push(hash);
+                }
+                let _ = write!(sample_rows, "{}\t", w.start_unix_s);
+                tsv_field(&mut sample_rows, service);
+                let _ = writeln!(
+                    sample_rows,
+                    "\t{target}\t{hash}\t{inst}\t{}\t{}",
+                    w.seq,
+                    (*count).min(MAX_STORED_COUNT)
+                );
+                stats.rows += 1;
+                wrote = true;
+            }
+            if wrote {
+                touched.push((w.start_unix_s, target));
+            }
+            if w.seq > 0 {
+                let e = checkpoints
+                    .entry((target, w.instance.as_str()))
+                    .or_insert(0);
+                *e = (*e).max(w.seq);
+            }
+            stats.windows += 1;
+        }
+        if !stack_rows.is_empty() {
+            self.client.insert(
+                &format!("{} (hash, stack, seen)", self.t("stacks")),
+                "TabSeparated",
+                stack_rows.into_bytes(),
+            )?;
+        }
+        if !target_rows.is_empty() {
+            self.client.insert(
+                &format!(
+                    "{} (id, service, labels, period_ns, seen, updated)",
+                    self.t("targets")
+                ),
+                "TabSeparated",
+                target_rows.into_bytes(),
+            )?;
+        }
+        if !sample_rows.is_empty() {
+            self.client.insert(
+                &format!(
+                    "{} (ts, service, target, stack, inst, seq, count)",
+                    self.t("samples_raw")
+                ),
+                "TabSeparated",
+                sample_rows.into_bytes(),
+            )?;
+        }
+        self.reroll_late(&touched)?;
+        if !checkpoints.is_empty() {
+            let mut body = String::new();
+            for ((target, instance), seq) in &checkpoints {
+                let _ = write!(body, "{target}\t");
+                tsv_field(&mut body, instance);
+                let _ = writeln!(body, "\t{seq}\t{now}");
+            }
+            self.client.insert(
+                &format!("{} (target, inst, last_seq, updated)", self.t("series")),
+                "TabSeparated",
+                body.into_bytes(),
+            )?;
+        }
+        // Only now, with everything stored, remember what needs no rewrite today.
+        if self.stack_days.len() + new_stacks.len() > STACK_CACHE_LIMIT {
+            self.stack_days.clear();
+        }
+        stats.new_stacks = new_stacks.len();
+        for h in new_stacks {
+            self.stack_days.insert(h, today);
+        }
+        for (t, period) in new_targets {
+            self.target_days.insert(t, (today, period));
+        }
+        Ok(stats)
+    }
+
+    /// Recomputes the rollup buckets that windows older than a rollup's progress fall
+    /// in (a collector catching up after ClickHouse was down, a slow target), so no
+    /// rollup misses a window. Reads the progress after the samples are stored: a
+    /// rollup that started before then read them, or is seen here as started.
+    fn reroll_late(&self, touched: &[(i64, u64)]) -> Result<(), StoreError> {
+        let Some(oldest) = touched.iter().map(|(ts, _)| *ts).min() else {
+            return Ok(());
+        };
+        let levels = self.levels()?;
+        if oldest >= levels.minute_started && oldest >= levels.hour_started {
+            return Ok(());
+        }
+        for (step, started) in [(60, levels.minute_started), (3600, levels.hour_started)] {
+            let mut buckets: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+            for (ts, target) in touched {
+                if *ts < started {
+                    let b = buckets.entry(floor_to(*ts, step)).or_default();
+                    if !b.contains(target) {
+                        b.push(*target);
+                    }
+                }
+            }
+            for (bucket, targets) in buckets {
+                self.roll(step, bucket, bucket + step, Some(&targets))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01), proleptic Gregorian.
+pub(super) fn date_of_day(days: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date_of_day;
+
+    #[test]
+    fn day_numbers_become_dates() {
+        assert_eq!(date_of_day(0), "1970-01-01");
+        assert_eq!(date_of_day(20_417), "2025-11-25");
+        assert_eq!(date_of_day(11_016), "2000-02-29");
+    }
+}

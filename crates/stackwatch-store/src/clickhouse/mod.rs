@@ -1,0 +1,472 @@
+//! [`ClickHouseStore`]: profiles in ClickHouse, for fleets that outgrow one machine.
+//!
+//! Several collectors and query nodes share one ClickHouse (a node or a cluster). The
+//! schema and why its keys are what they are: [`schema`]; the HTTP client: `client`;
+//! ingest, queries, rollups and retention, and collector membership each in a file of
+//! their own. Everything is computed by ClickHouse (merges, rollups, series); Rust sees
+//! only bounded answers.
+//!
+//! Exactly once without transactions: every row is a deterministic function of the
+//! window it comes from, keyed so that a copy has the same key, and every read uses
+//! `FINAL`; the checkpoint is written after the samples. docs/protocol.md has the
+//! argument in full.
+
+mod client;
+mod ingest;
+mod membership;
+mod query;
+mod rollup;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use client::{quote, rows, Client};
+use stackwatch_profile::Profile;
+
+use crate::{
+    BucketedStacks, Checkpoint, CollectorBeat, IngestStats, IngestWindow, Labels, ProfileStore,
+    QueryGuard, RetentionStats, Selector, StoreError, StoreOptions, TargetSeries,
+};
+
+/// Where the ClickHouse store is and how to use it (`[store]` with
+/// `kind = "clickhouse"`).
+#[derive(Debug, Clone)]
+pub struct ClickHouseOptions {
+    /// The HTTP interface of the node this process talks to (`http://host:8123`).
+    pub url: String,
+    /// Database (must exist).
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Cluster name from ClickHouse's `remote_servers`: tables are created on every
+    /// node and read through `Distributed` tables.
+    pub cluster: Option<String>,
+    /// With `cluster`: the HTTP interface of every node of the cluster (tables are
+    /// created, and retention applied, node by node; ClickHouse's `ON CLUSTER` would
+    /// need ZooKeeper). Empty: only `url`.
+    pub shard_urls: Vec<String>,
+    /// Longest a statement may take (queries also stop at their own deadline).
+    pub timeout: Duration,
+    /// Retention of each resolution.
+    pub retention: StoreOptions,
+    /// Distinct stacks one answer may hold; the rest fold into `[other]`.
+    pub max_answer_stacks: usize,
+}
+
+impl Default for ClickHouseOptions {
+    fn default() -> Self {
+        ClickHouseOptions {
+            url: "http://127.0.0.1:8123".into(),
+            database: "stackwatch".into(),
+            user: "default".into(),
+            password: String::new(),
+            cluster: None,
+            shard_urls: Vec::new(),
+            timeout: Duration::from_secs(30),
+            retention: StoreOptions::default(),
+            max_answer_stacks: 100_000,
+        }
+    }
+}
+
+/// Profiles in ClickHouse (see the module docs).
+pub struct ClickHouseStore {
+    client: Client,
+    /// Every node (one per shard), for DDL and retention.
+    nodes: Vec<Client>,
+    db: String,
+    cluster: Option<String>,
+    opts: ClickHouseOptions,
+    guard: Option<QueryGuard>,
+    /// Stack hash -> the day (days since 1970) its text was last written.
+    stack_days: HashMap<u64, i64>,
+    /// Target id -> (day last written, period).
+    target_days: HashMap<u64, (i64, u64)>,
+}
+
+/// Stack hashes remembered before the cache is cleared.
+const STACK_CACHE_LIMIT: usize = 1_000_000;
+
+impl ClickHouseStore {
+    /// Connects, checks the server (reachable, credentials, version, database,
+    /// cluster) and creates or migrates the schema. Every failure names the
+    /// `[store]` key to fix.
+    pub fn open(opts: ClickHouseOptions) -> Result<ClickHouseStore, StoreError> {
+        if opts.database.is_empty()
+            || !opts
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Config {
+                key: "database",
+                why: format!(
+                    "{:?} is not a plain name (letters, digits, _)",
+                    opts.database
+                ),
+            });
+        }
+        if let Some(c) = &opts.cluster {
+            if c.is_empty()
+                || !c
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(StoreError::Config {
+                    key: "cluster",
+                    why: format!("{c:?} is not a plain name"),
+                });
+            }
+        }
+        let client = Client::new(&opts.url, &opts.user, &opts.password, opts.timeout)?;
+        let version = client
+            .query("SELECT version()", Some(Duration::from_secs(10)))
+            .map_err(|e| startup_error(e, &opts))?;
+        check_version(version.trim())?;
+        let exists = client.query(
+            &format!(
+                "SELECT count() FROM system.databases WHERE name = {}",
+                quote(&opts.database)
+            ),
+            None,
+        )?;
+        if exists.trim() != "1" {
+            return Err(StoreError::Config {
+                key: "database",
+                why: format!(
+                    "database {} does not exist on {} (create it: CREATE DATABASE {})",
+                    opts.database, opts.url, opts.database
+                ),
+            });
+        }
+        let mut nodes = vec![client.clone()];
+        if let Some(cluster) = &opts.cluster {
+            let shards = client.query(
+                &format!(
+                    "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
+                    quote(cluster)
+                ),
+                None,
+            )?;
+            let shards: usize = shards.trim().parse().unwrap_or(0);
+            if shards == 0 {
+                return Err(StoreError::Config {
+                    key: "cluster",
+                    why: format!(
+                        "{} knows no cluster {cluster:?} (see its remote_servers)",
+                        opts.url
+                    ),
+                });
+            }
+            if !opts.shard_urls.is_empty() {
+                if opts.shard_urls.len() != shards {
+                    return Err(StoreError::Config {
+                        key: "shard_urls",
+                        why: format!(
+                            "{} URLs for cluster {cluster:?}, which has {shards} shards: list one HTTP URL per shard",
+                            opts.shard_urls.len()
+                        ),
+                    });
+                }
+                nodes = opts
+                    .shard_urls
+                    .iter()
+                    .map(|u| {
+                        Client::new(u, &opts.user, &opts.password, opts.timeout).map_err(
+                            |e| match e {
+                                StoreError::Config { why, .. } => StoreError::Config {
+                                    key: "shard_urls",
+                                    why,
+                                },
+                                e => e,
+                            },
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+            } else if shards > 1 {
+                return Err(StoreError::Config {
+                    key: "shard_urls",
+                    why: format!(
+                        "cluster {cluster:?} has {shards} shards: list each one's HTTP URL"
+                    ),
+                });
+            }
+        }
+        let store = ClickHouseStore {
+            client,
+            nodes,
+            db: opts.database.clone(),
+            cluster: opts.cluster.clone(),
+            opts,
+            guard: None,
+            stack_days: HashMap::new(),
+            target_days: HashMap::new(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Another handle on the same store for queries (no caches), bounded by `guard`.
+    pub fn reader(&self, guard: Option<QueryGuard>) -> ClickHouseStore {
+        ClickHouseStore {
+            client: self.client.clone(),
+            nodes: self.nodes.clone(),
+            db: self.db.clone(),
+            cluster: self.cluster.clone(),
+            opts: self.opts.clone(),
+            guard,
+            stack_days: HashMap::new(),
+            target_days: HashMap::new(),
+        }
+    }
+
+    /// Creates the tables of every migration above the stored version, on every node.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let stored = self.schema_version()?;
+        if stored > schema::SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: stored as i64,
+                supported: schema::SCHEMA_VERSION as i64,
+            });
+        }
+        for (version, tables) in schema::MIGRATIONS {
+            if *version <= stored {
+                continue;
+            }
+            for t in *tables {
+                let stmts = schema::create_statements(&self.db, t, self.cluster.as_deref());
+                for node in &self.nodes {
+                    for s in &stmts {
+                        node.query(s, None)?;
+                    }
+                }
+            }
+            self.client.insert(
+                &format!("{}.meta (key, value)", self.db),
+                "TabSeparated",
+                format!("schema_version\t{version}\n").into_bytes(),
+            )?;
+            tracing::info!(version, database = %self.db, "clickhouse schema created or migrated");
+        }
+        Ok(())
+    }
+
+    /// The stored schema version (0: no schema yet).
+    fn schema_version(&self) -> Result<u64, StoreError> {
+        let has_meta = self
+            .client
+            .query(&format!("EXISTS TABLE {}.meta", self.db), None)?;
+        if has_meta.trim() != "1" {
+            return Ok(0);
+        }
+        let v = self.client.query(
+            &format!(
+                "SELECT max(value) FROM {}.meta WHERE key = 'schema_version'",
+                self.db
+            ),
+            None,
+        )?;
+        Ok(v.trim().parse().unwrap_or(0))
+    }
+
+    /// Runs a read, within the guard's deadline (and not at all once it is cancelled).
+    fn read(&self, sql: &str) -> Result<String, StoreError> {
+        let timeout = match &self.guard {
+            Some(g) => {
+                if g.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(StoreError::Interrupted("the client went away"));
+                }
+                let left = g.deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(StoreError::Interrupted("query timeout (query.timeout)"));
+                }
+                left.min(self.opts.timeout)
+            }
+            None => self.opts.timeout,
+        };
+        self.client.query(sql, Some(timeout)).map_err(|e| match e {
+            StoreError::Unavailable(why)
+                if why.contains("timed out") || why.contains("Timeout") =>
+            {
+                if self.guard.is_some() {
+                    StoreError::Interrupted("query timeout (query.timeout)")
+                } else {
+                    StoreError::Unavailable(why)
+                }
+            }
+            e => e,
+        })
+    }
+
+    /// Statement text of the table `name` in this store's database.
+    fn t(&self, name: &str) -> String {
+        format!("{}.{}", self.db, name)
+    }
+}
+
+/// Startup errors that name a key: unreachable (`url`), refused credentials
+/// (`user`/`password`).
+fn startup_error(e: StoreError, opts: &ClickHouseOptions) -> StoreError {
+    match e {
+        StoreError::Unavailable(why) => StoreError::Config { key: "url", why },
+        StoreError::ClickHouse {
+            code: Some(192 | 193 | 194 | 516),
+            message,
+        } => StoreError::Config {
+            key: "password",
+            why: format!(
+                "ClickHouse at {} refused user {:?}: {message}",
+                opts.url, opts.user
+            ),
+        },
+        StoreError::ClickHouse { code, message }
+            if message.contains("HTTP 4") || code.is_none() =>
+        {
+            StoreError::Config {
+                key: "url",
+                why: format!(
+                    "{} does not answer like ClickHouse's HTTP interface: {message}",
+                    opts.url
+                ),
+            }
+        }
+        e => e,
+    }
+}
+
+fn check_version(v: &str) -> Result<(), StoreError> {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    if (major, minor) < schema::MIN_CLICKHOUSE {
+        return Err(StoreError::Config {
+            key: "url",
+            why: format!(
+                "ClickHouse {v} is too old for the schema (needs {}.{} or later)",
+                schema::MIN_CLICKHOUSE.0,
+                schema::MIN_CLICKHOUSE.1
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Canonical text of a label set (the same as SQLite's `targets.key`).
+pub(crate) fn labels_key(labels: &Labels) -> String {
+    let mut k = String::new();
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            k.push(',');
+        }
+        k.push_str(name);
+        k.push('=');
+        k.push_str(&format!("{value:?}"));
+    }
+    k
+}
+
+/// A target's id: the xxh3-64 hash of its canonical label text.
+pub(crate) fn target_id(labels: &Labels) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(labels_key(labels).as_bytes())
+}
+
+/// A stack's id: the xxh3-64 hash of its text.
+pub(crate) fn stack_hash(stack: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(stack.as_bytes())
+}
+
+/// A worker instance id's hash (the `inst` column).
+pub(crate) fn instance_hash(instance: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(instance.as_bytes())
+}
+
+fn floor_to(t: i64, step: i64) -> i64 {
+    t.div_euclid(step).saturating_mul(step)
+}
+
+fn ceil_to(t: i64, step: i64) -> i64 {
+    floor_to(t.saturating_add(step - 1), step)
+}
+
+impl ProfileStore for ClickHouseStore {
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+        self.ingest_windows(windows)
+    }
+
+    fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT inst, max(last_seq) AS s, toUInt32(max(updated)) AS u FROM {} WHERE target = {} GROUP BY inst ORDER BY u DESC, s DESC",
+            self.t("series"),
+            target_id(target)
+        );
+        let text = self.read(&sql)?;
+        let (body, _) = rows(&text);
+        body.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    instance: client::tsv_unescape(r.first().copied().unwrap_or("")),
+                    last_seq: client::num(r.get(1), "last_seq")?,
+                    updated_unix_s: client::num(r.get(2), "updated")?,
+                })
+            })
+            .collect()
+    }
+
+    fn targets(&self) -> Result<Vec<Labels>, StoreError> {
+        let mut all: Vec<(String, Labels)> = self
+            .target_rows()?
+            .into_iter()
+            .map(|(_, labels, _)| (labels_key(&labels), labels))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all.into_iter().map(|(_, l)| l).collect())
+    }
+
+    fn profile(&self, selector: &Selector, from_s: i64, to_s: i64) -> Result<Profile, StoreError> {
+        self.merged_profile(selector, from_s, to_s)
+    }
+
+    fn target_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        self.series_by_target(selector, from_s, to_s, step_s)
+    }
+
+    fn bucketed_stacks(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        self.stacks_by_bucket(selector, from_s, to_s, step_s)
+    }
+
+    fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let more_m = self.rollup_minutes(now_s)?;
+        let more_h = self.rollup_hours(now_s)?;
+        Ok(more_m || more_h)
+    }
+
+    fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+        let r = self.drop_expired(now_s);
+        self.stack_days.clear();
+        self.target_days.clear();
+        r
+    }
+
+    fn heartbeat(&mut self, me: &CollectorBeat) -> Result<(), StoreError> {
+        self.beat(me)
+    }
+
+    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
+        self.collectors_since(since_ms)
+    }
+}

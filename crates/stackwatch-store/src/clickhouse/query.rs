@@ -1,0 +1,369 @@
+//! Queries: each answer is aggregated inside ClickHouse (`GROUP BY` the stack hash, the
+//! target, the bucket) over the coarsest resolution that covers each part of the range,
+//! reading with `FINAL` so a window stored twice counts once. Only the stacks an answer
+//! keeps (at most `max_answer_stacks`, the rest summed into `[other]`) are joined to their
+//! text, by a second lookup keyed by hash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use stackwatch_profile::Profile;
+
+use super::client::{id_list, num, rows, tsv_unescape};
+use super::{ceil_to, floor_to, ClickHouseStore};
+use crate::{BucketedStacks, Labels, Selector, StoreError, TargetSeries, OTHER_FRAME};
+
+/// How far each rollup level has got (see `rollup_state`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Levels {
+    /// Minutes before this are rolled up (queries may read `samples_1m`).
+    pub minute_done: i64,
+    /// A rollup of minutes before this has started (late windows re-roll).
+    pub minute_started: i64,
+    /// Hours before this are rolled up.
+    pub hour_done: i64,
+    /// A rollup of hours before this has started.
+    pub hour_started: i64,
+}
+
+/// Text standing for a stack whose text is not stored (it cannot happen while
+/// retention drops texts after the samples that name them; shown rather than dropped).
+const MISSING_STACK: &str = "[stack text missing]";
+
+/// The selected targets: every one (no filter needed), or these ids.
+enum Chosen {
+    All,
+    Ids(Vec<u64>),
+}
+
+impl ClickHouseStore {
+    /// Every target: id, labels, period (the latest written).
+    pub(super) fn target_rows(&self) -> Result<Vec<(u64, Labels, u64)>, StoreError> {
+        let text = self.read(&format!(
+            "SELECT id, argMax(labels, updated), argMax(period_ns, updated) FROM {} GROUP BY id",
+            self.t("targets")
+        ))?;
+        let (body, _) = rows(&text);
+        body.iter()
+            .map(|r| {
+                let labels: Labels =
+                    serde_json::from_str(&tsv_unescape(r.get(1).copied().unwrap_or("")))
+                        .map_err(|e| StoreError::Corrupt(format!("target labels: {e}")))?;
+                Ok((
+                    num(r.first(), "target id")?,
+                    labels,
+                    num(r.get(2), "period")?,
+                ))
+            })
+            .collect()
+    }
+
+    fn choose(&self, selector: &Selector) -> Result<(Chosen, Vec<(u64, Labels, u64)>), StoreError> {
+        let all = self.target_rows()?;
+        let n = all.len();
+        let chosen: Vec<(u64, Labels, u64)> = all
+            .into_iter()
+            .filter(|(_, l, _)| selector.matches(l))
+            .collect();
+        if chosen.len() == n {
+            Ok((Chosen::All, chosen))
+        } else {
+            Ok((Chosen::Ids(chosen.iter().map(|t| t.0).collect()), chosen))
+        }
+    }
+
+    /// Progress of the rollups.
+    pub(super) fn levels(&self) -> Result<Levels, StoreError> {
+        let text = self.read(&format!(
+            "SELECT level, max(value) FROM {} GROUP BY level",
+            self.t("rollup_state")
+        ))?;
+        let mut l = Levels {
+            minute_done: i64::MIN,
+            minute_started: i64::MIN,
+            hour_done: i64::MIN,
+            hour_started: i64::MIN,
+        };
+        for r in rows(&text).0 {
+            let v: i64 = num(r.get(1), "rollup progress")?;
+            match r.first().copied() {
+                Some("1m") => l.minute_done = v,
+                Some("1m-started") => l.minute_started = v,
+                Some("1h") => l.hour_done = v,
+                Some("1h-started") => l.hour_started = v,
+                _ => {}
+            }
+        }
+        Ok(l)
+    }
+
+    /// Splits `[from, to)` into pieces, each read from the coarsest table that holds
+    /// it completely (as the SQLite store does); `finest` is the bucket a caller needs.
+    fn plan(
+        &self,
+        from: i64,
+        to: i64,
+        finest: i64,
+    ) -> Result<Vec<(&'static str, i64, i64)>, StoreError> {
+        let l = self.levels()?;
+        let m_done = if finest % 60 == 0 {
+            l.minute_done
+        } else {
+            i64::MIN
+        };
+        let h_done = if finest % 3600 == 0 {
+            l.hour_done
+        } else {
+            i64::MIN
+        };
+        let mut out = Vec::new();
+        let split = |a: i64, b: i64, out: &mut Vec<(&'static str, i64, i64)>| {
+            if a >= b {
+                return;
+            }
+            let ma = ceil_to(a, 60);
+            let mb = floor_to(b.min(m_done), 60);
+            if ma < mb {
+                if a < ma {
+                    out.push(("samples_raw", a, ma));
+                }
+                out.push(("samples_1m", ma, mb));
+                if mb < b {
+                    out.push(("samples_raw", mb, b));
+                }
+            } else {
+                out.push(("samples_raw", a, b));
+            }
+        };
+        let ha = ceil_to(from, 3600);
+        let hb = floor_to(to.min(h_done), 3600);
+        if ha < hb {
+            split(from, ha, &mut out);
+            out.push(("samples_1h", ha, hb));
+            split(hb, to, &mut out);
+        } else {
+            split(from, to, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// `SELECT {cols} ... UNION ALL ...` over the plan's pieces, each read `FINAL`.
+    fn pieces_sql(&self, plan: &[(&str, i64, i64)], cols: &str, chosen: &Chosen) -> String {
+        let filter = match chosen {
+            Chosen::All => String::new(),
+            Chosen::Ids(ids) => format!(" AND target IN ({})", id_list(ids.iter().copied())),
+        };
+        plan.iter()
+            .map(|(table, a, b)| {
+                // DateTime is unsigned 32-bit seconds.
+                let (a, b) = (
+                    a.clamp(&0, &(u32::MAX as i64)),
+                    b.clamp(&0, &(u32::MAX as i64)),
+                );
+                format!(
+                    "SELECT {cols} FROM {} FINAL WHERE ts >= {a} AND ts < {b}{filter}",
+                    self.t(table)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    }
+
+    /// The texts of `hashes`.
+    fn stack_texts(&self, hashes: &[u64]) -> Result<HashMap<u64, Arc<str>>, StoreError> {
+        let mut out = HashMap::with_capacity(hashes.len());
+        for chunk in hashes.chunks(50_000) {
+            let text = self.read(&format!(
+                "SELECT hash, any(stack) FROM {} WHERE hash IN ({}) GROUP BY hash",
+                self.t("stacks"),
+                id_list(chunk.iter().copied())
+            ))?;
+            for r in rows(&text).0 {
+                let hash: u64 = num(r.first(), "stack hash")?;
+                out.insert(
+                    hash,
+                    Arc::from(tsv_unescape(r.get(1).copied().unwrap_or(""))),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The largest stacks of the pieces (at most `max_answer_stacks - 1`), and the
+    /// total of all (exact, `WITH TOTALS`).
+    fn top_stacks(
+        &self,
+        plan: &[(&str, i64, i64)],
+        chosen: &Chosen,
+    ) -> Result<(Vec<(u64, u64)>, u64), StoreError> {
+        if plan.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let keep = self.opts.max_answer_stacks.max(2) - 1;
+        let text = self.read(&format!(
+            "SELECT stack, sum(c) AS n FROM ({}) GROUP BY stack WITH TOTALS ORDER BY n DESC, stack LIMIT {keep}",
+            self.pieces_sql(plan, "stack, count AS c", chosen)
+        ))?;
+        let (body, totals) = rows(&text);
+        let top = body
+            .iter()
+            .map(|r| Ok((num(r.first(), "stack")?, num(r.get(1), "count")?)))
+            .collect::<Result<Vec<(u64, u64)>, StoreError>>()?;
+        let total = match totals {
+            Some(t) => num(t.get(1).or(t.first()), "total")?,
+            None => top.iter().fold(0u64, |a, (_, c)| a.saturating_add(*c)),
+        };
+        Ok((top, total))
+    }
+
+    pub(super) fn merged_profile(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Profile, StoreError> {
+        if to_s <= from_s {
+            return Err(StoreError::Invalid(format!(
+                "empty time range [{from_s}, {to_s})"
+            )));
+        }
+        let mut profile = Profile {
+            start_unix_ns: (from_s.max(0) as u64) * 1_000_000_000,
+            duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
+            ..Default::default()
+        };
+        let (chosen, targets) = self.choose(selector)?;
+        if targets.is_empty() {
+            return Ok(profile);
+        }
+        let plan = self.plan(from_s, to_s, 3600)?;
+        let (top, total) = self.top_stacks(&plan, &chosen)?;
+        let hashes: Vec<u64> = top.iter().map(|(h, _)| *h).collect();
+        let texts = self.stack_texts(&hashes)?;
+        let mut kept = 0u64;
+        profile.stacks.reserve(top.len() + 1);
+        for (hash, count) in top {
+            kept = kept.saturating_add(count);
+            match texts.get(&hash) {
+                Some(t) => profile.add(t, count),
+                None => profile.add(MISSING_STACK, count),
+            }
+        }
+        profile.add(OTHER_FRAME, total.saturating_sub(kept));
+        Ok(profile)
+    }
+
+    pub(super) fn series_by_target(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<Vec<TargetSeries>, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
+        let (chosen, targets) = self.choose(selector)?;
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = self.plan(from_s, to_s, step_s)?;
+        let text = self.read(&format!(
+            "SELECT target, intDiv(toUInt32(ts), {step_s}) * {step_s} AS b, sum(count) FROM ({}) GROUP BY target, b",
+            self.pieces_sql(&plan, "target, ts, count", &chosen)
+        ))?;
+        let mut per_target: HashMap<u64, BTreeMap<i64, u64>> = HashMap::new();
+        for r in rows(&text).0 {
+            let t: u64 = num(r.first(), "target")?;
+            let b: i64 = num(r.get(1), "bucket")?;
+            let c: u64 = num(r.get(2), "count")?;
+            let e = per_target.entry(t).or_default().entry(b).or_insert(0);
+            *e = e.saturating_add(c);
+        }
+        Ok(targets
+            .into_iter()
+            .map(|(id, labels, period_ns)| TargetSeries {
+                labels,
+                period_ns,
+                points: per_target
+                    .remove(&id)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub(super) fn stacks_by_bucket(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<BucketedStacks, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
+        let (chosen, targets) = self.choose(selector)?;
+        let mut out = BucketedStacks {
+            step_s,
+            ..Default::default()
+        };
+        if targets.is_empty() {
+            return Ok(out);
+        }
+        let plan = self.plan(from_s, to_s, step_s)?;
+        let (top, _) = self.top_stacks(&plan, &chosen)?;
+        let hashes: Vec<u64> = top.iter().map(|(h, _)| *h).collect();
+        let texts = self.stack_texts(&hashes)?;
+        let mut index: HashMap<u64, u32> = HashMap::with_capacity(hashes.len());
+        for h in &hashes {
+            index.insert(*h, out.stacks.len() as u32);
+            out.stacks.push(
+                texts
+                    .get(h)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(MISSING_STACK)),
+            );
+        }
+        // Stacks outside the kept set are summed into hash 0 by ClickHouse.
+        let kept = if hashes.is_empty() {
+            "0".to_string()
+        } else {
+            format!("stack IN ({})", id_list(hashes.iter().copied()))
+        };
+        let text = self.read(&format!(
+            "SELECT intDiv(toUInt32(ts), {step_s}) * {step_s} AS b, if({kept}, stack, toUInt64(0)) AS s, sum(count) FROM ({}) GROUP BY b, s",
+            self.pieces_sql(&plan, "ts, stack, count", &chosen)
+        ))?;
+        let other = out.stacks.len() as u32;
+        let mut folded: HashMap<(i64, u32), u64> = HashMap::new();
+        for r in rows(&text).0 {
+            let b: i64 = num(r.first(), "bucket")?;
+            let s: u64 = num(r.get(1), "stack")?;
+            let c: u64 = num(r.get(2), "count")?;
+            let i = index.get(&s).copied().unwrap_or(other);
+            let e = folded.entry((b, i)).or_insert(0);
+            *e = e.saturating_add(c);
+        }
+        if folded.keys().any(|(_, i)| *i == other) {
+            out.stacks.push(Arc::from(OTHER_FRAME));
+        }
+        out.counts = folded.into_iter().map(|((b, i), c)| (b, i, c)).collect();
+        out.counts.sort_unstable();
+        Ok(out)
+    }
+}
+
+/// Checks a bucketed range (non-empty, positive step, at most `max` buckets) and
+/// returns `from_s` floored to the step.
+fn check_buckets(from_s: i64, to_s: i64, step_s: i64, max: i64) -> Result<i64, StoreError> {
+    if to_s <= from_s || step_s <= 0 {
+        return Err(StoreError::Invalid(
+            "empty range or non-positive step".into(),
+        ));
+    }
+    let from = floor_to(from_s, step_s);
+    let buckets = (to_s - from + step_s - 1) / step_s;
+    if buckets > max {
+        return Err(StoreError::Invalid(format!(
+            "{buckets} buckets: use a larger step"
+        )));
+    }
+    Ok(from)
+}

@@ -1,0 +1,242 @@
+//! Rollups and retention, both done by ClickHouse.
+//!
+//! A rollup step computes whole minutes (or hours) of every target with one
+//! `INSERT INTO samples_1m SELECT ... sum(count) ... FROM samples_raw FINAL GROUP BY`. Its
+//! progress has two marks per level: `started` is raised before the computation reads,
+//! `done` after it is stored. Queries read a rollup only below `done`; ingest re-rolls
+//! the buckets of windows below `started` after storing them (see `ingest`). Either the
+//! step read a late window or the window's ingest sees the step as started, so no
+//! rollup misses a window, and a step interrupted between the marks is simply done
+//! again. Rows carry the computation's time as their version: the latest replaces.
+//!
+//! Retention drops whole day partitions: raw days once minute rollups cover them and
+//! they are past `raw_retention`, minute days likewise against hours, hour days past
+//! `retention`; stack texts and targets by the day they were last written.
+
+use std::time::Duration;
+
+use super::client::{id_list, num, rows};
+use super::{floor_to, ClickHouseStore};
+use crate::{RetentionStats, StoreError};
+
+/// Raw windows are rolled up only once they are this old (as in SQLite).
+const ROLLUP_GRACE_S: i64 = 120;
+/// Minutes computed per rollup step: one bounded statement however large the fleet.
+const MINUTES_PER_STEP: i64 = 10;
+
+impl ClickHouseStore {
+    /// Writes the rollup of `[from, to)` at resolution `step` (60: from raw, 3600: from
+    /// minutes), for `targets` or all.
+    pub(super) fn roll(
+        &self,
+        step: i64,
+        from: i64,
+        to: i64,
+        targets: Option<&[u64]>,
+    ) -> Result<(), StoreError> {
+        let (dest, src, bucket) = if step == 60 {
+            ("samples_1m", "samples_raw", "toStartOfMinute(ts)")
+        } else {
+            ("samples_1h", "samples_1m", "toStartOfHour(ts)")
+        };
+        let filter = match targets {
+            Some(t) => format!(" AND target IN ({})", id_list(t.iter().copied())),
+            None => String::new(),
+        };
+        let version = stackwatch_profile::clock::unix_ms();
+        self.client.query(
+            &format!(
+                "INSERT INTO {dest_t} (ts, service, target, stack, count, version) \
+                 SELECT {bucket} AS b, service, target, stack, sum(count), toUInt64({version}) \
+                 FROM {src_t} FINAL WHERE ts >= {from} AND ts < {to}{filter} \
+                 GROUP BY b, service, target, stack",
+                dest_t = self.t(dest),
+                src_t = self.t(src),
+            ),
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn set_level(&self, level: &str, value: i64) -> Result<(), StoreError> {
+        self.client.insert(
+            &format!("{} (level, value)", self.t("rollup_state")),
+            "TabSeparated",
+            format!("{level}\t{value}\n").into_bytes(),
+        )
+    }
+
+    fn earliest_from(&self, table: &str, at_or_after: i64) -> Result<Option<i64>, StoreError> {
+        let text = self.client.query(
+            &format!(
+                "SELECT toUInt32(min(ts)), count() FROM {} WHERE ts >= {}",
+                self.t(table),
+                at_or_after.clamp(0, u32::MAX as i64)
+            ),
+            None,
+        )?;
+        let r = rows(&text).0;
+        let Some(r) = r.first() else { return Ok(None) };
+        let n: u64 = num(r.get(1), "count")?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(num(r.first(), "min ts")?))
+    }
+
+    /// One bounded step of the minute rollup; true when more is due now.
+    pub(super) fn rollup_minutes(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let l = self.levels()?;
+        let ready = floor_to(now_s - ROLLUP_GRACE_S, 60);
+        let done = if l.minute_done == i64::MIN {
+            0
+        } else {
+            l.minute_done
+        };
+        if done >= ready {
+            return Ok(false);
+        }
+        // Skip empty stretches in one step.
+        let start = match self.earliest_from("samples_raw", done)? {
+            Some(t) if t < ready => floor_to(t, 60).max(done),
+            _ => {
+                self.set_level("1m-started", ready)?;
+                self.set_level("1m", ready)?;
+                return Ok(false);
+            }
+        };
+        let end = (start + 60 * MINUTES_PER_STEP).min(ready);
+        self.set_level("1m-started", end)?;
+        self.roll(60, start, end, None)?;
+        self.set_level("1m", end)?;
+        Ok(end < ready)
+    }
+
+    /// One bounded step of the hour rollup (one hour of every target).
+    pub(super) fn rollup_hours(&mut self, now_s: i64) -> Result<bool, StoreError> {
+        let l = self.levels()?;
+        if l.minute_done == i64::MIN {
+            return Ok(false);
+        }
+        let ready = floor_to((now_s - ROLLUP_GRACE_S).min(l.minute_done), 3600);
+        let done = if l.hour_done == i64::MIN {
+            0
+        } else {
+            l.hour_done
+        };
+        if done >= ready {
+            return Ok(false);
+        }
+        let start = match self.earliest_from("samples_1m", done)? {
+            Some(t) if t < ready => floor_to(t, 3600).max(done),
+            _ => {
+                self.set_level("1h-started", ready)?;
+                self.set_level("1h", ready)?;
+                return Ok(false);
+            }
+        };
+        let end = start + 3600;
+        self.set_level("1h-started", end)?;
+        self.roll(3600, start, end, None)?;
+        self.set_level("1h", end)?;
+        Ok(end < ready)
+    }
+
+    /// Drops every day partition past its retention, on every node.
+    pub(super) fn drop_expired(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+        let l = self.levels()?;
+        let cut = |d: Duration| now_s.saturating_sub(d.as_secs() as i64);
+        let r = &self.opts.retention;
+        // A resolution goes only as far as the next coarser one covers it.
+        let raw_cut = cut(r.raw_retention).min(if l.minute_done == i64::MIN {
+            0
+        } else {
+            l.minute_done
+        });
+        let minute_cut = cut(r.minute_retention).min(if l.hour_done == i64::MIN {
+            0
+        } else {
+            l.hour_done
+        });
+        let hour_cut = cut(r.retention);
+        // Stack texts and targets are written at least once a day while used, and a
+        // window may start up to a day ahead: keep two days of slack.
+        let kept_from = raw_cut.min(minute_cut).min(hour_cut) - 2 * 86_400;
+        let series_cut = hour_cut;
+        let mut stats = RetentionStats::default();
+        for node in &self.nodes {
+            let text = node.query(
+                &format!(
+                    "SELECT table, partition, sum(rows) FROM system.parts WHERE database = {} AND active GROUP BY table, partition",
+                    super::client::quote(&self.db)
+                ),
+                None,
+            )?;
+            for r in rows(&text).0 {
+                let (Some(table), Some(partition)) = (r.first(), r.get(1)) else {
+                    continue;
+                };
+                let Ok(day) = partition.trim_matches('\'').parse::<i64>() else {
+                    continue;
+                };
+                let n: u64 = num(r.get(2), "rows")?;
+                let base = table.strip_suffix("_local").unwrap_or(table);
+                let keep_from = match base {
+                    "samples_raw" => raw_cut,
+                    "samples_1m" => minute_cut,
+                    "samples_1h" => hour_cut,
+                    "stacks" | "targets" => kept_from,
+                    "series" => series_cut,
+                    _ => continue,
+                };
+                // The partition holds one day: drop it once the whole day is past.
+                let Some(day_end) = day_end_of(day) else {
+                    continue;
+                };
+                if day_end > keep_from {
+                    continue;
+                }
+                node.query(
+                    &format!("ALTER TABLE {}.{table} DROP PARTITION {day}", self.db),
+                    None,
+                )?;
+                match base {
+                    "stacks" => stats.stacks += n,
+                    "targets" => stats.targets += n,
+                    "series" => stats.series += n,
+                    _ => stats.sample_rows += n,
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// The Unix second at which day `yyyymmdd` ends.
+fn day_end_of(yyyymmdd: i64) -> Option<i64> {
+    let (y, m, d) = (yyyymmdd / 10_000, (yyyymmdd / 100) % 100, yyyymmdd % 100);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // days_from_civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days + 1) * 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_end_of;
+
+    #[test]
+    fn partition_days_end_at_midnight_utc() {
+        assert_eq!(day_end_of(19700101), Some(86_400));
+        assert_eq!(day_end_of(20251125), Some(1_764_115_200));
+        assert_eq!(day_end_of(20251399), None);
+    }
+}
