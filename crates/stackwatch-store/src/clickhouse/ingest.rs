@@ -53,10 +53,11 @@ impl ClickHouseStore {
             let target = target_id(&w.target);
             let service = w.target.get("service").map(String::as_str).unwrap_or("");
             let known = self.target_days.get(&target).copied();
-            if known.map_or(true, |(day, period)| {
-                day < today || (w.period_ns != 0 && w.period_ns != period)
-            }) && !new_targets.iter().any(|(t, _)| *t == target)
-            {
+            let stale = match known {
+                Some((day, period)) => day < today || (w.period_ns != 0 && w.period_ns != period),
+                None => true,
+            };
+            if stale && !new_targets.iter().any(|(t, _)| *t == target) {
                 let labels = serde_json::to_string(&w.target)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 let period = if w.period_ns != 0 {
@@ -82,7 +83,7 @@ impl ClickHouseStore {
                     continue;
                 }
                 let hash = stack_hash(stack);
-                if self.stack_days.get(&hash).map_or(true, |d| *d < today)
+                if !matches!(self.stack_days.get(&hash), Some(d) if *d >= today)
                     && seen_stacks.insert(hash, ()).is_none()
                 {
                     let _ = write!(stack_rows, "{hash}\t");

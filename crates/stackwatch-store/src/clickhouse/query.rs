@@ -30,6 +30,9 @@ pub(super) struct Levels {
 /// retention drops texts after the samples that name them; shown rather than dropped).
 const MISSING_STACK: &str = "[stack text missing]";
 
+/// A target's id, labels and sampling period.
+type TargetRow = (u64, Labels, u64);
+
 /// The selected targets: every one (no filter needed), or these ids.
 enum Chosen {
     All,
@@ -38,7 +41,7 @@ enum Chosen {
 
 impl ClickHouseStore {
     /// Every target: id, labels, period (the latest written).
-    pub(super) fn target_rows(&self) -> Result<Vec<(u64, Labels, u64)>, StoreError> {
+    pub(super) fn target_rows(&self) -> Result<Vec<TargetRow>, StoreError> {
         let text = self.read(&format!(
             "SELECT id, argMax(labels, updated), argMax(period_ns, updated) FROM {} GROUP BY id",
             self.t("targets")
@@ -58,10 +61,10 @@ impl ClickHouseStore {
             .collect()
     }
 
-    fn choose(&self, selector: &Selector) -> Result<(Chosen, Vec<(u64, Labels, u64)>), StoreError> {
+    fn choose(&self, selector: &Selector) -> Result<(Chosen, Vec<TargetRow>), StoreError> {
         let all = self.target_rows()?;
         let n = all.len();
-        let chosen: Vec<(u64, Labels, u64)> = all
+        let chosen: Vec<TargetRow> = all
             .into_iter()
             .filter(|(_, l, _)| selector.matches(l))
             .collect();
