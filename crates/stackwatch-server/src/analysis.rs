@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
-use stackwatch_store::{ProfileStore, TargetSeries};
+use stackwatch_store::TargetSeries;
 
 use crate::query::{
     apply_hide, hide_param, param_err, parse_request, read, selection, svg_options, Params,

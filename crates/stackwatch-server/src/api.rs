@@ -14,7 +14,7 @@ use stackwatch_http::BearerAuth;
 
 use crate::analysis;
 use crate::query::{self, Format};
-use crate::scrape::{HealthMap, TargetHealth};
+use crate::scrape::TargetHealth;
 use crate::state::ApiState;
 
 /// Every route, behind the bearer token when one is configured.
@@ -113,17 +113,48 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-fn snapshot(health: &HealthMap) -> Vec<TargetHealth> {
-    health
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect()
+/// Every configured target: those this collector scrapes with their health, those
+/// another collector sharing the store scrapes with its id.
+fn snapshot(st: &ApiState) -> Vec<TargetHealth> {
+    let mut out: Vec<TargetHealth> = {
+        let h = st.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter()
+            .map(|(key, t)| {
+                let mut t = t.clone();
+                t.collector = st.members.owner(key);
+                t
+            })
+            .collect()
+    };
+    {
+        let backlog = st
+            .writer
+            .backlog_by_target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in &mut out {
+            t.store_backlog_rows = backlog.get(&t.labels).copied().unwrap_or(0);
+        }
+    }
+    let local: std::collections::HashSet<(String, _)> = out
+        .iter()
+        .map(|t| (t.url.clone(), t.labels.clone()))
+        .collect();
+    for t in st.cfg.all_targets().0 {
+        if local.contains(&(t.url.clone(), t.labels.clone())) {
+            continue;
+        }
+        let key = crate::scrape::target_key(&t);
+        let mut h = TargetHealth::new(&t);
+        h.collector = st.members.owner(&key);
+        h.scraped_here = false;
+        out.push(h);
+    }
+    out
 }
 
 async fn targets(State(st): State<ApiState>) -> Json<Vec<TargetHealth>> {
-    Json(snapshot(&st.health))
+    Json(snapshot(&st))
 }
 
 fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
@@ -138,8 +169,45 @@ fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {
-    let targets = snapshot(&st.health);
+    let all = snapshot(&st);
+    let (targets, elsewhere): (Vec<TargetHealth>, Vec<TargetHealth>) =
+        all.into_iter().partition(|t| t.scraped_here);
     let mut m = MetricsText::new();
+    m.family(
+        "stackwatch_target_collector",
+        MetricKind::Gauge,
+        "1 for the collector that scrapes each configured target (label collector).",
+    );
+    for t in targets.iter().chain(&elsewhere) {
+        let mut labels = target_labels(t);
+        labels.push(("collector", t.collector.as_str()));
+        m.sample("stackwatch_target_collector", &labels, 1);
+    }
+    m.family(
+        "stackwatch_target_store_backlog_rows",
+        MetricKind::Gauge,
+        "Rows of the target waiting for the store to come back.",
+    );
+    for t in &targets {
+        m.sample(
+            "stackwatch_target_store_backlog_rows",
+            &target_labels(t),
+            t.store_backlog_rows,
+        );
+    }
+    let live = st.members.live();
+    m.family(
+        "stackwatch_collector_live",
+        MetricKind::Gauge,
+        "Collectors sharing the store that this one sees alive (label collector).",
+    );
+    for c in &live {
+        m.sample(
+            "stackwatch_collector_live",
+            &[("collector", c.id.as_str()), ("addr", c.addr.as_str())],
+            1,
+        );
+    }
     type PerTarget = (
         &'static str,
         MetricKind,
@@ -269,6 +337,42 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         MetricKind::Counter,
         "Rows deleted by retention: samples, stacks, targets, checkpoints.",
         load(&w.retention_deleted),
+    )
+    .single(
+        "stackwatch_store_unavailable",
+        MetricKind::Gauge,
+        "1 while the store cannot be written (windows wait in the backlog).",
+        load(&w.store_unavailable),
+    )
+    .single(
+        "stackwatch_store_backlog_rows",
+        MetricKind::Gauge,
+        "Rows waiting for the store to come back (store.max_buffered_rows).",
+        load(&w.backlog_rows),
+    )
+    .single(
+        "stackwatch_store_backlog_windows",
+        MetricKind::Gauge,
+        "Windows waiting for the store to come back.",
+        load(&w.backlog_windows),
+    )
+    .single(
+        "stackwatch_store_backlog_refused_total",
+        MetricKind::Counter,
+        "Write requests refused because the backlog was full (their workers keep the windows).",
+        load(&w.backlog_refused),
+    )
+    .single(
+        "stackwatch_store_backlog_dropped_windows_total",
+        MetricKind::Counter,
+        "Backlogged windows the store refused for what they are once it was back.",
+        load(&w.backlog_dropped_windows),
+    )
+    .single(
+        "stackwatch_collector_maintenance",
+        MetricKind::Gauge,
+        "1 when this collector runs rollups and retention for the shared store.",
+        u8::from(st.members.maintenance.load(Ordering::Relaxed)),
     );
     let q = &st.slots.stats;
     m.single(

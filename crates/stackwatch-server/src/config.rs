@@ -216,6 +216,71 @@ impl Default for StorageConfig {
     }
 }
 
+/// Which store backend `[store] kind` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in `data_dir` (the default).
+    #[default]
+    Sqlite,
+    /// ClickHouse over its HTTP interface, shared by several collectors.
+    Clickhouse,
+}
+
+/// `[store]`: where profiles are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sqlite` (default) or `clickhouse`.
+    pub kind: StoreKind,
+    /// ClickHouse's HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: Option<String>,
+    /// ClickHouse database (must exist; default `stackwatch`).
+    pub database: String,
+    /// ClickHouse user (default `default`).
+    pub user: String,
+    /// ClickHouse password.
+    pub password: Option<String>,
+    /// File holding the ClickHouse password (relative to the config file).
+    pub password_file: Option<PathBuf>,
+    /// ClickHouse cluster (`remote_servers`): `Distributed` tables over per-shard ones.
+    pub cluster: Option<String>,
+    /// With `cluster`: every shard's HTTP URL (tables are created node by node).
+    pub shard_urls: Vec<String>,
+    /// Longest one ClickHouse statement may take (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Rows held in memory while the store is unavailable (default 2 000 000); when
+    /// full, checkpoints stop advancing and workers keep their windows.
+    pub max_buffered_rows: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            kind: StoreKind::Sqlite,
+            url: None,
+            database: "stackwatch".into(),
+            user: "default".into(),
+            password: None,
+            password_file: None,
+            cluster: None,
+            shard_urls: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_buffered_rows: 2_000_000,
+        }
+    }
+}
+
+/// `[collector]`: this collector among others sharing a ClickHouse store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorSection {
+    /// This collector's id, unique among those sharing the store (default:
+    /// `<hostname>:<listen port>`). Targets are split by rendezvous hashing over ids.
+    pub id: Option<String>,
+}
+
 /// `[query]`: what queries may cost, so a burst of them cannot starve scraping.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -316,6 +381,12 @@ pub struct Config {
     /// HTTP connection limits.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The store backend.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Identity among collectors sharing a store.
+    #[serde(default)]
+    pub collector: CollectorSection,
     /// Static targets.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -354,6 +425,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
             http: HttpConfig::default(),
+            store: StoreSection::default(),
+            collector: CollectorSection::default(),
             targets: Vec::new(),
             target_files: Vec::new(),
             base_dir: PathBuf::from("."),
@@ -430,7 +503,117 @@ impl Config {
         for (i, t) in cfg.targets.iter().enumerate() {
             validate_target(t).map_err(|m| invalid(&format!("targets[{i}].url"), &m))?;
         }
+        let st = &cfg.store;
+        match st.kind {
+            StoreKind::Sqlite => {
+                for (key, set) in [
+                    ("store.url", st.url.is_some()),
+                    ("store.cluster", st.cluster.is_some()),
+                    ("store.shard_urls", !st.shard_urls.is_empty()),
+                    ("store.password", st.password.is_some()),
+                    ("store.password_file", st.password_file.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(key, "only applies to kind = \"clickhouse\""));
+                    }
+                }
+            }
+            StoreKind::Clickhouse => {
+                if st.url.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "store.url",
+                        "kind = \"clickhouse\" needs the URL of ClickHouse's HTTP interface",
+                    ));
+                }
+                if st.password.is_some() && st.password_file.is_some() {
+                    return Err(invalid(
+                        "store.password",
+                        "set password or password_file, not both",
+                    ));
+                }
+                if !st.shard_urls.is_empty() && st.cluster.is_none() {
+                    return Err(invalid(
+                        "store.shard_urls",
+                        "only applies with store.cluster",
+                    ));
+                }
+                if st.timeout.is_zero() {
+                    return Err(invalid("store.timeout", "must be positive"));
+                }
+            }
+        }
+        if cfg.store.max_buffered_rows == 0 {
+            return Err(invalid("store.max_buffered_rows", "must be at least 1"));
+        }
+        if cfg.collector.id.as_deref() == Some("") {
+            return Err(invalid("collector.id", "must not be empty"));
+        }
         Ok(cfg)
+    }
+
+    /// The store this configuration names (reads `store.password_file`).
+    pub fn store_config(&self) -> Result<stackwatch_store::StoreConfig, ConfigError> {
+        let st = &self.store;
+        Ok(match st.kind {
+            StoreKind::Sqlite => stackwatch_store::StoreConfig::Sqlite {
+                path: self.data_dir.join("stackwatch.db"),
+                options: self.retention(),
+                reader: stackwatch_store::ReaderOptions {
+                    cache_kib: (self.query.cache_bytes / 1024).clamp(64, u32::MAX as usize) as u32,
+                    max_answer_stacks: self.query.max_answer_stacks,
+                },
+                max_idle_readers: self.query.max_concurrent,
+            },
+            StoreKind::Clickhouse => {
+                let password = match (&st.password, &st.password_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(f)) => {
+                        let path = self.base_dir.join(f);
+                        std::fs::read_to_string(&path)
+                            .map_err(|e| ConfigError::Invalid {
+                                path: path.clone(),
+                                key: "store.password_file".into(),
+                                message: e.to_string(),
+                            })?
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string()
+                    }
+                    (None, None) => String::new(),
+                };
+                stackwatch_store::StoreConfig::ClickHouse(stackwatch_store::ClickHouseOptions {
+                    url: st.url.clone().unwrap_or_default(),
+                    database: st.database.clone(),
+                    user: st.user.clone(),
+                    password,
+                    cluster: st.cluster.clone(),
+                    shard_urls: st.shard_urls.clone(),
+                    timeout: st.timeout,
+                    retention: self.retention(),
+                    max_answer_stacks: self.query.max_answer_stacks,
+                })
+            }
+        })
+    }
+
+    fn retention(&self) -> stackwatch_store::StoreOptions {
+        stackwatch_store::StoreOptions {
+            raw_retention: self.storage.raw_retention.min(self.storage.retention),
+            minute_retention: self.storage.retention,
+            retention: self.storage.retention,
+        }
+    }
+
+    /// This collector's id: `[collector] id`, or `<hostname>:<listen port>`.
+    pub fn collector_id(&self) -> String {
+        if let Some(id) = &self.collector.id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", self.listen.port())
     }
 
     /// Static targets plus those of every target file (files that fail to parse are

@@ -8,6 +8,8 @@
 //!   [`state`][crate::state] what the routes share (and the query slots);
 //!   [`analysis`][crate::analysis] CPU in cores, top functions, sandwich, changes.
 //! - [`data_dir`][crate::data_dir]: the data directory and its lock.
+//! - [`membership`][crate::membership]: which collector scrapes which target when
+//!   several share a ClickHouse store.
 //! - [`verdict`][crate::verdict]: which functions changed significantly between two
 //!   selections.
 
@@ -15,6 +17,7 @@ pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod data_dir;
+pub mod membership;
 pub mod query;
 pub mod scrape;
 pub mod state;
@@ -25,11 +28,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stackwatch_http::{ServeOptions, ServeStats};
-use stackwatch_store::{ReaderOptions, ReaderPool, SqliteStore, StoreOptions};
+use stackwatch_store::{open_writer, Readers, StoreConfig};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
@@ -41,6 +45,9 @@ pub enum ServerError {
     /// The data directory could not be created or locked.
     #[error(transparent)]
     DataDir(#[from] data_dir::DataDirError),
+    /// The configuration names something unusable (a password file, say).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] stackwatch_store::StoreError),
@@ -65,23 +72,29 @@ pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
 /// A bound, not yet running server (so callers learn the address before it runs).
 pub struct Server {
     cfg: Config,
+    store: StoreConfig,
     listener: tokio::net::TcpListener,
-    lock: data_dir::DataDirLock,
+    lock: Option<data_dir::DataDirLock>,
 }
 
 impl Server {
     /// Opens the store and binds the listen address.
     ///
     /// Fails before anything listens if the data directory is another collector's
-    /// (locked), or the store cannot be written.
+    /// (locked), or the store cannot be reached or written.
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
-        let lock = data_dir::DataDirLock::acquire(&cfg.data_dir)?;
-        // Create the schema now, so readers can open the file; this also proves the
-        // store can be written.
-        drop(SqliteStore::open(
-            &db_path(&cfg.data_dir),
-            store_options(&cfg),
-        )?);
+        let store = cfg.store_config()?;
+        // The embedded store has one collector, which locks its directory; a shared
+        // store has any number, which split the targets (see membership).
+        let lock = if store.is_shared() {
+            None
+        } else {
+            Some(data_dir::DataDirLock::acquire(&cfg.data_dir)?)
+        };
+        // Create the schema now, so readers can open it; this also proves the store
+        // can be reached and written.
+        drop(open_writer(&store)?);
+        tracing::info!(store = %store.describe(), "store opened");
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -103,6 +116,7 @@ impl Server {
         }
         Ok(Server {
             cfg,
+            store,
             listener,
             lock,
         })
@@ -119,17 +133,44 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let local_addr = self.local_addr();
         let cfg = self.cfg;
+        let store_cfg = self.store;
         let _lock = self.lock;
-        let db = db_path(&cfg.data_dir);
-        let store = SqliteStore::open(&db, store_options(&cfg))?;
+        let store = open_writer(&store_cfg)?;
+        let members = membership::Membership::new(
+            cfg.collector_id(),
+            local_addr.to_string(),
+            store_cfg.is_shared(),
+        );
+        let stop_beats = Arc::new(AtomicBool::new(false));
+        let beats = if store_cfg.is_shared() {
+            let (m, s, stop) = (
+                members.clone(),
+                open_writer(&store_cfg)?,
+                stop_beats.clone(),
+            );
+            let interval = cfg.scrape.interval;
+            tracing::info!(collector = %members.id(), "sharing the store with other collectors: targets are split by rendezvous hashing");
+            Some(
+                std::thread::Builder::new()
+                    .name("stackwatch-membership".into())
+                    .spawn(move || membership::run(m, s, interval, stop))
+                    .map_err(ServerError::Http)?,
+            )
+        } else {
+            None
+        };
         let (writer, writer_thread) = writer::spawn(
             store,
             writer::WriterOptions {
                 flush_interval: cfg.storage.flush_interval,
                 flush_rows: cfg.storage.flush_rows,
+                max_buffered_rows: cfg.store.max_buffered_rows,
+                maintenance: members.maintenance.clone(),
             },
         );
+        let readers = Readers::open(&store_cfg)?;
         let health: scrape::HealthMap = Arc::new(Mutex::new(Default::default()));
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(cfg.scrape.concurrency)
@@ -142,19 +183,11 @@ impl Server {
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.scrape.concurrency)),
             writer: writer.clone(),
             health: health.clone(),
-            db_path: db.clone(),
+            readers: readers.clone(),
             base_dir: cfg.base_dir.clone(),
         };
         let writer_stats = writer.stats.clone();
-        let manager = tokio::spawn(manage_targets(cfg.clone(), ctx));
-        let readers = ReaderPool::new(
-            db,
-            ReaderOptions {
-                cache_kib: (cfg.query.cache_bytes / 1024).clamp(64, u32::MAX as usize) as u32,
-                max_answer_stacks: cfg.query.max_answer_stacks,
-            },
-            cfg.query.max_concurrent,
-        );
+        let manager = tokio::spawn(manage_targets(cfg.clone(), ctx, members.clone()));
         let http_stats = Arc::new(ServeStats::default());
         let serve_opts = ServeOptions {
             header_read_timeout: cfg.http.header_read_timeout,
@@ -167,6 +200,7 @@ impl Server {
             writer_stats,
             readers,
             http_stats.clone(),
+            members,
         );
         let app = api::router(state);
         stackwatch_http::serve(self.listener, app, serve_opts, http_stats, shutdown).await;
@@ -175,20 +209,21 @@ impl Server {
         let _ = manager.await;
         drop(writer);
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        stop_beats.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = beats {
+            let _ = tokio::task::spawn_blocking(move || b.join()).await;
+        }
         Ok(())
     }
 }
 
-fn store_options(cfg: &Config) -> StoreOptions {
-    StoreOptions {
-        raw_retention: cfg.storage.raw_retention.min(cfg.storage.retention),
-        minute_retention: cfg.storage.retention,
-        retention: cfg.storage.retention,
-    }
-}
-
-/// Keeps one scrape task per target, re-reading target files when they change.
-async fn manage_targets(cfg: Config, ctx: scrape::ScrapeContext) {
+/// Keeps one scrape task per target this collector owns, re-reading target files when
+/// they change and ownership whenever membership does.
+async fn manage_targets(
+    cfg: Config,
+    ctx: scrape::ScrapeContext,
+    members: Arc<membership::Membership>,
+) {
     struct Running(HashMap<String, JoinHandle<()>>);
     impl Drop for Running {
         fn drop(&mut self) {
@@ -199,17 +234,28 @@ async fn manage_targets(cfg: Config, ctx: scrape::ScrapeContext) {
     }
     let mut running = Running(HashMap::new());
     let mut stamp = None;
+    let mut owners: Vec<String> = Vec::new();
+    let mut all: Vec<config::TargetConfig> = Vec::new();
+    let mut first = true;
+    let (beat, _) = membership::timing(cfg.scrape.interval);
     loop {
         let now = cfg.target_files_stamp();
-        if stamp.as_ref() != Some(&now) {
-            stamp = Some(now);
-            let (targets, errors) = cfg.all_targets();
-            for e in errors {
-                tracing::warn!(error = %e, "target file");
+        let live: Vec<String> = members.live().into_iter().map(|c| c.id).collect();
+        let files_changed = stamp.as_ref() != Some(&now);
+        if files_changed || live != owners {
+            if files_changed {
+                stamp = Some(now);
+                let (targets, errors) = cfg.all_targets();
+                for e in errors {
+                    tracing::warn!(error = %e, "target file");
+                }
+                all = targets;
             }
-            let wanted: HashMap<String, config::TargetConfig> = targets
-                .into_iter()
-                .map(|t| (scrape::target_key(&t), t))
+            owners = live;
+            let wanted: HashMap<String, config::TargetConfig> = all
+                .iter()
+                .map(|t| (scrape::target_key(t), t.clone()))
+                .filter(|(k, _)| members.owns(k))
                 .collect();
             running.0.retain(|k, task| {
                 let keep = wanted.contains_key(k);
@@ -225,10 +271,13 @@ async fn manage_targets(cfg: Config, ctx: scrape::ScrapeContext) {
             for (k, t) in wanted {
                 if let std::collections::hash_map::Entry::Vacant(slot) = running.0.entry(k) {
                     tracing::info!(url = %t.url, "scraping target");
-                    slot.insert(tokio::spawn(scrape::run_target(ctx.clone(), t)));
+                    // At startup targets spread over the interval; one taken over (or
+                    // added) later is scraped at once, so a hand-off loses no time.
+                    slot.insert(tokio::spawn(scrape::run_target(ctx.clone(), t, !first)));
                 }
             }
+            first = false;
         }
-        tokio::time::sleep(cfg.scrape.interval.min(Duration::from_secs(5))).await;
+        tokio::time::sleep(beat.min(Duration::from_secs(5))).await;
     }
 }

@@ -25,7 +25,7 @@ use axum::Json;
 use serde::Serialize;
 use stackwatch_profile::clock::unix_s as now_s;
 use stackwatch_profile::{Profile, SvgOptions};
-use stackwatch_store::{ProfileStore, QueryGuard, Selector, SqliteStore, StoreError};
+use stackwatch_store::{ProfileStore, QueryGuard, Selector, StoreError};
 
 use crate::state::{ApiState, Shed};
 
@@ -222,7 +222,7 @@ impl Drop for CancelOnDrop {
 /// slot and the query budget; the slot is held until `f` (rendering included) is done.
 pub(crate) async fn read<T: Send + 'static>(
     st: &ApiState,
-    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&dyn ProfileStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     let slot = st.slots.acquire().await.map_err(|shed| {
         let retry = st.cfg.query.queue_timeout.as_secs().max(1);
@@ -250,7 +250,7 @@ pub(crate) async fn read<T: Send + 'static>(
     let slots = st.slots.clone();
     st.slots
         .run(move || {
-            let result = readers.get(Some(guard)).and_then(|store| f(&store));
+            let result = readers.get(Some(guard)).and_then(|store| f(&*store));
             if let Err(StoreError::Interrupted(why)) = &result {
                 let s = &slots.stats;
                 if why.contains("went away") {

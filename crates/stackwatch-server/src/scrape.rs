@@ -23,7 +23,7 @@ use serde::Serialize;
 use stackwatch_profile::budget::{bound_stacks, BoundedStacks, BudgetError};
 use stackwatch_profile::clock::unix_ms;
 use stackwatch_profile::protocol::{WindowsResponse, PROTOCOL_VERSION};
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore};
+use stackwatch_store::{IngestWindow, Labels, Readers};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -111,6 +111,43 @@ pub struct TargetHealth {
     pub instance: Option<String>,
     /// Last window sequence stored (stackwatch targets).
     pub last_seq: u64,
+    /// The collector that scrapes this target (several may share a ClickHouse store).
+    pub collector: String,
+    /// False for a target another collector scrapes: the fields above are that
+    /// collector's to report (see its `/api/targets`).
+    pub scraped_here: bool,
+    /// Rows of this target waiting in the writer's backlog while the store is
+    /// unavailable.
+    pub store_backlog_rows: u64,
+}
+
+impl TargetHealth {
+    /// A target not scraped yet (or not by this collector).
+    pub fn new(target: &TargetConfig) -> TargetHealth {
+        TargetHealth {
+            labels: target.labels.clone(),
+            url: target.url.clone(),
+            kind: kind_name(target.kind),
+            up: false,
+            last_error: None,
+            last_scrape_unix_ms: 0,
+            last_scrape_duration_seconds: 0.0,
+            last_scrape_bytes: 0,
+            scrapes_total: 0,
+            scrape_failures_total: 0,
+            scrapes_skipped_total: 0,
+            samples_ingested_total: 0,
+            windows_lost_total: 0,
+            stacks_truncated_total: 0,
+            stacks_pruned_total: 0,
+            scrapes_row_limited_total: 0,
+            instance: None,
+            last_seq: 0,
+            collector: String::new(),
+            scraped_here: true,
+            store_backlog_rows: 0,
+        }
+    }
 }
 
 /// The health of every target, shared with the API.
@@ -142,8 +179,8 @@ pub struct ScrapeContext {
     pub writer: WriterHandle,
     /// Health.
     pub health: HealthMap,
-    /// The database file, for reading checkpoints.
-    pub db_path: PathBuf,
+    /// The store's readers, for checkpoints.
+    pub readers: Readers,
     /// Directory of the config file (token files are relative to it).
     pub base_dir: PathBuf,
 }
@@ -157,40 +194,21 @@ struct TargetState {
 }
 
 /// Scrapes `target` forever on its schedule (cancel the task to stop it).
-pub async fn run_target(ctx: ScrapeContext, target: TargetConfig) {
+/// `start_now`: scrape at once instead of after the target's offset in the interval.
+pub async fn run_target(ctx: ScrapeContext, target: TargetConfig, start_now: bool) {
     let key = target_key(&target);
     {
         let mut h = ctx.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.insert(
-            key.clone(),
-            TargetHealth {
-                labels: target.labels.clone(),
-                url: target.url.clone(),
-                kind: kind_name(target.kind),
-                up: false,
-                last_error: None,
-                last_scrape_unix_ms: 0,
-                last_scrape_duration_seconds: 0.0,
-                last_scrape_bytes: 0,
-                scrapes_total: 0,
-                scrape_failures_total: 0,
-                scrapes_skipped_total: 0,
-                samples_ingested_total: 0,
-                windows_lost_total: 0,
-                stacks_truncated_total: 0,
-                stacks_pruned_total: 0,
-                scrapes_row_limited_total: 0,
-                instance: None,
-                last_seq: 0,
-            },
-        );
+        h.insert(key.clone(), TargetHealth::new(&target));
     }
     // Spread targets over the interval (Prometheus-style: a stable offset per target).
     let interval = ctx.cfg.interval;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     let offset = Duration::from_nanos(hasher.finish() % interval.as_nanos().max(1) as u64);
-    tokio::time::sleep(offset).await;
+    if !start_now {
+        tokio::time::sleep(offset).await;
+    }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut state = TargetState::default();
@@ -342,10 +360,10 @@ async fn stored_checkpoint(
     labels: &Labels,
     instance: Option<String>,
 ) -> Result<Option<(String, u64)>, ScrapeError> {
-    let path = ctx.db_path.clone();
+    let readers = ctx.readers.clone();
     let labels = labels.clone();
     tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open_reader(&path)?;
+        let store = readers.get(None)?;
         let cps = store.checkpoints(&labels)?;
         Ok(match instance {
             Some(i) => cps.into_iter().find(|c| c.instance == i),

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use stackwatch_http::ServeStats;
-use stackwatch_store::ReaderPool;
+use stackwatch_store::Readers;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::membership::Membership;
 use crate::scrape::HealthMap;
 use crate::writer::WriterStats;
 use crate::Config;
@@ -19,9 +20,10 @@ pub struct ApiState {
     pub(crate) cfg: Arc<Config>,
     pub(crate) health: HealthMap,
     pub(crate) writer: Arc<WriterStats>,
-    pub(crate) readers: ReaderPool,
+    pub(crate) readers: Readers,
     pub(crate) slots: Arc<QuerySlots>,
     pub(crate) http: Arc<ServeStats>,
+    pub(crate) members: Arc<Membership>,
 }
 
 impl ApiState {
@@ -30,8 +32,9 @@ impl ApiState {
         cfg: Config,
         health: HealthMap,
         writer: Arc<WriterStats>,
-        readers: ReaderPool,
+        readers: Readers,
         http: Arc<ServeStats>,
+        members: Arc<Membership>,
     ) -> Self {
         let slots = Arc::new(QuerySlots::new(&cfg));
         ApiState {
@@ -41,6 +44,7 @@ impl ApiState {
             readers,
             slots,
             http,
+            members,
         }
     }
 

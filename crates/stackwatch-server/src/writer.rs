@@ -9,15 +9,23 @@
 //! One target's bad data never fails another's write: when a shared transaction fails,
 //! each request in it is retried in a transaction of its own, so only the request that
 //! caused the failure gets the error.
+//!
+//! When the store is unavailable (ClickHouse down or slow), requests are kept in a
+//! backlog of at most `max_buffered_rows` rows and acknowledged, so scraping goes on;
+//! the backlog is retried before anything new. Once it is full, requests are refused:
+//! their scrapers keep their checkpoints and the workers keep the windows until the
+//! store is back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use stackwatch_store::StoreError;
-use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore};
+use stackwatch_store::{IngestWindow, Labels, ProfileStore};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -42,6 +50,18 @@ pub struct WriterStats {
     pub isolated_failures: AtomicU64,
     /// Rows deleted by retention (samples, stacks, targets, checkpoints).
     pub retention_deleted: AtomicU64,
+    /// Rows waiting in the backlog for the store to come back.
+    pub backlog_rows: AtomicU64,
+    /// Windows waiting in the backlog.
+    pub backlog_windows: AtomicU64,
+    /// Backlogged windows the store refused when it came back (not for being down).
+    pub backlog_dropped_windows: AtomicU64,
+    /// Requests refused because the backlog was full.
+    pub backlog_refused: AtomicU64,
+    /// 1 while the last write found the store unavailable.
+    pub store_unavailable: AtomicU64,
+    /// Backlogged rows per target (labels), for `/api/targets`.
+    pub backlog_by_target: Mutex<HashMap<Labels, u64>>,
 }
 
 /// Why a write was not stored.
@@ -53,6 +73,14 @@ pub enum WriteError {
     /// The writer has stopped (the server is shutting down).
     #[error("the store writer has stopped")]
     Stopped,
+    /// The store is unavailable and the backlog is full.
+    #[error("store unavailable ({why}) and {rows} rows already wait in the backlog (store.max_buffered_rows): the worker keeps its windows until the store is back")]
+    BacklogFull {
+        /// Rows waiting.
+        rows: u64,
+        /// Why the store is unavailable.
+        why: String,
+    },
 }
 
 impl From<&StoreError> for WriteError {
@@ -95,11 +123,19 @@ pub struct WriterOptions {
     pub flush_interval: Duration,
     /// Or when this many rows are buffered.
     pub flush_rows: usize,
+    /// Rows kept while the store is unavailable.
+    pub max_buffered_rows: usize,
+    /// Whether this writer does rollups and retention (of several collectors sharing
+    /// a store, one does; it can change while running).
+    pub maintenance: Arc<AtomicBool>,
 }
+
+/// The store the writer owns.
+pub type BoxedStore = Box<dyn ProfileStore + Send>;
 
 /// Starts the writer thread over `store`. It stops (after a last flush) when every
 /// handle is dropped.
-pub fn spawn(store: SqliteStore, opts: WriterOptions) -> (WriterHandle, JoinHandle<()>) {
+pub fn spawn(store: BoxedStore, opts: WriterOptions) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = sync_channel(1024);
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
@@ -113,11 +149,12 @@ pub fn spawn(store: SqliteStore, opts: WriterOptions) -> (WriterHandle, JoinHand
 use stackwatch_profile::clock::unix_s as now_s;
 
 fn run(
-    mut store: SqliteStore,
+    mut store: BoxedStore,
     rx: Receiver<WriteRequest>,
     opts: WriterOptions,
     stats: Arc<WriterStats>,
 ) {
+    let mut backlog = Backlog::default();
     let mut buffer: Vec<WriteRequest> = Vec::new();
     let mut rows = 0usize;
     let mut oldest: Option<Instant> = None;
@@ -139,18 +176,25 @@ fn run(
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut store, &mut buffer, &stats);
+                backlog.retry(&mut store, &stats, &opts);
+                flush(&mut store, &mut buffer, &stats, &mut backlog, &opts);
+                if backlog.rows > 0 {
+                    tracing::warn!(rows = backlog.rows, "stopping with a backlog: its windows are fetched again from the workers by the next collector");
+                }
                 return;
             }
         }
+        if backlog.rows > 0 && backlog.last_try.elapsed() >= opts.flush_interval {
+            backlog.retry(&mut store, &stats, &opts);
+        }
         if rows >= opts.flush_rows || oldest.is_some_and(|t| t.elapsed() >= opts.flush_interval) {
-            flush(&mut store, &mut buffer, &stats);
+            flush(&mut store, &mut buffer, &stats, &mut backlog, &opts);
             rows = 0;
             oldest = None;
         }
         // Between flushes, one bounded maintenance step at a time: a busy writer still
         // rolls up (every ROLLUP_EVERY), an idle one catches up back to back.
-        if oldest.is_none() {
+        if oldest.is_none() && backlog.rows == 0 && opts.maintenance.load(Ordering::Relaxed) {
             maintenance.step(&mut store, &stats);
         }
     }
@@ -166,7 +210,7 @@ struct Maintenance {
 }
 
 impl Maintenance {
-    fn step(&mut self, store: &mut SqliteStore, stats: &WriterStats) {
+    fn step(&mut self, store: &mut BoxedStore, stats: &WriterStats) {
         if self.rollup_due || self.last_rollup.elapsed() >= ROLLUP_EVERY {
             self.last_rollup = Instant::now();
             let result = store.rollup(now_s());
@@ -207,7 +251,159 @@ impl Maintenance {
     }
 }
 
-fn flush(store: &mut SqliteStore, buffer: &mut Vec<WriteRequest>, stats: &WriterStats) {
+/// Windows acknowledged while the store was unavailable, oldest first.
+struct Backlog {
+    requests: Vec<Vec<IngestWindow>>,
+    rows: u64,
+    last_try: Instant,
+    why: String,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog {
+            requests: Vec::new(),
+            rows: 0,
+            last_try: Instant::now(),
+            why: String::new(),
+        }
+    }
+}
+
+fn rows_of(windows: &[IngestWindow]) -> u64 {
+    windows.iter().map(|w| w.stacks.len() as u64).sum()
+}
+
+impl Backlog {
+    /// Keeps `windows` if there is room; false when full.
+    fn push(
+        &mut self,
+        windows: Vec<IngestWindow>,
+        opts: &WriterOptions,
+        stats: &WriterStats,
+    ) -> bool {
+        let n = rows_of(&windows);
+        if self.rows + n > opts.max_buffered_rows as u64 && self.rows > 0 {
+            stats.backlog_refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.rows += n;
+        {
+            let mut by = stats
+                .backlog_by_target
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for w in &windows {
+                *by.entry(w.target.clone()).or_insert(0) += w.stacks.len() as u64;
+            }
+        }
+        self.requests.push(windows);
+        self.publish(stats);
+        true
+    }
+
+    fn publish(&self, stats: &WriterStats) {
+        stats.backlog_rows.store(self.rows, Ordering::Relaxed);
+        stats.backlog_windows.store(
+            self.requests.iter().map(|r| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Stores what the backlog holds, `flush_rows` at a time, until the store fails.
+    fn retry(&mut self, store: &mut BoxedStore, stats: &WriterStats, opts: &WriterOptions) {
+        self.last_try = Instant::now();
+        while !self.requests.is_empty() {
+            let mut take = 0;
+            let mut rows = 0u64;
+            while take < self.requests.len() && (take == 0 || rows < opts.flush_rows as u64) {
+                rows += rows_of(&self.requests[take]);
+                take += 1;
+            }
+            let windows: Vec<IngestWindow> =
+                self.requests[..take].iter().flatten().cloned().collect();
+            let result = store.ingest(&windows);
+            match result {
+                Ok(s) => record(stats, s),
+                Err(e) if e.is_transient() => {
+                    self.why = e.to_string();
+                    stats.store_unavailable.store(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    // Refused for what they are, not for the store being down: each
+                    // request alone, and what still fails is dropped (it would block
+                    // the backlog forever).
+                    tracing::warn!(error = %e, "backlogged windows refused; retrying each request alone");
+                    for req in &self.requests[..take] {
+                        match store.ingest(req) {
+                            Ok(s) => record(stats, s),
+                            Err(e) if e.is_transient() => {
+                                self.why = e.to_string();
+                                return;
+                            }
+                            Err(e) => {
+                                stats
+                                    .backlog_dropped_windows
+                                    .fetch_add(req.len() as u64, Ordering::Relaxed);
+                                tracing::warn!(error = %e, windows = req.len(), "dropping backlogged windows the store refuses");
+                            }
+                        }
+                    }
+                }
+            }
+            stats.store_unavailable.store(0, Ordering::Relaxed);
+            let done: Vec<Vec<IngestWindow>> = self.requests.drain(..take).collect();
+            {
+                let mut by = stats
+                    .backlog_by_target
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                for w in done.iter().flatten() {
+                    if let Some(n) = by.get_mut(&w.target) {
+                        *n = n.saturating_sub(w.stacks.len() as u64);
+                        if *n == 0 {
+                            by.remove(&w.target);
+                        }
+                    }
+                }
+            }
+            self.rows = self.rows.saturating_sub(rows);
+            self.publish(stats);
+        }
+    }
+}
+
+/// Answers a request the store could not take because it is unavailable: kept in the
+/// backlog (acknowledged) while there is room, refused when it is full.
+fn backlog_or_refuse(
+    req: WriteRequest,
+    windows: Vec<IngestWindow>,
+    why: &str,
+    backlog: &mut Backlog,
+    opts: &WriterOptions,
+    stats: &WriterStats,
+) {
+    backlog.why = why.to_string();
+    let rows = backlog.rows;
+    let ack = if backlog.push(windows, opts, stats) {
+        Ok(())
+    } else {
+        Err(WriteError::BacklogFull {
+            rows,
+            why: why.to_string(),
+        })
+    };
+    let _ = req.ack.send(ack);
+}
+
+fn flush(
+    store: &mut BoxedStore,
+    buffer: &mut Vec<WriteRequest>,
+    stats: &WriterStats,
+    backlog: &mut Backlog,
+    opts: &WriterOptions,
+) {
     if buffer.is_empty() {
         return;
     }
@@ -219,11 +415,31 @@ fn flush(store: &mut SqliteStore, buffer: &mut Vec<WriteRequest>, stats: &Writer
         windows.append(&mut r.windows);
         ranges.push(from..windows.len());
     }
-    match store.ingest(&windows) {
+    // While a backlog waits, the store is known to be down: join it without trying.
+    let result = if backlog.rows > 0 {
+        Err(stackwatch_store::StoreError::Unavailable(
+            backlog.why.clone(),
+        ))
+    } else {
+        store.ingest(&windows)
+    };
+    match result {
         Ok(s) => {
+            stats.store_unavailable.store(0, Ordering::Relaxed);
             record(stats, s);
             for req in buffer.drain(..) {
                 let _ = req.ack.send(Ok(()));
+            }
+        }
+        Err(e) if e.is_transient() => {
+            stats.store_unavailable.store(1, Ordering::Relaxed);
+            if backlog.rows == 0 {
+                tracing::warn!(error = %e, "store unavailable: keeping windows in the backlog (store.max_buffered_rows)");
+            }
+            let why = e.to_string();
+            for (req, range) in buffer.drain(..).zip(ranges) {
+                let w = windows[range].to_vec();
+                backlog_or_refuse(req, w, &why, backlog, opts, stats);
             }
         }
         Err(e) if buffer.len() == 1 => {
@@ -237,18 +453,21 @@ fn flush(store: &mut SqliteStore, buffer: &mut Vec<WriteRequest>, stats: &Writer
             // Retry each request alone: only the one that fails gets the error.
             tracing::warn!(error = %e, requests = buffer.len(), "shared ingest transaction failed; retrying each request alone");
             for (req, range) in buffer.drain(..).zip(ranges) {
-                let ack = match store.ingest(&windows[range]) {
+                match store.ingest(&windows[range.clone()]) {
                     Ok(s) => {
                         record(stats, s);
-                        Ok(())
+                        let _ = req.ack.send(Ok(()));
+                    }
+                    Err(e) if e.is_transient() => {
+                        let w = windows[range].to_vec();
+                        backlog_or_refuse(req, w, &e.to_string(), backlog, opts, stats);
                     }
                     Err(e) => {
                         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                         stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
-                        Err(WriteError::from(&e))
+                        let _ = req.ack.send(Err(WriteError::from(&e)));
                     }
-                };
-                let _ = req.ack.send(ack);
+                }
             }
         }
     }
