@@ -36,6 +36,23 @@ enum Command {
     /// Start three profiled binlog-streamer workers (two main, one canary), the collector
     /// and the dashboard: see it all with nothing to set up.
     Demo(demo::DemoArgs),
+    /// Copy a SQLite store's history into ClickHouse (idempotent: running it twice
+    /// doubles nothing).
+    Migrate {
+        /// The data directory of the SQLite store (holding stackwatch.db).
+        #[arg(long)]
+        from: PathBuf,
+        /// The ClickHouse store: clickhouse://user:password@host:port/database (the
+        /// port of ClickHouse's HTTP interface).
+        #[arg(long)]
+        to: String,
+        /// ClickHouse cluster (remote_servers), as `[store] cluster`.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// With --cluster: each shard's HTTP URL, as `[store] shard_urls` (repeat).
+        #[arg(long = "shard-url")]
+        shard_urls: Vec<String>,
+    },
     /// Run a binlog-streamer worker (what the demo starts; see `binlog-streamer --help`).
     #[command(hide = true)]
     Worker(binlog_streamer::cli::WorkerArgs),
@@ -74,6 +91,33 @@ fn run() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Migrate {
+            from,
+            to,
+            cluster,
+            shard_urls,
+        } => {
+            let db = stackwatch_server::db_path(&from);
+            let mut opts = stackwatch_store::ClickHouseOptions::from_url(&to)
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            opts.cluster = cluster;
+            opts.shard_urls = shard_urls;
+            let dest = stackwatch_store::ClickHouseStore::open(opts).context("--to")?;
+            let started = std::time::Instant::now();
+            let stats = stackwatch_store::migrate_sqlite(&db, &dest, |table, rows| {
+                eprintln!("stackwatch migrate: {table}: {rows} rows copied");
+            })
+            .with_context(|| format!("copying {}", db.display()))?;
+            println!(
+                "stackwatch migrate: copied {} targets, {} stacks, {} sample rows and {} checkpoints from {} in {:.1?} (run it again any time: nothing is doubled)",
+                stats.targets,
+                stats.stacks,
+                stats.sample_rows,
+                stats.checkpoints,
+                db.display(),
+                started.elapsed()
+            );
+        }
         Command::Server {
             config,
             listen,

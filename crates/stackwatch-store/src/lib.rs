@@ -9,11 +9,13 @@
 
 mod backend;
 pub mod clickhouse;
+mod migrate;
 pub mod selector;
 mod sqlite;
 
 pub use backend::{open_writer, Reader, Readers, StoreConfig};
 pub use clickhouse::{ClickHouseOptions, ClickHouseStore};
+pub use migrate::{migrate_sqlite, MigrateStats, MIGRATED_INSTANCE};
 
 pub use selector::{Labels, Selector, SelectorError, SelectorLimits};
 pub use sqlite::{

@@ -13,15 +13,19 @@ use crate::StoreError;
 /// A connection to one ClickHouse node's HTTP interface.
 #[derive(Clone)]
 pub(crate) struct Client {
-    http: reqwest::blocking::Client,
-    url: reqwest::Url,
+    agent: ureq::Agent,
+    /// `http://host:port`, no trailing slash.
+    url: String,
     user: String,
     password: String,
+    timeout: Duration,
 }
 
 /// Largest statement text sent (target lists are inlined); ClickHouse's own default
 /// `max_query_size` is 256 KiB, so each statement raises it to this.
 const MAX_QUERY_BYTES: usize = 64 << 20;
+/// Largest answer read (answers are bounded by the reader's budgets long before).
+const MAX_ANSWER_BYTES: u64 = 1 << 30;
 
 impl Client {
     /// A client for the node at `url` (`http://host:8123`).
@@ -31,43 +35,41 @@ impl Client {
         password: &str,
         timeout: Duration,
     ) -> Result<Client, StoreError> {
-        let url = reqwest::Url::parse(url).map_err(|e| StoreError::Config {
+        let uri: ureq::http::Uri = url.parse().map_err(|e| StoreError::Config {
             key: "url",
             why: format!("{url:?} is not a URL: {e}"),
         })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(StoreError::Config {
                 key: "url",
-                why: format!("{url} is not an http:// URL of ClickHouse's HTTP interface"),
+                why: format!("{url:?} is not an http:// URL of ClickHouse's HTTP interface"),
             });
         }
-        let http = reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(8)
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .max_idle_connections_per_host(8)
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("HTTP client: {e}")))?;
+            .into();
         Ok(Client {
-            http,
-            url,
+            agent,
+            url: url.trim_end_matches('/').to_string(),
             user: user.to_string(),
             password: password.to_string(),
+            timeout,
         })
     }
 
     /// Runs `sql` and returns its TabSeparated output. `timeout` bounds the request
     /// and, as `max_execution_time`, the statement inside ClickHouse.
     pub(crate) fn query(&self, sql: &str, timeout: Option<Duration>) -> Result<String, StoreError> {
-        let mut url = self.url.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("max_query_size", &MAX_QUERY_BYTES.to_string());
-            q.append_pair("insert_distributed_sync", "1");
-            if let Some(t) = timeout {
-                q.append_pair("max_execution_time", &t.as_secs().max(1).to_string());
-            }
-        }
-        self.send(url, sql.as_bytes().to_vec(), timeout)
+        let limit = timeout.unwrap_or(self.timeout);
+        let url = format!(
+            "{}/?max_query_size={MAX_QUERY_BYTES}&insert_distributed_sync=1&max_execution_time={}",
+            self.url,
+            limit.as_secs().max(1)
+        );
+        self.send(&url, sql.as_bytes(), limit)
     }
 
     /// Inserts `body` (rows in `format`) into `table` (`db.name (cols)`).
@@ -77,59 +79,66 @@ impl Client {
         format: &str,
         body: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let mut url = self.url.clone();
-        url.query_pairs_mut()
-            .append_pair("query", &format!("INSERT INTO {table} FORMAT {format}"))
-            .append_pair("insert_distributed_sync", "1");
-        self.send(url, body, None).map(drop)
+        let query = format!("INSERT INTO {table} FORMAT {format}");
+        let url = format!(
+            "{}/?insert_distributed_sync=1&query={}",
+            self.url,
+            percent_encode(&query)
+        );
+        self.send(&url, &body, self.timeout).map(drop)
     }
 
-    fn send(
-        &self,
-        url: reqwest::Url,
-        body: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<String, StoreError> {
-        let mut req = self
-            .http
+    fn send(&self, url: &str, body: &[u8], timeout: Duration) -> Result<String, StoreError> {
+        let result = self
+            .agent
             .post(url)
             .header("X-ClickHouse-User", &self.user)
             .header("X-ClickHouse-Key", &self.password)
-            .body(body);
-        if let Some(t) = timeout {
-            req = req.timeout(t + Duration::from_secs(1));
-        }
-        let resp = req.send().map_err(|e| unavailable(&self.url, e))?;
+            .config()
+            .timeout_global(Some(timeout + Duration::from_secs(1)))
+            .build()
+            .send(body);
+        let mut resp = result.map_err(|e| unavailable(&self.url, e))?;
         let status = resp.status();
-        let text = resp.text().map_err(|e| unavailable(&self.url, e))?;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .map_err(|e| unavailable(&self.url, e))?;
         if status.is_success() {
             return Ok(text);
         }
-        Err(server_error(&text, status))
+        Err(server_error(&text, status.as_u16()))
     }
 }
 
-fn unavailable(url: &reqwest::Url, e: reqwest::Error) -> StoreError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // The error's own text repeats the URL; the source says why.
-    let mut why = String::new();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(s) = src {
-        why = s.to_string();
-        src = s.source();
+/// `application/x-www-form-urlencoded`-safe text for a URL parameter.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3 / 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
-    StoreError::Unavailable(format!("ClickHouse at {url} {what}: {why}"))
+    out
+}
+
+fn unavailable(url: &str, e: ureq::Error) -> StoreError {
+    let what = match &e {
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => "cannot connect".to_string(),
+        ureq::Error::Io(io) => format!("cannot connect: {io}"),
+        e => format!("request failed: {e}"),
+    };
+    StoreError::Unavailable(format!("ClickHouse at {url} {what}"))
 }
 
 /// Turns ClickHouse's error text (`Code: 60, e.displayText() = DB::Exception: ...` in
 /// 18.16, `Code: 60. DB::Exception: ...` later) into a typed error.
-fn server_error(text: &str, status: reqwest::StatusCode) -> StoreError {
+fn server_error(text: &str, status: u16) -> StoreError {
     let line = text.lines().next().unwrap_or("").trim();
     let code = line
         .strip_prefix("Code: ")
@@ -276,7 +285,7 @@ mod tests {
     #[test]
     fn errors_of_old_and_new_clickhouse_parse() {
         let old = "Code: 60, e.displayText() = DB::Exception: Table sw.x doesn't exist., e.what() = DB::Exception\n";
-        match server_error(old, reqwest::StatusCode::NOT_FOUND) {
+        match server_error(old, 404) {
             StoreError::ClickHouse { code, message } => {
                 assert_eq!(code, Some(60));
                 assert_eq!(message, "Table sw.x doesn't exist.");
@@ -286,7 +295,7 @@ mod tests {
         let new =
             "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)";
         assert!(matches!(
-            server_error(new, reqwest::StatusCode::UNAUTHORIZED),
+            server_error(new, 401),
             StoreError::ClickHouse {
                 code: Some(516),
                 ..
@@ -294,7 +303,7 @@ mod tests {
         ));
         assert!(server_error(
             "Code: 159, e.displayText() = DB::Exception: Timeout exceeded",
-            reqwest::StatusCode::INTERNAL_SERVER_ERROR
+            500
         )
         .is_transient());
     }

@@ -199,7 +199,7 @@ impl ClickHouseStore {
 }
 
 /// `YYYY-MM-DD` of a day number (days since 1970-01-01), proleptic Gregorian.
-pub(super) fn date_of_day(days: i64) -> String {
+pub(crate) fn date_of_day(days: i64) -> String {
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -21,7 +21,9 @@ pub mod schema;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub(crate) use client::tsv_field;
 use client::{quote, rows, Client};
+pub(crate) use ingest::date_of_day;
 use stackwatch_profile::Profile;
 
 use crate::{
@@ -70,6 +72,78 @@ impl Default for ClickHouseOptions {
             max_answer_stacks: 100_000,
         }
     }
+}
+
+impl ClickHouseOptions {
+    /// Options from `clickhouse://user:password@host:port/database` (the port of
+    /// ClickHouse's HTTP interface, default 8123; `http://` and `https://` work too).
+    pub fn from_url(text: &str) -> Result<ClickHouseOptions, StoreError> {
+        let bad = |why: String| StoreError::Config { key: "url", why };
+        let rest = text
+            .strip_prefix("clickhouse://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{text:?} is not clickhouse://user:password@host:port/database"
+                ))
+            })?;
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if hostport.is_empty() {
+            return Err(bad(format!("{text:?} has no host")));
+        }
+        let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:8123")
+        };
+        let (user, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (percent_decode(user), percent_decode(pass)),
+                None => (percent_decode(u), String::new()),
+            },
+            None => ("default".to_string(), String::new()),
+        };
+        let database = database.trim_matches('/');
+        Ok(ClickHouseOptions {
+            url: format!("http://{hostport}"),
+            database: if database.is_empty() {
+                "stackwatch".into()
+            } else {
+                database.to_string()
+            },
+            user: if user.is_empty() {
+                "default".into()
+            } else {
+                user
+            },
+            password,
+            ..ClickHouseOptions::default()
+        })
+    }
+}
+
+/// `%XX` escapes of a URL's user or password back to text.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Profiles in ClickHouse (see the module docs).
@@ -299,6 +373,54 @@ impl ClickHouseStore {
             }
             e => e,
         })
+    }
+
+    /// Inserts TabSeparated `body` into `table (cols)` (nothing when empty).
+    pub(crate) fn insert_rows(
+        &self,
+        table: &str,
+        cols: &str,
+        body: String,
+    ) -> Result<(), StoreError> {
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.client.insert(
+            &format!("{} ({cols})", self.t(table)),
+            "TabSeparated",
+            body.into_bytes(),
+        )
+    }
+
+    /// Takes over the rollup progress of a copied store: on a store with none yet, the
+    /// copy's (its rollups are complete up to there); on a live one, the buckets the
+    /// live store has rolled up past the copy's progress are recomputed for the copied
+    /// targets, so the copied raw rows are in them.
+    pub(crate) fn adopt_rollups(
+        &self,
+        minute_done: Option<i64>,
+        hour_done: Option<i64>,
+        targets: &[u64],
+    ) -> Result<(), StoreError> {
+        let l = self.levels()?;
+        for (step, copied, started, level) in [
+            (60, minute_done, l.minute_started, "1m"),
+            (3600, hour_done, l.hour_started, "1h"),
+        ] {
+            let Some(copied) = copied else { continue };
+            if started == i64::MIN {
+                self.set_level(&format!("{level}-started"), copied)?;
+                self.set_level(level, copied)?;
+                continue;
+            }
+            let mut from = floor_to(copied, step);
+            while from < started && !targets.is_empty() {
+                let to = (from + 3600 * 24).min(started);
+                self.roll(step, from, to, Some(targets))?;
+                from = to;
+            }
+        }
+        Ok(())
     }
 
     /// Statement text of the table `name` in this store's database.

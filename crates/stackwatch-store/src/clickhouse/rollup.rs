@@ -58,7 +58,7 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    fn set_level(&self, level: &str, value: i64) -> Result<(), StoreError> {
+    pub(super) fn set_level(&self, level: &str, value: i64) -> Result<(), StoreError> {
         self.client.insert(
             &format!("{} (level, value)", self.t("rollup_state")),
             "TabSeparated",
