@@ -353,7 +353,12 @@ async function renderFleet() {
       tbody.append(el('tr', { 'data-instance': t.labels.instance || '' },
         el('td', { text: t.labels.instance || t.url }),
         el('td', { text: t.labels.version || '' }),
-        el('td', {}, el('span', { class: t.up ? 'up' : 'down', text: t.up ? 'up' : 'down' }), t.last_error ? el('div', { class: 'err', text: t.last_error }) : null),
+        t.scraped_here === false
+          // Another collector sharing the store scrapes it: its health is over there.
+          ? el('td', { 'data-testid': 'scraped-by' }, el('span', { class: 'muted', text: 'scraped by ' + t.collector }))
+          : el('td', {}, el('span', { class: t.up ? 'up' : 'down', text: t.up ? 'up' : 'down' }), t.last_error ? el('div', { class: 'err', text: t.last_error }) : null,
+            t.store_backlog_rows ? el('div', { class: 'err', 'data-testid': 'backlog', text: t.store_backlog_rows + ' rows waiting for the store' }) : null,
+            t.collector && targets.some((o) => o.collector !== t.collector) ? el('div', { class: 'muted small', text: 'by ' + t.collector }) : null),
         el('td', { text: t.last_scrape_unix_ms ? Math.round((Date.now() - t.last_scrape_unix_ms) / 1000) + ' s ago' : 'never' }),
         cpu, spark,
         el('td', {}, el('a', { href: routeUrl('explore', { query: labelSelector(t.labels), from: 'now-1h', to: 'now' }), text: 'explore' }))));
