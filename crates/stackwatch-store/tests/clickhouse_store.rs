@@ -297,3 +297,48 @@ fn a_down_server_is_unavailable_not_a_hang() {
         1
     );
 }
+
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn migrating_a_sqlite_store_twice_doubles_nothing() {
+    use stackwatch_store::{migrate_sqlite, SqliteStore, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("stackwatch.db");
+    let a = labels(&[("service", "api"), ("instance", "a")]);
+    let t0 = (now() / 3600) * 3600 - 5 * 3600;
+    {
+        let mut sqlite = SqliteStore::open(&db, StoreOptions::default()).unwrap();
+        let windows: Vec<IngestWindow> = (0..50u64)
+            .map(|i| {
+                window(
+                    &a,
+                    "w1",
+                    i + 1,
+                    t0 + i as i64 * 300,
+                    &[("main;a", 2), ("main;b;'quoted'\\", 1)],
+                )
+            })
+            .collect();
+        sqlite.ingest(&windows).unwrap();
+        while sqlite.rollup(now()).unwrap() {}
+    }
+    let node = ClickHouse::start();
+    node.query("CREATE DATABASE sw").unwrap();
+    let dest = ClickHouseStore::open(options(&node, "sw")).unwrap();
+    let first = migrate_sqlite(&db, &dest, |_, _| {}).unwrap();
+    let second = migrate_sqlite(&db, &dest, |_, _| {}).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(first.targets, 1);
+    let sqlite = SqliteStore::open_reader(&db).unwrap();
+    for (from, to) in [
+        (t0, t0 + 50 * 300),
+        (t0 + 600, t0 + 3 * 3600 + 60),
+        (t0 - 3600, now()),
+    ] {
+        let want = sqlite.profile(&Selector::all(), from, to).unwrap();
+        let got = dest.profile(&Selector::all(), from, to).unwrap();
+        assert_eq!(got.stacks, want.stacks, "[{from}, {to})");
+    }
+    assert_eq!(dest.checkpoints(&a).unwrap()[0].last_seq, 50);
+    assert_eq!(dest.targets().unwrap(), vec![a]);
+}
