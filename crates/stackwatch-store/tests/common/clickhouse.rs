@@ -45,6 +45,16 @@ pub struct ClickHouse {
     child: Child,
 }
 
+/// How a server is configured beyond the defaults ([`ClickHouse::start_with`]).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Record every query in `system.query_log` (the `query_log` section in config.xml,
+    /// `log_queries = 1` in the default profile; flushed every second, or at once by
+    /// `SYSTEM FLUSH LOGS`). Off by default: the log is written while queries run.
+    pub log_queries: bool,
+}
+
 /// Why a start failed in a way that fresh ports can fix.
 struct AddrInUse(String);
 
@@ -56,13 +66,23 @@ impl ClickHouse {
     /// Starts a single server and waits until it answers. Panics (with the server's logs)
     /// if it cannot.
     pub fn start() -> ClickHouse {
-        Self::start_cluster_inner(None, 1).pop().unwrap()
+        Self::start_with(Options::default())
+    }
+
+    /// [`start`](ClickHouse::start) with `options` (e.g. the query log on).
+    pub fn start_with(options: Options) -> ClickHouse {
+        Self::start_cluster_inner(None, 1, options).pop().unwrap()
     }
 
     /// Starts `shards` servers whose configs all hold the same `remote_servers` entry `name`:
     /// one shard per server, in the order returned, one replica each, with the user and
     /// password. So `Distributed(name, db, table, key)` on any of them spans all of them.
     pub fn start_cluster(name: &str, shards: usize) -> Vec<ClickHouse> {
+        Self::start_cluster_with(name, shards, Options::default())
+    }
+
+    /// [`start_cluster`](ClickHouse::start_cluster) with `options` (e.g. the query log on).
+    pub fn start_cluster_with(name: &str, shards: usize, options: Options) -> Vec<ClickHouse> {
         assert!(shards >= 1, "a cluster needs at least one shard");
         assert!(
             !name.is_empty()
@@ -70,10 +90,10 @@ impl ClickHouse {
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "cluster name {name:?} must be an XML element name: letters, digits, '_'"
         );
-        Self::start_cluster_inner(Some(name), shards)
+        Self::start_cluster_inner(Some(name), shards, options)
     }
 
-    fn start_cluster_inner(name: Option<&str>, n: usize) -> Vec<ClickHouse> {
+    fn start_cluster_inner(name: Option<&str>, n: usize, options: Options) -> Vec<ClickHouse> {
         if !Path::new(SERVER_BIN).exists() {
             panic!(
                 "clickhouse-server is not installed: run scripts/test.sh (it installs Debian's clickhouse-server)"
@@ -88,7 +108,12 @@ impl ClickHouse {
             let mut started = Vec::with_capacity(n);
             let mut failed = None;
             for &(http_port, tcp_port) in &nodes {
-                match Self::spawn_new(http_port, tcp_port, cluster.as_deref().unwrap_or("")) {
+                match Self::spawn_new(
+                    http_port,
+                    tcp_port,
+                    cluster.as_deref().unwrap_or(""),
+                    options,
+                ) {
                     Ok(ch) => started.push(ch),
                     Err(AddrInUse(why)) => {
                         failed = Some(why);
@@ -112,6 +137,7 @@ impl ClickHouse {
         http_port: u16,
         tcp_port: u16,
         remote_servers: &str,
+        options: Options,
     ) -> Result<ClickHouse, AddrInUse> {
         let dir = tempfile::Builder::new()
             .prefix("stackwatch-clickhouse-")
@@ -124,10 +150,10 @@ impl ClickHouse {
         let id = d.file_name().unwrap().to_string_lossy().into_owned();
         fs::write(
             d.join("config.xml"),
-            config_xml(d, http_port, tcp_port, &id, remote_servers),
+            config_xml(d, http_port, tcp_port, &id, remote_servers, options),
         )
         .unwrap();
-        fs::write(d.join("users.xml"), USERS_XML).unwrap();
+        fs::write(d.join("users.xml"), users_xml(options)).unwrap();
         let child = spawn(d);
         let mut ch = ClickHouse {
             http_url: format!("http://127.0.0.1:{http_port}"),
@@ -346,9 +372,22 @@ fn remote_servers(name: &str, nodes: &[(u16, u16)]) -> String {
 
 /// A minimal config: only what 18.16 needs, with small caches (64 MiB marks, 64 MiB
 /// uncompressed) so a server stays near 80 MB resident. The `stackwatch_harness` macro lets
-/// the harness check which server answers on a port.
-fn config_xml(dir: &Path, http_port: u16, tcp_port: u16, id: &str, remote_servers: &str) -> String {
+/// the harness check which server answers on a port. With `log_queries`, the
+/// `system.query_log` table (18.16 creates it on the first flush).
+fn config_xml(
+    dir: &Path,
+    http_port: u16,
+    tcp_port: u16,
+    id: &str,
+    remote_servers: &str,
+    options: Options,
+) -> String {
     let d = xml_escape(&dir.display().to_string());
+    let query_log = if options.log_queries {
+        "  <query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>\n"
+    } else {
+        ""
+    };
     format!(
         r#"<?xml version="1.0"?>
 <yandex>
@@ -368,15 +407,26 @@ fn config_xml(dir: &Path, http_port: u16, tcp_port: u16, id: &str, remote_server
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <macros><stackwatch_harness>{id}</stackwatch_harness></macros>
-{remote_servers}</yandex>
+{query_log}{remote_servers}</yandex>
 "#,
         id = xml_escape(id),
     )
 }
 
+/// The user `default` with [`ClickHouse::PASSWORD`], from loopback only; with
+/// `log_queries`, its profile logs every query.
+fn users_xml(options: Options) -> String {
+    let log_queries = if options.log_queries {
+        "<log_queries>1</log_queries>"
+    } else {
+        ""
+    };
+    USERS_XML.replace("{log_queries}", log_queries)
+}
+
 const USERS_XML: &str = r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage>{log_queries}</default></profiles>
   <users><default><password>secret</password><networks><ip>::1</ip><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
