@@ -8,6 +8,7 @@
 //! crate names a backend. Label selectors are in [`selector`].
 
 mod backend;
+mod buckets;
 pub mod clickhouse;
 mod migrate;
 pub mod selector;

@@ -18,6 +18,7 @@ mod query;
 mod rollup;
 pub mod schema;
 
+pub(crate) use crate::buckets::{ceil_to, floor_to, labels_key};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -476,20 +477,6 @@ fn check_version(v: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Canonical text of a label set (the same as SQLite's `targets.key`).
-pub(crate) fn labels_key(labels: &Labels) -> String {
-    let mut k = String::new();
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            k.push(',');
-        }
-        k.push_str(name);
-        k.push('=');
-        k.push_str(&format!("{value:?}"));
-    }
-    k
-}
-
 /// A target's id: the xxh3-64 hash of its canonical label text.
 pub(crate) fn target_id(labels: &Labels) -> u64 {
     xxhash_rust::xxh3::xxh3_64(labels_key(labels).as_bytes())
@@ -503,14 +490,6 @@ pub(crate) fn stack_hash(stack: &str) -> u64 {
 /// A worker instance id's hash (the `inst` column).
 pub(crate) fn instance_hash(instance: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(instance.as_bytes())
-}
-
-fn floor_to(t: i64, step: i64) -> i64 {
-    t.div_euclid(step).saturating_mul(step)
-}
-
-fn ceil_to(t: i64, step: i64) -> i64 {
-    floor_to(t.saturating_add(step - 1), step)
 }
 
 impl ProfileStore for ClickHouseStore {

@@ -4,6 +4,7 @@
 //! keeps (at most `max_answer_stacks`, the rest summed into `[other]`) are joined to their
 //! text, by a second lookup keyed by hash.
 
+use crate::buckets::check_buckets;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -351,22 +352,4 @@ impl ClickHouseStore {
         out.counts.sort_unstable();
         Ok(out)
     }
-}
-
-/// Checks a bucketed range (non-empty, positive step, at most `max` buckets) and
-/// returns `from_s` floored to the step.
-fn check_buckets(from_s: i64, to_s: i64, step_s: i64, max: i64) -> Result<i64, StoreError> {
-    if to_s <= from_s || step_s <= 0 {
-        return Err(StoreError::Invalid(
-            "empty range or non-positive step".into(),
-        ));
-    }
-    let from = floor_to(from_s, step_s);
-    let buckets = (to_s - from + step_s - 1) / step_s;
-    if buckets > max {
-        return Err(StoreError::Invalid(format!(
-            "{buckets} buckets: use a larger step"
-        )));
-    }
-    Ok(from)
 }

@@ -8,6 +8,7 @@
 //! - `retention`: deleting old data and whatever only it used;
 //! - `pool`: [`ReaderPool`], read-only connections kept for reuse.
 
+pub(crate) use crate::buckets::{ceil_to, floor_to, labels_key};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -112,27 +113,6 @@ pub struct SqliteStore {
     target_ids: HashMap<String, (i64, i64, u64)>,
     stack_ids: HashMap<u64, (i64, i64)>,
     stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
-}
-
-fn labels_key(labels: &Labels) -> String {
-    let mut k = String::new();
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            k.push(',');
-        }
-        k.push_str(name);
-        k.push('=');
-        k.push_str(&format!("{value:?}"));
-    }
-    k
-}
-
-fn floor_to(t: i64, step: i64) -> i64 {
-    t.div_euclid(step).saturating_mul(step)
-}
-
-fn ceil_to(t: i64, step: i64) -> i64 {
-    floor_to(t.saturating_add(step - 1), step)
 }
 
 fn parse_labels(json: &str) -> Result<Labels, StoreError> {

@@ -3,6 +3,7 @@
 //! the profile, time series, per-target series, bucketed stacks, checkpoint and target
 //! queries.
 
+use crate::buckets::check_buckets;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -423,24 +424,6 @@ impl SqliteStore {
         }
         Ok(out)
     }
-}
-
-/// Checks a bucketed range: non-empty, positive step, at most `max` buckets; returns
-/// `from_s` floored to the step.
-fn check_buckets(from_s: i64, to_s: i64, step_s: i64, max: i64) -> Result<i64, StoreError> {
-    if to_s <= from_s || step_s <= 0 {
-        return Err(StoreError::Invalid(
-            "empty range or non-positive step".into(),
-        ));
-    }
-    let from = floor_to(from_s, step_s);
-    let buckets = (to_s - from + step_s - 1) / step_s;
-    if buckets > max {
-        return Err(StoreError::Invalid(format!(
-            "{buckets} buckets: use a larger step"
-        )));
-    }
-    Ok(from)
 }
 
 /// Keeps the `max - 1` largest counts of an answer and returns the sum of the rest
