@@ -370,6 +370,7 @@ fn a_clickhouse_outage_is_buffered_then_caught_up_without_loss() {
         "{targets}"
     );
     let now = stackwatch_profile::clock::unix_s();
+    let started = Instant::now();
     let resp = ureq::get(&format!(
         "http://{c1_addr}/api/profile.folded?from={}&to={}",
         now - 60,
