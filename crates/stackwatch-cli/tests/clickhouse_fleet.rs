@@ -227,8 +227,13 @@ fn collectors_sharing_clickhouse_hand_off_targets_without_loss_or_doubling() {
         "every target scraped by exactly one collector"
     );
 
-    // A pure query node sees the whole fleet.
+    // A pure query node sees the whole fleet, and takes no target from the collectors.
     let (mut q, q_addr) = collector(dir.path(), &ch, "query", &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        owners(&c1_addr).iter().all(|o| o.1 != "query"),
+        "a query node was given targets"
+    );
 
     let snaps: Vec<(&str, WindowsResponse)> =
         fleet.iter().map(|(i, addr)| (*i, windows(addr))).collect();

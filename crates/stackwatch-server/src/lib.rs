@@ -144,7 +144,16 @@ impl Server {
             store_cfg.is_shared(),
         );
         let stop_beats = Arc::new(AtomicBool::new(false));
-        let beats = if store_cfg.is_shared() {
+        // A server with no targets is a pure query node: it takes no share of the
+        // targets (it would never scrape them) and no maintenance.
+        let scrapes = !cfg.targets.is_empty() || !cfg.target_files.is_empty();
+        if store_cfg.is_shared() && !scrapes {
+            members
+                .maintenance
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("no targets configured: a query node for the shared store");
+        }
+        let beats = if store_cfg.is_shared() && scrapes {
             let (m, s, stop) = (
                 members.clone(),
                 open_writer(&store_cfg)?,
