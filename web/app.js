@@ -355,7 +355,7 @@ async function renderFleet() {
         el('td', { text: t.labels.version || '' }),
         t.scraped_here === false
           // Another collector sharing the store scrapes it: its health is over there.
-          ? el('td', { 'data-testid': 'scraped-by' }, el('span', { class: 'muted', text: 'scraped by ' + t.collector }))
+          ? el('td', { 'data-testid': 'scraped-by' }, el('span', { class: 'muted', text: t.collector ? 'scraped by ' + t.collector : 'scraped by another collector' }))
           : el('td', {}, el('span', { class: t.up ? 'up' : 'down', text: t.up ? 'up' : 'down' }), t.last_error ? el('div', { class: 'err', text: t.last_error }) : null,
             t.store_backlog_rows ? el('div', { class: 'err', 'data-testid': 'backlog', text: t.store_backlog_rows + ' rows waiting for the store' }) : null,
             t.collector && targets.some((o) => o.collector !== t.collector) ? el('div', { class: 'muted small', text: 'by ' + t.collector }) : null),

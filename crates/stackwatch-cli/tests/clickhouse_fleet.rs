@@ -234,6 +234,19 @@ fn collectors_sharing_clickhouse_hand_off_targets_without_loss_or_doubling() {
         owners(&c1_addr).iter().all(|o| o.1 != "query"),
         "a query node was given targets"
     );
+    let listed = get_json(&format!("http://{q_addr}/api/targets"));
+    let mut insts: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["labels"]["instance"].as_str().unwrap())
+        .collect();
+    insts.sort();
+    assert_eq!(
+        insts,
+        ["a", "b", "c"],
+        "the query node lists the stored fleet"
+    );
 
     let snaps: Vec<(&str, WindowsResponse)> =
         fleet.iter().map(|(i, addr)| (*i, windows(addr))).collect();

@@ -153,8 +153,33 @@ fn snapshot(st: &ApiState) -> Vec<TargetHealth> {
     out
 }
 
-async fn targets(State(st): State<ApiState>) -> Json<Vec<TargetHealth>> {
-    Json(snapshot(&st))
+async fn targets(State(st): State<ApiState>) -> Response {
+    let mut out = snapshot(&st);
+    // A query node scrapes nothing: it lists the fleet as stored (labels only; each
+    // target's health is on the collector that scrapes it).
+    let query_node = st.cfg.targets.is_empty() && st.cfg.target_files.is_empty();
+    if query_node && st.members.shared() {
+        match crate::query::read(&st, |store| store.targets()).await {
+            Ok(stored) => {
+                for labels in stored {
+                    let t = crate::config::TargetConfig {
+                        url: String::new(),
+                        kind: crate::config::TargetKind::Stackwatch,
+                        labels,
+                        folded_counts: Default::default(),
+                        bearer_token: None,
+                        bearer_token_file: None,
+                    };
+                    let mut h = TargetHealth::new(&t);
+                    h.kind = "stored";
+                    h.scraped_here = false;
+                    out.push(h);
+                }
+            }
+            Err(resp) => return resp,
+        }
+    }
+    Json(out).into_response()
 }
 
 fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {

@@ -51,6 +51,11 @@ impl Membership {
         })
     }
 
+    /// True when other collectors may share the store.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
     /// This collector's id.
     pub fn id(&self) -> &str {
         &self.me
