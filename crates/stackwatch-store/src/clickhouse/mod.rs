@@ -15,6 +15,7 @@ mod client;
 mod ingest;
 mod membership;
 mod query;
+mod retention;
 mod rollup;
 pub mod schema;
 

@@ -1,4 +1,4 @@
-//! Rollups and retention, both done by ClickHouse.
+//! Rollups, computed by ClickHouse.
 //!
 //! A rollup step computes whole minutes (or hours) of every target with one
 //! `INSERT INTO samples_1m SELECT ... sum(count) ... FROM samples_raw FINAL GROUP BY`. Its
@@ -8,16 +8,10 @@
 //! step read a late window or the window's ingest sees the step as started, so no
 //! rollup misses a window, and a step interrupted between the marks is simply done
 //! again. Rows carry the computation's time as their version: the latest replaces.
-//!
-//! Retention drops whole day partitions: raw days once minute rollups cover them and
-//! they are past `raw_retention`, minute days likewise against hours, hour days past
-//! `retention`; stack texts and targets by the day they were last written.
-
-use std::time::Duration;
 
 use super::client::{id_list, num, rows};
 use super::{floor_to, ClickHouseStore};
-use crate::{RetentionStats, StoreError};
+use crate::StoreError;
 
 /// Raw windows are rolled up only once they are this old (as in SQLite).
 const ROLLUP_GRACE_S: i64 = 120;
@@ -140,103 +134,5 @@ impl ClickHouseStore {
         self.roll(3600, start, end, None)?;
         self.set_level("1h", end)?;
         Ok(end < ready)
-    }
-
-    /// Drops every day partition past its retention, on every node.
-    pub(super) fn drop_expired(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
-        let l = self.levels()?;
-        let cut = |d: Duration| now_s.saturating_sub(d.as_secs() as i64);
-        let r = &self.opts.retention;
-        // A resolution goes only as far as the next coarser one covers it.
-        let raw_cut = cut(r.raw_retention).min(if l.minute_done == i64::MIN {
-            0
-        } else {
-            l.minute_done
-        });
-        let minute_cut = cut(r.minute_retention).min(if l.hour_done == i64::MIN {
-            0
-        } else {
-            l.hour_done
-        });
-        let hour_cut = cut(r.retention);
-        // Stack texts and targets are written at least once a day while used, and a
-        // window may start up to a day ahead: keep two days of slack.
-        let kept_from = raw_cut.min(minute_cut).min(hour_cut) - 2 * 86_400;
-        let series_cut = hour_cut;
-        let mut stats = RetentionStats::default();
-        for node in &self.nodes {
-            let text = node.query(
-                &format!(
-                    "SELECT table, partition, sum(rows) FROM system.parts WHERE database = {} AND active GROUP BY table, partition",
-                    super::client::quote(&self.db)
-                ),
-                None,
-            )?;
-            for r in rows(&text).0 {
-                let (Some(table), Some(partition)) = (r.first(), r.get(1)) else {
-                    continue;
-                };
-                let Ok(day) = partition.trim_matches('\'').parse::<i64>() else {
-                    continue;
-                };
-                let n: u64 = num(r.get(2), "rows")?;
-                let base = table.strip_suffix("_local").unwrap_or(table);
-                let keep_from = match base {
-                    "samples_raw" => raw_cut,
-                    "samples_1m" => minute_cut,
-                    "samples_1h" => hour_cut,
-                    "stacks" | "targets" => kept_from,
-                    "series" => series_cut,
-                    _ => continue,
-                };
-                // The partition holds one day: drop it once the whole day is past.
-                let Some(day_end) = day_end_of(day) else {
-                    continue;
-                };
-                if day_end > keep_from {
-                    continue;
-                }
-                node.query(
-                    &format!("ALTER TABLE {}.{table} DROP PARTITION {day}", self.db),
-                    None,
-                )?;
-                match base {
-                    "stacks" => stats.stacks += n,
-                    "targets" => stats.targets += n,
-                    "series" => stats.series += n,
-                    _ => stats.sample_rows += n,
-                }
-            }
-        }
-        Ok(stats)
-    }
-}
-
-/// The Unix second at which day `yyyymmdd` ends.
-fn day_end_of(yyyymmdd: i64) -> Option<i64> {
-    let (y, m, d) = (yyyymmdd / 10_000, (yyyymmdd / 100) % 100, yyyymmdd % 100);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // days_from_civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days + 1) * 86_400)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::day_end_of;
-
-    #[test]
-    fn partition_days_end_at_midnight_utc() {
-        assert_eq!(day_end_of(19700101), Some(86_400));
-        assert_eq!(day_end_of(20251125), Some(1_764_115_200));
-        assert_eq!(day_end_of(20251399), None);
     }
 }
