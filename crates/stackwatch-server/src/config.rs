@@ -722,6 +722,44 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
     }
 
     #[test]
+    fn store_keys_are_checked_against_the_kind() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[store]\nkind = \"clickhouse\"\n").contains("store.url"));
+        assert!(err("[store]\nurl = \"http://ch:8123\"\n").contains("store.url"));
+        assert!(err("[store]\nkind = \"clickhouse\"\nurl = \"http://ch:8123\"\npassword = \"a\"\npassword_file = \"p\"\n")
+            .contains("store.password"));
+        assert!(err("[store]\nkind = \"clickhouse\"\nurl = \"http://ch:8123\"\nshard_urls = [\"http://a:1\"]\n")
+            .contains("store.shard_urls"));
+        assert!(err("[store]\nkind = \"mongodb\"\n").contains("kind"));
+        assert!(err("[store]\nmax_buffered_rows = 0\n").contains("store.max_buffered_rows"));
+        assert!(err("[collector]\nid = \"\"\n").contains("collector.id"));
+        // A password file is read relative to the config file, without its newline.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "[store]\nkind = \"clickhouse\"\nurl = \"http://ch:8123\"\npassword_file = \"pw\"\n",
+        )
+        .unwrap();
+        match Config::load(&path).unwrap().store_config().unwrap() {
+            stackwatch_store::StoreConfig::ClickHouse(o) => assert_eq!(o.password, "s3cret"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(dir.path().join("pw")).unwrap();
+        let e = Config::load(&path)
+            .unwrap()
+            .store_config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.password_file"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let bad = "listen = \"127.0.0.1:7070\"\n[scrape]\ninterval = \"ten seconds\"\n";
         let e = Config::parse(bad, Path::new("s.toml"))
