@@ -194,7 +194,7 @@ pub fn migrate_sqlite(
     let sqlite_m = done("1m")?;
     // Hours before `1h` are complete (a cursor only marks progress within that hour).
     let sqlite_h = done("1h")?;
-    let ids: Vec<u64> = targets.values().map(|(t, _)| *t).collect();
+    let ids: Vec<(u64, String)> = targets.values().cloned().collect();
     dest.adopt_rollups(sqlite_m, sqlite_h, &ids)?;
     Ok(stats)
 }

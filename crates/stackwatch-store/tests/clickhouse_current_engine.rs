@@ -54,7 +54,9 @@ const REQUIRED: &[&[&str]] = &[
     &["INSERT INTO {db}.series (target, inst, last_seq, updated) FORMAT TabSeparated"],
     &["INSERT INTO {db}.rollup_state (level, value) FORMAT TabSeparated"],
     &["INSERT INTO {db}.collectors (id, addr, beat_ms, left) FORMAT TabSeparated"],
-    &["FROM {db}.series WHERE target = "],
+    &["FROM {db}.series GROUP BY target, inst"],
+    &[" AND (service > '", " AND target IN ("],
+    &["INSERT INTO {db}.samples_1m", " AND (service > '"],
     &["FROM {db}.targets GROUP BY id"],
     &["FROM {db}.rollup_state GROUP BY level"],
     &["WITH TOTALS ORDER BY n DESC, stack LIMIT 99999"],
@@ -263,6 +265,27 @@ fn exercise(node: &ClickHouse, db: &str, cluster: Option<&str>) {
             .unwrap()
             .total(),
         9
+    );
+
+    // A fleet large enough that reads and rollups split into parallel branches by
+    // (service, target).
+    let fleet: Vec<IngestWindow> = (0..70u64)
+        .map(|i| {
+            let t = labels(&[
+                ("service", ["fa", "fb"][(i % 2) as usize]),
+                ("instance", &format!("f{i}")),
+            ]);
+            window(&t, "wf", 1, t0 + 120, &[("main;fleet", 1)])
+        })
+        .collect();
+    store.ingest(&fleet).unwrap();
+    while store.rollup(now()).unwrap() {}
+    assert_eq!(
+        store
+            .profile(&Selector::parse(r#"{instance=~"f.*"}"#).unwrap(), t0, t1)
+            .unwrap()
+            .total(),
+        70
     );
 
     let beat = |id: &str, left: bool| CollectorBeat {

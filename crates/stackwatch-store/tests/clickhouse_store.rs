@@ -342,3 +342,50 @@ fn migrating_a_sqlite_store_twice_doubles_nothing() {
     assert_eq!(dest.checkpoints(&a).unwrap()[0].last_seq, 50);
     assert_eq!(dest.targets().unwrap(), vec![a]);
 }
+
+/// A fleet large enough that reads are split into parallel branches by (service,
+/// target): every selection still sees each of its rows exactly once.
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn reads_split_into_branches_cover_the_selection_exactly() {
+    let node = ClickHouse::start();
+    node.query("CREATE DATABASE sw").unwrap();
+    let mut store = ClickHouseStore::open(options(&node, "sw")).unwrap();
+    let t0 = (now() / 3600) * 3600 - 3 * 3600;
+    let mut windows = Vec::new();
+    for i in 0..300u64 {
+        // Services of uneven sizes, one of them empty-named.
+        let service = ["", "api", "api", "db", "edge", "edge", "edge"][(i % 7) as usize];
+        let t = labels(&[("service", service), ("instance", &format!("i{i}"))]);
+        for w in 0..4u64 {
+            windows.push(window(
+                &t,
+                "w",
+                w + 1,
+                t0 + w as i64 * 900,
+                &[("main;x", i + 1), ("main;y", 1)],
+            ));
+        }
+    }
+    store.ingest(&windows).unwrap();
+    let total = |store: &ClickHouseStore, sel: &str| {
+        store
+            .profile(&Selector::parse(sel).unwrap(), t0, t0 + 3600)
+            .unwrap()
+            .total()
+    };
+    let want = |pred: &dyn Fn(u64) -> bool| -> u64 {
+        (0..300u64).filter(|i| pred(*i)).map(|i| 4 * (i + 2)).sum()
+    };
+    for _ in 0..2 {
+        assert_eq!(total(&store, "{}"), want(&|_| true));
+        assert_eq!(total(&store, r#"{service="edge"}"#), want(&|i| i % 7 >= 4));
+        assert_eq!(total(&store, r#"{service=""}"#), want(&|i| i % 7 == 0));
+        assert_eq!(
+            total(&store, r#"{instance=~"i1.*"}"#),
+            want(&|i| format!("{i}").starts_with('1'))
+        );
+        // Again from the rollups.
+        while store.rollup(now()).unwrap() {}
+    }
+}

@@ -3,7 +3,7 @@
 //! checkpoint behind, so the windows are fetched and inserted again; the rows they
 //! write are the same rows (same key, same values), which `FINAL` counts once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use super::client::tsv_field;
@@ -35,7 +35,7 @@ impl ClickHouseStore {
         let mut new_targets: Vec<(u64, u64)> = Vec::new();
         let mut checkpoints: BTreeMap<(u64, &str), u64> = BTreeMap::new();
         // (minute or hour start, target) buckets that late windows touch.
-        let mut touched: Vec<(i64, u64)> = Vec::new();
+        let mut touched: Vec<(i64, (u64, String))> = Vec::new();
         let mut seen_stacks: HashMap<u64, ()> = HashMap::new();
         for w in windows {
             if !(earliest..=latest).contains(&w.start_unix_s) {
@@ -103,7 +103,7 @@ impl ClickHouseStore {
                 wrote = true;
             }
             if wrote {
-                touched.push((w.start_unix_s, target));
+                touched.push((w.start_unix_s, (target, service.to_string())));
             }
             if w.seq > 0 {
                 let e = checkpoints
@@ -172,7 +172,7 @@ impl ClickHouseStore {
     /// in (a collector catching up after ClickHouse was down, a slow target), so no
     /// rollup misses a window. Reads the progress after the samples are stored: a
     /// rollup that started before then read them, or is seen here as started.
-    fn reroll_late(&self, touched: &[(i64, u64)]) -> Result<(), StoreError> {
+    fn reroll_late(&self, touched: &[(i64, (u64, String))]) -> Result<(), StoreError> {
         let Some(oldest) = touched.iter().map(|(ts, _)| *ts).min() else {
             return Ok(());
         };
@@ -181,16 +181,17 @@ impl ClickHouseStore {
             return Ok(());
         }
         for (step, started) in [(60, levels.minute_started), (3600, levels.hour_started)] {
-            let mut buckets: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+            let mut buckets: BTreeMap<i64, BTreeSet<&(u64, String)>> = BTreeMap::new();
             for (ts, target) in touched {
                 if *ts < started {
-                    let b = buckets.entry(floor_to(*ts, step)).or_default();
-                    if !b.contains(target) {
-                        b.push(*target);
-                    }
+                    buckets
+                        .entry(floor_to(*ts, step))
+                        .or_default()
+                        .insert(target);
                 }
             }
             for (bucket, targets) in buckets {
+                let targets: Vec<(u64, String)> = targets.into_iter().cloned().collect();
                 self.roll(step, bucket, bucket + step, Some(&targets))?;
             }
         }

@@ -21,6 +21,7 @@ pub mod schema;
 
 pub(crate) use crate::buckets::{ceil_to, floor_to, labels_key};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) use client::tsv_field;
@@ -161,7 +162,18 @@ pub struct ClickHouseStore {
     stack_days: HashMap<u64, i64>,
     /// Target id -> (day last written, period).
     target_days: HashMap<u64, (i64, u64)>,
+    /// Every checkpoint, read at once and shared by the handles of one store.
+    checkpoints: Arc<Mutex<Option<CheckpointTable>>>,
 }
+
+/// Every checkpoint by target id, and when it was read.
+type CheckpointTable = (Instant, HashMap<u64, Vec<Checkpoint>>);
+
+/// How long the checkpoint table read at once serves lookups. A stale checkpoint is
+/// behind what is stored, never ahead: the scraper asks the worker for a few windows
+/// again, and `FINAL` counts them once. 10 000 targets starting up ask one query, not
+/// 10 000.
+const CHECKPOINTS_FRESH: Duration = Duration::from_secs(2);
 
 /// Stack hashes remembered before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 1_000_000;
@@ -280,6 +292,7 @@ impl ClickHouseStore {
             guard: None,
             stack_days: HashMap::new(),
             target_days: HashMap::new(),
+            checkpoints: Arc::new(Mutex::new(None)),
         };
         store.migrate()?;
         Ok(store)
@@ -296,6 +309,7 @@ impl ClickHouseStore {
             guard,
             stack_days: HashMap::new(),
             target_days: HashMap::new(),
+            checkpoints: self.checkpoints.clone(),
         }
     }
 
@@ -402,7 +416,7 @@ impl ClickHouseStore {
         &self,
         minute_done: Option<i64>,
         hour_done: Option<i64>,
-        targets: &[u64],
+        targets: &[(u64, String)],
     ) -> Result<(), StoreError> {
         let l = self.levels()?;
         for (step, copied, started, level) in [
@@ -499,22 +513,35 @@ impl ProfileStore for ClickHouseStore {
     }
 
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
-        let sql = format!(
-            "SELECT inst, max(last_seq) AS s, toUInt32(max(updated)) AS u FROM {} WHERE target = {} GROUP BY inst ORDER BY u DESC, s DESC",
-            self.t("series"),
-            target_id(target)
-        );
-        let text = self.read(&sql)?;
-        let (body, _) = rows(&text);
-        body.iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    instance: client::tsv_unescape(r.first().copied().unwrap_or("")),
-                    last_seq: client::num(r.get(1), "last_seq")?,
-                    updated_unix_s: client::num(r.get(2), "updated")?,
-                })
-            })
-            .collect()
+        let mut cache = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = matches!(&*cache, Some((at, _)) if at.elapsed() < CHECKPOINTS_FRESH);
+        if !fresh {
+            let text = self.read(&format!(
+                "SELECT target, inst, max(last_seq) AS s, toUInt32(max(updated)) AS u FROM {} GROUP BY target, inst",
+                self.t("series")
+            ))?;
+            let mut all: HashMap<u64, Vec<Checkpoint>> = HashMap::new();
+            for r in rows(&text).0 {
+                all.entry(client::num(r.first(), "target")?)
+                    .or_default()
+                    .push(Checkpoint {
+                        instance: client::tsv_unescape(r.get(1).copied().unwrap_or("")),
+                        last_seq: client::num(r.get(2), "last_seq")?,
+                        updated_unix_s: client::num(r.get(3), "updated")?,
+                    });
+            }
+            *cache = Some((Instant::now(), all));
+        }
+        let mut cps = cache
+            .as_ref()
+            .and_then(|(_, all)| all.get(&target_id(target)).cloned())
+            .unwrap_or_default();
+        cps.sort_by(|a, b| {
+            b.updated_unix_s
+                .cmp(&a.updated_unix_s)
+                .then(b.last_seq.cmp(&a.last_seq))
+        });
+        Ok(cps)
     }
 
     fn targets(&self) -> Result<Vec<Labels>, StoreError> {

@@ -9,7 +9,8 @@
 //! rollup misses a window, and a step interrupted between the marks is simply done
 //! again. Rows carry the computation's time as their version: the latest replaces.
 
-use super::client::{id_list, num, rows};
+use super::client::{num, rows};
+use super::query::{final_branches, Chosen};
 use super::{floor_to, ClickHouseStore};
 use crate::StoreError;
 
@@ -20,32 +21,42 @@ const MINUTES_PER_STEP: i64 = 10;
 
 impl ClickHouseStore {
     /// Writes the rollup of `[from, to)` at resolution `step` (60: from raw, 3600: from
-    /// minutes), for `targets` or all.
+    /// minutes), for `targets` (id, service) or all, reading in parallel branches.
     pub(super) fn roll(
         &self,
         step: i64,
         from: i64,
         to: i64,
-        targets: Option<&[u64]>,
+        targets: Option<&[(u64, String)]>,
     ) -> Result<(), StoreError> {
         let (dest, src, bucket) = if step == 60 {
             ("samples_1m", "samples_raw", "toStartOfMinute(ts)")
         } else {
             ("samples_1h", "samples_1m", "toStartOfHour(ts)")
         };
-        let filter = match targets {
-            Some(t) => format!(" AND target IN ({})", id_list(t.iter().copied())),
-            None => String::new(),
+        let chosen = match targets {
+            Some(t) => Chosen::new(false, t.iter().cloned()),
+            None => Chosen::new(
+                true,
+                self.target_rows()?
+                    .into_iter()
+                    .map(|(id, l, _)| (id, l.get("service").cloned().unwrap_or_default())),
+            ),
         };
         let version = stackwatch_profile::clock::unix_ms();
+        let reads = final_branches(
+            &self.t(src),
+            "ts, service, target, stack, count",
+            from,
+            to,
+            &chosen.branches(),
+        );
         self.client.query(
             &format!(
                 "INSERT INTO {dest_t} (ts, service, target, stack, count, version) \
                  SELECT {bucket} AS b, service, target, stack, sum(count), toUInt64({version}) \
-                 FROM {src_t} FINAL WHERE ts >= {from} AND ts < {to}{filter} \
-                 GROUP BY b, service, target, stack",
+                 FROM ({reads}) GROUP BY b, service, target, stack",
                 dest_t = self.t(dest),
-                src_t = self.t(src),
             ),
             None,
         )?;
