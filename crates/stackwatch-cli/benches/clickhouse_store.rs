@@ -26,7 +26,8 @@
 //! `STACKWATCH_BENCH_CLICKHOUSE_DB` (prefix of the two databases, default
 //! `stackwatch_bench`; they are dropped and created again), `STACKWATCH_BENCH_PART`
 //! (`deep` or `wide`: only that data set), `STACKWATCH_BENCH_BATCH` (rows per ingest
-//! call, default 50 000). Without `STACKWATCH_BENCH_CLICKHOUSE` the bench prints why and
+//! call, default 50 000), `STACKWATCH_BENCH_WINDOW_S` (window length, default 300; with
+//! 10, as a live fleet scrapes, a minute rollup row sums six windows). Without `STACKWATCH_BENCH_CLICKHOUSE` the bench prints why and
 //! does nothing.
 
 use std::time::{Duration, Instant};
@@ -119,7 +120,8 @@ fn run(set: &DataSet, chs: &Ch, db: &str, batch_rows: usize) -> Figures {
     let now = stackwatch_profile::clock::unix_s();
     let end: i64 = now / 3600 * 3600;
     let start = end - set.hours * 3600;
-    let step = 300;
+    // Window length (the collector benchmark's 5 minutes; 10 for a live fleet's shape).
+    let step: usize = env("STACKWATCH_BENCH_WINDOW_S", "300").parse().unwrap();
     let mut batch: Vec<IngestWindow> = Vec::new();
     let mut rows_in_batch = 0;
     let mut rows = 0u64;
