@@ -256,7 +256,8 @@ fn run(set: &DataSet, chs: &Ch, db: &str, batch_rows: usize) -> Figures {
 fn report(set: &DataSet, f: &Figures) {
     let what = format!("{} targets x {} h", set.targets, set.hours);
     println!();
-    println!("## {} ({what}, 5-min windows)", set.name);
+    let window_s = env("STACKWATCH_BENCH_WINDOW_S", "300");
+    println!("## {} ({what}, {window_s} s windows)", set.name);
     println!();
     println!("| measure | SQLite | ClickHouse | ClickHouse / SQLite |");
     println!("|---|---:|---:|---:|");

@@ -177,6 +177,11 @@ impl Server {
                 flush_rows: cfg.storage.flush_rows,
                 max_buffered_rows: cfg.store.max_buffered_rows,
                 maintenance: members.maintenance.clone(),
+                maintenance_store: if store_cfg.is_shared() {
+                    Some(open_writer(&store_cfg)?)
+                } else {
+                    None
+                },
             },
         );
         let readers = Readers::open(&store_cfg)?;

@@ -4,7 +4,8 @@
 //! commits one transaction when `flush_rows` rows are buffered or `flush_interval` has
 //! passed, whichever comes first (rows and checkpoints together, see the store). When
 //! idle it rolls up a bounded chunk or applies retention, so maintenance never holds a
-//! scrape up for long.
+//! scrape up for long; a store that takes concurrent writes (ClickHouse) gets its
+//! maintenance on a thread of its own instead, so it never holds a scrape up at all.
 //!
 //! One target's bad data never fails another's write: when a shared transaction fails,
 //! each request in it is retried in a transaction of its own, so only the request that
@@ -117,7 +118,6 @@ impl WriterHandle {
 }
 
 /// Writer settings.
-#[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Flush after this long.
     pub flush_interval: Duration,
@@ -128,6 +128,10 @@ pub struct WriterOptions {
     /// Whether this writer does rollups and retention (of several collectors sharing
     /// a store, one does; it can change while running).
     pub maintenance: Arc<AtomicBool>,
+    /// A second handle on the store for rollups and retention on a thread of their
+    /// own (a store that takes concurrent writes, ClickHouse: a long rollup never holds
+    /// ingest up). `None`: the writer does them between flushes (SQLite, one writer).
+    pub maintenance_store: Option<BoxedStore>,
 }
 
 /// The store the writer owns.
@@ -135,15 +139,54 @@ pub type BoxedStore = Box<dyn ProfileStore + Send>;
 
 /// Starts the writer thread over `store`. It stops (after a last flush) when every
 /// handle is dropped.
-pub fn spawn(store: BoxedStore, opts: WriterOptions) -> (WriterHandle, JoinHandle<()>) {
+pub fn spawn(store: BoxedStore, mut opts: WriterOptions) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = sync_channel(1024);
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
+    let separate = opts.maintenance_store.take().map(|mstore| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, mstats, mstop) = (opts.maintenance.clone(), stats.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("stackwatch-maintenance".into())
+            .spawn(move || run_maintenance(mstore, flag, mstats, mstop))
+            .expect("spawning the maintenance thread");
+        (stop, thread)
+    });
     let thread = std::thread::Builder::new()
         .name("stackwatch-writer".into())
-        .spawn(move || run(store, rx, opts, thread_stats))
+        .spawn(move || {
+            let inline = separate.is_none();
+            run(store, rx, opts, thread_stats, inline);
+            if let Some((stop, t)) = separate {
+                stop.store(true, Ordering::Relaxed);
+                let _ = t.join();
+            }
+        })
         .expect("spawning the writer thread");
     (WriterHandle { tx, stats }, thread)
+}
+
+/// Rollups and retention on their own thread, while `flag` says this collector does
+/// them, until `stop`.
+fn run_maintenance(
+    mut store: BoxedStore,
+    flag: Arc<AtomicBool>,
+    stats: Arc<WriterStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut m = Maintenance {
+        last_rollup: Instant::now() - ROLLUP_EVERY,
+        last_retention: Instant::now() - RETENTION_EVERY,
+        rollup_due: true,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if flag.load(Ordering::Relaxed) {
+            m.step(&mut store, &stats);
+        }
+        if !m.rollup_due {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 use stackwatch_profile::clock::unix_s as now_s;
@@ -153,6 +196,7 @@ fn run(
     rx: Receiver<WriteRequest>,
     opts: WriterOptions,
     stats: Arc<WriterStats>,
+    inline_maintenance: bool,
 ) {
     let mut backlog = Backlog::default();
     let mut buffer: Vec<WriteRequest> = Vec::new();
@@ -194,7 +238,11 @@ fn run(
         }
         // Between flushes, one bounded maintenance step at a time: a busy writer still
         // rolls up (every ROLLUP_EVERY), an idle one catches up back to back.
-        if oldest.is_none() && backlog.rows == 0 && opts.maintenance.load(Ordering::Relaxed) {
+        if inline_maintenance
+            && oldest.is_none()
+            && backlog.rows == 0
+            && opts.maintenance.load(Ordering::Relaxed)
+        {
             maintenance.step(&mut store, &stats);
         }
     }

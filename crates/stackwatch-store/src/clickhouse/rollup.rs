@@ -16,8 +16,9 @@ use crate::StoreError;
 
 /// Raw windows are rolled up only once they are this old (as in SQLite).
 const ROLLUP_GRACE_S: i64 = 120;
-/// Minutes computed per rollup step: one bounded statement however large the fleet.
-const MINUTES_PER_STEP: i64 = 10;
+/// Minutes computed per rollup step: one bounded statement however large the fleet
+/// (10 000 targets at 10 s windows: about 2 s on two cores).
+const MINUTES_PER_STEP: i64 = 1;
 
 impl ClickHouseStore {
     /// Writes the rollup of `[from, to)` at resolution `step` (60: from raw, 3600: from
