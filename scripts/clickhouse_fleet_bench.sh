@@ -47,6 +47,15 @@ WORK=$(mktemp -d /tmp/stackwatch-chfleet.XXXXXX)
 PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	# A collector drains its queue on SIGTERM; past 20 s it is killed (safe: the store
+	# counts every window once, and the next run starts from a fresh database).
+	for _ in $(seq 100); do
+		alive=0
+		for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ "$alive" = 0 ] && break
+		sleep 0.2
+	done
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
