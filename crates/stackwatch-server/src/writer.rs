@@ -180,10 +180,12 @@ fn run_maintenance(
         rollup_due: true,
     };
     while !stop.load(Ordering::Relaxed) {
-        if flag.load(Ordering::Relaxed) {
+        // Back to back only while this collector owns maintenance and a rollup is due.
+        let owner = flag.load(Ordering::Relaxed);
+        if owner {
             m.step(&mut store, &stats);
         }
-        if !m.rollup_due {
+        if !owner || !m.rollup_due {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
