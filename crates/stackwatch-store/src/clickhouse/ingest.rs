@@ -180,20 +180,23 @@ impl ClickHouseStore {
         if oldest >= levels.minute_started && oldest >= levels.hour_started {
             return Ok(());
         }
+        // One statement per level, over the buckets from the oldest late window to the
+        // newest, for every target with a late window: recomputing a bucket that had no
+        // late window is harmless (same sums, newer version), and a collector catching
+        // up sends one re-roll per batch instead of one per minute.
         for (step, started) in [(60, levels.minute_started), (3600, levels.hour_started)] {
-            let mut buckets: BTreeMap<i64, BTreeSet<&(u64, String)>> = BTreeMap::new();
-            for (ts, target) in touched {
-                if *ts < started {
-                    buckets
-                        .entry(floor_to(*ts, step))
-                        .or_default()
-                        .insert(target);
-                }
-            }
-            for (bucket, targets) in buckets {
-                let targets: Vec<(u64, String)> = targets.into_iter().cloned().collect();
-                self.roll(step, bucket, bucket + step, Some(&targets))?;
-            }
+            let late: Vec<&(i64, (u64, String))> =
+                touched.iter().filter(|(ts, _)| *ts < started).collect();
+            let (Some(first), Some(last)) = (
+                late.iter().map(|(ts, _)| *ts).min(),
+                late.iter().map(|(ts, _)| *ts).max(),
+            ) else {
+                continue;
+            };
+            let targets: BTreeSet<&(u64, String)> = late.iter().map(|(_, t)| t).collect();
+            let targets: Vec<(u64, String)> = targets.into_iter().cloned().collect();
+            let to = (floor_to(last, step) + step).min(started);
+            self.roll(step, floor_to(first, step), to, Some(&targets))?;
         }
         Ok(())
     }

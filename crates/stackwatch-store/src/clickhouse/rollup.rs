@@ -14,8 +14,11 @@ use super::query::{final_branches, Chosen};
 use super::{floor_to, ClickHouseStore};
 use crate::StoreError;
 
-/// Raw windows are rolled up only once they are this old (as in SQLite).
-const ROLLUP_GRACE_S: i64 = 120;
+/// Raw windows are rolled up only once they are this old: half the window protocol's
+/// default retention (60 windows of 10 s), so a collector catching up after a short
+/// absence stores most windows before their minute is rolled up, instead of re-rolling
+/// it (SQLite: 120 s, where a late window costs an upsert).
+const ROLLUP_GRACE_S: i64 = 300;
 /// Minutes computed per rollup step: one bounded statement however large the fleet
 /// (10 000 targets at 10 s windows: about 2 s on two cores).
 const MINUTES_PER_STEP: i64 = 1;
