@@ -1,6 +1,9 @@
 //! Time buckets and label keys, shared by both backends: the one home of each.
 
-use crate::{Labels, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use crate::{Labels, StoreError, TargetSeries};
 
 /// `t` rounded down to a multiple of `step`.
 pub(crate) fn floor_to(t: i64, step: i64) -> i64 {
@@ -47,4 +50,23 @@ pub(crate) fn labels_key(labels: &Labels) -> String {
         k.push_str(&format!("{value:?}"));
     }
     k
+}
+
+/// One [`TargetSeries`] per target (in `targets`' order), its points from `per_target`
+/// (bucket start -> periods) by the target's id in the store.
+pub(crate) fn target_series_of<K: Hash + Eq>(
+    targets: Vec<(K, Labels, u64)>,
+    mut per_target: HashMap<K, BTreeMap<i64, u64>>,
+) -> Vec<TargetSeries> {
+    targets
+        .into_iter()
+        .map(|(id, labels, period_ns)| TargetSeries {
+            labels,
+            period_ns,
+            points: per_target
+                .remove(&id)
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
+        })
+        .collect()
 }

@@ -340,17 +340,7 @@ impl ClickHouseStore {
             let e = per_target.entry(t).or_default().entry(b).or_insert(0);
             *e = e.saturating_add(c);
         }
-        Ok(targets
-            .into_iter()
-            .map(|(id, labels, period_ns)| TargetSeries {
-                labels,
-                period_ns,
-                points: per_target
-                    .remove(&id)
-                    .map(|m| m.into_iter().collect())
-                    .unwrap_or_default(),
-            })
-            .collect())
+        Ok(crate::buckets::target_series_of(targets, per_target))
     }
 
     pub(super) fn stacks_by_bucket(

@@ -111,17 +111,7 @@ impl SqliteStore {
         for ((target, bucket), c) in acc {
             per_target.entry(target).or_default().insert(bucket, c);
         }
-        Ok(targets
-            .into_iter()
-            .map(|(id, labels, period_ns)| TargetSeries {
-                labels,
-                period_ns,
-                points: per_target
-                    .remove(&id)
-                    .map(|m| m.into_iter().collect())
-                    .unwrap_or_default(),
-            })
-            .collect())
+        Ok(crate::buckets::target_series_of(targets, per_target))
     }
 
     pub(super) fn bucketed_stacks_inner(
