@@ -19,7 +19,7 @@ mod retention;
 mod rollup;
 pub mod schema;
 
-pub(crate) use crate::buckets::{ceil_to, floor_to, labels_key};
+pub(crate) use crate::buckets::{floor_to, labels_key};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

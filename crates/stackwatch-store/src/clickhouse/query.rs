@@ -11,7 +11,7 @@ use std::sync::Arc;
 use stackwatch_profile::Profile;
 
 use super::client::{id_list, num, quote, rows, tsv_unescape};
-use super::{ceil_to, floor_to, ClickHouseStore};
+use super::ClickHouseStore;
 use crate::{BucketedStacks, Labels, Selector, StoreError, TargetSeries, OTHER_FRAME};
 
 /// How far each rollup level has got (see `rollup_state`).
@@ -181,45 +181,12 @@ impl ClickHouseStore {
         finest: i64,
     ) -> Result<Vec<(&'static str, i64, i64)>, StoreError> {
         let l = self.levels()?;
-        let m_done = if finest % 60 == 0 {
-            l.minute_done
-        } else {
-            i64::MIN
-        };
-        let h_done = if finest % 3600 == 0 {
-            l.hour_done
-        } else {
-            i64::MIN
-        };
-        let mut out = Vec::new();
-        let split = |a: i64, b: i64, out: &mut Vec<(&'static str, i64, i64)>| {
-            if a >= b {
-                return;
-            }
-            let ma = ceil_to(a, 60);
-            let mb = floor_to(b.min(m_done), 60);
-            if ma < mb {
-                if a < ma {
-                    out.push(("samples_raw", a, ma));
-                }
-                out.push(("samples_1m", ma, mb));
-                if mb < b {
-                    out.push(("samples_raw", mb, b));
-                }
-            } else {
-                out.push(("samples_raw", a, b));
-            }
-        };
-        let ha = ceil_to(from, 3600);
-        let hb = floor_to(to.min(h_done), 3600);
-        if ha < hb {
-            split(from, ha, &mut out);
-            out.push(("samples_1h", ha, hb));
-            split(hb, to, &mut out);
-        } else {
-            split(from, to, &mut out);
-        }
-        Ok(out)
+        Ok(
+            crate::buckets::plan(from, to, finest, l.minute_done, l.hour_done)
+                .into_iter()
+                .map(|(t, a, b)| (t.name(), a, b))
+                .collect(),
+        )
     }
 
     /// `SELECT {cols} ... UNION ALL ...` over the plan's pieces, each read `FINAL`.
@@ -284,16 +251,7 @@ impl ClickHouseStore {
         from_s: i64,
         to_s: i64,
     ) -> Result<Profile, StoreError> {
-        if to_s <= from_s {
-            return Err(StoreError::Invalid(format!(
-                "empty time range [{from_s}, {to_s})"
-            )));
-        }
-        let mut profile = Profile {
-            start_unix_ns: (from_s.max(0) as u64) * 1_000_000_000,
-            duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
-            ..Default::default()
-        };
+        let mut profile = crate::buckets::empty_profile(from_s, to_s)?;
         let (chosen, targets) = self.choose(selector)?;
         if targets.is_empty() {
             return Ok(profile);

@@ -8,7 +8,7 @@
 //! - `retention`: deleting old data and whatever only it used;
 //! - `pool`: [`ReaderPool`], read-only connections kept for reuse.
 
-pub(crate) use crate::buckets::{ceil_to, floor_to, labels_key};
+pub(crate) use crate::buckets::{floor_to, labels_key};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;

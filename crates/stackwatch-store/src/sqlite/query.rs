@@ -3,14 +3,14 @@
 //! the profile, time series, per-target series, bucketed stacks, checkpoint and target
 //! queries.
 
-use crate::buckets::check_buckets;
+use crate::buckets::{check_buckets, Table};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::params;
 use stackwatch_profile::Profile;
 
-use super::{ceil_to, floor_to, labels_key, parse_labels, SqliteStore, OTHER_FRAME};
+use super::{floor_to, labels_key, parse_labels, SqliteStore, OTHER_FRAME};
 use crate::{BucketedStacks, Checkpoint, Labels, Selector, StoreError, TargetSeries};
 
 /// Bytes of stack text a reader keeps cached before the cache is cleared.
@@ -25,23 +25,6 @@ const SUM_BY_TIME: (&str, &str) = (
     "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
     "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
 );
-
-#[derive(Clone, Copy)]
-enum Table {
-    Raw,
-    Minute,
-    Hour,
-}
-
-impl Table {
-    fn name(self) -> &'static str {
-        match self {
-            Table::Raw => "samples_raw",
-            Table::Minute => "samples_1m",
-            Table::Hour => "samples_1h",
-        }
-    }
-}
 
 impl SqliteStore {
     /// The body of [`ProfileStore::checkpoints`](crate::ProfileStore::checkpoints).
@@ -178,11 +161,7 @@ impl SqliteStore {
         from_s: i64,
         to_s: i64,
     ) -> Result<Profile, StoreError> {
-        if to_s <= from_s {
-            return Err(StoreError::Invalid(format!(
-                "empty time range [{from_s}, {to_s})"
-            )));
-        }
+        let mut profile = crate::buckets::empty_profile(from_s, to_s)?;
         let targets = self.selected_targets(selector)?;
         let mut acc: HashMap<i64, u64> = HashMap::new();
         if !targets.is_empty() {
@@ -190,11 +169,6 @@ impl SqliteStore {
                 self.sum_into((table, a, b), &targets, SUM_BY_STACK, &mut acc)?;
             }
         }
-        let mut profile = Profile {
-            start_unix_ns: (from_s.max(0) as u64) * 1_000_000_000,
-            duration_ns: ((to_s - from_s) as u64) * 1_000_000_000,
-            ..Default::default()
-        };
         let other = bound_answer(&mut acc, self.reader.max_answer_stacks);
         profile.stacks.reserve(acc.len() + 1);
         for (text, count) in self.stack_texts(acc)? {
@@ -289,47 +263,15 @@ impl SqliteStore {
     /// `finest` is the resolution a caller needs (a time series bucket): a rollup is
     /// used only if its bucket divides it.
     fn plan(&self, from: i64, to: i64, finest: i64) -> Result<Vec<(Table, i64, i64)>, StoreError> {
-        let use_m = finest % 60 == 0;
-        let use_h = finest % 3600 == 0;
-        let m_done = if use_m {
-            self.done_through("1m")?.unwrap_or(i64::MIN)
-        } else {
-            i64::MIN
-        };
-        let h_done = if use_h {
-            self.done_through("1h")?.unwrap_or(i64::MIN)
-        } else {
-            i64::MIN
-        };
-        let mut out = Vec::new();
-        let split = |a: i64, b: i64, out: &mut Vec<(Table, i64, i64)>| {
-            if a >= b {
-                return;
-            }
-            let ma = ceil_to(a, 60);
-            let mb = floor_to(b.min(m_done), 60);
-            if ma < mb {
-                if a < ma {
-                    out.push((Table::Raw, a, ma));
-                }
-                out.push((Table::Minute, ma, mb));
-                if mb < b {
-                    out.push((Table::Raw, mb, b));
-                }
-            } else {
-                out.push((Table::Raw, a, b));
-            }
-        };
-        let ha = ceil_to(from, 3600);
-        let hb = floor_to(to.min(h_done), 3600);
-        if ha < hb {
-            split(from, ha, &mut out);
-            out.push((Table::Hour, ha, hb));
-            split(hb, to, &mut out);
-        } else {
-            split(from, to, &mut out);
-        }
-        Ok(out)
+        let minute_done = self.done_through("1m")?.unwrap_or(i64::MIN);
+        let hour_done = self.done_through("1h")?.unwrap_or(i64::MIN);
+        Ok(crate::buckets::plan(
+            from,
+            to,
+            finest,
+            minute_done,
+            hour_done,
+        ))
     }
 
     /// Reads one piece of a [`SqliteStore::plan`]: the raw table in one pass for all
