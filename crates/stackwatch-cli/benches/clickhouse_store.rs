@@ -157,6 +157,7 @@ fn run(set: &DataSet, chs: &Ch, db: &str, batch_rows: usize) -> Figures {
                 fleet_shape::draw_window(&services[service as usize], (t << 32) ^ ts as u64, 1000);
             rows_in_batch += stacks.len();
             batch.push(IngestWindow {
+                labeled: Vec::new(),
                 target: labels,
                 instance: format!("inst-{t}"),
                 seq: ((ts - start) / step as i64 + 1) as u64,

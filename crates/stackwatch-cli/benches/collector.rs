@@ -59,6 +59,7 @@ fn store_part() {
                 fleet_shape::draw_window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
             rows_in_batch += stacks.len();
             batch.push(IngestWindow {
+                labeled: Vec::new(),
                 target: labels,
                 instance: format!("inst-{t}"),
                 seq: ((ts - start) / step as i64 + 1) as u64,
@@ -146,6 +147,7 @@ fn svg_part() {
             })
             .collect();
         s.ingest(&[IngestWindow {
+            labeled: Vec::new(),
             target: [("service".to_string(), "big".to_string())].into(),
             instance: "i".into(),
             seq: 1,

@@ -138,6 +138,7 @@ fn build_store(db: &Path, rows: u64, rollup: bool) -> (u64, f64, f64) {
             ]
             .into();
             batch.push(IngestWindow {
+                labeled: Vec::new(),
                 target: labels,
                 instance: format!("inst-{t}"),
                 seq: w as u64 + 1,

@@ -44,6 +44,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         let big = [("service".to_string(), "big".to_string())].into();
         s.ingest(&[
             IngestWindow {
+                labeled: Vec::new(),
                 target: evil,
                 instance: "x".into(),
                 seq: 1,
@@ -59,6 +60,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
                 ],
             },
             IngestWindow {
+                labeled: Vec::new(),
                 target: big,
                 instance: "y".into(),
                 seq: 1,

@@ -13,7 +13,12 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use crate::folded::sanitize_frame;
+use crate::labels::{clean_labels, fold_label_sets, labels_within, LabelBudget, SampleLabels};
 use crate::profile::prune_counts;
+
+/// Marks a labeled stack's key inside the accumulator: `\x01<set index>\x01<stack>`.
+/// Sanitized frames never contain control characters, so no real stack starts with it.
+const LABELED_MARK: char = '\u{1}';
 
 /// The frame that ends a stack cut at [`StackBudget::max_depth`].
 pub const TRUNCATED_FRAME: &str = "[truncated]";
@@ -66,8 +71,14 @@ pub enum BudgetError {
 /// Stacks after [`bound_stacks`], with what was cut to fit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BoundedStacks {
-    /// Stack → periods, at most `max_stacks` of them.
+    /// Stack → periods of the samples without labels; at most `max_stacks` stacks
+    /// together with those in `labeled`.
     pub stacks: HashMap<String, u64>,
+    /// Stack → periods per label set (non-empty sets, at most the label budget's
+    /// `max_sets_per_window` of them, sorted by set).
+    pub labeled: Vec<(SampleLabels, HashMap<String, u64>)>,
+    /// Label sets folded into the [`LABELS_PRUNED`](crate::LABELS_PRUNED) set.
+    pub label_sets_folded: u64,
     /// Stacks that were deeper than `max_depth` and cut.
     pub truncated: u64,
     /// Distinct stacks folded into [`PRUNED_FRAME`](crate::PRUNED_FRAME).
@@ -76,28 +87,103 @@ pub struct BoundedStacks {
     pub samples: u64,
 }
 
+impl BoundedStacks {
+    /// Every stack summed over label sets (what a client that knows nothing of labels
+    /// sees).
+    pub fn summed(&self) -> HashMap<String, u64> {
+        let mut out = self.stacks.clone();
+        for (_, stacks) in &self.labeled {
+            for (s, c) in stacks {
+                let slot = out.entry(s.clone()).or_insert(0);
+                *slot = slot.saturating_add(*c);
+            }
+        }
+        out
+    }
+
+    /// Distinct (label set, stack) rows.
+    pub fn rows(&self) -> usize {
+        self.stacks.len() + self.labeled.iter().map(|(_, s)| s.len()).sum::<usize>()
+    }
+}
+
+/// Index of a label set interned by [`StackAccumulator::intern_labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LabelSetIndex(u32);
+
 /// Accumulates stacks under a budget; [`StackAccumulator::finish`] prunes.
 #[derive(Debug)]
 pub struct StackAccumulator {
     budget: StackBudget,
+    labels: LabelBudget,
     out: BoundedStacks,
     decoded_bytes: usize,
+    sets: Vec<SampleLabels>,
+    set_index: HashMap<SampleLabels, u32>,
 }
 
 impl StackAccumulator {
-    /// An empty accumulator.
+    /// An empty accumulator (label sets bounded by the default [`LabelBudget`]).
     pub fn new(budget: StackBudget) -> Self {
+        Self::with_labels(budget, LabelBudget::default())
+    }
+
+    /// An empty accumulator with a label budget.
+    pub fn with_labels(budget: StackBudget, labels: LabelBudget) -> Self {
         StackAccumulator {
             budget,
+            labels,
             out: BoundedStacks::default(),
             decoded_bytes: 0,
+            sets: Vec::new(),
+            set_index: HashMap::new(),
         }
+    }
+
+    /// Interns a label set (cleaned by the label budget); `None` for the empty set. The
+    /// text of every distinct set counts toward `max_decoded_bytes`.
+    pub fn intern_labels(
+        &mut self,
+        labels: &SampleLabels,
+    ) -> Result<Option<LabelSetIndex>, BudgetError> {
+        if labels.is_empty() {
+            return Ok(None);
+        }
+        if let Some(i) = self.set_index.get(labels) {
+            return Ok(Some(LabelSetIndex(*i)));
+        }
+        let clean = if labels_within(labels, &self.labels) {
+            labels.clone()
+        } else {
+            clean_labels(labels, &self.labels)
+        };
+        if clean.is_empty() {
+            return Ok(None);
+        }
+        let bytes: usize = clean.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        self.charge(bytes)?;
+        let i = u32::try_from(self.sets.len()).map_err(|_| BudgetError::DecodedBytes {
+            limit: self.budget.max_decoded_bytes,
+        })?;
+        self.sets.push(clean);
+        self.set_index.insert(labels.clone(), i);
+        Ok(Some(LabelSetIndex(i)))
     }
 
     /// Adds one stack given as root-first frames (each sanitized with
     /// [`sanitize_frame`]); stops at `max_depth` frames.
     pub fn add_frames<'a>(
         &mut self,
+        frames: impl IntoIterator<Item = &'a str>,
+        count: u64,
+    ) -> Result<(), BudgetError> {
+        self.add_frames_in(None, frames, count)
+    }
+
+    /// [`add_frames`](Self::add_frames) for a sample taken under label set `set`.
+    pub fn add_frames_in<'a>(
+        &mut self,
+        set: Option<LabelSetIndex>,
         frames: impl IntoIterator<Item = &'a str>,
         count: u64,
     ) -> Result<(), BudgetError> {
@@ -128,20 +214,30 @@ impl StackAccumulator {
         }
         self.charge(stack.len())?;
         self.out.truncated += u64::from(truncated);
-        self.insert(stack, count)
+        self.insert(key_in(set, stack), count)
     }
 
     /// Adds one folded stack (`a;b;c`).
     pub fn add_folded(&mut self, stack: &str, count: u64) -> Result<(), BudgetError> {
+        self.add_folded_in(None, stack, count)
+    }
+
+    /// [`add_folded`](Self::add_folded) for a sample taken under label set `set`.
+    pub fn add_folded_in(
+        &mut self,
+        set: Option<LabelSetIndex>,
+        stack: &str,
+        count: u64,
+    ) -> Result<(), BudgetError> {
         let clean = stack.split(';').count() <= self.budget.max_depth
             && stack
                 .split(';')
                 .all(|f| matches!(sanitize_frame(f), std::borrow::Cow::Borrowed(_)));
         if clean {
             self.charge(stack.len())?;
-            self.insert(stack.to_owned(), count)
+            self.insert(key_in(set, stack.to_owned()), count)
         } else {
-            self.add_frames(stack.split(';'), count)
+            self.add_frames_in(set, stack.split(';'), count)
         }
     }
 
@@ -176,11 +272,84 @@ impl StackAccumulator {
         Ok(())
     }
 
-    /// The bounded stacks.
+    /// The bounded stacks: the rarest pruned (a pruned labeled stack counts in the
+    /// unlabeled [`PRUNED_FRAME`](crate::PRUNED_FRAME)), labeled ones split by set, the
+    /// lightest sets past the label budget folded together.
     pub fn finish(mut self) -> BoundedStacks {
         self.out.pruned += prune_counts(&mut self.out.stacks, self.budget.max_stacks) as u64;
+        if self.sets.is_empty() {
+            return self.out;
+        }
+        let mut groups: Vec<HashMap<String, u64>> = vec![HashMap::new(); self.sets.len()];
+        let keys: Vec<String> = self
+            .out
+            .stacks
+            .keys()
+            .filter(|k| k.starts_with(LABELED_MARK))
+            .cloned()
+            .collect();
+        for key in keys {
+            let count = self.out.stacks.remove(&key).unwrap_or(0);
+            let mut parts = key[1..].splitn(2, LABELED_MARK);
+            let (Some(i), Some(stack)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Some(g) = i.parse::<usize>().ok().and_then(|i| groups.get_mut(i)) {
+                g.insert(stack.to_owned(), count);
+            }
+        }
+        let sets: Vec<(SampleLabels, HashMap<String, u64>)> = self
+            .sets
+            .into_iter()
+            .zip(groups)
+            .filter(|(_, g)| !g.is_empty())
+            .collect();
+        let (kept, folded) = fold_label_sets(
+            sets,
+            self.labels.max_sets_per_window,
+            |g| g.values().fold(0u64, |a, c| a.saturating_add(*c)),
+            |into, from| {
+                for (s, c) in from {
+                    let slot = into.entry(s).or_insert(0);
+                    *slot = slot.saturating_add(c);
+                }
+            },
+        );
+        self.out.labeled = kept;
+        self.out.label_sets_folded = folded as u64;
         self.out
     }
+}
+
+/// The accumulator's key for `stack` under `set`.
+fn key_in(set: Option<LabelSetIndex>, stack: String) -> String {
+    match set {
+        None => stack,
+        Some(LabelSetIndex(i)) => format!("{LABELED_MARK}{i}{LABELED_MARK}{stack}"),
+    }
+}
+
+/// [`bound_stacks`] for a window with labeled samples: `stacks` are the samples without
+/// labels, `labeled` the stacks of each label set. The stack budget applies to all of
+/// them together (a pruned labeled stack goes to the unlabeled `[pruned]`), the label
+/// budget to the sets.
+pub fn bound_labeled_stacks<S: AsRef<str>>(
+    stacks: impl IntoIterator<Item = (S, u64)>,
+    labeled: impl IntoIterator<Item = (SampleLabels, Vec<(S, u64)>)>,
+    budget: &StackBudget,
+    labels: &LabelBudget,
+) -> Result<BoundedStacks, BudgetError> {
+    let mut acc = StackAccumulator::with_labels(*budget, *labels);
+    for (stack, count) in stacks {
+        acc.add_folded(stack.as_ref(), count)?;
+    }
+    for (set, stacks) in labeled {
+        let set = acc.intern_labels(&set)?;
+        for (stack, count) in stacks {
+            acc.add_folded_in(set, stack.as_ref(), count)?;
+        }
+    }
+    Ok(acc.finish())
 }
 
 /// Applies `budget` to folded stacks from outside: frames sanitized (separators and
@@ -235,6 +404,50 @@ mod tests {
             b.stacks.keys()
         );
         assert_eq!(b.stacks["main;a_b"], 1);
+    }
+
+    #[test]
+    fn labeled_stacks_are_bounded_together_and_split_by_set() {
+        let set = |v: &str| -> SampleLabels { [("table".to_string(), v.to_string())].into() };
+        let mut roomy = budget();
+        roomy.max_stacks = 10;
+        let lb = LabelBudget {
+            max_sets_per_window: 2,
+            ..LabelBudget::default()
+        };
+        let b = bound_labeled_stacks(
+            [("main;a", 5u64)],
+            [
+                (set("orders"), vec![("main;a", 7u64), ("main;b", 1)]),
+                (set("users"), vec![("main;a", 3)]),
+                (set("items"), vec![("main;c", 2)]),
+                (set("orders"), vec![("main;b", 1)]),
+                (SampleLabels::new(), vec![("main;a", 1)]),
+            ],
+            &roomy,
+            &lb,
+        )
+        .unwrap();
+        assert_eq!(b.stacks["main;a"], 6);
+        assert_eq!(b.labeled.len(), 2, "{:?}", b.labeled);
+        assert_eq!(b.label_sets_folded, 2);
+        let orders = &b
+            .labeled
+            .iter()
+            .find(|(l, _)| l == &set("orders"))
+            .unwrap()
+            .1;
+        assert_eq!((orders["main;a"], orders["main;b"]), (7, 2));
+        let pruned = &b
+            .labeled
+            .iter()
+            .find(|(l, _)| l == &set(crate::LABELS_PRUNED))
+            .unwrap()
+            .1;
+        assert_eq!((pruned["main;a"], pruned["main;c"]), (3, 2));
+        assert_eq!(b.summed().values().sum::<u64>(), b.samples);
+        assert_eq!(b.samples, 20);
+        assert_eq!(b.rows(), 5);
     }
 
     #[test]

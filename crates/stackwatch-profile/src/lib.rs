@@ -9,6 +9,7 @@
 //! - [`pprof`]: the gzipped pprof protobuf that `go tool pprof` reads (encode and decode).
 //! - [`svg`]: flamegraphs and differential flamegraphs, laid out by inferno.
 //! - [`budget`]: what a batch of stacks from outside may cost once decoded.
+//! - [`labels`]: sample labels (`table=orders`): their budget, canonical text and folding.
 //! - [`clock`]: the wall clock in the units stored and sent.
 //! - [`views`]: frames hidden by a pattern, the sandwich of a function, plumbing frames.
 //! - [`protocol`]: the types of the window protocol (`GET /windows?after=SEQ`) that the
@@ -20,14 +21,16 @@
 pub mod budget;
 pub mod clock;
 pub mod folded;
+pub mod labels;
 pub mod pprof;
 pub mod profile;
 pub mod protocol;
 pub mod svg;
 pub mod views;
 
-pub use budget::{BudgetError, StackBudget};
+pub use budget::{bound_labeled_stacks, BoundedStacks, BudgetError, LabelSetIndex, StackBudget};
 pub use folded::{parse_folded, FoldedError, PRUNED_FRAME};
+pub use labels::{LabelBudget, SampleLabels, LABELS_PRUNED};
 pub use profile::{FunctionStat, Profile};
 pub use svg::SvgOptions;
 

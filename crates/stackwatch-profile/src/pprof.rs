@@ -15,7 +15,8 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use thiserror::Error;
 
-use crate::budget::{BoundedStacks, BudgetError, StackAccumulator, StackBudget};
+use crate::budget::{BoundedStacks, BudgetError, LabelSetIndex, StackAccumulator, StackBudget};
+use crate::labels::{LabelBudget, SampleLabels};
 use crate::Profile;
 
 /// The pprof messages, declared with prost's derive (field numbers from profile.proto).
@@ -172,6 +173,17 @@ pub enum PprofError {
 
 /// Encodes a profile as gzipped pprof protobuf, frames as functions (no addresses).
 pub fn encode(profile: &Profile) -> Vec<u8> {
+    encode_labeled(profile, &[])
+}
+
+/// [`encode`] with labeled samples: `profile` holds the samples taken without labels,
+/// each entry of `labeled` those of one label set, written as string `Sample.label`s
+/// exactly as Go's `pprof.Do` labels are, so `go tool pprof -tags` and `-tagfocus`
+/// read them. The span and period are `profile`'s.
+pub fn encode_labeled(
+    profile: &Profile,
+    labeled: &[(&SampleLabels, &HashMap<String, u64>)],
+) -> Vec<u8> {
     let mut strings = StringTable::default();
     strings.intern("");
     let samples_ty = proto::ValueType {
@@ -184,40 +196,57 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
     };
     let mut functions: Vec<proto::Function> = Vec::new();
     let mut locations: Vec<proto::Location> = Vec::new();
-    let mut location_of: HashMap<&str, u64> = HashMap::new();
-    let mut stacks: Vec<(&String, &u64)> = profile.stacks.iter().collect();
-    stacks.sort_unstable();
-    let mut samples = Vec::with_capacity(stacks.len());
-    for (stack, count) in stacks {
-        let mut ids: Vec<u64> = Vec::new();
-        for frame in stack.split(';').rev() {
-            let id = *location_of.entry(frame).or_insert_with(|| {
-                let id = locations.len() as u64 + 1;
-                let name = strings.intern(frame);
-                functions.push(proto::Function {
-                    id,
-                    name,
-                    system_name: name,
-                    ..Default::default()
-                });
-                locations.push(proto::Location {
-                    id,
-                    line: vec![proto::Line {
-                        function_id: id,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
-                id
+    let mut location_of: HashMap<String, u64> = HashMap::new();
+    let mut samples = Vec::new();
+    let groups =
+        std::iter::once((None, &profile.stacks)).chain(labeled.iter().map(|(l, s)| (Some(*l), *s)));
+    for (labels, stacks) in groups {
+        let label: Vec<proto::Label> = labels
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| proto::Label {
+                key: strings.intern(k),
+                str: strings.intern(v),
+                ..Default::default()
+            })
+            .collect();
+        let mut stacks: Vec<(&String, &u64)> = stacks.iter().collect();
+        stacks.sort_unstable();
+        for (stack, count) in stacks {
+            let mut ids: Vec<u64> = Vec::new();
+            for frame in stack.split(';').rev() {
+                let id = match location_of.get(frame) {
+                    Some(id) => *id,
+                    None => {
+                        let id = locations.len() as u64 + 1;
+                        let name = strings.intern(frame);
+                        functions.push(proto::Function {
+                            id,
+                            name,
+                            system_name: name,
+                            ..Default::default()
+                        });
+                        locations.push(proto::Location {
+                            id,
+                            line: vec![proto::Line {
+                                function_id: id,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        });
+                        location_of.insert(frame.to_owned(), id);
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            let count = (*count).min(i64::MAX as u64) as i64;
+            samples.push(proto::Sample {
+                location_id: ids,
+                value: vec![count, count.saturating_mul(profile.period_ns as i64)],
+                label: label.clone(),
             });
-            ids.push(id);
         }
-        let count = (*count).min(i64::MAX as u64) as i64;
-        samples.push(proto::Sample {
-            location_id: ids,
-            value: vec![count, count.saturating_mul(profile.period_ns as i64)],
-            label: Vec::new(),
-        });
     }
     let msg = proto::Profile {
         sample_type: vec![samples_ty, cpu_ty.clone()],
@@ -256,11 +285,32 @@ pub fn decode(
 }
 
 /// [`decode`], also returning what the budget cut (`stacks` of the second value is
-/// empty: they are the profile's).
+/// empty: they are the profile's, summed over any labels).
 pub fn decode_bounded(
     bytes: &[u8],
     max_decompressed: usize,
     budget: &StackBudget,
+) -> Result<(Profile, BoundedStacks), PprofError> {
+    let (mut profile, mut bounded) =
+        decode_labeled(bytes, max_decompressed, budget, &LabelBudget::default())?;
+    if !bounded.labeled.is_empty() {
+        profile.stacks = bounded.summed();
+        bounded.labeled.clear();
+    }
+    bounded.stacks.clear();
+    Ok((profile, bounded))
+}
+
+/// Decodes a pprof profile keeping its string sample labels (Go's `pprof.Do`,
+/// `Sample.label` with `str` set; numeric labels are not sample dimensions and are
+/// ignored). The returned profile holds the samples without labels; the bounded stacks
+/// hold them too (`stacks`) and the labeled ones per set (`labeled`), with what the
+/// stack and label budgets cut.
+pub fn decode_labeled(
+    bytes: &[u8],
+    max_decompressed: usize,
+    budget: &StackBudget,
+    label_budget: &LabelBudget,
 ) -> Result<(Profile, BoundedStacks), PprofError> {
     let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -330,8 +380,11 @@ pub fn decode_bounded(
         Some(pt) if string(pt.unit)? == "nanoseconds" => msg.period.max(0) as u64,
         _ => 0,
     };
-    let mut acc = StackAccumulator::new(*budget);
+    let mut acc = StackAccumulator::with_labels(*budget, *label_budget);
     let mut addresses: Vec<String> = Vec::new();
+    // The label sets met so far, by their (key, str) string indices.
+    let mut sets: HashMap<Vec<(i64, i64)>, Option<LabelSetIndex>> = HashMap::new();
+    let mut pairs: Vec<(i64, i64)> = Vec::new();
     for sample in &msg.sample {
         let Some(&value) = sample.value.get(value_index) else {
             return Err(PprofError::Dangling(format!(
@@ -376,11 +429,36 @@ pub fn decode_bounded(
                 })
                 .chain(unnamed)
         });
-        acc.add_frames(names, value as u64)?;
+        pairs.clear();
+        pairs.extend(
+            sample
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (l.key, l.str)),
+        );
+        let set = if pairs.is_empty() {
+            None
+        } else {
+            pairs.sort_unstable();
+            match sets.get(&pairs) {
+                Some(set) => *set,
+                None => {
+                    let mut labels = SampleLabels::new();
+                    for (k, v) in &pairs {
+                        labels.insert(string(*k)?.to_owned(), string(*v)?.to_owned());
+                    }
+                    let set = acc.intern_labels(&labels)?;
+                    sets.insert(pairs.clone(), set);
+                    set
+                }
+            }
+        };
+        acc.add_frames_in(set, names, value as u64)?;
     }
-    let mut bounded = acc.finish();
+    let bounded = acc.finish();
     let profile = Profile {
-        stacks: std::mem::take(&mut bounded.stacks),
+        stacks: bounded.stacks.clone(),
         period_ns,
         start_unix_ns: msg.time_nanos.max(0) as u64,
         duration_ns: msg.duration_nanos.max(0) as u64,
@@ -425,6 +503,39 @@ mod tests {
         assert_eq!(back.stacks, p.stacks);
         assert_eq!(back.period_ns, p.period_ns);
         assert_eq!(back.duration_ns, p.duration_ns);
+    }
+
+    #[test]
+    fn labels_round_trip_as_go_writes_them() {
+        let p = Profile::from_folded("main;a 3\n", 10_101_010).unwrap();
+        let orders: SampleLabels = [("table".to_string(), "orders".to_string())].into();
+        let both: SampleLabels = [
+            ("table".to_string(), "users".to_string()),
+            ("op".to_string(), "<script>".to_string()),
+        ]
+        .into();
+        let s1: HashMap<String, u64> =
+            [("main;a".to_string(), 2), ("main;b".to_string(), 5)].into();
+        let s2: HashMap<String, u64> = [("main;b".to_string(), 4)].into();
+        let bytes = encode_labeled(&p, &[(&orders, &s1), (&both, &s2)]);
+        let mut raw = Vec::new();
+        GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        let msg = proto::Profile::decode(&raw[..]).unwrap();
+        let labeled = msg.sample.iter().filter(|s| !s.label.is_empty()).count();
+        assert_eq!(labeled, 3);
+        let (profile, bounded) = decode_labeled(
+            &bytes,
+            1 << 20,
+            &StackBudget::default(),
+            &LabelBudget::default(),
+        )
+        .unwrap();
+        assert_eq!(profile.stacks, p.stacks);
+        assert_eq!(bounded.labeled, vec![(both, s2), (orders, s1)]);
+        // A client that knows nothing of labels gets everything summed.
+        let summed = decode(&bytes, 1 << 20, &StackBudget::default()).unwrap();
+        assert_eq!(summed.stacks["main;b"], 9);
+        assert_eq!(summed.total(), 14);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::labels::SampleLabels;
+
 /// Version of the response format; bumped on incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -52,7 +54,22 @@ pub struct Window {
     pub dropped: u64,
     /// Distinct stacks folded into `[pruned]` by the `max_stacks` bound.
     pub pruned_stacks: u64,
-    /// `(folded stack, periods)`, root frame first; the root is the thread name.
+    /// `(folded stack, periods)`, root frame first; the root is the thread name. For a
+    /// client that did not ask for labels (`labels=1`), every sample of the window;
+    /// otherwise only the samples taken with no label set.
+    pub stacks: Vec<(String, u64)>,
+    /// Samples taken while a label set was current, one entry per set (only when the
+    /// client asked with `labels=1`; absent otherwise). `samples` counts these too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labeled: Vec<LabeledStacks>,
+}
+
+/// The stacks of one window sampled under one label set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabeledStacks {
+    /// The label set (never empty).
+    pub labels: SampleLabels,
+    /// `(folded stack, periods)`, as in [`Window::stacks`].
     pub stacks: Vec<(String, u64)>,
 }
 
@@ -78,11 +95,27 @@ mod tests {
                 dropped: 0,
                 pruned_stacks: 0,
                 stacks: vec![("main;a".into(), 3)],
+                labeled: Vec::new(),
             }],
         };
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""stacks":[["main;a",3]]"#), "{json}");
+        assert!(!json.contains("labeled"), "{json}");
         let back: WindowsResponse = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
+        let mut labeled = r.clone();
+        labeled.windows[0].labeled = vec![LabeledStacks {
+            labels: [("table".to_string(), "orders".to_string())].into(),
+            stacks: vec![("main;b".into(), 2)],
+        }];
+        let json = serde_json::to_string(&labeled).unwrap();
+        assert!(
+            json.contains(r#""labeled":[{"labels":{"table":"orders"},"stacks":[["main;b",2]]}]"#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<WindowsResponse>(&json).unwrap(),
+            labeled
+        );
     }
 }

@@ -509,6 +509,7 @@ async fn scrape_windows(
         outcome.count(&bounded);
         last = w.seq;
         windows.push(IngestWindow {
+            labeled: Vec::new(),
             target: target.labels.clone(),
             instance: resp.instance.clone(),
             seq: w.seq,
@@ -632,6 +633,7 @@ async fn store_unsequenced(
     if !bounded.stacks.is_empty() {
         ctx.writer
             .write(vec![IngestWindow {
+                labeled: Vec::new(),
                 target: target.labels.clone(),
                 instance: String::new(),
                 seq: 0,
@@ -674,6 +676,7 @@ mod tests {
                 .into_iter()
                 .map(|(s, c)| (s.to_string(), c))
                 .collect(),
+            labeled: Vec::new(),
         }
     }
 

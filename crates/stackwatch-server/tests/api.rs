@@ -51,6 +51,7 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
             ("version", "canary"),
         ]);
         let w = |t: &Labels, stacks: Vec<(&str, u64)>| IngestWindow {
+            labeled: Vec::new(),
             target: t.clone(),
             instance: "i".into(),
             seq: 1,

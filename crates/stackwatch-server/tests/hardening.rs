@@ -71,6 +71,7 @@ fn window(seq: u64, start_unix_ms: u64, stacks: Vec<(String, u64)>) -> Window {
         dropped: 0,
         pruned_stacks: 0,
         stacks,
+        labeled: Vec::new(),
     }
 }
 
@@ -581,6 +582,7 @@ fn fill_store(dir: &std::path::Path, windows: u64, stacks: usize) {
         let start = now - 3500 + w as i64 * 3500 / windows as i64;
         store
             .ingest(&[IngestWindow {
+                labeled: Vec::new(),
                 target: target.clone(),
                 instance: "i".into(),
                 seq: w + 1,

@@ -23,7 +23,7 @@ pub use sqlite::{
     schema, PooledReader, QueryGuard, ReaderOptions, ReaderPool, SqliteStore, StoreOptions,
     MAX_FUTURE_S, OTHER_FRAME,
 };
-use stackwatch_profile::Profile;
+use stackwatch_profile::{Profile, SampleLabels};
 use thiserror::Error;
 
 /// A storage error.
@@ -119,8 +119,11 @@ pub struct IngestWindow {
     pub seq: u64,
     /// Window start, Unix seconds.
     pub start_unix_s: i64,
-    /// Folded stacks and their counts (periods).
+    /// Folded stacks and their counts (periods) of the samples taken without labels.
     pub stacks: Vec<(String, u64)>,
+    /// The samples taken under a sample label set (`table=orders`), per set; every set
+    /// non-empty and distinct.
+    pub labeled: Vec<(SampleLabels, Vec<(String, u64)>)>,
     /// Length of one sampling period in nanoseconds (0: unknown), so counts convert to
     /// CPU time. Kept per target (the latest known).
     pub period_ns: u64,
@@ -147,6 +150,30 @@ pub struct BucketedStacks {
     pub stacks: Vec<std::sync::Arc<str>>,
     /// `(bucket start, index into stacks, periods)`.
     pub counts: Vec<(i64, u32, u64)>,
+}
+
+/// The label names a store knows, by what they label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelKeys {
+    /// Names of target labels (`service`, `instance`, ...): a matcher on one selects
+    /// targets.
+    pub target: Vec<String>,
+    /// Names of sample labels (`table`, `op`, ...) that are not also target labels: a
+    /// matcher on one selects samples.
+    pub sample: Vec<String>,
+}
+
+/// The value of a `group_by` series that stands for every value past the top N.
+pub const OTHER_VALUE: &str = "[other]";
+
+/// One series of [`ProfileStore::grouped_series`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupedSeries {
+    /// The label's value; empty for the samples (or targets) without the label,
+    /// [`OTHER_VALUE`] for the values past the top N.
+    pub value: String,
+    /// `(bucket start, periods)`, every bucket present.
+    pub points: Vec<(i64, u64)>,
 }
 
 /// The last window stored for one instance of a target.
@@ -185,6 +212,12 @@ pub struct IngestStats {
 }
 
 /// The storage the collector writes to and the dashboard reads from.
+///
+/// Selectors select targets and samples at once: a matcher whose name is a target label
+/// name of some stored target ([`LabelKeys::target`]) selects targets, any other matcher
+/// selects samples by their sample labels (a sample without the label has the empty
+/// value, as in Prometheus, so `{table!="orders"}` keeps unlabeled samples and
+/// `{table="orders"}` does not).
 pub trait ProfileStore {
     /// Stores windows and advances each `(target, instance)` checkpoint to the highest
     /// `seq` given, atomically: either all of it is stored or none.
@@ -248,6 +281,41 @@ pub trait ProfileStore {
         to_s: i64,
         step_s: i64,
     ) -> Result<BucketedStacks, StoreError>;
+
+    /// The target and sample label names stored.
+    fn label_keys(&self) -> Result<LabelKeys, StoreError> {
+        Err(StoreError::Invalid(
+            "label_keys: not implemented by this store".into(),
+        ))
+    }
+
+    /// Values of label `name` (target or sample label), sorted, at most `limit`.
+    fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let _ = (name, limit);
+        Err(StoreError::Invalid(
+            "label_values: not implemented by this store".into(),
+        ))
+    }
+
+    /// Periods per `step_s` bucket over `[from_s, to_s)` of the selection, one series
+    /// per value of label `group_by` (a sample or a target label): the `limit` values
+    /// with the most periods over the range, sorted by that total (highest first), then
+    /// one [`OTHER_VALUE`] series for the rest when there is any. Buckets as in
+    /// [`timeseries`](Self::timeseries). The series add up to `timeseries`.
+    fn grouped_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+        group_by: &str,
+        limit: usize,
+    ) -> Result<Vec<GroupedSeries>, StoreError> {
+        let _ = (selector, from_s, to_s, step_s, group_by, limit);
+        Err(StoreError::Invalid(
+            "grouped_series: not implemented by this store".into(),
+        ))
+    }
 
     /// Rolls up a bounded amount of raw data (so it never holds the writer long).
     /// Returns true when more is due right now.

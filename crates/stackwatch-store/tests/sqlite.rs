@@ -18,6 +18,7 @@ fn window(
     stacks: &[(&str, u64)],
 ) -> IngestWindow {
     IngestWindow {
+        labeled: Vec::new(),
         target: target.clone(),
         instance: instance.into(),
         seq,

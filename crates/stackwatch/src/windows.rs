@@ -240,6 +240,7 @@ impl WindowStore {
                     dropped: w.dropped,
                     pruned_stacks: w.pruned_stacks,
                     stacks: w.stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
+                    labeled: Vec::new(),
                 })
                 .collect(),
         }

@@ -119,6 +119,7 @@ impl Fleet {
             dropped: 0,
             pruned_stacks: 0,
             stacks,
+            labeled: Vec::new(),
         }
     }
 }
