@@ -29,6 +29,7 @@ fn valid_body(instance: &str) -> Vec<u8> {
             dropped: 0,
             pruned_stacks: 0,
             stacks: vec![("main;<script>alert(1)</script>".into(), 5)],
+            labeled: Vec::new(),
         }],
     })
     .unwrap()
