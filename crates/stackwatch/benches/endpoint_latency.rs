@@ -145,7 +145,7 @@ fn main() {
     for (name, f) in [
         (
             "build /windows body (in-process)",
-            Box::new(|| profiler.windows_after_json(seq - 1).len()) as Box<dyn Fn() -> usize>,
+            Box::new(|| profiler.windows_after_json(seq - 1, true).len()) as Box<dyn Fn() -> usize>,
         ),
         (
             "build / body (in-process)",

@@ -38,7 +38,7 @@ pub struct Aggregator {
     last_refresh_changed: bool,
     last_memory_update: Instant,
     last_dropped: u64,
-    batch: Vec<(Arc<str>, u64)>,
+    batch: Vec<(u32, Arc<str>, u64)>,
     folded: String,
 }
 
@@ -136,12 +136,17 @@ impl Aggregator {
     fn drain(&mut self) {
         // Every sample published before this instant is in the ring now.
         let drain_start = crate::profiler::unix_ms();
-        let mut samples: Vec<(u32, u32, Box<[u64]>)> = Vec::new();
+        let mut samples: Vec<(u32, u32, u32, Box<[u64]>)> = Vec::new();
         self.signal.ring.drain(|s: &RawSample| {
-            samples.push((s.tid, s.weight, s.frames[..s.depth as usize].into()));
+            samples.push((
+                s.tid,
+                s.weight,
+                s.labels,
+                s.frames[..s.depth as usize].into(),
+            ));
         });
         self.batch.clear();
-        for (i, (tid, weight, frames)) in samples.into_iter().enumerate() {
+        for (i, (tid, weight, labels, frames)) in samples.into_iter().enumerate() {
             if i % 64 == 0 {
                 self.refresh_if_unknown_pc();
             }
@@ -157,15 +162,15 @@ impl Aggregator {
                     f
                 }
             };
-            self.batch.push((folded, weight as u64));
+            self.batch.push((labels, folded, weight as u64));
         }
         let dropped = self.signal.ring.dropped();
         let new_drops = dropped - self.last_dropped;
         self.last_dropped = dropped;
         let now = crate::profiler::unix_ms();
         let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        for (stack, weight) in &self.batch {
-            store.add(stack, *weight);
+        for (labels, stack, weight) in &self.batch {
+            store.add(*labels, stack, *weight);
         }
         store.add_dropped(new_drops);
         if now >= store.open_end_ms() {

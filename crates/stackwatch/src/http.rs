@@ -15,12 +15,13 @@
 // boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,9 +29,10 @@ use axum::Router;
 use serde::Deserialize;
 pub use stackwatch_http::metrics_text::{MetricKind, MetricsText};
 use stackwatch_http::{BearerAuth, ServeOptions, ServeStats};
-use stackwatch_profile::{Profile, SvgOptions};
+use stackwatch_profile::labels::SampleLabels;
+use stackwatch_profile::{pprof, Profile, SvgOptions};
 
-use crate::{Error, Profiler};
+use crate::{Error, LabelFilter, Profiler};
 
 /// Longest `?seconds=` a pprof capture may block for.
 pub const MAX_CAPTURE_SECONDS: u64 = 300;
@@ -208,6 +210,25 @@ struct SecondsQuery {
 #[derive(Deserialize)]
 struct AfterQuery {
     after: Option<u64>,
+    labels: Option<u8>,
+}
+
+/// The `label=KEY=VALUE` parameters (repeatable, all must hold) of a raw query string.
+fn label_filter(raw: Option<&str>) -> Result<LabelFilter, Response> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if k != "label" {
+            continue;
+        }
+        match v.split_once('=') {
+            Some((key, value)) if !key.is_empty() => pairs.push((key.to_owned(), value.to_owned())),
+            _ => return Err(bad_request(format!("label must be KEY=VALUE, got {v:?}"))),
+        }
+        if pairs.len() > 16 {
+            return Err(bad_request("at most 16 label parameters"));
+        }
+    }
+    Ok(LabelFilter::new(&pairs))
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -232,27 +253,36 @@ fn with_type(content_type: &'static str, body: impl IntoResponse) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// The `?seconds=N` selection: cumulative when absent, the last N s otherwise.
-fn selected_profile(p: &Profiler, seconds: Option<u64>) -> Result<Profile, Response> {
+/// The `?seconds=N` selection: cumulative when absent, the last N s otherwise; only the
+/// samples whose labels pass `filter`.
+fn selected_profile(
+    p: &Profiler,
+    seconds: Option<u64>,
+    filter: &LabelFilter,
+) -> Result<Profile, Response> {
     match seconds {
-        None => Ok(p.profile_cumulative()),
+        None => Ok(p.profile_cumulative_matching(filter)),
         Some(0) => Err(bad_request("seconds must be at least 1")),
-        Some(s) => Ok(p.profile(Duration::from_secs(s.min(365 * 24 * 3600)))),
+        Some(s) => Ok(p.profile_matching(Duration::from_secs(s.min(365 * 24 * 3600)), filter)),
     }
 }
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
-async fn stacks(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
-    let q = match parse_query(q) {
+async fn stacks(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    q: QueryResult<SecondsQuery>,
+) -> Response {
+    let (q, filter) = match parse_query(q).and_then(|q| Ok((q, label_filter(raw.as_deref())?))) {
         Ok(q) => q,
         Err(r) => return r,
     };
     blocking(move || {
         let text = match q.seconds {
             // The common `curl host:port/` case, written straight from the store.
-            None => st.profiler.cumulative_folded(),
-            Some(_) => match selected_profile(&st.profiler, q.seconds) {
+            None => st.profiler.cumulative_folded_matching(&filter),
+            Some(_) => match selected_profile(&st.profiler, q.seconds, &filter) {
                 Ok(p) => p.to_folded(),
                 Err(r) => return r,
             },
@@ -262,29 +292,39 @@ async fn stacks(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Res
     .await
 }
 
-async fn flamegraph(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
-    let q = match parse_query(q) {
+async fn flamegraph(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    q: QueryResult<SecondsQuery>,
+) -> Response {
+    let (q, filter) = match parse_query(q).and_then(|q| Ok((q, label_filter(raw.as_deref())?))) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    blocking(move || match selected_profile(&st.profiler, q.seconds) {
-        Ok(p) => {
-            let opts = SvgOptions {
-                subtitle: Some(match q.seconds {
-                    Some(s) => format!("last {s} s"),
-                    None => "since start".to_owned(),
-                }),
-                ..SvgOptions::default()
-            };
-            with_type("image/svg+xml", p.to_svg(&opts))
-        }
-        Err(r) => r,
-    })
+    blocking(
+        move || match selected_profile(&st.profiler, q.seconds, &filter) {
+            Ok(p) => {
+                let opts = SvgOptions {
+                    subtitle: Some(match q.seconds {
+                        Some(s) => format!("last {s} s"),
+                        None => "since start".to_owned(),
+                    }),
+                    ..SvgOptions::default()
+                };
+                with_type("image/svg+xml", p.to_svg(&opts))
+            }
+            Err(r) => r,
+        },
+    )
     .await
 }
 
-async fn pprof_profile(State(st): State<AppState>, q: QueryResult<SecondsQuery>) -> Response {
-    let q = match parse_query(q) {
+async fn pprof_profile(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    q: QueryResult<SecondsQuery>,
+) -> Response {
+    let (q, filter) = match parse_query(q).and_then(|q| Ok((q, label_filter(raw.as_deref())?))) {
         Ok(q) => q,
         Err(r) => return r,
     };
@@ -305,7 +345,10 @@ async fn pprof_profile(State(st): State<AppState>, q: QueryResult<SecondsQuery>)
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment; filename=\"profile\""),
         );
-        (h, capture.finish().to_pprof()).into_response()
+        let p = capture.finish_labeled(&filter);
+        let labeled: Vec<(&SampleLabels, &HashMap<String, u64>)> =
+            p.labeled.iter().map(|(l, s)| (&**l, s)).collect();
+        (h, pprof::encode_labeled(&p.unlabeled, &labeled)).into_response()
     })
     .await
 }
@@ -318,7 +361,8 @@ async fn windows(State(st): State<AppState>, q: QueryResult<AfterQuery>) -> Resp
     blocking(move || {
         with_type(
             "application/json",
-            st.profiler.windows_after_json(q.after.unwrap_or(0)),
+            st.profiler
+                .windows_after_json(q.after.unwrap_or(0), q.labels.unwrap_or(0) != 0),
         )
     })
     .await
@@ -360,6 +404,18 @@ pub fn metrics_text(profiler: &Profiler) -> String {
         MetricKind::Counter,
         "Distinct stacks folded into [pruned] by the max_stacks bound.",
         s.pruned_stacks,
+    )
+    .single(
+        "stackwatch_label_sets_folded_total",
+        MetricKind::Counter,
+        "Label sets folded into [labels pruned] by the per-window label set cap.",
+        s.label_sets_folded,
+    )
+    .single(
+        "stackwatch_unlabeled_threads_total",
+        MetricKind::Counter,
+        "Threads that set labels while every label slot was taken (sampled without labels).",
+        s.unlabeled_threads,
     )
     .single(
         "stackwatch_handler_seconds_total",

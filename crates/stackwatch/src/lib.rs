@@ -20,20 +20,34 @@
 //! - `thread_timers`: per-thread CPU-time timers, thread discovery, setitimer fallback.
 //! - `modules`: `/proc/self/maps` and eh_frame tables for the unwinder.
 //! - `aggregator`: the thread that symbolises, folds and windows samples.
+//! - `labels`: sample labels ([`label`], [`LabelSet`], [`LabeledFuture`]) and the table
+//!   the handler reads them from.
 //! - `windows`: windows, retention, pruning; [`http`]: the endpoints.
 
 mod aggregator;
 mod error;
 pub mod http;
+mod labels;
 mod modules;
 mod profiler;
 mod sample_ring;
 pub mod signal_handler;
 mod symbolizer;
 mod thread_timers;
+#[cfg(feature = "tracing")]
+mod tracing_labels;
 mod windows;
 
 pub use error::Error;
+pub use labels::{
+    label, unlabeled_threads, with_labels, LabelFutureExt, LabelGuard, LabelSet, LabeledFuture,
+    MAX_INTERNED_SETS, MAX_INTERNED_TEXT, THREAD_SLOTS,
+};
 pub use profiler::{Capture, Profiler, ProfilerBuilder, ProfilerStats};
+pub use stackwatch_profile::labels::SampleLabels;
+pub use stackwatch_profile::LabelBudget;
 pub use stackwatch_profile::{Profile, SvgOptions};
 pub use thread_timers::TimerMode;
+#[cfg(feature = "tracing")]
+pub use tracing_labels::LabelLayer;
+pub use windows::{LabelFilter, LabeledProfile};

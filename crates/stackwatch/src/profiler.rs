@@ -6,12 +6,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use stackwatch_profile::protocol::{WindowSeq, WindowsResponse};
-use stackwatch_profile::Profile;
+use stackwatch_profile::{LabelBudget, Profile};
 
 use crate::aggregator::Aggregator;
 use crate::signal_handler::{self, InstallError, SignalState};
 use crate::thread_timers::{ThreadTimers, TimerMode};
-use crate::windows::{WindowConfig, WindowStore};
+use crate::windows::{LabelFilter, LabeledProfile, WindowConfig, WindowStore};
 use crate::Error;
 
 /// Settings of a profiler; build one with [`Profiler::builder`].
@@ -23,6 +23,7 @@ pub struct ProfilerBuilder {
     max_stacks: usize,
     timer_mode: TimerMode,
     sample_buffer: usize,
+    labels: LabelBudget,
 }
 
 impl Default for ProfilerBuilder {
@@ -34,6 +35,7 @@ impl Default for ProfilerBuilder {
             max_stacks: 10_000,
             timer_mode: TimerMode::PerThread,
             sample_buffer: 2048,
+            labels: LabelBudget::default(),
         }
     }
 }
@@ -76,6 +78,14 @@ impl ProfilerBuilder {
         self
     }
 
+    /// What sample labels may cost per window: label sets kept (the lightest past it
+    /// fold into one `[labels pruned]` set, counts exact), pairs per set, key and value
+    /// bytes (default 256 sets, 16 pairs, 64-byte keys, 256-byte values).
+    pub fn labels(mut self, budget: LabelBudget) -> Self {
+        self.labels = budget;
+        self
+    }
+
     /// Starts sampling every thread of the process.
     pub fn start(self) -> Result<Profiler, Error> {
         if !(1..=4000).contains(&self.frequency_hz) {
@@ -87,6 +97,14 @@ impl ProfilerBuilder {
         if self.window < Duration::from_millis(100) {
             return Err(Error::InvalidConfig(
                 "window must be at least 100 ms".into(),
+            ));
+        }
+        if self.labels.max_sets_per_window == 0
+            || self.labels.max_pairs == 0
+            || self.labels.max_key_bytes == 0
+        {
+            return Err(Error::InvalidConfig(
+                "labels: max_sets_per_window, max_pairs and max_key_bytes must be positive".into(),
             ));
         }
         if self.retain_windows == 0 || self.max_stacks == 0 || self.sample_buffer < 2 {
@@ -120,6 +138,7 @@ impl ProfilerBuilder {
                     window: self.window,
                     retain: self.retain_windows,
                     max_stacks: self.max_stacks,
+                    labels: self.labels,
                 },
                 unix_ms(),
             )),
@@ -264,6 +283,11 @@ pub struct ProfilerStats {
     pub memory_bytes: u64,
     /// Per-thread timers in use (false: the setitimer fallback).
     pub per_thread_timers: bool,
+    /// Label sets folded into `[labels pruned]` by the per-window cap.
+    pub label_sets_folded: u64,
+    /// Threads that set labels while every label slot was taken (their samples carry
+    /// no labels).
+    pub unlabeled_threads: u64,
 }
 
 impl Profiler {
@@ -299,14 +323,26 @@ impl Profiler {
     /// The last `last` of samples: retained windows overlapping it plus the open window,
     /// including every sample taken before this call.
     pub fn profile(&self, last: Duration) -> Profile {
+        self.profile_matching(last, &LabelFilter::default())
+    }
+
+    /// [`Profiler::profile`] of the samples whose label set holds every pair of
+    /// `filter`.
+    pub fn profile_matching(&self, last: Duration, filter: &LabelFilter) -> Profile {
         self.wait_drained();
-        self.store().profile_last(last, unix_ms())
+        self.store().profile_last(last, unix_ms(), filter)
     }
 
     /// Everything since start (bounded by `max_stacks`), open window included.
     pub fn profile_cumulative(&self) -> Profile {
+        self.profile_cumulative_matching(&LabelFilter::default())
+    }
+
+    /// [`Profiler::profile_cumulative`] of the samples whose label set holds every pair
+    /// of `filter`.
+    pub fn profile_cumulative_matching(&self, filter: &LabelFilter) -> Profile {
         self.wait_drained();
-        self.store().profile_cumulative(unix_ms())
+        self.store().profile_cumulative(unix_ms(), filter)
     }
 
     /// Waits (at most 2 s) until the aggregator has drained every sample taken before
@@ -324,14 +360,17 @@ impl Profiler {
         }
     }
 
-    /// Closed windows with a sequence number above `after` (the collector protocol).
+    /// Closed windows with a sequence number above `after` (the collector protocol),
+    /// labeled samples per label set.
     pub fn windows_after(&self, after: WindowSeq) -> WindowsResponse {
-        self.store().windows_after(after)
+        self.store().windows_after(after, true)
     }
 
-    /// `GET /windows?after=SEQ` body: [`Profiler::windows_after`] serialised as JSON.
-    pub fn windows_after_json(&self, after: WindowSeq) -> Vec<u8> {
-        self.store().windows_after_json(after)
+    /// `GET /windows?after=SEQ` body: [`Profiler::windows_after`] serialised as JSON;
+    /// without `labels` (a collector that did not ask with `labels=1`) each window's
+    /// stacks are summed over label sets.
+    pub fn windows_after_json(&self, after: WindowSeq, labels: bool) -> Vec<u8> {
+        self.store().windows_after_json(after, labels)
     }
 
     /// Folded text of [`Profiler::profile_cumulative`], built without an intermediate
@@ -339,7 +378,13 @@ impl Profiler {
     /// drain: samples of the last tick (20 ms) may be missing from the answer (they are
     /// in the next one).
     pub fn cumulative_folded(&self) -> String {
-        self.store().cumulative_folded()
+        self.store().cumulative_folded(&LabelFilter::default())
+    }
+
+    /// [`Profiler::cumulative_folded`] of the samples whose label set holds every pair
+    /// of `filter`.
+    pub fn cumulative_folded_matching(&self, filter: &LabelFilter) -> String {
+        self.store().cumulative_folded(filter)
     }
 
     /// Samples from now for `duration`, like Go's `/debug/pprof/profile?seconds=N`.
@@ -363,9 +408,9 @@ impl Profiler {
     /// The profiler's counters.
     pub fn stats(&self) -> ProfilerStats {
         let st = &self.inner.shared.stats;
-        let (samples, pruned) = {
+        let (samples, pruned, folded) = {
             let s = self.store();
-            (s.samples_total, s.pruned_total)
+            (s.samples_total, s.pruned_total, s.label_sets_folded_total)
         };
         ProfilerStats {
             samples,
@@ -377,6 +422,8 @@ impl Profiler {
             threads: st.threads.load(Ordering::Relaxed),
             memory_bytes: st.memory_bytes.load(Ordering::Relaxed),
             per_thread_timers: st.per_thread_timers.load(Ordering::Relaxed),
+            label_sets_folded: folded,
+            unlabeled_threads: u64::from(crate::labels::unlabeled_threads()),
         }
     }
 
@@ -409,12 +456,25 @@ impl Capture {
     /// Ends the capture and returns its profile. Waits (up to 2 s) until the aggregator
     /// has drained every sample taken before this call, so the tail is not lost even when
     /// the aggregator is busy (for instance loading debug info for the first time).
-    pub fn finish(mut self) -> Profile {
+    pub fn finish(self) -> Profile {
+        let split = self.finish_labeled(&LabelFilter::default());
+        let mut p = split.unlabeled;
+        for (_, stacks) in &split.labeled {
+            for (s, c) in stacks {
+                p.add(s, *c);
+            }
+        }
+        p
+    }
+
+    /// [`Capture::finish`] split by label set, only the samples whose label set holds
+    /// every pair of `filter` (what the pprof endpoint writes as `Sample.label`s).
+    pub fn finish_labeled(mut self, filter: &LabelFilter) -> LabeledProfile {
         self.profiler.wait_drained();
         let id = self.id.take().expect("a capture is finished once");
         self.profiler
             .store()
-            .finish_capture(id, self.start_ms, unix_ms())
+            .finish_capture(id, self.start_ms, unix_ms(), filter)
     }
 }
 

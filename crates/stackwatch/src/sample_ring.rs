@@ -23,6 +23,8 @@ pub struct RawSample {
     pub tid: u32,
     /// Sampling periods this sample stands for (`1 + timer overruns`).
     pub weight: u32,
+    /// The sampled thread's label set id when it was interrupted (0: none).
+    pub labels: u32,
     /// Number of valid entries in `frames`.
     pub depth: u32,
     /// The walk stopped at `MAX_FRAMES` before reaching the root.
@@ -62,6 +64,7 @@ impl SampleRing {
                 sample: UnsafeCell::new(RawSample {
                     tid: 0,
                     weight: 0,
+                    labels: 0,
                     depth: 0,
                     truncated: false,
                     frames: [0; MAX_FRAMES],

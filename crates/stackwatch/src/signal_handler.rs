@@ -6,10 +6,12 @@
 //! 2. marks itself running in [`HANDLERS_RUNNING`], so [`deactivate`] and
 //!    [`SignalState::publish_unwinder`] can wait for it before freeing what it reads;
 //! 3. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
-//! 4. walks the interrupted stack with framehop, using eh_frame tables parsed earlier on
+//! 4. reads the interrupted thread's label set id from the static table of labels.rs
+//!    (atomic loads, found by tid: no thread-local access, no lock);
+//! 5. walks the interrupted stack with framehop, using eh_frame tables parsed earlier on
 //!    the aggregator thread, reading stack memory only through `process_vm_readv` into the
 //!    scratch copy, so a wild frame pointer or CFA gives an error, never a fault;
-//! 5. publishes the addresses and returns. Symbolisation happens on the aggregator thread.
+//! 6. publishes the addresses and the label set id, and returns. Symbolisation happens on the aggregator thread.
 //!
 //! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
 //! `dl_iterate_phdr` on this path.
@@ -349,6 +351,9 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
     };
     // gettid is a plain syscall: async-signal-safe.
     let tid = libc::syscall(libc::SYS_gettid) as u32;
+    // The thread's label set: atomic loads from a static table probed by tid, no TLS
+    // access, no lock, no allocation, bounded by the table's size (labels.rs).
+    let labels = crate::labels::current_set_for(tid);
 
     let Some(scratch) = state.scratch.iter().find(|s| {
         s.busy
@@ -361,6 +366,7 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
     if let Some((guard, sample)) = state.ring.claim() {
         sample.tid = tid;
         sample.weight = weight;
+        sample.labels = labels;
         sample.truncated = false;
         let (pc, regs) = registers(ctx);
         sample.frames[0] = pc;

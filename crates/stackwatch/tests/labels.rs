@@ -1,0 +1,279 @@
+//! Sample labels end to end: labels follow tokio tasks across worker threads, through
+//! the guard API and through `tracing` spans, with shares that match the true CPU
+//! split; and they reach the window protocol, the `?label=` filters and pprof.
+
+use std::future::Future;
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use stackwatch::{LabelFilter, LabelFutureExt, LabelSet};
+use stackwatch_profile::protocol::WindowsResponse;
+use tracing::Instrument;
+use tracing_subscriber::prelude::*;
+
+/// One profiler per process: tests in this file take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A future whose polls are timed on the polling thread's CPU clock: the truth the
+/// profile is compared with.
+struct Measured<F> {
+    inner: Pin<Box<F>>,
+    cpu_ns: Arc<AtomicU64>,
+}
+
+impl<F: Future> Future for Measured<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = thread_cpu_ns();
+        let r = self.inner.as_mut().poll(cx);
+        self.cpu_ns
+            .fetch_add(thread_cpu_ns().saturating_sub(start), Ordering::Relaxed);
+        r
+    }
+}
+
+fn spin(d: Duration) -> u64 {
+    let until = Instant::now() + d;
+    let mut x = 1u64;
+    while Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(0x9E3779B97F4A7C15).rotate_left(7));
+    }
+    x
+}
+
+/// Burns CPU in slices of 0.3 to 1.7 ms, yielding between them so the task moves
+/// between workers. The lengths are random: with equal slices, a worker's round of
+/// tasks can last exactly a multiple of the kernel's tick (which is when CPU timers
+/// fire), and every sample would land on the same task: aliasing, which would hit any
+/// timer-based profiler and is not what this test is about.
+async fn work(until: Instant, seed: u64) {
+    let mut x = seed | 1;
+    while Instant::now() < until {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        spin(Duration::from_micros(300 + x % 1400));
+        tokio::task::yield_now().await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum How {
+    Guard,
+    Tracing,
+}
+
+/// Runs 3 tasks labeled `task=a` and 7 labeled `task=b` on a 4-worker runtime for `run`,
+/// and returns (profile share of a, true share of a, labeled periods).
+fn run_split(hz: u32, run: Duration, how: How) -> (f64, f64, u64) {
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(hz)
+        .window(Duration::from_secs(1))
+        .retain_windows(120)
+        .start()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let cpu_a = Arc::new(AtomicU64::new(0));
+    let cpu_b = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + run;
+    let set_a = LabelSet::new(&[("task", "a")]);
+    let set_b = LabelSet::new(&[("task", "b")]);
+    rt.block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..10 {
+            let (name, set, cpu) = if i < 3 {
+                ("a", set_a, cpu_a.clone())
+            } else {
+                ("b", set_b, cpu_b.clone())
+            };
+            let task: Pin<Box<dyn Future<Output = ()> + Send>> = match how {
+                How::Guard => Box::pin(work(until, i + 1).with_labels(set)),
+                How::Tracing => {
+                    Box::pin(work(until, i + 1).instrument(tracing::info_span!("job", task = name)))
+                }
+            };
+            handles.push(tokio::spawn(Measured {
+                inner: Box::pin(task),
+                cpu_ns: cpu,
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    drop(rt);
+    profiler.stop();
+    let a = profiler
+        .profile_cumulative_matching(&LabelFilter::new(&[("task", "a")]))
+        .total();
+    let b = profiler
+        .profile_cumulative_matching(&LabelFilter::new(&[("task", "b")]))
+        .total();
+    let (ta, tb) = (
+        cpu_a.load(Ordering::Relaxed) as f64,
+        cpu_b.load(Ordering::Relaxed) as f64,
+    );
+    (a as f64 / (a + b).max(1) as f64, ta / (ta + tb), a + b)
+}
+
+fn check(hz: u32, run: Duration, how: How) {
+    let (profile, truth, periods) = run_split(hz, run, how);
+    eprintln!("{hz} Hz: profile share of a {profile:.4}, true share {truth:.4}, {periods} periods");
+    assert!(periods > 1000, "too few labeled periods: {periods}");
+    assert!(
+        (profile - truth).abs() <= 0.03,
+        "{hz} Hz: the profile gives task=a {:.1}% of labeled CPU, the threads' CPU clocks {:.1}%",
+        profile * 100.0,
+        truth * 100.0
+    );
+}
+
+#[test]
+fn labels_follow_tokio_tasks_across_workers_with_true_shares() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    check(99, Duration::from_secs(12), How::Guard);
+    check(999, Duration::from_secs(3), How::Guard);
+}
+
+#[test]
+fn labels_from_tracing_spans_follow_tasks_with_true_shares() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _sub = tracing_subscriber::registry()
+        .with(stackwatch::LabelLayer::new(["task"]))
+        .set_default();
+    // Spans entered on runtime threads need the subscriber there too.
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let _global = tracing::dispatcher::set_global_default(dispatch);
+    check(99, Duration::from_secs(12), How::Tracing);
+    check(999, Duration::from_secs(3), How::Tracing);
+}
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut r = agent.get(url).call().expect("request");
+    let status = r.status().as_u16();
+    let mut body = Vec::new();
+    r.body_mut().as_reader().read_to_end(&mut body).unwrap();
+    (status, body)
+}
+
+#[test]
+fn the_endpoints_carry_labels_and_old_clients_see_sums() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(499)
+        .window(Duration::from_millis(300))
+        .retain_windows(100)
+        .start()
+        .unwrap();
+    let server = stackwatch::http::serve(&profiler, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let t = std::thread::Builder::new()
+        .name("labeled-worker".into())
+        .spawn(|| {
+            let until = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < until {
+                stackwatch::with_labels(&[("table", "orders"), ("op", "<script>")], || {
+                    spin(Duration::from_millis(3))
+                });
+                let _g = stackwatch::label("table", "users");
+                spin(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+    t.join().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // A new collector asks with labels=1: labeled stacks per set, totals exact.
+    let (status, body) = get(&format!("{base}/windows?after=0&labels=1"));
+    assert_eq!(status, 200);
+    let labeled: WindowsResponse = serde_json::from_slice(&body).unwrap();
+    let mut orders = 0u64;
+    let mut users = 0u64;
+    for w in &labeled.windows {
+        let sum: u64 = w.stacks.iter().map(|s| s.1).sum::<u64>()
+            + w.labeled
+                .iter()
+                .flat_map(|l| l.stacks.iter())
+                .map(|s| s.1)
+                .sum::<u64>();
+        assert_eq!(sum, w.samples);
+        for l in &w.labeled {
+            let n: u64 = l.stacks.iter().map(|s| s.1).sum();
+            match l.labels.get("table").map(String::as_str) {
+                Some("orders") => {
+                    assert_eq!(l.labels["op"], "<script>");
+                    orders += n
+                }
+                Some("users") => users += n,
+                other => panic!("unexpected label set {other:?}"),
+            }
+            assert!(l
+                .stacks
+                .iter()
+                .all(|(s, _)| s.starts_with("labeled-worker;")));
+        }
+    }
+    assert!(
+        orders > users && users > 0,
+        "orders {orders}, users {users}"
+    );
+    // An old collector does not ask: the same windows, summed, no `labeled` field.
+    let (_, body) = get(&format!("{base}/windows?after=0"));
+    assert!(!String::from_utf8_lossy(&body).contains("\"labeled\""));
+    let old: WindowsResponse = serde_json::from_slice(&body).unwrap();
+    for (o, n) in old.windows.iter().zip(&labeled.windows) {
+        assert_eq!(o.seq, n.seq);
+        assert_eq!(o.stacks.iter().map(|s| s.1).sum::<u64>(), n.samples);
+    }
+    // ?label= filters the folded text, the SVG and pprof.
+    let folded = |q: &str| {
+        let (status, body) = get(&format!("{base}/{q}"));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        stackwatch_profile::parse_folded(&String::from_utf8(body).unwrap()).unwrap()
+    };
+    let all: u64 = folded("").values().sum();
+    let only_orders: u64 = folded("?label=table=orders").values().sum();
+    let both: u64 = folded("?label=table=orders&label=op=%3Cscript%3E")
+        .values()
+        .sum();
+    let none: u64 = folded("?label=table=nothing").values().sum();
+    assert!(
+        only_orders > 0 && only_orders < all,
+        "{only_orders} of {all}"
+    );
+    assert_eq!(both, only_orders);
+    assert_eq!(none, 0);
+    let recent: u64 = folded("?seconds=60&label=table=users").values().sum();
+    assert!(recent > 0);
+    let (status, body) = get(&format!("{base}/flamegraph.svg?label=table=orders"));
+    assert_eq!(status, 200);
+    let svg = String::from_utf8(body).unwrap();
+    assert!(svg.contains("labeled-worker") && !svg.contains("<script>"));
+    let (status, body) = get(&format!("{base}/?label=novalue"));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = get(&format!("{base}/?label==x"));
+    assert_eq!(status, 400);
+    drop(server);
+}
