@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
-use stackwatch_store::TargetSeries;
+use stackwatch_store::{ProfileStore, Selector, StoreError, TargetSeries, OTHER_VALUE};
 
 use crate::query::{
     apply_hide, hide_param, param_err, parse_request, read, selection, svg_options, Params,
@@ -125,6 +125,167 @@ fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
         .collect()
 }
 
+/// The name of the series of targets (or samples) without the `group_by` label.
+const NONE_SERIES: &str = "(none)";
+
+/// `group_by` over a target label: one series per value, the `limit` largest (by CPU
+/// over the range) first, the rest summed as `[other]`, then the targets without the
+/// label as `(none)`.
+fn target_groups(
+    series: &[TargetSeries],
+    label: &str,
+    limit: usize,
+    buckets: &[i64],
+    step: i64,
+    scales: &[f64],
+) -> Vec<Value> {
+    let mut groups: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
+    for t in series {
+        let v = t.labels.get(label).cloned().unwrap_or_default();
+        groups.entry(v).or_default().push(t);
+    }
+    let none = groups.remove("");
+    let mut ranked: Vec<(String, Vec<&TargetSeries>, f64)> = groups
+        .into_iter()
+        .map(|(k, ts)| {
+            let s = cpu_seconds(ts.iter().copied());
+            (k, ts, s)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    let rest: Vec<&TargetSeries> = ranked
+        .iter()
+        .skip(limit)
+        .flat_map(|(_, ts, _)| ts.iter().copied())
+        .collect();
+    let mut list: Vec<Value> = ranked
+        .iter()
+        .take(limit)
+        .map(|(name, ts, _)| {
+            json!({"name": name, "points": points(buckets, &cores(ts, buckets, step), scales)})
+        })
+        .collect();
+    if !rest.is_empty() {
+        list.push(json!({"name": OTHER_VALUE, "points": points(buckets, &cores(&rest, buckets, step), scales)}));
+    }
+    if let Some(ts) = none {
+        list.push(json!({"name": NONE_SERIES, "points": points(buckets, &cores(&ts, buckets, step), scales)}));
+    }
+    list
+}
+
+/// `group_by` over a sample label, in periods per bucket: the `limit` values with the
+/// most periods (the store's order), `[other]` for the rest, then `(none)` for the
+/// samples without the label. The store may rank the empty value among the others:
+/// it is asked for one value more, and when the empty value is not among those it is
+/// read on its own and taken out of the store's `[other]`, so the series still add up
+/// to the selection.
+fn sample_groups(
+    store: &dyn ProfileStore,
+    selector: &Selector,
+    (from, to, step): (i64, i64, i64),
+    label: &str,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u64>)>, StoreError> {
+    let groups = store.grouped_series(selector, from, to, step, label, limit.saturating_add(1))?;
+    let first = from.div_euclid(step) * step;
+    let n = ((to - first + step - 1) / step).max(0) as usize;
+    let dense = |pts: &[(i64, u64)]| -> Vec<u64> {
+        let mut out = vec![0u64; n];
+        for (ts, c) in pts {
+            if *ts >= first {
+                if let Some(slot) = out.get_mut(((ts - first) / step) as usize) {
+                    *slot = slot.saturating_add(*c);
+                }
+            }
+        }
+        out
+    };
+    let mut named: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut none: Option<Vec<u64>> = None;
+    let mut other: Option<Vec<u64>> = None;
+    for g in groups {
+        let p = dense(&g.points);
+        if g.value.is_empty() {
+            none = Some(p);
+        } else if g.value == OTHER_VALUE {
+            other = Some(p);
+        } else {
+            named.push((g.value, p));
+        }
+    }
+    let extra: Vec<(String, Vec<u64>)> = named.split_off(limit.min(named.len()));
+    let add = |into: &mut Vec<u64>, from: &[u64]| {
+        for (a, b) in into.iter_mut().zip(from) {
+            *a = a.saturating_add(*b);
+        }
+    };
+    if none.is_none() {
+        if let Some(rest) = other.as_mut() {
+            // The empty value, if any, is inside the store's `[other]`.
+            let mut only_none = selector.clone();
+            only_none.matchers.push(empty_matcher(label)?);
+            let p = dense(&store.timeseries(&only_none, from, to, step)?);
+            for (a, b) in rest.iter_mut().zip(&p) {
+                *a = a.saturating_sub(*b);
+            }
+            none = Some(p);
+        }
+    }
+    let has_extra = !extra.is_empty();
+    for (_, p) in &extra {
+        add(other.get_or_insert_with(|| vec![0; n]), p);
+    }
+    let mut out = named;
+    if let Some(p) = other.filter(|p| has_extra || p.iter().any(|c| *c > 0)) {
+        out.push((OTHER_VALUE.to_string(), p));
+    }
+    if let Some(p) = none.filter(|p| p.iter().any(|c| *c > 0)) {
+        out.push((NONE_SERIES.to_string(), p));
+    }
+    Ok(out)
+}
+
+/// The matcher `label=""`: the samples (or targets) without the label.
+fn empty_matcher(label: &str) -> Result<stackwatch_store::selector::Matcher, StoreError> {
+    let mut m = Selector::parse(r#"{x=""}"#)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?
+        .matchers
+        .pop()
+        .ok_or_else(|| StoreError::Invalid("empty matcher".into()))?;
+    m.name = label.to_string();
+    Ok(m)
+}
+
+/// Per bucket, the selection's sampling period in ns: the period-weighted mean over
+/// its targets (each target's period weighted by its periods in the bucket; a fleet
+/// that shares one period gets exactly it); `None` where nothing was stored.
+fn bucket_periods_ns(series: &[TargetSeries], buckets: &[i64]) -> Vec<Option<f64>> {
+    let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
+    let mut sums: Vec<Option<(f64, f64)>> = vec![None; buckets.len()];
+    for t in series {
+        let period = period_of(t);
+        for (ts, periods) in &t.points {
+            if let Some(i) = index.get(ts) {
+                let slot = sums[*i].get_or_insert((0.0, 0.0));
+                slot.0 += *periods as f64 * period;
+                slot.1 += *periods as f64;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|s| {
+            s.map(|(ns, periods)| {
+                if periods > 0.0 {
+                    ns / periods
+                } else {
+                    DEFAULT_PERIOD_NS as f64
+                }
+            })
+        })
+        .collect()
+}
+
 /// `GET /api/timeseries`: CPU in cores per bucket, `null` where nothing was stored;
 /// `group_by=LABEL` adds one series per value (top `limit`, the rest `[other]`);
 /// `function=NAME` adds that function's self and total CPU.
@@ -164,34 +325,27 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             "partial": partial,
         });
         if let Some(label) = &group_by {
-            let mut groups: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
-            for t in &series {
-                let v = t.labels.get(label).cloned().unwrap_or_default();
-                groups.entry(v).or_default().push(t);
-            }
-            let mut ranked: Vec<(String, Vec<&TargetSeries>, f64)> = groups
-                .into_iter()
-                .map(|(k, ts)| {
-                    let s = cpu_seconds(ts.iter().copied());
-                    (k, ts, s)
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-            let mut list = Vec::new();
-            let rest: Vec<&TargetSeries> = ranked
-                .iter()
-                .skip(limit)
-                .flat_map(|(_, ts, _)| ts.iter().copied())
-                .collect();
-            for (name, ts, _) in ranked.iter().take(limit) {
-                list.push(json!({
-                    "name": if name.is_empty() { "(none)" } else { name.as_str() },
-                    "points": points(&buckets, &cores(ts, &buckets, step), &scales),
-                }));
-            }
-            if !rest.is_empty() {
-                list.push(json!({"name": "[other]", "points": points(&buckets, &cores(&rest, &buckets, step), &scales)}));
-            }
+            // A name some selected target carries is a target label; otherwise the
+            // store says (a name that is both is a target label, as in selectors).
+            let by_target = series.iter().any(|t| t.labels.contains_key(label))
+                || !store.label_keys()?.sample.iter().any(|k| k == label);
+            let list = if by_target {
+                target_groups(&series, label, limit, &buckets, step, &scales)
+            } else {
+                let periods = sample_groups(store, &sel.selector, (from, to, step), label, limit)?;
+                let ns = bucket_periods_ns(&series, &buckets);
+                periods
+                    .into_iter()
+                    .map(|(name, p)| {
+                        let values: Vec<Option<f64>> = p
+                            .iter()
+                            .zip(&ns)
+                            .map(|(c, ns)| ns.map(|ns| *c as f64 * ns / 1e9 / step as f64))
+                            .collect();
+                        json!({"name": name, "points": points(&buckets, &values, &scales)})
+                    })
+                    .collect()
+            };
             out["group_by"] = json!(label);
             out["series"] = Value::Array(list);
         }

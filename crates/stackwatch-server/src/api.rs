@@ -62,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sandwich.svg", get(analysis::sandwich_svg))
         .route("/api/changes", get(analysis::changes))
         .route("/api/labels", get(query::labels))
+        .route("/api/label-keys", get(query::label_keys))
         .route("/api/label/{name}/values", get(query::label_values))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -239,7 +240,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         &'static str,
         fn(&TargetHealth) -> String,
     );
-    let per_target: [PerTarget; 10] = [
+    let per_target: [PerTarget; 11] = [
         (
             "stackwatch_target_up",
             MetricKind::Gauge,
@@ -293,6 +294,12 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             MetricKind::Counter,
             "Distinct stacks folded into [pruned] by scrape.max_stacks_per_window.",
             |t| t.stacks_pruned_total.to_string(),
+        ),
+        (
+            "stackwatch_label_sets_folded_total",
+            MetricKind::Counter,
+            "Sample label sets folded into [labels pruned] by scrape.max_label_sets_per_window.",
+            |t| t.label_sets_folded_total.to_string(),
         ),
         (
             "stackwatch_target_scrapes_row_limited_total",

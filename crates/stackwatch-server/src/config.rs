@@ -154,9 +154,19 @@ pub struct ScrapeConfig {
     pub max_decoded_bytes: usize,
     /// Periods one window may carry (default 2^32); more fails the scrape.
     pub max_samples_per_window: u64,
-    /// (window, stack) rows stored per scrape of one target (default 200 000); a
-    /// stackwatch target's remaining windows wait for the next scrape, nothing is lost.
+    /// (window, label set, stack) rows stored per scrape of one target (default
+    /// 200 000); a stackwatch target's remaining windows wait for the next scrape,
+    /// nothing is lost.
     pub max_rows_per_scrape: usize,
+    /// Distinct sample label sets kept per window (pprof: per scrape); the lightest
+    /// fold into one `[labels pruned]` set, totals exact (default 256).
+    pub max_label_sets_per_window: usize,
+    /// Label pairs kept per sample label set, first by key order (default 16).
+    pub max_label_pairs: usize,
+    /// Bytes of a sample label key; longer keys are cut (default 64).
+    pub max_label_key_bytes: usize,
+    /// Bytes of a sample label value; longer values are cut (default 256).
+    pub max_label_value_bytes: usize,
 }
 
 impl ScrapeConfig {
@@ -167,6 +177,16 @@ impl ScrapeConfig {
             max_stacks: self.max_stacks_per_window,
             max_decoded_bytes: self.max_decoded_bytes,
             max_samples: self.max_samples_per_window,
+        }
+    }
+
+    /// The sample label budget of one window or scrape.
+    pub fn label_budget(&self) -> stackwatch_profile::LabelBudget {
+        stackwatch_profile::LabelBudget {
+            max_sets_per_window: self.max_label_sets_per_window,
+            max_pairs: self.max_label_pairs,
+            max_key_bytes: self.max_label_key_bytes,
+            max_value_bytes: self.max_label_value_bytes,
         }
     }
 }
@@ -184,6 +204,10 @@ impl Default for ScrapeConfig {
             max_decoded_bytes: 64 << 20,
             max_samples_per_window: 1 << 32,
             max_rows_per_scrape: 200_000,
+            max_label_sets_per_window: 256,
+            max_label_pairs: 16,
+            max_label_key_bytes: 64,
+            max_label_value_bytes: 256,
         }
     }
 }
@@ -398,6 +422,9 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
+/// The largest `scrape.max_label_key_bytes` and `scrape.max_label_value_bytes` accepted.
+pub const MAX_LABEL_TEXT_BYTES: usize = 65_536;
+
 fn default_listen() -> SocketAddr {
     "127.0.0.1:7070".parse().expect("valid address")
 }
@@ -480,12 +507,36 @@ impl Config {
             ),
             ("scrape.max_decoded_bytes", cfg.scrape.max_decoded_bytes),
             ("scrape.max_rows_per_scrape", cfg.scrape.max_rows_per_scrape),
+            (
+                "scrape.max_label_sets_per_window",
+                cfg.scrape.max_label_sets_per_window,
+            ),
+            ("scrape.max_label_pairs", cfg.scrape.max_label_pairs),
+            ("scrape.max_label_key_bytes", cfg.scrape.max_label_key_bytes),
+            (
+                "scrape.max_label_value_bytes",
+                cfg.scrape.max_label_value_bytes,
+            ),
             ("query.max_concurrent", cfg.query.max_concurrent),
             ("query.max_answer_stacks", cfg.query.max_answer_stacks),
             ("query.max_matchers", cfg.query.max_matchers),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("scrape.max_label_key_bytes", cfg.scrape.max_label_key_bytes),
+            (
+                "scrape.max_label_value_bytes",
+                cfg.scrape.max_label_value_bytes,
+            ),
+        ] {
+            if value > MAX_LABEL_TEXT_BYTES {
+                return Err(invalid(
+                    key,
+                    &format!("must be at most {MAX_LABEL_TEXT_BYTES} (a label names work, it is not a payload)"),
+                ));
             }
         }
         if cfg.scrape.max_samples_per_window == 0 || cfg.scrape.max_samples_per_window > 1 << 40 {
@@ -757,6 +808,46 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.password_file"), "{e}");
+    }
+
+    #[test]
+    fn label_budget_keys_are_checked_and_reach_the_label_budget() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        for key in [
+            "max_label_sets_per_window",
+            "max_label_pairs",
+            "max_label_key_bytes",
+            "max_label_value_bytes",
+        ] {
+            let e = err(&format!("[scrape]\n{key} = 0\n"));
+            assert!(e.contains(&format!("scrape.{key}")), "{e}");
+        }
+        let e = err("[scrape]\nmax_label_value_bytes = 1000000\n");
+        assert!(e.contains("scrape.max_label_value_bytes"), "{e}");
+        let c = Config::parse(
+            "[scrape]\nmax_label_sets_per_window = 7\nmax_label_pairs = 3\nmax_label_key_bytes = 10\nmax_label_value_bytes = 20\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let b = c.scrape.label_budget();
+        assert_eq!(
+            (
+                b.max_sets_per_window,
+                b.max_pairs,
+                b.max_key_bytes,
+                b.max_value_bytes
+            ),
+            (7, 3, 10, 20)
+        );
+        assert_eq!(
+            Config::default().scrape.label_budget(),
+            stackwatch_profile::LabelBudget::default(),
+            "the collector's defaults are the sampler's"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
@@ -447,29 +447,57 @@ pub(crate) fn apply_hide(p: Profile, hide: Option<&regex::Regex>) -> Profile {
     }
 }
 
-/// `GET /api/labels`
+/// `GET /api/labels`: every label name a selector or `group_by` can use, target and
+/// sample labels together, sorted.
 pub async fn labels(State(st): State<ApiState>) -> Response {
-    match read(&st, |store| store.targets()).await {
-        Ok(targets) => {
-            let names: BTreeSet<String> = targets.iter().flat_map(|t| t.keys().cloned()).collect();
+    match read(&st, |store| store.label_keys()).await {
+        Ok(keys) => {
+            let names: BTreeSet<String> = keys.target.into_iter().chain(keys.sample).collect();
             Json(names).into_response()
         }
         Err(r) => r,
     }
 }
 
-/// `GET /api/label/{name}/values`
-pub async fn label_values(State(st): State<ApiState>, Path(name): Path<String>) -> Response {
-    match read(&st, |store| store.targets()).await {
-        Ok(targets) => {
-            let mut values: BTreeMap<String, usize> = BTreeMap::new();
-            for t in &targets {
-                if let Some(v) = t.get(&name) {
-                    *values.entry(v.clone()).or_insert(0) += 1;
-                }
-            }
-            Json(values.into_keys().collect::<Vec<_>>()).into_response()
+/// `GET /api/label-keys`: the label names by what they label, `{"target": [...],
+/// "sample": [...]}` (a name that is both counts as a target label, as selectors do).
+pub async fn label_keys(State(st): State<ApiState>) -> Response {
+    match read(&st, |store| store.label_keys()).await {
+        Ok(keys) => Json(serde_json::json!({
+            "target": keys.target,
+            "sample": keys.sample,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Values `/api/label/{name}/values` answers with unless `limit` says otherwise.
+pub const DEFAULT_LABEL_VALUES: usize = 10_000;
+
+/// The most `limit` may ask of `/api/label/{name}/values`.
+pub const MAX_LABEL_VALUES: usize = 100_000;
+
+/// `GET /api/label/{name}/values`: the values of a target or sample label, sorted, at
+/// most `limit` (default [`DEFAULT_LABEL_VALUES`]).
+pub async fn label_values(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    q: Params,
+) -> Response {
+    let q = match params(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LABEL_VALUES,
+        Some(Ok(l)) if (1..=MAX_LABEL_VALUES).contains(&l) => l,
+        Some(_) => {
+            return param_err("limit", format!("must be 1..={MAX_LABEL_VALUES}")).into_response()
         }
+    };
+    match read(&st, move |store| store.label_values(&name, limit)).await {
+        Ok(values) => Json(values).into_response(),
         Err(r) => r,
     }
 }

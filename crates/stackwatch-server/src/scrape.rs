@@ -2,16 +2,22 @@
 //! each scrape bounded in time and size, its outcome recorded as the target's health.
 //!
 //! Three kinds of target (see [`TargetKind`]):
-//! - stackwatch: `GET <url>/windows?after=SEQ`. The last stored sequence per worker
-//!   instance comes from the store, so a missed poll, a collector restart or a crash is
-//!   caught up losslessly, and a worker restart (new instance id) starts a new series.
-//! - pprof: `GET <url>?seconds=N`, decoded with prost, one window per scrape.
+//! - stackwatch: `GET <url>/windows?after=SEQ&labels=1`. The last stored sequence per
+//!   worker instance comes from the store, so a missed poll, a collector restart or a
+//!   crash is caught up losslessly, and a worker restart (new instance id) starts a new
+//!   series. With `labels=1` the worker sends the samples taken under a sample label set
+//!   (`table="orders"`) per set; an older worker ignores it and sends them summed.
+//! - pprof: `GET <url>?seconds=N`, decoded with prost, one window per scrape; Go's
+//!   `pprof.Do` labels (string sample labels) become sample labels.
 //! - folded: `GET <url>`, folded text; cumulative counts are differenced between scrapes.
 //!
 //! Whatever a target sends is bounded before it reaches the store: the body by
 //! `max_body_bytes`, the decoded stacks by the [`StackBudget`](stackwatch_profile::StackBudget) (depth, text, distinct
-//! stacks, periods), the rows of one scrape by `max_rows_per_scrape`. A target that
-//! exceeds a budget gets the error on its own health; no other target is touched.
+//! stacks, periods), the sample label sets by the
+//! [`LabelBudget`](stackwatch_profile::LabelBudget) (lengths, pairs, sets per window:
+//! the lightest sets fold into one `[labels pruned]` set), the rows of one scrape by
+//! `max_rows_per_scrape`. A target that exceeds a budget gets the error on its own
+//! health; no other target is touched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -20,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use stackwatch_profile::budget::{bound_stacks, BoundedStacks, BudgetError};
+use stackwatch_profile::budget::{bound_labeled_stacks, bound_stacks, BoundedStacks, BudgetError};
 use stackwatch_profile::clock::unix_ms;
 use stackwatch_profile::protocol::{WindowsResponse, PROTOCOL_VERSION};
 use stackwatch_store::{IngestWindow, Labels, Readers};
@@ -104,6 +110,9 @@ pub struct TargetHealth {
     pub stacks_truncated_total: u64,
     /// Distinct stacks folded into `[pruned]` by `scrape.max_stacks_per_window`.
     pub stacks_pruned_total: u64,
+    /// Sample label sets folded into `[labels pruned]` by
+    /// `scrape.max_label_sets_per_window`.
+    pub label_sets_folded_total: u64,
     /// Scrapes that stored fewer windows than the target had, by
     /// `scrape.max_rows_per_scrape` (the rest came with the next scrape).
     pub scrapes_row_limited_total: u64,
@@ -140,6 +149,7 @@ impl TargetHealth {
             windows_lost_total: 0,
             stacks_truncated_total: 0,
             stacks_pruned_total: 0,
+            label_sets_folded_total: 0,
             scrapes_row_limited_total: 0,
             instance: None,
             last_seq: 0,
@@ -249,6 +259,9 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig, start_now: boo
                     t.windows_lost_total = t.windows_lost_total.saturating_add(o.windows_lost);
                     t.stacks_truncated_total = t.stacks_truncated_total.saturating_add(o.truncated);
                     t.stacks_pruned_total = t.stacks_pruned_total.saturating_add(o.pruned);
+                    t.label_sets_folded_total = t
+                        .label_sets_folded_total
+                        .saturating_add(o.label_sets_folded);
                     t.scrapes_row_limited_total += u64::from(o.row_limited);
                 }
                 Err(e) => {
@@ -269,6 +282,7 @@ struct Outcome {
     windows_lost: u64,
     truncated: u64,
     pruned: u64,
+    label_sets_folded: u64,
     row_limited: bool,
 }
 
@@ -277,6 +291,7 @@ impl Outcome {
         self.samples = self.samples.saturating_add(b.samples);
         self.truncated = self.truncated.saturating_add(b.truncated);
         self.pruned = self.pruned.saturating_add(b.pruned);
+        self.label_sets_folded = self.label_sets_folded.saturating_add(b.label_sets_folded);
     }
 }
 
@@ -386,7 +401,8 @@ fn windows_url(base: &str, after: u64) -> Result<reqwest::Url, ScrapeError> {
     url.set_path(&path);
     url.query_pairs_mut()
         .clear()
-        .append_pair("after", &after.to_string());
+        .append_pair("after", &after.to_string())
+        .append_pair("labels", "1");
     Ok(url)
 }
 
@@ -442,20 +458,20 @@ pub fn validate_windows(resp: &WindowsResponse, after: u64) -> Result<(), String
         if w.end_unix_ms < w.start_unix_ms {
             return Err(format!("window {} ends before it starts", w.seq));
         }
-        let sum = w
-            .stacks
-            .iter()
-            .try_fold(0u64, |a, (_, c)| a.checked_add(*c));
+        // `samples` counts the labeled samples too.
+        let all = || {
+            w.stacks
+                .iter()
+                .chain(w.labeled.iter().flat_map(|l| l.stacks.iter()))
+        };
+        let sum = all().try_fold(0u64, |a, (_, c)| a.checked_add(*c));
         if sum != Some(w.samples) {
             return Err(format!(
                 "window {}: stack counts do not add up to samples",
                 w.seq
             ));
         }
-        if w.stacks
-            .iter()
-            .any(|(s, _)| s.is_empty() || s.split(';').any(str::is_empty))
-        {
+        if all().any(|(s, _)| s.is_empty() || s.split(';').any(str::is_empty)) {
             return Err(format!("window {}: malformed stack", w.seq));
         }
     }
@@ -492,31 +508,37 @@ async fn scrape_windows(
         windows_lost: resp.oldest_seq.saturating_sub(after.saturating_add(1)),
         ..Outcome::default()
     };
-    // Windows in order, each within the stack budget, until the scrape's row budget is
-    // spent (at least one window, so a target always makes progress); the rest are
-    // asked for again at the next scrape.
+    // Windows in order, each within the stack and label budgets, until the scrape's
+    // row budget is spent (at least one window, so a target always makes progress);
+    // the rest are asked for again at the next scrape. Labeled rows count like any.
     let budget = ctx.cfg.stack_budget();
+    let label_budget = ctx.cfg.label_budget();
     let mut windows: Vec<IngestWindow> = Vec::new();
     let mut rows = 0usize;
     let mut last = after;
     for w in resp.windows {
-        let bounded = bound_stacks(w.stacks, &budget)?;
-        if !windows.is_empty() && rows + bounded.stacks.len() > ctx.cfg.max_rows_per_scrape {
+        let bounded = bound_labeled_stacks(
+            w.stacks,
+            w.labeled.into_iter().map(|l| (l.labels, l.stacks)),
+            &budget,
+            &label_budget,
+        )?;
+        if !windows.is_empty() && rows + bounded.rows() > ctx.cfg.max_rows_per_scrape {
             outcome.row_limited = true;
             break;
         }
-        rows += bounded.stacks.len();
+        rows += bounded.rows();
         outcome.count(&bounded);
         last = w.seq;
-        windows.push(IngestWindow {
-            labeled: Vec::new(),
-            target: target.labels.clone(),
-            instance: resp.instance.clone(),
-            seq: w.seq,
-            start_unix_s: (w.start_unix_ms / 1000).min(i64::MAX as u64) as i64,
-            stacks: bounded.stacks.into_iter().collect(),
-            period_ns: resp.period_ns,
-        });
+        let start_unix_s = (w.start_unix_ms / 1000).min(i64::MAX as u64) as i64;
+        windows.push(ingest_window(
+            target,
+            resp.instance.clone(),
+            w.seq,
+            start_unix_s,
+            resp.period_ns,
+            bounded,
+        ));
     }
     drop(permit);
     if !windows.is_empty() {
@@ -557,11 +579,13 @@ async fn scrape_pprof(
     )
     .await?;
     let budget = ctx.cfg.stack_budget();
-    // Decoding is CPU work bounded by the budget: off the async threads.
+    let label_budget = ctx.cfg.label_budget();
+    // Decoding is CPU work bounded by the budget: off the async threads. Go's `pprof.Do`
+    // labels (string sample labels) become sample labels.
     let max = ctx.cfg.max_body_bytes;
     let len = body.len();
-    let (profile, mut bounded) = tokio::task::spawn_blocking(move || {
-        stackwatch_profile::pprof::decode_bounded(&body, max, &budget)
+    let (profile, bounded) = tokio::task::spawn_blocking(move || {
+        stackwatch_profile::pprof::decode_labeled(&body, max, &budget, &label_budget)
     })
     .await
     .map_err(|e| ScrapeError::Malformed(e.to_string()))?
@@ -570,7 +594,8 @@ async fn scrape_pprof(
         e => ScrapeError::Malformed(e.to_string()),
     })?;
     drop(permit);
-    bounded.stacks = profile.stacks;
+    // `bounded.stacks` holds the unlabeled samples (as does `profile.stacks`),
+    // `bounded.labeled` the others.
     let period_ns = profile.period_ns;
     store_unsequenced(ctx, target, start as i64, period_ns, bounded, len).await
 }
@@ -630,20 +655,44 @@ async fn store_unsequenced(
         ..Outcome::default()
     };
     outcome.count(&bounded);
-    if !bounded.stacks.is_empty() {
+    if bounded.rows() > 0 {
         ctx.writer
-            .write(vec![IngestWindow {
-                labeled: Vec::new(),
-                target: target.labels.clone(),
-                instance: String::new(),
-                seq: 0,
+            .write(vec![ingest_window(
+                target,
+                String::new(),
+                0,
                 start_unix_s,
-                stacks: bounded.stacks.into_iter().collect(),
                 period_ns,
-            }])
+                bounded,
+            )])
             .await?;
     }
     Ok(outcome)
+}
+
+/// The window to store from bounded stacks: the unlabeled ones and those of each
+/// sample label set.
+fn ingest_window(
+    target: &TargetConfig,
+    instance: String,
+    seq: u64,
+    start_unix_s: i64,
+    period_ns: u64,
+    bounded: BoundedStacks,
+) -> IngestWindow {
+    IngestWindow {
+        target: target.labels.clone(),
+        instance,
+        seq,
+        start_unix_s,
+        stacks: bounded.stacks.into_iter().collect(),
+        labeled: bounded
+            .labeled
+            .into_iter()
+            .map(|(labels, stacks)| (labels, stacks.into_iter().collect()))
+            .collect(),
+        period_ns,
+    }
 }
 
 #[cfg(test)]
@@ -698,17 +747,29 @@ mod tests {
         let mut v2 = resp(vec![]);
         v2.version = 2;
         assert!(validate_windows(&v2, 0).is_err());
+        // `samples` counts the labeled samples too; their stacks are checked alike.
+        let labeled = |stack: &str, samples: u64| {
+            let mut win = w(1, vec![("a;b", 2)], samples);
+            win.labeled = vec![stackwatch_profile::protocol::LabeledStacks {
+                labels: [("table".to_string(), "orders".to_string())].into(),
+                stacks: vec![(stack.to_string(), 3)],
+            }];
+            resp(vec![win])
+        };
+        assert!(validate_windows(&labeled("a;c", 5), 0).is_ok());
+        assert!(validate_windows(&labeled("a;c", 2), 0).is_err());
+        assert!(validate_windows(&labeled("a;;c", 5), 0).is_err());
     }
 
     #[test]
     fn windows_url_keeps_a_base_path() {
         assert_eq!(
             windows_url("http://h:1", 5).unwrap().as_str(),
-            "http://h:1/windows?after=5"
+            "http://h:1/windows?after=5&labels=1"
         );
         assert_eq!(
             windows_url("http://h:1/app/", 0).unwrap().as_str(),
-            "http://h:1/app/windows?after=0"
+            "http://h:1/app/windows?after=0&labels=1"
         );
     }
 }

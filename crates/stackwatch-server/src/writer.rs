@@ -216,7 +216,7 @@ fn run(
         };
         match rx.recv_timeout(wait) {
             Ok(req) => {
-                rows += req.windows.iter().map(|w| w.stacks.len()).sum::<usize>();
+                rows += rows_of(&req.windows) as usize;
                 oldest.get_or_insert_with(Instant::now);
                 buffer.push(req);
             }
@@ -320,8 +320,12 @@ impl Default for Backlog {
     }
 }
 
+/// (window, label set, stack) rows of some windows: unlabeled and labeled stacks alike.
 fn rows_of(windows: &[IngestWindow]) -> u64 {
-    windows.iter().map(|w| w.stacks.len() as u64).sum()
+    windows
+        .iter()
+        .map(|w| w.stacks.len() as u64 + w.labeled.iter().map(|(_, s)| s.len() as u64).sum::<u64>())
+        .sum()
 }
 
 impl Backlog {
@@ -344,7 +348,7 @@ impl Backlog {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for w in &windows {
-                *by.entry(w.target.clone()).or_insert(0) += w.stacks.len() as u64;
+                *by.entry(w.target.clone()).or_insert(0) += rows_of(std::slice::from_ref(w));
             }
         }
         self.requests.push(windows);
@@ -411,7 +415,7 @@ impl Backlog {
                     .unwrap_or_else(|e| e.into_inner());
                 for w in done.iter().flatten() {
                     if let Some(n) = by.get_mut(&w.target) {
-                        *n = n.saturating_sub(w.stacks.len() as u64);
+                        *n = n.saturating_sub(rows_of(std::slice::from_ref(w)));
                         if *n == 0 {
                             by.remove(&w.target);
                         }
