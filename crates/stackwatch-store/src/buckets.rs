@@ -1,9 +1,13 @@
-//! Time buckets and label keys, shared by both backends: the one home of each.
+//! Time buckets, label keys, and how a selector splits into target and sample
+//! matchers, shared by both backends: the one home of each.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Display;
 use std::hash::Hash;
 
-use crate::{Labels, StoreError, TargetSeries};
+use stackwatch_profile::SampleLabels;
+
+use crate::{GroupedSeries, LabelKeys, Labels, Selector, StoreError, TargetSeries, OTHER_VALUE};
 
 /// `t` rounded down to a multiple of `step`.
 pub(crate) fn floor_to(t: i64, step: i64) -> i64 {
@@ -69,6 +73,209 @@ pub(crate) fn target_series_of<K: Hash + Eq>(
                 .unwrap_or_default(),
         })
         .collect()
+}
+
+/// Every label name of `targets`: the names a matcher selects targets by.
+pub(crate) fn target_names<'a>(targets: impl IntoIterator<Item = &'a Labels>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for t in targets {
+        for k in t.keys() {
+            if !names.contains(k) {
+                names.insert(k.clone());
+            }
+        }
+    }
+    names
+}
+
+/// What a selector picks in one store (see [`select`]).
+pub(crate) struct Selection<T, K> {
+    /// The targets its target matchers select (none when no label set matches).
+    pub(crate) targets: Vec<T>,
+    /// True when that is every stored target (no target filter needed).
+    pub(crate) all_targets: bool,
+    /// The label sets its sample matchers select, by id (the empty set's id included
+    /// when it matches); `None` when every set does (no filter: sums over labels).
+    pub(crate) sets: Option<Vec<K>>,
+    /// Every target label name stored.
+    pub(crate) target_names: BTreeSet<String>,
+}
+
+/// Resolves `selector` in a store: matchers named like a label of some stored target
+/// select among `targets` (each with its labels from `labels_of`); the others select
+/// label sets, evaluated here over the stored sets (read by `sets` only when there are
+/// such matchers), the empty set (`none`) included: a sample without a label has it
+/// empty, so `{table!="orders"}` keeps unlabeled samples and `{table="orders"}` does not.
+pub(crate) fn select<T, K: Copy>(
+    selector: &Selector,
+    targets: Vec<T>,
+    labels_of: impl Fn(&T) -> &Labels,
+    sets: impl FnOnce() -> Result<Vec<(K, SampleLabels)>, StoreError>,
+    none: K,
+) -> Result<Selection<T, K>, StoreError> {
+    let target_names = target_names(targets.iter().map(&labels_of));
+    let (by_target, by_sample) = selector.split(|n| target_names.contains(n));
+    let n = targets.len();
+    let mut chosen: Vec<T> = targets
+        .into_iter()
+        .filter(|t| by_target.matches(labels_of(t)))
+        .collect();
+    let all_targets = chosen.len() == n;
+    let sets = if by_sample.is_empty() {
+        None
+    } else {
+        let stored = sets()?;
+        let mut keep = Vec::new();
+        if by_sample.matches(&SampleLabels::new()) {
+            keep.push(none);
+        }
+        for (id, labels) in &stored {
+            if by_sample.matches(labels) {
+                keep.push(*id);
+            }
+        }
+        if keep.len() == stored.len() + 1 {
+            None
+        } else {
+            Some(keep)
+        }
+    };
+    if matches!(&sets, Some(k) if k.is_empty()) {
+        chosen.clear();
+    }
+    Ok(Selection {
+        targets: chosen,
+        all_targets,
+        sets,
+        target_names,
+    })
+}
+
+/// The SQL condition (` AND col IN (...)`, or nothing) that keeps the rows of the label
+/// sets `sets` selects (ids are integers from the store: inlining them is safe).
+pub(crate) fn sets_filter<K: Display>(col: &str, sets: &Option<Vec<K>>) -> String {
+    match sets {
+        None => String::new(),
+        Some(ids) if ids.is_empty() => " AND 0".to_string(),
+        Some(ids) => {
+            let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            format!(" AND {col} IN ({})", list.join(","))
+        }
+    }
+}
+
+/// The label names of a store: those of its targets, then those of its label sets that
+/// are not also target label names.
+pub(crate) fn label_keys_of<'a>(
+    targets: impl IntoIterator<Item = &'a Labels>,
+    sets: impl IntoIterator<Item = &'a SampleLabels>,
+) -> LabelKeys {
+    let target = target_names(targets);
+    let mut sample = BTreeSet::new();
+    for s in sets {
+        for k in s.keys() {
+            if !target.contains(k) && !sample.contains(k) {
+                sample.insert(k.clone());
+            }
+        }
+    }
+    LabelKeys {
+        target: target.into_iter().collect(),
+        sample: sample.into_iter().collect(),
+    }
+}
+
+/// The non-empty values of label `name`, sorted, at most `limit`: of the targets when
+/// it is a target label name, else of the label sets (read by `sets` only then).
+pub(crate) fn label_values_of(
+    name: &str,
+    limit: usize,
+    targets: &[Labels],
+    sets: impl FnOnce() -> Result<Vec<SampleLabels>, StoreError>,
+) -> Result<Vec<String>, StoreError> {
+    let mut values = BTreeSet::new();
+    if targets.iter().any(|t| t.contains_key(name)) {
+        for t in targets {
+            if let Some(v) = t.get(name).filter(|v| !v.is_empty()) {
+                values.insert(v.clone());
+            }
+        }
+    } else {
+        for s in sets()? {
+            if let Some(v) = s.get(name).filter(|v| !v.is_empty()) {
+                values.insert(v.clone());
+            }
+        }
+    }
+    Ok(values.into_iter().take(limit).collect())
+}
+
+/// The `limit` values with the highest totals (ties by value), highest first;
+/// [`OTHER_VALUE`] is never one of them.
+pub(crate) fn top_values(totals: &HashMap<String, u64>, limit: usize) -> Vec<String> {
+    let mut v: Vec<(&String, u64)> = totals
+        .iter()
+        .filter(|(k, _)| k.as_str() != OTHER_VALUE)
+        .map(|(k, c)| (k, *c))
+        .collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    v.truncate(limit);
+    v.into_iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// The series of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series)
+/// from periods per value and bucket start: the `limit` values with the most periods,
+/// highest first, then one [`OTHER_VALUE`] series for every other value (and what is
+/// already under [`OTHER_VALUE`]) when there is any; each with every bucket of
+/// `[from, to)` (`from` on a multiple of `step`).
+pub(crate) fn grouped_of(
+    mut per_value: HashMap<String, HashMap<i64, u64>>,
+    from: i64,
+    to: i64,
+    step: i64,
+    limit: usize,
+) -> Vec<GroupedSeries> {
+    let totals: HashMap<String, u64> = per_value
+        .iter()
+        .map(|(v, p)| {
+            (
+                v.clone(),
+                p.values().fold(0u64, |a, c| a.saturating_add(*c)),
+            )
+        })
+        .collect();
+    let top = top_values(&totals, limit);
+    let buckets = ((to - from + step - 1) / step).max(0) as usize;
+    let points_of = |parts: &[HashMap<i64, u64>]| -> Vec<(i64, u64)> {
+        let mut out: Vec<(i64, u64)> = (0..buckets).map(|i| (from + i as i64 * step, 0)).collect();
+        for p in parts {
+            for (ts, c) in p {
+                if *ts < from {
+                    continue;
+                }
+                if let Some(b) = out.get_mut(((ts - from) / step) as usize) {
+                    b.1 = b.1.saturating_add(*c);
+                }
+            }
+        }
+        out
+    };
+    let mut out = Vec::with_capacity(top.len() + 1);
+    for v in top {
+        let p = per_value.remove(&v).unwrap_or_default();
+        out.push(GroupedSeries {
+            points: points_of(std::slice::from_ref(&p)),
+            value: v,
+        });
+    }
+    if !per_value.is_empty() {
+        let rest: Vec<HashMap<i64, u64>> = per_value.into_values().collect();
+        out.push(GroupedSeries {
+            value: OTHER_VALUE.to_string(),
+            points: points_of(&rest),
+        });
+    }
+    out
 }
 
 /// A resolution of stored samples: the table that holds it in either store.
@@ -165,6 +372,76 @@ pub(crate) fn empty_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(pairs: &[(&str, &str)]) -> SampleLabels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sample_matchers_select_label_sets_and_the_empty_one() {
+        let targets = vec![
+            (1, set(&[("service", "api")])),
+            (2, set(&[("service", "db")])),
+        ];
+        let sets = || {
+            Ok(vec![
+                (5, set(&[("table", "orders")])),
+                (6, set(&[("table", "users"), ("op", "insert")])),
+            ])
+        };
+        let pick = |sel: &str| {
+            let s = select(
+                &Selector::parse(sel).unwrap(),
+                targets.clone(),
+                |t| &t.1,
+                sets,
+                0,
+            )
+            .unwrap();
+            (s.targets.iter().map(|t| t.0).collect::<Vec<_>>(), s.sets)
+        };
+        assert_eq!(pick("{}"), (vec![1, 2], None));
+        assert_eq!(pick(r#"{service="api"}"#), (vec![1], None));
+        assert_eq!(
+            pick(r#"{service="api", table="orders"}"#),
+            (vec![1], Some(vec![5]))
+        );
+        assert_eq!(pick(r#"{table!="orders"}"#), (vec![1, 2], Some(vec![0, 6])));
+        assert_eq!(
+            pick(r#"{table=~"o.*|u.*"}"#),
+            (vec![1, 2], Some(vec![5, 6]))
+        );
+        assert_eq!(pick(r#"{op!="x"}"#), (vec![1, 2], None));
+        assert_eq!(pick(r#"{table="nope"}"#), (vec![], Some(vec![])));
+        assert_eq!(
+            sets_filter("labels", &Some(vec![0u64, 6])),
+            " AND labels IN (0,6)"
+        );
+        assert_eq!(sets_filter::<u64>("labels", &None), "");
+    }
+
+    #[test]
+    fn grouped_series_keep_the_top_values_and_sum_the_rest() {
+        let mut per: HashMap<String, HashMap<i64, u64>> = HashMap::new();
+        per.insert("a".into(), [(0, 5), (20, 5)].into());
+        per.insert("b".into(), [(10, 3)].into());
+        per.insert("".into(), [(10, 4)].into());
+        per.insert("c".into(), [(0, 1)].into());
+        let g = grouped_of(per, 0, 30, 10, 2);
+        let values: Vec<&str> = g.iter().map(|s| s.value.as_str()).collect();
+        assert_eq!(values, ["a", "", OTHER_VALUE]);
+        assert_eq!(g[0].points, vec![(0, 5), (10, 0), (20, 5)]);
+        assert_eq!(g[2].points, vec![(0, 1), (10, 3), (20, 0)]);
+        let keys = label_keys_of(
+            [&set(&[("service", "a"), ("table", "t")])],
+            [&set(&[("table", "x"), ("op", "i")])],
+        );
+        assert_eq!(keys.target, ["service", "table"]);
+        assert_eq!(keys.sample, ["op"]);
+    }
 
     #[test]
     fn a_range_reads_hours_then_minutes_then_raw() {

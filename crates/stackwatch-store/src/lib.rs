@@ -102,6 +102,8 @@ pub struct RetentionStats {
     pub sample_rows: u64,
     /// Stacks no remaining row names.
     pub stacks: u64,
+    /// Sample label sets no remaining row names.
+    pub label_sets: u64,
     /// Targets with no remaining rows and no checkpoint.
     pub targets: u64,
     /// Checkpoints not updated within the retention.
@@ -283,25 +285,20 @@ pub trait ProfileStore {
     ) -> Result<BucketedStacks, StoreError>;
 
     /// The target and sample label names stored.
-    fn label_keys(&self) -> Result<LabelKeys, StoreError> {
-        Err(StoreError::Invalid(
-            "label_keys: not implemented by this store".into(),
-        ))
-    }
+    fn label_keys(&self) -> Result<LabelKeys, StoreError>;
 
-    /// Values of label `name` (target or sample label), sorted, at most `limit`.
-    fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let _ = (name, limit);
-        Err(StoreError::Invalid(
-            "label_values: not implemented by this store".into(),
-        ))
-    }
+    /// Values of label `name`, sorted, at most `limit`, none empty: the values of the
+    /// targets when `name` is a target label name, else of the stored sample label sets.
+    fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// Periods per `step_s` bucket over `[from_s, to_s)` of the selection, one series
     /// per value of label `group_by` (a sample or a target label): the `limit` values
     /// with the most periods over the range, sorted by that total (highest first), then
     /// one [`OTHER_VALUE`] series for the rest when there is any. Buckets as in
-    /// [`timeseries`](Self::timeseries). The series add up to `timeseries`.
+    /// [`timeseries`](Self::timeseries). The series add up to `timeseries`; an empty
+    /// selection has no series. A target label name groups targets (one series per
+    /// value, targets without the label under the empty value), any other name groups
+    /// samples by their label sets (samples without the label under the empty value).
     fn grouped_series(
         &self,
         selector: &Selector,
@@ -310,12 +307,7 @@ pub trait ProfileStore {
         step_s: i64,
         group_by: &str,
         limit: usize,
-    ) -> Result<Vec<GroupedSeries>, StoreError> {
-        let _ = (selector, from_s, to_s, step_s, group_by, limit);
-        Err(StoreError::Invalid(
-            "grouped_series: not implemented by this store".into(),
-        ))
-    }
+    ) -> Result<Vec<GroupedSeries>, StoreError>;
 
     /// Rolls up a bounded amount of raw data (so it never holds the writer long).
     /// Returns true when more is due right now.

@@ -1,7 +1,7 @@
 //! `stackwatch migrate`: copies a SQLite store's history into ClickHouse.
 //!
 //! Every row written is a deterministic function of the SQLite row it comes from (ids
-//! become hashes, raw rows get a fixed instance and sequence, rollups a fixed version),
+//! of targets, stacks and sample label sets become hashes, raw rows get a fixed instance and sequence, rollups a fixed version),
 //! so running the copy twice, or after an interrupted run, writes the same keys again
 //! and `FINAL` counts them once: the migration is idempotent. A rollup ClickHouse
 //! computes later (a late window) has a newer version and replaces the copied one.
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::clickhouse::{instance_hash, target_id, tsv_field, ClickHouseStore};
+use crate::clickhouse::{instance_hash, label_set_hash, target_id, tsv_field, ClickHouseStore};
 use crate::{Labels, StoreError};
 
 /// Rows per `INSERT`.
@@ -29,6 +29,8 @@ pub struct MigrateStats {
     pub targets: u64,
     /// Distinct stacks.
     pub stacks: u64,
+    /// Distinct sample label sets.
+    pub label_sets: u64,
     /// Sample rows (raw and rollups).
     pub sample_rows: u64,
     /// Checkpoints.
@@ -36,7 +38,8 @@ pub struct MigrateStats {
 }
 
 /// Copies the SQLite store at `sqlite` into `dest`; `progress` hears each table's row
-/// count as it is done.
+/// count as it is done. A store of schema version 2 (before sample labels) is read as
+/// it is: its samples have no labels. A newer store than this build is refused.
 pub fn migrate_sqlite(
     sqlite: &Path,
     dest: &ClickHouseStore,
@@ -50,6 +53,22 @@ pub fn migrate_sqlite(
     }
     let conn = Connection::open_with_flags(sqlite, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > crate::schema::SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: crate::schema::SCHEMA_VERSION,
+        });
+    }
+    if version < 2 {
+        return Err(StoreError::NotAStore {
+            path: sqlite.display().to_string(),
+            why: format!(
+                "schema version {version}: open it once with this stackwatch's server to migrate it, then copy it"
+            ),
+        });
+    }
+    let labeled = version >= 3;
     let mut stats = MigrateStats::default();
     let today = stackwatch_profile::clock::unix_s().div_euclid(86_400);
     let today = crate::clickhouse::date_of_day(today);
@@ -112,6 +131,34 @@ pub fn migrate_sqlite(
         progress("stacks", stats.stacks);
     }
 
+    // Sample label sets: SQLite id -> hash (0, no labels, stays 0).
+    let mut label_sets: HashMap<i64, u64> = HashMap::from([(0, 0)]);
+    if labeled {
+        let mut body = String::new();
+        let mut stmt = conn.prepare("SELECT id, labels FROM label_sets")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let text: String = r.get(1)?;
+            let labels = stackwatch_profile::labels::parse_labels(&text).ok_or_else(|| {
+                StoreError::Corrupt(format!("label set {id}: {text:?} does not parse"))
+            })?;
+            let hash = label_set_hash(&labels);
+            if hash != 0 {
+                let _ = write!(body, "{hash}\t");
+                tsv_field(
+                    &mut body,
+                    &stackwatch_profile::labels::format_labels(&labels),
+                );
+                let _ = writeln!(body, "\t{today}");
+            }
+            label_sets.insert(id, hash);
+        }
+        dest.insert_rows("label_sets", "hash, labels, seen", body)?;
+        stats.label_sets = label_sets.len() as u64 - 1;
+        progress("label_sets", stats.label_sets);
+    }
+
     let inst = instance_hash(MIGRATED_INSTANCE);
     for (table, raw) in [
         ("samples_raw", true),
@@ -120,14 +167,15 @@ pub fn migrate_sqlite(
     ] {
         let mut body = String::new();
         let mut n = 0u64;
+        let label_col = if labeled { "label_set" } else { "0" };
         let mut stmt = conn.prepare(&format!(
-            "SELECT ts, target_id, stack_id, count FROM {table}"
+            "SELECT ts, target_id, stack_id, count, {label_col} FROM {table}"
         ))?;
         let mut rows = stmt.query([])?;
         let cols = if raw {
-            "ts, service, target, stack, inst, seq, count"
+            "ts, service, target, stack, labels, inst, seq, count"
         } else {
-            "ts, service, target, stack, count, version"
+            "ts, service, target, stack, labels, count, version"
         };
         while let Some(r) = rows.next()? {
             let ts: i64 = r.get(0)?;
@@ -140,12 +188,20 @@ pub fn migrate_sqlite(
                 )));
             };
             let count = r.get::<_, i64>(3)?.max(0);
+            let Some(set) = label_sets.get(&r.get::<_, i64>(4)?) else {
+                return Err(StoreError::Corrupt(format!(
+                    "{table} row names a label set that does not exist"
+                )));
+            };
             let _ = write!(body, "{ts}\t");
             tsv_field(&mut body, service);
             if raw {
-                let _ = writeln!(body, "\t{target}\t{stack}\t{inst}\t0\t{count}");
+                let _ = writeln!(body, "\t{target}\t{stack}\t{set}\t{inst}\t0\t{count}");
             } else {
-                let _ = writeln!(body, "\t{target}\t{stack}\t{count}\t{MIGRATED_VERSION}");
+                let _ = writeln!(
+                    body,
+                    "\t{target}\t{stack}\t{set}\t{count}\t{MIGRATED_VERSION}"
+                );
             }
             n += 1;
             if n.is_multiple_of(CHUNK_ROWS as u64) {

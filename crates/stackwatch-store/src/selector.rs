@@ -105,6 +105,24 @@ impl Selector {
         self.matchers.iter().all(|m| m.matches(labels))
     }
 
+    /// Splits the matchers in two, keeping their order: those whose name `is_target`
+    /// says is a target label name (they select targets), then the rest (they select
+    /// samples by their sample labels, a missing label being the empty value). Every
+    /// store splits a selector this way, with the target label names it has stored.
+    pub fn split(&self, is_target: impl Fn(&str) -> bool) -> (Selector, Selector) {
+        let (target, sample) = self
+            .matchers
+            .iter()
+            .cloned()
+            .partition(|m| is_target(&m.name));
+        (Selector { matchers: target }, Selector { matchers: sample })
+    }
+
+    /// True when the selector has no matchers (it selects everything).
+    pub fn is_empty(&self) -> bool {
+        self.matchers.is_empty()
+    }
+
     /// Parses `{name op "value", ...}` within the default [`SelectorLimits`].
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         Self::parse_with(text, &SelectorLimits::default())
@@ -372,6 +390,26 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Ordinary regexes still work.
         assert!(Selector::parse(r#"{version=~"canary|main.*", zone!~"b|c"}"#).is_ok());
+    }
+
+    #[test]
+    fn split_separates_target_and_sample_matchers() {
+        let s = Selector::parse(r#"{service="api", table=~"ord.*", op!="x", zone="b"}"#).unwrap();
+        let (t, m) = s.split(|n| n == "service" || n == "zone");
+        let names = |s: &Selector| {
+            s.matchers
+                .iter()
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&t), ["service", "zone"]);
+        assert_eq!(names(&m), ["table", "op"]);
+        assert!(m.matches(&labels(&[("table", "orders")])));
+        assert!(
+            !m.matches(&labels(&[])),
+            "a missing label is empty: =~ fails"
+        );
+        assert!(Selector::all().split(|_| true).0.is_empty());
     }
 
     #[test]

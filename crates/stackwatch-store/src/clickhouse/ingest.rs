@@ -1,5 +1,6 @@
-//! Ingest: stack texts and targets first, then the samples, then the rollups of late
-//! windows, then the checkpoints, each one `INSERT`. A failure at any point leaves the
+//! Ingest: stack texts, label set texts and targets first, then the samples (one row
+//! per stack and label set), then the rollups of late windows, then the checkpoints,
+//! each one `INSERT`. A failure at any point leaves the
 //! checkpoint behind, so the windows are fetched and inserted again; the rows they
 //! write are the same rows (same key, same values), which `FINAL` counts once.
 
@@ -7,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use super::client::tsv_field;
-use super::{floor_to, instance_hash, stack_hash, target_id, ClickHouseStore, STACK_CACHE_LIMIT};
+use super::{
+    floor_to, instance_hash, label_set_hash, stack_hash, target_id, ClickHouseStore,
+    STACK_CACHE_LIMIT,
+};
 use crate::{IngestStats, IngestWindow, StoreError, MAX_FUTURE_S};
 
 /// Largest count stored per row (as in SQLite): sums of a few billion rows stay far
@@ -31,7 +35,9 @@ impl ClickHouseStore {
         let mut stack_rows = String::new();
         let mut target_rows = String::new();
         let mut sample_rows = String::new();
+        let mut label_rows = String::new();
         let mut new_stacks: Vec<u64> = Vec::new();
+        let mut new_labels: Vec<u64> = Vec::new();
         let mut new_targets: Vec<(u64, u64)> = Vec::new();
         let mut checkpoints: BTreeMap<(u64, &str), u64> = BTreeMap::new();
         // (minute or hour start, target) buckets that late windows touch.
@@ -78,29 +84,49 @@ impl ClickHouseStore {
             }
             let inst = instance_hash(&w.instance);
             let mut wrote = false;
-            for (stack, count) in &w.stacks {
-                if *count == 0 {
-                    continue;
-                }
-                let hash = stack_hash(stack);
-                if !matches!(self.stack_days.get(&hash), Some(d) if *d >= today)
-                    && seen_stacks.insert(hash, ()).is_none()
+            // The unlabeled samples (label set 0), then each label set's.
+            let mut groups: Vec<(u64, &[(String, u64)])> = vec![(0, w.stacks.as_slice())];
+            for (labels, stacks) in &w.labeled {
+                let set = label_set_hash(labels);
+                if set != 0
+                    && !matches!(self.label_days.get(&set), Some(d) if *d >= today)
+                    && !new_labels.contains(&set)
                 {
-                    let _ = write!(stack_rows, "{hash}\t");
-                    tsv_field(&mut stack_rows, stack);
-                    let _ = writeln!(stack_rows, "\t{today_date}");
-                    new_stacks.push(hash);
+                    let _ = write!(label_rows, "{set}\t");
+                    tsv_field(
+                        &mut label_rows,
+                        &stackwatch_profile::labels::format_labels(labels),
+                    );
+                    let _ = writeln!(label_rows, "\t{today_date}");
+                    new_labels.push(set);
                 }
-                let _ = write!(sample_rows, "{}\t", w.start_unix_s);
-                tsv_field(&mut sample_rows, service);
-                let _ = writeln!(
-                    sample_rows,
-                    "\t{target}\t{hash}\t{inst}\t{}\t{}",
-                    w.seq,
-                    (*count).min(MAX_STORED_COUNT)
-                );
-                stats.rows += 1;
-                wrote = true;
+                groups.push((set, stacks.as_slice()));
+            }
+            for (set, stacks) in groups {
+                for (stack, count) in stacks {
+                    if *count == 0 {
+                        continue;
+                    }
+                    let hash = stack_hash(stack);
+                    if !matches!(self.stack_days.get(&hash), Some(d) if *d >= today)
+                        && seen_stacks.insert(hash, ()).is_none()
+                    {
+                        let _ = write!(stack_rows, "{hash}\t");
+                        tsv_field(&mut stack_rows, stack);
+                        let _ = writeln!(stack_rows, "\t{today_date}");
+                        new_stacks.push(hash);
+                    }
+                    let _ = write!(sample_rows, "{}\t", w.start_unix_s);
+                    tsv_field(&mut sample_rows, service);
+                    let _ = writeln!(
+                        sample_rows,
+                        "\t{target}\t{hash}\t{set}\t{inst}\t{}\t{}",
+                        w.seq,
+                        (*count).min(MAX_STORED_COUNT)
+                    );
+                    stats.rows += 1;
+                    wrote = true;
+                }
             }
             if wrote {
                 touched.push((w.start_unix_s, (target, service.to_string())));
@@ -120,6 +146,13 @@ impl ClickHouseStore {
                 stack_rows.into_bytes(),
             )?;
         }
+        if !label_rows.is_empty() {
+            self.client.insert(
+                &format!("{} (hash, labels, seen)", self.t("label_sets")),
+                "TabSeparated",
+                label_rows.into_bytes(),
+            )?;
+        }
         if !target_rows.is_empty() {
             self.client.insert(
                 &format!(
@@ -133,7 +166,7 @@ impl ClickHouseStore {
         if !sample_rows.is_empty() {
             self.client.insert(
                 &format!(
-                    "{} (ts, service, target, stack, inst, seq, count)",
+                    "{} (ts, service, target, stack, labels, inst, seq, count)",
                     self.t("samples_raw")
                 ),
                 "TabSeparated",
@@ -161,6 +194,12 @@ impl ClickHouseStore {
         stats.new_stacks = new_stacks.len();
         for h in new_stacks {
             self.stack_days.insert(h, today);
+        }
+        if self.label_days.len() + new_labels.len() > STACK_CACHE_LIMIT {
+            self.label_days.clear();
+        }
+        for h in new_labels {
+            self.label_days.insert(h, today);
         }
         for (t, period) in new_targets {
             self.target_days.insert(t, (today, period));

@@ -30,8 +30,9 @@ pub(crate) use ingest::date_of_day;
 use stackwatch_profile::Profile;
 
 use crate::{
-    BucketedStacks, Checkpoint, CollectorBeat, IngestStats, IngestWindow, Labels, ProfileStore,
-    QueryGuard, RetentionStats, Selector, StoreError, StoreOptions, TargetSeries,
+    BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, IngestStats, IngestWindow, LabelKeys,
+    Labels, ProfileStore, QueryGuard, RetentionStats, Selector, StoreError, StoreOptions,
+    TargetSeries,
 };
 
 /// Where the ClickHouse store is and how to use it (`[store]` with
@@ -160,6 +161,8 @@ pub struct ClickHouseStore {
     guard: Option<QueryGuard>,
     /// Stack hash -> the day (days since 1970) its text was last written.
     stack_days: HashMap<u64, i64>,
+    /// Label set hash -> the day its text was last written.
+    label_days: HashMap<u64, i64>,
     /// Target id -> (day last written, period).
     target_days: HashMap<u64, (i64, u64)>,
     /// Every checkpoint, read at once and shared by the handles of one store.
@@ -291,6 +294,7 @@ impl ClickHouseStore {
             opts,
             guard: None,
             stack_days: HashMap::new(),
+            label_days: HashMap::new(),
             target_days: HashMap::new(),
             checkpoints: Arc::new(Mutex::new(None)),
         };
@@ -308,12 +312,16 @@ impl ClickHouseStore {
             opts: self.opts.clone(),
             guard,
             stack_days: HashMap::new(),
+            label_days: HashMap::new(),
             target_days: HashMap::new(),
             checkpoints: self.checkpoints.clone(),
         }
     }
 
-    /// Creates the tables of every migration above the stored version, on every node.
+    /// Brings the schema to [`schema::SCHEMA_VERSION`] on every node: a new database
+    /// gets [`schema::TABLES`], an older one the steps of every later migration (a new
+    /// one runs them too, where they find nothing to do: a database whose creation was
+    /// interrupted before `meta` was written may hold tables of any older version).
     fn migrate(&self) -> Result<(), StoreError> {
         let stored = self.schema_version()?;
         if stored > schema::SCHEMA_VERSION {
@@ -322,26 +330,99 @@ impl ClickHouseStore {
                 supported: schema::SCHEMA_VERSION as i64,
             });
         }
-        for (version, tables) in schema::MIGRATIONS {
-            if *version <= stored {
+        if stored == schema::SCHEMA_VERSION {
+            return Ok(());
+        }
+        if stored == 0 {
+            for t in schema::TABLES {
+                self.create_table(t)?;
+            }
+        }
+        for m in schema::MIGRATIONS {
+            if m.version <= stored {
                 continue;
             }
-            for t in *tables {
-                let stmts = schema::create_statements(&self.db, t, self.cluster.as_deref());
-                for node in &self.nodes {
-                    for s in &stmts {
-                        node.query(s, None)?;
+            for step in m.steps {
+                match step {
+                    schema::Step::Create(t) => self.create_table(t)?,
+                    schema::Step::AddColumn {
+                        table,
+                        column,
+                        stored,
+                        distributed,
+                    } => {
+                        let local = schema::stored_table(table, self.cluster.as_deref());
+                        for node in &self.nodes {
+                            self.add_column(node, &local, column, stored)?;
+                            if self.cluster.is_some() {
+                                self.add_column(node, table, column, distributed)?;
+                            }
+                        }
                     }
                 }
             }
-            self.client.insert(
-                &format!("{}.meta (key, value)", self.db),
-                "TabSeparated",
-                format!("schema_version\t{version}\n").into_bytes(),
-            )?;
-            tracing::info!(version, database = %self.db, "clickhouse schema created or migrated");
+            if stored > 0 {
+                self.write_version(m.version)?;
+                tracing::info!(version = m.version, database = %self.db, "clickhouse schema migrated");
+            }
+        }
+        if stored == 0 {
+            self.write_version(schema::SCHEMA_VERSION)?;
+            tracing::info!(version = schema::SCHEMA_VERSION, database = %self.db, "clickhouse schema created");
         }
         Ok(())
+    }
+
+    /// Creates table `t` where it is missing, on every node.
+    fn create_table(&self, t: &schema::TableDef) -> Result<(), StoreError> {
+        let stmts = schema::create_statements(&self.db, t, self.cluster.as_deref());
+        for node in &self.nodes {
+            for s in &stmts {
+                node.query(s, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ALTER TABLE table {alter}` on `node` unless `table` has `column` already (18.16
+    /// knows no `ADD COLUMN IF NOT EXISTS`). A collector migrating at the same time may
+    /// add it first: a failure is an error only if the column is still missing.
+    fn add_column(
+        &self,
+        node: &Client,
+        table: &str,
+        column: &str,
+        alter: &str,
+    ) -> Result<(), StoreError> {
+        let has = || -> Result<bool, StoreError> {
+            let n = node.query(
+                &format!(
+                    "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+                    quote(&self.db),
+                    quote(table),
+                    quote(column)
+                ),
+                None,
+            )?;
+            Ok(n.trim() != "0")
+        };
+        if has()? {
+            return Ok(());
+        }
+        match node.query(&format!("ALTER TABLE {}.{table} {alter}", self.db), None) {
+            Ok(_) => Ok(()),
+            Err(e) if !e.is_transient() && has()? => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records schema version `version` in `meta`.
+    fn write_version(&self, version: u64) -> Result<(), StoreError> {
+        self.client.insert(
+            &format!("{}.meta (key, value)", self.db),
+            "TabSeparated",
+            format!("schema_version\t{version}\n").into_bytes(),
+        )
     }
 
     /// The stored schema version (0: no schema yet).
@@ -502,6 +583,16 @@ pub(crate) fn stack_hash(stack: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(stack.as_bytes())
 }
 
+/// A sample label set's id (the `labels` column): the xxh3-64 hash of its canonical
+/// text, never 0, which stands for the samples without labels (the empty set).
+pub(crate) fn label_set_hash(labels: &stackwatch_profile::SampleLabels) -> u64 {
+    if labels.is_empty() {
+        return 0;
+    }
+    let text = stackwatch_profile::labels::format_labels(labels);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes()).max(1)
+}
+
 /// A worker instance id's hash (the `inst` column).
 pub(crate) fn instance_hash(instance: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(instance.as_bytes())
@@ -578,6 +669,34 @@ impl ProfileStore for ClickHouseStore {
         self.stacks_by_bucket(selector, from_s, to_s, step_s)
     }
 
+    fn label_keys(&self) -> Result<LabelKeys, StoreError> {
+        let targets = self.target_rows()?;
+        let sets = self.label_set_rows()?;
+        Ok(crate::buckets::label_keys_of(
+            targets.iter().map(|t| &t.1),
+            sets.iter().map(|(_, l)| l),
+        ))
+    }
+
+    fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let targets: Vec<Labels> = self.target_rows()?.into_iter().map(|t| t.1).collect();
+        crate::buckets::label_values_of(name, limit, &targets, || {
+            Ok(self.label_set_rows()?.into_iter().map(|(_, l)| l).collect())
+        })
+    }
+
+    fn grouped_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+        group_by: &str,
+        limit: usize,
+    ) -> Result<Vec<GroupedSeries>, StoreError> {
+        self.series_grouped(selector, from_s, to_s, step_s, group_by, limit)
+    }
+
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
         let more_m = self.rollup_minutes(now_s)?;
         let more_h = self.rollup_hours(now_s)?;
@@ -587,6 +706,7 @@ impl ProfileStore for ClickHouseStore {
     fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
         let r = self.drop_expired(now_s);
         self.stack_days.clear();
+        self.label_days.clear();
         self.target_days.clear();
         r
     }

@@ -1,18 +1,23 @@
 //! Queries: each answer is aggregated inside ClickHouse (`GROUP BY` the stack hash, the
-//! target, the bucket) over the coarsest resolution that covers each part of the range,
-//! reading with `FINAL` so a window stored twice counts once. Only the stacks an answer
-//! keeps (at most `max_answer_stacks`, the rest summed into `[other]`) are joined to their
-//! text, by a second lookup keyed by hash.
+//! target, the label set, the bucket) over the coarsest resolution that covers each
+//! part of the range, reading with `FINAL` so a window stored twice counts once. Only
+//! the stacks an answer keeps (at most `max_answer_stacks`, the rest summed into
+//! `[other]`) are joined to their text, by a second lookup keyed by hash. A selector's
+//! sample matchers are evaluated over the stored label sets, and rows filtered by
+//! `labels IN (...)`.
 
-use crate::buckets::check_buckets;
+use crate::buckets::{check_buckets, sets_filter, Selection};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use stackwatch_profile::Profile;
+use stackwatch_profile::{Profile, SampleLabels};
 
 use super::client::{id_list, num, quote, rows, tsv_unescape};
 use super::ClickHouseStore;
-use crate::{BucketedStacks, Labels, Selector, StoreError, TargetSeries, OTHER_FRAME};
+use crate::{
+    BucketedStacks, GroupedSeries, Labels, Selector, StoreError, TargetSeries, OTHER_FRAME,
+    OTHER_VALUE,
+};
 
 /// How far each rollup level has got (see `rollup_state`).
 #[derive(Debug, Clone, Copy)]
@@ -134,17 +139,49 @@ impl ClickHouseStore {
             .collect()
     }
 
-    fn choose(&self, selector: &Selector) -> Result<(Chosen, Vec<TargetRow>), StoreError> {
-        let all = self.target_rows()?;
-        let n = all.len();
-        let chosen: Vec<TargetRow> = all
-            .into_iter()
-            .filter(|(_, l, _)| selector.matches(l))
-            .collect();
-        let keys = chosen
+    /// Every stored label set: hash and labels. A text that does not parse is corrupt.
+    pub(super) fn label_set_rows(&self) -> Result<Vec<(u64, SampleLabels)>, StoreError> {
+        let text = self.read(&format!(
+            "SELECT hash, any(labels) FROM {} GROUP BY hash",
+            self.t("label_sets")
+        ))?;
+        rows(&text)
+            .0
+            .iter()
+            .map(|r| {
+                let hash: u64 = num(r.first(), "label set hash")?;
+                let text = tsv_unescape(r.get(1).copied().unwrap_or(""));
+                let labels = stackwatch_profile::labels::parse_labels(&text).ok_or_else(|| {
+                    StoreError::Corrupt(format!("label set {hash}: {text:?} does not parse"))
+                })?;
+                Ok((hash, labels))
+            })
+            .collect()
+    }
+
+    /// What `selector` picks: targets by their labels (and the branches that read
+    /// them), label sets by the sample matchers (over `sets` when given, else over the
+    /// stored ones, read only when needed).
+    fn choose(
+        &self,
+        selector: &Selector,
+        sets: Option<&[(u64, SampleLabels)]>,
+    ) -> Result<(Chosen, Selection<TargetRow, u64>), StoreError> {
+        let sel = crate::buckets::select(
+            selector,
+            self.target_rows()?,
+            |t| &t.1,
+            || match sets {
+                Some(s) => Ok(s.to_vec()),
+                None => self.label_set_rows(),
+            },
+            0,
+        )?;
+        let keys = sel
+            .targets
             .iter()
             .map(|(id, l, _)| (*id, l.get("service").cloned().unwrap_or_default()));
-        Ok((Chosen::new(chosen.len() == n, keys), chosen))
+        Ok((Chosen::new(sel.all_targets, keys), sel))
     }
 
     /// Progress of the rollups.
@@ -189,9 +226,17 @@ impl ClickHouseStore {
         )
     }
 
-    /// `SELECT {cols} ... UNION ALL ...` over the plan's pieces, each read `FINAL`.
-    fn pieces_sql(&self, plan: &[(&str, i64, i64)], cols: &str, chosen: &Chosen) -> String {
-        let filters = chosen.branches();
+    /// `SELECT {cols} ... UNION ALL ...` over the plan's pieces, each read `FINAL`, of
+    /// the chosen targets and the label sets `sets` (`None`: all).
+    fn pieces_sql(
+        &self,
+        plan: &[(&str, i64, i64)],
+        cols: &str,
+        chosen: &Chosen,
+        sets: &Option<Vec<u64>>,
+    ) -> String {
+        let by_set = sets_filter("labels", sets);
+        let filters: Vec<String> = chosen.branches().into_iter().map(|f| f + &by_set).collect();
         plan.iter()
             .map(|(table, a, b)| final_branches(&self.t(table), cols, *a, *b, &filters))
             .collect::<Vec<_>>()
@@ -224,6 +269,7 @@ impl ClickHouseStore {
         &self,
         plan: &[(&str, i64, i64)],
         chosen: &Chosen,
+        sets: &Option<Vec<u64>>,
     ) -> Result<(Vec<(u64, u64)>, u64), StoreError> {
         if plan.is_empty() {
             return Ok((Vec::new(), 0));
@@ -231,7 +277,7 @@ impl ClickHouseStore {
         let keep = self.opts.max_answer_stacks.max(2) - 1;
         let text = self.read(&format!(
             "SELECT stack, sum(c) AS n FROM ({}) GROUP BY stack WITH TOTALS ORDER BY n DESC, stack LIMIT {keep}",
-            self.pieces_sql(plan, "stack, count AS c", chosen)
+            self.pieces_sql(plan, "stack, count AS c", chosen, sets)
         ))?;
         let (body, totals) = rows(&text);
         let top = body
@@ -252,12 +298,12 @@ impl ClickHouseStore {
         to_s: i64,
     ) -> Result<Profile, StoreError> {
         let mut profile = crate::buckets::empty_profile(from_s, to_s)?;
-        let (chosen, targets) = self.choose(selector)?;
-        if targets.is_empty() {
+        let (chosen, sel) = self.choose(selector, None)?;
+        if sel.targets.is_empty() {
             return Ok(profile);
         }
         let plan = self.plan(from_s, to_s, 3600)?;
-        let (top, total) = self.top_stacks(&plan, &chosen)?;
+        let (top, total) = self.top_stacks(&plan, &chosen, &sel.sets)?;
         let hashes: Vec<u64> = top.iter().map(|(h, _)| *h).collect();
         let texts = self.stack_texts(&hashes)?;
         let mut kept = 0u64;
@@ -281,14 +327,14 @@ impl ClickHouseStore {
         step_s: i64,
     ) -> Result<Vec<TargetSeries>, StoreError> {
         let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
-        let (chosen, targets) = self.choose(selector)?;
-        if targets.is_empty() {
+        let (chosen, sel) = self.choose(selector, None)?;
+        if sel.targets.is_empty() {
             return Ok(Vec::new());
         }
         let plan = self.plan(from_s, to_s, step_s)?;
         let text = self.read(&format!(
             "SELECT target, intDiv(toUInt32(ts), {step_s}) * {step_s} AS b, sum(count) FROM ({}) GROUP BY target, b",
-            self.pieces_sql(&plan, "target, ts, count", &chosen)
+            self.pieces_sql(&plan, "target, ts, count", &chosen, &sel.sets)
         ))?;
         let mut per_target: HashMap<u64, BTreeMap<i64, u64>> = HashMap::new();
         for r in rows(&text).0 {
@@ -298,7 +344,7 @@ impl ClickHouseStore {
             let e = per_target.entry(t).or_default().entry(b).or_insert(0);
             *e = e.saturating_add(c);
         }
-        Ok(crate::buckets::target_series_of(targets, per_target))
+        Ok(crate::buckets::target_series_of(sel.targets, per_target))
     }
 
     pub(super) fn stacks_by_bucket(
@@ -309,16 +355,16 @@ impl ClickHouseStore {
         step_s: i64,
     ) -> Result<BucketedStacks, StoreError> {
         let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
-        let (chosen, targets) = self.choose(selector)?;
+        let (chosen, sel) = self.choose(selector, None)?;
         let mut out = BucketedStacks {
             step_s,
             ..Default::default()
         };
-        if targets.is_empty() {
+        if sel.targets.is_empty() {
             return Ok(out);
         }
         let plan = self.plan(from_s, to_s, step_s)?;
-        let (top, _) = self.top_stacks(&plan, &chosen)?;
+        let (top, _) = self.top_stacks(&plan, &chosen, &sel.sets)?;
         let hashes: Vec<u64> = top.iter().map(|(h, _)| *h).collect();
         let texts = self.stack_texts(&hashes)?;
         let mut index: HashMap<u64, u32> = HashMap::with_capacity(hashes.len());
@@ -339,7 +385,7 @@ impl ClickHouseStore {
         };
         let text = self.read(&format!(
             "SELECT intDiv(toUInt32(ts), {step_s}) * {step_s} AS b, if({kept}, stack, toUInt64(0)) AS s, sum(count) FROM ({}) GROUP BY b, s",
-            self.pieces_sql(&plan, "ts, stack, count", &chosen)
+            self.pieces_sql(&plan, "ts, stack, count", &chosen, &sel.sets)
         ))?;
         let other = out.stacks.len() as u32;
         let mut folded: HashMap<(i64, u32), u64> = HashMap::new();
@@ -357,5 +403,104 @@ impl ClickHouseStore {
         out.counts = folded.into_iter().map(|((b, i), c)| (b, i, c)).collect();
         out.counts.sort_unstable();
         Ok(out)
+    }
+
+    /// The body of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series),
+    /// in two bounded reads: the total per target (grouping by a target label) or per
+    /// label set (any other name), one row each, which Rust maps to values to pick the
+    /// top `limit`; then the periods per bucket of each of those values and of the rest
+    /// together, grouped by ClickHouse (`transform` maps a target or label set to its
+    /// group), at most `limit + 1` rows per bucket.
+    pub(super) fn series_grouped(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+        group_by: &str,
+        limit: usize,
+    ) -> Result<Vec<GroupedSeries>, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
+        let stored = self.label_set_rows()?;
+        let (chosen, sel) = self.choose(selector, Some(&stored))?;
+        if sel.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (col, values): (&str, HashMap<u64, &str>) = if sel.target_names.contains(group_by) {
+            let values = sel
+                .targets
+                .iter()
+                .map(|(id, l, _)| (*id, l.get(group_by).map(String::as_str).unwrap_or("")))
+                .collect();
+            ("target", values)
+        } else {
+            let values = stored
+                .iter()
+                .map(|(h, l)| (*h, l.get(group_by).map(String::as_str).unwrap_or("")))
+                .collect();
+            ("labels", values)
+        };
+        let value = |k: u64| values.get(&k).copied().unwrap_or("");
+        let plan = self.plan(from_s, to_s, step_s)?;
+        let text = self.read(&format!(
+            "SELECT {col}, sum(count) FROM ({}) GROUP BY {col}",
+            self.pieces_sql(&plan, &format!("{col}, count"), &chosen, &sel.sets)
+        ))?;
+        let mut keys: Vec<u64> = Vec::new();
+        let mut totals: HashMap<String, u64> = HashMap::new();
+        for r in rows(&text).0 {
+            let k: u64 = num(r.first(), col)?;
+            let c: u64 = num(r.get(1), "count")?;
+            let e = totals.entry(value(k).to_string()).or_insert(0);
+            *e = e.saturating_add(c);
+            keys.push(k);
+        }
+        let top = crate::buckets::top_values(&totals, limit);
+        let group: HashMap<&str, usize> = top
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_str(), i + 1))
+            .collect();
+        let (from, to): (Vec<u64>, Vec<u64>) = keys
+            .iter()
+            .filter_map(|k| group.get(value(*k)).map(|g| (*k, *g as u64)))
+            .unzip();
+        // Group 0: every target or label set outside the top values.
+        let group_expr = if from.is_empty() {
+            "toUInt64(0)".to_string()
+        } else {
+            format!(
+                "transform({col}, [{}], [{}], 0)",
+                id_list(from.iter().copied()),
+                id_list(to.iter().copied())
+            )
+        };
+        let text = self.read(&format!(
+            "SELECT {group_expr} AS g, intDiv(toUInt32(ts), {step_s}) * {step_s} AS b, sum(count) FROM ({}) GROUP BY g, b",
+            self.pieces_sql(&plan, &format!("{col}, ts, count"), &chosen, &sel.sets)
+        ))?;
+        let mut per_value: HashMap<String, HashMap<i64, u64>> = HashMap::new();
+        for r in rows(&text).0 {
+            let g: usize = num(r.first(), "group")?;
+            let b: i64 = num(r.get(1), "bucket")?;
+            let c: u64 = num(r.get(2), "count")?;
+            let v = match g.checked_sub(1).and_then(|i| top.get(i)) {
+                Some(v) => v.clone(),
+                None => OTHER_VALUE.to_string(),
+            };
+            let e = per_value.entry(v).or_default().entry(b).or_insert(0);
+            *e = e.saturating_add(c);
+        }
+        // Every top value keeps its series, even if its rows went since the first read.
+        for v in &top {
+            per_value.entry(v.clone()).or_default();
+        }
+        Ok(crate::buckets::grouped_of(
+            per_value,
+            from_s,
+            to_s,
+            step_s,
+            top.len(),
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! Retention: whole day partitions are dropped, nothing is deleted row by row. Raw
 //! days go once minute rollups cover them and they are past `raw_retention`, minute
-//! days likewise against hours, hour days past `retention`; stack texts and targets by
-//! the day they were last written, checkpoints by the day of their last update.
+//! days likewise against hours, hour days past `retention`; stack texts, label set
+//! texts and targets by the day they were last written, checkpoints by the day of their last update.
 
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ impl ClickHouseStore {
             l.hour_done
         });
         let hour_cut = cut(r.retention);
-        // Stack texts and targets are written at least once a day while used, and a
+        // Stack texts, label sets and targets are written at least once a day while used, and a
         // window may start up to a day ahead: keep two days of slack.
         let kept_from = raw_cut.min(minute_cut).min(hour_cut) - 2 * 86_400;
         let series_cut = hour_cut;
@@ -53,7 +53,7 @@ impl ClickHouseStore {
                     "samples_raw" => raw_cut,
                     "samples_1m" => minute_cut,
                     "samples_1h" => hour_cut,
-                    "stacks" | "targets" => kept_from,
+                    "stacks" | "label_sets" | "targets" => kept_from,
                     "series" => series_cut,
                     _ => continue,
                 };
@@ -70,6 +70,7 @@ impl ClickHouseStore {
                 )?;
                 match base {
                     "stacks" => stats.stacks += n,
+                    "label_sets" => stats.label_sets += n,
                     "targets" => stats.targets += n,
                     "series" => stats.series += n,
                     _ => stats.sample_rows += n,

@@ -1,7 +1,8 @@
 //! Rollups, computed by ClickHouse.
 //!
 //! A rollup step computes whole minutes (or hours) of every target with one
-//! `INSERT INTO samples_1m SELECT ... sum(count) ... FROM samples_raw FINAL GROUP BY`. Its
+//! `INSERT INTO samples_1m SELECT ... sum(count) ... FROM samples_raw FINAL GROUP BY`
+//! (the sample label set is one of the keys grouped by: rollups keep it). Its
 //! progress has two marks per level: `started` is raised before the computation reads,
 //! `done` after it is stored. Queries read a rollup only below `done`; ingest re-rolls
 //! the buckets of windows below `started` after storing them (see `ingest`). Either the
@@ -50,16 +51,16 @@ impl ClickHouseStore {
         let version = stackwatch_profile::clock::unix_ms();
         let reads = final_branches(
             &self.t(src),
-            "ts, service, target, stack, count",
+            "ts, service, target, stack, labels, count",
             from,
             to,
             &chosen.branches(),
         );
         self.client.query(
             &format!(
-                "INSERT INTO {dest_t} (ts, service, target, stack, count, version) \
-                 SELECT {bucket} AS b, service, target, stack, sum(count), toUInt64({version}) \
-                 FROM ({reads}) GROUP BY b, service, target, stack",
+                "INSERT INTO {dest_t} (ts, service, target, stack, labels, count, version) \
+                 SELECT {bucket} AS b, service, target, stack, labels, sum(count), toUInt64({version}) \
+                 FROM ({reads}) GROUP BY b, service, target, stack, labels",
                 dest_t = self.t(dest),
             ),
             None,

@@ -1,16 +1,21 @@
 //! Ingest: one `BEGIN IMMEDIATE` transaction per batch of windows, which interns each
-//! target and stack (cached ids, `last_seen` kept to within the hour), writes the raw
-//! rows, adds late windows to the rollups directly and advances the checkpoints.
+//! target, stack and sample label set (cached ids, `last_seen` kept to within the
+//! hour), writes the raw rows (one per stack and label set), adds late windows to the
+//! rollups directly and advances the checkpoints.
 
 use std::collections::HashMap;
 
 use rusqlite::params;
+use stackwatch_profile::labels::format_labels;
+use stackwatch_profile::SampleLabels;
 
 use super::{floor_to, labels_key, SqliteStore, LAST_SEEN_GRANULARITY_S, MAX_FUTURE_S};
 use crate::{IngestStats, IngestWindow, Labels, StoreError};
 
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
+/// Label set ids remembered by text before the cache is cleared.
+const LABEL_CACHE_LIMIT: usize = 100_000;
 /// Largest count stored per row (the scrape budget `max_samples_per_window` is at most
 /// this): sums of rows saturate at 2^62 in SQL and are read as floats (`TOTAL`), so no
 /// count from outside can make a query or a rollup fail with an integer overflow.
@@ -37,6 +42,7 @@ impl SqliteStore {
             // Ids cached during the rolled-back transaction may not exist.
             self.stack_ids.clear();
             self.target_ids.clear();
+            self.label_ids.clear();
         }
         result
     }
@@ -65,6 +71,35 @@ impl SqliteStore {
             .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         self.target_ids
             .insert(key, (id, seen, period.max(0) as u64));
+        Ok(id)
+    }
+
+    /// The id of label set `labels` (0 for the empty set; inserted if new), its
+    /// `last_seen` raised to `ts` (to within [`LAST_SEEN_GRANULARITY_S`]).
+    fn label_set_id(&mut self, labels: &SampleLabels, ts: i64) -> Result<i64, StoreError> {
+        if labels.is_empty() {
+            return Ok(0);
+        }
+        let text = format_labels(labels);
+        if let Some((id, seen)) = self.label_ids.get(&text).copied() {
+            if ts <= seen + LAST_SEEN_GRANULARITY_S {
+                return Ok(id);
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO label_sets (labels, last_seen) VALUES (?1, ?2)
+                 ON CONFLICT (labels) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+            )?
+            .execute(params![text, ts])?;
+        let (id, seen): (i64, i64) = self
+            .conn
+            .prepare_cached("SELECT id, last_seen FROM label_sets WHERE labels = ?1")?
+            .query_row([&text], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if self.label_ids.len() >= LABEL_CACHE_LIMIT {
+            self.label_ids.clear();
+        }
+        self.label_ids.insert(text, (id, seen));
         Ok(id)
     }
 
@@ -152,33 +187,49 @@ impl SqliteStore {
             // Also late: the hour being rolled up, for targets it already covered.
             let late_h = w.start_unix_s < h_done
                 || (h_cursor > 0 && floor_to(w.start_unix_s, 3600) == h_done && target <= h_cursor);
-            for (stack, count) in &w.stacks {
-                if *count == 0 {
-                    continue;
-                }
-                let (stack_id, new) = self.stack_id(stack, w.start_unix_s)?;
-                stats.new_stacks += usize::from(new);
-                let count = (*count).min(MAX_STORED_COUNT) as i64;
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO samples_raw (ts, target_id, stack_id, count) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (ts, target_id, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
-                    )?
-                    .execute(params![w.start_unix_s, target, stack_id, count])?;
-                // A window older than what is rolled up is added to the rollups directly.
-                for (late, table, step) in
-                    [(late_m, "samples_1m", 60), (late_h, "samples_1h", 3600)]
-                {
-                    if late {
-                        self.conn
-                            .prepare_cached(&format!(
-                                "INSERT INTO {table} (target_id, ts, stack_id, count) VALUES (?1, ?2, ?3, ?4)
-                                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
-                            ))?
-                            .execute(params![target, floor_to(w.start_unix_s, step), stack_id, count])?;
+            // The unlabeled samples (label set 0), then each label set's.
+            let mut groups: Vec<(i64, &[(String, u64)])> = vec![(0, w.stacks.as_slice())];
+            for (labels, stacks) in &w.labeled {
+                groups.push((
+                    self.label_set_id(labels, w.start_unix_s)?,
+                    stacks.as_slice(),
+                ));
+            }
+            for (label_set, stacks) in groups {
+                for (stack, count) in stacks {
+                    if *count == 0 {
+                        continue;
                     }
+                    let (stack_id, new) = self.stack_id(stack, w.start_unix_s)?;
+                    stats.new_stacks += usize::from(new);
+                    let count = (*count).min(MAX_STORED_COUNT) as i64;
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO samples_raw (ts, target_id, stack_id, label_set, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (ts, target_id, stack_id, label_set) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
+                        )?
+                        .execute(params![w.start_unix_s, target, stack_id, label_set, count])?;
+                    // A window older than what is rolled up is added to the rollups directly.
+                    for (late, table, step) in
+                        [(late_m, "samples_1m", 60), (late_h, "samples_1h", 3600)]
+                    {
+                        if late {
+                            self.conn
+                                .prepare_cached(&format!(
+                                    "INSERT INTO {table} (target_id, ts, stack_id, label_set, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                                     ON CONFLICT (target_id, ts, stack_id, label_set) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
+                                ))?
+                                .execute(params![
+                                    target,
+                                    floor_to(w.start_unix_s, step),
+                                    stack_id,
+                                    label_set,
+                                    count
+                                ])?;
+                        }
+                    }
+                    stats.rows += 1;
                 }
-                stats.rows += 1;
             }
             if w.seq > 0 {
                 let e = checkpoints

@@ -2,8 +2,9 @@
 //! holds what the others share; the work is split by job:
 //!
 //! - [`schema`]: the tables, the migrations, and the check of a file opened for writing;
-//! - `ingest`: storing windows (targets and stacks interned);
-//! - `query`: profiles, time series and bucketed stacks, read from raw rows and rollups;
+//! - `ingest`: storing windows (targets, stacks and label sets interned);
+//! - `query`: profiles, time series, bucketed stacks, label names and values and series
+//!   grouped by a label, read from raw rows and rollups;
 //! - `rollup`: raw windows into minute and hour rollups;
 //! - `retention`: deleting old data and whatever only it used;
 //! - `pool`: [`ReaderPool`], read-only connections kept for reuse.
@@ -21,8 +22,8 @@ use rusqlite::{Connection, OpenFlags};
 use stackwatch_profile::Profile;
 
 use crate::{
-    BucketedStacks, Checkpoint, IngestStats, IngestWindow, Labels, ProfileStore, RetentionStats,
-    Selector, StoreError, TargetSeries,
+    BucketedStacks, Checkpoint, GroupedSeries, IngestStats, IngestWindow, LabelKeys, Labels,
+    ProfileStore, RetentionStats, Selector, StoreError, TargetSeries,
 };
 use schema::PRAGMAS;
 
@@ -112,6 +113,8 @@ pub struct SqliteStore {
     guard: Option<QueryGuard>,
     target_ids: HashMap<String, (i64, i64, u64)>,
     stack_ids: HashMap<u64, (i64, i64)>,
+    /// Label set text -> (id, last_seen written).
+    label_ids: HashMap<String, (i64, i64)>,
     stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
 }
 
@@ -182,6 +185,7 @@ impl SqliteStore {
             guard: None,
             target_ids: HashMap::new(),
             stack_ids: HashMap::new(),
+            label_ids: HashMap::new(),
             stack_text: RefCell::new((HashMap::new(), 0)),
         }
     }
@@ -293,6 +297,28 @@ impl ProfileStore for SqliteStore {
             .map_err(|e| self.interrupted(e))
     }
 
+    fn label_keys(&self) -> Result<LabelKeys, StoreError> {
+        self.label_keys_inner().map_err(|e| self.interrupted(e))
+    }
+
+    fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.label_values_inner(name, limit)
+            .map_err(|e| self.interrupted(e))
+    }
+
+    fn grouped_series(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+        group_by: &str,
+        limit: usize,
+    ) -> Result<Vec<GroupedSeries>, StoreError> {
+        self.grouped_series_inner(selector, from_s, to_s, step_s, group_by, limit)
+            .map_err(|e| self.interrupted(e))
+    }
+
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
         let more_m = self.rollup_minute(now_s)?;
         let more_h = self.rollup_hour(now_s)?;
@@ -304,6 +330,7 @@ impl ProfileStore for SqliteStore {
         // Ids cached before the sweep may name deleted rows.
         self.stack_ids.clear();
         self.target_ids.clear();
+        self.label_ids.clear();
         result
     }
 }

@@ -1,30 +1,36 @@
-//! Queries: the targets a selector picks, the plan that reads each part of a range from
-//! the coarsest table holding it, the scans, stack texts (cached), and the bodies of
-//! the profile, time series, per-target series, bucketed stacks, checkpoint and target
-//! queries.
+//! Queries: the targets and label sets a selector picks, the plan that reads each part
+//! of a range from the coarsest table holding it, the scans, stack texts (cached), and
+//! the bodies of the profile, time series, per-target series, bucketed stacks, grouped
+//! series, label name and value, checkpoint and target queries.
 
-use crate::buckets::{check_buckets, Table};
-use std::collections::HashMap;
+use crate::buckets::{check_buckets, sets_filter, Selection, Table};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rusqlite::params;
-use stackwatch_profile::Profile;
+use stackwatch_profile::{Profile, SampleLabels};
 
 use super::{floor_to, labels_key, parse_labels, SqliteStore, OTHER_FRAME};
-use crate::{BucketedStacks, Checkpoint, Labels, Selector, StoreError, TargetSeries};
+use crate::{
+    BucketedStacks, Checkpoint, GroupedSeries, LabelKeys, Labels, Selector, StoreError,
+    TargetSeries,
+};
 
 /// Bytes of stack text a reader keeps cached before the cache is cleared.
 const STACK_TEXT_CACHE_BYTES: usize = 8 << 20;
 /// Periods per stack id, for [`SqliteStore::sum_into`]: raw table, rollup table.
 const SUM_BY_STACK: (&str, &str) = (
-    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY stack_id",
-    "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+    "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY stack_id",
+    "SELECT stack_id, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets} GROUP BY stack_id",
 );
 /// Periods per window start, for [`SqliteStore::sum_into`]: raw table, rollup table.
 const SUM_BY_TIME: (&str, &str) = (
-    "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts",
-    "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+    "SELECT ts, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY ts",
+    "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets} GROUP BY ts",
 );
+
+/// A target's id, labels and sampling period.
+type TargetRow = (i64, Labels, u64);
 
 impl SqliteStore {
     /// The body of [`ProfileStore::checkpoints`](crate::ProfileStore::checkpoints).
@@ -64,37 +70,160 @@ impl SqliteStore {
         step_s: i64,
     ) -> Result<Vec<TargetSeries>, StoreError> {
         let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
-        let targets = self.selected_target_rows(selector)?;
-        if targets.is_empty() {
+        let sel = self.selection(selector, None)?;
+        if sel.targets.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = targets.iter().map(|(id, _, _)| *id).collect();
-        let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
-        let mut add = |target: i64, ts: i64, c: u64| {
-            let e = acc.entry((target, floor_to(ts, step_s))).or_insert(0);
-            *e = e.saturating_add(c);
-        };
+        let per_target = self.per_target(&sel, from_s, to_s, step_s)?;
+        Ok(crate::buckets::target_series_of(sel.targets, per_target))
+    }
+
+    /// Periods per selected target and `step_s` bucket over `[from_s, to_s)`.
+    fn per_target(
+        &self,
+        sel: &Selection<TargetRow, i64>,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+    ) -> Result<HashMap<i64, BTreeMap<i64, u64>>, StoreError> {
+        let ids: Vec<i64> = sel.targets.iter().map(|(id, _, _)| *id).collect();
+        let mut per_target: HashMap<i64, BTreeMap<i64, u64>> = HashMap::new();
         for (table, a, b) in self.plan(from_s, to_s, step_s)? {
             self.scan(
                 (table, a, b),
                 &ids,
-                "SELECT ts, TOTAL(count), target_id FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY target_id, ts",
-                "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY ts",
+                &sel.sets,
+                "SELECT ts, TOTAL(count), target_id FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY target_id, ts",
+                "SELECT ts, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets} GROUP BY ts",
                 |target, r| {
                     let target = match target {
                         Some(t) => t,
                         None => r.get(2)?,
                     };
-                    add(target, r.get(0)?, read_count(r.get_ref(1)?));
+                    let e = per_target
+                        .entry(target)
+                        .or_default()
+                        .entry(floor_to(r.get(0)?, step_s))
+                        .or_insert(0);
+                    *e = e.saturating_add(read_count(r.get_ref(1)?));
                     Ok(())
                 },
             )?;
         }
-        let mut per_target: HashMap<i64, std::collections::BTreeMap<i64, u64>> = HashMap::new();
-        for ((target, bucket), c) in acc {
-            per_target.entry(target).or_default().insert(bucket, c);
+        Ok(per_target)
+    }
+
+    /// The body of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series):
+    /// by a target label, each selected target's series under its value; by any other
+    /// name, the rows of each label set under the set's value.
+    pub(super) fn grouped_series_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+        step_s: i64,
+        group_by: &str,
+        limit: usize,
+    ) -> Result<Vec<GroupedSeries>, StoreError> {
+        let from_s = check_buckets(from_s, to_s, step_s, 100_000)?;
+        let stored = self.label_set_rows()?;
+        let sel = self.selection(selector, Some(&stored))?;
+        if sel.targets.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(crate::buckets::target_series_of(targets, per_target))
+        let mut per_value: HashMap<String, HashMap<i64, u64>> = HashMap::new();
+        let mut add = |value: &str, bucket: i64, c: u64| {
+            let e = match per_value.get_mut(value) {
+                Some(m) => m.entry(bucket).or_insert(0),
+                None => per_value
+                    .entry(value.to_string())
+                    .or_default()
+                    .entry(bucket)
+                    .or_insert(0),
+            };
+            *e = e.saturating_add(c);
+        };
+        if sel.target_names.contains(group_by) {
+            let values: HashMap<i64, &str> = sel
+                .targets
+                .iter()
+                .map(|(id, l, _)| (*id, l.get(group_by).map(String::as_str).unwrap_or("")))
+                .collect();
+            for (target, points) in self.per_target(&sel, from_s, to_s, step_s)? {
+                let value = values.get(&target).copied().unwrap_or("");
+                for (bucket, c) in points {
+                    add(value, bucket, c);
+                }
+            }
+        } else {
+            let sets: HashMap<i64, SampleLabels> = stored.into_iter().collect();
+            let value_of = |id: i64| -> &str {
+                sets.get(&id)
+                    .and_then(|l| l.get(group_by))
+                    .map(String::as_str)
+                    .unwrap_or("")
+            };
+            let ids: Vec<i64> = sel.targets.iter().map(|(id, _, _)| *id).collect();
+            for (table, a, b) in self.plan(from_s, to_s, step_s)? {
+                self.scan(
+                    (table, a, b),
+                    &ids,
+                    &sel.sets,
+                    "SELECT ts, label_set, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY ts, label_set",
+                    "SELECT ts, label_set, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets} GROUP BY ts, label_set",
+                    |_, r| {
+                        add(
+                            value_of(r.get(1)?),
+                            floor_to(r.get(0)?, step_s),
+                            read_count(r.get_ref(2)?),
+                        );
+                        Ok(())
+                    },
+                )?;
+            }
+        }
+        Ok(crate::buckets::grouped_of(
+            per_value, from_s, to_s, step_s, limit,
+        ))
+    }
+
+    /// The body of [`ProfileStore::label_keys`](crate::ProfileStore::label_keys).
+    pub(super) fn label_keys_inner(&self) -> Result<LabelKeys, StoreError> {
+        let targets = self.targets_inner()?;
+        let sets = self.label_set_rows()?;
+        Ok(crate::buckets::label_keys_of(
+            &targets,
+            sets.iter().map(|(_, l)| l),
+        ))
+    }
+
+    /// The body of [`ProfileStore::label_values`](crate::ProfileStore::label_values).
+    pub(super) fn label_values_inner(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let targets = self.targets_inner()?;
+        crate::buckets::label_values_of(name, limit, &targets, || {
+            Ok(self.label_set_rows()?.into_iter().map(|(_, l)| l).collect())
+        })
+    }
+
+    /// Every stored label set: id and labels. A text that does not parse is corrupt.
+    fn label_set_rows(&self) -> Result<Vec<(i64, SampleLabels)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, labels FROM label_sets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row?;
+            let labels = stackwatch_profile::labels::parse_labels(&text).ok_or_else(|| {
+                StoreError::Corrupt(format!("label set {id}: {text:?} does not parse"))
+            })?;
+            out.push((id, labels));
+        }
+        Ok(out)
     }
 
     pub(super) fn bucketed_stacks_inner(
@@ -105,14 +234,16 @@ impl SqliteStore {
         step_s: i64,
     ) -> Result<BucketedStacks, StoreError> {
         let from_s = check_buckets(from_s, to_s, step_s, 10_000)?;
-        let targets = self.selected_targets(selector)?;
+        let sel = self.selection(selector, None)?;
+        let targets: Vec<i64> = sel.targets.iter().map(|t| t.0).collect();
         let mut acc: HashMap<(i64, i64), u64> = HashMap::new();
         for (table, a, b) in self.plan(from_s, to_s, step_s)? {
             self.scan(
                 (table, a, b),
                 &targets,
-                "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}) GROUP BY ts, stack_id",
-                "SELECT ts, stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3",
+                &sel.sets,
+                "SELECT ts, stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY ts, stack_id",
+                "SELECT ts, stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets}",
                 |_, r| {
                     let bucket = floor_to(r.get(0)?, step_s);
                     let e = acc.entry((bucket, r.get(1)?)).or_insert(0);
@@ -162,11 +293,12 @@ impl SqliteStore {
         to_s: i64,
     ) -> Result<Profile, StoreError> {
         let mut profile = crate::buckets::empty_profile(from_s, to_s)?;
-        let targets = self.selected_targets(selector)?;
+        let sel = self.selection(selector, None)?;
+        let targets: Vec<i64> = sel.targets.iter().map(|t| t.0).collect();
         let mut acc: HashMap<i64, u64> = HashMap::new();
         if !targets.is_empty() {
             for (table, a, b) in self.plan(from_s, to_s, 3600)? {
-                self.sum_into((table, a, b), &targets, SUM_BY_STACK, &mut acc)?;
+                self.sum_into((table, a, b), &targets, &sel.sets, SUM_BY_STACK, &mut acc)?;
             }
         }
         let other = bound_answer(&mut acc, self.reader.max_answer_stacks);
@@ -198,11 +330,12 @@ impl SqliteStore {
                 "{buckets} buckets: use a larger step"
             )));
         }
-        let targets = self.selected_targets(selector)?;
+        let sel = self.selection(selector, None)?;
+        let targets: Vec<i64> = sel.targets.iter().map(|t| t.0).collect();
         let mut acc: HashMap<i64, u64> = HashMap::new();
         if !targets.is_empty() {
             for (table, a, b) in self.plan(from_s, to_s, step_s)? {
-                self.sum_into((table, a, b), &targets, SUM_BY_TIME, &mut acc)?;
+                self.sum_into((table, a, b), &targets, &sel.sets, SUM_BY_TIME, &mut acc)?;
             }
         }
         let mut out: Vec<(i64, u64)> = (0..buckets)
@@ -217,11 +350,13 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The selected targets' ids, labels and periods.
-    fn selected_target_rows(
+    /// What `selector` picks: targets by their labels, label sets by the sample matchers
+    /// (over `sets` when given, else over the stored ones, read only when needed).
+    fn selection(
         &self,
         selector: &Selector,
-    ) -> Result<Vec<(i64, Labels, u64)>, StoreError> {
+        sets: Option<&[(i64, SampleLabels)]>,
+    ) -> Result<Selection<TargetRow, i64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, labels, period_ns FROM targets")?;
@@ -232,28 +367,21 @@ impl SqliteStore {
                 r.get::<_, i64>(2)?,
             ))
         })?;
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         for row in rows {
             let (id, labels, period) = row?;
-            let labels = parse_labels(&labels)?;
-            if selector.matches(&labels) {
-                out.push((id, labels, period.max(0) as u64));
-            }
+            all.push((id, parse_labels(&labels)?, period.max(0) as u64));
         }
-        Ok(out)
-    }
-
-    fn selected_targets(&self, selector: &Selector) -> Result<Vec<i64>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id, labels FROM targets")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        let mut ids = Vec::new();
-        for row in rows {
-            let (id, labels) = row?;
-            if selector.matches(&parse_labels(&labels)?) {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
+        crate::buckets::select(
+            selector,
+            all,
+            |t| &t.1,
+            || match sets {
+                Some(s) => Ok(s.to_vec()),
+                None => self.label_set_rows(),
+            },
+            0,
+        )
     }
 
     /// Splits `[from, to)` into pieces each read from the coarsest table that holds it
@@ -278,11 +406,13 @@ impl SqliteStore {
     /// `targets` (it is keyed by time; `raw` selects from `samples_raw` with `?1`/`?2`
     /// the range and `{ids}` the target list), a rollup table with one range read per
     /// target (it is keyed by target; `rollup` selects from `{table}` with `?1` the
-    /// target and `?2`/`?3` the range). `row` gets the target id for rollup rows.
+    /// target and `?2`/`?3` the range). In both, `{sets}` becomes the label set filter
+    /// of `sets`. `row` gets the target id for rollup rows.
     fn scan(
         &self,
         (table, from, to): (Table, i64, i64),
         targets: &[i64],
+        sets: &Option<Vec<i64>>,
         raw: &str,
         rollup: &str,
         mut row: impl FnMut(Option<i64>, &rusqlite::Row<'_>) -> Result<(), StoreError>,
@@ -290,9 +420,12 @@ impl SqliteStore {
         if targets.is_empty() {
             return Ok(());
         }
+        let filter = sets_filter("label_set", sets);
         match table {
             Table::Raw => {
-                let sql = raw.replace("{ids}", &id_list(targets));
+                let sql = raw
+                    .replace("{ids}", &id_list(targets))
+                    .replace("{sets}", &filter);
                 let mut stmt = self.conn.prepare(&sql)?;
                 let mut rows = stmt.query(params![from, to])?;
                 while let Some(r) = rows.next()? {
@@ -300,7 +433,9 @@ impl SqliteStore {
                 }
             }
             Table::Minute | Table::Hour => {
-                let sql = rollup.replace("{table}", table.name());
+                let sql = rollup
+                    .replace("{table}", table.name())
+                    .replace("{sets}", &filter);
                 let mut stmt = self.conn.prepare_cached(&sql)?;
                 for t in targets {
                     let mut rows = stmt.query(params![t, from, to])?;
@@ -319,10 +454,11 @@ impl SqliteStore {
         &self,
         piece: (Table, i64, i64),
         targets: &[i64],
+        sets: &Option<Vec<i64>>,
         (raw, rollup): (&str, &str),
         acc: &mut HashMap<i64, u64>,
     ) -> Result<(), StoreError> {
-        self.scan(piece, targets, raw, rollup, |_, r| {
+        self.scan(piece, targets, sets, raw, rollup, |_, r| {
             let e = acc.entry(r.get(0)?).or_insert(0);
             *e = e.saturating_add(read_count(r.get_ref(1)?));
             Ok(())

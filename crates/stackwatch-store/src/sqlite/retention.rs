@@ -1,5 +1,6 @@
 //! Retention: each resolution cut by age (never past what the next coarser one has
-//! rolled up), then the checkpoints, stacks and targets that no remaining row names.
+//! rolled up), then the checkpoints, stacks, label sets and targets that no remaining
+//! row names.
 
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ const GC_CHUNK: i64 = 10_000;
 impl SqliteStore {
     /// The body of [`ProfileStore::apply_retention`](crate::ProfileStore::apply_retention).
     /// A resolution is cut only as far as the next coarser one has rolled it up (a
-    /// stalled rollup keeps raw data rather than lose it); then series, stacks and
-    /// targets no remaining row can name go.
+    /// stalled rollup keeps raw data rather than lose it); then series, stacks, label
+    /// sets and targets no remaining row can name go.
     pub(super) fn retention_inner(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
         let cut = |d: Duration| now_s.saturating_sub(d.as_secs() as i64);
         let m_done = self.done_through("1m")?.unwrap_or(i64::MIN);
@@ -52,6 +53,16 @@ impl SqliteStore {
                 params![gone, GC_CHUNK],
             )?;
             stats.stacks += n as u64;
+            if (n as i64) < GC_CHUNK {
+                break;
+            }
+        }
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM label_sets WHERE id IN (SELECT id FROM label_sets WHERE last_seen < ?1 LIMIT ?2)",
+                params![gone, GC_CHUNK],
+            )?;
+            stats.label_sets += n as u64;
             if (n as i64) < GC_CHUNK {
                 break;
             }

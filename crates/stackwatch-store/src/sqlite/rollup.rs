@@ -1,5 +1,5 @@
 //! Rollups: raw windows into `samples_1m` a minute per step, minutes into `samples_1h`
-//! an hour of a bounded number of targets per step, and each level's progress in
+//! an hour of a bounded number of targets per step (each keeping the sample label set), and each level's progress in
 //! `rollup_state` (read by ingest, queries and retention through `done_through`).
 
 use rusqlite::{params, OptionalExtension};
@@ -67,11 +67,11 @@ impl SqliteStore {
         if start < end {
             tx.execute(
                 &format!(
-                    "INSERT INTO {table} (target_id, ts, stack_id, count)
-                     SELECT target_id, (ts / {step}) * {step}, stack_id, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER)
+                    "INSERT INTO {table} (target_id, ts, stack_id, label_set, count)
+                     SELECT target_id, (ts / {step}) * {step}, stack_id, label_set, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER)
                      FROM samples_raw WHERE ts >= ?1 AND ts < ?2
-                     GROUP BY 1, 2, 3
-                     ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
+                     GROUP BY 1, 2, 3, 4
+                     ON CONFLICT (target_id, ts, stack_id, label_set) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)"
                 ),
                 params![start, end],
             )?;
@@ -134,11 +134,11 @@ impl SqliteStore {
         };
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO samples_1h (target_id, ts, stack_id, count)
-                 SELECT target_id, ?2, stack_id, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER) FROM samples_1m
+                "INSERT INTO samples_1h (target_id, ts, stack_id, label_set, count)
+                 SELECT target_id, ?2, stack_id, label_set, CAST(MIN(TOTAL(count), 4.611686018427388e18) AS INTEGER) FROM samples_1m
                  WHERE target_id = ?1 AND ts >= ?2 AND ts < ?2 + 3600
-                 GROUP BY stack_id
-                 ON CONFLICT (target_id, ts, stack_id) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
+                 GROUP BY stack_id, label_set
+                 ON CONFLICT (target_id, ts, stack_id, label_set) DO UPDATE SET count = MIN(count + excluded.count, 4611686018427387904)",
             )?;
             for id in &ids {
                 stmt.execute(params![id, hour])?;

@@ -17,6 +17,15 @@
 //!   every sample row that could name it is gone, so a fleet whose stacks change
 //!   (deploys, new threads) does not grow the file forever.
 //!
+//! - `label_sets` (version 3): every distinct sample label set once (`labels` is its
+//!   canonical text, `{op="insert",table="orders"}`, from
+//!   [`format_labels`](stackwatch_profile::labels::format_labels)), with `last_seen` for
+//!   retention as for stacks. The sample tables name it by `label_set` (0: the samples
+//!   taken without labels), the last column of their keys: the same stack of one window
+//!   under two label sets is two rows, and a query that does not select by sample label
+//!   sums over them. Queries evaluate sample matchers over this table (it is small: the
+//!   collector bounds the sets per window) and filter rows by `label_set IN (...)`.
+//!
 //! All sample tables are `WITHOUT ROWID`: the key is the row, which keeps a stored
 //! (target, window, stack) row near 20 bytes.
 
@@ -25,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::StoreError;
 
 /// Current schema version (stored in `PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Connection settings applied to every connection.
 pub const PRAGMAS: &str = "
@@ -45,6 +54,7 @@ pub const TABLES: &[&str] = &[
     "samples_1m",
     "samples_1h",
     "rollup_state",
+    "label_sets",
 ];
 
 /// Schema version 1.
@@ -108,6 +118,63 @@ UPDATE targets SET last_seen = CAST(strftime('%s', 'now') AS INTEGER) + 86400;
 CREATE INDEX IF NOT EXISTS stacks_by_last_seen ON stacks (last_seen);
 ";
 
+/// Version 2 to 3: sample label sets. A `label_sets` table, and a `label_set` column
+/// (0: no labels, what every existing row becomes) at the end of each sample table's key.
+/// SQLite cannot change a `WITHOUT ROWID` table's key, so each sample table is copied
+/// into a new one and renamed, in the migration's transaction (all or nothing; a
+/// leftover copy from anything else is dropped first).
+pub const MIGRATE_V2_TO_V3: &str = "
+CREATE TABLE IF NOT EXISTS label_sets (
+    id        INTEGER PRIMARY KEY,
+    labels    TEXT NOT NULL UNIQUE,
+    last_seen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS label_sets_by_last_seen ON label_sets (last_seen);
+DROP TABLE IF EXISTS samples_raw_v3;
+CREATE TABLE samples_raw_v3 (
+    ts        INTEGER NOT NULL,
+    target_id INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    label_set INTEGER NOT NULL DEFAULT 0,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (ts, target_id, stack_id, label_set)
+) WITHOUT ROWID;
+INSERT INTO samples_raw_v3 (ts, target_id, stack_id, label_set, count)
+    SELECT ts, target_id, stack_id, 0, count FROM samples_raw;
+DROP TABLE samples_raw;
+ALTER TABLE samples_raw_v3 RENAME TO samples_raw;
+DROP TABLE IF EXISTS samples_1m_v3;
+CREATE TABLE samples_1m_v3 (
+    target_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    label_set INTEGER NOT NULL DEFAULT 0,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (target_id, ts, stack_id, label_set)
+) WITHOUT ROWID;
+INSERT INTO samples_1m_v3 (target_id, ts, stack_id, label_set, count)
+    SELECT target_id, ts, stack_id, 0, count FROM samples_1m;
+DROP TABLE samples_1m;
+ALTER TABLE samples_1m_v3 RENAME TO samples_1m;
+DROP TABLE IF EXISTS samples_1h_v3;
+CREATE TABLE samples_1h_v3 (
+    target_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    stack_id  INTEGER NOT NULL,
+    label_set INTEGER NOT NULL DEFAULT 0,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (target_id, ts, stack_id, label_set)
+) WITHOUT ROWID;
+INSERT INTO samples_1h_v3 (target_id, ts, stack_id, label_set, count)
+    SELECT target_id, ts, stack_id, 0, count FROM samples_1h;
+DROP TABLE samples_1h;
+ALTER TABLE samples_1h_v3 RENAME TO samples_1h;
+";
+
+/// The migrations, in order: `(version reached, statements)`. Each runs in one
+/// transaction with the version bump, so a crash leaves the previous version whole.
+const MIGRATIONS: &[(i64, &str)] = &[(2, MIGRATE_V1_TO_V2), (3, MIGRATE_V2_TO_V3)];
+
 /// Brings the schema of a store opened for writing to [`SCHEMA_VERSION`]: refuses a newer
 /// one, creates it in a new database (refusing one with tables that are not
 /// stackwatch's), migrates an older one. The two functions make the errors that name
@@ -142,11 +209,16 @@ pub(super) fn create_or_migrate(
         }
         conn.execute_batch(SCHEMA_V1).map_err(&not_writable)?;
     }
-    if version < 2 {
-        conn.execute_batch(&format!(
-            "BEGIN; {MIGRATE_V1_TO_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(&not_writable)?;
+    for (to, statements) in MIGRATIONS {
+        if version < *to {
+            let result = conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {statements} PRAGMA user_version = {to}; COMMIT;"
+            ));
+            if let Err(e) = result {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(not_writable(e));
+            }
+        }
     }
     Ok(())
 }
