@@ -4,6 +4,8 @@
 //! and medians are reported.
 //!
 //! `cargo bench -p stackwatch --bench overhead` (STACKWATCH_BENCH_ROUNDS, default 3).
+//! `stackwatch+labels` runs the same work with the workers entering one of four label
+//! sets every ~100 µs (labels on vs off, side by side).
 //!
 //! Reported per cell: capture ratio = periods recorded / (worker CPU seconds × Hz);
 //! per-thread share error = max |measured share − CPU share| in points; CPU overhead =
@@ -15,10 +17,19 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "STACKWATCH_BENCH_CHILD";
 
+const ALL: [Variant; 4] = [
+    Variant::None,
+    Variant::Stackwatch,
+    Variant::StackwatchLabels,
+    Variant::PprofRs,
+];
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Variant {
     None,
     Stackwatch,
+    /// stackwatch, with the workers switching between four label sets every ~100 µs.
+    StackwatchLabels,
     PprofRs,
 }
 
@@ -27,12 +38,14 @@ impl Variant {
         match self {
             Variant::None => "none",
             Variant::Stackwatch => "stackwatch",
+            Variant::StackwatchLabels => "stackwatch+labels",
             Variant::PprofRs => "pprof-rs",
         }
     }
     fn parse(s: &str) -> Variant {
         match s {
             "stackwatch" => Variant::Stackwatch,
+            "stackwatch+labels" => Variant::StackwatchLabels,
             "pprof-rs" => Variant::PprofRs,
             _ => Variant::None,
         }
@@ -74,15 +87,34 @@ fn rusage() -> (u64, u64) {
     (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
 }
 
-fn run_workers(threads: usize, iters_per_thread: u64) -> Vec<u64> {
+/// Iterations per labeled slice (~100 µs): the labeled variant enters a set per slice.
+const SLICE: u64 = 100_000;
+
+fn run_workers(threads: usize, iters_per_thread: u64, labels: bool) -> Vec<u64> {
+    let sets: Vec<stackwatch::LabelSet> = (0..4)
+        .map(|t| stackwatch::LabelSet::new(&[("table", format!("t{t}")), ("op", "insert".into())]))
+        .collect();
     let handles: Vec<_> = (0..threads)
         .map(|i| {
+            let sets = sets.clone();
             std::thread::Builder::new()
                 .name(format!("w{i}"))
                 .spawn(move || {
                     // Uneven work so the per-thread split is not trivially equal.
                     let share = if i % 2 == 0 { 46 } else { 54 };
-                    spin(iters_per_thread * share / 50);
+                    let total = iters_per_thread * share / 50;
+                    if labels {
+                        let mut done = 0;
+                        let mut k = 0;
+                        while done < total {
+                            let _g = sets[k % sets.len()].enter();
+                            spin(SLICE.min(total - done));
+                            done += SLICE;
+                            k += 1;
+                        }
+                    } else {
+                        spin(total);
+                    }
                     thread_cpu_ns()
                 })
                 .unwrap()
@@ -95,14 +127,14 @@ fn child(variant: Variant, hz: u32, threads: usize, iters: u64) {
     let mut r = RunResult::default();
     match variant {
         Variant::None => {
-            r.worker_cpu_ns = run_workers(threads, iters);
+            r.worker_cpu_ns = run_workers(threads, iters, false);
         }
-        Variant::Stackwatch => {
+        Variant::Stackwatch | Variant::StackwatchLabels => {
             let p = stackwatch::Profiler::builder()
                 .frequency_hz(hz)
                 .start()
                 .unwrap();
-            r.worker_cpu_ns = run_workers(threads, iters);
+            r.worker_cpu_ns = run_workers(threads, iters, variant == Variant::StackwatchLabels);
             std::thread::sleep(Duration::from_millis(60));
             let profile = p.profile(Duration::from_secs(3600));
             let stats = p.stats();
@@ -127,7 +159,7 @@ fn child(variant: Variant, hz: u32, threads: usize, iters: u64) {
                 .blocklist(&["libc", "libgcc", "pthread", "vdso"])
                 .build()
                 .unwrap();
-            r.worker_cpu_ns = run_workers(threads, iters);
+            r.worker_cpu_ns = run_workers(threads, iters, false);
             let report = guard.report().build().unwrap();
             drop(guard);
             r.worker_samples = (0..threads)
@@ -241,14 +273,14 @@ fn main() {
         let iters = total_iters / threads as u64;
         let mut runs: Vec<(Variant, RunResult)> = Vec::new();
         for _ in 0..rounds {
-            for v in [Variant::None, Variant::Stackwatch, Variant::PprofRs] {
+            for v in ALL {
                 runs.push((v, spawn_child(v, hz, threads, iters)));
             }
         }
         let of = |v: Variant| runs.iter().filter(move |(x, _)| *x == v).map(|(_, r)| r);
         let bare_cpu = median(of(Variant::None).map(|r| r.process_cpu_ns as f64).collect());
         let bare_rss = median(of(Variant::None).map(|r| r.maxrss_kb as f64).collect());
-        for v in [Variant::None, Variant::Stackwatch, Variant::PprofRs] {
+        for v in ALL {
             let capture = median(
                 of(v)
                     .filter(|r| !r.worker_samples.is_empty())
