@@ -1,7 +1,12 @@
 //! The SQLite store: lossless ingest with checkpoints, dedup, rollups that never change
 //! an answer, late windows, retention, time series.
 
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions};
+#[path = "common/labels.rs"]
+mod sample_labels;
+
+use stackwatch_store::{
+    IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreError, StoreOptions,
+};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -346,4 +351,284 @@ fn huge_counts_saturate_instead_of_failing_queries() {
         .unwrap();
     let p = s.profile(&Selector::all(), T0, T0 + 60);
     assert!(p.is_ok(), "{p:?}");
+}
+
+fn now() -> i64 {
+    stackwatch_profile::clock::unix_s()
+}
+
+fn count_rows(path: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Issue #12, item 3: samples under label sets, selected by sample matchers next to
+/// target matchers on every query path, grouped by a label, the same once the rollups
+/// (which keep the label set) serve the range and the raw rows are gone.
+#[test]
+fn sample_labels_select_group_and_survive_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stackwatch.db");
+    let mut s = SqliteStore::open(
+        &path,
+        StoreOptions {
+            raw_retention: std::time::Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let t0 = now() - now().rem_euclid(3600) - 4 * 3600;
+    let stats = s.ingest(&sample_labels::fleet(t0)).unwrap();
+    assert_eq!(stats.rows, 18 * 8);
+    // The same stack of one window under two label sets (and unlabeled) is two rows.
+    assert_eq!(
+        count_rows(
+            &path,
+            &format!(
+                "SELECT COUNT(*) FROM samples_raw WHERE ts = {t0} AND stack_id = (SELECT id FROM stacks WHERE stack = 'm;shared')"
+            )
+        ),
+        3
+    );
+    assert_eq!(count_rows(&path, "SELECT COUNT(*) FROM label_sets"), 3);
+    sample_labels::check_label_api(&s);
+    sample_labels::check_queries(&s, t0, 18);
+    sample_labels::check_queries(&s, t0, 6);
+
+    while s.rollup(now()).unwrap() {}
+    assert!(
+        count_rows(
+            &path,
+            "SELECT COUNT(*) FROM samples_1h WHERE label_set <> 0"
+        ) > 0,
+        "hour rollups keep the label sets"
+    );
+    // Raw rows past their retention go: the rollups answer alone.
+    s.apply_retention(now()).unwrap();
+    assert_eq!(
+        count_rows(
+            &path,
+            &format!(
+                "SELECT COUNT(*) FROM samples_raw WHERE ts < {}",
+                t0 + 3 * 3600
+            )
+        ),
+        0
+    );
+    sample_labels::check_queries(&s, t0, 18);
+    sample_labels::check_queries(&s, t0, 12);
+    sample_labels::check_label_api(&s);
+    // A minute rollup answers a 60 s step.
+    let orders = Selector::parse(r#"{table="orders"}"#).unwrap();
+    let minutes = s.timeseries(&orders, t0, t0 + 3600, 60).unwrap();
+    assert_eq!(minutes.iter().map(|p| p.1).sum::<u64>(), 9 * 6);
+    assert_eq!(minutes[0].1, 9);
+
+    // A late labeled window, below both rollups' progress, counts under its set.
+    let late = sample_labels::labeled_window(
+        &sample_labels::target_x(),
+        "late",
+        1,
+        t0 + 5,
+        &[("m;idle", 1)],
+        &[(&[("table", "late")], &[("m;late", 7)])],
+    );
+    s.ingest(&[late]).unwrap();
+    let sel = |t: &str| Selector::parse(t).unwrap();
+    let p = s.profile(&sel(r#"{table="late"}"#), t0, t0 + 3600).unwrap();
+    assert_eq!((p.total(), p.stacks.get("m;late")), (7, Some(&7)));
+    let g = s
+        .grouped_series(&sel(r#"{service="x"}"#), t0, t0 + 3600, 3600, "table", 1)
+        .unwrap();
+    assert_eq!(g[0].value, "orders");
+    // The rest: users 36, items 6, unlabeled 6 + 1, late 7.
+    assert_eq!(g[1].points, vec![(t0, 36 + 6 + 6 + 1 + 7)]);
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+/// A store written by the version before sample labels (schema 2) is migrated in place
+/// when opened: every row kept (as samples without labels), queryable, and labeled
+/// windows stored beside them.
+#[test]
+fn a_version_2_store_is_migrated_in_place_and_stays_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stackwatch.db");
+    let hash = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes()) as i64;
+    {
+        // The statements of version 2, and rows as it wrote them.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(stackwatch_store::schema::SCHEMA_V1)
+            .unwrap();
+        c.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 2; COMMIT;",
+            stackwatch_store::schema::MIGRATE_V1_TO_V2
+        ))
+        .unwrap();
+        c.execute(
+            "INSERT INTO targets (id, key, labels, last_seen, period_ns) VALUES (1, 'service=\"old\"', '{\"service\":\"old\"}', ?1, 10101010)",
+            [T0],
+        )
+        .unwrap();
+        for (id, stack) in [(1, "m;a"), (2, "m;b")] {
+            c.execute(
+                "INSERT INTO stacks (id, hash, stack, last_seen) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, hash(stack), stack, T0],
+            )
+            .unwrap();
+        }
+        c.execute_batch(&format!(
+            "INSERT INTO samples_raw (ts, target_id, stack_id, count) VALUES ({a}, 1, 1, 5), ({b}, 1, 2, 3), ({c}, 1, 1, 2);
+             INSERT INTO samples_1m (target_id, ts, stack_id, count) VALUES (1, {a}, 1, 5), (1, {b}, 2, 3);
+             INSERT INTO samples_1h (target_id, ts, stack_id, count) VALUES (1, {a}, 1, 5), (1, {a}, 2, 3);
+             INSERT INTO rollup_state (level, done_through) VALUES ('1m', {c}), ('1h', {c});
+             INSERT INTO series (target_id, instance, last_seq, updated_at) VALUES (1, 'w', 3, {now});",
+            a = T0,
+            b = T0 + 600,
+            c = T0 + 3600,
+            now = now()
+        ))
+        .unwrap();
+    }
+    let version = || count_rows(&path, "PRAGMA user_version");
+    let all = Selector::all();
+    let sel = |t: &str| Selector::parse(t).unwrap();
+    let old = labels(&[("service", "old")]);
+    for round in 0..2 {
+        let mut s = open(&dir);
+        assert_eq!(version(), 3);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        assert_eq!(s.checkpoints(&old).unwrap()[0].last_seq, 3 + round);
+        // The hour from samples_1h, the next from raw rows.
+        let p = s.profile(&all, T0, T0 + 3600).unwrap();
+        assert_eq!((p.stacks["m;a"], p.stacks["m;b"]), (5, 3));
+        let p = s.profile(&sel(r#"{table!="x"}"#), T0, T0 + 3600).unwrap();
+        assert_eq!(p.total(), 8, "old rows have no labels: the empty value");
+        assert_eq!(
+            s.profile(&sel(r#"{table="x"}"#), T0, T0 + 3600)
+                .unwrap()
+                .total(),
+            0
+        );
+        assert_eq!(
+            s.timeseries(&all, T0, T0 + 2 * 3600, 600).unwrap()[1],
+            (T0 + 600, 3)
+        );
+        if round == 0 {
+            s.ingest(&[sample_labels::labeled_window(
+                &old,
+                "w",
+                4,
+                T0 + 3600,
+                &[("m;a", 1)],
+                &[(&[("table", "t")], &[("m;a", 4)])],
+            )])
+            .unwrap();
+        }
+        let p = s.profile(&all, T0 + 3600, T0 + 7200).unwrap();
+        assert_eq!(p.stacks["m;a"], 2 + 1 + 4);
+        assert_eq!(
+            s.profile(&sel(r#"{table="t"}"#), T0 + 3600, T0 + 7200)
+                .unwrap()
+                .total(),
+            4
+        );
+        let g = s
+            .grouped_series(&all, T0, T0 + 7200, 3600, "table", 5)
+            .unwrap();
+        let got: Vec<(&str, u64)> = g
+            .iter()
+            .map(|s| (s.value.as_str(), s.points.iter().map(|p| p.1).sum()))
+            .collect();
+        assert_eq!(got, [("", 11), ("t", 4)]);
+        assert_eq!(s.label_keys().unwrap().sample, ["table"]);
+    }
+}
+
+/// Retention reclaims label sets no remaining row names, as it does stacks.
+#[test]
+fn retention_reclaims_label_sets_no_row_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut s = SqliteStore::open(
+        &path,
+        StoreOptions {
+            raw_retention: std::time::Duration::from_secs(3600),
+            minute_retention: std::time::Duration::from_secs(2 * 3600),
+            retention: std::time::Duration::from_secs(10 * 3600),
+        },
+    )
+    .unwrap();
+    let t = labels(&[("service", "api")]);
+    let lw = |seq, ts, table: &str| {
+        sample_labels::labeled_window(
+            &t,
+            "i",
+            seq,
+            ts,
+            &[("m;x", 1)],
+            &[(&[("table", table)], &[("m;x", 2)])],
+        )
+    };
+    s.ingest(&[lw(1, T0, "old"), lw(2, T0 + 10, "both")])
+        .unwrap();
+    while s.rollup(T0 + 3 * 3600).unwrap() {}
+    let late = T0 + 20 * 3600;
+    s.ingest(&[lw(3, late, "both"), lw(4, late + 10, "new")])
+        .unwrap();
+    assert_eq!(count_rows(&path, "SELECT COUNT(*) FROM label_sets"), 3);
+    let deleted = s.apply_retention(late + 3600).unwrap();
+    assert_eq!(deleted.label_sets, 1, "{deleted:?}: only {{table=\"old\"}}");
+    assert_eq!(s.label_values("table", 10).unwrap(), ["both", "new"]);
+    let far = now() + 30 * 86_400;
+    while s.rollup(far).unwrap() {}
+    let deleted = s.apply_retention(far).unwrap();
+    assert_eq!(deleted.label_sets, 2, "{deleted:?}");
+    assert!(s.label_keys().unwrap().sample.is_empty());
+    // Ingest still works afterwards (no cached id names a deleted set).
+    s.ingest(&[lw(5, now(), "again")]).unwrap();
+    let p = s
+        .profile(
+            &Selector::parse(r#"{table="again"}"#).unwrap(),
+            now() - 10,
+            now() + 10,
+        )
+        .unwrap();
+    assert_eq!(p.total(), 2);
+}
+
+/// A stored label set whose text does not parse is a corrupt store, not a panic; a query
+/// without sample matchers does not read the label sets at all.
+#[test]
+fn a_label_set_that_does_not_parse_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stackwatch.db");
+    let mut s = open(&dir);
+    let t0 = now() - now().rem_euclid(3600) - 4 * 3600;
+    s.ingest(&sample_labels::fleet(t0)).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE label_sets SET labels = '{oops' WHERE id = (SELECT MIN(id) FROM label_sets)",
+            [],
+        )
+        .unwrap();
+    let s = SqliteStore::open_reader(&path).unwrap();
+    let sel = Selector::parse(r#"{table="orders"}"#).unwrap();
+    assert!(matches!(
+        s.profile(&sel, t0, t0 + 3600),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(s.label_keys(), Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        s.grouped_series(&Selector::all(), t0, t0 + 3600, 600, "table", 5),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(
+        s.profile(&Selector::parse(r#"{service="x"}"#).unwrap(), t0, t0 + 3600)
+            .unwrap()
+            .total(),
+        16 * 6
+    );
 }
