@@ -17,14 +17,19 @@ pub fn set(pairs: &[(&str, &str)]) -> SampleLabels {
         .collect()
 }
 
+/// Stacks and their periods.
+pub type Stacks<'a> = &'a [(&'a str, u64)];
+/// Label pairs.
+pub type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 /// A window with unlabeled stacks and the stacks of each label set.
 pub fn labeled_window(
     target: &Labels,
     instance: &str,
     seq: u64,
     ts: i64,
-    unlabeled: &[(&str, u64)],
-    groups: &[(&[(&str, &str)], &[(&str, u64)])],
+    unlabeled: Stacks<'_>,
+    groups: &[(Pairs<'_>, Stacks<'_>)],
 ) -> IngestWindow {
     let stacks = |s: &[(&str, u64)]| -> Vec<(String, u64)> {
         s.iter().map(|(s, c)| (s.to_string(), *c)).collect()
