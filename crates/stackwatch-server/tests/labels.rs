@@ -126,6 +126,9 @@ fn pprof_worker(body: Vec<u8>) -> axum::Router {
     )
 }
 
+/// A fake worker to scrape: its routes, kind, path under its address, target labels.
+type FakeWorker<'a> = (axum::Router, TargetKind, &'a str, &'a [(&'a str, &'a str)]);
+
 /// A collector scraping some fake workers.
 struct Harness {
     rt: tokio::runtime::Runtime,
@@ -138,7 +141,7 @@ struct Harness {
 
 impl Harness {
     /// Serves each `(router, kind, path, labels)` worker and scrapes it.
-    fn start(workers: Vec<(axum::Router, TargetKind, &str, &[(&str, &str)])>) -> Harness {
+    fn start(workers: Vec<FakeWorker<'_>>) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
