@@ -247,9 +247,16 @@ pub fn migrate_sqlite(
             )
             .optional()?)
     };
-    let sqlite_m = done("1m")?;
+    // A store that never rolled up has rolled up everything before the hour of its
+    // first raw row.
+    let first_raw: Option<i64> = conn
+        .query_row("SELECT MIN(ts) FROM samples_raw", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .map(|t| crate::buckets::floor_to(t, 3600));
+    let sqlite_m = done("1m")?.or(first_raw);
     // Hours before `1h` are complete (a cursor only marks progress within that hour).
-    let sqlite_h = done("1h")?;
+    let sqlite_h = done("1h")?.or(first_raw);
     let ids: Vec<(u64, String)> = targets.values().cloned().collect();
     dest.adopt_rollups(sqlite_m, sqlite_h, &ids)?;
     Ok(stats)

@@ -3,6 +3,8 @@
 
 #[path = "common/clickhouse.rs"]
 mod clickhouse;
+#[path = "common/labels.rs"]
+mod sample_labels;
 
 use std::time::Duration;
 
@@ -321,6 +323,8 @@ fn migrating_a_sqlite_store_twice_doubles_nothing() {
             })
             .collect();
         sqlite.ingest(&windows).unwrap();
+        // A labeled fleet beside it (sample labels, issue #12).
+        sqlite.ingest(&sample_labels::fleet(t0)).unwrap();
         while sqlite.rollup(now()).unwrap() {}
     }
     let node = ClickHouse::start();
@@ -329,19 +333,65 @@ fn migrating_a_sqlite_store_twice_doubles_nothing() {
     let first = migrate_sqlite(&db, &dest, |_, _| {}).unwrap();
     let second = migrate_sqlite(&db, &dest, |_, _| {}).unwrap();
     assert_eq!(first, second);
-    assert_eq!(first.targets, 1);
+    assert_eq!((first.targets, first.label_sets), (3, 3));
     let sqlite = SqliteStore::open_reader(&db).unwrap();
     for (from, to) in [
         (t0, t0 + 50 * 300),
         (t0 + 600, t0 + 3 * 3600 + 60),
         (t0 - 3600, now()),
     ] {
-        let want = sqlite.profile(&Selector::all(), from, to).unwrap();
-        let got = dest.profile(&Selector::all(), from, to).unwrap();
-        assert_eq!(got.stacks, want.stacks, "[{from}, {to})");
+        for sel in [
+            "{}",
+            r#"{service="api"}"#,
+            r#"{table="orders"}"#,
+            r#"{table!="orders", service=~"x|api"}"#,
+            r#"{op="insert"}"#,
+        ] {
+            let sel = Selector::parse(sel).unwrap();
+            let want = sqlite.profile(&sel, from, to).unwrap();
+            let got = dest.profile(&sel, from, to).unwrap();
+            assert_eq!(got.stacks, want.stacks, "{sel} [{from}, {to})");
+        }
+        let want = sqlite
+            .grouped_series(&Selector::all(), from, to, 3600, "table", 2)
+            .unwrap();
+        let got = dest
+            .grouped_series(&Selector::all(), from, to, 3600, "table", 2)
+            .unwrap();
+        assert_eq!(got, want, "[{from}, {to})");
     }
     assert_eq!(dest.checkpoints(&a).unwrap()[0].last_seq, 50);
-    assert_eq!(dest.targets().unwrap(), vec![a]);
+    assert_eq!(dest.targets().unwrap().len(), 3);
+    assert_eq!(dest.label_keys().unwrap(), sqlite.label_keys().unwrap());
+
+    // A store of the version before sample labels (schema 2) copies as unlabeled.
+    let v2 = dir.path().join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&v2).unwrap();
+        c.execute_batch(stackwatch_store::schema::SCHEMA_V1)
+            .unwrap();
+        c.execute_batch(&format!(
+            "{} PRAGMA user_version = 2;",
+            stackwatch_store::schema::MIGRATE_V1_TO_V2
+        ))
+        .unwrap();
+        c.execute_batch(&format!(
+            "INSERT INTO targets (id, key, labels, last_seen, period_ns) VALUES (1, 'service=\"v2\"', '{{\"service\":\"v2\"}}', {t0}, 0);
+             INSERT INTO stacks (id, hash, stack, last_seen) VALUES (1, 0, 'm;v2', {t0});
+             INSERT INTO samples_raw (ts, target_id, stack_id, count) VALUES ({t0}, 1, 1, 6);"
+        ))
+        .unwrap();
+    }
+    let copied = migrate_sqlite(&v2, &dest, |_, _| {}).unwrap();
+    assert_eq!((copied.sample_rows, copied.label_sets), (1, 0));
+    let p = dest
+        .profile(
+            &Selector::parse(r#"{service="v2", table!="orders"}"#).unwrap(),
+            t0,
+            t0 + 600,
+        )
+        .unwrap();
+    assert_eq!(p.stacks.get("m;v2"), Some(&6));
 }
 
 /// A fleet large enough that reads are split into parallel branches by (service,
@@ -389,4 +439,352 @@ fn reads_split_into_branches_cover_the_selection_exactly() {
         // Again from the rollups.
         while store.rollup(now()).unwrap() {}
     }
+}
+
+fn count(node: &ClickHouse, sql: &str) -> u64 {
+    node.query(sql).unwrap().trim().parse().unwrap()
+}
+
+/// Issue #12, item 3 on ClickHouse: labeled rows stored twice (a retry, a hand-off)
+/// count once; sample matchers select on every query path; grouped series; rollups
+/// keep the label set (answers the same with the raw rows dropped); retention drops
+/// label sets. `nodes` are the servers (each shard's), `local` the suffix of the tables
+/// that hold rows on one node.
+fn exercise_labels(
+    store: &mut ClickHouseStore,
+    other: &mut ClickHouseStore,
+    nodes: &[&ClickHouse],
+    local: &str,
+) {
+    let t0 = (now() / 3600) * 3600 - 4 * 3600;
+    let fleet = sample_labels::fleet(t0);
+    store.ingest(&fleet).unwrap();
+    store.ingest(&fleet[..10]).unwrap();
+    other.ingest(&fleet[8..30]).unwrap();
+    assert_eq!(
+        count(nodes[0], "SELECT count() FROM sw.samples_raw FINAL"),
+        18 * 8,
+        "one row per (window, stack, label set), each once"
+    );
+    sample_labels::check_label_api(store);
+    sample_labels::check_queries(store, t0, 18);
+    sample_labels::check_queries(&store.reader(None), t0, 6);
+
+    while store.rollup(now()).unwrap() {}
+    assert!(
+        count(
+            nodes[0],
+            "SELECT count() FROM sw.samples_1h FINAL WHERE labels != 0"
+        ) > 0
+    );
+    sample_labels::check_queries(store, t0, 12);
+    // Without the raw rows, the rollups answer alone.
+    let days: std::collections::BTreeSet<String> = [t0, t0 + 3 * 3600 - 1]
+        .iter()
+        .map(|t| {
+            nodes[0]
+                .query(&format!("SELECT toYYYYMMDD(toDateTime({t}))"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    for n in nodes {
+        for d in &days {
+            n.query(&format!(
+                "ALTER TABLE sw.samples_raw{local} DROP PARTITION {d}"
+            ))
+            .unwrap();
+        }
+    }
+    assert_eq!(count(nodes[0], "SELECT count() FROM sw.samples_raw"), 0);
+    sample_labels::check_queries(store, t0, 18);
+    sample_labels::check_queries(store, t0, 12);
+
+    // A late labeled window below both rollups' progress re-rolls under its set.
+    store
+        .ingest(&[sample_labels::labeled_window(
+            &sample_labels::target_x(),
+            "late",
+            1,
+            t0 + 5,
+            &[],
+            &[(&[("table", "late")], &[("m;late", 7)])],
+        )])
+        .unwrap();
+    let late = Selector::parse(r#"{table="late"}"#).unwrap();
+    assert_eq!(store.profile(&late, t0, t0 + 3600).unwrap().total(), 7);
+    assert_eq!(
+        store.timeseries(&late, t0, t0 + 3600, 3600).unwrap(),
+        [(t0, 7)]
+    );
+    assert_eq!(
+        store.timeseries(&late, t0, t0 + 120, 60).unwrap()[0],
+        (t0, 7)
+    );
+    assert_eq!(
+        store.label_values("table", 10).unwrap(),
+        ["items", "late", "orders", "users"]
+    );
+
+    // 40 days on, rolled up, everything is past the retention: label sets go too.
+    let far = now() + 40 * 86_400;
+    while store.rollup(far).unwrap() {}
+    let dropped = store.apply_retention(far).unwrap();
+    assert!(dropped.label_sets > 0, "{dropped:?}");
+    assert!(store.label_keys().unwrap().sample.is_empty());
+}
+
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn sample_labels_on_a_single_node() {
+    let node = ClickHouse::start();
+    node.query("CREATE DATABASE sw").unwrap();
+    let mut store = ClickHouseStore::open(options(&node, "sw")).unwrap();
+    let mut other = ClickHouseStore::open(options(&node, "sw")).unwrap();
+    exercise_labels(&mut store, &mut other, &[&node], "");
+}
+
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn sample_labels_on_a_two_shard_cluster() {
+    let nodes = ClickHouse::start_cluster("two", 2);
+    for n in &nodes {
+        n.query("CREATE DATABASE sw").unwrap();
+    }
+    let opts = ClickHouseOptions {
+        cluster: Some("two".into()),
+        shard_urls: nodes.iter().map(|n| n.http_url.clone()).collect(),
+        ..options(&nodes[0], "sw")
+    };
+    let mut store = ClickHouseStore::open(opts.clone()).unwrap();
+    let mut other = ClickHouseStore::open(ClickHouseOptions {
+        url: nodes[1].http_url.clone(),
+        ..opts
+    })
+    .unwrap();
+    exercise_labels(&mut store, &mut other, &[&nodes[0], &nodes[1]], "_local");
+}
+
+/// Creates a version 1 database `sw` (the schema before sample labels) on `nodes`
+/// (with `cluster`: `_local` tables and `Distributed` ones) and stores, as version 1
+/// did, two hours of one target: raw rows, minute and hour rollups, the checkpoint.
+fn version_1_store(nodes: &[&ClickHouse], cluster: Option<&str>, t0: i64) {
+    use stackwatch_store::clickhouse::schema::{create_statements, TABLES_V1};
+    for n in nodes {
+        n.query("CREATE DATABASE sw").unwrap();
+        for t in TABLES_V1 {
+            for s in create_statements("sw", t, cluster) {
+                n.query(&s).unwrap();
+            }
+        }
+    }
+    let target = xxhash_rust::xxh3::xxh3_64(br#"service="old""#);
+    let (a, b) = (
+        xxhash_rust::xxh3::xxh3_64(b"m;a"),
+        xxhash_rust::xxh3::xxh3_64(b"m;b"),
+    );
+    let inst = xxhash_rust::xxh3::xxh3_64(b"w");
+    let n = nodes[0];
+    let ins = |sql: &str| {
+        n.query_with(sql, &[("insert_distributed_sync", "1")])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    ins("INSERT INTO sw.meta (key, value) VALUES ('schema_version', 1)");
+    ins(&format!(
+        "INSERT INTO sw.stacks (hash, stack, seen) VALUES ({a}, 'm;a', today()), ({b}, 'm;b', today())"
+    ));
+    ins(&format!(
+        "INSERT INTO sw.targets (id, service, labels, period_ns, seen, updated) VALUES ({target}, 'old', '{{\"service\":\"old\"}}', 10101010, today(), 1)"
+    ));
+    // 12 windows of 600 s: m;a 2 and m;b 1 each.
+    let mut raw = Vec::new();
+    for i in 0..12i64 {
+        let ts = t0 + i * 600;
+        raw.push(format!(
+            "({ts}, 'old', {target}, {a}, {inst}, {}, 2)",
+            i + 1
+        ));
+        raw.push(format!(
+            "({ts}, 'old', {target}, {b}, {inst}, {}, 1)",
+            i + 1
+        ));
+    }
+    ins(&format!(
+        "INSERT INTO sw.samples_raw (ts, service, target, stack, inst, seq, count) VALUES {}",
+        raw.join(", ")
+    ));
+    // The first hour rolled up by version 1.
+    let mut minutes = Vec::new();
+    for i in 0..6i64 {
+        let ts = t0 + i * 600;
+        minutes.push(format!("({ts}, 'old', {target}, {a}, 2, 1)"));
+        minutes.push(format!("({ts}, 'old', {target}, {b}, 1, 1)"));
+    }
+    ins(&format!(
+        "INSERT INTO sw.samples_1m (ts, service, target, stack, count, version) VALUES {}",
+        minutes.join(", ")
+    ));
+    ins(&format!(
+        "INSERT INTO sw.samples_1h (ts, service, target, stack, count, version) VALUES ({t0}, 'old', {target}, {a}, 12, 1), ({t0}, 'old', {target}, {b}, 6, 1)"
+    ));
+    let done = t0 + 3600;
+    ins(&format!(
+        "INSERT INTO sw.rollup_state (level, value) VALUES ('1m-started', {done}), ('1m', {done}), ('1h-started', {done}), ('1h', {done})"
+    ));
+    ins(&format!(
+        "INSERT INTO sw.series (target, inst, last_seq, updated) VALUES ({target}, 'w', 12, now())"
+    ));
+}
+
+/// The version 1 store of [`version_1_store`], opened by this version: migrated in
+/// place, every row kept and counted once, a retried old window still the same row,
+/// labeled windows beside them; opening it again changes nothing.
+fn check_migrated(nodes: &[&ClickHouse], opts: &ClickHouseOptions, local: &str, t0: i64) {
+    let old = labels(&[("service", "old")]);
+    let all = Selector::all();
+    let sel = |t: &str| Selector::parse(t).unwrap();
+    for round in 0..2 {
+        let mut store = ClickHouseStore::open(opts.clone()).unwrap();
+        for n in nodes {
+            for table in ["samples_raw", "samples_1m", "samples_1h"] {
+                let ddl = n
+                    .query(&format!("SHOW CREATE TABLE sw.{table}{local}"))
+                    .unwrap();
+                assert!(
+                    ddl.contains("labels UInt64") && ddl.contains(", labels)"),
+                    "{table}{local}: {ddl}"
+                );
+                if !local.is_empty() {
+                    let ddl = n.query(&format!("SHOW CREATE TABLE sw.{table}")).unwrap();
+                    assert!(ddl.contains("labels UInt64"), "{table}: {ddl}");
+                }
+            }
+        }
+        assert_eq!(
+            nodes[0]
+                .query("SELECT max(value) FROM sw.meta WHERE key = 'schema_version'")
+                .unwrap()
+                .trim(),
+            "2"
+        );
+        assert_eq!(store.checkpoints(&old).unwrap()[0].last_seq, 12 + round);
+        // The first hour from samples_1h, the second from raw rows.
+        let p = store.profile(&all, t0, t0 + 2 * 3600).unwrap();
+        assert_eq!(
+            (p.stacks["m;a"], p.stacks["m;b"]),
+            (24, 12),
+            "{:?}",
+            p.stacks
+        );
+        assert_eq!(
+            store
+                .profile(&sel(r#"{table!="x"}"#), t0, t0 + 2 * 3600)
+                .unwrap()
+                .total(),
+            36,
+            "old rows have no labels: the empty value"
+        );
+        assert_eq!(
+            store
+                .profile(&sel(r#"{table="x"}"#), t0, t0 + 2 * 3600)
+                .unwrap()
+                .total(),
+            0
+        );
+        if round == 0 {
+            // A window version 1 stored, stored again now: the same key, counted once.
+            store
+                .ingest(&[window(&old, "w", 7, t0 + 3600, &[("m;a", 2), ("m;b", 1)])])
+                .unwrap();
+            store
+                .ingest(&[sample_labels::labeled_window(
+                    &old,
+                    "w",
+                    13,
+                    t0 + 2 * 3600,
+                    &[("m;a", 1)],
+                    &[(&[("table", "t")], &[("m;a", 4)])],
+                )])
+                .unwrap();
+        }
+        let p = store.profile(&all, t0, t0 + 3 * 3600).unwrap();
+        assert_eq!((p.stacks["m;a"], p.stacks["m;b"]), (24 + 5, 12));
+        assert_eq!(
+            store
+                .profile(&sel(r#"{table="t"}"#), t0, t0 + 3 * 3600)
+                .unwrap()
+                .total(),
+            4
+        );
+        let g = store
+            .grouped_series(&all, t0, t0 + 3 * 3600, 3600, "table", 5)
+            .unwrap();
+        let got: Vec<(&str, u64)> = g
+            .iter()
+            .map(|s| (s.value.as_str(), s.points.iter().map(|p| p.1).sum()))
+            .collect();
+        assert_eq!(got, [("", 37), ("t", 4)]);
+        // Rolled up over the migrated rows, the answers stay.
+        while store.rollup(now()).unwrap() {}
+        let p = store.profile(&all, t0, t0 + 3 * 3600).unwrap();
+        assert_eq!((p.stacks["m;a"], p.stacks["m;b"]), (24 + 5, 12));
+    }
+}
+
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn a_version_1_database_is_migrated_in_place() {
+    let node = ClickHouse::start();
+    let t0 = (now() / 3600) * 3600 - 5 * 3600;
+    version_1_store(&[&node], None, t0);
+    check_migrated(&[&node], &options(&node, "sw"), "", t0);
+
+    // A migration interrupted after its first table is completed by the next open.
+    node.query("CREATE DATABASE half").unwrap();
+    use stackwatch_store::clickhouse::schema::{create_statements, TABLES_V1};
+    for t in TABLES_V1 {
+        for s in create_statements("half", t, None) {
+            node.query(&s).unwrap();
+        }
+    }
+    node.query("INSERT INTO half.meta (key, value) VALUES ('schema_version', 1)")
+        .unwrap();
+    node.query("ALTER TABLE half.samples_raw ADD COLUMN labels UInt64 AFTER stack, MODIFY ORDER BY (toStartOfHour(ts), service, target, stack, ts, inst, seq, labels)")
+        .unwrap();
+    let mut store = ClickHouseStore::open(options(&node, "half")).unwrap();
+    let t = labels(&[("service", "s")]);
+    store
+        .ingest(&[sample_labels::labeled_window(
+            &t,
+            "w",
+            1,
+            now() - 600,
+            &[],
+            &[(&[("table", "t")], &[("m", 3)])],
+        )])
+        .unwrap();
+    while store.rollup(now() + 7200).unwrap() {}
+    assert_eq!(
+        count(
+            &node,
+            "SELECT count() FROM half.samples_1h FINAL WHERE labels != 0"
+        ),
+        1
+    );
+    assert_eq!(store.label_values("table", 5).unwrap(), ["t"]);
+}
+
+#[test]
+#[ignore = "needs clickhouse-server: run via scripts/test.sh"]
+fn a_version_1_cluster_is_migrated_in_place() {
+    let nodes = ClickHouse::start_cluster("two", 2);
+    let t0 = (now() / 3600) * 3600 - 5 * 3600;
+    version_1_store(&[&nodes[0], &nodes[1]], Some("two"), t0);
+    let opts = ClickHouseOptions {
+        cluster: Some("two".into()),
+        shard_urls: nodes.iter().map(|n| n.http_url.clone()).collect(),
+        ..options(&nodes[0], "sw")
+    };
+    check_migrated(&[&nodes[0], &nodes[1]], &opts, "_local", t0);
 }
