@@ -3,7 +3,19 @@
 //! [`BinlogGenerator`] writes what a MariaDB 10.11 primary with `binlog_format=ROW` and
 //! `binlog_row_metadata=FULL` writes for a small shop schema: a format description,
 //! then transactions of `GTID`, `TABLE_MAP`, `WRITE/UPDATE/DELETE_ROWS` (v2) and `XID`
-//! events with CRC32 checksums, rotating to a new file every [`ROTATE_AT`] bytes. The
+//! events with CRC32 checksums, rotating to a new file every [`ROTATE_AT`] bytes.
+//!
+//! The schema ([`DATABASE`] `shop`, [`TABLES`]) has three tables of different shapes,
+//! each with its own mix of changes, so the worker's CPU differs visibly per table (its
+//! `table` sample label):
+//!
+//! | table | columns | transactions | rows per statement | insert / update / delete |
+//! |---|---|---|---|---|
+//! | `orders` | 11: ids, a status string, decimal, double, datetimes, a date, a note, JSON attributes | 45% | 1-6 | 60 / 30 / 10 |
+//! | `users` | 3: id, email, last seen | 35% | 1-4 | 20 / 75 / 5 |
+//! | `events` | 6: ids, kind, timestamp, a JSON payload of 180-400 bytes, a binary digest | 20% | 1-8 | 90 / 0 / 10 |
+//!
+//! The
 //! bytes go through the same framer and decoder as a real server's, so the demo and the
 //! benchmarks exercise the real decode path without a database. The byte encodings
 //! follow the server's (`my_decimal2bin`, `my_datetime_packed_to_binary`, ...); the tests
@@ -56,7 +68,7 @@ const fn col(name: &'static str, column_type: ColumnType, meta: &'static [u8]) -
     }
 }
 
-/// `shop.orders`: the hot table.
+/// `shop.orders`: the wide table, strings, decimals and dates.
 const ORDERS: &[GenColumn] = &[
     GenColumn {
         unsigned: true,
@@ -80,25 +92,101 @@ const ORDERS: &[GenColumn] = &[
     },
 ];
 
-/// `shop.customers`: written less often, with a binary column.
-const CUSTOMERS: &[GenColumn] = &[
+/// `shop.users`: narrow, mostly updated (a login touches `last_seen`).
+const USERS: &[GenColumn] = &[
     GenColumn {
         unsigned: true,
         ..col("id", MYSQL_TYPE_LONG, &[])
     },
-    col("name", MYSQL_TYPE_VARCHAR, &[0, 1]),
-    col("balance", MYSQL_TYPE_NEWDECIMAL, &[14, 4]),
-    col("signed_up", MYSQL_TYPE_DATETIME2, &[0]),
+    col("email", MYSQL_TYPE_VARCHAR, &[0, 1]),
+    col("last_seen", MYSQL_TYPE_TIMESTAMP2, &[0]),
+];
+
+/// `shop.events`: an append-mostly log with a JSON document and a binary digest per row.
+const EVENTS: &[GenColumn] = &[
+    GenColumn {
+        unsigned: true,
+        ..col("id", MYSQL_TYPE_LONGLONG, &[])
+    },
+    col("user_id", MYSQL_TYPE_LONG, &[]),
+    col("kind", MYSQL_TYPE_VARCHAR, &[32, 0]),
+    col("at", MYSQL_TYPE_TIMESTAMP2, &[6]),
+    // MariaDB's JSON is LONGTEXT with a check: a blob of text on the wire.
+    col("payload", MYSQL_TYPE_BLOB, &[2]),
     GenColumn {
         nullable: true,
         binary: true,
-        ..col("avatar", MYSQL_TYPE_BLOB, &[2])
+        ..col("digest", MYSQL_TYPE_BLOB, &[1])
+    },
+];
+
+/// The database of every generated table.
+pub const DATABASE: &str = "shop";
+
+/// The tables the generator writes, in the order of [`GEN_TABLES`].
+pub const TABLES: [&str; 3] = ["orders", "users", "events"];
+
+/// One generated table and how it is written.
+struct GenTable {
+    /// Table id of its table maps.
+    id: u64,
+    name: &'static str,
+    columns: &'static [GenColumn],
+    /// Transactions on this table, out of 100.
+    share: u64,
+    /// Most rows per statement.
+    max_rows: u64,
+    /// Statements that insert, then update, out of 100; the rest delete.
+    inserts: u64,
+    updates: u64,
+}
+
+const GEN_TABLES: [GenTable; 3] = [
+    GenTable {
+        id: 70,
+        name: TABLES[0],
+        columns: ORDERS,
+        share: 45,
+        max_rows: 6,
+        inserts: 60,
+        updates: 30,
+    },
+    GenTable {
+        id: 71,
+        name: TABLES[1],
+        columns: USERS,
+        share: 35,
+        max_rows: 4,
+        inserts: 20,
+        updates: 75,
+    },
+    GenTable {
+        id: 72,
+        name: TABLES[2],
+        columns: EVENTS,
+        share: 20,
+        max_rows: 8,
+        inserts: 90,
+        updates: 0,
     },
 ];
 
 const STATUSES: &[&str] = &["new", "paid", "packed", "shipped", "delivered", "returned"];
 const NAMES: &[&str] = &[
     "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances",
+];
+const EVENT_KINDS: &[&str] = &["page_view", "search", "add_to_cart", "checkout", "login"];
+const PATHS: &[&str] = &[
+    "/",
+    "/search?q=red+shoes&sort=price",
+    "/cart",
+    "/checkout/payment",
+    "/account/orders?page=2",
+];
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+    "shop-app/4.2.1 (Android 14; Pixel 8)",
 ];
 
 /// Writes an endless, deterministic binlog (starting after the 4-byte file magic).
@@ -108,10 +196,13 @@ pub struct BinlogGenerator {
     offset: u64,
     xid: u64,
     gtid_seq: u64,
-    next_order: u64,
+    /// The last id inserted, per table of [`GEN_TABLES`].
+    next_id: [u64; 3],
     started: bool,
     timestamp: u32,
     scratch: Vec<u8>,
+    /// The JSON document being built for a row.
+    json: Vec<u8>,
 }
 
 impl BinlogGenerator {
@@ -123,10 +214,11 @@ impl BinlogGenerator {
             offset: 4,
             xid: 0,
             gtid_seq: 0,
-            next_order: 1,
+            next_id: [1; 3],
             started: false,
             timestamp: 0,
             scratch: Vec::with_capacity(4096),
+            json: Vec::with_capacity(1024),
         }
     }
 
@@ -177,13 +269,18 @@ impl BinlogGenerator {
         body.extend_from_slice(&[0; 6]);
         self.event(out, MARIADB_GTID, &body);
 
-        let customers = self.below(20) == 0;
-        let (table_id, columns, table) = if customers {
-            (71u64, CUSTOMERS, "customers")
-        } else {
-            (70u64, ORDERS, "orders")
-        };
-        let tm = table_map(table_id, "shop", table, columns);
+        let mut pick = self.below(100);
+        let t = GEN_TABLES
+            .iter()
+            .position(|t| {
+                let here = pick < t.share;
+                pick = pick.saturating_sub(t.share);
+                here
+            })
+            .unwrap_or(0);
+        let spec = &GEN_TABLES[t];
+        let (table_id, columns) = (spec.id, spec.columns);
+        let tm = table_map(table_id, DATABASE, spec.name, columns);
         self.event(out, TABLE_MAP, &tm);
 
         let mut statements = 1 + self.below(3) as usize;
@@ -193,11 +290,11 @@ impl BinlogGenerator {
                 break;
             }
             let kind = match self.below(100) {
-                0..=59 => WRITE_ROWS,
-                60..=89 => UPDATE_ROWS,
+                p if p < spec.inserts => WRITE_ROWS,
+                p if p < spec.inserts + spec.updates => UPDATE_ROWS,
                 _ => DELETE_ROWS,
             };
-            let n = (1 + self.below(6) as usize).min(budget - rows);
+            let n = (1 + self.below(spec.max_rows) as usize).min(budget - rows);
             if rows + n == budget {
                 statements = s + 1;
             }
@@ -218,10 +315,10 @@ impl BinlogGenerator {
             }
             for _ in 0..n {
                 let id = if kind == WRITE_ROWS {
-                    self.next_order += 1;
-                    self.next_order
+                    self.next_id[t] += 1;
+                    self.next_id[t]
                 } else {
-                    1 + self.below(self.next_order)
+                    1 + self.below(self.next_id[t])
                 };
                 for _ in 0..images {
                     self.row(&mut body, columns, id);
@@ -271,6 +368,15 @@ impl BinlogGenerator {
                 let s = STATUSES[self.below(STATUSES.len() as u64) as usize];
                 put_varchar(out, s.as_bytes(), c.meta);
             }
+            (MYSQL_TYPE_VARCHAR, "email") => {
+                let name = NAMES[self.below(NAMES.len() as u64) as usize].to_ascii_lowercase();
+                let s = format!("{name}.{id}@example.com");
+                put_varchar(out, s.as_bytes(), c.meta);
+            }
+            (MYSQL_TYPE_VARCHAR, "kind") => {
+                let s = EVENT_KINDS[self.below(EVENT_KINDS.len() as u64) as usize];
+                put_varchar(out, s.as_bytes(), c.meta);
+            }
             (MYSQL_TYPE_VARCHAR, _) => {
                 let s = format!("{} #{}", NAMES[self.below(NAMES.len() as u64) as usize], id);
                 put_varchar(out, s.as_bytes(), c.meta);
@@ -285,7 +391,11 @@ impl BinlogGenerator {
                 encode_datetime2(out, secs, micros, c.meta[0]);
             }
             (MYSQL_TYPE_TIMESTAMP2, _) => {
-                let micros = self.below(1000) as u32 * 1000;
+                let micros = match c.meta[0] {
+                    0 => 0,
+                    1..=3 => self.below(1000) as u32 * 1000,
+                    _ => self.below(1_000_000) as u32,
+                };
                 encode_timestamp2(out, self.timestamp, micros, c.meta[0]);
             }
             (MYSQL_TYPE_DATE, _) => {
@@ -319,8 +429,14 @@ impl BinlogGenerator {
                 put(b"]}");
                 put_blob(out, &body[..n], c.meta[0]);
             }
+            (MYSQL_TYPE_BLOB, "payload") => {
+                let mut json = std::mem::take(&mut self.json);
+                self.event_payload(&mut json, id);
+                put_blob(out, &json, c.meta[0]);
+                self.json = json;
+            }
             (MYSQL_TYPE_BLOB, _) if c.binary => {
-                let n = 16 + self.below(48) as usize;
+                let n = 32;
                 let start = out.len();
                 put_blob(out, &vec![0u8; n], c.meta[0]);
                 for b in &mut out[start + c.meta[0] as usize..] {
@@ -338,6 +454,34 @@ impl BinlogGenerator {
             }
             (t, n) => unreachable!("generator has no encoder for {n} ({t:?})"),
         }
+    }
+
+    /// A clickstream event's JSON document, 180-400 bytes, built without `format!`.
+    fn event_payload(&mut self, b: &mut Vec<u8>, id: u64) {
+        b.clear();
+        b.extend_from_slice(br#"{"session":"s-"#);
+        b.extend_from_slice(&small_number(self.below(1000)));
+        b.extend_from_slice(&small_number(id % 1000));
+        b.extend_from_slice(br#"","path":""#);
+        b.extend_from_slice(PATHS[self.below(PATHS.len() as u64) as usize].as_bytes());
+        b.extend_from_slice(br#"","device":{"ua":""#);
+        b.extend_from_slice(AGENTS[self.below(AGENTS.len() as u64) as usize].as_bytes());
+        b.extend_from_slice(br#"","screen":[1920,1080],"dark":"#);
+        b.extend_from_slice(if self.below(2) == 1 {
+            b"true"
+        } else {
+            b"false"
+        });
+        b.extend_from_slice(br#"},"items":["#);
+        for i in 0..4 + self.below(20) {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(&small_number(self.below(1000)));
+        }
+        b.extend_from_slice(br#"],"note":"<i>\"first\" visit</i> & more","ms":"#);
+        b.extend_from_slice(&small_number(self.below(1000)));
+        b.push(b'}');
     }
 
     fn format_description(&mut self, out: &mut Vec<u8>) {
@@ -631,6 +775,87 @@ mod tests {
         assert!(any(&|v| matches!(v, CellValue::Null)));
         assert!(any(&|v| matches!(v, CellValue::Double(_))));
         assert!(any(&|v| matches!(v, CellValue::Text(t) if t.contains('<'))));
+    }
+
+    #[test]
+    fn every_table_is_written_with_its_own_shape_and_mix_and_rows_events_name_their_table() {
+        let mut g = BinlogGenerator::new(5);
+        let mut out = Vec::new();
+        g.write_rows(&mut out, 5000, 1_700_000_000);
+        // Deterministic: the same seed writes the same bytes.
+        let mut again = Vec::new();
+        BinlogGenerator::new(5).write_rows(&mut again, 5000, 1_700_000_000);
+        assert!(out == again, "same seed, same bytes");
+
+        // The cheap peek at a rows event names what decoding it finds.
+        let mut framer = EventFramer::new();
+        let mut decoder = RowDecoder::new();
+        let file: Arc<str> = Arc::from("generated-bin.000001");
+        let (mut off, mut rows_events) = (0, 0);
+        let mut rows = Vec::new();
+        while let Framed::Event(ev, n) = framer.frame(&out[off..]).unwrap() {
+            let peeked = decoder
+                .rows_event_table(&ev)
+                .map(|(_, t, k)| (t.table.clone(), k));
+            if let Decoded::Rows { changes, .. } = decoder.decode(&ev, &file, off as u64).unwrap() {
+                rows_events += 1;
+                let first = &changes[0];
+                assert_eq!(peeked, Some((first.table.table.clone(), first.kind)));
+                rows.extend(changes);
+            } else {
+                assert_eq!(peeked, None);
+            }
+            off += n;
+        }
+        assert!(rows_events > 0);
+
+        use crate::decode::ChangeKind::*;
+        let count = |table: &str, kind| {
+            rows.iter()
+                .filter(|r| r.table.table == table && r.kind == kind)
+                .count()
+        };
+        for (table, columns, kinds) in [
+            ("orders", 11, [Insert, Update, Delete].as_slice()),
+            ("users", 3, &[Insert, Update, Delete]),
+            ("events", 6, &[Insert, Delete]),
+        ] {
+            let first = rows.iter().find(|r| r.table.table == table).unwrap();
+            assert_eq!(first.table.database, DATABASE);
+            assert_eq!(first.table.columns.len(), columns, "{table}");
+            for &k in kinds {
+                assert!(count(table, k) > 0, "{table} {k:?}");
+            }
+        }
+        assert_eq!(count("events", Update), 0, "events are never updated");
+        let users_updates = count("users", Update) as f64;
+        assert!(users_updates > 2.0 * count("users", Insert) as f64);
+        // The event payload is a JSON document, the digest 32 bytes.
+        let ev = rows
+            .iter()
+            .find(|r| r.table.table == "events" && r.kind == Insert)
+            .unwrap();
+        let after = ev.after.as_ref().unwrap();
+        let CellValue::Text(payload) = &after[4].1 else {
+            panic!("{after:?}")
+        };
+        let doc: serde_json::Value = serde_json::from_str(payload).expect(payload);
+        assert!(doc["items"].as_array().unwrap().len() >= 4);
+        let sizes: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.table.table == "events")
+            .filter_map(|r| match &r.after.as_ref().or(r.before.as_ref())?[4].1 {
+                CellValue::Text(t) => Some(t.len()),
+                _ => None,
+            })
+            .collect();
+        let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(
+            *min >= 180 && *max <= 400,
+            "payloads of {min}..={max} bytes"
+        );
+        assert!(rows.iter().any(|r| r.table.table == "events"
+            && matches!(r.after.as_ref().map(|a| &a[5].1), Some(CellValue::Bytes(b)) if b.len() == 32)));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | [`encode`] | JSON and Avro messages |
 //! | [`source`] | replication, files (`--follow`), generator |
 //! | [`generate`] | the synthetic primary's binlog bytes |
+//! | [`labels`] | sample labels: CPU by `table`, `db`, `op` and `sink` |
 //! | [`sink`] | Redis Streams, file, stdout, null |
 //! | [`pipeline`] | batching, acknowledgement, checkpoints |
 //! | [`position`] | positions and the checkpoint file |
@@ -26,6 +27,7 @@ pub mod encode;
 pub mod frame;
 pub mod generate;
 pub mod http;
+pub mod labels;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;
