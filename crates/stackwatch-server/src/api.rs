@@ -296,7 +296,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             |t| t.stacks_pruned_total.to_string(),
         ),
         (
-            "stackwatch_label_sets_folded_total",
+            "stackwatch_target_label_sets_folded_total",
             MetricKind::Counter,
             "Sample label sets folded into [labels pruned] by scrape.max_label_sets_per_window.",
             |t| t.label_sets_folded_total.to_string(),
