@@ -1,7 +1,9 @@
 //! The current ClickHouse engine accepts every statement the store sends to 18.16.
 //!
 //! The store is driven through every path that sends SQL (open, ingest with a late
-//! window, every read, rollup, retention, membership, `migrate_sqlite`) against Debian's
+//! window and sample labels, every read with target and sample matchers, grouped
+//! series, rollup, retention, membership, `migrate_sqlite`, the migration of a version 1
+//! database) against Debian's
 //! ClickHouse 18.16 (one node, its query log on), as a single node (database `sw`) and
 //! as a cluster (database `sw_c`, cluster `two` of one shard: the node itself). The
 //! distinct statements that 18.16 logged as finished, and the settings they ran with,
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse::{ClickHouse, Options};
-use stackwatch_store::clickhouse::schema::{create_statements, TABLES_V1};
+use stackwatch_store::clickhouse::schema::{create_statements, TABLES, TABLES_V1};
 use stackwatch_store::{
     migrate_sqlite, ClickHouseOptions, ClickHouseStore, CollectorBeat, IngestWindow, Labels,
     ProfileStore, QueryGuard, Selector, SqliteStore, StoreOptions, OTHER_FRAME,
@@ -31,6 +33,8 @@ use stackwatch_store::{
 const SINGLE_DB: &str = "sw";
 /// Database of the cluster store.
 const CLUSTER_DB: &str = "sw_c";
+/// Database created with the version 1 schema, then migrated by the store (single node).
+const MIGRATED_DB: &str = "sw_v1";
 /// The cluster (one shard: the node itself).
 const CLUSTER: &str = "two";
 /// The test's own statements carry query ids with this prefix, so the log can leave them out.
@@ -50,7 +54,15 @@ const REQUIRED: &[&[&str]] = &[
     &["INSERT INTO {db}.meta (key, value) FORMAT TabSeparated"],
     &["INSERT INTO {db}.stacks (hash, stack, seen) FORMAT TabSeparated"],
     &["INSERT INTO {db}.targets (id, service, labels, period_ns, seen, updated) FORMAT TabSeparated"],
-    &["INSERT INTO {db}.samples_raw (ts, service, target, stack, inst, seq, count) FORMAT TabSeparated"],
+    &["INSERT INTO {db}.samples_raw (ts, service, target, stack, labels, inst, seq, count) FORMAT TabSeparated"],
+    &["INSERT INTO {db}.label_sets (hash, labels, seen) FORMAT TabSeparated"],
+    &["FROM {db}.label_sets GROUP BY hash"],
+    &["FROM system.columns WHERE database = '{db}'"],
+    // Sample matchers, and series grouped by a sample and a target label.
+    &[" AND labels IN ("],
+    &["transform(labels, ["],
+    &["transform(target, ["],
+    &["SELECT toUInt64(0) AS g"],
     &["INSERT INTO {db}.series (target, inst, last_seq, updated) FORMAT TabSeparated"],
     &["INSERT INTO {db}.rollup_state (level, value) FORMAT TabSeparated"],
     &["INSERT INTO {db}.collectors (id, addr, beat_ms, left) FORMAT TabSeparated"],
@@ -69,16 +81,16 @@ const REQUIRED: &[&[&str]] = &[
     &["SELECT target, intDiv(toUInt32(ts), 1) * 1 AS b"],
     &["if(stack IN ("],
     &["if(0, stack, toUInt64(0))"],
-    &["INSERT INTO {db}.samples_1m (ts, service, target, stack, count, version) SELECT toStartOfMinute(ts)"],
-    &["INSERT INTO {db}.samples_1h (ts, service, target, stack, count, version) SELECT toStartOfHour(ts)"],
+    &["INSERT INTO {db}.samples_1m (ts, service, target, stack, labels, count, version) SELECT toStartOfMinute(ts)"],
+    &["INSERT INTO {db}.samples_1h (ts, service, target, stack, labels, count, version) SELECT toStartOfHour(ts)"],
     &["SELECT toUInt32(min(ts)), count() FROM {db}.samples_raw WHERE ts >= "],
     &["SELECT toUInt32(min(ts)), count() FROM {db}.samples_1m WHERE ts >= "],
     &["FROM system.parts WHERE database = '{db}' AND active"],
     &["ALTER TABLE {db}.samples_raw", " DROP PARTITION "],
     &["FROM {db}.collectors GROUP BY id HAVING"],
     // `stackwatch migrate`: rollup rows copied from SQLite.
-    &["INSERT INTO {db}.samples_1m (ts, service, target, stack, count, version) FORMAT TabSeparated"],
-    &["INSERT INTO {db}.samples_1h (ts, service, target, stack, count, version) FORMAT TabSeparated"],
+    &["INSERT INTO {db}.samples_1m (ts, service, target, stack, labels, count, version) FORMAT TabSeparated"],
+    &["INSERT INTO {db}.samples_1h (ts, service, target, stack, labels, count, version) FORMAT TabSeparated"],
     // The re-roll of a late window: its minute and its hour, of its target only.
     &["INSERT INTO {db}.samples_1m ", " AND target IN ("],
     &["INSERT INTO {db}.samples_1h ", " AND target IN ("],
@@ -113,7 +125,11 @@ fn window(
     stacks: &[(&str, u64)],
 ) -> IngestWindow {
     IngestWindow {
-        labeled: Vec::new(),
+        // Every window also has samples under a label set.
+        labeled: vec![(
+            [("table".to_string(), "or'ders".to_string())].into(),
+            vec![(stacks[0].0.to_string(), 1)],
+        )],
         target: target.clone(),
         instance: instance.into(),
         seq,
@@ -182,7 +198,77 @@ fn read_everything(
     let empty = store.bucketed_stacks(&all, t0 - 7200, t0, 600).unwrap();
     assert!(empty.counts.is_empty());
     assert!(guarded.profile(&api, t0, t1).unwrap().total() > 0);
+    // Sample matchers (`labels IN (...)`) on every path, and the label API.
+    let orders = Selector::parse(r#"{service="api", table="or'ders"}"#).unwrap();
+    let not_orders = Selector::parse(r#"{table!="or'ders"}"#).unwrap();
+    let any_orders = Selector::parse(r#"{table="or'ders"}"#).unwrap();
+    assert!(store.profile(&orders, t0, t1).unwrap().total() > 0);
+    let o = store.profile(&any_orders, t0, t1).unwrap().total();
+    assert_eq!(
+        store.profile(&not_orders, t0, t1).unwrap().total(),
+        total - o
+    );
+    assert!(!store
+        .target_series(&orders, t0, t1, 3600)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .timeseries(&not_orders, t0, t1, 60)
+        .unwrap()
+        .iter()
+        .any(|p| p.1 > 0));
+    assert!(!store
+        .bucketed_stacks(&orders, t0, t1, 600)
+        .unwrap()
+        .counts
+        .is_empty());
+    for (by, limit) in [("table", 1), ("service", 1), ("table", 0)] {
+        let g = store.grouped_series(&all, t0, t1, 3600, by, limit).unwrap();
+        let sum: u64 = g.iter().flat_map(|s| &s.points).map(|p| p.1).sum();
+        assert_eq!(sum, total, "grouped by {by}");
+    }
+    assert_eq!(store.label_keys().unwrap().sample, ["table"]);
+    assert_eq!(store.label_values("table", 10).unwrap(), ["or'ders"]);
     total
+}
+
+/// A database of the version 1 schema (made with the test's own statements), opened
+/// by the store: the migration's statements (`ALTER TABLE ... ADD COLUMN ..., MODIFY
+/// ORDER BY ...`) are logged, and checked in the current engine on the version 1 DDL.
+fn exercise_migration(node: &ClickHouse) {
+    own(node, &format!("CREATE DATABASE {MIGRATED_DB}"));
+    for t in TABLES_V1 {
+        for s in create_statements(MIGRATED_DB, t, None) {
+            own(node, &s);
+        }
+    }
+    own(
+        node,
+        &format!("INSERT INTO {MIGRATED_DB}.meta (key, value) VALUES ('schema_version', 1)"),
+    );
+    let t0 = (now() / 3600) * 3600 - 3600;
+    own(
+        node,
+        &format!(
+            "INSERT INTO {MIGRATED_DB}.samples_raw (ts, service, target, stack, inst, seq, count) VALUES ({t0}, 'old', 1, 2, 3, 4, 5)"
+        ),
+    );
+    let mut store = ClickHouseStore::open(ClickHouseOptions {
+        url: node.http_url.clone(),
+        database: MIGRATED_DB.into(),
+        user: node.user.into(),
+        password: node.password.into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let a = labels(&[("service", "api")]);
+    store
+        .ingest(&[window(&a, "w", 1, t0 + 60, &[("main", 2)])])
+        .unwrap();
+    let orders = Selector::parse(r#"{table="or'ders"}"#).unwrap();
+    assert_eq!(store.profile(&orders, t0, t0 + 3600).unwrap().total(), 1);
+    let sql = format!("SELECT sum(count) FROM {MIGRATED_DB}.samples_raw FINAL");
+    assert_eq!(own(node, &sql).trim(), "8", "the version 1 row is kept");
 }
 
 /// Drives a store in `db` (with `cluster`: through Distributed tables) through every
@@ -232,18 +318,18 @@ fn exercise(node: &ClickHouse, db: &str, cluster: Option<&str>) {
     let cps = store.checkpoints(&a).unwrap();
     assert_eq!((cps[0].instance.as_str(), cps[0].last_seq), ("w1", 18));
     assert_eq!(store.targets().unwrap(), vec![a.clone(), b.clone()]);
-    assert_eq!(read_everything(&store, &bounded, &guarded, t0, t1), 18 * 6);
+    assert_eq!(read_everything(&store, &bounded, &guarded, t0, t1), 18 * 8);
 
     // Rolled up, reads take minutes and hours from the rollups.
     while store.rollup(now()).unwrap() {}
-    assert_eq!(read_everything(&store, &bounded, &guarded, t0, t1), 18 * 6);
+    assert_eq!(read_everything(&store, &bounded, &guarded, t0, t1), 18 * 8);
     // A late window below both rollups' progress re-rolls its minute and its hour.
     store
         .ingest(&[window(&a, "w1", 19, t0 + 5, &[("main;late", 7)])])
         .unwrap();
     assert_eq!(
         read_everything(&store, &bounded, &guarded, t0, t1),
-        18 * 6 + 7
+        18 * 8 + 7 + 1
     );
 
     // `stackwatch migrate` copies a SQLite store's history in, rollups included.
@@ -265,7 +351,7 @@ fn exercise(node: &ClickHouse, db: &str, cluster: Option<&str>) {
             .profile(&Selector::parse(r#"{service="legacy"}"#).unwrap(), t0, t1)
             .unwrap()
             .total(),
-        9
+        9 + 2
     );
 
     // A fleet large enough that reads and rollups split into parallel branches by
@@ -286,7 +372,7 @@ fn exercise(node: &ClickHouse, db: &str, cluster: Option<&str>) {
             .profile(&Selector::parse(r#"{instance=~"f.*"}"#).unwrap(), t0, t1)
             .unwrap()
             .total(),
-        70
+        70 * 2
     );
 
     let beat = |id: &str, left: bool| CollectorBeat {
@@ -400,6 +486,7 @@ fn the_current_engine_accepts_every_statement_the_store_sends() {
     let version = own(&node, "SELECT version()");
     exercise(&node, SINGLE_DB, None);
     exercise(&node, CLUSTER_DB, Some(CLUSTER));
+    exercise_migration(&node);
     own(&node, "SYSTEM FLUSH LOGS");
     let statements = logged_statements(&node);
     let settings = logged_settings(&node);
@@ -415,7 +502,10 @@ fn the_current_engine_accepts_every_statement_the_store_sends() {
     let names = |s: &str, db: &str| s.contains(&format!("{db}.")) || s.contains(&format!("'{db}'"));
     let is_cluster = |s: &str| names(s, CLUSTER_DB) || s.contains("system.clusters");
     let single_log: Vec<&String> = statements.iter().filter(|s| !is_cluster(s)).collect();
-    let cluster_log: Vec<&String> = statements.iter().filter(|s| !names(s, SINGLE_DB)).collect();
+    let cluster_log: Vec<&String> = statements
+        .iter()
+        .filter(|s| !names(s, SINGLE_DB) && !names(s, MIGRATED_DB))
+        .collect();
     for (db, log) in [(SINGLE_DB, &single_log), (CLUSTER_DB, &cluster_log)] {
         for pieces in REQUIRED {
             let pieces: Vec<String> = pieces.iter().map(|p| p.replace("{db}", db)).collect();
@@ -429,6 +519,14 @@ fn the_current_engine_accepts_every_statement_the_store_sends() {
     assert!(cluster_log
         .iter()
         .any(|s| s.contains("FROM system.clusters WHERE cluster = 'two'")));
+    // The migration from version 1, on 18.16, of each sample table.
+    for table in ["samples_raw", "samples_1m", "samples_1h"] {
+        let alter = format!("ALTER TABLE {MIGRATED_DB}.{table} ADD COLUMN labels UInt64 AFTER stack, MODIFY ORDER BY (");
+        assert!(
+            single_log.iter().any(|s| s.starts_with(&alter)),
+            "no {alter}... in the log"
+        );
+    }
     for s in [
         "max_query_size=",
         "insert_distributed_sync=1",
@@ -442,11 +540,20 @@ fn the_current_engine_accepts_every_statement_the_store_sends() {
 
     // The DDL 18.16 ran is the schema's, every table of it, in the schema's order.
     let ddl = |db: &str, cluster: Option<&str>| -> Vec<String> {
-        TABLES_V1
+        TABLES
             .iter()
             .flat_map(|t| create_statements(db, t, cluster))
             .collect()
     };
+    // The migrated database: the version 1 tables (the test's own statements), then
+    // the table the migration created.
+    let migrated_ddl: Vec<String> = TABLES_V1
+        .iter()
+        .flat_map(|t| create_statements(MIGRATED_DB, t, None))
+        .collect();
+    let label_sets = TABLES.iter().find(|t| t.name == "label_sets").unwrap();
+    let mut single_expected = ddl(SINGLE_DB, None);
+    single_expected.extend(create_statements(MIGRATED_DB, label_sets, None));
     let split = |log: &[&String], expected: Vec<String>| -> (Vec<String>, Vec<String>) {
         let logged: BTreeSet<&str> = log
             .iter()
@@ -465,12 +572,14 @@ fn the_current_engine_accepts_every_statement_the_store_sends() {
             .collect();
         (expected, rest)
     };
-    let (single_ddl, single_sql) = split(&single_log, ddl(SINGLE_DB, None));
+    let (single_ddl, single_sql) = split(&single_log, single_expected);
+    let single_ddl: Vec<String> = migrated_ddl.into_iter().chain(single_ddl).collect();
     let (cluster_ddl, cluster_sql) = split(&cluster_log, ddl(CLUSTER_DB, Some(CLUSTER)));
 
     // Records for chdb_accepts.py: `session<TAB>kind<TAB>text`, NUL-separated.
     let mut records: Vec<(&str, &str, String)> = vec![
         ("single", "database", SINGLE_DB.into()),
+        ("single", "database", MIGRATED_DB.into()),
         ("cluster", "cluster", CLUSTER.into()),
         // The schema as ddl() gives it for a cluster in `sw`, and as the store ran it in `sw_c`.
         ("cluster", "database", SINGLE_DB.into()),
