@@ -277,3 +277,75 @@ fn the_endpoints_carry_labels_and_old_clients_see_sums() {
     assert_eq!(status, 400);
     drop(server);
 }
+
+/// `go tool pprof -tags` lists our labels and `-tagfocus` selects them. Needs Debian's
+/// golang-go, which .ci/run installs.
+#[test]
+#[ignore = "needs golang-go: run via scripts/test.sh"]
+fn go_tool_pprof_reads_our_labels() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(499)
+        .start()
+        .unwrap();
+    let capture = profiler.start_capture();
+    std::thread::Builder::new()
+        .name("go-reads-labels".into())
+        .spawn(|| {
+            let until = Instant::now() + Duration::from_millis(1200);
+            while Instant::now() < until {
+                stackwatch::with_labels(&[("table", "orders")], || spin(Duration::from_millis(2)));
+                stackwatch::with_labels(&[("table", "users")], || spin(Duration::from_millis(1)));
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let p = capture.finish_labeled(&LabelFilter::default());
+    let labeled: Vec<_> = p.labeled.iter().map(|(l, s)| (&**l, s)).collect();
+    let bytes = stackwatch_profile::pprof::encode_labeled(&p.unlabeled, &labeled);
+    let dir = std::env::temp_dir().join(format!("stackwatch-go-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("profile.pb.gz");
+    std::fs::write(&file, bytes).unwrap();
+    let pprof = |args: &[&str]| {
+        let out = std::process::Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(&file)
+            .env("HOME", &dir)
+            .env("PPROF_TMPDIR", &dir)
+            .output()
+            .expect("go is installed (apt-get install golang-go)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tags = pprof(&["-tags"]);
+    assert!(tags.contains("table"), "{tags}");
+    assert!(tags.contains("orders") && tags.contains("users"), "{tags}");
+    // -tagfocus keeps only the orders samples: about 2/3 of the worker's.
+    let all = pprof(&["-raw", "-sample_index=samples"]);
+    let orders = pprof(&["-raw", "-sample_index=samples", "-tagfocus=table=orders"]);
+    let count = |raw: &str| -> u64 {
+        raw.lines()
+            .skip_while(|l| !l.starts_with("Samples:"))
+            .skip(2)
+            .take_while(|l| !l.starts_with("Locations"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .next()?
+                    .split(':')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let (a, o) = (count(&all), count(&orders));
+    assert!(o > 0 && o < a, "orders {o} of {a}\n{orders}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
