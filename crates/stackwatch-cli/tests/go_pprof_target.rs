@@ -1,5 +1,6 @@
 //! A Go service with `net/http/pprof` (built by this test with Debian's golang-go) is
-//! scraped as a pprof target and its functions appear in the stored profile.
+//! scraped as a pprof target and its functions appear in the stored profile, with the
+//! labels it sets through `pprof.Do` kept as sample labels.
 
 mod common;
 
@@ -13,13 +14,15 @@ use stackwatch_store::{ProfileStore, Selector, SqliteStore};
 const GO_SERVICE: &str = r#"package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"runtime/pprof"
 )
 
-var sink int
+var sink, sinkOrders, sinkUsers int
 
 //go:noinline
 func hotLoopStackwatch() {
@@ -30,8 +33,28 @@ func hotLoopStackwatch() {
 	}
 }
 
+//go:noinline
+func applyOrders() {
+	for {
+		for i := 0; i < 10000000; i++ {
+			sinkOrders += i * i
+		}
+	}
+}
+
+//go:noinline
+func applyUsers() {
+	for {
+		for i := 0; i < 10000000; i++ {
+			sinkUsers += i ^ i
+		}
+	}
+}
+
 func main() {
 	go hotLoopStackwatch()
+	go pprof.Do(context.Background(), pprof.Labels("table", "orders", "op", "insert"), func(context.Context) { applyOrders() })
+	go pprof.Do(context.Background(), pprof.Labels("table", "users"), func(context.Context) { applyUsers() })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
@@ -85,22 +108,37 @@ fn a_go_pprof_endpoint_is_scraped_and_its_functions_stored() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs() as i64;
-            if let Ok(p) = store.profile(
-                &Selector::parse(r#"{service="go-svc"}"#).unwrap(),
-                now - 600,
-                now + 60,
-            ) {
-                if p.stacks
-                    .keys()
-                    .any(|s| s.contains("main.hotLoopStackwatch"))
-                {
-                    return;
-                }
+            let profile = |sel: &str| {
+                store
+                    .profile(&Selector::parse(sel).unwrap(), now - 600, now + 60)
+                    .ok()
+            };
+            let has = |p: &Option<stackwatch_profile::Profile>, f: &str| {
+                p.as_ref()
+                    .is_some_and(|p| p.stacks.keys().any(|s| s.contains(f)))
+            };
+            let all = profile(r#"{service="go-svc"}"#);
+            let orders = profile(r#"{service="go-svc", table="orders"}"#);
+            if has(&all, "main.hotLoopStackwatch")
+                && has(&all, "main.applyUsers")
+                && has(&orders, "main.applyOrders")
+            {
+                // pprof.Do's labels are sample labels: each selects its goroutine only.
+                assert!(!has(&orders, "main.applyUsers"), "{orders:?}");
+                assert!(!has(&orders, "main.hotLoopStackwatch"), "{orders:?}");
+                let insert = profile(r#"{service="go-svc", op="insert"}"#);
+                assert!(has(&insert, "main.applyOrders") && !has(&insert, "main.applyUsers"));
+                let users = profile(r#"{service="go-svc", table="users"}"#);
+                assert!(has(&users, "main.applyUsers") && !has(&users, "main.applyOrders"));
+                let unlabeled = profile(r#"{service="go-svc", table=""}"#);
+                assert!(has(&unlabeled, "main.hotLoopStackwatch"));
+                assert!(!has(&unlabeled, "main.applyOrders"));
+                return;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "the Go function never appeared in the store"
+            "the Go functions never appeared in the store with their labels"
         );
     }
 }
