@@ -104,12 +104,156 @@ function fmtDuration(s) {
 function fmtP(p) { return p === null || p === undefined ? '–' : p < 1e-16 ? '< 1e-16' : p < 1e-4 ? p.toExponential(1) : p.toFixed(4); }
 function regexEscape(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
 function labelSelector(labels) {
-  return '{' + Object.entries(labels).map(([k, v]) => k + '="' + String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
+  return formatSelector(Object.entries(labels).map(([name, value]) => ({ name, op: '=', value: String(value) })));
+}
+
+// --- selectors: {service="x",table=~"o.*"} as a list of matchers and back --------------
+// The server's syntax (crates/stackwatch-store/src/selector.rs): label names
+// [A-Za-z_][A-Za-z0-9_]*, =, !=, =~, !~, values in double or single quotes with \", \',
+// \\, \n and \t escapes. A value is always written back double-quoted and escaped, so a
+// label value such as `a"b\c` or `<script>` round-trips as itself.
+const SELECTOR_OPS = ['=~', '!~', '!=', '='];
+function quoteValue(v) {
+  return '"' + String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\t/g, '\\t') + '"';
+}
+function formatSelector(matchers) {
+  return '{' + matchers.map((m) => m.name + m.op + quoteValue(m.value)).join(',') + '}';
+}
+// [{name, op, value}], or null when the text is not a selector the server would accept.
+function parseSelector(text) {
+  const s = String(text || '').trim();
+  if (s === '') return [];
+  if (s[0] !== '{' || s[s.length - 1] !== '}') return null;
+  const out = [];
+  let i = 1;
+  const end = s.length - 1;
+  const ws = () => { while (i < end && /\s/.test(s[i])) i++; };
+  ws();
+  while (i < end) {
+    const name = /^[A-Za-z_][A-Za-z0-9_]*/.exec(s.slice(i, end));
+    if (!name) return null;
+    i += name[0].length;
+    ws();
+    const op = SELECTOR_OPS.find((o) => s.startsWith(o, i));
+    if (!op) return null;
+    i += op.length;
+    ws();
+    const quote = s[i];
+    if (quote !== '"' && quote !== "'") return null;
+    i++;
+    let value = '';
+    for (;;) {
+      if (i >= end) return null;
+      const c = s[i++];
+      if (c === quote) break;
+      if (c !== '\\') { value += c; continue; }
+      const e = s[i++];
+      if (e === 'n') value += '\n';
+      else if (e === 't') value += '\t';
+      else if (e === '\\' || e === '"' || e === "'") value += e;
+      else return null;
+    }
+    out.push({ name: name[0], op, value });
+    ws();
+    if (i < end) {
+      if (s[i] !== ',') return null;
+      i++;
+      ws();
+    }
+  }
+  return out;
+}
+// The selector with `name="value"` in place of whatever it said about `name` before;
+// null when the text does not parse (the caller says so rather than guess).
+function withMatcher(text, name, value) {
+  const ms = parseSelector(text);
+  if (!ms) return null;
+  return formatSelector(ms.filter((m) => m.name !== name).concat([{ name, op: '=', value }]));
+}
+function withoutMatcher(text, index) {
+  const ms = parseSelector(text);
+  return ms ? formatSelector(ms.filter((_, i) => i !== index)) : text;
+}
+
+// Label names split by what they label: {target: [...], sample: [...]} (an older
+// collector without /api/label-keys: every name a target label).
+function labelKeys() {
+  return apiJson('/api/label-keys').catch(() => apiJson('/api/labels').then((names) => ({ target: names, sample: [] })));
+}
+function labelKeyOptions(keys, selected) {
+  return [['target labels', keys.target || []], ['sample labels', keys.sample || []]]
+    .filter(([, names]) => names.length)
+    .map(([title, names]) => el('optgroup', { label: title, 'data-kind': title.split(' ')[0] },
+      names.map((n) => el('option', { value: n, text: n, selected: n === selected }))));
+}
+
+// The matchers of a selector as chips, each with a button that takes it out; sample
+// labels are marked (they select samples, not targets).
+function filterChips(query, keysP, onChange, testid) {
+  const ms = parseSelector(query);
+  const box = el('div', { class: 'chips', 'data-testid': testid || 'filters' });
+  if (!ms) {
+    box.append(el('span', { class: 'err', text: 'The selector does not parse: ' + query }));
+    return box;
+  }
+  if (!ms.length) {
+    box.append(el('span', { class: 'muted small', text: 'No filter: every target, every sample.' }));
+    return box;
+  }
+  box.append(el('span', { class: 'muted small', text: 'filters:' }));
+  const chips = ms.map((m, i) => {
+    const text = m.name + (m.op === '=' ? ' = ' : ' ' + m.op + ' ') + quoteValue(m.value);
+    const chip = el('span', { class: 'chip', 'data-testid': 'filter-chip', 'data-label': m.name, 'data-op': m.op, 'data-value': m.value },
+      el('span', { class: 'chip-text', text }),
+      el('button', { type: 'button', class: 'chip-remove', 'aria-label': 'remove filter ' + m.name + m.op + quoteValue(m.value), title: 'remove this filter', onclick: () => onChange(withoutMatcher(query, i)), text: '×' }));
+    box.append(chip);
+    return [m, chip];
+  });
+  keysP.then((keys) => {
+    const sample = new Set(keys.sample || []);
+    const target = new Set(keys.target || []);
+    for (const [m, chip] of chips) {
+      if (sample.has(m.name) && !target.has(m.name)) {
+        chip.classList.add('sample');
+        chip.title = 'a sample label: selects the samples taken with it';
+      } else chip.title = 'a target label: selects the targets that carry it';
+    }
+  }).catch(() => {});
+  return box;
+}
+
+// Another range of the same length just before [from, to): "now-1h".."now" gives
+// "now-2h".."now-1h"; absolute times stay absolute. null when a time is not understood.
+function parseAgo(t) {
+  if (t === 'now') return 0;
+  const m = /^now-((?:\d+(?:ms|s|m|h|d|w))+)$/.exec(t);
+  if (!m) return null;
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+  let s = 0;
+  for (const [, n, u] of m[1].matchAll(/(\d+)(ms|s|m|h|d|w)/g)) s += Number(n) * unit[u];
+  return s;
+}
+function fmtAgo(s) {
+  if (s <= 0) return 'now';
+  const parts = [];
+  for (const [u, n] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+    if (s >= n) { parts.push(Math.floor(s / n) + u); s %= n; }
+  }
+  return 'now-' + parts.join('');
+}
+function previousPeriod(from, to) {
+  const fa = parseAgo(from), ta = parseAgo(to);
+  if (fa !== null && ta !== null && fa > ta) return { from: fmtAgo(fa + (fa - ta)), to: fmtAgo(fa) };
+  const abs = (t) => { const a = parseAgo(t); if (a !== null) return Math.floor(Date.now() / 1000) - a; if (/^\d+$/.test(t)) return Number(t); const d = Date.parse(t); return isNaN(d) ? null : Math.floor(d / 1000); };
+  const f = abs(from), e = abs(to);
+  if (f === null || e === null || e <= f) return null;
+  return { from: String(f - (e - f)), to: String(f) };
 }
 
 // --- charts of CPU over time -----------------------------------------------------------
 const COLORS = ['#c2410c', '#1d4ed8', '#15803d', '#7c3aed', '#b45309', '#0e7490', '#be185d', '#4d7c0f'];
 const OTHER_COLOR = '#6b7280';
+const NONE_COLOR = '#cbd5e1';
 const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
 
 function niceStep(range, ticks) {
@@ -137,6 +281,10 @@ function chartWidth() { return Math.max(600, Math.floor((view.clientWidth || 120
 // bucket has no data, the partial last bucket hollow and dashed, labelled axes (cores,
 // local time), values on hover, and (with onSelect) drag to zoom.
 // lines: [{name, points: [[ts, cores|null]...], color, area}]
+// opts.stacked: the lines are parts of opts.total (the series of a group_by), drawn as
+// stacked areas, one per bucket step, with each one's share in the legend; opts.onPick
+// (name) is called when a series' area or legend entry is clicked (not for opts.unpickable
+// names such as "[other]").
 function timeChart(data, lines, opts) {
   const W = opts.width || chartWidth(), H = opts.height || 200;
   const ml = 58, mr = 14, mt = 14, mb = 38;
@@ -146,8 +294,22 @@ function timeChart(data, lines, opts) {
   const span = Math.max(1, to - from);
   const x = (t) => ml + Math.min(1, Math.max(0, (t - from) / span)) * pw;
   const mid = (ts) => ts + (partial && partial.ts === ts ? Math.min(step, partial.covered_s) : step) / 2;
+  // Buckets (the total's, or the first line's) and, when stacked, each line's floor.
+  const first = opts.total ? { points: opts.total } : lines[0];
+  const ts0 = first ? first.points.map((p) => p[0]) : [];
+  const val = (l, i) => (l.points[i] && l.points[i][1] !== null && l.points[i][1] !== undefined ? l.points[i][1] : null);
+  let stackTop = null;
   let max = 0;
-  for (const l of lines) for (const p of l.points) if (p[1] !== null && p[1] > max) max = p[1];
+  if (opts.stacked) {
+    stackTop = ts0.map(() => 0);
+    for (const l of lines) {
+      l.floor = stackTop.slice();
+      ts0.forEach((_, i) => { stackTop[i] += val(l, i) || 0; });
+    }
+    for (const v of stackTop) if (v > max) max = v;
+  } else {
+    for (const l of lines) for (const p of l.points) if (p[1] !== null && p[1] > max) max = p[1];
+  }
   const yStep = niceStep(max > 0 ? max : 1, 4);
   const yMax = Math.max(yStep, Math.ceil(max / yStep - 1e-9) * yStep);
   const y = (v) => mt + ph - v / yMax * ph;
@@ -172,8 +334,7 @@ function timeChart(data, lines, opts) {
   axis.append(el('text', { class: 'axis-title', 'data-testid': 'x-axis-title', x: ml + pw / 2, y: H - 4, 'text-anchor': 'middle', text: 'local time (' + tzName() + ')' }));
   axis.append(el('line', { class: 'baseline', x1: ml, x2: W - mr, y1: mt + ph, y2: mt + ph }));
   svg.append(axis);
-  // No-data spans of the first line, shaded: a gap is not a zero.
-  const first = lines[0];
+  // No-data spans of the first line (or the total), shaded: a gap is not a zero.
   let gaps = 0, nulls = 0;
   if (first) {
     let gapStart = null;
@@ -192,8 +353,17 @@ function timeChart(data, lines, opts) {
   }
   svg.setAttribute('data-gaps', gaps);
   svg.setAttribute('data-null-buckets', nulls);
+  if (opts.stacked) {
+    drawStacked(svg, lines, ts0, { x, y, step, first, val, onPick: opts.onPick, unpickable: opts.unpickable || [] });
+    svg.setAttribute('data-stacked', '1');
+    if (partial && ts0.length && ts0[ts0.length - 1] === partial.ts && first.points[ts0.length - 1][1] !== null) {
+      const i = ts0.length - 1;
+      svg.append(el('circle', { class: 'partial', cx: x(mid(partial.ts)), cy: y(stackTop[i]), r: 3.5, stroke: 'var(--muted)', 'data-testid': 'partial-bucket' },
+        el('title', { text: 'still filling: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far' })));
+    }
+  }
   // The lines: one path per run of buckets with data.
-  lines.forEach((l, li) => {
+  if (!opts.stacked) lines.forEach((l, li) => {
     const g = el('g', { class: 'series', 'data-series': l.name });
     const color = l.color || COLORS[li % COLORS.length];
     let run = [];
@@ -236,7 +406,6 @@ function timeChart(data, lines, opts) {
   const wrap = el('div', { class: 'chart-wrap' });
   const toX = (ev) => { const r = svg.getBoundingClientRect(); return Math.min(ml + pw, Math.max(ml, (ev.clientX - r.left) / r.width * W)); };
   const toT = (px) => Math.round(from + (px - ml) / pw * span);
-  const ts0 = first ? first.points.map((p) => p[0]) : [];
   const showTip = (px) => {
     if (!ts0.length) return;
     const t = toT(px);
@@ -245,9 +414,13 @@ function timeChart(data, lines, opts) {
     const ts = ts0[i];
     const isPartial = partial && partial.ts === ts;
     tip.replaceChildren(el('div', { class: 'tip-time', text: fmtLocal(Math.max(ts, from), step < 60, multiDay) + '–' + fmtLocal(Math.min(ts + step, to), step < 60, multiDay) + (isPartial ? ' (partial: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far)' : '') }),
-      ...lines.map((l, li) => {
+      opts.total ? el('div', {}, el('span', { text: 'total: ' }), el('b', { text: fmtCores(opts.total[i] ? opts.total[i][1] : null) })) : null,
+      // Stacked: listed top to bottom, as drawn.
+      ...(opts.stacked ? lines.slice().reverse() : lines).map((l) => {
         const v = l.points[i] ? l.points[i][1] : null;
-        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: fmtCores(v) }));
+        const tot = opts.total && opts.total[i] ? opts.total[i][1] : null;
+        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: fmtCores(v) }),
+          opts.stacked && tot > 0 && v !== null ? el('span', { class: 'muted', text: ' (' + fmtPct(v / tot) + ')' }) : null);
       }));
     tip.hidden = false;
     const r = svg.getBoundingClientRect();
@@ -278,7 +451,9 @@ function timeChart(data, lines, opts) {
     });
   }
   wrap.append(svg, tip);
-  if (lines.length > 1) {
+  if (opts.stacked) {
+    wrap.append(stackLegend(lines, step, partial, opts));
+  } else if (lines.length > 1) {
     wrap.append(el('div', { class: 'legend', 'data-testid': 'chart-legend' }, lines.map((l, li) => {
       const avg = averageCores(l.points, step, partial);
       return el('span', { class: 'legend-item', 'data-series': l.name },
@@ -287,6 +462,61 @@ function timeChart(data, lines, opts) {
     })));
   }
   return wrap;
+}
+
+// Stacked areas, one per line, drawn per bucket (a bucket is a step: its value holds over
+// its whole width), from each line's floor (the lines below it) to floor + value; a
+// bucket with no data at all is a gap. A line without data in a bucket the others have
+// is zero there. Each area's top edge is its line.
+function drawStacked(svg, lines, ts0, c) {
+  const present = ts0.map((_, i) => c.first.points[i] && c.first.points[i][1] !== null && c.first.points[i][1] !== undefined || lines.some((l) => c.val(l, i) !== null));
+  lines.forEach((l, li) => {
+    const color = l.color || COLORS[li % COLORS.length];
+    const pickable = c.onPick && !c.unpickable.includes(l.name);
+    const g = el('g', { class: 'series stacked' + (pickable ? ' pickable' : ''), 'data-series': l.name });
+    if (pickable) {
+      g.addEventListener('click', () => c.onPick(l.name));
+      g.append(el('title', { text: l.name + ': click to filter on it' }));
+    }
+    let run = [];
+    const flush = () => {
+      if (!run.length) return;
+      const top = [], bottom = [];
+      for (const i of run) {
+        const x0 = c.x(ts0[i]).toFixed(1), x1 = c.x(ts0[i] + c.step).toFixed(1);
+        const hi = c.y(l.floor[i] + (c.val(l, i) || 0)).toFixed(1), lo = c.y(l.floor[i]).toFixed(1);
+        top.push(x0 + ',' + hi, x1 + ',' + hi);
+        bottom.unshift(x1 + ',' + lo, x0 + ',' + lo);
+      }
+      g.append(el('path', { class: 'stack-area', d: 'M' + top.concat(bottom).join(' L') + ' Z', fill: color }),
+        el('path', { class: 'line', d: 'M' + top.join(' L'), stroke: color }));
+      run = [];
+    };
+    ts0.forEach((_, i) => { if (present[i]) run.push(i); else flush(); });
+    flush();
+    svg.append(g);
+  });
+}
+
+// The legend of a stacked chart: each series' share of the total over the range and its
+// average cores; a click on a series (or Enter on it) calls opts.onPick.
+function stackLegend(lines, step, partial, opts) {
+  const sums = lines.map((l) => { const a = averageCores(l.points, step, partial); return (a.cores || 0) * a.seconds; });
+  const all = sums.reduce((a, b) => a + b, 0);
+  return el('div', { class: 'legend stacked', 'data-testid': 'chart-legend' }, lines.map((l, li) => {
+    const avg = averageCores(l.points, step, partial);
+    const share = all > 0 ? sums[li] / all : 0;
+    const pickable = opts.onPick && !(opts.unpickable || []).includes(l.name);
+    const body = [
+      el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
+      el('span', { class: 'name', text: l.name }),
+      el('span', { class: 'share', 'data-share': share.toFixed(4), text: ' ' + fmtPct(share) }),
+      el('span', { class: 'muted', text: ' · ' + fmtCores(avg.cores) + ' avg' }),
+    ];
+    return pickable
+      ? el('button', { type: 'button', class: 'legend-item', 'data-series': l.name, title: 'filter on ' + l.name, onclick: () => opts.onPick(l.name) }, body)
+      : el('span', { class: 'legend-item', 'data-series': l.name, title: l.name === '[other]' ? 'the values past the largest ones, together' : null }, body);
+  }));
 }
 
 // A small chart for the Fleet table: cores over the last hour, with gaps.
@@ -383,38 +613,58 @@ async function renderFleet() {
 }
 
 // --- shared pieces of Explore and Compare -------------------------------------------
-function selectionControls(prefix, params, onChange, labelsP) {
-  const q = params[prefix ? prefix : 'query'] || '{}';
+function selectionControls(prefix, params, onChange, keysP) {
+  const key = prefix || 'query';
+  const q = params[key] || '{}';
   const fromKey = prefix ? prefix + '_from' : 'from';
   const toKey = prefix ? prefix + '_to' : 'to';
-  const selector = el('input', { class: 'selector', value: q, 'aria-label': (prefix || 'query') + ' label selector', name: prefix || 'query' });
+  const selector = el('input', { class: 'selector', value: q, 'aria-label': key + ' label selector', name: key, spellcheck: 'false' });
   const from = el('input', { value: params[fromKey] || 'now-1h', 'aria-label': 'from', size: 14, name: fromKey });
   const to = el('input', { value: params[toKey] || 'now', 'aria-label': 'to', size: 14, name: toKey });
-  const apply = () => onChange({ [prefix || 'query']: selector.value, [fromKey]: from.value, [toKey]: to.value });
+  const apply = () => onChange({ [key]: selector.value, [fromKey]: from.value, [toKey]: to.value });
   for (const i of [selector, from, to]) i.addEventListener('keydown', (e) => { if (e.key === 'Enter') apply(); });
-  const pickers = el('span', { class: 'controls' });
-  labelsP.then((labels) => {
-    for (const name of labels) {
-      const s = el('select', { 'aria-label': 'label ' + name, 'data-label': name }, el('option', { value: '', text: name + ': any' }));
-      const m = q.match(new RegExp('(?:^|[{,])\\s*' + regexEscape(name) + '="([^"]*)"'));
-      apiJson('/api/label/' + encodeURIComponent(name) + '/values').then((values) => {
-        for (const v of values) s.append(el('option', { value: v, text: name + ': ' + v, selected: m && m[1] === v }));
-      }).catch(() => {});
-      s.addEventListener('change', () => {
-        const parts = (selector.value.replace(/^\s*\{|\}\s*$/g, '').match(/[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"/g) || [])
-          .filter((p) => !new RegExp('^' + regexEscape(name) + '\\s*(=~|!~|!=|=)').test(p));
-        if (s.value) parts.push(name + '="' + s.value.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"');
-        selector.value = '{' + parts.join(',') + '}';
-        apply();
-      });
-      pickers.append(s);
-    }
-  }).catch(() => {});
   const presets = el('span', { class: 'presets', role: 'group', 'aria-label': 'time range presets' },
     PRESETS.map(([label, value]) => el('button', { type: 'button', 'aria-pressed': String(from.value === value && to.value === 'now'), onclick: () => { from.value = value; to.value = 'now'; apply(); }, text: label })));
-  return el('div', { class: 'controls' },
-    el('label', {}, 'label selector', selector), pickers, el('label', {}, 'from', from), el('label', {}, 'to', to), presets,
-    el('button', { type: 'button', class: 'primary', onclick: apply, text: 'Apply' }));
+  const chips = filterChips(q, keysP, (sel) => onChange({ [key]: sel, [fromKey]: from.value, [toKey]: to.value }), prefix ? prefix + '-filters' : 'filters');
+  return el('div', { class: 'selection' },
+    el('div', { class: 'controls' },
+      el('label', {}, 'label selector (target and sample labels)', selector),
+      labelValuePicker(key, keysP, (name, value) => {
+        const next = withMatcher(selector.value, name, value);
+        if (next === null) { setStatus('the selector does not parse: fix it first'); selector.focus(); return; }
+        selector.value = next;
+        apply();
+      }),
+      el('label', {}, 'from', from), el('label', {}, 'to', to), presets,
+      el('button', { type: 'button', class: 'primary', onclick: apply, text: 'Apply' })),
+    chips);
+}
+
+// A quick "label = value" picker: a label name (target or sample label), then one of its
+// values; picking the value calls onPick(name, value), which puts `name="value"` into the
+// selector (in place of what it said about that label).
+function labelValuePicker(key, keysP, onPick) {
+  const name = el('select', { 'aria-label': key + ': label to filter on', 'data-testid': 'pick-label-' + key },
+    el('option', { value: '', text: 'label…' }));
+  const value = el('select', { 'aria-label': key + ': value of the label', 'data-testid': 'pick-value-' + key, disabled: true },
+    el('option', { value: '', text: '= value…' }));
+  keysP.then((keys) => name.append(...labelKeyOptions(keys, null))).catch(() => {});
+  let seq = 0;
+  name.addEventListener('change', () => {
+    const s = ++seq;
+    value.replaceChildren(el('option', { value: '', text: name.value ? 'loading…' : '= value…' }));
+    value.disabled = true;
+    if (!name.value) return;
+    apiJson('/api/label/' + encodeURIComponent(name.value) + '/values').then((values) => {
+      if (s !== seq) return;
+      value.replaceChildren(el('option', { value: '', text: '= value… (' + values.length + ')' }),
+        ...values.map((v) => el('option', { value: v, text: '= ' + v })));
+      value.disabled = false;
+      value.dataset.ready = name.value;
+    }).catch((e) => { value.replaceChildren(el('option', { value: '', text: 'could not load values' })); console.error('label values: ' + e.message); });
+  });
+  value.addEventListener('change', () => { if (name.value && value.value !== '') onPick(name.value, value.value); });
+  return el('label', { class: 'picker' }, 'add a filter', el('span', { class: 'inline' }, name, value));
 }
 
 // The hide-frames regex (like `go tool pprof -hide`): matching frames are taken out of
@@ -482,25 +732,49 @@ function renderExplore(params) {
   const icicle = params.icicle === '1';
   const state = Object.assign({}, params);
   const update = (changes) => navigate('explore', Object.assign({}, params, changes));
-  const labelsP = apiJson('/api/labels');
+  const keysP = labelKeys();
   const topP = apiJson('/api/top?' + qs(Object.assign({ limit: 50, order: sort, hide }, p)));
-  const seriesP = apiJson('/api/timeseries?' + qs(Object.assign({ group_by: params.group_by }, p)));
-  const root = el('div', {}, el('h1', { text: 'Explore' }), selectionControls('', params, update, labelsP));
+  const groupLabel = params.group_by || '';
+  const seriesP = apiJson('/api/timeseries?' + qs(Object.assign({ group_by: groupLabel }, p)));
+  const prev = previousPeriod(p.from, p.to);
+  const compareLink = prev ? el('a', {
+    class: 'button-link', 'data-testid': 'compare-previous', title: 'Compare this selection with the same selection over the period before',
+    href: routeUrl('compare', { base: p.query, base_from: prev.from, base_to: prev.to, query: p.query, from: p.from, to: p.to }),
+    text: 'compare with the period before',
+  }) : null;
+  const root = el('div', {}, el('h1', { text: 'Explore' }), selectionControls('', params, update, keysP), compareLink);
 
-  // CPU over time, one line per value of the chosen label.
-  const groupBy = el('select', { name: 'group_by', 'aria-label': 'one line per value of', 'data-testid': 'group-by', onchange: () => update({ group_by: groupBy.value }) },
-    el('option', { value: '', text: 'all together' }));
-  labelsP.then((labels) => { for (const l of labels) groupBy.append(el('option', { value: l, text: l, selected: params.group_by === l })); }).catch(() => {});
+  // CPU over time, stacked by the values of the chosen label (a target label such as
+  // version, or a sample label such as table); a click on a value filters on it.
+  const groupBy = el('select', { name: 'group_by', 'aria-label': 'stack by the values of', 'data-testid': 'group-by', onchange: () => update({ group_by: groupBy.value }) },
+    el('option', { value: '', text: 'nothing: the total' }));
+  keysP.then((keys) => {
+    groupBy.append(...labelKeyOptions(keys, groupLabel));
+    if (groupLabel && groupBy.value !== groupLabel) groupBy.append(el('option', { value: groupLabel, text: groupLabel, selected: true }));
+  }).catch(() => {});
+  const filterOn = (value) => {
+    const next = withMatcher(p.query, groupLabel, value === '(none)' ? '' : value);
+    if (next === null) { setStatus('the selector does not parse: fix it first'); return; }
+    update({ query: next });
+  };
   const cpuBody = el('div', { class: 'loading', text: 'loading…' });
   root.append(el('section', { class: 'card', 'data-testid': 'cpu-card' },
     el('div', { class: 'card-head' }, el('h2', { text: 'CPU over time, in cores' }),
-      el('label', { class: 'inline-label' }, 'one line per ', groupBy),
-      el('span', { class: 'hint', 'data-testid': 'zoom-hint', text: '↔ drag across the chart to zoom into a time window' })),
+      el('label', { class: 'inline-label' }, 'stacked by ', groupBy),
+      el('span', { class: 'hint', 'data-testid': 'zoom-hint', text: '↔ drag across the chart to zoom into a time window' + (groupLabel ? '; click a value to filter on it' : '') })),
     cpuBody));
   const cpuDone = seriesP.then((ts) => {
-    const lines = [{ name: params.group_by ? 'all' : 'CPU', points: ts.points, color: params.group_by ? '#9ca3af' : COLORS[0], area: true }];
-    for (const [i, s] of (ts.series || []).entries()) lines.push({ name: s.name, points: s.points, color: s.name === '[other]' ? OTHER_COLOR : COLORS[(i + 1) % COLORS.length] });
-    cpuBody.replaceWith(timeChart(ts, lines, { label: 'CPU in cores over time; drag to select a window', testid: 'cpu-chart', onSelect: (a, b) => update({ from: String(a), to: String(b) }) }));
+    const chartOpts = { label: 'CPU in cores over time; drag to select a window', testid: 'cpu-chart', onSelect: (a, b) => update({ from: String(a), to: String(b) }) };
+    if (!groupLabel) {
+      cpuBody.replaceWith(timeChart(ts, [{ name: 'CPU', points: ts.points, color: COLORS[0], area: true }], chartOpts));
+      return;
+    }
+    let ci = 0;
+    const lines = (ts.series || []).map((s) => ({ name: s.name, points: s.points, color: s.name === '[other]' ? OTHER_COLOR : s.name === '(none)' ? NONE_COLOR : COLORS[ci++ % COLORS.length] }));
+    cpuBody.replaceWith(timeChart(ts, lines, Object.assign(chartOpts, {
+      label: 'CPU in cores over time, stacked by ' + groupLabel + '; click a value to filter on it, drag to select a window',
+      stacked: true, total: ts.points, onPick: filterOn, unpickable: ['[other]'],
+    })));
   }).catch((e) => cpuBody.replaceWith(panelError('CPU over time', e)));
 
   // The flamegraph, its one search box and the hide-frames regex.
@@ -509,9 +783,13 @@ function renderExplore(params) {
   const fnPanel = el('div', { 'data-testid': 'function-slot' });
   const pick = (name) => selectFunction(name);
   const frame = flamegraphFrame('/api/profile.svg?' + qs(Object.assign({ width: svgWidth(), hide }, p, icicle ? { icicle: 'true' } : {})), 'flamegraph', 'flamegraph', pick);
+  // inferno's search() works once its init() ran, on the SVG's load event (before that
+  // its global `frames` is still the window, and search() throws): until the frame has
+  // loaded, a search waits for the load handler below.
+  let frameLoaded = false;
   const runSearch = (term) => {
     const w = frame.contentWindow;
-    if (!w || typeof w.search !== 'function') return;
+    if (!frameLoaded || !w || typeof w.search !== 'function' || w.frames === w) return;
     if (typeof w.reset_search === 'function') w.reset_search();
     if (!term) { matched.textContent = ''; return; }
     w.search(regexEscape(term));
@@ -519,7 +797,7 @@ function renderExplore(params) {
     matched.textContent = m && m.textContent.trim() ? m.textContent : 'no match';
   };
   const doSearch = (term) => { search.value = term; state.search = term; recordParams('explore', state); runSearch(term); };
-  frame.addEventListener('load', () => runSearch(search.value));
+  frame.addEventListener('load', () => { frameLoaded = true; runSearch(search.value); });
   search.addEventListener('keydown', (e) => { if (e.key === 'Enter') doSearch(search.value); });
   root.append(el('section', { class: 'card' },
     el('div', { class: 'controls' },
@@ -555,7 +833,7 @@ function renderExplore(params) {
     return panel.done.then(() => { if (seq === fnSeq) fnPanel.dataset.ready = name; });
   }
   const fnDone = params.fn ? selectFunction(params.fn) : Promise.resolve();
-  return { node: root, done: Promise.all([cpuDone, topDone, fnDone, labelsP.catch(() => null)]) };
+  return { node: root, done: Promise.all([cpuDone, topDone, fnDone, keysP.catch(() => null)]) };
 }
 
 function topTable(top, sort, showPlumbing, onPick, onSort, onPlumbing) {
@@ -643,7 +921,7 @@ function functionPanel(name, p, hide, topP, onClose, onPick, onSelect) {
 
 // --- Compare -----------------------------------------------------------------------
 function renderCompare(params) {
-  const labelsP = apiJson('/api/labels');
+  const keysP = labelKeys();
   const update = (changes) => navigate('compare', Object.assign({}, params, changes));
   const target = { query: params.query || '{}', from: params.from || 'now-1h', to: params.to || 'now' };
   const base = { base: params.base || target.query, base_from: params.base_from || target.from, base_to: params.base_to || target.to };
@@ -654,8 +932,9 @@ function renderCompare(params) {
   const widthButton = (abs, text) => el('button', { type: 'button', 'aria-pressed': String(abs === absolute), 'data-testid': abs ? 'widths-absolute' : 'widths-share', onclick: () => update({ normalize: abs ? 'false' : '' }), text });
   const root = el('div', {}, el('h1', { text: 'Compare' }),
     el('div', { class: 'row' },
-      el('section', { class: 'card' }, el('h2', { text: 'A (base)' }), selectionControls('base', Object.assign({}, params, base), update, labelsP)),
-      el('section', { class: 'card' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, labelsP))));
+      el('section', { class: 'card', 'data-testid': 'side-base' }, el('div', { class: 'card-head' }, el('h2', { text: 'A (base)' }), baseShortcuts(target, update)),
+        selectionControls('base', Object.assign({}, params, base), update, keysP)),
+      el('section', { class: 'card', 'data-testid': 'side-target' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, keysP))));
 
   // What each side costs, in cores and per instance.
   const totalsBody = el('div', { class: 'loading', text: 'loading…' });
@@ -679,6 +958,15 @@ function renderCompare(params) {
     flamegraphFrame('/api/diff.svg?' + qs(Object.assign({ width: svgWidth() }, diffParams)), 'differential flamegraph'),
     downloads('diff', diffParams, ['svg', 'folded'])));
   return { node: root, done: changesDone };
+}
+
+// Shortcuts for A: B's selection over the period before B's (this hour against the last
+// one), or B's range (another label value over the same time).
+function baseShortcuts(target, update) {
+  const prev = previousPeriod(target.from, target.to);
+  return el('span', { class: 'shortcuts' },
+    prev ? el('button', { type: 'button', 'data-testid': 'base-previous-period', title: 'A: B\'s selector over the period of the same length before B\'s', onclick: () => update({ base: target.query, base_from: prev.from, base_to: prev.to }), text: 'B\'s selection, the period before' }) : null,
+    el('button', { type: 'button', 'data-testid': 'base-same-range', title: 'A: over B\'s time range', onclick: () => update({ base_from: target.from, base_to: target.to }), text: 'B\'s time range' }));
 }
 
 function sideTotals(c) {

@@ -6,6 +6,12 @@
 //! `STACKWATCH_DOC_IMAGES=1` the two the README shows are also copied to `docs/images/`.
 //! A release build also asserts that Explore on the 10 000-stack profile is ready within
 //! 1 s (a debug build only reports it).
+//!
+//! `dashboard_sample_labels_in_chromium`: sample labels in the dashboard, against a
+//! collector with a stored target whose samples carry `table` (orders, users, a
+//! `<script>` value and one with a quote and a backslash) and `op` labels. Its browser
+//! script is [`LABELS_SCRIPT`], in this file, run by node from tests/e2e (where
+//! playwright-core is installed).
 
 mod common;
 
@@ -15,6 +21,7 @@ use std::time::Duration;
 
 use common::{binlog_worker, spawn_listening, Proc};
 
+use stackwatch_profile::SampleLabels;
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
 
 #[test]
@@ -151,3 +158,339 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     }
     drop(workers);
 }
+
+/// The hostile and the awkward values of the `table` sample label: markup that must stay
+/// text, and a value that needs selector escapes (`\"`, `\\`).
+const SCRIPT_TABLE: &str = "<script>window.__pwned=3</script>";
+const QUOTED_TABLE: &str = "quo\"te\\back";
+
+#[test]
+#[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
+fn dashboard_sample_labels_in_chromium() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = repo.join("tests/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
+    );
+    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // One stored target, ten minutes of 10 s windows: per window, orders 40-44 periods
+    // (op=insert), users 20-22 (op=update), the <script> table 8, the quoted table 4,
+    // and 5 periods taken without labels. Each table runs its own function.
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let set = |pairs: &[(&str, &str)]| -> SampleLabels {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let target: stackwatch_store::selector::Labels = [
+            ("service".to_string(), "shop".to_string()),
+            ("instance".to_string(), "s1".to_string()),
+            ("version".to_string(), "main".to_string()),
+        ]
+        .into();
+        let windows: Vec<IngestWindow> = (0..60u64)
+            .map(|i| IngestWindow {
+                target: target.clone(),
+                instance: "s1".into(),
+                seq: i + 1,
+                start_unix_s: now - 610 + 10 * i as i64,
+                period_ns: 10_101_010,
+                stacks: vec![("main;idle_loop".into(), 5)],
+                labeled: vec![
+                    (
+                        set(&[("table", "orders"), ("op", "insert")]),
+                        vec![("main;worker;orders::insert_row".into(), 40 + i % 5)],
+                    ),
+                    (
+                        set(&[("table", "users"), ("op", "update")]),
+                        vec![("main;worker;users::update_row".into(), 20 + i % 3)],
+                    ),
+                    (
+                        set(&[("table", SCRIPT_TABLE)]),
+                        vec![("main;worker;hostile_table_work".into(), 8)],
+                    ),
+                    (
+                        set(&[("table", QUOTED_TABLE)]),
+                        vec![("main;worker;quoted_table_work".into(), 4)],
+                    ),
+                ],
+            })
+            .collect();
+        let mut s =
+            SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
+        s.ingest(&windows).unwrap();
+    }
+    // A collector with no targets of its own: it serves what is stored.
+    let config = dir.path().join("stackwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
+    server.args(["server", "--config"]).arg(&config);
+    let (_server, addr) = spawn_listening(server);
+    let url = format!("http://{addr}");
+    let mut node = Command::new("node")
+        .args(["--input-type=module", "-", &url])
+        .arg(&shots)
+        // Bare imports of a script read from stdin resolve from the working directory.
+        .current_dir(&e2e)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    {
+        use std::io::Write;
+        let mut stdin = node.stdin.take().unwrap();
+        stdin.write_all(LABELS_SCRIPT.as_bytes()).unwrap();
+    }
+    let out = node.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
+        shots.display()
+    );
+    assert!(stdout.contains("dashboard labels e2e: ok"));
+    for s in [
+        "labels-explore.png",
+        "labels-filtered.png",
+        "labels-compare.png",
+    ] {
+        assert!(shots.join(s).exists(), "{s} written");
+    }
+}
+
+/// The browser side of `dashboard_sample_labels_in_chromium` (playwright-core driving
+/// Debian's chromium): `node --input-type=module - <base-url> <screenshot-dir>`.
+const LABELS_SCRIPT: &str = r#####"
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const [base, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const problems = [];
+const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
+const SCRIPT_TABLE = '<script>window.__pwned=3</script>';
+const QUOTED_TABLE = 'quo"te\\back';
+const SHOP = '{service="shop"}';
+const FUNCTIONS = ['orders::insert_row', 'users::update_row', 'hostile_table_work', 'quoted_table_work', 'idle_loop'];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
+page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
+page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });
+const step = (name) => console.log('step: ' + name);
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const hash = () => page.evaluate(() => decodeURIComponent(location.hash));
+const hashParams = () => page.evaluate(() => Object.fromEntries(new URLSearchParams(location.hash.replace(/^#\/?[^?]*\??/, ''))));
+// The function names in a flamegraph frame (every frame's <title> is "name (n samples, x%)").
+const flameFunctions = async (testid) => {
+  const want = 'iframe[data-testid="' + (testid || 'flamegraph') + '"]';
+  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  const src = await page.locator(want).getAttribute('src');
+  const frame = page.frames().find((f) => f.url().endsWith(src));
+  return frame.evaluate(() => [...document.querySelectorAll('#frames > g > title')].map((t) => t.textContent.replace(/ \([^(]*\)$/, '')));
+};
+const noInjection = async (where) => {
+  const pwned = await page.evaluate(() => window.__pwned);
+  const scripts = await page.evaluate(() => document.querySelectorAll('#view script').length);
+  expect(pwned === undefined && scripts === 0, where + ': no injected element or script (' + pwned + ', ' + scripts + ')');
+};
+
+try {
+  step('group-by picker');
+  // The picker lists target labels and sample labels apart.
+  await page.goto(base + '/#/explore?' + new URLSearchParams({ query: SHOP, from: 'now-15m', to: 'now' }));
+  await ready('explore');
+  await page.waitForSelector('[data-testid="group-by"] optgroup[data-kind="sample"] option[value="table"]', { state: 'attached', timeout: 10000 });
+  const groups = await page.locator('[data-testid="group-by"] optgroup').evaluateAll((gs) => gs.map((g) => g.label + ': ' + [...g.querySelectorAll('option')].map((o) => o.value).join(',')));
+  console.log('group by: ' + groups.join(' | '));
+  expect(groups.length === 2 && groups[0] === 'target labels: instance,service,version' && groups[1] === 'sample labels: op,table', 'target and sample labels apart: ' + groups.join(' | '));
+
+  step('stacked by table');
+  await page.selectOption('[data-testid="group-by"]', 'table');
+  await page.waitForFunction(() => location.hash.includes('group_by=table'));
+  await ready('explore');
+  const chart = page.locator('[data-testid="cpu-chart"]');
+  expect(await chart.getAttribute('data-stacked') === '1', 'the chart is stacked');
+  const series = await page.locator('[data-testid="cpu-chart"] g.series').evaluateAll((gs) => gs.map((g) => ({ name: g.dataset.series, areas: g.querySelectorAll('path.stack-area').length })));
+  console.log('series: ' + JSON.stringify(series));
+  for (const v of ['orders', 'users', SCRIPT_TABLE, QUOTED_TABLE, '(none)']) {
+    expect(series.some((s) => s.name === v && s.areas > 0), 'a stacked area for ' + v);
+  }
+  expect(series.length === 5, 'one series per value and (none): ' + series.length);
+  // The legend: every value as text with its share; the shares add up.
+  const legend = await page.locator('[data-testid="cpu-chart"] ~ [data-testid="chart-legend"] .legend-item').evaluateAll((els) => els.map((e) => ({
+    series: e.dataset.series, name: e.querySelector('.name').textContent, share: Number(e.querySelector('.share').dataset.share), tag: e.tagName,
+  })));
+  console.log('legend: ' + legend.map((l) => l.name + ' ' + (100 * l.share).toFixed(1) + '%').join(', '));
+  const script = legend.find((l) => l.series === SCRIPT_TABLE);
+  expect(script && script.name === SCRIPT_TABLE, 'the <script> value is shown as text in the legend');
+  expect(Math.abs(legend.reduce((a, l) => a + l.share, 0) - 1) < 0.01, 'the shares add up to 100%');
+  const orders = legend.find((l) => l.series === 'orders');
+  // orders: 42 of 80 periods a window on average.
+  expect(orders && Math.abs(orders.share - 42 / 80) < 0.01, 'orders is 42 of 80 periods: ' + (orders && orders.share));
+  expect(orders.tag === 'BUTTON', 'a legend entry is a button');
+  await noInjection('legend');
+  await page.screenshot({ path: shots + '/labels-explore.png', fullPage: true });
+
+  step('click orders');
+  // A click on a value filters on it: the selector, the chip, the flamegraph, the URL.
+  await page.locator('[data-testid="chart-legend"] button.legend-item[data-series="orders"]').click();
+  await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table="orders"'));
+  await ready('explore');
+  let params = await hashParams();
+  expect(params.query === '{service="shop",table="orders"}' && params.group_by === 'table', 'the URL carries the filter and group_by: ' + JSON.stringify(params));
+  expect(await page.inputValue('input[name="query"]') === '{service="shop",table="orders"}', 'the selector field shows the filter');
+  const chips = await page.locator('[data-testid="filters"] [data-testid="filter-chip"]').evaluateAll((cs) => cs.map((c) => ({ label: c.dataset.label, value: c.dataset.value, text: c.querySelector('.chip-text').textContent, sample: c.classList.contains('sample') })));
+  console.log('chips: ' + chips.map((c) => c.text).join(' | '));
+  expect(chips.length === 2 && chips[1].label === 'table' && chips[1].value === 'orders' && chips[1].text === 'table = "orders"', 'a chip for the filter');
+  await page.waitForFunction(() => document.querySelector('[data-testid="filter-chip"][data-label="table"]').classList.contains('sample'));
+  let fns = await flameFunctions();
+  expect(fns.includes('orders::insert_row'), 'the flamegraph has the orders frames');
+  expect(!FUNCTIONS.filter((f) => f !== 'orders::insert_row').some((f) => fns.includes(f)), 'and only them: ' + fns.join(', '));
+  const topRows = await page.locator('[data-testid="top-functions"] tbody tr').evaluateAll((rs) => rs.map((r) => r.dataset.function));
+  expect(topRows.includes('orders::insert_row') && !topRows.includes('users::update_row'), 'top functions filtered too');
+  const legendNow = await page.locator('[data-testid="chart-legend"] .legend-item').evaluateAll((els) => els.map((e) => e.dataset.series));
+  expect(legendNow.join() === 'orders', 'the chart shows only orders now: ' + legendNow);
+  await page.screenshot({ path: shots + '/labels-filtered.png', fullPage: true });
+
+  step('reload');
+  const filtered = await hash();
+  await page.reload();
+  await ready('explore');
+  expect((await hash()) === filtered && (await page.locator('[data-testid="filter-chip"][data-label="table"]').count()) === 1, 'a link reproduces the filtered view');
+  expect((await flameFunctions()).includes('orders::insert_row'), 'and its flamegraph');
+
+  step('remove the filter');
+  await page.locator('[data-testid="filter-chip"][data-label="table"] button.chip-remove').click();
+  await page.waitForFunction(() => !decodeURIComponent(location.hash).includes('table="orders"'));
+  await ready('explore');
+  expect((await hashParams()).query === SHOP, 'the filter is gone from the URL');
+  fns = await flameFunctions();
+  expect(fns.includes('users::update_row') && fns.includes('orders::insert_row'), 'the flamegraph has every table again');
+
+  step('click an area with a value that needs escapes');
+  // A real click on the quoted table's area (found by hit-testing the chart).
+  const point = await page.evaluate((name) => {
+    const svg = document.querySelector('[data-testid="cpu-chart"]');
+    const r = svg.getBoundingClientRect();
+    for (let x = r.left + r.width - 20; x > r.left + 60; x -= 7) {
+      for (let y = r.top + 10; y < r.bottom - 38; y += 1) {
+        const e = document.elementFromPoint(x, y);
+        if (e && e.classList.contains('stack-area') && e.parentNode.dataset.series === name) return { x, y };
+      }
+    }
+    return null;
+  }, QUOTED_TABLE);
+  expect(point, 'the quoted table has a visible area');
+  await page.mouse.click(point.x, point.y);
+  await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table='));
+  await ready('explore');
+  params = await hashParams();
+  expect(params.query === '{service="shop",table="quo\\"te\\\\back"}', 'the value is escaped in the selector: ' + params.query);
+  fns = await flameFunctions();
+  expect(fns.includes('quoted_table_work') && !fns.includes('orders::insert_row'), 'the flamegraph is the quoted table\'s: ' + fns.join(', '));
+  expect((await page.locator('[data-testid="filter-chip"][data-label="table"]').getAttribute('data-value')) === QUOTED_TABLE, 'the chip holds the value as it is');
+
+  step('the <script> value');
+  await page.goto(base + '/#/explore?' + new URLSearchParams({ query: '{table="' + SCRIPT_TABLE + '"}', from: 'now-15m', to: 'now', group_by: 'op' }));
+  await ready('explore');
+  expect((await page.locator('[data-testid="filter-chip"]').getAttribute('data-value')) === SCRIPT_TABLE, 'the chip shows the <script> value');
+  expect((await page.locator('[data-testid="filter-chip"] .chip-text').textContent()) === 'table = "' + SCRIPT_TABLE + '"', 'as text');
+  fns = await flameFunctions();
+  expect(fns.includes('hostile_table_work') && fns.length <= 4, 'its flamegraph: ' + fns.join(', '));
+  const ops = await page.locator('[data-testid="chart-legend"] .legend-item').evaluateAll((els) => els.map((e) => e.dataset.series));
+  expect(ops.join() === '(none)', 'the <script> table has no op: ' + ops);
+  await noInjection('chip');
+
+  step('search right after load');
+  // A search asked for before the flamegraph's script has initialised runs once it has.
+  await page.goto(base + '/#/explore?' + new URLSearchParams({ query: SHOP, from: 'now-15m', to: 'now', search: 'insert_row' }));
+  await page.fill('input[name="search"]', 'update_row');
+  await page.press('input[name="search"]', 'Enter');
+  await ready('explore');
+  await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 15000 });
+  console.log('search share: ' + await page.locator('[data-testid="search-share"]').textContent());
+
+  step('compare users against orders with the picker');
+  await page.goto(base + '/#/compare?' + new URLSearchParams({ base: SHOP, query: SHOP, from: 'now-15m', to: 'now' }));
+  await ready('compare');
+  const pick = async (key, label, value) => {
+    await page.waitForSelector(`[data-testid="pick-label-${key}"] option[value="${label}"]`, { state: 'attached', timeout: 10000 });
+    await page.selectOption(`[data-testid="pick-label-${key}"]`, label);
+    await page.waitForSelector(`[data-testid="pick-value-${key}"][data-ready="${label}"]`, { timeout: 10000 });
+    await page.selectOption(`[data-testid="pick-value-${key}"]`, value);
+  };
+  await pick('base', 'table', 'users');
+  await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table="users"'));
+  await ready('compare');
+  await pick('query', 'table', 'orders');
+  await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table="orders"'));
+  await ready('compare');
+  params = await hashParams();
+  expect(params.base === '{service="shop",table="users"}' && params.query === '{service="shop",table="orders"}', 'the picker filled both selectors: ' + JSON.stringify(params));
+  expect((await page.locator('[data-testid="base-filters"] [data-testid="filter-chip"][data-label="table"]').getAttribute('data-value')) === 'users', 'A\'s chip');
+  expect((await page.locator('[data-testid="filters"] [data-testid="filter-chip"][data-label="table"]').getAttribute('data-value')) === 'orders', 'B\'s chip');
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  fns = await flameFunctions();
+  expect(fns.includes('orders::insert_row') && !fns.includes('idle_loop'), 'the diff is of the tables: ' + fns.join(', '));
+  const significant = await page.locator('[data-testid="changes-significant"] tbody tr').evaluateAll((els) => els.map((e) => e.dataset.function + ' ' + e.querySelector('.badge').textContent));
+  console.log('verdict: ' + (await page.locator('[data-testid="verdict-line"]').textContent()) + ' ' + significant.join('; '));
+  expect(significant.includes('orders::insert_row grew') && significant.includes('users::update_row shrank'), 'orders grew and users shrank');
+  await page.screenshot({ path: shots + '/labels-compare.png', fullPage: true });
+
+  step('compare orders with the period before');
+  await page.goto(base + '/#/compare?' + new URLSearchParams({ query: '{table="orders"}', from: 'now-5m', to: 'now' }));
+  await ready('compare');
+  await page.click('[data-testid="base-previous-period"]');
+  await page.waitForFunction(() => location.hash.includes('base_from=now-10m'));
+  await ready('compare');
+  params = await hashParams();
+  expect(params.base === '{table="orders"}' && params.base_from === 'now-10m' && params.base_to === 'now-5m', 'A is orders over the five minutes before: ' + JSON.stringify(params));
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  fns = await flameFunctions();
+  expect(fns.includes('orders::insert_row') && !fns.includes('users::update_row'), 'the diff is orders against orders: ' + fns.join(', '));
+  console.log('orders vs before: ' + await page.locator('[data-testid="verdict-line"]').textContent());
+
+  step('explore links to compare');
+  await page.goto(base + '/#/explore?' + new URLSearchParams({ query: '{table="orders"}', from: 'now-5m', to: 'now' }));
+  await ready('explore');
+  const link = decodeURIComponent(await page.locator('[data-testid="compare-previous"]').getAttribute('href'));
+  expect(link.includes('base={table="orders"}') && link.includes('base_from=now-10m') && link.includes('base_to=now-5m'), 'Explore links to the period before: ' + link);
+  await noInjection('the end');
+} catch (e) {
+  problems.push(e.message);
+  await page.screenshot({ path: shots + '/labels-failure.png', fullPage: true }).catch(() => {});
+}
+await browser.close();
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log('dashboard labels e2e: ok');
+"#####;
