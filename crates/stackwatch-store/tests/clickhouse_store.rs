@@ -543,6 +543,7 @@ fn sample_labels_on_a_single_node() {
     let mut store = ClickHouseStore::open(options(&node, "sw")).unwrap();
     let mut other = ClickHouseStore::open(options(&node, "sw")).unwrap();
     exercise_labels(&mut store, &mut other, &[&node], "");
+    sample_labels::check_repeated_groups(&mut store, now() - 60);
 }
 
 #[test]

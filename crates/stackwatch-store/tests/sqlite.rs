@@ -445,6 +445,7 @@ fn sample_labels_select_group_and_survive_the_rollups() {
     assert_eq!(g[0].value, "orders");
     // The rest: users 36, items 6, unlabeled 6 + 1, late 7.
     assert_eq!(g[1].points, vec![(t0, 36 + 6 + 6 + 1 + 7)]);
+    sample_labels::check_repeated_groups(&mut s, t0 + 7200);
     assert_eq!(s.integrity_check().unwrap(), "ok");
 }
 

@@ -102,6 +102,10 @@ impl ClickHouseStore {
                 }
                 groups.push((set, stacks.as_slice()));
             }
+            // One row per (label set, stack): two rows with one key would replace each
+            // other, so a stack given twice (or an empty set beside the unlabeled
+            // samples) is summed first, deterministically.
+            let mut window_rows: BTreeMap<(u64, u64), u64> = BTreeMap::new();
             for (set, stacks) in groups {
                 for (stack, count) in stacks {
                     if *count == 0 {
@@ -116,17 +120,21 @@ impl ClickHouseStore {
                         let _ = writeln!(stack_rows, "\t{today_date}");
                         new_stacks.push(hash);
                     }
-                    let _ = write!(sample_rows, "{}\t", w.start_unix_s);
-                    tsv_field(&mut sample_rows, service);
-                    let _ = writeln!(
-                        sample_rows,
-                        "\t{target}\t{hash}\t{set}\t{inst}\t{}\t{}",
-                        w.seq,
-                        (*count).min(MAX_STORED_COUNT)
-                    );
-                    stats.rows += 1;
-                    wrote = true;
+                    let e = window_rows.entry((set, hash)).or_insert(0);
+                    *e = e.saturating_add(*count);
                 }
+            }
+            for ((set, hash), count) in window_rows {
+                let _ = write!(sample_rows, "{}\t", w.start_unix_s);
+                tsv_field(&mut sample_rows, service);
+                let _ = writeln!(
+                    sample_rows,
+                    "\t{target}\t{hash}\t{set}\t{inst}\t{}\t{}",
+                    w.seq,
+                    count.min(MAX_STORED_COUNT)
+                );
+                stats.rows += 1;
+                wrote = true;
             }
             if wrote {
                 touched.push((w.start_unix_s, (target, service.to_string())));

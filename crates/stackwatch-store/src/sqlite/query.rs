@@ -21,7 +21,9 @@ const STACK_TEXT_CACHE_BYTES: usize = 8 << 20;
 /// Periods per stack id, for [`SqliteStore::sum_into`]: raw table, rollup table.
 const SUM_BY_STACK: (&str, &str) = (
     "SELECT stack_id, TOTAL(count) FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets} GROUP BY stack_id",
-    "SELECT stack_id, TOTAL(count) FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets} GROUP BY stack_id",
+    // One row per (bucket, stack, label set): summed by the caller, as a GROUP BY here
+    // would sort what the key does not.
+    "SELECT stack_id, count FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets}",
 );
 /// Periods per window start, for [`SqliteStore::sum_into`]: raw table, rollup table.
 const SUM_BY_TIME: (&str, &str) = (

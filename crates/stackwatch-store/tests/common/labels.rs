@@ -272,3 +272,34 @@ pub fn check_label_api(store: &dyn ProfileStore) {
     assert_eq!(store.label_values("service", 10).unwrap(), ["x", "y"]);
     assert!(store.label_values("nope", 10).unwrap().is_empty());
 }
+
+/// A window whose groups repeat a stack (an empty label set beside the unlabeled
+/// samples, one set given twice) stores the sum of each: nothing replaces anything.
+pub fn check_repeated_groups(store: &mut dyn ProfileStore, ts: i64) {
+    let z = set(&[("service", "z")]);
+    store
+        .ingest(&[labeled_window(
+            &z,
+            "wz",
+            1,
+            ts,
+            &[("m;z", 3)],
+            &[
+                (&[], &[("m;z", 2)]),
+                (&[("table", "t")], &[("m;z", 1)]),
+                (&[("table", "t")], &[("m;z", 4), ("m;z", 5)]),
+            ],
+        )])
+        .unwrap();
+    let total = |s: &str| {
+        store
+            .profile(&sel(s), ts, ts + 1)
+            .unwrap()
+            .stacks
+            .get("m;z")
+            .copied()
+    };
+    assert_eq!(total(r#"{service="z"}"#), Some(15));
+    assert_eq!(total(r#"{service="z", table="t"}"#), Some(10));
+    assert_eq!(total(r#"{service="z", table=""}"#), Some(5));
+}
