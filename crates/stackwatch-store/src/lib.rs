@@ -5,7 +5,9 @@
 //! default; its schema in [`schema`]) and [`ClickHouseStore`] (`clickhouse/`, for fleets
 //! that outgrow one machine; its schema in [`clickhouse::schema`]). [`StoreConfig`]
 //! says which, and [`open_writer`] and [`Readers`] open it, so nothing outside this
-//! crate names a backend. Label selectors are in [`selector`].
+//! crate names a backend. Label selectors are in [`selector`]; samples carry a sample
+//! label set as a stored dimension (see [`ProfileStore`] for how a selector's matchers
+//! split between targets and samples).
 
 mod backend;
 mod buckets;
@@ -207,7 +209,7 @@ pub struct CollectorBeat {
 pub struct IngestStats {
     /// Windows written.
     pub windows: usize,
-    /// (window, stack) rows written.
+    /// (window, stack, sample label set) rows written.
     pub rows: usize,
     /// Stacks seen for the first time.
     pub new_stacks: usize,
