@@ -8,6 +8,12 @@
 //! canary". The collector scrapes them every 2 s into `./stackwatch-data` and serves the
 //! dashboard on 127.0.0.1:7070. Ctrl-C stops the server and every worker; a second run
 //! reuses the data directory.
+//!
+//! The workers' generator writes three tables of different shapes (`shop.orders` wide,
+//! `shop.users` narrow, `shop.events` with a JSON document per row), and each worker
+//! labels its samples by `table`, `db` and `op` (and its publishing by `sink`), so "CPU
+//! by table" works out of the box: the demo prints an Explore link with one line per
+//! table and the `/api/timeseries?group_by=table` request behind it.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -227,6 +233,12 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
     );
     println!(
         "profile: curl -sG {base}/api/profile.svg --data-urlencode 'query={{service=\"binlog-streamer\"}}' -d from=now-15m > profile.svg"
+    );
+    println!(
+        "CPU by table: {base}/#/explore?query=%7Bservice%3D%22binlog-streamer%22%7D&group_by=table&from=now-15m&to=now"
+    );
+    println!(
+        "CPU by table: curl -sG {base}/api/timeseries --data-urlencode 'query={{service=\"binlog-streamer\"}}' -d group_by=table -d from=now-5m"
     );
     println!("Ctrl-C stops the collector and the workers.");
     let _ = std::io::stdout().flush();

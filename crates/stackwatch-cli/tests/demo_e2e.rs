@@ -1,6 +1,7 @@
-//! `stackwatch demo` end to end: the binary itself, its printed curl line run as printed,
-//! the canary-vs-main diff, Ctrl-C stopping every worker, and a second run serving what
-//! the first one stored.
+//! `stackwatch demo` end to end: the binary itself, its printed curl lines run as printed
+//! (the profile, and CPU by table: a series per generated table), the canary-vs-main
+//! diff, Ctrl-C stopping every worker, and a second run serving what the first one
+//! stored.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -24,12 +25,13 @@ fn alive(pid: i32) -> bool {
 }
 
 /// A running `stackwatch demo`: the process, its stdout lines, its workers' pids and the
-/// curl line it printed.
+/// curl lines it printed.
 struct DemoRun {
     demo: Child,
     lines: Receiver<String>,
     pids: Vec<i32>,
     curl: Option<String>,
+    by_table: Option<String>,
 }
 
 /// Starts the demo on `port` with its data in `dir/data` and waits until it says ready.
@@ -52,6 +54,7 @@ fn start_demo(dir: &Path, port: u16) -> DemoRun {
     });
     let mut pids = Vec::new();
     let mut curl = None;
+    let mut by_table = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let line = rx
@@ -70,6 +73,9 @@ fn start_demo(dir: &Path, port: u16) -> DemoRun {
         if let Some(cmd) = line.strip_prefix("profile: ") {
             curl = Some(cmd.to_string());
         }
+        if let Some(cmd) = line.strip_prefix("CPU by table: curl ") {
+            by_table = Some(format!("curl {cmd}"));
+        }
         if line.contains("ready after") {
             break;
         }
@@ -79,6 +85,7 @@ fn start_demo(dir: &Path, port: u16) -> DemoRun {
         lines: rx,
         pids,
         curl,
+        by_table,
     }
 }
 
@@ -163,6 +170,35 @@ fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_d
     assert!(
         svg.contains("binlog_streamer::decode::RowDecoder::decode"),
         "the decode path shows in the profile"
+    );
+
+    // CPU by table, as printed: a series per table the generator writes, each with CPU.
+    let by_table = run.by_table.clone().expect("a CPU by table curl line");
+    assert!(by_table.contains("group_by=table"), "{by_table}");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&by_table)
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{by_table}");
+    let ts: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{by_table}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let cores = |name: &str| -> f64 {
+        ts["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == name)
+            .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p[1].as_f64())
+            .sum()
+    };
+    for table in binlog_streamer::generate::TABLES {
+        assert!(cores(table) > 0.0, "no CPU for table={table}: {ts}");
+    }
+    assert!(
+        cores("orders") > cores("users"),
+        "orders costs more than users: {ts}"
     );
 
     let diff_url = format!(
