@@ -413,7 +413,7 @@ function timeChart(data, lines, opts) {
     if (i < 0) i = ts0.length - 1;
     const ts = ts0[i];
     const isPartial = partial && partial.ts === ts;
-    tip.replaceChildren(el('div', { class: 'tip-time', text: fmtLocal(Math.max(ts, from), step < 60, multiDay) + '–' + fmtLocal(Math.min(ts + step, to), step < 60, multiDay) + (isPartial ? ' (partial: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far)' : '') }),
+    tip.replaceChildren(...[el('div', { class: 'tip-time', text: fmtLocal(Math.max(ts, from), step < 60, multiDay) + '–' + fmtLocal(Math.min(ts + step, to), step < 60, multiDay) + (isPartial ? ' (partial: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far)' : '') }),
       opts.total ? el('div', {}, el('span', { text: 'total: ' }), el('b', { text: fmtCores(opts.total[i] ? opts.total[i][1] : null) })) : null,
       // Stacked: listed top to bottom, as drawn.
       ...(opts.stacked ? lines.slice().reverse() : lines).map((l) => {
@@ -421,7 +421,7 @@ function timeChart(data, lines, opts) {
         const tot = opts.total && opts.total[i] ? opts.total[i][1] : null;
         return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: fmtCores(v) }),
           opts.stacked && tot > 0 && v !== null ? el('span', { class: 'muted', text: ' (' + fmtPct(v / tot) + ')' }) : null);
-      }));
+      })].filter(Boolean));
     tip.hidden = false;
     const r = svg.getBoundingClientRect();
     const left = px / W * r.width;

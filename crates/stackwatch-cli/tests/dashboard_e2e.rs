@@ -356,6 +356,14 @@ try {
   expect(orders && Math.abs(orders.share - 42 / 80) < 0.01, 'orders is 42 of 80 periods: ' + (orders && orders.share));
   expect(orders.tag === 'BUTTON', 'a legend entry is a button');
   await noInjection('legend');
+  // Hover: the total and each value with its share of the bucket, the <script> one as text.
+  const box = await chart.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
+  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 5000 });
+  const tip = await page.locator('[data-testid="chart-tooltip"]').textContent();
+  console.log('hover: ' + tip);
+  expect(/total: \d+(\.\d+)? cores/.test(tip) && /orders: \d+(\.\d+)? cores \(\d+\.\d%\)/.test(tip) && tip.includes(SCRIPT_TABLE + ': ') && !tip.includes('null'), 'hover shows the total and each value: ' + tip);
+  await page.mouse.move(1, 1);
   await page.screenshot({ path: shots + '/labels-explore.png', fullPage: true });
 
   step('click orders');
