@@ -544,6 +544,15 @@ fn sample_labels_on_a_single_node() {
     let mut other = ClickHouseStore::open(options(&node, "sw")).unwrap();
     exercise_labels(&mut store, &mut other, &[&node], "");
     sample_labels::check_repeated_groups(&mut store, now() - 60);
+    // A stored label set whose text does not parse is a corrupt store, not a panic.
+    node.query("INSERT INTO sw.label_sets (hash, labels, seen) VALUES (42, '{oops', today())")
+        .unwrap();
+    assert!(matches!(store.label_keys(), Err(StoreError::Corrupt(_))));
+    let orders = Selector::parse(r#"{table="orders"}"#).unwrap();
+    assert!(matches!(
+        store.profile(&orders, now() - 60, now()),
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 #[test]
