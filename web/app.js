@@ -765,7 +765,7 @@ function renderExplore(params) {
     cpuBody));
   const cpuDone = seriesP.then((ts) => {
     const chartOpts = { label: 'CPU in cores over time; drag to select a window', testid: 'cpu-chart', onSelect: (a, b) => update({ from: String(a), to: String(b) }) };
-    if (!groupLabel) {
+    if (!groupLabel || !Array.isArray(ts.series)) {
       cpuBody.replaceWith(timeChart(ts, [{ name: 'CPU', points: ts.points, color: COLORS[0], area: true }], chartOpts));
       return;
     }

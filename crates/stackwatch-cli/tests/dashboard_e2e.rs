@@ -402,6 +402,17 @@ try {
   fns = await flameFunctions();
   expect(fns.includes('users::update_row') && fns.includes('orders::insert_row'), 'the flamegraph has every table again');
 
+  step('click (none)');
+  // The samples without the label: `table=""`.
+  await page.locator('[data-testid="chart-legend"] button.legend-item[data-series="(none)"]').click();
+  await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table=""'));
+  await ready('explore');
+  fns = await flameFunctions();
+  expect(fns.includes('idle_loop') && !fns.includes('worker'), 'the flamegraph of the unlabeled samples: ' + fns.join(', '));
+  await page.locator('[data-testid="filter-chip"][data-label="table"] button.chip-remove').click();
+  await page.waitForFunction(() => !decodeURIComponent(location.hash).includes('table=""'));
+  await ready('explore');
+
   step('click an area with a value that needs escapes');
   // A real click on the quoted table's area (found by hit-testing the chart).
   const point = await page.evaluate((name) => {
