@@ -57,8 +57,9 @@ fn clean_text(s: &str, max: usize) -> String {
 }
 
 /// A label set as the budget allows it: keys and values cut and free of control
-/// characters, empty keys dropped, at most `max_pairs` pairs (two keys that become
-/// equal once cut keep the first value).
+/// characters, empty keys and reserved keys (starting with `__`, the collector's own
+/// target labels) dropped, at most `max_pairs` pairs (two keys that become equal once
+/// cut keep the first value).
 pub fn clean_labels(labels: &SampleLabels, budget: &LabelBudget) -> SampleLabels {
     let mut out = SampleLabels::new();
     for (k, v) in labels {
@@ -66,7 +67,7 @@ pub fn clean_labels(labels: &SampleLabels, budget: &LabelBudget) -> SampleLabels
             break;
         }
         let k = clean_text(k, budget.max_key_bytes);
-        if k.is_empty() {
+        if k.is_empty() || k.starts_with("__") {
             continue;
         }
         out.entry(k)
@@ -80,6 +81,7 @@ pub fn labels_within(labels: &SampleLabels, budget: &LabelBudget) -> bool {
     labels.len() <= budget.max_pairs
         && labels.iter().all(|(k, v)| {
             !k.is_empty()
+                && !k.starts_with("__")
                 && k.len() <= budget.max_key_bytes
                 && v.len() <= budget.max_value_bytes
                 && !k.chars().any(char::is_control)
@@ -285,7 +287,13 @@ mod tests {
             max_value_bytes: 4,
             ..LabelBudget::default()
         };
-        let s = set(&[("", "x"), ("abcdef", "é€€€"), ("b\n", "v\u{7}"), ("c", "z")]);
+        let s = set(&[
+            ("", "x"),
+            ("__profile_type__", "x"),
+            ("abcdef", "é€€€"),
+            ("b\n", "v\u{7}"),
+            ("c", "z"),
+        ]);
         assert!(!labels_within(&s, &b));
         let c = clean_labels(&s, &b);
         assert_eq!(c, set(&[("abc", "é"), ("b_", "v_")]));

@@ -39,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
+        .route("/api/push-sources", get(push_sources))
         .route(
             "/api/profile.svg",
             get(|s, q| query::profile(s, Format::Svg, q)),
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/changes", get(analysis::changes))
         .route("/api/labels", get(query::labels))
         .route("/api/label-keys", get(query::label_keys))
+        .route("/api/profile-types", get(query::profile_types))
         .route("/api/label/{name}/values", get(query::label_values))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -181,6 +183,12 @@ async fn targets(State(st): State<ApiState>) -> Response {
         }
     }
     Json(out).into_response()
+}
+
+/// Push sources and their series (empty when push is off).
+async fn push_sources(State(st): State<ApiState>) -> Response {
+    let sources = st.push.as_ref().map(|g| g.sources()).unwrap_or_default();
+    Json(sources).into_response()
 }
 
 fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
@@ -486,5 +494,8 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         "Connections ended by an error (http.header_read_timeout, malformed requests).",
         load(&h.errors_total),
     );
+    if let Some(gate) = &st.push {
+        crate::push::write_metrics(gate, &mut m);
+    }
     ([(header::CONTENT_TYPE, METRICS_TYPE)], m.finish()).into_response()
 }

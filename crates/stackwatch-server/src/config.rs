@@ -380,6 +380,114 @@ impl Default for HttpConfig {
     }
 }
 
+/// One push token: who may push, and under which tenant.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushToken {
+    /// The bearer token (or `token_file`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (trailing newline ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The tenant its pushes are stored under: every series gets the target label
+    /// `tenant = "<name>"`.
+    pub tenant: String,
+}
+
+impl std::fmt::Debug for PushToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushToken")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_file", &self.token_file)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+/// `[push]`: the push endpoints (Pyroscope's ingest API, OTLP profiles). Off unless
+/// the section enables them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Serve the push endpoints (default false).
+    pub enabled: bool,
+    /// Accept pushes without a token (default false; only sensible on loopback). They
+    /// are stored without a `tenant` label.
+    pub allow_anonymous: bool,
+    /// Tokens, one per tenant or source.
+    pub tokens: Vec<PushToken>,
+    /// Bytes of one request body as sent (default 8 MiB): more is 413.
+    pub max_body_bytes: usize,
+    /// Bytes a body may decompress to (default 64 MiB): more is 413.
+    pub max_decompressed_bytes: usize,
+    /// Requests per second one source (tenant and service) may make, with a burst of
+    /// twice that (default 20): more is 429 with Retry-After.
+    pub max_requests_per_second: u32,
+    /// Distinct series (target label sets: service, tags, profile type) one source may
+    /// create (default 1 000): a push that would create more is 400.
+    pub max_series_per_source: usize,
+    /// Sources (tenant and service) tracked at once (default 10 000): pushes from new
+    /// sources past it are 429 until old ones go quiet for `source_idle`.
+    pub max_sources: usize,
+    /// A source silent for this long is forgotten by the rate and series limits and
+    /// the Fleet page (default 1 h).
+    #[serde(deserialize_with = "duration")]
+    pub source_idle: Duration,
+    /// A push repeated within this long (same source, same time range, same content) is
+    /// acknowledged and not stored again (default 10 min).
+    #[serde(deserialize_with = "duration")]
+    pub dedup_window: Duration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: false,
+            allow_anonymous: false,
+            tokens: Vec::new(),
+            max_body_bytes: 8 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_requests_per_second: 20,
+            max_series_per_source: 1000,
+            max_sources: 10_000,
+            source_idle: Duration::from_secs(3600),
+            dedup_window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl PushConfig {
+    /// The tokens with their files read: `(token, tenant)`.
+    pub fn resolved_tokens(&self, base_dir: &Path) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let token = match (&t.token, &t.token_file) {
+                (Some(tok), None) => tok.clone(),
+                (None, Some(file)) => {
+                    let path = base_dir.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            format!("push.tokens[{i}].token_file {}: {e}", path.display())
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+                _ => {
+                    return Err(format!(
+                        "push.tokens[{i}]: set exactly one of token and token_file"
+                    ))
+                }
+            };
+            if token.is_empty() {
+                return Err(format!("push.tokens[{i}]: the token is empty"));
+            }
+            out.push((token, t.tenant.clone()));
+        }
+        Ok(out)
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,6 +519,9 @@ pub struct Config {
     /// Identity among collectors sharing a store.
     #[serde(default)]
     pub collector: CollectorSection,
+    /// The push endpoints.
+    #[serde(default)]
+    pub push: PushConfig,
     /// Static targets.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
@@ -454,6 +565,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             store: StoreSection::default(),
             collector: CollectorSection::default(),
+            push: PushConfig::default(),
             targets: Vec::new(),
             target_files: Vec::new(),
             base_dir: PathBuf::from("."),
@@ -487,6 +599,50 @@ impl Config {
             key: key.to_owned(),
             message: message.to_owned(),
         };
+        for (key, value) in [
+            ("push.max_body_bytes", cfg.push.max_body_bytes),
+            (
+                "push.max_decompressed_bytes",
+                cfg.push.max_decompressed_bytes,
+            ),
+            (
+                "push.max_requests_per_second",
+                cfg.push.max_requests_per_second as usize,
+            ),
+            ("push.max_series_per_source", cfg.push.max_series_per_source),
+            ("push.max_sources", cfg.push.max_sources),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if cfg.push.max_decompressed_bytes < cfg.push.max_body_bytes {
+            return Err(invalid(
+                "push.max_decompressed_bytes",
+                "must be at least push.max_body_bytes",
+            ));
+        }
+        if cfg.push.enabled && cfg.push.tokens.is_empty() && !cfg.push.allow_anonymous {
+            return Err(invalid(
+                "push.tokens",
+                "push is enabled without tokens: add [[push.tokens]] or set push.allow_anonymous = true",
+            ));
+        }
+        for (i, t) in cfg.push.tokens.iter().enumerate() {
+            if t.tenant.is_empty() || t.tenant.len() > 128 || t.tenant.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    &format!("push.tokens[{i}].tenant"),
+                    "must be 1 to 128 bytes without control characters",
+                ));
+            }
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(invalid(
+                    &format!("push.tokens[{i}]"),
+                    "set exactly one of token and token_file",
+                ));
+            }
+        }
         if cfg.scrape.interval < Duration::from_millis(100) {
             return Err(invalid("scrape.interval", "must be at least 100ms"));
         }

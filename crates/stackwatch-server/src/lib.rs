@@ -12,12 +12,16 @@
 //!   several share a ClickHouse store.
 //! - [`verdict`][crate::verdict]: which functions changed significantly between two
 //!   selections.
+//! - [`push`][crate::push]: push ingest (Pyroscope SDKs, OTLP profiles) and what every
+//!   push passes; [`profile_type`][crate::profile_type] what a stored count measures.
 
 pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod data_dir;
 pub mod membership;
+pub mod profile_type;
+pub mod push;
 pub mod query;
 pub mod scrape;
 pub mod state;
@@ -208,6 +212,26 @@ impl Server {
             max_connections: cfg.http.max_connections,
             ..ServeOptions::default()
         };
+        let push_state = if cfg.push.enabled {
+            let tokens = cfg.push.resolved_tokens(&cfg.base_dir).map_err(|message| {
+                config::ConfigError::Invalid {
+                    path: cfg.base_dir.join("stackwatch.toml"),
+                    key: "push.tokens".into(),
+                    message,
+                }
+            })?;
+            if !cfg.listen.ip().is_loopback() && cfg.push.allow_anonymous {
+                tracing::warn!(listen = %cfg.listen, "push.allow_anonymous beyond loopback: anyone who can reach this address can push profiles");
+            }
+            Some(push::PushState {
+                gate: Arc::new(push::gate::PushGate::new(cfg.push.clone(), tokens)),
+                writer: writer.clone(),
+                stack_budget: cfg.scrape.stack_budget(),
+                label_budget: cfg.scrape.label_budget(),
+            })
+        } else {
+            None
+        };
         let state = state::ApiState::new(
             cfg.clone(),
             health,
@@ -215,8 +239,9 @@ impl Server {
             readers,
             http_stats.clone(),
             members,
+            push_state.as_ref().map(|p| p.gate.clone()),
         );
-        let app = api::router(state);
+        let app = api::router(state).merge(push::router(push_state));
         stackwatch_http::serve(self.listener, app, serve_opts, http_stats, shutdown).await;
         // Stop scraping; the writer flushes and exits once every handle is gone.
         manager.abort();

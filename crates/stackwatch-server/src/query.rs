@@ -27,6 +27,7 @@ use stackwatch_profile::clock::unix_s as now_s;
 use stackwatch_profile::{Profile, SvgOptions};
 use stackwatch_store::{ProfileStore, QueryGuard, Selector, StoreError};
 
+use crate::profile_type::{ProfileType, ALL_TYPES, PROFILE_TYPE_LABEL};
 use crate::state::{ApiState, Shed};
 
 /// A parameter error: which parameter and why.
@@ -109,11 +110,13 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     in_range(secs.saturating_sub(offset_s))
 }
 
-/// One selection: selector and time range.
+/// One selection: selector (its profile type included) and time range.
 #[derive(Debug, Clone)]
 pub struct Selection {
-    /// Label selector.
+    /// Label selector, with the matcher of `profile_type` added.
     pub selector: Selector,
+    /// The profile type selected (`type=`, CPU by default).
+    pub profile_type: ProfileType,
     /// Start, Unix s.
     pub from: i64,
     /// End, Unix s.
@@ -151,6 +154,29 @@ pub(crate) fn selection(
         })?,
         None => fallback.map_or_else(Selector::all, |f| f.selector.clone()),
     };
+    // The profile type: `type=` (`base_type=` for a base), else the fallback's, else CPU.
+    // A selector that names the type label itself is left as written.
+    let type_key = name("type");
+    let profile_type = match q.get(&type_key) {
+        Some(t) => ProfileType::from_name(t).ok_or_else(|| {
+            let known: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
+            param_err(
+                &type_key,
+                format!("unknown profile type {t:?} (one of {})", known.join(", ")),
+            )
+        })?,
+        None => fallback.map_or(ProfileType::Cpu, |f| f.profile_type),
+    };
+    let mut selector = selector;
+    if !selector
+        .matchers
+        .iter()
+        .any(|m| m.name == PROFILE_TYPE_LABEL)
+    {
+        let typed = Selector::parse(&format!("{{{}}}", profile_type.matcher()))
+            .expect("the profile type matcher parses");
+        selector.matchers.extend(typed.matchers);
+    }
     let time = |key: &str, default: i64| -> Result<i64, ParamError> {
         match q.get(key) {
             Some(v) => parse_time(v, now).map_err(|e| param_err(key, e)),
@@ -168,7 +194,12 @@ pub(crate) fn selection(
     if to - from > 400 * 86_400 {
         return Err(param_err(&name("from"), "range longer than 400 days"));
     }
-    Ok(Selection { selector, from, to })
+    Ok(Selection {
+        selector,
+        profile_type,
+        from,
+        to,
+    })
 }
 
 pub(crate) type Params =
@@ -452,7 +483,12 @@ pub(crate) fn apply_hide(p: Profile, hide: Option<&regex::Regex>) -> Profile {
 pub async fn labels(State(st): State<ApiState>) -> Response {
     match read(&st, |store| store.label_keys()).await {
         Ok(keys) => {
-            let names: BTreeSet<String> = keys.target.into_iter().chain(keys.sample).collect();
+            let names: BTreeSet<String> = keys
+                .target
+                .into_iter()
+                .chain(keys.sample)
+                .filter(|k| !k.starts_with("__"))
+                .collect();
             Json(names).into_response()
         }
         Err(r) => r,
@@ -464,10 +500,31 @@ pub async fn labels(State(st): State<ApiState>) -> Response {
 pub async fn label_keys(State(st): State<ApiState>) -> Response {
     match read(&st, |store| store.label_keys()).await {
         Ok(keys) => Json(serde_json::json!({
-            "target": keys.target,
+            "target": keys.target.iter().filter(|k| !k.starts_with("__")).collect::<Vec<_>>(),
             "sample": keys.sample,
         }))
         .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/profile-types`: every profile type with its unit, and whether the store
+/// holds any of it (`"stored"`; CPU is always listed first, the default).
+pub async fn profile_types(State(st): State<ApiState>) -> Response {
+    match read(&st, |store| store.label_values(PROFILE_TYPE_LABEL, 1000)).await {
+        Ok(stored) => {
+            let list: Vec<serde_json::Value> = ALL_TYPES
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name(),
+                        "unit": t.unit().name(),
+                        "stored": *t == ProfileType::Cpu || stored.iter().any(|s| s == t.name()),
+                    })
+                })
+                .collect();
+            Json(list).into_response()
+        }
         Err(r) => r,
     }
 }

@@ -24,6 +24,7 @@ pub struct ApiState {
     pub(crate) slots: Arc<QuerySlots>,
     pub(crate) http: Arc<ServeStats>,
     pub(crate) members: Arc<Membership>,
+    pub(crate) push: Option<Arc<crate::push::gate::PushGate>>,
 }
 
 impl ApiState {
@@ -35,6 +36,7 @@ impl ApiState {
         readers: Readers,
         http: Arc<ServeStats>,
         members: Arc<Membership>,
+        push: Option<Arc<crate::push::gate::PushGate>>,
     ) -> Self {
         let slots = Arc::new(QuerySlots::new(&cfg));
         ApiState {
@@ -45,6 +47,7 @@ impl ApiState {
             slots,
             http,
             members,
+            push,
         }
     }
 

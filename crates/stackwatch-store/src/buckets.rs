@@ -114,7 +114,10 @@ pub(crate) fn select<T, K: Copy>(
     none: K,
 ) -> Result<Selection<T, K>, StoreError> {
     let target_names = target_names(targets.iter().map(&labels_of));
-    let (by_target, by_sample) = selector.split(|n| target_names.contains(n));
+    // Names starting with `__` are reserved for target labels the collector sets (the
+    // profile type); sample labels never carry them.
+    let (by_target, by_sample) =
+        selector.split(|n| n.starts_with("__") || target_names.contains(n));
     let n = targets.len();
     let mut chosen: Vec<T> = targets
         .into_iter()

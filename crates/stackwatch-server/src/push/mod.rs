@@ -1,0 +1,437 @@
+//! Push ingest: profiles sent to the collector by the agents a fleet already runs
+//! (Grafana's Pyroscope SDKs, OpenTelemetry profilers), stored beside scraped ones.
+//!
+//! Each protocol module decodes its requests into [`PushedSeries`] and hands them to
+//! [`accept`], which applies what every push passes ([`gate`]: token and tenant, rate,
+//! cardinality, de-duplication of retries) and writes them through the same writer as
+//! scrapes. docs/ingest.md specifies the endpoints.
+//!
+//! A push is an open door, so nothing here costs memory or CPU in proportion to
+//! anything but the (capped) request: bodies are capped as sent and as decompressed
+//! ([`read_body`]), decoded stacks by the same [`StackBudget`] as scrapes, label sets by
+//! the same [`LabelBudget`].
+
+pub mod gate;
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use stackwatch_profile::budget::BoundedStacks;
+use stackwatch_profile::{LabelBudget, StackBudget};
+use stackwatch_store::{IngestWindow, Labels};
+use thiserror::Error;
+
+use crate::profile_type::{ProfileType, PROFILE_TYPE_LABEL};
+use crate::writer::{WriteError, WriterHandle};
+use gate::{PushGate, SourceKey};
+
+/// How a push arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Pyroscope's HTTP API (`/ingest`, `/push.v1.PusherService/Push`).
+    Pyroscope,
+    /// OpenTelemetry profiles over OTLP/HTTP.
+    Otlp,
+}
+
+impl Protocol {
+    /// Its name in metrics and the Fleet page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Pyroscope => "pyroscope",
+            Protocol::Otlp => "otlp",
+        }
+    }
+}
+
+/// Why a push was refused; each is a 4xx (or 503) with the reason as its body.
+#[derive(Debug, Error)]
+pub enum PushError {
+    /// No token, or an unknown one.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// The body is larger than a cap, as sent or as decompressed.
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    /// The request is malformed or breaks a limit that retrying will not fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The source is over its rate (or too many sources are active).
+    #[error("{why}")]
+    RateLimited {
+        /// Why.
+        why: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The store cannot take it now (backlog full while the store is down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PushError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PushError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PushError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PushError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for PushError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status(), format!("{self}\n")).into_response();
+        match &self {
+            PushError::Unauthorized(_) => {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            PushError::RateLimited { retry_after, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            PushError::Unavailable(_) => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+/// One decoded series of a push: the profiles of one target label set and one profile
+/// type over one time range.
+#[derive(Debug, Clone)]
+pub struct PushedSeries {
+    /// Target labels as the protocol names them: `service` (required) and the tags or
+    /// resource attributes. [`accept`] adds `tenant` and the profile type.
+    pub labels: Labels,
+    /// What the counts measure.
+    pub profile_type: ProfileType,
+    /// Start of the profiled range, Unix ns.
+    pub start_unix_ns: u64,
+    /// Its length, ns.
+    pub duration_ns: u64,
+    /// For CPU and wall profiles, the length of one period in ns (counts are periods);
+    /// 0 for other types.
+    pub period_ns: u64,
+    /// The stacks, bounded by the budgets; labeled ones carry sample labels.
+    pub stacks: BoundedStacks,
+}
+
+/// What the push routes share.
+#[derive(Clone)]
+pub struct PushState {
+    /// Tokens, limits, de-duplication, source health.
+    pub gate: Arc<PushGate>,
+    /// Where windows go (the scrapers' writer).
+    pub writer: WriterHandle,
+    /// Budget of decoded stacks per request.
+    pub stack_budget: StackBudget,
+    /// Budget of sample label sets per request.
+    pub label_budget: LabelBudget,
+}
+
+/// What [`accept`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Series stored.
+    pub stored: usize,
+    /// Series acknowledged as repeats of a push already stored.
+    pub duplicates: usize,
+}
+
+/// The longest label value a protocol may set on a target (tags, resource attributes).
+pub const MAX_TARGET_LABEL_BYTES: usize = 256;
+/// Target labels (tags) per series, at most.
+pub const MAX_TARGET_LABELS: usize = 32;
+
+/// Checks a decoded series' target labels: a `service`, names that are identifiers and
+/// not reserved, bounded count and length.
+fn check_target_labels(labels: &Labels) -> Result<(), PushError> {
+    if labels.get("service").is_none_or_empty() {
+        return Err(PushError::Invalid(
+            "no service name (Pyroscope: the app name; OTLP: resource attribute service.name)"
+                .into(),
+        ));
+    }
+    if labels.len() > MAX_TARGET_LABELS {
+        return Err(PushError::Invalid(format!(
+            "{} tags, at most {MAX_TARGET_LABELS}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        let ident = !k.is_empty()
+            && k.len() <= 64
+            && k.chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !ident || k.starts_with("__") || k == "tenant" {
+            return Err(PushError::Invalid(format!(
+                "tag name {:?} is not allowed (identifiers only, not tenant or __*)",
+                k.chars().take(80).collect::<String>()
+            )));
+        }
+        if v.len() > MAX_TARGET_LABEL_BYTES || v.chars().any(char::is_control) {
+            return Err(PushError::Invalid(format!(
+                "tag {k}: value longer than {MAX_TARGET_LABEL_BYTES} bytes or with control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `Option<&String>` is missing or empty.
+trait MissingOrEmpty {
+    fn is_none_or_empty(&self) -> bool;
+}
+
+impl MissingOrEmpty for Option<&String> {
+    fn is_none_or_empty(&self) -> bool {
+        match self {
+            Some(s) => s.is_empty(),
+            None => true,
+        }
+    }
+}
+
+/// The identity of a pushed series' content: a retry of the same push has the same
+/// digest, a different push (another process of the same service, the next interval)
+/// a different one.
+fn digest(target_key: &str, s: &PushedSeries) -> u128 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    h.update(target_key.as_bytes());
+    h.update(&s.start_unix_ns.to_le_bytes());
+    h.update(&s.duration_ns.to_le_bytes());
+    h.update(&s.period_ns.to_le_bytes());
+    fn add(h: &mut Xxh3, stacks: &std::collections::HashMap<String, u64>) {
+        let mut rows: Vec<(&String, &u64)> = stacks.iter().collect();
+        rows.sort_unstable();
+        for (stack, count) in rows {
+            h.update(stack.as_bytes());
+            h.update(&count.to_le_bytes());
+        }
+        h.update(b"\x00");
+    }
+    add(&mut h, &s.stacks.stacks);
+    for (labels, stacks) in &s.stacks.labeled {
+        h.update(stackwatch_profile::labels::format_labels(labels).as_bytes());
+        add(&mut h, stacks);
+    }
+    h.digest128()
+}
+
+/// Stores the series of one request from `tenant` (empty: anonymous): target labels
+/// checked, `tenant` and the profile type added, each series admitted against its
+/// source's limits, repeats of a push stored within `push.dedup_window` acknowledged
+/// without storing. All series of the request are written together.
+pub async fn accept(
+    state: &PushState,
+    protocol: Protocol,
+    tenant: &str,
+    series: Vec<PushedSeries>,
+) -> Result<Accepted, PushError> {
+    let gate = &state.gate;
+    let mut windows = Vec::with_capacity(series.len());
+    let mut digests = Vec::with_capacity(series.len());
+    let mut done = Accepted::default();
+    let mut admitted: Vec<SourceKey> = Vec::new();
+    for s in series {
+        check_target_labels(&s.labels)?;
+        let source = SourceKey {
+            tenant: tenant.to_owned(),
+            service: s.labels.get("service").cloned().unwrap_or_default(),
+        };
+        if !admitted.contains(&source) {
+            gate.admit(&source)?;
+            admitted.push(source.clone());
+        }
+        let mut target = s.labels.clone();
+        if !tenant.is_empty() {
+            target.insert("tenant".into(), tenant.to_owned());
+        }
+        if let Some(t) = s.profile_type.label_value() {
+            target.insert(PROFILE_TYPE_LABEL.into(), t.to_owned());
+        }
+        let key = stackwatch_profile::labels::format_labels(&target);
+        if let Err(e) = gate.admit_series(&source, &key, &target, protocol, s.profile_type.name()) {
+            gate.refused(&source, &e.to_string());
+            return Err(e);
+        }
+        let d = digest(&key, &s);
+        if !gate.first_time(d) {
+            gate.seen_series(&source, &key, true);
+            gate.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            done.duplicates += 1;
+            continue;
+        }
+        digests.push((d, source, key));
+        let mut stacks = s.stacks;
+        windows.push(IngestWindow {
+            target,
+            // The content digest: ClickHouse keeps one row per (window identity, stack),
+            // so a repeat replaces instead of adding even after a restart.
+            instance: format!("push-{d:032x}"),
+            seq: 0,
+            start_unix_s: (s.start_unix_ns / 1_000_000_000).min(i64::MAX as u64) as i64,
+            stacks: std::mem::take(&mut stacks.stacks).into_iter().collect(),
+            labeled: std::mem::take(&mut stacks.labeled)
+                .into_iter()
+                .map(|(l, s)| (l, s.into_iter().collect()))
+                .collect(),
+            period_ns: s.period_ns,
+        });
+    }
+    if windows.is_empty() {
+        return Ok(done);
+    }
+    let rows: usize = windows
+        .iter()
+        .map(|w| w.stacks.len() + w.labeled.iter().map(|(_, s)| s.len()).sum::<usize>())
+        .sum();
+    match state.writer.write(windows).await {
+        Ok(()) => {
+            gate.counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            for (_, source, key) in &digests {
+                gate.seen_series(source, key, false);
+            }
+            done.stored = digests.len();
+            Ok(done)
+        }
+        Err(e) => {
+            for (d, source, _) in &digests {
+                gate.forget(*d);
+                gate.refused(source, &e.to_string());
+            }
+            Err(match e {
+                WriteError::BacklogFull { .. } | WriteError::Stopped => {
+                    PushError::Unavailable(e.to_string())
+                }
+                other => PushError::Invalid(other.to_string()),
+            })
+        }
+    }
+}
+
+/// The body of a request, decompressed when its `Content-Encoding` is `gzip`, within
+/// `push.max_body_bytes` as sent (the route's body limit enforces it) and
+/// `push.max_decompressed_bytes` once inflated.
+pub fn read_body(gate: &PushGate, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, PushError> {
+    let cfg = gate.config();
+    gate.counters
+        .bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    if body.len() > cfg.max_body_bytes {
+        return Err(PushError::TooLarge(format!(
+            "body over push.max_body_bytes ({})",
+            cfg.max_body_bytes
+        )));
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(body.to_vec()),
+        "gzip" | "x-gzip" => gunzip(body, cfg.max_decompressed_bytes),
+        other => Err(PushError::Invalid(format!(
+            "Content-Encoding {other:?} is not supported (gzip or none)"
+        ))),
+    }
+}
+
+/// Inflates gzip `bytes`, refusing past `max` bytes of output.
+pub fn gunzip(bytes: &[u8], max: usize) -> Result<Vec<u8>, PushError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| PushError::Invalid(format!("bad gzip stream: {e}")))?;
+    if out.len() > max {
+        return Err(PushError::TooLarge(format!(
+            "body decompresses past push.max_decompressed_bytes ({max})"
+        )));
+    }
+    Ok(out)
+}
+
+/// The push routes (none unless `[push] enabled`), each protocol's own; they carry
+/// their own authentication (push tokens, not the API's token).
+pub fn router(state: Option<PushState>) -> Router {
+    let Some(state) = state else {
+        return Router::new();
+    };
+    let limit = state.gate.config().max_body_bytes;
+    Router::new()
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The push metrics, Prometheus text (appended to `/metrics`).
+pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::MetricsText) {
+    use stackwatch_http::metrics_text::MetricKind;
+    let c = &gate.counters;
+    m.family(
+        "stackwatch_push_requests_total",
+        MetricKind::Counter,
+        "Push requests by protocol and outcome.",
+    );
+    for p in [Protocol::Pyroscope, Protocol::Otlp] {
+        let i = gate::PushCounters::slot(p);
+        m.sample(
+            "stackwatch_push_requests_total",
+            &[("protocol", p.name()), ("outcome", "accepted")],
+            c.accepted[i].load(Ordering::Relaxed),
+        );
+        m.sample(
+            "stackwatch_push_requests_total",
+            &[("protocol", p.name()), ("outcome", "rejected")],
+            c.rejected[i].load(Ordering::Relaxed),
+        );
+    }
+    m.single(
+        "stackwatch_push_rate_limited_total",
+        MetricKind::Counter,
+        "Push requests refused by push.max_requests_per_second or push.max_sources.",
+        c.rate_limited.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_series_refused_total",
+        MetricKind::Counter,
+        "Pushed series refused by push.max_series_per_source.",
+        c.series_refused.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_duplicates_total",
+        MetricKind::Counter,
+        "Pushed series acknowledged as repeats within push.dedup_window, not stored again.",
+        c.duplicates.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_received_bytes_total",
+        MetricKind::Counter,
+        "Bytes of push request bodies as sent.",
+        c.bytes.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_rows_total",
+        MetricKind::Counter,
+        "(label set, stack) rows of pushed profiles handed to the store.",
+        c.rows.load(Ordering::Relaxed),
+    );
+}
