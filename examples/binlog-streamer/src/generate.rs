@@ -123,7 +123,7 @@ const EVENTS: &[GenColumn] = &[
 /// The database of every generated table.
 pub const DATABASE: &str = "shop";
 
-/// The tables the generator writes, in the order of [`GEN_TABLES`].
+/// The tables the generator writes (all in [`DATABASE`]).
 pub const TABLES: [&str; 3] = ["orders", "users", "events"];
 
 /// One generated table and how it is written.
