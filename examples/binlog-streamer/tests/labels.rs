@@ -76,11 +76,12 @@ fn the_profile_has_samples_under_every_table_op_and_the_sink() {
         0,
         "the generator never updates events"
     );
-    assert!(
-        samples(&[("sink", "file")]) > 0,
-        "no samples under sink=file"
+    let published = samples(&[("sink", "file")]);
+    assert!(published > 0, "no samples under sink=file");
+    eprintln!(
+        "reader thread {reader} samples, {tables} under a table, per table {shares:.3?}; \
+         {published} under sink=file"
     );
-    eprintln!("reader thread {reader} samples, {tables} under a table; per table {shares:.3?}");
     // Decoding and encoding rows is most of the reader's work, and the tables differ:
     // the narrow users table costs visibly less than the wide orders.
     assert!(
