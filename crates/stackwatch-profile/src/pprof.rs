@@ -6,6 +6,9 @@
 //! overruns included), so `cpu = samples × period`. [`decode`] reads profiles from any
 //! producer (Go's `net/http/pprof`, pprof-rs, stackwatch) into folded stacks, defending
 //! against hostile input: gzip bombs are capped, dangling ids are errors, never panics.
+//! [`PprofProfile`] (and [`sample_types`], [`decode_sample_type`]) read a profile with
+//! several sample types one type at a time, as pushed profiles need (a Go heap profile
+//! is four: objects and bytes, allocated and in use).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -306,164 +309,306 @@ pub fn decode_bounded(
 /// ignored). The returned profile holds the samples without labels; the bounded stacks
 /// hold them too (`stacks`) and the labeled ones per set (`labeled`), with what the
 /// stack and label budgets cut.
+///
+/// The value summed is that of [`PprofProfile::default_sample_type`];
+/// [`decode_sample_type`] picks another.
 pub fn decode_labeled(
     bytes: &[u8],
     max_decompressed: usize,
     budget: &StackBudget,
     label_budget: &LabelBudget,
 ) -> Result<(Profile, BoundedStacks), PprofError> {
-    let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(bytes)
-            .take(max_decompressed as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(PprofError::Gzip)?;
-        if out.len() > max_decompressed {
-            return Err(PprofError::TooLarge {
-                limit: max_decompressed,
-            });
-        }
-        out.into()
-    } else {
-        if bytes.len() > max_decompressed {
-            return Err(PprofError::TooLarge {
-                limit: max_decompressed,
-            });
-        }
-        bytes.into()
-    };
-    let msg = proto::Profile::decode(&*raw)?;
-    drop(raw);
-    let string = |i: i64| -> Result<&str, PprofError> {
+    let parsed = PprofProfile::parse(bytes, max_decompressed)?;
+    let index = parsed.default_sample_type()?;
+    parsed.stacks(index, 1, budget, label_budget)
+}
+
+/// The sample types a pprof profile (gzipped or raw) declares, in order: what
+/// [`decode_sample_type`] takes the index of. Decompression stops at `max_decompressed`.
+pub fn sample_types(bytes: &[u8], max_decompressed: usize) -> Result<Vec<SampleType>, PprofError> {
+    PprofProfile::parse(bytes, max_decompressed)?.sample_types()
+}
+
+/// [`decode_labeled`] summing sample type `index` (see [`sample_types`]) instead of the
+/// default one. An index the profile does not declare is an error.
+pub fn decode_sample_type(
+    bytes: &[u8],
+    max_decompressed: usize,
+    index: usize,
+    budget: &StackBudget,
+    label_budget: &LabelBudget,
+) -> Result<(Profile, BoundedStacks), PprofError> {
+    PprofProfile::parse(bytes, max_decompressed)?.stacks(index, 1, budget, label_budget)
+}
+
+/// A sample type (or the period type) of a pprof profile, named from its string table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleType {
+    /// What is measured: `samples`, `cpu`, `alloc_space`, `inuse_objects`, ...
+    pub ty: String,
+    /// Its unit: `count`, `nanoseconds`, `bytes`, ...
+    pub unit: String,
+}
+
+/// A pprof profile parsed (decompressed within a cap, the protobuf decoded) but not yet
+/// expanded into stacks: what it declares, and [`PprofProfile::stacks`] to expand one of
+/// its sample types. Parsing once and expanding each sample type of interest is how a
+/// profile with several (Go's heap profile: `alloc_objects`, `alloc_space`,
+/// `inuse_objects`, `inuse_space`) becomes one profile per type.
+///
+/// What parsing costs is bounded by `max_decompressed`; what expanding costs by the
+/// [`StackBudget`] and [`LabelBudget`] given to each [`stacks`](PprofProfile::stacks).
+#[derive(Debug, Clone)]
+pub struct PprofProfile {
+    msg: proto::Profile,
+    raw_len: usize,
+}
+
+impl PprofProfile {
+    /// Parses a gzipped or raw pprof profile, refusing one that decompresses past
+    /// `max_decompressed` bytes (or is larger than that raw).
+    pub fn parse(bytes: &[u8], max_decompressed: usize) -> Result<PprofProfile, PprofError> {
+        let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            GzDecoder::new(bytes)
+                .take(max_decompressed as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(PprofError::Gzip)?;
+            if out.len() > max_decompressed {
+                return Err(PprofError::TooLarge {
+                    limit: max_decompressed,
+                });
+            }
+            out.into()
+        } else {
+            if bytes.len() > max_decompressed {
+                return Err(PprofError::TooLarge {
+                    limit: max_decompressed,
+                });
+            }
+            bytes.into()
+        };
+        let msg = proto::Profile::decode(&*raw)?;
+        Ok(PprofProfile {
+            msg,
+            raw_len: raw.len(),
+        })
+    }
+
+    /// Bytes of the protobuf once decompressed.
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    fn string(&self, i: i64) -> Result<&str, PprofError> {
         usize::try_from(i)
             .ok()
-            .and_then(|i| msg.string_table.get(i))
+            .and_then(|i| self.msg.string_table.get(i))
             .map(String::as_str)
             .ok_or_else(|| PprofError::Dangling(format!("string index {i} out of range")))
-    };
-    let mut value_index = None;
-    for (i, ty) in msg.sample_type.iter().enumerate() {
-        if string(ty.r#type)? == "samples" {
-            value_index = Some(i);
-            break;
-        }
     }
-    let value_index = match value_index {
-        Some(i) => i,
-        None if msg.default_sample_type != 0 => msg
+
+    fn value_type(&self, t: &proto::ValueType) -> Result<SampleType, PprofError> {
+        Ok(SampleType {
+            ty: self.string(t.r#type)?.to_owned(),
+            unit: self.string(t.unit)?.to_owned(),
+        })
+    }
+
+    /// The declared sample types, in order (a name that points outside the string
+    /// table is an error).
+    pub fn sample_types(&self) -> Result<Vec<SampleType>, PprofError> {
+        self.msg
             .sample_type
             .iter()
-            .position(|t| t.r#type == msg.default_sample_type)
-            .unwrap_or(0),
-        None => 0,
-    };
-    // Names are borrowed from the string table: nothing here is copied per reference.
-    let mut function_names: HashMap<u64, &str> = HashMap::with_capacity(msg.function.len());
-    for f in &msg.function {
-        function_names.insert(f.id, string(f.name)?);
+            .map(|t| self.value_type(t))
+            .collect()
     }
-    let mut locations: HashMap<u64, &proto::Location> = HashMap::with_capacity(msg.location.len());
-    for loc in &msg.location {
-        if let Some(line) = loc
-            .line
-            .iter()
-            .find(|l| !function_names.contains_key(&l.function_id))
-        {
-            return Err(PprofError::Dangling(format!(
-                "location {} names missing function {}",
-                loc.id, line.function_id
-            )));
-        }
-        locations.insert(loc.id, loc);
+
+    /// The period type (`cpu/nanoseconds`, `space/bytes`), if declared.
+    pub fn period_type(&self) -> Result<Option<SampleType>, PprofError> {
+        self.msg
+            .period_type
+            .as_ref()
+            .map(|t| self.value_type(t))
+            .transpose()
     }
-    let period_ns = match &msg.period_type {
-        Some(pt) if string(pt.unit)? == "nanoseconds" => msg.period.max(0) as u64,
-        _ => 0,
-    };
-    let mut acc = StackAccumulator::with_labels(*budget, *label_budget);
-    let mut addresses: Vec<String> = Vec::new();
-    // The label sets met so far, by their (key, str) string indices.
-    let mut sets: HashMap<Vec<(i64, i64)>, Option<LabelSetIndex>> = HashMap::new();
-    let mut pairs: Vec<(i64, i64)> = Vec::new();
-    for sample in &msg.sample {
-        let Some(&value) = sample.value.get(value_index) else {
-            return Err(PprofError::Dangling(format!(
-                "sample has {} values, sample type {value_index} wanted",
-                sample.value.len()
-            )));
-        };
-        if value <= 0 {
-            continue;
-        }
-        // Frames root first: locations are leaf first, and a location's lines innermost
-        // first. Locations without lines are named by address.
-        addresses.clear();
-        let mut frames: Vec<&proto::Location> = Vec::new();
-        for id in sample.location_id.iter().rev() {
-            let loc = *locations.get(id).ok_or_else(|| {
-                PprofError::Dangling(format!("sample names missing location {id}"))
-            })?;
-            if loc.line.is_empty() {
-                addresses.push(format!("{:#x}", loc.address));
-            }
-            frames.push(loc);
-            // Enough frames to fill the budget's depth (and see that it is exceeded).
-            if frames.len() > budget.max_depth {
-                break;
+
+    /// The period in units of the period type (0 when absent or negative).
+    pub fn period(&self) -> u64 {
+        self.msg.period.max(0) as u64
+    }
+
+    /// When the profile was taken, Unix ns (0 when absent or negative).
+    pub fn time_nanos(&self) -> u64 {
+        self.msg.time_nanos.max(0) as u64
+    }
+
+    /// How long it covers, ns (0 when absent or negative).
+    pub fn duration_nanos(&self) -> u64 {
+        self.msg.duration_nanos.max(0) as u64
+    }
+
+    /// The sample type [`decode`] sums: `samples` when declared, otherwise the
+    /// profile's default sample type, otherwise the first.
+    pub fn default_sample_type(&self) -> Result<usize, PprofError> {
+        for (i, ty) in self.msg.sample_type.iter().enumerate() {
+            if self.string(ty.r#type)? == "samples" {
+                return Ok(i);
             }
         }
-        let mut next_address = addresses.iter();
-        let names = frames.iter().flat_map(|loc| {
-            let unnamed = loc
+        Ok(match self.msg.default_sample_type {
+            0 => 0,
+            d => self
+                .msg
+                .sample_type
+                .iter()
+                .position(|t| t.r#type == d)
+                .unwrap_or(0),
+        })
+    }
+
+    /// Expands sample type `index` into folded stacks (with its string sample labels, as
+    /// [`decode_labeled`] does), each sample's value divided by `divisor` (rounded to the
+    /// nearest; `0` or `1`: as is), e.g. CPU nanoseconds by the period into periods. A
+    /// sample whose value is not positive (or rounds to 0) is skipped. The profile's
+    /// `period_ns` is the period when the period type is in nanoseconds, else 0.
+    ///
+    /// An `index` the profile does not declare, a sample without that value, a location,
+    /// function or string that does not exist are errors; stacks are bounded by `budget`
+    /// (deeper ones truncated, more text or periods than it allows an error) and label
+    /// sets by `label_budget`.
+    pub fn stacks(
+        &self,
+        index: usize,
+        divisor: u64,
+        budget: &StackBudget,
+        label_budget: &LabelBudget,
+    ) -> Result<(Profile, BoundedStacks), PprofError> {
+        let msg = &self.msg;
+        if !msg.sample_type.is_empty() && index >= msg.sample_type.len() {
+            return Err(PprofError::Dangling(format!(
+                "sample type {index} wanted, the profile declares {}",
+                msg.sample_type.len()
+            )));
+        }
+        // Names are borrowed from the string table: nothing here is copied per reference.
+        let mut function_names: HashMap<u64, &str> = HashMap::with_capacity(msg.function.len());
+        for f in &msg.function {
+            function_names.insert(f.id, self.string(f.name)?);
+        }
+        let mut locations: HashMap<u64, &proto::Location> =
+            HashMap::with_capacity(msg.location.len());
+        for loc in &msg.location {
+            if let Some(line) = loc
                 .line
-                .is_empty()
-                .then(|| next_address.next().map_or("[unknown]", String::as_str));
-            loc.line
                 .iter()
-                .rev()
-                .map(|l| {
-                    function_names
-                        .get(&l.function_id)
-                        .copied()
-                        .unwrap_or("[unknown]")
-                })
-                .chain(unnamed)
-        });
-        pairs.clear();
-        pairs.extend(
-            sample
-                .label
-                .iter()
-                .filter(|l| l.str != 0)
-                .map(|l| (l.key, l.str)),
-        );
-        let set = if pairs.is_empty() {
-            None
-        } else {
-            pairs.sort_unstable();
-            match sets.get(&pairs) {
-                Some(set) => *set,
-                None => {
-                    let mut labels = SampleLabels::new();
-                    for (k, v) in &pairs {
-                        labels.insert(string(*k)?.to_owned(), string(*v)?.to_owned());
-                    }
-                    let set = acc.intern_labels(&labels)?;
-                    sets.insert(pairs.clone(), set);
-                    set
+                .find(|l| !function_names.contains_key(&l.function_id))
+            {
+                return Err(PprofError::Dangling(format!(
+                    "location {} names missing function {}",
+                    loc.id, line.function_id
+                )));
+            }
+            locations.insert(loc.id, loc);
+        }
+        let period_ns = match &msg.period_type {
+            Some(pt) if self.string(pt.unit)? == "nanoseconds" => self.period(),
+            _ => 0,
+        };
+        let mut acc = StackAccumulator::with_labels(*budget, *label_budget);
+        let mut addresses: Vec<String> = Vec::new();
+        // The label sets met so far, by their (key, str) string indices.
+        let mut sets: HashMap<Vec<(i64, i64)>, Option<LabelSetIndex>> = HashMap::new();
+        let mut pairs: Vec<(i64, i64)> = Vec::new();
+        for sample in &msg.sample {
+            let Some(&value) = sample.value.get(index) else {
+                return Err(PprofError::Dangling(format!(
+                    "sample has {} values, sample type {index} wanted",
+                    sample.value.len()
+                )));
+            };
+            if value <= 0 {
+                continue;
+            }
+            let count = if divisor > 1 {
+                (value as u64).saturating_add(divisor / 2) / divisor
+            } else {
+                value as u64
+            };
+            if count == 0 {
+                continue;
+            }
+            // Frames root first: locations are leaf first, and a location's lines
+            // innermost first. Locations without lines are named by address.
+            addresses.clear();
+            let mut frames: Vec<&proto::Location> = Vec::new();
+            for id in sample.location_id.iter().rev() {
+                let loc = *locations.get(id).ok_or_else(|| {
+                    PprofError::Dangling(format!("sample names missing location {id}"))
+                })?;
+                if loc.line.is_empty() {
+                    addresses.push(format!("{:#x}", loc.address));
+                }
+                frames.push(loc);
+                // Enough frames to fill the budget's depth (and see that it is exceeded).
+                if frames.len() > budget.max_depth {
+                    break;
                 }
             }
+            let mut next_address = addresses.iter();
+            let names = frames.iter().flat_map(|loc| {
+                let unnamed = loc
+                    .line
+                    .is_empty()
+                    .then(|| next_address.next().map_or("[unknown]", String::as_str));
+                loc.line
+                    .iter()
+                    .rev()
+                    .map(|l| {
+                        function_names
+                            .get(&l.function_id)
+                            .copied()
+                            .unwrap_or("[unknown]")
+                    })
+                    .chain(unnamed)
+            });
+            pairs.clear();
+            pairs.extend(
+                sample
+                    .label
+                    .iter()
+                    .filter(|l| l.str != 0)
+                    .map(|l| (l.key, l.str)),
+            );
+            let set = if pairs.is_empty() {
+                None
+            } else {
+                pairs.sort_unstable();
+                match sets.get(&pairs) {
+                    Some(set) => *set,
+                    None => {
+                        let mut labels = SampleLabels::new();
+                        for (k, v) in &pairs {
+                            labels.insert(self.string(*k)?.to_owned(), self.string(*v)?.to_owned());
+                        }
+                        let set = acc.intern_labels(&labels)?;
+                        sets.insert(pairs.clone(), set);
+                        set
+                    }
+                }
+            };
+            acc.add_frames_in(set, names, count)?;
+        }
+        let bounded = acc.finish();
+        let profile = Profile {
+            stacks: bounded.stacks.clone(),
+            period_ns,
+            start_unix_ns: self.time_nanos(),
+            duration_ns: self.duration_nanos(),
         };
-        acc.add_frames_in(set, names, value as u64)?;
+        Ok((profile, bounded))
     }
-    let bounded = acc.finish();
-    let profile = Profile {
-        stacks: bounded.stacks.clone(),
-        period_ns,
-        start_unix_ns: msg.time_nanos.max(0) as u64,
-        duration_ns: msg.duration_nanos.max(0) as u64,
-    };
-    Ok((profile, bounded))
 }
 
 #[derive(Default)]
@@ -547,6 +692,141 @@ mod tests {
         let msg = proto::Profile::decode(&raw[..]).unwrap();
         assert_eq!(msg.sample[0].value, vec![7, 7_000_000]);
         assert_eq!(msg.string_table[msg.sample_type[1].r#type as usize], "cpu");
+    }
+
+    /// A Go heap profile: four sample types, one profile per type.
+    fn heap_profile() -> proto::Profile {
+        let strings: Vec<String> = [
+            "",
+            "alloc_objects",
+            "count",
+            "alloc_space",
+            "bytes",
+            "inuse_objects",
+            "inuse_space",
+            "space",
+            "main.alloc",
+            "main",
+            "kind",
+            "big",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let vt = |t, u| proto::ValueType { r#type: t, unit: u };
+        proto::Profile {
+            string_table: strings,
+            sample_type: vec![vt(1, 2), vt(3, 4), vt(5, 2), vt(6, 4)],
+            period_type: Some(vt(7, 4)),
+            period: 524_288,
+            function: vec![
+                proto::Function {
+                    id: 1,
+                    name: 8,
+                    ..Default::default()
+                },
+                proto::Function {
+                    id: 2,
+                    name: 9,
+                    ..Default::default()
+                },
+            ],
+            location: (1..=2)
+                .map(|id| proto::Location {
+                    id,
+                    line: vec![proto::Line {
+                        function_id: id,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            sample: vec![
+                proto::Sample {
+                    location_id: vec![1, 2],
+                    value: vec![3, 3000, 1, 1000],
+                    label: vec![],
+                },
+                proto::Sample {
+                    location_id: vec![2],
+                    value: vec![2, 64, 0, 0],
+                    label: vec![proto::Label {
+                        key: 10,
+                        str: 11,
+                        ..Default::default()
+                    }],
+                },
+            ],
+            time_nanos: 1_700_000_000_000_000_000,
+            duration_nanos: 15_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_sample_type_decodes_on_its_own() {
+        let bytes = heap_profile().encode_to_vec();
+        let types = sample_types(&bytes, 1 << 20).unwrap();
+        let names: Vec<(&str, &str)> = types
+            .iter()
+            .map(|t| (t.ty.as_str(), t.unit.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("alloc_objects", "count"),
+                ("alloc_space", "bytes"),
+                ("inuse_objects", "count"),
+                ("inuse_space", "bytes")
+            ]
+        );
+        let (b, l) = (StackBudget::default(), LabelBudget::default());
+        let (p, bounded) = decode_sample_type(&bytes, 1 << 20, 1, &b, &l).unwrap();
+        assert_eq!(p.stacks["main;main.alloc"], 3000);
+        assert_eq!(bounded.labeled.len(), 1);
+        assert_eq!(bounded.labeled[0].1["main"], 64);
+        assert_eq!(p.period_ns, 0, "space/bytes is not a time period");
+        assert_eq!(p.start_unix_ns, 1_700_000_000_000_000_000);
+        // In-use: the second sample's zero values are skipped.
+        let (p, bounded) = decode_sample_type(&bytes, 1 << 20, 3, &b, &l).unwrap();
+        assert_eq!(p.stacks["main;main.alloc"], 1000);
+        assert!(bounded.labeled.is_empty());
+        // An index past the declared types is an error, not a panic.
+        let err = decode_sample_type(&bytes, 1 << 20, 4, &b, &l).unwrap_err();
+        assert!(err.to_string().contains("sample type 4"), "{err}");
+        let parsed = PprofProfile::parse(&bytes, 1 << 20).unwrap();
+        assert_eq!(parsed.default_sample_type().unwrap(), 0);
+        assert_eq!(parsed.period_type().unwrap().unwrap().ty, "space");
+        assert_eq!(parsed.period(), 524_288);
+        assert_eq!(parsed.raw_len(), bytes.len());
+    }
+
+    #[test]
+    fn nanoseconds_divide_into_periods_rounded() {
+        let mut p = Profile::from_folded("a;b 7\na;c 2\n", 10_000_000).unwrap();
+        p.start_unix_ns = 1;
+        let bytes = encode(&p);
+        let parsed = PprofProfile::parse(&bytes, 1 << 20).unwrap();
+        let types = parsed.sample_types().unwrap();
+        assert_eq!(types[1].ty, "cpu");
+        let (b, l) = (StackBudget::default(), LabelBudget::default());
+        let (cpu, _) = parsed.stacks(1, 10_000_000, &b, &l).unwrap();
+        assert_eq!(cpu.stacks, p.stacks);
+        assert_eq!(cpu.period_ns, 10_000_000);
+        // Half a period and more rounds up, less rounds to nothing.
+        let (coarse, _) = parsed.stacks(1, 40_000_000, &b, &l).unwrap();
+        assert_eq!(coarse.stacks.get("a;b"), Some(&2));
+        assert_eq!(coarse.stacks.get("a;c"), Some(&1));
+        let (coarse, _) = parsed.stacks(1, 50_000_000, &b, &l).unwrap();
+        assert_eq!(coarse.stacks.get("a;b"), Some(&1));
+        assert_eq!(coarse.stacks.get("a;c"), None);
+        // Values that would overflow the periods budget are refused.
+        let mut huge = heap_profile();
+        huge.sample[0].value = vec![i64::MAX; 4];
+        huge.sample[1].value = vec![i64::MAX; 4];
+        let parsed = PprofProfile::parse(&huge.encode_to_vec(), 1 << 20).unwrap();
+        let err = parsed.stacks(0, 1, &b, &l).unwrap_err();
+        assert!(err.to_string().contains("max_samples"), "{err}");
     }
 
     #[test]
