@@ -12,6 +12,7 @@
 //! the same [`LabelBudget`].
 
 pub mod gate;
+pub mod otlp;
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -378,6 +379,7 @@ pub fn router(state: Option<PushState>) -> Router {
     };
     let limit = state.gate.config().max_body_bytes;
     Router::new()
+        .merge(otlp::routes())
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
