@@ -1,10 +1,14 @@
-//! The analysis routes: CPU over time in cores (`/api/timeseries`), top functions
-//! (`/api/top`), the sandwich of one function (`/api/sandwich`, `/api/sandwich.svg`) and
-//! the verdict of what changed (`/api/changes`). docs/api.md documents each.
+//! The analysis routes: a selection over time in its type's unit (`/api/timeseries`),
+//! top functions (`/api/top`), the sandwich of one function (`/api/sandwich`,
+//! `/api/sandwich.svg`) and the verdict of what changed (`/api/changes`). docs/api.md
+//! documents each.
 //!
-//! Counts are periods; a target's periods times its sampling period is CPU time, so a
-//! bucket's CPU in cores is that over the bucket's length. Targets whose period is
-//! unknown (folded text) count at [`DEFAULT_PERIOD_NS`].
+//! Counts become values by the profile type's [`Measure`]: periods (CPU, wall) times
+//! each target's sampling period over the bucket's length (cores; wall seconds per
+//! second); amounts accumulated over each profile's interval (allocations, contentions,
+//! delay) over the bucket's length (per second); amounts at the time of each profile
+//! (in-use memory, goroutines) as each target's mean per profile, summed over targets.
+//! Targets whose period is unknown (folded text) count at [`DEFAULT_PERIOD_NS`].
 
 #![allow(clippy::result_large_err)]
 
@@ -18,8 +22,10 @@ use serde_json::{json, Value};
 use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
 use stackwatch_store::{ProfileStore, Selector, StoreError, TargetSeries, OTHER_VALUE};
 
+use crate::profile_type::ProfileType;
 use crate::query::{
-    apply_hide, hide_param, param_err, parse_request, read, selection, svg_options, Params,
+    apply_hide, flamegraph_names, hide_param, param_err, parse_request, read, same_type, selection,
+    svg_options, Params,
 };
 use crate::state::ApiState;
 
@@ -68,6 +74,51 @@ fn limit_param(q: &HashMap<String, String>, default: usize, max: usize) -> Resul
     }
 }
 
+/// How a profile type's counts become a value per time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Sampling periods (CPU, wall): periods times the target's period over the
+    /// bucket's length (cores; seconds of wall-clock time per second).
+    Periods,
+    /// Amounts accumulated over each profile's interval (allocations, contentions,
+    /// delay): their sum over the bucket's length, per second.
+    Rate,
+    /// Amounts at the time of each profile (in-use memory, goroutines): each target's
+    /// mean per profile in the bucket, summed over the targets. Consecutive profiles of
+    /// one target see the same live objects again; summing them would count those once
+    /// per profile.
+    Gauge,
+}
+
+impl Measure {
+    /// The measure of a profile type.
+    pub fn of(t: ProfileType) -> Measure {
+        match t {
+            ProfileType::Cpu | ProfileType::Wall => Measure::Periods,
+            ProfileType::AllocObjects
+            | ProfileType::AllocSpace
+            | ProfileType::Contentions
+            | ProfileType::Delay => Measure::Rate,
+            ProfileType::InuseObjects | ProfileType::InuseSpace | ProfileType::Goroutines => {
+                Measure::Gauge
+            }
+        }
+    }
+}
+
+/// The unit of a profile type's `/api/timeseries` values (the response's `unit`).
+pub fn series_unit(t: ProfileType) -> &'static str {
+    match t {
+        ProfileType::Cpu => "cores",
+        ProfileType::Wall => "wall_seconds_per_second",
+        ProfileType::AllocSpace => "bytes_per_second",
+        ProfileType::AllocObjects | ProfileType::Contentions => "count_per_second",
+        ProfileType::Delay => "nanoseconds_per_second",
+        ProfileType::InuseSpace => "bytes",
+        ProfileType::InuseObjects | ProfileType::Goroutines => "count",
+    }
+}
+
 fn period_of(t: &TargetSeries) -> f64 {
     (if t.period_ns == 0 {
         DEFAULT_PERIOD_NS
@@ -76,29 +127,190 @@ fn period_of(t: &TargetSeries) -> f64 {
     }) as f64
 }
 
-/// Cores per bucket of a group of targets: `None` where none of them has data.
-fn cores(targets: &[&TargetSeries], buckets: &[i64], step: i64) -> Vec<Option<f64>> {
-    let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
-    let mut out = vec![None; buckets.len()];
+/// The index of the bucket holding `ts` among `n` buckets of `step` s from `first`.
+fn bucket_index(ts: i64, first: i64, step: i64, n: usize) -> Option<usize> {
+    let i = (ts.div_euclid(step) * step - first) / step;
+    usize::try_from(i).ok().filter(|i| *i < n)
+}
+
+/// Values per bucket of a group of targets in the unit of `measure` (before the edge
+/// scaling of [`points`]): `None` where none of them has data. The targets' points may
+/// be finer than `step` (a gauge's are: each stored profile time its own point); they
+/// are binned into the buckets.
+fn values(
+    targets: &[&TargetSeries],
+    buckets: &[i64],
+    step: i64,
+    measure: Measure,
+) -> Vec<Option<f64>> {
+    let n = buckets.len();
+    let first = buckets.first().copied().unwrap_or(0);
+    let mut out = vec![None; n];
     for t in targets {
-        let scale = period_of(t) / 1e9 / step as f64;
-        for (ts, periods) in &t.points {
-            if let Some(i) = index.get(ts) {
-                *out[*i].get_or_insert(0.0) += *periods as f64 * scale;
+        let scale = match measure {
+            Measure::Periods => period_of(t) / 1e9 / step as f64,
+            Measure::Rate => 1.0 / step as f64,
+            Measure::Gauge => 1.0,
+        };
+        if measure == Measure::Gauge {
+            // This target's sum and number of profiles per bucket, then its mean.
+            let mut per: Vec<(f64, u32)> = vec![(0.0, 0); n];
+            for (ts, c) in &t.points {
+                if let Some(i) = bucket_index(*ts, first, step, n) {
+                    per[i].0 += *c as f64;
+                    per[i].1 += 1;
+                }
+            }
+            for (slot, (sum, profiles)) in out.iter_mut().zip(per) {
+                if profiles > 0 {
+                    *slot.get_or_insert(0.0) += sum / f64::from(profiles);
+                }
+            }
+        } else {
+            for (ts, c) in &t.points {
+                if let Some(i) = bucket_index(*ts, first, step, n) {
+                    *out[i].get_or_insert(0.0) += *c as f64 * scale;
+                }
             }
         }
     }
     out
 }
 
-/// Total CPU seconds of some targets.
-fn cpu_seconds<'a>(targets: impl IntoIterator<Item = &'a TargetSeries>) -> f64 {
+/// The counts per bucket of some targets, summed: `None` where none has data.
+fn raw_counts(targets: &[&TargetSeries], buckets: &[i64], step: i64) -> Vec<Option<f64>> {
+    let n = buckets.len();
+    let first = buckets.first().copied().unwrap_or(0);
+    let mut out = vec![None; n];
+    for t in targets {
+        for (ts, c) in &t.points {
+            if let Some(i) = bucket_index(*ts, first, step, n) {
+                *out[i].get_or_insert(0.0) += *c as f64;
+            }
+        }
+    }
+    out
+}
+
+/// Per bucket, what one count is worth in the unit of the selection's values: its
+/// value over its counts. Counts read per bucket without their targets (a sample
+/// label's, a function's) become values with it: exact when the targets share one
+/// period (and, for a gauge, one number of profiles per bucket); otherwise they are
+/// assumed to come from the targets in the bucket's proportions, and the parts still
+/// add up to the total, which is exact. `fallback` where a bucket has no counts.
+fn count_values(total: &[Option<f64>], counts: &[Option<f64>], fallback: f64) -> Vec<f64> {
+    total
+        .iter()
+        .zip(counts)
+        .map(|(v, c)| match (v, c) {
+            (Some(v), Some(c)) if *c > 0.0 => v / c,
+            _ => fallback,
+        })
+        .collect()
+}
+
+/// The selection's average over `range_s` seconds in the unit of `measure`: for a
+/// gauge, each target's mean per profile (its series must be at the resolution that
+/// [`read_series`] gives a gauge), summed.
+fn range_value<'a>(
+    targets: impl IntoIterator<Item = &'a TargetSeries>,
+    range_s: i64,
+    measure: Measure,
+) -> f64 {
+    let range = range_s.max(1) as f64;
     targets
         .into_iter()
-        .map(|t| t.points.iter().map(|(_, p)| *p as f64).sum::<f64>() * period_of(t) / 1e9)
+        .map(|t| {
+            let sum = t.points.iter().map(|(_, c)| *c as f64).sum::<f64>();
+            match measure {
+                Measure::Periods => sum * period_of(t) / 1e9 / range,
+                Measure::Rate => sum / range,
+                Measure::Gauge if t.points.is_empty() => 0.0,
+                Measure::Gauge => sum / t.points.len() as f64,
+            }
+        })
         .sum::<f64>()
         // An empty float sum is -0.0; JSON should say 0.
         + 0.0
+}
+
+/// Resolutions at which a gauge's profiles are told apart, finest first.
+const GAUGE_RESOLUTIONS: [i64; 18] = [
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
+];
+
+/// The finest resolution to count a gauge's profiles over `[from, to)` at: one that
+/// divides `step` (when the points must bin into its buckets), within the store's
+/// 100 000 buckets, and (`minutes`) a multiple of a minute when the range is older
+/// than the raw windows, so the minute rollups answer it.
+fn gauge_resolution(from: i64, to: i64, step: Option<i64>, minutes: bool) -> i64 {
+    let fits = |r: i64| {
+        let divides = match step {
+            Some(s) => s % r == 0,
+            None => true,
+        };
+        divides && (to - from.div_euclid(r) * r + r - 1) / r <= 100_000
+    };
+    let pick = |want_minutes: bool| {
+        GAUGE_RESOLUTIONS
+            .iter()
+            .copied()
+            .find(|r| fits(*r) && (!want_minutes || r % 60 == 0))
+    };
+    (if minutes { pick(true) } else { None })
+        .or_else(|| pick(false))
+        .unwrap_or_else(|| step.unwrap_or(86_400))
+}
+
+/// Each selected target's counts over `[from, to)`: per bucket of `step` for periods
+/// and rates; for a gauge, per stored profile time (each stored time its own point,
+/// binned later), so that each target's mean per profile can be taken. Raw windows
+/// tell every profile apart; past `storage.raw_retention` only rollups remain, where a
+/// minute holds every profile of that minute, and counts as one. `step: None` reads
+/// the range as one bucket.
+fn read_series(
+    store: &dyn ProfileStore,
+    selector: &Selector,
+    (from, to, step): (i64, i64, Option<i64>),
+    measure: Measure,
+    raw_since: i64,
+) -> Result<Vec<TargetSeries>, StoreError> {
+    if measure != Measure::Gauge {
+        return store.target_series(selector, from, to, step.unwrap_or((to - from).max(1)));
+    }
+    // The part older than the raw windows at minute resolution, the rest finest.
+    let align = step.unwrap_or(60);
+    let split = (raw_since.div_euclid(align) * align + align).clamp(from, to);
+    let mut merged: BTreeMap<stackwatch_store::Labels, TargetSeries> = BTreeMap::new();
+    for (a, b, minutes) in [(from, split, true), (split, to, false)] {
+        if a >= b {
+            continue;
+        }
+        let r = gauge_resolution(a, b, step, minutes);
+        for t in store.target_series(selector, a, b, r)? {
+            match merged.get_mut(&t.labels) {
+                Some(m) => {
+                    m.points.extend(t.points);
+                    m.period_ns = m.period_ns.max(t.period_ns);
+                }
+                None => {
+                    merged.insert(t.labels.clone(), t);
+                }
+            }
+        }
+    }
+    Ok(merged.into_values().collect())
+}
+
+/// The time before which only rollups may be left (`storage.raw_retention`).
+fn raw_since(st: &ApiState) -> i64 {
+    let keep = st
+        .cfg
+        .storage
+        .raw_retention
+        .min(st.cfg.storage.retention)
+        .as_secs();
+    stackwatch_profile::clock::unix_s().saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX))
 }
 
 /// `[[bucket, value], ...]`, each value multiplied by its bucket's scale (a bucket that
@@ -128,15 +340,14 @@ fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
 /// The name of the series of targets (or samples) without the `group_by` label.
 const NONE_SERIES: &str = "(none)";
 
-/// `group_by` over a target label: one series per value, the `limit` largest (by CPU
-/// over the range) first, the rest summed as `[other]`, then the targets without the
-/// label as `(none)`.
+/// `group_by` over a target label: one series per value, the `limit` largest (by their
+/// values over the range) first, the rest summed as `[other]`, then the targets without
+/// the label as `(none)`.
 fn target_groups(
     series: &[TargetSeries],
     label: &str,
     limit: usize,
-    buckets: &[i64],
-    step: i64,
+    (buckets, step, measure): (&[i64], i64, Measure),
     scales: &[f64],
 ) -> Vec<Value> {
     let mut groups: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
@@ -145,31 +356,34 @@ fn target_groups(
         groups.entry(v).or_default().push(t);
     }
     let none = groups.remove("");
-    let mut ranked: Vec<(String, Vec<&TargetSeries>, f64)> = groups
+    let mut ranked: Vec<(String, Vec<Option<f64>>, f64)> = groups
         .into_iter()
         .map(|(k, ts)| {
-            let s = cpu_seconds(ts.iter().copied());
-            (k, ts, s)
+            let v = values(&ts, buckets, step, measure);
+            let weight = v.iter().flatten().sum::<f64>();
+            (k, v, weight)
         })
         .collect();
     ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    let rest: Vec<&TargetSeries> = ranked
-        .iter()
-        .skip(limit)
-        .flat_map(|(_, ts, _)| ts.iter().copied())
-        .collect();
+    let mut rest: Option<Vec<Option<f64>>> = None;
+    for (_, v, _) in ranked.iter().skip(limit) {
+        let acc = rest.get_or_insert_with(|| vec![None; buckets.len()]);
+        for (a, b) in acc.iter_mut().zip(v) {
+            if let Some(b) = b {
+                *a.get_or_insert(0.0) += b;
+            }
+        }
+    }
     let mut list: Vec<Value> = ranked
         .iter()
         .take(limit)
-        .map(|(name, ts, _)| {
-            json!({"name": name, "points": points(buckets, &cores(ts, buckets, step), scales)})
-        })
+        .map(|(name, v, _)| json!({"name": name, "points": points(buckets, v, scales)}))
         .collect();
-    if !rest.is_empty() {
-        list.push(json!({"name": OTHER_VALUE, "points": points(buckets, &cores(&rest, buckets, step), scales)}));
+    if let Some(v) = rest {
+        list.push(json!({"name": OTHER_VALUE, "points": points(buckets, &v, scales)}));
     }
     if let Some(ts) = none {
-        list.push(json!({"name": NONE_SERIES, "points": points(buckets, &cores(&ts, buckets, step), scales)}));
+        list.push(json!({"name": NONE_SERIES, "points": points(buckets, &values(&ts, buckets, step, measure), scales)}));
     }
     list
 }
@@ -257,38 +471,9 @@ fn empty_matcher(label: &str) -> Result<stackwatch_store::selector::Matcher, Sto
     Ok(m)
 }
 
-/// Per bucket, the selection's sampling period in ns: the period-weighted mean over
-/// its targets (each target's period weighted by its periods in the bucket; a fleet
-/// that shares one period gets exactly it); `None` where nothing was stored.
-fn bucket_periods_ns(series: &[TargetSeries], buckets: &[i64]) -> Vec<Option<f64>> {
-    let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
-    let mut sums: Vec<Option<(f64, f64)>> = vec![None; buckets.len()];
-    for t in series {
-        let period = period_of(t);
-        for (ts, periods) in &t.points {
-            if let Some(i) = index.get(ts) {
-                let slot = sums[*i].get_or_insert((0.0, 0.0));
-                slot.0 += *periods as f64 * period;
-                slot.1 += *periods as f64;
-            }
-        }
-    }
-    sums.into_iter()
-        .map(|s| {
-            s.map(|(ns, periods)| {
-                if periods > 0.0 {
-                    ns / periods
-                } else {
-                    DEFAULT_PERIOD_NS as f64
-                }
-            })
-        })
-        .collect()
-}
-
-/// `GET /api/timeseries`: CPU in cores per bucket, `null` where nothing was stored;
-/// `group_by=LABEL` adds one series per value (top `limit`, the rest `[other]`);
-/// `function=NAME` adds that function's self and total CPU.
+/// `GET /api/timeseries`: the selection per bucket in its type's unit (`unit`: cores for
+/// CPU), `null` where nothing was stored; `group_by=LABEL` adds one series per value
+/// (top `limit`, the rest `[other]`); `function=NAME` adds that function's self and total.
 pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let step = step_param(&q, sel.from, sel.to)?;
@@ -299,16 +484,30 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
     let (from, to) = (sel.from, sel.to);
     let lag = 2 * st.cfg.scrape.interval.as_secs() as i64;
     let now = stackwatch_profile::clock::unix_s();
+    let measure = Measure::of(sel.profile_type);
+    let raw_since = raw_since(&st);
     read(&st, move |store| {
-        let series = store.target_series(&sel.selector, from, to, step)?;
+        let series = read_series(
+            store,
+            &sel.selector,
+            (from, to, Some(step)),
+            measure,
+            raw_since,
+        )?;
         let first = from.div_euclid(step) * step;
         let buckets: Vec<i64> = (first..to).step_by(step as usize).collect();
         let all: Vec<&TargetSeries> = series.iter().collect();
-        let total = cores(&all, &buckets, step);
+        let total = values(&all, &buckets, step, measure);
+        let counts = raw_counts(&all, &buckets, step);
         // Buckets that stick out of the range (the first when `from` is not on a
         // multiple of the step, the last when `to` is not): every series is averaged
-        // over the part inside. The last is marked while data for it may still arrive.
-        let scales = edge_scales(&buckets, step, from, to);
+        // over the part inside. A gauge's mean per profile is not a rate: it stays.
+        // The last is marked while data for it may still arrive.
+        let scales = if measure == Measure::Gauge {
+            vec![1.0; buckets.len()]
+        } else {
+            edge_scales(&buckets, step, from, to)
+        };
         let mut partial = Value::Null;
         if let Some(&last) = buckets.last() {
             let covered = to.min(last + step) - from.max(last);
@@ -320,27 +519,46 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             "from": from,
             "to": to,
             "step": step,
-            "unit": "cores",
+            "type": sel.profile_type.name(),
+            "unit": series_unit(sel.profile_type),
             "points": points(&buckets, &total, &scales),
             "partial": partial,
         });
+        // What one count is worth per bucket, and over the range where a bucket has
+        // none (the selection's mean).
+        let (sum_v, sum_c) = total
+            .iter()
+            .zip(&counts)
+            .filter_map(|(v, c)| v.zip(*c))
+            .fold((0.0, 0.0), |(a, b), (v, c)| (a + v, b + c));
+        let mean_worth = if sum_c > 0.0 {
+            sum_v / sum_c
+        } else {
+            match measure {
+                Measure::Periods => DEFAULT_PERIOD_NS as f64 / 1e9 / step as f64,
+                Measure::Rate => 1.0 / step as f64,
+                Measure::Gauge => 1.0,
+            }
+        };
+        let worth = count_values(&total, &counts, mean_worth);
         if let Some(label) = &group_by {
             // A name some selected target carries is a target label; otherwise the
             // store says (a name that is both is a target label, as in selectors).
             let by_target = series.iter().any(|t| t.labels.contains_key(label))
                 || !store.label_keys()?.sample.iter().any(|k| k == label);
             let list = if by_target {
-                target_groups(&series, label, limit, &buckets, step, &scales)
+                target_groups(&series, label, limit, (&buckets, step, measure), &scales)
             } else {
-                let periods = sample_groups(store, &sel.selector, (from, to, step), label, limit)?;
-                let ns = bucket_periods_ns(&series, &buckets);
-                periods
+                let grouped = sample_groups(store, &sel.selector, (from, to, step), label, limit)?;
+                grouped
                     .into_iter()
                     .map(|(name, p)| {
+                        // A bucket without data in the selection stays a gap.
                         let values: Vec<Option<f64>> = p
                             .iter()
-                            .zip(&ns)
-                            .map(|(c, ns)| ns.map(|ns| *c as f64 * ns / 1e9 / step as f64))
+                            .zip(&worth)
+                            .zip(&total)
+                            .map(|((c, w), t)| t.map(|_| *c as f64 * w))
                             .collect();
                         json!({"name": name, "points": points(&buckets, &values, &scales)})
                     })
@@ -350,40 +568,29 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
             out["series"] = Value::Array(list);
         }
         if let Some(name) = &function {
-            // Periods to cores with the selection's own mean period.
-            let periods: f64 = series
-                .iter()
-                .flat_map(|t| t.points.iter().map(|(_, p)| *p as f64))
-                .sum();
-            let ns_per_period = if periods > 0.0 {
-                cpu_seconds(&series) * 1e9 / periods
-            } else {
-                DEFAULT_PERIOD_NS as f64
-            };
             let mut b = store.bucketed_stacks(&sel.selector, from, to, step)?;
             hide_in_buckets(&mut b, hide.as_ref());
-            let mut self_c: HashMap<i64, f64> = HashMap::new();
-            let mut total_c: HashMap<i64, f64> = HashMap::new();
-            let mut seen: HashMap<i64, ()> = HashMap::new();
+            let n = buckets.len();
+            let mut self_c: Vec<f64> = vec![0.0; n];
+            let mut total_c: Vec<f64> = vec![0.0; n];
+            let mut seen: Vec<bool> = vec![false; n];
             for (ts, stack, count) in &b.counts {
-                seen.insert(*ts, ());
-                let frames = &b.stacks[*stack as usize];
+                let Some(i) = bucket_index(*ts, first, step, n) else {
+                    continue;
+                };
+                seen[i] = true;
+                let Some(frames) = b.stacks.get(*stack as usize) else {
+                    continue;
+                };
                 if frames.split(';').any(|f| f == name) {
-                    *total_c.entry(*ts).or_default() += *count as f64;
+                    total_c[i] += *count as f64;
                     if frames.rsplit(';').next() == Some(name.as_str()) {
-                        *self_c.entry(*ts).or_default() += *count as f64;
+                        self_c[i] += *count as f64;
                     }
                 }
             }
-            let scale = ns_per_period / 1e9 / step as f64;
-            let to_points = |m: &HashMap<i64, f64>| -> Vec<Option<f64>> {
-                buckets
-                    .iter()
-                    .map(|bk| {
-                        seen.contains_key(bk)
-                            .then(|| m.get(bk).copied().unwrap_or(0.0) * scale)
-                    })
-                    .collect()
+            let to_points = |c: &[f64]| -> Vec<Option<f64>> {
+                (0..n).map(|i| seen[i].then(|| c[i] * worth[i])).collect()
             };
             out["function"] = json!({
                 "name": name,
@@ -396,8 +603,10 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
     .await
 }
 
-/// `GET /api/top`: functions by self (default) or total periods, thread roots and
-/// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first.
+/// `GET /api/top`: functions by self (default) or total counts, thread roots and
+/// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first. `total` is
+/// the selection's counts in `unit`; `average` its value over the range in
+/// `average_unit` (the unit of `/api/timeseries`); `total_cores` the same for CPU.
 pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let limit = limit_param(&q, 50, 10_000)?;
@@ -407,13 +616,22 @@ pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Resp
         Some(_) => return Err(param_err("order", "must be self or total").into_response()),
     };
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let measure = Measure::of(sel.profile_type);
+    let raw_since = raw_since(&st);
     read(&st, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
         );
-        let series = store.target_series(&sel.selector, sel.from, sel.to, sel.to - sel.from)?;
-        let total_cores = cpu_seconds(&series) / (sel.to - sel.from) as f64;
+        let range = sel.to - sel.from;
+        let series = read_series(
+            store,
+            &sel.selector,
+            (sel.from, sel.to, None),
+            measure,
+            raw_since,
+        )?;
+        let average = range_value(&series, range, measure);
         let roots = thread_roots(&p);
         let mut all = p.top_functions(usize::MAX);
         if !by_total {
@@ -436,13 +654,19 @@ pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Resp
                 })
             })
             .collect();
-        Ok(Json(json!({
+        let mut out = json!({
+            "type": sel.profile_type.name(),
             "total": p.total(),
-            "total_cores": total_cores,
+            "unit": sel.profile_type.unit().name(),
+            "average": average,
+            "average_unit": series_unit(sel.profile_type),
             "order": if by_total { "total" } else { "self" },
             "functions": functions,
-        }))
-        .into_response())
+        });
+        if sel.profile_type == ProfileType::Cpu {
+            out["total_cores"] = json!(average);
+        }
+        Ok(Json(out).into_response())
     })
     .await
 }
@@ -496,8 +720,9 @@ pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Respo
     } else {
         "Callees (the function at the root, what it calls above)"
     };
-    let opts = svg_options(&q, title, function.chars().take(120).collect())
+    let mut opts = svg_options(&q, title, function.chars().take(120).collect())
         .map_err(IntoResponse::into_response)?;
+    opts.count_name = flamegraph_names(sel.profile_type).1.to_owned();
     read(&st, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
@@ -525,23 +750,39 @@ fn hide_in_buckets(b: &mut stackwatch_store::BucketedStacks, hide: Option<&regex
     }
 }
 
-/// Totals of one side of a comparison: cores over its range, windows tested, cores per
-/// instance.
-fn side_summary(series: &[TargetSeries], range_s: i64, buckets: usize) -> Value {
-    let mut instances: BTreeMap<String, f64> = BTreeMap::new();
+/// Totals of one side of a comparison: its value over its range in the type's unit
+/// (`cores` too for CPU), windows tested, the value per instance.
+fn side_summary(
+    series: &[TargetSeries],
+    range_s: i64,
+    buckets: usize,
+    profile_type: ProfileType,
+) -> Value {
+    let measure = Measure::of(profile_type);
+    let mut per_instance: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
     for t in series {
         let name = t
             .labels
             .get("instance")
             .cloned()
             .unwrap_or_else(|| "(none)".into());
-        *instances.entry(name).or_default() += cpu_seconds([t]) / range_s as f64;
+        per_instance.entry(name).or_default().push(t);
     }
-    json!({
-        "cores": cpu_seconds(series) / range_s as f64,
+    let instances: BTreeMap<String, f64> = per_instance
+        .into_iter()
+        .map(|(k, ts)| (k, range_value(ts, range_s, measure)))
+        .collect();
+    let value = range_value(series, range_s, measure);
+    let mut out = json!({
+        "value": value,
+        "unit": series_unit(profile_type),
         "windows": buckets,
         "instances": instances,
-    })
+    });
+    if profile_type == ProfileType::Cpu {
+        out["cores"] = json!(value);
+    }
+    out
 }
 
 /// Buckets for the verdict: about 30 per side. A bucket shorter than a window is empty
@@ -555,23 +796,33 @@ fn verdict_step(range: i64) -> i64 {
 pub async fn changes(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
     let (q, target) = parse_request(&st, q)?;
     let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
+    same_type(&base, &target).map_err(IntoResponse::into_response)?;
     let limit = limit_param(&q, 50, 1000)?;
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let raw_since = raw_since(&st);
     read(&st, move |store| {
         let mut sides = Vec::new();
         for sel in [&base, &target] {
             let step = verdict_step(sel.to - sel.from);
             let mut b = store.bucketed_stacks(&sel.selector, sel.from, sel.to, step)?;
             hide_in_buckets(&mut b, hide.as_ref());
-            let series = store.target_series(&sel.selector, sel.from, sel.to, sel.to - sel.from)?;
+            let series = read_series(
+                store,
+                &sel.selector,
+                (sel.from, sel.to, None),
+                Measure::of(sel.profile_type),
+                raw_since,
+            )?;
             sides.push((b, series, sel.to - sel.from));
         }
         let (changes, nb, nt) = crate::verdict::changes(&sides[0].0, &sides[1].0, limit);
+        let t = target.profile_type;
         Ok(Json(json!({
             "method": "Welch's t-test on per-window shares (each side cut into ~30 time buckets), Benjamini-Hochberg at alpha; delta is target minus base share with its 99% interval",
             "alpha": crate::verdict::ALPHA,
-            "base": side_summary(&sides[0].1, sides[0].2, nb),
-            "target": side_summary(&sides[1].1, sides[1].2, nt),
+            "type": t.name(),
+            "base": side_summary(&sides[0].1, sides[0].2, nb, t),
+            "target": side_summary(&sides[1].1, sides[1].2, nt, t),
             "changes": changes,
         }))
         .into_response())
@@ -618,8 +869,13 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_selection_is_zero_cores_not_minus_zero() {
-        assert_eq!(json!(cpu_seconds(std::iter::empty())).to_string(), "0.0");
+    fn an_empty_selection_is_zero_not_minus_zero() {
+        for m in [Measure::Periods, Measure::Rate, Measure::Gauge] {
+            assert_eq!(
+                json!(range_value(std::iter::empty(), 60, m)).to_string(),
+                "0.0"
+            );
+        }
     }
 
     #[test]
@@ -629,7 +885,61 @@ mod tests {
             period_ns: 10_000_000,
             points: vec![(0, 300), (20, 150)],
         };
-        let c = cores(&[&t], &[0, 10, 20], 10);
+        let c = values(&[&t], &[0, 10, 20], 10, Measure::Periods);
         assert_eq!(c, vec![Some(0.3), None, Some(0.15)]);
+    }
+
+    #[test]
+    fn rates_are_per_second_and_gauges_a_mean_per_profile_summed_over_targets() {
+        // Allocations: 1000 bytes in a 10 s bucket is 100 bytes/s, whatever the period.
+        let alloc = TargetSeries {
+            labels: Default::default(),
+            period_ns: 0,
+            points: vec![(0, 1000), (10, 500)],
+        };
+        assert_eq!(
+            values(&[&alloc], &[0, 10], 10, Measure::Rate),
+            vec![Some(100.0), Some(50.0)]
+        );
+        // In use: two profiles a bucket (at 1 s resolution) of 100 and 300 bytes are
+        // 200 bytes in use, not 400; a second target's one profile of 50 adds 50.
+        let a = TargetSeries {
+            labels: [("instance".to_string(), "a".to_string())].into(),
+            period_ns: 0,
+            points: vec![(0, 100), (5, 300), (12, 80)],
+        };
+        let b = TargetSeries {
+            labels: [("instance".to_string(), "b".to_string())].into(),
+            period_ns: 0,
+            points: vec![(3, 50)],
+        };
+        assert_eq!(
+            values(&[&a, &b], &[0, 10, 20], 10, Measure::Gauge),
+            vec![Some(250.0), Some(80.0), None]
+        );
+        // Over the range: a's mean of its three profiles plus b's.
+        assert_eq!(range_value([&a, &b], 30, Measure::Gauge), 160.0 + 50.0);
+    }
+
+    #[test]
+    fn gauge_resolutions_divide_the_step_and_fit_the_store() {
+        assert_eq!(gauge_resolution(0, 3600, Some(30), false), 1);
+        assert_eq!(gauge_resolution(0, 3600, Some(30), true), 1);
+        assert_eq!(gauge_resolution(0, 7 * 86_400, Some(7200), false), 10);
+        assert_eq!(gauge_resolution(0, 7 * 86_400, Some(7200), true), 60);
+        assert_eq!(gauge_resolution(0, 7 * 86_400, None, true), 60);
+        assert_eq!(gauge_resolution(0, 1_000_000, Some(7), false), 7);
+    }
+
+    #[test]
+    fn every_type_has_a_measure_and_a_series_unit() {
+        for t in crate::profile_type::ALL_TYPES {
+            let unit = series_unit(t);
+            match Measure::of(t) {
+                Measure::Periods => assert!(unit == "cores" || unit.ends_with("_per_second")),
+                Measure::Rate => assert!(unit.ends_with("_per_second"), "{t}"),
+                Measure::Gauge => assert!(unit == "bytes" || unit == "count", "{t}"),
+            }
+        }
     }
 }

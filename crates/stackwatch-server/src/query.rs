@@ -25,6 +25,7 @@ use axum::Json;
 use serde::Serialize;
 use stackwatch_profile::clock::unix_s as now_s;
 use stackwatch_profile::{Profile, SvgOptions};
+use stackwatch_store::selector::{MatchOp, Matcher};
 use stackwatch_store::{ProfileStore, QueryGuard, Selector, StoreError};
 
 use crate::profile_type::{ProfileType, ALL_TYPES, PROFILE_TYPE_LABEL};
@@ -152,31 +153,68 @@ pub(crate) fn selection(
             }
             param_err(&query_key, e.to_string())
         })?,
-        None => fallback.map_or_else(Selector::all, |f| f.selector.clone()),
+        // The fallback's selector without its type matcher: its type is the fallback's
+        // unless this selection says otherwise.
+        None => fallback.map_or_else(Selector::all, |f| {
+            let mut s = f.selector.clone();
+            s.matchers.retain(|m| m.name != PROFILE_TYPE_LABEL);
+            s
+        }),
     };
-    // The profile type: `type=` (`base_type=` for a base), else the fallback's, else CPU.
-    // A selector that names the type label itself is left as written.
+    // The profile type: `type=` (`base_type=` for a base), else a `__profile_type__="name"`
+    // matcher of the selector (taken out of it), else the fallback's, else CPU. Every
+    // selection is of one type: its counts have one unit.
     let type_key = name("type");
-    let profile_type = match q.get(&type_key) {
-        Some(t) => ProfileType::from_name(t).ok_or_else(|| {
-            let known: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
-            param_err(
-                &type_key,
-                format!("unknown profile type {t:?} (one of {})", known.join(", ")),
-            )
-        })?,
-        None => fallback.map_or(ProfileType::Cpu, |f| f.profile_type),
+    let unknown = |param: &str, t: &str| {
+        let known: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
+        param_err(
+            param,
+            format!(
+                "unknown profile type {:?} (one of {})",
+                t.chars().take(80).collect::<String>(),
+                known.join(", ")
+            ),
+        )
+    };
+    let asked = match q.get(&type_key) {
+        Some(t) => Some(ProfileType::from_name(t).ok_or_else(|| unknown(&type_key, t))?),
+        None => None,
     };
     let mut selector = selector;
-    if !selector
+    let (named, rest): (Vec<Matcher>, Vec<Matcher>) = selector
         .matchers
-        .iter()
-        .any(|m| m.name == PROFILE_TYPE_LABEL)
-    {
-        let typed = Selector::parse(&format!("{{{}}}", profile_type.matcher()))
-            .expect("the profile type matcher parses");
-        selector.matchers.extend(typed.matchers);
-    }
+        .drain(..)
+        .partition(|m| m.name == PROFILE_TYPE_LABEL);
+    selector.matchers = rest;
+    let in_selector = match named.as_slice() {
+        [] => None,
+        [m] if m.op == MatchOp::Equal => Some(if m.value.is_empty() {
+            ProfileType::Cpu
+        } else {
+            ProfileType::from_name(&m.value).ok_or_else(|| unknown(&query_key, &m.value))?
+        }),
+        _ => {
+            return Err(param_err(
+                &query_key,
+                format!(
+                    "{PROFILE_TYPE_LABEL} selects one profile type: use {type_key}=<type> (or {PROFILE_TYPE_LABEL}=\"<type>\" once)"
+                ),
+            ))
+        }
+    };
+    let profile_type = match (asked, in_selector) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(param_err(
+                &type_key,
+                format!("{a} but the selector says {PROFILE_TYPE_LABEL}=\"{b}\""),
+            ))
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => fallback.map_or(ProfileType::Cpu, |f| f.profile_type),
+    };
+    let typed = Selector::parse(&format!("{{{}}}", profile_type.matcher()))
+        .map_err(|e| param_err(&type_key, e.to_string()))?;
+    selector.matchers.extend(typed.matchers);
     let time = |key: &str, default: i64| -> Result<i64, ParamError> {
         match q.get(key) {
             Some(v) => parse_time(v, now).map_err(|e| param_err(key, e)),
@@ -303,13 +341,51 @@ pub(crate) async fn read<T: Send + 'static>(
         })
 }
 
+/// The selection as a flamegraph's subtitle: the selector as asked (without the type
+/// matcher), the type when it is not CPU, the range.
 pub(crate) fn describe(sel: &Selection) -> String {
+    let mut shown = sel.selector.clone();
+    shown.matchers.retain(|m| m.name != PROFILE_TYPE_LABEL);
+    let ty = match sel.profile_type {
+        ProfileType::Cpu => String::new(),
+        t => format!(" type {t}"),
+    };
     format!(
-        "{} from {} to {}",
-        sel.selector,
+        "{shown}{ty} from {} to {}",
         fmt_time(sel.from),
         fmt_time(sel.to)
     )
+}
+
+/// What a flamegraph of a profile type is called, and what its widths count (inferno's
+/// tooltips: `name (1,234 bytes, 5.6%)`).
+pub(crate) fn flamegraph_names(t: ProfileType) -> (&'static str, &'static str) {
+    match t {
+        ProfileType::Cpu => ("CPU flamegraph", "samples"),
+        ProfileType::Wall => ("Wall-clock flamegraph", "samples"),
+        ProfileType::AllocObjects => ("Allocations flamegraph (objects allocated)", "objects"),
+        ProfileType::AllocSpace => ("Allocations flamegraph (bytes allocated)", "bytes"),
+        ProfileType::InuseObjects => ("In-use memory flamegraph (objects live)", "objects"),
+        ProfileType::InuseSpace => ("In-use memory flamegraph (bytes live)", "bytes"),
+        ProfileType::Goroutines => ("Goroutines flamegraph", "goroutines"),
+        ProfileType::Contentions => ("Contention flamegraph (events)", "contentions"),
+        ProfileType::Delay => ("Contention delay flamegraph", "nanoseconds"),
+    }
+}
+
+/// `400` unless both sides of a comparison select the same profile type (their counts
+/// would be in different units).
+pub(crate) fn same_type(base: &Selection, target: &Selection) -> Result<(), ParamError> {
+    if base.profile_type == target.profile_type {
+        return Ok(());
+    }
+    Err(param_err(
+        "base_type",
+        format!(
+            "the base is {} and the target {}: a comparison is of one profile type",
+            base.profile_type, target.profile_type
+        ),
+    ))
 }
 
 fn fmt_time(s: i64) -> String {
@@ -378,8 +454,9 @@ pub async fn profile(
     q: Params,
 ) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
-    let opts =
-        svg_options(&q, "CPU flamegraph", describe(&sel)).map_err(IntoResponse::into_response)?;
+    let (title, count_name) = flamegraph_names(sel.profile_type);
+    let mut opts = svg_options(&q, title, describe(&sel)).map_err(IntoResponse::into_response)?;
+    opts.count_name = count_name.to_owned();
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     read(&st, move |store| {
         let p = apply_hide(
@@ -399,12 +476,14 @@ pub async fn diff(
 ) -> Result<Response, Response> {
     let (q, target) = parse_request(&st, q)?;
     let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
-    let opts = svg_options(
+    same_type(&base, &target).map_err(IntoResponse::into_response)?;
+    let mut opts = svg_options(
         &q,
         "Differential flamegraph (red: grew, blue: shrank)",
         format!("{} vs base {}", describe(&target), describe(&base)),
     )
     .map_err(IntoResponse::into_response)?;
+    opts.count_name = flamegraph_names(target.profile_type).1.to_owned();
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let normalize = bool_param(&q, "normalize", true).map_err(IntoResponse::into_response)?;
     read(&st, move |store| {
@@ -508,8 +587,9 @@ pub async fn label_keys(State(st): State<ApiState>) -> Response {
     }
 }
 
-/// `GET /api/profile-types`: every profile type with its unit, and whether the store
-/// holds any of it (`"stored"`; CPU is always listed first, the default).
+/// `GET /api/profile-types`: every profile type with the unit of its counts (`unit`), the
+/// unit of its `/api/timeseries` values (`series_unit`), and whether the store holds any
+/// of it (`"stored"`; CPU is always listed first, the default).
 pub async fn profile_types(State(st): State<ApiState>) -> Response {
     match read(&st, |store| store.label_values(PROFILE_TYPE_LABEL, 1000)).await {
         Ok(stored) => {
@@ -519,6 +599,7 @@ pub async fn profile_types(State(st): State<ApiState>) -> Response {
                     serde_json::json!({
                         "name": t.name(),
                         "unit": t.unit().name(),
+                        "series_unit": crate::analysis::series_unit(*t),
                         "stored": *t == ProfileType::Cpu || stored.iter().any(|s| s == t.name()),
                     })
                 })
