@@ -13,6 +13,7 @@
 
 pub mod gate;
 pub mod otlp;
+pub mod pyroscope;
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -380,6 +381,7 @@ pub fn router(state: Option<PushState>) -> Router {
     let limit = state.gate.config().max_body_bytes;
     Router::new()
         .merge(otlp::routes())
+        .merge(pyroscope::routes())
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
