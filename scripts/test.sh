@@ -76,6 +76,13 @@ else
   say "missing chdb-core: the ClickHouse store's tests need the current ClickHouse engine in-process (PyPI's chdb-core, import chdb)"
   need_chdb=true
 fi
+need_pyroscope=false
+if python3 -c 'import pyroscope' >/dev/null 2>&1; then
+  say "have pyroscope-io"
+else
+  say "missing pyroscope-io: the Pyroscope SDK test profiles a Python program with Grafana's SDK (PyPI's pyroscope-io, import pyroscope)"
+  need_pyroscope=true
+fi
 
 install_cmd=()
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -96,6 +103,7 @@ if $dry_run; then
   fi
   if $need_inferno; then say "would run: cargo install --locked inferno"; fi
   if $need_chdb; then say "would run: python3 -m pip install --quiet chdb-core"; fi
+  if $need_pyroscope; then say "would run: python3 -m pip install --quiet pyroscope-io"; fi
   say "would run: (cd tests/e2e && npm ci --no-audit --no-fund)"
   say "would run: cargo test --workspace -- --include-ignored"
   exit 0
@@ -115,6 +123,10 @@ fi
 if $need_chdb; then
   say "installing chdb-core (ClickHouse's engine as a Python module, import chdb): python3 -m pip install --quiet chdb-core"
   python3 -m pip install --quiet chdb-core || die "python3 -m pip install --quiet chdb-core failed (is python3 with pip here, and PyPI reachable?)"
+fi
+if $need_pyroscope; then
+  say "installing pyroscope-io (Grafana's Pyroscope SDK for Python): python3 -m pip install --quiet pyroscope-io"
+  python3 -m pip install --quiet pyroscope-io || die "python3 -m pip install --quiet pyroscope-io failed (is python3 with pip here, and PyPI reachable?)"
 fi
 
 # playwright-core only drives the system chromium; it downloads no browser.
