@@ -577,8 +577,9 @@ fn decode_profile<'a>(
     }))
 }
 
-/// A sample's labels: its attributes with string values (numbers and booleans too, as
-/// text), names identifier-safe, cut to the label budget before anything is kept.
+/// A sample's labels: its attributes with string values (numbers, booleans and the
+/// rest are no dimension to select by: a thread id would be a set per thread), names
+/// identifier-safe, cut to the label budget before anything is kept.
 fn sample_labels(
     dict: &Dict<'_>,
     indices: &[i32],
@@ -588,15 +589,17 @@ fn sample_labels(
     for &i in indices {
         let a = entry(&dict.d.attribute_table, i, &ZERO_ATTRIBUTE, "attribute")?;
         let key = dict.string(a.key_strindex)?;
-        let Some(value) = dict.scalar(a.value.as_ref())? else {
-            continue;
+        let value = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.as_str(),
+            Some(any_value::Value::StringValueStrindex(i)) => dict.string(*i)?,
+            _ => continue,
         };
         if key.is_empty() {
             continue;
         }
         // Cut before copying: a 10 KB value costs no more than a short one.
         let key = label_name(cut(key, budget.max_key_bytes));
-        let value = cut(&value, budget.max_value_bytes).to_owned();
+        let value = cut(value, budget.max_value_bytes).to_owned();
         labels.insert(key, value);
     }
     if !labels_within(&labels, budget) {

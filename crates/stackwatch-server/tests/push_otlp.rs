@@ -1,0 +1,1039 @@
+//! Issue #13, item 2: OpenTelemetry profiles pushed over OTLP/HTTP
+//! (`POST /v1development/profiles`) to an in-process collector.
+//!
+//! The proof profile is real: the stackwatch sampler runs for a second over a busy
+//! function (a worker thread under the sample label `thread_kind=worker`), and its
+//! stacks are converted to the OTLP dictionary model with `opentelemetry-proto`'s
+//! types (functions, locations with inlined lines, stacks leaf first, sample
+//! attributes). Pushed as protobuf and as OTLP/JSON, the collector must return the same
+//! stacks with the same totals; resource attributes are target labels, sample
+//! attributes sample labels, a heap profile its own type. Then partial success, retries,
+//! and hostile requests: every one a clear refusal or a partial success, the collector
+//! still up, another source's data untouched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::profiles::v1development::{
+    Function, KeyValueAndUnit, Line, Location, Mapping, Profile, ProfilesDictionary,
+    ResourceProfiles, Sample, ScopeProfiles, Stack, ValueType,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde_json::{json, Value};
+use stackwatch_server::config::{Config, PushToken};
+
+const TOKEN: &str = "otlp-s3cret";
+const PATH: &str = "/v1development/profiles";
+
+/// A collector with push on (one token, tenant `team-a`), storing into a temp dir.
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    api: String,
+    agent: ureq::Agent,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start(tune: impl FnOnce(&mut Config)) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        cfg.storage.flush_interval = Duration::from_millis(50);
+        cfg.push.enabled = true;
+        cfg.push.tokens = vec![PushToken {
+            token: Some(TOKEN.into()),
+            token_file: None,
+            tenant: "team-a".into(),
+        }];
+        tune(&mut cfg);
+        let server = rt
+            .block_on(stackwatch_server::Server::bind(cfg))
+            .expect("server starts");
+        let api = format!("http://{}", server.local_addr());
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = rt.spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Harness {
+            rt,
+            api,
+            agent,
+            stop: Some(stop),
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    /// POSTs `body` to the OTLP path; returns status, content type and body.
+    fn post_raw(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+        let mut req = self.agent.post(format!("{}{PATH}", self.api));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut r = req.send(body).expect("the collector answers");
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut out = Vec::new();
+        r.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .reader()
+            .read_to_end(&mut out)
+            .unwrap();
+        (r.status().as_u16(), ctype, out)
+    }
+
+    /// POSTs a request as protobuf with the token.
+    fn post(&self, req: &ExportProfilesServiceRequest) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.post_raw(
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("authorization", &format!("Bearer {TOKEN}")),
+            ],
+            &req.encode_to_vec(),
+        );
+        (status, body)
+    }
+
+    /// POSTs a request that must be accepted whole; returns the decoded answer.
+    fn post_ok(&self, req: &ExportProfilesServiceRequest) -> ExportProfilesServiceResponse {
+        let (status, body) = self.post(req);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        ExportProfilesServiceResponse::decode(&body[..]).expect("an ExportProfilesServiceResponse")
+    }
+
+    fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+        let qs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        let url = format!("{}{path}?{}", self.api, qs.join("&"));
+        let mut r = self.agent.get(&url).call().expect("the collector answers");
+        let mut body = String::new();
+        r.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        (r.status().as_u16(), body)
+    }
+
+    /// Folded stacks of a selection over the last hour (`ty`: the profile type).
+    fn folded(&self, query: &str, ty: Option<&str>) -> BTreeMap<String, u64> {
+        let mut params = vec![("query", query), ("from", "now-1h")];
+        if let Some(t) = ty {
+            params.push(("type", t));
+        }
+        let (status, body) = self.get("/api/profile.folded", &params);
+        assert_eq!(status, 200, "{query}: {body}");
+        parse_folded(&body)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(20), running).await });
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn parse_folded(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (s, c) = l.rsplit_once(' ').unwrap();
+            (s.to_string(), c.parse().unwrap())
+        })
+        .collect()
+}
+
+fn total(m: &BTreeMap<String, u64>) -> u64 {
+    m.values().sum()
+}
+
+fn now_ns() -> u64 {
+    stackwatch_profile::clock::unix_ms() * 1_000_000
+}
+
+fn attr(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// Samples of one attribute set: the attributes (key, value) and the stacks.
+type Group<'a> = (Vec<(String, String)>, &'a HashMap<String, u64>);
+
+/// Builds the OTLP dictionary model from folded stacks, as an exporter converting a
+/// pprof profile would: interned strings, functions, one location per call site
+/// (leaf first in each stack) and, with `inline`, every pair of adjacent frames one
+/// location with two lines (the callee inlined into its caller).
+#[derive(Default)]
+struct Builder {
+    dict: ProfilesDictionary,
+    strings: HashMap<String, i32>,
+    functions: HashMap<String, i32>,
+    locations: HashMap<Vec<String>, i32>,
+    stacks: HashMap<Vec<i32>, i32>,
+    attributes: HashMap<(String, String), i32>,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        let mut b = Builder::default();
+        // Every table starts with its zero value.
+        b.string("");
+        b.dict.function_table.push(Function::default());
+        b.dict.location_table.push(Location::default());
+        b.dict.mapping_table.push(Mapping::default());
+        b.dict.stack_table.push(Stack::default());
+        b.dict.attribute_table.push(KeyValueAndUnit::default());
+        b
+    }
+
+    fn string(&mut self, s: &str) -> i32 {
+        if let Some(i) = self.strings.get(s) {
+            return *i;
+        }
+        let i = self.dict.string_table.len() as i32;
+        self.dict.string_table.push(s.to_owned());
+        self.strings.insert(s.to_owned(), i);
+        i
+    }
+
+    fn function(&mut self, name: &str) -> i32 {
+        if let Some(i) = self.functions.get(name) {
+            return *i;
+        }
+        let n = self.string(name);
+        let i = self.dict.function_table.len() as i32;
+        self.dict.function_table.push(Function {
+            name_strindex: n,
+            system_name_strindex: n,
+            ..Default::default()
+        });
+        self.functions.insert(name.to_owned(), i);
+        i
+    }
+
+    /// A location of `frames`, innermost first.
+    fn location(&mut self, frames: &[&str]) -> i32 {
+        let key: Vec<String> = frames.iter().map(|s| s.to_string()).collect();
+        if let Some(i) = self.locations.get(&key) {
+            return *i;
+        }
+        let lines = frames
+            .iter()
+            .map(|f| Line {
+                function_index: self.function(f),
+                line: 0,
+                column: 0,
+            })
+            .collect();
+        let i = self.dict.location_table.len() as i32;
+        self.dict.location_table.push(Location {
+            lines,
+            address: 0x1000 + i as u64,
+            ..Default::default()
+        });
+        self.locations.insert(key, i);
+        i
+    }
+
+    /// The stack index of a folded (root first) stack.
+    fn stack(&mut self, folded: &str, inline: bool) -> i32 {
+        let leaf_first: Vec<&str> = folded.split(';').rev().collect();
+        let chunk = if inline { 2 } else { 1 };
+        let locs: Vec<i32> = leaf_first.chunks(chunk).map(|c| self.location(c)).collect();
+        if let Some(i) = self.stacks.get(&locs) {
+            return *i;
+        }
+        let i = self.dict.stack_table.len() as i32;
+        self.dict.stack_table.push(Stack {
+            location_indices: locs.clone(),
+        });
+        self.stacks.insert(locs, i);
+        i
+    }
+
+    fn attribute(&mut self, k: &str, v: &str) -> i32 {
+        let key = (k.to_owned(), v.to_owned());
+        if let Some(i) = self.attributes.get(&key) {
+            return *i;
+        }
+        let ks = self.string(k);
+        let i = self.dict.attribute_table.len() as i32;
+        self.dict.attribute_table.push(KeyValueAndUnit {
+            key_strindex: ks,
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            unit_strindex: 0,
+        });
+        self.attributes.insert(key, i);
+        i
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
+        ValueType {
+            type_strindex: self.string(ty),
+            unit_strindex: self.string(unit),
+        }
+    }
+
+    /// A CPU profile (`samples/count` over a `cpu/nanoseconds` period, the OpenTelemetry
+    /// eBPF profiler's shape) of `groups`: each `(attributes, stacks)`.
+    fn cpu_profile(
+        &mut self,
+        period_ns: u64,
+        groups: &[Group<'_>],
+        inline: bool,
+    ) -> Profile {
+        let mut samples = Vec::new();
+        for (attrs, stacks) in groups {
+            let attribute_indices: Vec<i32> =
+                attrs.iter().map(|(k, v)| self.attribute(k, v)).collect();
+            let mut sorted: Vec<(&String, &u64)> = stacks.iter().collect();
+            sorted.sort();
+            for (stack, count) in sorted {
+                samples.push(Sample {
+                    stack_index: self.stack(stack, inline),
+                    attribute_indices: attribute_indices.clone(),
+                    values: vec![*count as i64],
+                    ..Default::default()
+                });
+            }
+        }
+        Profile {
+            sample_type: Some(self.value_type("samples", "count")),
+            period_type: Some(self.value_type("cpu", "nanoseconds")),
+            period: period_ns as i64,
+            time_unix_nano: now_ns() - 2_000_000_000,
+            duration_nano: 1_000_000_000,
+            samples,
+            ..Default::default()
+        }
+    }
+
+    fn request(
+        self,
+        resources: Vec<(Vec<KeyValue>, Vec<Profile>)>,
+    ) -> ExportProfilesServiceRequest {
+        ExportProfilesServiceRequest {
+            resource_profiles: resources
+                .into_iter()
+                .map(|(attributes, profiles)| ResourceProfiles {
+                    resource: Some(Resource {
+                        attributes,
+                        ..Default::default()
+                    }),
+                    scope_profiles: vec![ScopeProfiles {
+                        profiles,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            dictionary: Some(self.dict),
+        }
+    }
+}
+
+/// A request of one resource (`service.name` = `service`) and one CPU profile of
+/// `stacks`, unlabeled.
+fn simple(service: &str, stacks: &[(&str, u64)]) -> ExportProfilesServiceRequest {
+    let stacks: HashMap<String, u64> = stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect();
+    let mut b = Builder::new();
+    let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+    b.request(vec![(vec![attr("service.name", service)], vec![p])])
+}
+
+/// OTLP/JSON of a request, as the OpenTelemetry Collector writes it (lowerCamelCase,
+/// 64-bit integers as strings, zero values left out).
+fn to_json(req: &ExportProfilesServiceRequest) -> Value {
+    fn any(v: &Option<AnyValue>) -> Value {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => json!({"stringValue": s}),
+            Some(any_value::Value::IntValue(i)) => json!({"intValue": i.to_string()}),
+            Some(any_value::Value::BoolValue(b)) => json!({"boolValue": b}),
+            Some(any_value::Value::StringValueStrindex(i)) => json!({"stringValueStrindex": i}),
+            _ => json!({}),
+        }
+    }
+    fn vt(v: &Option<ValueType>) -> Value {
+        let v = v.unwrap_or_default();
+        json!({"typeStrindex": v.type_strindex, "unitStrindex": v.unit_strindex})
+    }
+    let d = req.dictionary.clone().unwrap_or_default();
+    json!({
+        "resourceProfiles": req.resource_profiles.iter().map(|rp| json!({
+            "resource": {"attributes": rp.resource.as_ref().map(|r| r.attributes.iter().map(|kv| json!({
+                "key": kv.key, "value": any(&kv.value)})).collect::<Vec<_>>()).unwrap_or_default()},
+            "scopeProfiles": rp.scope_profiles.iter().map(|sp| json!({
+                "scope": {"name": "test"},
+                "profiles": sp.profiles.iter().map(|p| json!({
+                    "sampleType": vt(&p.sample_type),
+                    "periodType": vt(&p.period_type),
+                    "period": p.period.to_string(),
+                    "timeUnixNano": p.time_unix_nano.to_string(),
+                    "durationNano": p.duration_nano.to_string(),
+                    "profileId": "0102030405060708090a0b0c0d0e0f10",
+                    "samples": p.samples.iter().map(|s| {
+                        let mut o = json!({"stackIndex": s.stack_index,
+                            "values": s.values.iter().map(|v| v.to_string()).collect::<Vec<_>>()});
+                        if !s.attribute_indices.is_empty() {
+                            o["attributeIndices"] = json!(s.attribute_indices);
+                        }
+                        o
+                    }).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "dictionary": {
+            "mappingTable": d.mapping_table.iter().map(|m| json!({
+                "memoryStart": m.memory_start.to_string(),
+                "filenameStrindex": m.filename_strindex})).collect::<Vec<_>>(),
+            "locationTable": d.location_table.iter().map(|l| json!({
+                "mappingIndex": l.mapping_index,
+                "address": l.address.to_string(),
+                "lines": l.lines.iter().map(|x| json!({"functionIndex": x.function_index})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "functionTable": d.function_table.iter().map(|f| json!({
+                "nameStrindex": f.name_strindex, "systemNameStrindex": f.system_name_strindex})).collect::<Vec<_>>(),
+            "linkTable": [{}],
+            "stringTable": d.string_table,
+            "attributeTable": d.attribute_table.iter().map(|a| json!({
+                "keyStrindex": a.key_strindex, "value": any(&a.value)})).collect::<Vec<_>>(),
+            "stackTable": d.stack_table.iter().map(|s| json!({
+                "locationIndices": s.location_indices})).collect::<Vec<_>>(),
+        }
+    })
+}
+
+/// `stacks` as a sorted map (what the collector's folded text parses into).
+fn sorted(stacks: &HashMap<String, u64>) -> BTreeMap<String, u64> {
+    stacks.iter().map(|(s, c)| (s.clone(), *c)).collect()
+}
+
+#[inline(never)]
+fn busy_otlp_worker(until: Instant) -> u64 {
+    let mut x = 0u64;
+    while Instant::now() < until {
+        for i in 0..10_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+    }
+    x
+}
+
+#[inline(never)]
+fn busy_otlp_main(until: Instant) -> u64 {
+    let mut x = 1u64;
+    while Instant::now() < until {
+        for i in 0..5_000u64 {
+            x = x.rotate_left(7) ^ i;
+        }
+        std::hint::black_box(x);
+    }
+    x
+}
+
+/// A real profile: the sampler over a second of two busy threads, one of them under
+/// `thread_kind=worker`. Returns the unlabeled stacks, the worker's, and the period.
+fn real_profile() -> (HashMap<String, u64>, HashMap<String, u64>, u64) {
+    let profiler = stackwatch::Profiler::builder()
+        .frequency_hz(499)
+        .start()
+        .expect("the sampler starts");
+    let capture = profiler.start_capture();
+    let until = Instant::now() + Duration::from_millis(1200);
+    let worker = std::thread::spawn(move || {
+        let _g = stackwatch::label("thread_kind", "worker");
+        busy_otlp_worker(until)
+    });
+    busy_otlp_main(until);
+    worker.join().unwrap();
+    let split = capture.finish_labeled(&Default::default());
+    let period = split.unlabeled.period_ns;
+    profiler.stop();
+    let mut worker = HashMap::new();
+    for (labels, stacks) in &split.labeled {
+        assert_eq!(
+            labels.get("thread_kind").map(String::as_str),
+            Some("worker")
+        );
+        for (s, c) in stacks {
+            *worker.entry(s.clone()).or_insert(0) += c;
+        }
+    }
+    (split.unlabeled.stacks, worker, period)
+}
+
+#[test]
+fn a_real_profile_round_trips_as_protobuf_and_json() {
+    let (unlabeled, worker, period) = real_profile();
+    assert!(
+        worker.keys().any(|s| s.contains("busy_otlp_worker")),
+        "the worker's samples: {worker:?}"
+    );
+    assert!(unlabeled.keys().any(|s| s.contains("busy_otlp_main")));
+    let h = Harness::start(|_| {});
+    for (service, inline, json) in [
+        ("otlp-real", false, false),
+        ("otlp-inlined", true, false),
+        ("otlp-json", false, true),
+    ] {
+        let mut b = Builder::new();
+        let groups = vec![
+            (vec![], &unlabeled),
+            (
+                vec![("thread.kind".to_string(), "worker".to_string())],
+                &worker,
+            ),
+        ];
+        let p = b.cpu_profile(period, &groups, inline);
+        let req = b.request(vec![(
+            vec![
+                attr("service.name", service),
+                attr("host.name", "test-host"),
+                KeyValue {
+                    key: "process.pid".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(4242)),
+                    }),
+                    key_strindex: 0,
+                },
+            ],
+            vec![p],
+        )]);
+        if json {
+            let body = serde_json::to_vec(&to_json(&req)).unwrap();
+            let (status, ctype, answer) = h.post_raw(
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {TOKEN}")),
+                ],
+                &body,
+            );
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            assert!(ctype.starts_with("application/json"), "{ctype}");
+            assert_eq!(serde_json::from_slice::<Value>(&answer).unwrap(), json!({}));
+        } else {
+            let answer = h.post_ok(&req);
+            assert_eq!(answer.partial_success, None);
+        }
+        let sel = format!("{{service=\"{service}\"}}");
+        let mut all = sorted(&unlabeled);
+        for (s, c) in &worker {
+            *all.entry(s.clone()).or_insert(0) += c;
+        }
+        let got = h.folded(&sel, None);
+        assert_eq!(got, all, "{service}: the same stacks, the same totals");
+        // Resource attributes are target labels (and the token's tenant one).
+        let got = h.folded(
+            &format!("{{service=\"{service}\",host_name=\"test-host\",process_pid=\"4242\",tenant=\"team-a\"}}"),
+            None,
+        );
+        assert_eq!(total(&got), total(&all));
+        // The sample attribute is a sample label.
+        let w = h.folded(
+            &format!("{{service=\"{service}\",thread_kind=\"worker\"}}"),
+            None,
+        );
+        assert_eq!(w, sorted(&worker), "{service}: the worker's samples alone");
+        let rest = h.folded(
+            &format!("{{service=\"{service}\",thread_kind!=\"worker\"}}"),
+            None,
+        );
+        assert_eq!(rest, sorted(&unlabeled));
+    }
+    // The source is on the Fleet page as an OTLP one.
+    let (status, body) = h.get("/api/push-sources", &[]);
+    assert_eq!(status, 200, "{body}");
+    let sources: Value = serde_json::from_str(&body).unwrap();
+    let real = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "otlp-real")
+        .unwrap_or_else(|| panic!("{sources}"));
+    assert_eq!(real["tenant"], "team-a");
+    assert_eq!(real["series"][0]["protocol"], "otlp");
+}
+
+#[test]
+fn other_types_are_their_own_series_and_retries_are_stored_once() {
+    let h = Harness::start(|_| {});
+    let mut b = Builder::new();
+    let cpu: HashMap<String, u64> = [("main;compute".to_string(), 5)].into();
+    let cpu_profile = b.cpu_profile(10_000_000, &[(vec![], &cpu)], false);
+    let heap = Profile {
+        sample_type: Some(b.value_type("alloc_space", "bytes")),
+        period_type: Some(b.value_type("space", "bytes")),
+        period: 524_288,
+        time_unix_nano: now_ns() - 2_000_000_000,
+        duration_nano: 10_000_000_000,
+        samples: vec![
+            Sample {
+                stack_index: b.stack("main;alloc;Vec::with_capacity", false),
+                values: vec![1_048_576],
+                ..Default::default()
+            },
+            Sample {
+                stack_index: b.stack("main;parse", false),
+                values: vec![4096, 4096],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    // Off-CPU time, a type stackwatch does not store: refused alone.
+    let off_cpu = Profile {
+        sample_type: Some(b.value_type("events", "nanoseconds")),
+        samples: vec![Sample {
+            stack_index: b.stack("main;sleep", false),
+            values: vec![1],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let req = b.request(vec![(
+        vec![attr("service.name", "otlp-heap")],
+        vec![cpu_profile, heap, off_cpu],
+    )]);
+    let answer = h.post_ok(&req);
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_profiles, 1);
+    assert!(
+        partial.error_message.contains("\"events\"/\"nanoseconds\""),
+        "{}",
+        partial.error_message
+    );
+    let heap_expected: BTreeMap<String, u64> = [
+        ("main;alloc;Vec::with_capacity".to_string(), 1_048_576),
+        ("main;parse".to_string(), 8192),
+    ]
+    .into();
+    assert_eq!(
+        h.folded("{service=\"otlp-heap\"}", Some("alloc_space")),
+        heap_expected
+    );
+    assert_eq!(h.folded("{service=\"otlp-heap\"}", None), sorted(&cpu));
+    assert_eq!(
+        h.folded("{service=\"otlp-heap\"}", Some("cpu")),
+        sorted(&cpu)
+    );
+    // The same request again (an exporter's retry): acknowledged, stored once.
+    let again = h.post_ok(&req);
+    assert_eq!(again.partial_success.map(|p| p.rejected_profiles), Some(1));
+    assert_eq!(
+        h.folded("{service=\"otlp-heap\"}", Some("alloc_space")),
+        heap_expected
+    );
+    assert_eq!(h.folded("{service=\"otlp-heap\"}", None), sorted(&cpu));
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("stackwatch_push_duplicates_total 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("push"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        metrics.contains(r#"stackwatch_push_requests_total{protocol="otlp",outcome="accepted"} 2"#)
+    );
+}
+
+#[test]
+fn partial_success_stores_the_good_profile() {
+    let h = Harness::start(|_| {});
+    let mut b = Builder::new();
+    let good: HashMap<String, u64> = [("main;good".to_string(), 4)].into();
+    let good_profile = b.cpu_profile(10_000_000, &[(vec![], &good)], false);
+    let mut broken = b.cpu_profile(10_000_000, &[(vec![], &good)], false);
+    broken.samples[0].stack_index = 9_999;
+    let req = b.request(vec![
+        (vec![attr("service.name", "otlp-good")], vec![good_profile]),
+        (vec![attr("service.name", "otlp-broken")], vec![broken]),
+        // A resource without service.name: its profiles are refused too.
+        (vec![attr("host.name", "h")], vec![]),
+    ]);
+    let answer = h.post_ok(&req);
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_profiles, 1, "{}", partial.error_message);
+    assert!(
+        partial
+            .error_message
+            .contains("stack index 9999 out of range"),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(h.folded("{service=\"otlp-good\"}", None), sorted(&good));
+    assert!(h.folded("{service=\"otlp-broken\"}", None).is_empty());
+    // The same in OTLP/JSON: the answer in JSON, int64 as a string.
+    let mut b = Builder::new();
+    let good_profile = b.cpu_profile(10_000_000, &[(vec![], &good)], false);
+    let req = b.request(vec![
+        (
+            vec![attr("service.name", "otlp-good-json")],
+            vec![good_profile],
+        ),
+        (
+            vec![attr("host.name", "no-service")],
+            vec![Profile::default()],
+        ),
+    ]);
+    let (status, _, body) = h.post_raw(
+        &[
+            ("content-type", "application/json; charset=utf-8"),
+            ("authorization", &format!("Bearer {TOKEN}")),
+        ],
+        &serde_json::to_vec(&to_json(&req)).unwrap(),
+    );
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedProfiles"], "1", "{v}");
+    assert!(v["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("service.name"));
+    assert_eq!(
+        h.folded("{service=\"otlp-good-json\"}", None),
+        sorted(&good)
+    );
+}
+
+/// Status and the `google.rpc.Status` message of a refusal.
+fn refusal(h: &Harness, req: &ExportProfilesServiceRequest) -> (u16, String) {
+    let (status, body) = h.post(req);
+    assert!(
+        (400..500).contains(&status),
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    (status, rpc_message(&body))
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn rpc_message(body: &[u8]) -> String {
+    RpcStatus::decode(body)
+        .map(|s| s.message)
+        .unwrap_or_else(|e| panic!("not a google.rpc.Status ({e}): {body:?}"))
+}
+
+#[test]
+fn hostile_requests_are_refused_clearly_and_touch_nothing_else() {
+    let h = Harness::start(|_| {});
+    let bystander = simple("otlp-bystander", &[("main;steady", 9)]);
+    h.post_ok(&bystander);
+    let before = h.folded("{service=\"otlp-bystander\"}", None);
+    assert_eq!(total(&before), 9);
+    let auth = format!("Bearer {TOKEN}");
+    let proto = [
+        ("content-type", "application/x-protobuf"),
+        ("authorization", auth.as_str()),
+    ];
+
+    // Garbage protobuf.
+    let (status, ctype, body) = h.post_raw(&proto, b"\xff\xff\xff\xff not a protobuf at all");
+    assert_eq!(status, 400);
+    assert_eq!(ctype, "application/x-protobuf");
+    assert!(rpc_message(&body).contains("bad protobuf"));
+    // Garbage JSON.
+    let (status, _, body) = h.post_raw(
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        b"{\"resourceProfiles\": [{\"scopeProfiles\": 3}]}",
+    );
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("OTLP/JSON"), "{v}");
+    // No token, a wrong one, and a content type that is neither.
+    let (status, _, _) = h.post_raw(
+        &[("content-type", "application/x-protobuf")],
+        &bystander.encode_to_vec(),
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = h.post_raw(
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("authorization", "Bearer nope"),
+        ],
+        &bystander.encode_to_vec(),
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = h.post_raw(
+        &[("content-type", "text/plain"), ("authorization", &auth)],
+        &bystander.encode_to_vec(),
+    );
+    assert_eq!(status, 415);
+
+    // Absurd, negative and dangling indices.
+    for stack_index in [i32::MAX, -1, i32::MIN] {
+        let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+        req.resource_profiles[0].scope_profiles[0].profiles[0].samples[0].stack_index = stack_index;
+        let (status, why) = refusal(&h, &req);
+        assert_eq!(status, 400);
+        assert!(
+            why.contains(&format!("stack index {stack_index} out of range")),
+            "{why}"
+        );
+    }
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.dictionary.as_mut().unwrap().stack_table[1]
+        .location_indices
+        .push(1_000_000);
+    assert!(refusal(&h, &req)
+        .1
+        .contains("location index 1000000 out of range"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.dictionary.as_mut().unwrap().function_table[1].name_strindex = 77_777;
+    assert!(refusal(&h, &req)
+        .1
+        .contains("string index 77777 out of range"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.dictionary.as_mut().unwrap().location_table[1].lines[0].function_index = -5;
+    assert!(refusal(&h, &req)
+        .1
+        .contains("function index -5 out of range"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.resource_profiles[0].scope_profiles[0].profiles[0].samples[0].attribute_indices = vec![123];
+    assert!(refusal(&h, &req)
+        .1
+        .contains("attribute index 123 out of range"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.resource_profiles[0].scope_profiles[0].profiles[0].sample_type = Some(ValueType {
+        type_strindex: 1 << 30,
+        unit_strindex: 0,
+    });
+    assert!(refusal(&h, &req)
+        .1
+        .contains("string index 1073741824 out of range"));
+    // A dictionary missing altogether.
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.dictionary = None;
+    assert!(refusal(&h, &req).1.contains("out of range"));
+
+    // Counts that overflow an i64 sum, and negative ones.
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.resource_profiles[0].scope_profiles[0].profiles[0].samples[0].values =
+        vec![i64::MAX, i64::MAX];
+    assert!(refusal(&h, &req).1.contains("overflow"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1), ("main;b", 1)]);
+    for s in &mut req.resource_profiles[0].scope_profiles[0].profiles[0].samples {
+        s.values = vec![i64::MAX];
+    }
+    assert!(refusal(&h, &req).1.contains("max_samples"));
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.resource_profiles[0].scope_profiles[0].profiles[0].samples[0].values = vec![-3];
+    assert!(refusal(&h, &req).1.contains("negative"));
+
+    // A stack of a million location indices: cut at the depth budget (root side kept),
+    // in bounded time.
+    let mut req = simple("otlp-deep", &[("main;a", 1)]);
+    req.dictionary.as_mut().unwrap().stack_table[1].location_indices = vec![1; 1_000_000];
+    let t = Instant::now();
+    h.post_ok(&req);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let deep = h.folded("{service=\"otlp-deep\"}", None);
+    let (stack, count) = deep.iter().next().unwrap();
+    assert_eq!(*count, 1);
+    assert_eq!(stack.split(';').count(), 513, "512 frames and [truncated]");
+    assert!(stack.ends_with(";[truncated]"));
+
+    // Attribute values of 10 KB: cut to the label budget, on target labels refused.
+    let huge = "v".repeat(10_000);
+    let mut b = Builder::new();
+    let stacks: HashMap<String, u64> = [("main;big".to_string(), 2)].into();
+    let p = b.cpu_profile(
+        10_000_000,
+        &[(vec![("big".to_string(), huge.clone())], &stacks)],
+        false,
+    );
+    let req = b.request(vec![(vec![attr("service.name", "otlp-big-attr")], vec![p])]);
+    h.post_ok(&req);
+    let (status, body) = h.get("/api/label/big/values", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&"v".repeat(256)) && !body.contains(&"v".repeat(257)),
+        "{}",
+        body.len()
+    );
+    let mut req = simple("otlp-hostile", &[("main;a", 1)]);
+    req.resource_profiles[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(attr("process.command_line", &huge));
+    let (status, why) = refusal(&h, &req);
+    assert_eq!(status, 400);
+    assert!(why.contains("process_command_line"), "{why}");
+
+    // 100 000 distinct attribute sets: folded to the label budget, totals exact.
+    let mut b = Builder::new();
+    let stack = b.stack("main;tenant_work", false);
+    let samples: Vec<Sample> = (0..100_000)
+        .map(|i| Sample {
+            stack_index: stack,
+            attribute_indices: vec![b.attribute("request_id", &format!("r{i}"))],
+            values: vec![1],
+            ..Default::default()
+        })
+        .collect();
+    let p = Profile {
+        sample_type: Some(b.value_type("samples", "count")),
+        period_type: Some(b.value_type("cpu", "nanoseconds")),
+        period: 10_000_000,
+        time_unix_nano: now_ns() - 2_000_000_000,
+        samples,
+        ..Default::default()
+    };
+    let req = b.request(vec![(vec![attr("service.name", "otlp-sets")], vec![p])]);
+    let t = Instant::now();
+    h.post_ok(&req);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let sets = h.folded("{service=\"otlp-sets\"}", None);
+    assert_eq!(total(&sets), 100_000);
+    // Past the stack budget (50 000 distinct rows) the rarest rows fold into the
+    // unlabeled [pruned] stack; of the labeled rest, the sets past the label budget
+    // (256) into the [labels pruned] set.
+    let unlabeled = h.folded("{service=\"otlp-sets\",request_id=\"\"}", None);
+    assert_eq!(unlabeled.keys().collect::<Vec<_>>(), ["[pruned]"]);
+    let pruned = h.folded(
+        "{service=\"otlp-sets\",request_id=\"[labels pruned]\"}",
+        None,
+    );
+    assert!(
+        total(&unlabeled) + total(&pruned) >= 100_000 - 256,
+        "{} {}",
+        total(&unlabeled),
+        total(&pruned)
+    );
+    let (_, values) = h.get("/api/label/request_id/values", &[]);
+    let values: Vec<String> = serde_json::from_str(&values).unwrap();
+    assert!(values.len() <= 257, "{}", values.len());
+
+    // A gzip bomb: 200 MiB of zeros in a small body.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..200 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let (status, _, body) = h.post_raw(
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+            ("authorization", &auth),
+        ],
+        &bomb,
+    );
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(rpc_message(&body).contains("max_decompressed_bytes"));
+    // A body over push.max_body_bytes as sent.
+    let (status, _, _) = h.post_raw(&proto, &vec![0u8; (8 << 20) + 1]);
+    assert_eq!(status, 413);
+    // A gzipped request is read like a plain one.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&simple("otlp-gzip", &[("main;z", 3)]).encode_to_vec())
+        .unwrap();
+    let (status, _, _) = h.post_raw(
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+            ("authorization", &auth),
+        ],
+        &gz.finish().unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(total(&h.folded("{service=\"otlp-gzip\"}", None)), 3);
+
+    // Still up, the bystander untouched, nothing of the refused requests stored.
+    assert_eq!(h.folded("{service=\"otlp-bystander\"}", None), before);
+    assert!(h.folded("{service=\"otlp-hostile\"}", None).is_empty());
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains(r#"stackwatch_push_requests_total{protocol="otlp",outcome="rejected"}"#)
+    );
+}
+
+#[test]
+fn a_source_over_its_rate_is_told_to_wait() {
+    let h = Harness::start(|cfg| cfg.push.max_requests_per_second = 1);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let req = simple("otlp-rate", &[(&format!("main;f{i}"), 1)]);
+        let (status, _, _) = h.post_raw(
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("authorization", &format!("Bearer {TOKEN}")),
+            ],
+            &req.encode_to_vec(),
+        );
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+}
