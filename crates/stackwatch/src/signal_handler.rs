@@ -18,7 +18,7 @@
 
 use std::cell::UnsafeCell;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use framehop::{CacheNative, MustNotAllocateDuringUnwind, Unwinder, UnwinderNative};
@@ -74,6 +74,8 @@ pub struct SignalState {
     pub signals: AtomicU64,
     /// Nanoseconds spent inside the handler (monotonic clock, entry to exit).
     pub handler_ns: AtomicU64,
+    /// Each handler run's duration, measured by the handler itself (see [`CostHistogram`]).
+    cost: CostHistogram,
 }
 
 /// Per-handler working memory: the framehop rule cache and a copy of the stack.
@@ -150,6 +152,7 @@ impl SignalState {
     /// Preallocates a ring of `ring_capacity` samples and `scratch_count` unwind
     /// scratch areas (one per handler that may run at the same time).
     pub fn new(ring_capacity: usize, scratch_count: usize) -> Self {
+        calibrate_ticks();
         let scratch = (0..scratch_count.max(1))
             .map(|_| UnwindScratch {
                 busy: AtomicBool::new(false),
@@ -169,12 +172,15 @@ impl SignalState {
             unknown_pc: AtomicBool::new(false),
             signals: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
+            cost: CostHistogram::new(),
         }
     }
 
     /// Bytes preallocated for the handler (ring plus scratch).
     pub fn memory_bytes(&self) -> usize {
-        self.ring.memory_bytes() + self.scratch.len() * std::mem::size_of::<UnwindScratch>()
+        self.ring.memory_bytes()
+            + self.scratch.len() * std::mem::size_of::<UnwindScratch>()
+            + std::mem::size_of::<CostHistogram>()
     }
 
     /// Replaces the unwinder the handler uses (after modules were loaded or unloaded).
@@ -326,21 +332,30 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
         // SAFETY: a non-null ACTIVE points to a SignalState that `deactivate` will not
         // let be freed while HANDLERS_RUNNING counts us.
         let state = unsafe { &*state };
+        // Reads the time-stamp counter (one instruction, no syscall): async-signal-safe.
+        let entry = cost_ticks();
         let start = monotonic_ns();
         // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
-        unsafe { record_sample(state, info, ctx) };
+        let (tid, depth) = unsafe { record_sample(state, info, ctx) };
         state.signals.fetch_add(1, Ordering::Relaxed);
         state
             .handler_ns
             .fetch_add(monotonic_ns().saturating_sub(start), Ordering::Relaxed);
+        // Atomic loads and adds on preallocated memory: async-signal-safe.
+        state.cost.record_for(tid, ticks_to_ns(cost_ticks().wrapping_sub(entry)), depth);
     }
     HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
-/// Unwinds the interrupted thread into a ring slot. Signal context only.
-unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// Unwinds the interrupted thread into a ring slot and returns its tid and the frames
+/// recorded (0 when the sample was dropped). Signal context only.
+unsafe fn record_sample(
+    state: &SignalState,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) -> (u32, u32) {
     // Each expiry of a POSIX CPU timer that the scheduler tick could not deliver is
     // counted in si_overrun; the sample stands for all of those periods.
     let timer_info = &*(info as *const SigInfoTimer);
@@ -361,8 +376,9 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
             .is_ok()
     }) else {
         state.ring.count_drop();
-        return;
+        return (tid, 0);
     };
+    let mut recorded = 0;
     if let Some((guard, sample)) = state.ring.claim() {
         sample.tid = tid;
         sample.weight = weight;
@@ -403,9 +419,11 @@ unsafe fn record_sample(state: &SignalState, info: *mut libc::siginfo_t, ctx: *m
             }
             sample.depth = depth as u32;
         }
+        recorded = sample.depth;
         state.ring.publish(guard);
     }
     scratch.busy.store(false, Ordering::Release);
+    (tid, recorded)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -438,4 +456,220 @@ unsafe fn registers(ctx: *mut libc::c_void) -> (u64, framehop::UnwindRegsNative)
 #[cfg(target_arch = "aarch64")]
 fn sp_of(regs: &framehop::UnwindRegsNative) -> u64 {
     regs.sp()
+}
+
+// ---------------------------------------------------------------------------------------
+// The handler's own cost, measured by the handler.
+
+/// Buckets of [`CostHistogram`]: 0-63 ns one each, then 32 per power of two (about 3 %
+/// wide) up to 2^28 ns; longer runs land in the last bucket.
+pub const COST_BUCKETS: usize = 64 + 22 * 32;
+
+fn cost_bucket(ns: u64) -> usize {
+    if ns < 64 {
+        return ns as usize;
+    }
+    let e = 63 - ns.leading_zeros() as usize;
+    let sub = ((ns >> (e - 5)) & 31) as usize;
+    (64 + (e - 6) * 32 + sub).min(COST_BUCKETS - 1)
+}
+
+/// The smallest value of bucket `i`.
+fn cost_bucket_low(i: usize) -> u64 {
+    if i < 64 {
+        return i as u64;
+    }
+    let e = (i - 64) / 32 + 6;
+    let sub = ((i - 64) % 32) as u64;
+    (32 + sub) << (e - 5)
+}
+
+/// Only samples of this thread are counted in the cost histogram (0: every thread).
+static COST_TID: AtomicU32 = AtomicU32::new(0);
+
+/// A histogram of handler durations, in nanoseconds, filled from signal context: one
+/// relaxed atomic add per sample into preallocated buckets (no allocation, no lock).
+#[doc(hidden)]
+pub struct CostHistogram {
+    buckets: [AtomicU64; COST_BUCKETS],
+    depth_sum: AtomicU64,
+}
+
+impl Default for CostHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CostHistogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        CostHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            depth_sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one handler run of `ns` nanoseconds that recorded `depth` frames.
+    /// Async-signal-safe: relaxed atomic adds.
+    #[inline]
+    pub fn record(&self, ns: u64, depth: u32) {
+        self.buckets[cost_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
+    }
+
+    /// [`record`](Self::record), if `tid` passes the filter set by [`cost_filter_tid`].
+    #[inline]
+    fn record_for(&self, tid: u32, ns: u64, depth: u32) {
+        let only = COST_TID.load(Ordering::Relaxed);
+        if only == 0 || only == tid {
+            self.record(ns, depth);
+        }
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> CostSnapshot {
+        CostSnapshot {
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            depth_sum: self.depth_sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts of a [`CostHistogram`] at one moment.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct CostSnapshot {
+    /// Runs per bucket.
+    pub counts: Vec<u64>,
+    /// Sum of the frames recorded by those runs.
+    pub depth_sum: u64,
+}
+
+impl CostSnapshot {
+    /// Runs counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Mean frames per run.
+    pub fn mean_depth(&self) -> f64 {
+        self.depth_sum as f64 / self.count().max(1) as f64
+    }
+
+    /// What was counted after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &CostSnapshot) -> CostSnapshot {
+        CostSnapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(earlier.counts.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            depth_sum: self.depth_sum.saturating_sub(earlier.depth_sum),
+        }
+    }
+
+    /// The `q` quantile (0..=1) in nanoseconds: the middle of its bucket.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.count();
+        if total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let lo = cost_bucket_low(i) as f64;
+                let hi = cost_bucket_low(i + 1) as f64;
+                return (lo + hi) / 2.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
+/// Counts only the samples of thread `tid` in the active profiler's cost histogram
+/// (0: all threads). For benchmarks.
+#[doc(hidden)]
+pub fn cost_filter_tid(tid: u32) {
+    COST_TID.store(tid, Ordering::Relaxed);
+}
+
+/// The active profiler's handler cost histogram, or `None` when no profiler runs.
+/// For benchmarks.
+#[doc(hidden)]
+pub fn handler_cost() -> Option<CostSnapshot> {
+    // Counted as a running handler, so `deactivate` does not free the state under us.
+    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    let state = ACTIVE.load(Ordering::SeqCst);
+    // SAFETY: as in the handler: non-null ACTIVE stays alive while we are counted.
+    let snap = (!state.is_null()).then(|| unsafe { &*state }.cost.snapshot());
+    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    snap
+}
+
+/// Time-stamp counter ticks (x86_64: `rdtsc`, an unprivileged instruction, no syscall);
+/// elsewhere monotonic nanoseconds. Async-signal-safe either way.
+#[doc(hidden)]
+#[inline(always)]
+pub fn cost_ticks() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no preconditions; Linux leaves it enabled for user space.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        monotonic_ns()
+    }
+}
+
+/// Nanoseconds per tick, times 2^32 (0 until calibrated).
+static NS_PER_TICK_Q32: AtomicU64 = AtomicU64::new(0);
+
+/// Converts [`cost_ticks`] differences to nanoseconds. A load and a multiplication:
+/// async-signal-safe.
+#[doc(hidden)]
+#[inline]
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ((ticks as u128 * NS_PER_TICK_Q32.load(Ordering::Relaxed) as u128) >> 32) as u64
+}
+
+/// Measures the tick rate against the monotonic clock, once per process (about 5 ms).
+/// Not for signal context.
+#[doc(hidden)]
+pub fn calibrate_ticks() {
+    if NS_PER_TICK_Q32.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        NS_PER_TICK_Q32.store(1 << 32, Ordering::Relaxed);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // A (ticks, ns) pair read within a short monotonic interval, so a preemption
+        // between the two reads does not skew it.
+        let pair = || loop {
+            let a = monotonic_ns();
+            let t = cost_ticks();
+            let b = monotonic_ns();
+            if b - a < 2_000 {
+                return (t, a + (b - a) / 2);
+            }
+        };
+        let (t0, n0) = pair();
+        while monotonic_ns() - n0 < 5_000_000 {
+            std::hint::spin_loop();
+        }
+        let (t1, n1) = pair();
+        let q32 = (((n1 - n0) as u128) << 32) / ((t1 - t0).max(1) as u128);
+        NS_PER_TICK_Q32.store((q32 as u64).max(1), Ordering::Relaxed);
+    }
 }
