@@ -46,12 +46,13 @@ impl Aggregator {
     /// Prepares the aggregator: the module list and unwinder are published before the
     /// first timer is armed, so the very first samples are unwound.
     pub fn new(shared: Arc<Shared>, signal: &'static SignalState, timers: ThreadTimers) -> Self {
+        let symbolizer = Symbolizer::new(shared.debug_dirs().to_vec());
         let mut agg = Aggregator {
             shared,
             signal,
             timers,
             modules: ModuleTable::default(),
-            symbolizer: Symbolizer::default(),
+            symbolizer,
             stack_cache: HashMap::new(),
             last_refresh: Instant::now(),
             last_refresh_changed: true,
@@ -164,6 +165,7 @@ impl Aggregator {
             };
             self.batch.push((labels, folded, weight as u64));
         }
+        self.symbolizer.end_batch();
         let dropped = self.signal.ring.dropped();
         let new_drops = dropped - self.last_dropped;
         self.last_dropped = dropped;

@@ -24,6 +24,8 @@ pub struct ProfilerBuilder {
     timer_mode: TimerMode,
     sample_buffer: usize,
     labels: LabelBudget,
+    unnamed_thread_root: String,
+    debug_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for ProfilerBuilder {
@@ -36,6 +38,10 @@ impl Default for ProfilerBuilder {
             timer_mode: TimerMode::PerThread,
             sample_buffer: 2048,
             labels: LabelBudget::default(),
+            unnamed_thread_root: crate::thread_timers::DEFAULT_UNNAMED_THREAD_ROOT.into(),
+            debug_dirs: vec![std::path::PathBuf::from(
+                crate::symbolizer::DEFAULT_DEBUG_DIR,
+            )],
         }
     }
 }
@@ -83,6 +89,30 @@ impl ProfilerBuilder {
     /// bytes (default 256 sets, 16 pairs, 64-byte keys, 256-byte values).
     pub fn labels(mut self, budget: LabelBudget) -> Self {
         self.labels = budget;
+        self
+    }
+
+    /// The root frame of stacks of threads without a name of their own (default
+    /// `thread`). A thread nobody named carries the process name, and such threads fold
+    /// together under this root; the main thread is always `main`, and a thread's tid
+    /// never goes into stack text.
+    pub fn unnamed_thread_root(mut self, root: impl Into<String>) -> Self {
+        self.unnamed_thread_root = root.into();
+        self
+    }
+
+    /// Directories searched for separate debug files, as debuggers do (default
+    /// `/usr/lib/debug`): `<dir>/.build-id/xx/yyyy.debug` by build id, and
+    /// `<dir>/<module's dir>/<.gnu_debuglink name>`; the module's own directory and its
+    /// `.debug/` are always searched for the debuglink name. Installing a distribution's
+    /// debug package (Debian's `libc6-dbg`) names what its library's exported symbols
+    /// do not.
+    pub fn debug_dirs<I, P>(mut self, dirs: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<std::path::PathBuf>,
+    {
+        self.debug_dirs = dirs.into_iter().map(Into::into).collect();
         self
     }
 
@@ -149,10 +179,13 @@ impl ProfilerBuilder {
             instance,
         });
         let period_ns = 1_000_000_000 / self.frequency_hz as u64;
-        let timers = ThreadTimers::new(period_ns, self.timer_mode);
+        let timers = ThreadTimers::new(period_ns, self.timer_mode)
+            .with_unnamed_root(&self.unnamed_thread_root);
         let agg_shared = shared.clone();
         let aggregator = std::thread::Builder::new()
-            .name("stackwatch".into())
+            // Not the process name, which would make it an unnamed thread in services
+            // called `stackwatch`.
+            .name("stackwatch-agg".into())
             .spawn(move || {
                 Aggregator::new(agg_shared, signal, timers).run();
             })
@@ -212,6 +245,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Directories searched for separate debug files.
+    pub fn debug_dirs(&self) -> &[std::path::PathBuf] {
+        &self.settings.debug_dirs
+    }
+
     /// Sleeps up to `d`; returns true when the profiler is stopping.
     pub fn wait_stop(&self, d: Duration) -> bool {
         let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());

@@ -34,12 +34,19 @@ struct ThreadTimer {
 /// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
 const YOUNG_SCANS: u64 = 5;
 
+/// The root frame of threads that have no name of their own, unless configured.
+pub const DEFAULT_UNNAMED_THREAD_ROOT: &str = "thread";
+
+/// The root frame of the process's main thread (the one whose tid is the pid).
+pub const MAIN_THREAD_ROOT: &str = "main";
+
 /// The timers of every live thread, kept in step with `/proc/self/task`.
 pub struct ThreadTimers {
     period_ns: u64,
     mode: TimerMode,
     threads: HashMap<u32, ThreadTimer>,
     process_name: String,
+    unnamed_root: Arc<str>,
     pid: u32,
     rng: u64,
     scans: u64,
@@ -60,11 +67,21 @@ impl ThreadTimers {
             mode,
             threads: HashMap::new(),
             process_name,
+            unnamed_root: Arc::from(DEFAULT_UNNAMED_THREAD_ROOT),
             pid,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 17 ^ now_nanos(),
             scans: 0,
             itimer_armed: false,
         }
+    }
+
+    /// The root frame given to threads without a name of their own (default
+    /// [`DEFAULT_UNNAMED_THREAD_ROOT`]); an empty name keeps the default.
+    pub fn with_unnamed_root(mut self, root: &str) -> Self {
+        if !root.is_empty() {
+            self.unnamed_root = Arc::from(root);
+        }
+        self
     }
 
     /// The mode actually in use (per-thread may have fallen back to process-wide).
@@ -77,7 +94,8 @@ impl ThreadTimers {
         self.threads.len()
     }
 
-    /// The name of thread `tid` (its `comm`, or `thread-<tid>` when it has none of its own).
+    /// The root frame of thread `tid`: `main` for the main thread, else its `comm` with
+    /// its tid taken out, or the unnamed root when it has no name of its own.
     pub fn thread_name(&mut self, tid: u32) -> Arc<str> {
         if let Some(t) = self.threads.get(&tid) {
             return t.name.clone();
@@ -86,11 +104,13 @@ impl ThreadTimers {
     }
 
     fn name_of(&self, tid: u32) -> Arc<str> {
+        if tid == self.pid {
+            return Arc::from(MAIN_THREAD_ROOT);
+        }
         match read_comm(tid) {
-            // A thread inherits its creator's comm; one that still carries the process
-            // name (and is not the main thread) was never named.
-            Some(n) if tid == self.pid || n != self.process_name => Arc::from(n),
-            _ => Arc::from(format!("thread-{tid}")),
+            Some(n) => root_name(&n, tid, &self.process_name)
+                .map_or_else(|| self.unnamed_root.clone(), Arc::from),
+            None => self.unnamed_root.clone(),
         }
     }
 
@@ -125,6 +145,12 @@ impl ThreadTimers {
         // Every few scans, re-arm threads whose timer died with a previous owner of the
         // same tid, and refresh names set after the thread started.
         let recheck = self.scans.is_multiple_of(25);
+        if recheck || self.scans == 1 {
+            // The main thread may have renamed itself (and so the process) since.
+            if let Some(n) = read_comm(self.pid) {
+                self.process_name = n;
+            }
+        }
         let scans = self.scans;
         for tid in live {
             let young = self
@@ -208,6 +234,36 @@ impl Drop for ThreadTimers {
 
 use stackwatch_profile::clock::unix_ns as now_nanos;
 
+/// The root frame for a thread whose `comm` is `comm`, or `None` when it has no name of
+/// its own: a thread inherits its creator's comm, so one that still carries the process
+/// name was never named. The tid never goes into stack text (stacks of a thread pool
+/// must fold together across restarts): a digit run equal to the tid is taken out, with
+/// the separator before it.
+fn root_name(comm: &str, tid: u32, process_name: &str) -> Option<String> {
+    if comm == process_name {
+        return None;
+    }
+    let tid = tid.to_string();
+    let mut out = String::with_capacity(comm.len());
+    let mut rest = comm;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let len = rest[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - start);
+        let digits = &rest[start..start + len];
+        if digits == tid {
+            let before = rest[..start].trim_end_matches(['-', '_', ':', '.', '#', ' ', '/']);
+            out.push_str(before);
+        } else {
+            out.push_str(&rest[..start + len]);
+        }
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    let out = out.trim_matches(['-', '_', ':', '.', '#', ' ', '/']);
+    (!out.is_empty() && out != process_name).then(|| out.to_owned())
+}
+
 fn read_comm(tid: u32) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
     Some(s.trim_end_matches('\n').to_owned())
@@ -288,6 +344,7 @@ fn arm_itimer(period_ns: u64) -> io::Result<()> {
 fn disarm_itimer() -> io::Result<()> {
     // SAFETY: zeroed itimerval disarms.
     let it: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: valid itimerval; no old value wanted.
     if unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -304,8 +361,10 @@ mod tests {
         assert_eq!(thread_cpu_clock(1234), -9874);
         // And it is exactly what glibc hands out for the calling thread.
         let mut clk: libc::clockid_t = 0;
+        // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
         assert_eq!(
+            // SAFETY: valid out-pointer; pthread_self is the calling thread.
             unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clk) },
             0
         );
@@ -317,6 +376,7 @@ mod tests {
         let named = std::thread::Builder::new()
             .name("named-worker".into())
             .spawn(move || {
+                // SAFETY: gettid has no arguments and cannot fail.
                 let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
                 ThreadTimers::new(1, TimerMode::PerThread).name_of(tid)
             })
@@ -324,5 +384,53 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(&*named, "named-worker");
+    }
+
+    #[test]
+    fn roots_never_carry_the_tid_and_unnamed_threads_share_one_root() {
+        assert_eq!(
+            root_name("tokio-runtime-w", 77, "svc").as_deref(),
+            Some("tokio-runtime-w")
+        );
+        assert_eq!(root_name("svc", 77, "svc"), None);
+        assert_eq!(root_name("pool-4242", 4242, "svc").as_deref(), Some("pool"));
+        assert_eq!(root_name("w-4242-io", 4242, "svc").as_deref(), Some("w-io"));
+        // Other numbers are part of the name.
+        assert_eq!(
+            root_name("worker-3", 4242, "svc").as_deref(),
+            Some("worker-3")
+        );
+        assert_eq!(root_name("4242", 4242, "svc"), None);
+        assert_eq!(
+            root_name("thread-4242", 4242, "svc").as_deref(),
+            Some("thread")
+        );
+    }
+
+    #[test]
+    fn the_main_thread_is_main_and_unnamed_threads_get_the_configured_root() {
+        let pid = std::process::id();
+        let timers = ThreadTimers::new(1, TimerMode::PerThread).with_unnamed_root("anon");
+        assert_eq!(&*timers.name_of(pid), MAIN_THREAD_ROOT);
+        // A thread carrying the process name (as one nobody named does) is unnamed.
+        let process_name = read_comm(pid).unwrap();
+        let tid = std::thread::spawn(move || {
+            let c = std::ffi::CString::new(process_name).unwrap();
+            // SAFETY: names the calling thread with a NUL-terminated string.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            let name = ThreadTimers::new(1, TimerMode::PerThread)
+                .with_unnamed_root("anon")
+                .name_of(tid);
+            assert_eq!(&*name, "anon");
+            let name = ThreadTimers::new(1, TimerMode::PerThread).name_of(tid);
+            assert_eq!(&*name, DEFAULT_UNNAMED_THREAD_ROOT);
+            tid
+        })
+        .join()
+        .unwrap();
+        // A thread that is gone gets the unnamed root too, never its tid.
+        assert_eq!(&*timers.name_of(tid), "anon");
     }
 }
