@@ -95,6 +95,84 @@ function fmtCores(v) {
   return (a === 0 ? '0' : a < 0.01 ? v.toFixed(4) : a < 1 ? v.toFixed(3) : a < 10 ? v.toFixed(2) : v.toFixed(1)) + ' cores';
 }
 const fmtPct = (v) => (100 * v).toFixed(1) + '%';
+
+// --- profile types and their units -------------------------------------------------
+// The types the collector stores (GET /api/profile-types; CPU unless `type=` says so),
+// what the picker calls them, and the unit of their /api/timeseries values (the
+// response's `unit` is what a chart shows; this one titles a card before it arrives).
+const PROFILE_TYPES = [
+  ['cpu', 'CPU', 'cores'], ['wall', 'wall-clock time', 'wall_seconds_per_second'],
+  ['alloc_objects', 'allocations (objects)', 'count_per_second'], ['alloc_space', 'allocations (bytes)', 'bytes_per_second'],
+  ['inuse_objects', 'in-use objects', 'count'], ['inuse_space', 'in-use memory', 'bytes'],
+  ['goroutines', 'goroutines', 'count'], ['contentions', 'lock contentions', 'count_per_second'], ['delay', 'lock delay', 'nanoseconds_per_second'],
+];
+const typeInfo = (t) => PROFILE_TYPES.find((x) => x[0] === t) || [t, t, 'cores'];
+const typeName = (t) => typeInfo(t || 'cpu')[1];
+// What a count of a type counts: "objects", "goroutines", "contentions".
+const COUNT_NOUNS = { alloc_objects: 'objects', inuse_objects: 'objects', goroutines: 'goroutines', contentions: 'contentions' };
+let profileTypesP = null;
+function profileTypes() {
+  if (!profileTypesP) profileTypesP = apiJson('/api/profile-types').catch(() => [{ name: 'cpu', unit: 'cpu_periods', series_unit: 'cores', stored: true }]);
+  return profileTypesP;
+}
+
+// A number scaled by powers of `base` with the units' names: 1.5 MiB, 12.3k, 250 µs;
+// three significant digits, trailing zeros dropped.
+function fmtScaled(v, base, units, sep) {
+  if (v === null || v === undefined || !isFinite(v)) return 'no data';
+  let x = Math.abs(v), i = 0;
+  while (x >= base && i < units.length - 1) { x /= base; i++; }
+  const digits = x === 0 ? '0' : x < 1 ? x.toPrecision(2) : x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : x.toFixed(0);
+  const text = digits.includes('.') ? digits.replace(/0+$/, '').replace(/\.$/, '') : digits;
+  return (v < 0 ? '−' : '') + text + (units[i] ? sep + units[i] : '');
+}
+const fmtBytes = (v) => fmtScaled(v, 1024, ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'], ' ');
+const fmtCount = (v) => fmtScaled(v, 1000, ['', 'k', 'M', 'G', 'T'], '');
+const fmtNs = (v) => fmtScaled(v, 1000, ['ns', 'µs', 'ms', 's'], ' ');
+function fmtPlain(v) {
+  if (v === null || v === undefined || !isFinite(v)) return 'no data';
+  const a = Math.abs(v);
+  return a === 0 ? '0' : a < 0.01 ? v.toFixed(4) : a < 1 ? v.toFixed(3) : a < 10 ? v.toFixed(2) : v.toFixed(1);
+}
+// How values of a series unit read: the axis title, a value with its unit, a tick.
+function unitOf(unit, type) {
+  const noun = COUNT_NOUNS[type] || 'count';
+  const withUnit = (f, suffix) => (v) => { const t = f(v); return t === 'no data' ? t : t + suffix; };
+  switch (unit) {
+    case 'wall_seconds_per_second': return { unit, axis: 'wall seconds per second', fmt: withUnit(fmtPlain, ' s/s'), tick: (v) => +v.toFixed(6) };
+    case 'bytes_per_second': return { unit, axis: 'bytes per second', fmt: withUnit(fmtBytes, '/s'), tick: fmtBytes, binary: true };
+    case 'count_per_second': return { unit, axis: noun + ' per second', fmt: withUnit(fmtCount, ' ' + noun + '/s'), tick: fmtCount };
+    case 'nanoseconds_per_second': return { unit, axis: 'delay per second', fmt: withUnit(fmtNs, '/s'), tick: fmtNs };
+    case 'bytes': return { unit, axis: 'bytes', fmt: fmtBytes, tick: fmtBytes, binary: true };
+    case 'count': return { unit, axis: noun, fmt: withUnit(fmtCount, ' ' + noun), tick: fmtCount };
+    default: return { unit: 'cores', axis: 'cores', fmt: fmtCores, tick: (v) => +v.toFixed(6) };
+  }
+}
+// Counts as /api/top and the sandwich give them (`unit` of /api/profile-types).
+function fmtCounts(n, unit, type) {
+  switch (unit) {
+    case 'bytes': return fmtBytes(n);
+    case 'nanoseconds': return fmtNs(n);
+    case 'count': return fmtCount(n) + ' ' + (COUNT_NOUNS[type] || 'count');
+    default: return n.toLocaleString('en') + ' periods';
+  }
+}
+// A gauge (in use at the time of each profile) is not a rate: its values are levels.
+const isLevel = (unit) => unit === 'bytes' || unit === 'count';
+function typeControl(value, onChange) {
+  const current = value || 'cpu';
+  const sel = el('select', { name: 'type', 'aria-label': 'profile type', 'data-testid': 'profile-type', onchange: () => onChange(sel.value === 'cpu' ? '' : sel.value) },
+    el('option', { value: current, text: typeName(current), selected: true }));
+  profileTypes().then((types) => {
+    // Only types the store holds can be picked (the current one stays, stored or not).
+    sel.replaceChildren(...types.map((t) => el('option', {
+      value: t.name, selected: t.name === current, disabled: !t.stored && t.name !== current,
+      text: typeName(t.name) + (t.stored ? '' : ' (none stored)'),
+    })));
+    sel.dataset.ready = '1';
+  });
+  return el('label', { class: 'type-picker', title: 'What the profiles measure: CPU, or a type pushed by an agent (wall-clock, allocations, memory in use, goroutines, contention)' }, 'profile type', sel);
+}
 function fmtPp(v) { return (v > 0 ? '+' : v < 0 ? '−' : '') + Math.abs(100 * v).toFixed(2) + ' pp'; }
 function fmtDuration(s) {
   if (s < 90) return Math.round(s) + ' s';
@@ -263,8 +341,15 @@ function niceStep(range, ticks) {
   return 10 * mag;
 }
 
-// Average cores over the buckets that have data (the partial one weighs what it covers),
-// and the seconds that had data.
+// niceStep in the binary unit of the range: steps of round KiB, MiB, ...
+function binaryStep(range, ticks) {
+  let k = 1;
+  while (range / k >= 1024 && k < Math.pow(1024, 5)) k *= 1024;
+  return niceStep(range / k, ticks) * k;
+}
+
+// The average over the buckets that have data (the partial one weighs what it covers),
+// and the seconds that had data (`cores`: the average in the series' unit, cores for CPU).
 function averageCores(points, step, partial) {
   let sum = 0, secs = 0;
   for (const [ts, v] of points) {
@@ -286,8 +371,10 @@ function chartWidth() { return Math.max(600, Math.floor((view.clientWidth || 120
 // (name) is called when a series' area or legend entry is clicked (not for opts.unpickable
 // names such as "[other]").
 function timeChart(data, lines, opts) {
+  const u = opts.unit || unitOf(data.unit, data.type);
+  opts.unit = u;
   const W = opts.width || chartWidth(), H = opts.height || 200;
-  const ml = 58, mr = 14, mt = 14, mb = 38;
+  const ml = u.unit === 'cores' ? 58 : 74, mr = 14, mt = 14, mb = 38;
   const pw = W - ml - mr, ph = H - mt - mb;
   const { from, to, step } = data;
   const partial = data.partial || null;
@@ -310,20 +397,21 @@ function timeChart(data, lines, opts) {
   } else {
     for (const l of lines) for (const p of l.points) if (p[1] !== null && p[1] > max) max = p[1];
   }
-  const yStep = niceStep(max > 0 ? max : 1, 4);
+  // Bytes step in round KiB, MiB, ... (256 KiB, not 244 KiB).
+  const yStep = u.binary ? binaryStep(max > 0 ? max : 1, 4) : niceStep(max > 0 ? max : 1, 4);
   const yMax = Math.max(yStep, Math.ceil(max / yStep - 1e-9) * yStep);
   const y = (v) => mt + ph - v / yMax * ph;
   const svg = el('svg', {
     class: 'chart', width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img',
-    'aria-label': opts.label, 'data-testid': opts.testid, 'data-unit': 'cores',
+    'aria-label': opts.label, 'data-testid': opts.testid, 'data-unit': u.unit,
   });
-  // Axes: cores on the left, local time below.
+  // Axes: the values' unit on the left, local time below.
   const axis = el('g', { class: 'axis' });
   for (let v = 0; v <= yMax + 1e-9; v += yStep) {
     axis.append(el('line', { class: 'grid', x1: ml, x2: W - mr, y1: y(v), y2: y(v) }),
-      el('text', { class: 'ytick', x: ml - 6, y: y(v) + 4, 'text-anchor': 'end', text: +v.toFixed(6) }));
+      el('text', { class: 'ytick', x: ml - 6, y: y(v) + 4, 'text-anchor': 'end', text: u.tick(v) }));
   }
-  axis.append(el('text', { class: 'axis-title', 'data-testid': 'y-axis-title', transform: 'translate(14,' + (mt + ph / 2) + ') rotate(-90)', 'text-anchor': 'middle', text: 'cores' }));
+  axis.append(el('text', { class: 'axis-title', 'data-testid': 'y-axis-title', transform: 'translate(14,' + (mt + ph / 2) + ') rotate(-90)', 'text-anchor': 'middle', text: u.axis }));
   const tStep = TIME_STEPS.find((s) => span / s <= Math.max(3, Math.floor(pw / 110))) || 604800;
   const off = -new Date().getTimezoneOffset() * 60;
   const multiDay = span > 86400 || new Date(from * 1000).getDate() !== new Date(to * 1000).getDate();
@@ -414,12 +502,12 @@ function timeChart(data, lines, opts) {
     const ts = ts0[i];
     const isPartial = partial && partial.ts === ts;
     tip.replaceChildren(...[el('div', { class: 'tip-time', text: fmtLocal(Math.max(ts, from), step < 60, multiDay) + '–' + fmtLocal(Math.min(ts + step, to), step < 60, multiDay) + (isPartial ? ' (partial: ' + Math.round(partial.covered_s) + ' of ' + step + ' s so far)' : '') }),
-      opts.total ? el('div', {}, el('span', { text: 'total: ' }), el('b', { text: fmtCores(opts.total[i] ? opts.total[i][1] : null) })) : null,
+      opts.total ? el('div', {}, el('span', { text: 'total: ' }), el('b', { text: u.fmt(opts.total[i] ? opts.total[i][1] : null) })) : null,
       // Stacked: listed top to bottom, as drawn.
       ...(opts.stacked ? lines.slice().reverse() : lines).map((l) => {
         const v = l.points[i] ? l.points[i][1] : null;
         const tot = opts.total && opts.total[i] ? opts.total[i][1] : null;
-        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: fmtCores(v) }),
+        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: u.fmt(v) }),
           opts.stacked && tot > 0 && v !== null ? el('span', { class: 'muted', text: ' (' + fmtPct(v / tot) + ')' }) : null);
       })].filter(Boolean));
     tip.hidden = false;
@@ -458,7 +546,7 @@ function timeChart(data, lines, opts) {
       const avg = averageCores(l.points, step, partial);
       return el('span', { class: 'legend-item', 'data-series': l.name },
         el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
-        el('span', { class: 'name', text: l.name }), el('span', { class: 'muted', text: ' ' + fmtCores(avg.cores) + ' avg' }));
+        el('span', { class: 'name', text: l.name }), el('span', { class: 'muted', text: ' ' + u.fmt(avg.cores) + ' avg' }));
     })));
   }
   return wrap;
@@ -511,7 +599,7 @@ function stackLegend(lines, step, partial, opts) {
       el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
       el('span', { class: 'name', text: l.name }),
       el('span', { class: 'share', 'data-share': share.toFixed(4), text: ' ' + fmtPct(share) }),
-      el('span', { class: 'muted', text: ' · ' + fmtCores(avg.cores) + ' avg' }),
+      el('span', { class: 'muted', text: ' · ' + (opts.unit || unitOf('cores')).fmt(avg.cores) + ' avg' }),
     ];
     return pickable
       ? el('button', { type: 'button', class: 'legend-item', 'data-series': l.name, title: 'filter on ' + l.name, onclick: () => opts.onPick(l.name) }, body)
@@ -542,7 +630,14 @@ function sparkline(points, partial) {
 
 // --- Fleet -------------------------------------------------------------------------
 async function renderFleet() {
-  const targets = await apiJson('/api/targets');
+  const [all, pushes] = await Promise.all([
+    apiJson('/api/targets'),
+    // A collector without push (or before it existed) answers [] (or 404): no section.
+    apiJson('/api/push-sources').catch((e) => ({ error: e })),
+  ]);
+  // Pushed series of other types a query node lists as stored targets are not scraped
+  // targets: they are under Push sources.
+  const targets = all.filter((t) => !(t.labels && t.labels.__profile_type__));
   const byService = new Map();
   for (const t of targets) {
     const svc = t.labels.service || '(no service)';
@@ -609,7 +704,60 @@ async function renderFleet() {
     }).catch((e) => { for (const r of rows.values()) r.cpu.textContent = '–'; card.append(panelError('CPU of ' + svc, e)); }));
     root.append(card);
   }
+  root.append(pushSources(pushes));
   return { node: root, done: Promise.all(loads) };
+}
+
+// "3 s ago", "5 min ago" from Unix ms; "never" for 0.
+function fmtSeen(ms) {
+  if (!ms) return 'never';
+  return fmtDuration(Math.max(0, (Date.now() - ms) / 1000)) + ' ago';
+}
+
+// The Fleet's push sources (GET /api/push-sources): per source (tenant, service) its
+// refusals and last error, and each series it pushes: labels, protocol, profile type,
+// last seen, pushes and repeats (acknowledged, not stored again). Every name, value and
+// error comes from the agents: text only.
+function pushSources(pushes) {
+  const section = el('section', { class: 'card', 'data-testid': 'push-sources', 'aria-label': 'push sources' }, el('h2', { text: 'Push sources' }));
+  if (pushes && pushes.error) {
+    section.append(el('p', { class: 'muted', text: 'Push sources are not available from this collector (' + pushes.error.message + ').' }));
+    return section;
+  }
+  const list = Array.isArray(pushes) ? pushes : [];
+  if (!list.length) {
+    section.append(el('p', { class: 'muted', 'data-testid': 'push-none', text: 'No push sources: push ingest is off ([push] enabled), or nothing was pushed lately (push.source_idle).' }));
+    return section;
+  }
+  for (const src of list) {
+    const series = Array.isArray(src.series) ? src.series : [];
+    const pushesTotal = series.reduce((a, x) => a + (x.pushes || 0), 0);
+    const repeats = series.reduce((a, x) => a + (x.duplicates || 0), 0);
+    const tbody = el('tbody', {}, series.map((x) => {
+      const labels = Object.assign({}, x.labels || {});
+      delete labels.__profile_type__;
+      const type = x.profile_type || 'cpu';
+      return el('tr', { 'data-testid': 'push-series', 'data-type': type, 'data-protocol': x.protocol || '' },
+        el('td', { class: 'name', 'data-testid': 'push-labels', text: labelSelector(labels) }),
+        el('td', { text: x.protocol || '' }),
+        el('td', { 'data-testid': 'push-type', title: type, text: typeName(type) }),
+        el('td', { 'data-testid': 'push-seen', title: x.last_seen_unix_ms ? new Date(x.last_seen_unix_ms).toISOString() : '', text: fmtSeen(x.last_seen_unix_ms) }),
+        el('td', { class: 'num', 'data-testid': 'push-pushes', text: String(x.pushes || 0) }),
+        el('td', { class: 'num', 'data-testid': 'push-repeats', text: String(x.duplicates || 0) }),
+        el('td', {}, el('a', { 'data-testid': 'push-explore', href: routeUrl('explore', { query: labelSelector(labels), type: type === 'cpu' ? '' : type, from: 'now-1h', to: 'now' }), text: 'explore' })));
+    }));
+    section.append(el('div', { class: 'push-source', 'data-testid': 'push-source', 'data-tenant': src.tenant || '', 'data-service': src.service || '' },
+      el('h3', {}, el('span', { class: 'name', 'data-testid': 'push-service', text: src.service || '(no service)' }),
+        el('span', { class: 'muted', 'data-testid': 'push-tenant', text: src.tenant ? '  tenant ' + src.tenant : '  anonymous' })),
+      el('p', { class: 'small' },
+        el('span', { text: series.length + ' series · ' + pushesTotal + ' pushes · ' + repeats + ' repeats · ' }),
+        el('span', { class: src.rejected ? 'down' : '', 'data-testid': 'push-refusals', text: (src.rejected || 0) + ' refused' })),
+      src.last_error ? el('div', { class: 'err', 'data-testid': 'push-last-error' }, el('span', { class: 'muted', text: 'last error: ' }), el('span', { text: src.last_error })) : null,
+      series.length ? el('table', { class: 'compact' },
+        el('thead', {}, el('tr', {}, ['labels', 'protocol', 'profile type', 'last seen', 'pushes', 'repeats', ''].map((h, i) => el('th', { class: i === 4 || i === 5 ? 'num' : '', text: h })))),
+        tbody) : null));
+  }
+  return section;
 }
 
 // --- shared pieces of Explore and Compare -------------------------------------------
@@ -726,7 +874,9 @@ function downloads(base, params, formats) {
 
 // --- Explore -----------------------------------------------------------------------
 function renderExplore(params) {
-  const p = { query: params.query || '{}', from: params.from || 'now-1h', to: params.to || 'now' };
+  // `type` rides along with every request (absent: CPU).
+  const type = params.type || 'cpu';
+  const p = { query: params.query || '{}', from: params.from || 'now-1h', to: params.to || 'now', type: type === 'cpu' ? '' : type };
   const hide = params.hide || '';
   const sort = params.sort === 'total' ? 'total' : 'self';
   const icicle = params.icicle === '1';
@@ -739,10 +889,13 @@ function renderExplore(params) {
   const prev = previousPeriod(p.from, p.to);
   const compareLink = prev ? el('a', {
     class: 'button-link', 'data-testid': 'compare-previous', title: 'Compare this selection with the same selection over the period before',
-    href: routeUrl('compare', { base: p.query, base_from: prev.from, base_to: prev.to, query: p.query, from: p.from, to: p.to }),
+    href: routeUrl('compare', { base: p.query, base_from: prev.from, base_to: prev.to, query: p.query, from: p.from, to: p.to, type: p.type }),
     text: 'compare with the period before',
   }) : null;
-  const root = el('div', {}, el('h1', { text: 'Explore' }), selectionControls('', params, update, keysP), compareLink);
+  const root = el('div', {}, el('h1', { text: 'Explore' }),
+    el('div', { class: 'controls' }, typeControl(type, (t) => update({ type: t }))),
+    selectionControls('', params, update, keysP), compareLink);
+  const seriesUnit = unitOf(typeInfo(type)[2], type);
 
   // CPU over time, stacked by the values of the chosen label (a target label such as
   // version, or a sample label such as table); a click on a value filters on it.
@@ -758,24 +911,28 @@ function renderExplore(params) {
     update({ query: next });
   };
   const cpuBody = el('div', { class: 'loading', text: 'loading…' });
-  root.append(el('section', { class: 'card', 'data-testid': 'cpu-card' },
-    el('div', { class: 'card-head' }, el('h2', { text: 'CPU over time, in cores' }),
+  const cardTitle = el('h2', { 'data-testid': 'series-title', text: typeName(type) + ' over time, in ' + seriesUnit.axis });
+  root.append(el('section', { class: 'card', 'data-testid': 'cpu-card', 'data-type': type },
+    el('div', { class: 'card-head' }, cardTitle,
       el('label', { class: 'inline-label' }, 'stacked by ', groupBy),
       el('span', { class: 'hint', 'data-testid': 'zoom-hint', text: '↔ drag across the chart to zoom into a time window' + (groupLabel ? '; click a value to filter on it' : '') })),
     cpuBody));
   const cpuDone = seriesP.then((ts) => {
-    const chartOpts = { label: 'CPU in cores over time; drag to select a window', testid: 'cpu-chart', onSelect: (a, b) => update({ from: String(a), to: String(b) }) };
+    const u = unitOf(ts.unit, type);
+    const what = typeName(type) + ' in ' + u.axis;
+    cardTitle.textContent = typeName(type) + ' over time, in ' + u.axis;
+    const chartOpts = { label: what + ' over time; drag to select a window', testid: 'cpu-chart', unit: u, onSelect: (a, b) => update({ from: String(a), to: String(b) }) };
     if (!groupLabel || !Array.isArray(ts.series)) {
-      cpuBody.replaceWith(timeChart(ts, [{ name: 'CPU', points: ts.points, color: COLORS[0], area: true }], chartOpts));
+      cpuBody.replaceWith(timeChart(ts, [{ name: typeName(type), points: ts.points, color: COLORS[0], area: true }], chartOpts));
       return;
     }
     let ci = 0;
     const lines = (ts.series || []).map((s) => ({ name: s.name, points: s.points, color: s.name === '[other]' ? OTHER_COLOR : s.name === '(none)' ? NONE_COLOR : COLORS[ci++ % COLORS.length] }));
     cpuBody.replaceWith(timeChart(ts, lines, Object.assign(chartOpts, {
-      label: 'CPU in cores over time, stacked by ' + groupLabel + '; click a value to filter on it, drag to select a window',
+      label: what + ' over time, stacked by ' + groupLabel + '; click a value to filter on it, drag to select a window',
       stacked: true, total: ts.points, onPick: filterOn, unpickable: ['[other]'],
     })));
-  }).catch((e) => cpuBody.replaceWith(panelError('CPU over time', e)));
+  }).catch((e) => cpuBody.replaceWith(panelError(typeName(type) + ' over time', e)));
 
   // The flamegraph, its one search box and the hide-frames regex.
   const search = el('input', { type: 'search', placeholder: 'function name', value: params.search || '', 'aria-label': 'search functions', name: 'search' });
@@ -807,7 +964,7 @@ function renderExplore(params) {
       hideControl(hide, (v) => update({ hide: v })),
       el('button', { type: 'button', 'aria-pressed': String(icicle), onclick: () => update({ icicle: icicle ? '' : '1' }), text: icicle ? 'Flame' : 'Icicle' }),
       matched),
-    el('p', { class: 'hint', text: 'Click a frame to zoom in and to see its function\'s callers, callees and CPU over time below.' }),
+    el('p', { class: 'hint', text: 'Click a frame to zoom in and to see its function\'s callers, callees and ' + typeName(type) + ' over time below.' }),
     frame, downloads('profile', Object.assign({ hide }, p))));
   root.append(fnPanel);
 
@@ -815,7 +972,7 @@ function renderExplore(params) {
   const topBody = el('div', { class: 'loading', text: 'loading…' });
   root.append(el('section', { class: 'card' }, el('h2', { text: 'Top functions' }), topBody));
   const topDone = topP.then((top) => {
-    topBody.replaceWith(topTable(top, sort, params.plumbing === '1', (name) => { doSearch(name); selectFunction(name, true); },
+    topBody.replaceWith(topTable(top, type, sort, params.plumbing === '1', (name) => { doSearch(name); selectFunction(name, true); },
       (s) => update({ sort: s === 'self' ? '' : s }),
       (show) => { state.plumbing = show ? '1' : ''; recordParams('explore', state); }));
   }).catch((e) => topBody.replaceWith(panelError('top functions', e)));
@@ -826,7 +983,7 @@ function renderExplore(params) {
     const seq = ++fnSeq;
     state.fn = name;
     recordParams('explore', state);
-    const panel = functionPanel(name, p, hide, topP, () => { state.fn = ''; recordParams('explore', state); fnPanel.replaceChildren(); }, pick,
+    const panel = functionPanel(name, p, type, hide, topP, () => { state.fn = ''; recordParams('explore', state); fnPanel.replaceChildren(); }, pick,
       (a, b) => update({ from: String(a), to: String(b) }));
     fnPanel.replaceChildren(panel.node);
     if (scroll) panel.node.scrollIntoView({ block: 'start' });
@@ -836,9 +993,12 @@ function renderExplore(params) {
   return { node: root, done: Promise.all([cpuDone, topDone, fnDone, keysP.catch(() => null)]) };
 }
 
-function topTable(top, sort, showPlumbing, onPick, onSort, onPlumbing) {
+function topTable(top, type, sort, showPlumbing, onPick, onSort, onPlumbing) {
   const rows = top.functions.slice().sort((a, b) => b[sort] - a[sort] || a.name.localeCompare(b.name));
-  const cores = (n) => top.total && top.total_cores !== undefined ? fmtCores(n / top.total * top.total_cores) : '';
+  // Each function's part of the selection's average, in the series' unit (cores for CPU).
+  const average = top.average !== undefined ? top.average : top.total_cores;
+  const u = unitOf(top.average_unit || 'cores', type);
+  const cores = (n) => top.total && average !== undefined ? u.fmt(n / top.total * average) : '';
   const pct = (n) => (top.total ? (100 * n / top.total).toFixed(1) : '0.0') + '%';
   const header = (key, label) => el('th', { class: 'num', colspan: 2, 'aria-sort': sort === key ? 'descending' : 'none' },
     el('button', { type: 'button', onclick: () => onSort(key), text: label + (sort === key ? ' ▼' : '') }));
@@ -856,7 +1016,10 @@ function topTable(top, sort, showPlumbing, onPick, onSort, onPlumbing) {
   toggle.addEventListener('change', () => { table.classList.toggle('hide-plumbing', !toggle.checked); onPlumbing(toggle.checked); });
   return el('div', {},
     el('p', { class: 'muted' },
-      'Shares of the selection\'s CPU: ' + top.total.toLocaleString('en') + ' periods' + (top.total_cores !== undefined ? ', ' + fmtCores(top.total_cores) + ' averaged over the whole range' : '') + '. ',
+      'Shares of the selection\'s ' + typeName(type) + ': ' + (isLevel(u.unit)
+        // A level (in use at each profile): the counts summed over profiles mean nothing.
+        ? u.fmt(average) + ' on average (each target\'s mean per profile, summed)'
+        : fmtCounts(top.total, top.unit || 'cpu_periods', type) + (average !== undefined ? ', ' + u.fmt(average) + ' averaged over the whole range' : '')) + '. ',
       el('label', { class: 'check' }, toggle, ' show thread roots and runtime plumbing (' + plumbingCount + ')')),
     table);
 }
@@ -879,7 +1042,7 @@ function nextFrames(folded, emptyName) {
   return { total, rows: [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])) };
 }
 
-function functionPanel(name, p, hide, topP, onClose, onPick, onSelect) {
+function functionPanel(name, p, type, hide, topP, onClose, onPick, onSelect) {
   const sel = Object.assign({ function: name }, p);
   const totals = el('p', { 'data-testid': 'function-totals', class: 'muted', text: 'loading…' });
   const chartSlot = el('div', { class: 'loading', text: 'loading…' });
@@ -894,19 +1057,23 @@ function functionPanel(name, p, hide, topP, onClose, onPick, onSelect) {
     el('div', { class: 'card-head' }, el('h2', {}, 'Function ', el('span', { class: 'name fn-name', 'data-testid': 'function-name', text: name })),
       el('button', { type: 'button', onclick: onClose, text: 'Close' })),
     totals,
-    el('h3', { text: 'Its CPU over time, in cores (self: in the function itself; total: with what it calls)' }), chartSlot,
+    el('h3', { text: 'Its ' + typeName(type) + ' over time, in ' + unitOf(typeInfo(type)[2], type).axis + ' (self: in the function itself; total: with what it calls)' }), chartSlot,
     el('div', { class: 'row' }, callers.node, callees.node));
   const chartDone = apiJson('/api/timeseries?' + qs(sel)).then((ts) => {
     const f = ts.function || { self: [], total: [] };
     chartSlot.replaceWith(timeChart(ts, [
       { name: 'total', points: f.total, color: COLORS[0], area: true },
       { name: 'self', points: f.self, color: COLORS[1] },
-    ], { label: 'CPU of ' + name + ' in cores over time', testid: 'function-chart', height: 160, onSelect }));
-  }).catch((e) => chartSlot.replaceWith(panelError('the function\'s CPU over time', e)));
+    ], { label: typeName(type) + ' of ' + name + ' in ' + unitOf(ts.unit, type).axis + ' over time', testid: 'function-chart', height: 160, onSelect }));
+  }).catch((e) => chartSlot.replaceWith(panelError('the function\'s ' + typeName(type) + ' over time', e)));
   const sandwichDone = Promise.all([apiJson('/api/sandwich?' + qs(Object.assign({ hide }, sel))), topP.catch(() => null)]).then(([s, top]) => {
     const all = s.profile_total || (top && top.total) || 0;
-    const share = (n) => all ? fmtPct(n / all) : n + ' periods';
-    totals.textContent = 'self ' + share(s.self) + ' · total ' + share(s.total) + ' of the selection\'s CPU (' + s.self.toLocaleString('en') + ' and ' + s.total.toLocaleString('en') + (all ? ' of ' + all.toLocaleString('en') : '') + ' periods)';
+    const countUnit = (top && top.unit) || 'cpu_periods';
+    const counts = (n) => fmtCounts(n, countUnit, type);
+    const share = (n) => all ? fmtPct(n / all) : counts(n);
+    totals.textContent = 'self ' + share(s.self) + ' · total ' + share(s.total) + ' of the selection\'s ' + typeName(type) + (countUnit === 'cpu_periods' || countUnit === 'wall_periods'
+      ? ' (' + s.self.toLocaleString('en') + ' and ' + s.total.toLocaleString('en') + (all ? ' of ' + all.toLocaleString('en') : '') + ' periods)'
+      : ' (' + counts(s.self) + ' and ' + counts(s.total) + (all ? ' of ' + counts(all) : '') + (isLevel(unitOf(typeInfo(type)[2]).unit) ? ', summed over the profiles' : '') + ')');
     for (const [sideObj, folded] of [[callers, s.callers], [callees, s.callees]]) {
       const { total, rows } = nextFrames(folded, sideObj.emptyName);
       sideObj.list.classList.remove('loading');
@@ -927,24 +1094,30 @@ function renderCompare(params) {
   const base = { base: params.base || target.query, base_from: params.base_from || target.from, base_to: params.base_to || target.to };
   const hide = params.hide || '';
   const absolute = params.normalize === 'false';
-  const all = Object.assign({ hide }, base, target);
+  // One profile type for both sides (the base follows `type`).
+  const type = params.type || 'cpu';
+  const all = Object.assign({ hide, type: type === 'cpu' ? '' : type }, base, target);
   const changesP = apiJson('/api/changes?' + qs(all));
   const widthButton = (abs, text) => el('button', { type: 'button', 'aria-pressed': String(abs === absolute), 'data-testid': abs ? 'widths-absolute' : 'widths-share', onclick: () => update({ normalize: abs ? 'false' : '' }), text });
   const root = el('div', {}, el('h1', { text: 'Compare' }),
+    el('div', { class: 'controls' }, typeControl(type, (t) => update({ type: t, base_type: '' }))),
     el('div', { class: 'row' },
       el('section', { class: 'card', 'data-testid': 'side-base' }, el('div', { class: 'card-head' }, el('h2', { text: 'A (base)' }), baseShortcuts(target, update)),
         selectionControls('base', Object.assign({}, params, base), update, keysP)),
       el('section', { class: 'card', 'data-testid': 'side-target' }, el('h2', { text: 'B' }), selectionControls('', Object.assign({}, params, target), update, keysP))));
 
-  // What each side costs, in cores and per instance.
+  // What each side costs, in the type's unit (cores for CPU) and per instance.
   const totalsBody = el('div', { class: 'loading', text: 'loading…' });
-  root.append(el('section', { class: 'card', 'data-testid': 'compare-totals' }, el('h2', { text: 'CPU of each side, in cores' }), totalsBody));
+  const totalsTitle = el('h2', { text: typeName(type) + ' of each side, in ' + unitOf(typeInfo(type)[2], type).axis });
+  root.append(el('section', { class: 'card', 'data-testid': 'compare-totals', 'data-type': type }, totalsTitle, totalsBody));
   // The verdict: what changed beyond the windows' own variation.
   const verdictBody = el('div', { class: 'loading', text: 'loading…' });
   root.append(el('section', { class: 'card', 'data-testid': 'verdict' }, el('h2', { text: 'What changed from A to B' }), verdictBody));
   const changesDone = changesP.then((c) => {
-    totalsBody.replaceWith(sideTotals(c));
-    verdictBody.replaceWith(verdict(c));
+    const u = unitOf((c.target && c.target.unit) || 'cores', type);
+    totalsTitle.textContent = typeName(type) + ' of each side, in ' + u.axis;
+    totalsBody.replaceWith(sideTotals(c, u, type));
+    verdictBody.replaceWith(verdict(c, type));
   }).catch((e) => { totalsBody.replaceWith(panelError('the totals', e)); verdictBody.replaceWith(panelError('the changes', e)); });
 
   const diffParams = Object.assign({}, all, absolute ? { normalize: 'false' } : {});
@@ -953,8 +1126,8 @@ function renderCompare(params) {
       hideControl(hide, (v) => update({ hide: v })),
       el('span', { class: 'presets', role: 'group', 'aria-label': 'flamegraph widths' }, 'widths: ', widthButton(false, 'share of total'), widthButton(true, 'absolute'))),
     el('p', { class: 'muted', text: absolute
-      ? 'Widths show B; colour is the change in periods from A to B, as they are (A not scaled): red grew, blue shrank.'
-      : 'Widths show B; colour is the change in share of total CPU from A to B (A scaled to B\'s total): red grew, blue shrank.' }),
+      ? 'Widths show B; colour is the change in ' + (type === 'cpu' || type === 'wall' ? 'periods' : typeName(type)) + ' from A to B, as they are (A not scaled): red grew, blue shrank.'
+      : 'Widths show B; colour is the change in share of total ' + typeName(type) + ' from A to B (A scaled to B\'s total): red grew, blue shrank.' }),
     flamegraphFrame('/api/diff.svg?' + qs(Object.assign({ width: svgWidth() }, diffParams)), 'differential flamegraph'),
     downloads('diff', diffParams, ['svg', 'folded'])));
   return { node: root, done: changesDone };
@@ -969,28 +1142,29 @@ function baseShortcuts(target, update) {
     el('button', { type: 'button', 'data-testid': 'base-same-range', title: 'A: over B\'s time range', onclick: () => update({ base_from: target.from, base_to: target.to }), text: 'B\'s time range' }));
 }
 
-function sideTotals(c) {
+function sideTotals(c, u, type) {
+  const val = (s) => (s && s.value !== undefined ? s.value : s && s.cores);
   const side = (key, title) => {
     const s = c[key] || {};
     const inst = Object.entries(s.instances || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     return el('div', { class: 'side', 'data-testid': 'totals-' + key },
       el('h3', { text: title }),
-      el('p', {}, el('b', { class: 'big', 'data-testid': 'cores-' + key, text: fmtCores(s.cores) }),
+      el('p', {}, el('b', { class: 'big', 'data-testid': 'cores-' + key, 'data-unit': u.unit, text: u.fmt(val(s)) }),
         el('span', { class: 'muted', text: ' on average over the range; ' + (s.windows || 0) + ' time buckets tested' })),
-      inst.length ? el('table', { class: 'compact' }, el('tbody', {}, inst.map(([n, v]) => el('tr', { 'data-instance': n }, el('td', { class: 'name', text: n }), el('td', { class: 'num', text: fmtCores(v) }))))) : null);
+      inst.length ? el('table', { class: 'compact' }, el('tbody', {}, inst.map(([n, v]) => el('tr', { 'data-instance': n }, el('td', { class: 'name', text: n }), el('td', { class: 'num', text: u.fmt(v) }))))) : null);
   };
   // Sides of different sizes compare per instance too (one canary against two mains).
-  const a = c.base && c.base.cores, b = c.target && c.target.cores;
+  const a = val(c.base), b = val(c.target);
   const na = Object.keys((c.base && c.base.instances) || {}).length, nb = Object.keys((c.target && c.target.instances) || {}).length;
-  let ratioText = a > 0 && b !== undefined ? 'B uses ' + (b / a).toFixed(2) + '× the CPU of A' : null;
+  let ratioText = a > 0 && b !== undefined ? 'B ' + (type === 'cpu' ? 'uses' : 'has') + ' ' + (b / a).toFixed(2) + '× the ' + typeName(type) + ' of A' : null;
   if (ratioText && na && nb && na !== nb) {
-    ratioText += ' in total; per instance ' + fmtCores(b / nb) + ' against ' + fmtCores(a / na) + ' = ' + ((b / nb) / (a / na)).toFixed(2) + '× (' + nb + ' instance' + (nb > 1 ? 's' : '') + ' against ' + na + ')';
+    ratioText += ' in total; per instance ' + u.fmt(b / nb) + ' against ' + u.fmt(a / na) + ' = ' + ((b / nb) / (a / na)).toFixed(2) + '× (' + nb + ' instance' + (nb > 1 ? 's' : '') + ' against ' + na + ')';
   }
   const ratio = ratioText ? el('p', { class: 'ratio', 'data-testid': 'cores-ratio', text: ratioText }) : null;
   return el('div', {}, el('div', { class: 'row' }, side('base', 'A (base)'), side('target', 'B')), ratio);
 }
 
-function verdict(c) {
+function verdict(c, type) {
   const changes = c.changes || [];
   const sig = changes.filter((x) => x.significant);
   const noise = changes.filter((x) => !x.significant);
@@ -1009,7 +1183,7 @@ function verdict(c) {
       ? el('div', {}, el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: sig.length + ' function' + (sig.length > 1 ? 's' : '') + ' changed share significantly (p < ' + alpha + '), most significant first:' }),
         table(sig.slice(0, 12), 'changes-significant', false),
         sig.length > 12 ? el('details', { class: 'noise' }, el('summary', { text: (sig.length - 12) + ' more significant change' + (sig.length > 13 ? 's' : '') }), table(sig.slice(12), 'changes-significant-more', false)) : null)
-      : el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: 'No function\'s share of CPU changed significantly (p < ' + alpha + '): the differences below are within the windows\' own variation.' }),
+      : el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: 'No function\'s share of ' + typeName(type) + ' changed significantly (p < ' + alpha + '): the differences below are within the windows\' own variation.' }),
     noise.length ? el('details', { class: 'noise', 'data-testid': 'noise' }, el('summary', { text: noise.length + ' other difference' + (noise.length > 1 ? 's' : '') + ': noise, within the windows\' own variation' }), table(noise.slice(0, 50), 'changes-noise', true)) : null,
     c.method ? el('p', { class: 'muted small', 'data-testid': 'method', text: 'Method: ' + c.method }) : null);
 }

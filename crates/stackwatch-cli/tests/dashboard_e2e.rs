@@ -513,3 +513,280 @@ if (problems.length) {
 }
 console.log('dashboard labels e2e: ok');
 "#####;
+
+#[test]
+#[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
+fn dashboard_profile_types_and_push_sources_in_chromium() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = repo.join("tests/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
+    );
+    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // One service, ten minutes of 10 s windows of two types: CPU (80 periods of a 99 Hz
+    // period a window, all in parse_json) and allocations (`__profile_type__`
+    // alloc_space, no period: 6 MiB a window in Vec::reserve, 2 MiB in String::push_str).
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let cpu: stackwatch_store::selector::Labels = [
+            ("service".to_string(), "shop".to_string()),
+            ("instance".to_string(), "s1".to_string()),
+        ]
+        .into();
+        let mut alloc = cpu.clone();
+        alloc.insert("__profile_type__".into(), "alloc_space".into());
+        let mut windows = Vec::new();
+        for i in 0..60u64 {
+            let start_unix_s = now - 610 + 10 * i as i64;
+            windows.push(IngestWindow {
+                target: cpu.clone(),
+                instance: "s1".into(),
+                seq: i + 1,
+                start_unix_s,
+                period_ns: 10_101_010,
+                stacks: vec![("main;cpu_loop;parse_json".into(), 80)],
+                labeled: Vec::new(),
+            });
+            windows.push(IngestWindow {
+                target: alloc.clone(),
+                instance: "s1-alloc".into(),
+                seq: i + 1,
+                start_unix_s,
+                period_ns: 0,
+                stacks: vec![
+                    ("main;alloc_loop;Vec::reserve".into(), 6 << 20),
+                    ("main;alloc_loop;String::push_str".into(), 2 << 20),
+                ],
+                labeled: Vec::new(),
+            });
+        }
+        let mut s =
+            SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
+        s.ingest(&windows).unwrap();
+    }
+    // No targets of its own; push on, without tokens (loopback).
+    let config = dir.path().join("stackwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[push]\nenabled = true\nallow_anonymous = true\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
+    server.args(["server", "--config"]).arg(&config);
+    let (_server, addr) = spawn_listening(server);
+    let url = format!("http://{addr}");
+    let mut node = Command::new("node")
+        .args(["--input-type=module", "-", &url])
+        .arg(&shots)
+        .current_dir(&e2e)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    {
+        use std::io::Write;
+        let mut stdin = node.stdin.take().unwrap();
+        stdin.write_all(TYPES_SCRIPT.as_bytes()).unwrap();
+    }
+    let out = node.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
+        shots.display()
+    );
+    assert!(stdout.contains("dashboard types e2e: ok"));
+    for s in ["types-explore.png", "types-compare.png", "fleet-push.png"] {
+        assert!(shots.join(s).exists(), "{s} written");
+    }
+}
+
+/// The browser side of `dashboard_profile_types_and_push_sources_in_chromium`:
+/// `node --input-type=module - <base-url> <screenshot-dir>`. It pushes through the
+/// Pyroscope ingest route first (folded text: an allocation profile, a CPU profile, a
+/// repeat of the first, and one refused for its units), with a tag value and an error
+/// text that are markup.
+const TYPES_SCRIPT: &str = r#####"
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const [base, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const problems = [];
+const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
+const SHOP = '{service="shop"}';
+const REGION = '<b>eu</b>';
+
+// Pushes, as a Pyroscope agent sends them.
+const now = Math.floor(Date.now() / 1000);
+const ingest = (params, body) => fetch(base + '/ingest?' + new URLSearchParams(params), { method: 'POST', body });
+const tags = '{region=' + REGION + ',pod=p-1}';
+const allocPush = { name: 'pushed-app.alloc_space' + tags, from: String(now - 30), until: String(now - 20), format: 'folded' };
+const allocBody = 'main;push_alloc;grow_buffer 4096\nmain;push_alloc;parse_header 1024\n';
+let r = await ingest(allocPush, allocBody);
+expect(r.status === 200, 'the allocation push is accepted: ' + r.status + ' ' + await r.text());
+r = await ingest({ name: 'pushed-app.cpu' + tags, from: String(now - 30), until: String(now - 20), format: 'folded', sampleRate: '100' }, 'main;push_cpu;spin 50\n');
+expect(r.status === 200, 'the CPU push is accepted: ' + r.status);
+r = await ingest(allocPush, allocBody);
+expect(r.status === 200, 'a repeat is acknowledged: ' + r.status);
+r = await ingest({ name: 'pushed-app{region=' + REGION + '}', format: 'folded', units: '<i>furlongs</i>' }, 'main;x 1\n');
+expect(r.status === 400, 'a push of no known type is refused: ' + r.status);
+const sources = await (await fetch(base + '/api/push-sources')).json();
+console.log('push sources: ' + JSON.stringify(sources));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
+page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
+page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });
+const step = (name) => console.log('step: ' + name);
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const text = async (sel) => (await page.locator(sel).first().textContent()).trim();
+const hashParams = () => page.evaluate(() => Object.fromEntries(new URLSearchParams(location.hash.replace(/^#\/?[^?]*\??/, ''))));
+// The frames of a flamegraph: their <title>s ("name (n bytes, x%)").
+const flameTitles = async (testid) => {
+  const want = 'iframe[data-testid="' + (testid || 'flamegraph') + '"]';
+  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  const src = await page.locator(want).getAttribute('src');
+  const frame = page.frames().find((f) => f.url().endsWith(src));
+  return frame.evaluate(() => [...document.querySelectorAll('#frames > g > title')].map((t) => t.textContent));
+};
+const names = (titles) => titles.map((t) => t.replace(/ \([^(]*\)$/, ''));
+const noInjection = async (where) => {
+  const pwned = await page.evaluate(() => document.querySelectorAll('#view b, #view i, #view script').length);
+  expect(pwned === 0, where + ': no element made of pushed text (' + pwned + ')');
+};
+
+try {
+  step('fleet: push sources');
+  await page.goto(base + '/#/fleet');
+  await ready('fleet');
+  const src = page.locator('[data-testid="push-source"][data-service="pushed-app"]');
+  expect(await src.count() === 1, 'one push source for pushed-app');
+  expect((await src.locator('[data-testid="push-tenant"]').textContent()).trim() === 'anonymous', 'anonymous: no tenant');
+  const rows = await src.locator('tr[data-testid="push-series"]').evaluateAll((rs) => rs.map((r) => ({
+    type: r.dataset.type, protocol: r.dataset.protocol, labels: r.querySelector('[data-testid="push-labels"]').textContent,
+    typeText: r.querySelector('[data-testid="push-type"]').textContent, seen: r.querySelector('[data-testid="push-seen"]').textContent,
+    pushes: r.querySelector('[data-testid="push-pushes"]').textContent, repeats: r.querySelector('[data-testid="push-repeats"]').textContent,
+  })));
+  console.log('push series: ' + JSON.stringify(rows));
+  expect(rows.length === 2, 'two series: ' + rows.length);
+  const alloc = rows.find((x) => x.type === 'alloc_space'), cpu = rows.find((x) => x.type === 'cpu');
+  expect(alloc && cpu, 'an allocation series and a CPU series');
+  for (const x of rows) {
+    expect(x.protocol === 'pyroscope', 'protocol pyroscope: ' + x.protocol);
+    expect(x.labels.includes('region="' + REGION + '"') && x.labels.includes('service="pushed-app"') && !x.labels.includes('__profile_type__'), 'labels as text: ' + x.labels);
+    expect(/^\d+ s ago$/.test(x.seen), 'last seen, relative: ' + x.seen);
+  }
+  expect(alloc.typeText === 'allocations (bytes)' && cpu.typeText === 'CPU', 'type names: ' + alloc.typeText + ', ' + cpu.typeText);
+  expect(alloc.pushes === '1' && alloc.repeats === '1' && cpu.pushes === '1' && cpu.repeats === '0', 'pushes and repeats');
+  expect((await src.locator('[data-testid="push-refusals"]').textContent()) === '1 refused', 'one refusal');
+  const lastError = await src.locator('[data-testid="push-last-error"]').textContent();
+  expect(lastError.includes('<i>furlongs</i>'), 'the last error, as text: ' + lastError);
+  await noInjection('fleet');
+  await page.screenshot({ path: shots + '/fleet-push.png', fullPage: true });
+
+  step('fleet: a pushed series opens in Explore with its type');
+  await src.locator('tr[data-testid="push-series"][data-type="alloc_space"] a[data-testid="push-explore"]').click();
+  await page.waitForFunction(() => location.hash.startsWith('#/explore'));
+  await ready('explore');
+  let params = await hashParams();
+  expect(params.type === 'alloc_space' && params.query.includes('region="' + REGION + '"'), 'explore the pushed series: ' + JSON.stringify(params));
+  let fns = names(await flameTitles());
+  expect(fns.includes('grow_buffer') && !fns.includes('spin'), 'the pushed allocations: ' + fns.join(', '));
+  await noInjection('explore of a pushed series');
+
+  step('explore: CPU by default');
+  await page.goto(base + '/#/explore?' + new URLSearchParams({ query: SHOP, from: 'now-15m', to: 'now' }));
+  await ready('explore');
+  const picker = '[data-testid="profile-type"]';
+  await page.waitForSelector(picker + '[data-ready="1"]', { state: 'attached', timeout: 10000 });
+  expect(await page.inputValue(picker) === 'cpu', 'CPU is the default');
+  const options = await page.locator(picker + ' option').evaluateAll((os) => os.map((o) => ({ v: o.value, disabled: o.disabled })));
+  console.log('types: ' + options.map((o) => o.v + (o.disabled ? ' (disabled)' : '')).join(', '));
+  expect(options.find((o) => o.v === 'alloc_space' && !o.disabled), 'alloc_space can be picked (stored)');
+  expect(options.find((o) => o.v === 'goroutines' && o.disabled) && options.find((o) => o.v === 'inuse_space' && o.disabled), 'types not stored cannot');
+  expect(await page.locator('[data-testid="cpu-chart"]').getAttribute('data-unit') === 'cores', 'CPU in cores');
+  expect(await text('[data-testid="cpu-chart"] [data-testid="y-axis-title"]') === 'cores', 'y axis: cores');
+  fns = names(await flameTitles());
+  expect(fns.includes('parse_json') && !fns.includes('Vec::reserve'), 'the CPU flamegraph: ' + fns.join(', '));
+
+  step('explore: allocations');
+  await page.selectOption(picker, 'alloc_space');
+  await page.waitForFunction(() => location.hash.includes('type=alloc_space'));
+  await ready('explore');
+  const chart = page.locator('[data-testid="cpu-chart"]');
+  expect(await chart.getAttribute('data-unit') === 'bytes_per_second', 'the chart is in bytes per second');
+  expect(await text('[data-testid="cpu-chart"] [data-testid="y-axis-title"]') === 'bytes per second', 'y axis: bytes per second');
+  expect(await text('[data-testid="series-title"]') === 'allocations (bytes) over time, in bytes per second', 'card title: ' + await text('[data-testid="series-title"]'));
+  const ticks = await page.locator('[data-testid="cpu-chart"] text.ytick').allTextContents();
+  console.log('y ticks: ' + ticks.join(' | '));
+  expect(ticks.length >= 2 && ticks.every((t) => /^\d+(\.\d+)? (B|KiB|MiB)$/.test(t)) && ticks.some((t) => /MiB|KiB/.test(t)), 'ticks in KiB/MiB: ' + ticks);
+  const box = await chart.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
+  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 5000 });
+  const tip = await text('[data-testid="chart-tooltip"]');
+  console.log('hover: ' + tip);
+  // 8 MiB every 10 s: 819.2 KiB/s.
+  expect(/819 KiB\/s/.test(tip), 'hover in KiB/s: ' + tip);
+  await page.mouse.move(1, 1);
+  const titles = await flameTitles();
+  fns = names(titles);
+  expect(fns.includes('Vec::reserve') && fns.includes('String::push_str') && !fns.includes('parse_json'), 'the allocation flamegraph: ' + fns.join(', '));
+  expect(titles.some((t) => /^Vec::reserve \([\d,]+ bytes, /.test(t)), 'its tooltips count bytes: ' + titles.join(' | '));
+  const topRows = await page.locator('[data-testid="top-functions"] tbody tr').evaluateAll((rs) => rs.map((r) => r.dataset.function));
+  expect(topRows.includes('Vec::reserve') && !topRows.includes('parse_json'), 'top functions of the allocations: ' + topRows);
+  const topText = await page.locator('[data-testid="top-functions"]').locator('xpath=..').locator('p').first().textContent();
+  console.log('top: ' + topText);
+  expect(topText.includes('allocations (bytes)') && /MiB/.test(topText) && /KiB\/s averaged/.test(topText), 'top totals in bytes: ' + topText);
+  await page.screenshot({ path: shots + '/types-explore.png', fullPage: true });
+  step('reload keeps the type');
+  await page.reload();
+  await ready('explore');
+  expect(await page.inputValue(picker) === 'alloc_space' && (await chart.getAttribute('data-unit')) === 'bytes_per_second', 'the URL keeps the type');
+
+  step('compare: allocations');
+  await page.goto(base + '/#/compare?' + new URLSearchParams({ base: SHOP, query: SHOP, from: 'now-5m', to: 'now', base_from: 'now-10m', base_to: 'now-5m', type: 'alloc_space' }));
+  await ready('compare');
+  expect(await page.inputValue(picker) === 'alloc_space', 'Compare picks the type from the URL');
+  const a = page.locator('[data-testid="cores-base"]');
+  expect(await a.getAttribute('data-unit') === 'bytes_per_second' && /KiB\/s$/.test(await a.textContent()), 'A in KiB/s: ' + await a.textContent());
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  fns = names(await flameTitles());
+  expect(fns.includes('Vec::reserve') && !fns.includes('parse_json'), 'the diff of the allocations: ' + fns.join(', '));
+  console.log('verdict: ' + await text('[data-testid="verdict-line"]'));
+  await page.screenshot({ path: shots + '/types-compare.png', fullPage: true });
+  await page.selectOption(picker, 'cpu');
+  await page.waitForFunction(() => !location.hash.includes('type='));
+  await ready('compare');
+  expect(/cores$/.test(await text('[data-testid="cores-target"]')), 'back to CPU, in cores');
+} catch (e) {
+  problems.push(e.message);
+  await page.screenshot({ path: shots + '/types-failure.png', fullPage: true }).catch(() => {});
+}
+await browser.close();
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log('dashboard types e2e: ok');
+"#####;
