@@ -97,7 +97,7 @@ fn has(profile: &BTreeMap<String, u64>, function: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs python3 and pyroscope-io: run via .ci/run"]
+#[ignore = "needs python3 and pyroscope-io: run via scripts/test.sh"]
 fn the_pyroscope_python_sdk_pushes_to_the_collector() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stackwatch.toml");
