@@ -44,6 +44,9 @@ apt_tools=(
   "mariadb-server|command -v mariadbd && command -v mariadb-install-db|binlog-streamer's replica tests start their own server"
   "redis-server|command -v redis-server|binlog-streamer's Redis sink tests start their own server"
   "curl|command -v curl|the demo's printed curl line and the README/docs curl lines"
+  "libc6-dbg|dpkg -s libc6-dbg|libc's detached debug symbols: the demo's profile names libc's internals, not [libc.so.6]"
+  "binutils|command -v objcopy && command -v nm && command -v readelf && command -v strip|the symbolizer's tests strip a library and move its symbols to a debug file"
+  "xz-utils|command -v xz|the symbolizer's MiniDebugInfo test compresses a symbol table into .gnu_debugdata"
   "clickhouse-server|command -v clickhouse-server || test -x /usr/sbin/clickhouse-server|the ClickHouse store's tests start their own servers (single node and a 2-shard cluster)"
 )
 # Node.js and npm come with the machine's Rust image; from Debian's apt where they do not.
