@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{spawn_listening, Proc};
+use common::spawn_listening;
 
 const APP: &str = "sdk-ci-app";
 const PUSH_TOKEN: &str = "push-token-5f1c";

@@ -388,9 +388,12 @@ impl Pprof {
 
 const PERIOD: i64 = 10_000_000;
 
+/// A folded stack, its periods, an optional sample label.
+type SdkSample<'a> = (&'a str, i64, Option<(&'a str, &'a str)>);
+
 /// What pyroscope-rs (the Python, Ruby and Rust SDKs) sends: cpu/nanoseconds at 100 Hz,
 /// values `periods × period`, thread tags as sample labels.
-fn sdk_profile(stacks: &[(&str, i64, Option<(&str, &str)>)]) -> Pprof {
+fn sdk_profile(stacks: &[SdkSample<'_>]) -> Pprof {
     let mut p = Pprof::new(
         &[("cpu", "nanoseconds")],
         Some(("cpu", "nanoseconds")),
