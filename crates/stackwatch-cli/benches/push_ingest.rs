@@ -1,0 +1,444 @@
+//! Push ingest benchmark (issue 13): 1 000 simulated processes push OpenTelemetry
+//! profiles (OTLP/HTTP, protobuf, gzip, as the OpenTelemetry Collector's `otlphttp`
+//! exporter sends them) every 10 s to a real `stackwatch server` process storing into
+//! SQLite.
+//!
+//! Each process is one resource (`service.name` = one of 20 services, `host.name` its
+//! own) with one CPU profile per push: 1 000 samples drawn from its service's 300-stack
+//! Zipf profile (`fleet_shape`, 14-25 frames deep, as the collector benchmark), in the
+//! OTLP dictionary model (its own dictionary per request, `thread.name` as a sample
+//! attribute), so a few hundred distinct stacks per push. Pushes are spread evenly over
+//! each 10 s. After a 20 s warm-up the collector's CPU is read from /proc for 60 s, and
+//! the pushes' outcomes and latencies (request sent to answer read, which includes the
+//! store's commit: the writer acknowledges after its flush) are counted.
+//!
+//! `cargo bench -p stackwatch-cli --bench push_ingest`
+//! (`STACKWATCH_PUSH_SOURCES`, `STACKWATCH_PUSH_SECONDS` change the 1 000 and the 60 s;
+//! `STACKWATCH_PUSH_FLUSH=100ms` sets the collector's `storage.flush_interval`.)
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::profiles::v1development::{
+    Function, KeyValueAndUnit, Line, Location, Mapping, Profile, ProfilesDictionary,
+    ResourceProfiles, Sample, ScopeProfiles, Stack, ValueType,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+#[path = "../src/fleet_shape.rs"]
+mod fleet_shape;
+
+const TOKEN: &str = "push-bench-token";
+const PERIOD_NS: i64 = 10_101_010;
+const INTERVAL: Duration = Duration::from_secs(10);
+
+fn string_value(v: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(v.into())),
+    })
+}
+
+/// The OTLP request of one push: `stacks` (root first) of one process.
+fn request(service: &str, host: &str, stacks: &[(String, u64)]) -> ExportProfilesServiceRequest {
+    let mut strings: HashMap<String, i32> = HashMap::new();
+    let mut d = ProfilesDictionary {
+        mapping_table: vec![Mapping::default()],
+        location_table: vec![Location::default()],
+        function_table: vec![Function::default()],
+        stack_table: vec![Stack::default()],
+        attribute_table: vec![KeyValueAndUnit::default()],
+        ..Default::default()
+    };
+    let mut string = |d: &mut ProfilesDictionary, s: &str| -> i32 {
+        *strings.entry(s.to_owned()).or_insert_with(|| {
+            d.string_table.push(s.to_owned());
+            d.string_table.len() as i32 - 1
+        })
+    };
+    string(&mut d, "");
+    let mut locations: HashMap<String, i32> = HashMap::new();
+    let mut threads: HashMap<String, i32> = HashMap::new();
+    let mut samples = Vec::with_capacity(stacks.len());
+    for (stack, count) in stacks {
+        let frames: Vec<&str> = stack.split(';').collect();
+        let mut indices = Vec::with_capacity(frames.len());
+        for f in frames.iter().rev() {
+            let loc = match locations.get(*f) {
+                Some(l) => *l,
+                None => {
+                    let name = string(&mut d, f);
+                    d.function_table.push(Function {
+                        name_strindex: name,
+                        system_name_strindex: name,
+                        ..Default::default()
+                    });
+                    d.location_table.push(Location {
+                        address: 0x40_0000 + d.location_table.len() as u64 * 16,
+                        lines: vec![Line {
+                            function_index: d.function_table.len() as i32 - 1,
+                            line: 0,
+                            column: 0,
+                        }],
+                        ..Default::default()
+                    });
+                    let l = d.location_table.len() as i32 - 1;
+                    locations.insert(f.to_string(), l);
+                    l
+                }
+            };
+            indices.push(loc);
+        }
+        d.stack_table.push(Stack {
+            location_indices: indices,
+        });
+        let thread = frames[0];
+        let attr = match threads.get(thread) {
+            Some(a) => *a,
+            None => {
+                let key = string(&mut d, "thread.name");
+                d.attribute_table.push(KeyValueAndUnit {
+                    key_strindex: key,
+                    value: string_value(thread),
+                    unit_strindex: 0,
+                });
+                let a = d.attribute_table.len() as i32 - 1;
+                threads.insert(thread.to_string(), a);
+                a
+            }
+        };
+        samples.push(Sample {
+            stack_index: d.stack_table.len() as i32 - 1,
+            attribute_indices: vec![attr],
+            values: vec![*count as i64],
+            ..Default::default()
+        });
+    }
+    let sample_type = ValueType {
+        type_strindex: string(&mut d, "samples"),
+        unit_strindex: string(&mut d, "count"),
+    };
+    let period_type = ValueType {
+        type_strindex: string(&mut d, "cpu"),
+        unit_strindex: string(&mut d, "nanoseconds"),
+    };
+    let attr = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: string_value(v),
+        key_strindex: 0,
+    };
+    ExportProfilesServiceRequest {
+        resource_profiles: vec![ResourceProfiles {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", service), attr("host.name", host)],
+                ..Default::default()
+            }),
+            scope_profiles: vec![ScopeProfiles {
+                profiles: vec![Profile {
+                    sample_type: Some(sample_type),
+                    period_type: Some(period_type),
+                    period: PERIOD_NS,
+                    duration_nano: INTERVAL.as_nanos() as u64,
+                    samples,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(d),
+    }
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// What the senders saw during the measured window.
+#[derive(Default)]
+struct Seen {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    latencies_ms: Mutex<Vec<f64>>,
+    last_refusal: Mutex<Option<String>>,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let env = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let n_sources = env("STACKWATCH_PUSH_SOURCES", 1000) as usize;
+    let secs = env("STACKWATCH_PUSH_SECONDS", 60);
+    let warmup = Duration::from_secs(20);
+    println!(
+        "# push ingest benchmark, {} cores, {n_sources} sources every {} s, {secs} s measured",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        INTERVAL.as_secs()
+    );
+
+    // Three pushes' worth of profiles per process, built before the clock starts.
+    let t0 = Instant::now();
+    let services: Vec<_> = (0..20)
+        .map(|s| fleet_shape::service_stacks(s, 300))
+        .collect();
+    let mut distinct = 0usize;
+    let requests: Vec<Vec<ExportProfilesServiceRequest>> = (0..n_sources)
+        .map(|i| {
+            (0..3u64)
+                .map(|w| {
+                    let stacks = fleet_shape::draw_window(
+                        &services[i % 20],
+                        ((i as u64) << 32) ^ (w + 1),
+                        1000,
+                    );
+                    distinct += stacks.len();
+                    request(&format!("svc-{}", i % 20), &format!("host-{i}"), &stacks)
+                })
+                .collect()
+        })
+        .collect();
+    let sample_body = requests[0][0].encode_to_vec();
+    println!(
+        "# built {} requests in {:.1} s: {:.0} distinct stacks per push, {} bytes of protobuf each (source 0)",
+        n_sources * 3,
+        t0.elapsed().as_secs_f64(),
+        distinct as f64 / (n_sources * 3) as f64,
+        sample_body.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[push]\nenabled = true\n[[push.tokens]]\ntoken = \"{TOKEN}\"\ntenant = \"bench\"\n",
+        dir.path().join("data").display()
+    );
+    // The writer acknowledges a push once its batch is committed, so the flush interval
+    // (default 1 s) is most of a push's latency.
+    if let Ok(flush) = std::env::var("STACKWATCH_PUSH_FLUSH") {
+        cfg.push_str(&format!("[storage]\nflush_interval = \"{flush}\"\n"));
+        println!("# storage.flush_interval = {flush}");
+    }
+    std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
+        .args(["server", "--config"])
+        .arg(dir.path().join("s.toml"))
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("stackwatch-push-bench.log")).unwrap(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("STACKWATCH_PUSH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let api = line.trim().rsplit(' ').next().unwrap().to_string();
+    let pid = server.id();
+
+    let metrics = |api: &str, name: &str| -> f64 {
+        let m = ureq::get(&format!("{api}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        m.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+
+    let seen = Arc::new(Seen::default());
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(n_sources)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let url = format!("{api}/v1development/profiles");
+    let start = Instant::now() + Duration::from_millis(500);
+    let mut tasks = Vec::new();
+    for (i, reqs) in requests.into_iter().enumerate() {
+        let (client, url, seen, measuring, stop) = (
+            client.clone(),
+            url.clone(),
+            seen.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        let offset = INTERVAL.mul_f64(i as f64 / n_sources as f64);
+        tasks.push(rt.spawn(async move {
+            let mut reqs = reqs;
+            let mut tick = tokio::time::interval_at((start + offset).into(), INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let req = &mut reqs[n % 3];
+                n += 1;
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+                let p = &mut req.resource_profiles[0].scope_profiles[0].profiles[0];
+                p.time_unix_nano = (now - INTERVAL).as_nanos() as u64;
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(8192),
+                    flate2::Compression::fast(),
+                );
+                gz.write_all(&req.encode_to_vec()).unwrap();
+                let body = gz.finish().unwrap();
+                let counted = measuring.load(Ordering::Relaxed);
+                let sent = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "gzip")
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .body(body)
+                    .send()
+                    .await;
+                // Ok, or refused (a status other than 200, or a 200 carrying a partial
+                // success), or the request failed.
+                let outcome: Result<(), (bool, String)> = match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let answer = r.bytes().await.unwrap_or_default();
+                        if status == 200 && answer.is_empty() {
+                            Ok(())
+                        } else {
+                            Err((
+                                false,
+                                format!("{status}: {}", String::from_utf8_lossy(&answer)),
+                            ))
+                        }
+                    }
+                    Err(e) => Err((true, format!("request failed: {e}"))),
+                };
+                let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                if counted && measuring.load(Ordering::Relaxed) {
+                    match outcome {
+                        Ok(()) => {
+                            seen.ok.fetch_add(1, Ordering::Relaxed);
+                            seen.latencies_ms.lock().unwrap().push(ms);
+                        }
+                        Err((transport, why)) => {
+                            if transport {
+                                seen.errors.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                seen.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            *seen.last_refusal.lock().unwrap() = Some(why);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    std::thread::sleep(warmup);
+    let cpu0 = proc_cpu_seconds(pid);
+    let rows0 = metrics(&api, "stackwatch_push_rows_total");
+    let acc0 = metrics(
+        &api,
+        "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"accepted\"}",
+    );
+    let rej0 = metrics(
+        &api,
+        "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"rejected\"}",
+    );
+    let t0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(secs));
+    measuring.store(false, Ordering::Relaxed);
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = proc_cpu_seconds(pid) - cpu0;
+    let rows = metrics(&api, "stackwatch_push_rows_total") - rows0;
+    let accepted = metrics(
+        &api,
+        "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"accepted\"}",
+    ) - acc0;
+    let rejected = metrics(
+        &api,
+        "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"rejected\"}",
+    ) - rej0;
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    drop(rt);
+
+    let mut lat = std::mem::take(&mut *seen.latencies_ms.lock().unwrap());
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!(
+        "| profiles accepted/s (collector's count; one profile per push) | {:.1} |",
+        accepted / wall
+    );
+    println!(
+        "| stack-rows accepted/s ((label set, stack) rows handed to the store) | {:.0} |",
+        rows / wall
+    );
+    println!(
+        "| collector CPU, % of one core ({secs} s) | {:.1} |",
+        cpu / wall * 100.0
+    );
+    println!(
+        "| collector resident memory at the end, MiB | {:.0} |",
+        rss_kb as f64 / 1024.0
+    );
+    println!(
+        "| pushes refused (collector's count / senders': non-200 or partial / transport errors) | {rejected:.0} / {} / {} |",
+        seen.refused.load(Ordering::Relaxed),
+        seen.errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "| push latency p50 / p99 / max, ms ({} pushes) | {:.0} / {:.0} / {:.0} |",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    if let Some(why) = seen.last_refusal.lock().unwrap().as_ref() {
+        println!("# last refusal: {why}");
+    }
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = server.wait();
+}
