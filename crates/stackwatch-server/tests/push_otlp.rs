@@ -331,12 +331,7 @@ impl Builder {
 
     /// A CPU profile (`samples/count` over a `cpu/nanoseconds` period, the OpenTelemetry
     /// eBPF profiler's shape) of `groups`: each `(attributes, stacks)`.
-    fn cpu_profile(
-        &mut self,
-        period_ns: u64,
-        groups: &[Group<'_>],
-        inline: bool,
-    ) -> Profile {
+    fn cpu_profile(&mut self, period_ns: u64, groups: &[Group<'_>], inline: bool) -> Profile {
         let mut samples = Vec::new();
         for (attrs, stacks) in groups {
             let attribute_indices: Vec<i32> =
