@@ -187,15 +187,42 @@ pub fn encode_labeled(
     profile: &Profile,
     labeled: &[(&SampleLabels, &HashMap<String, u64>)],
 ) -> Vec<u8> {
+    encode_with(profile, labeled, None)
+}
+
+/// A profile whose counts are not periods of CPU (bytes allocated, objects in use,
+/// nanoseconds of contention...), as pprof with the one sample type `(kind, unit)`
+/// (`alloc_space`/`bytes`), values the counts as they are; no period unless
+/// `profile.period_ns` is set (wall-clock periods).
+pub fn encode_typed(profile: &Profile, kind: &str, unit: &str) -> Vec<u8> {
+    encode_with(profile, &[], Some((kind, unit)))
+}
+
+fn encode_with(
+    profile: &Profile,
+    labeled: &[(&SampleLabels, &HashMap<String, u64>)],
+    single: Option<(&str, &str)>,
+) -> Vec<u8> {
     let mut strings = StringTable::default();
     strings.intern("");
-    let samples_ty = proto::ValueType {
-        r#type: strings.intern("samples"),
-        unit: strings.intern("count"),
-    };
-    let cpu_ty = proto::ValueType {
-        r#type: strings.intern("cpu"),
-        unit: strings.intern("nanoseconds"),
+    let (samples_ty, cpu_ty) = match single {
+        None => (
+            proto::ValueType {
+                r#type: strings.intern("samples"),
+                unit: strings.intern("count"),
+            },
+            Some(proto::ValueType {
+                r#type: strings.intern("cpu"),
+                unit: strings.intern("nanoseconds"),
+            }),
+        ),
+        Some((kind, unit)) => (
+            proto::ValueType {
+                r#type: strings.intern(kind),
+                unit: strings.intern(unit),
+            },
+            None,
+        ),
     };
     let mut functions: Vec<proto::Function> = Vec::new();
     let mut locations: Vec<proto::Location> = Vec::new();
@@ -244,21 +271,38 @@ pub fn encode_labeled(
                 ids.push(id);
             }
             let count = (*count).min(i64::MAX as u64) as i64;
+            let value = if cpu_ty.is_some() {
+                vec![count, count.saturating_mul(profile.period_ns as i64)]
+            } else {
+                vec![count]
+            };
             samples.push(proto::Sample {
                 location_id: ids,
-                value: vec![count, count.saturating_mul(profile.period_ns as i64)],
+                value,
                 label: label.clone(),
             });
         }
     }
+    let period_type = match (&cpu_ty, single) {
+        (Some(cpu), _) => Some(cpu.clone()),
+        (None, Some(_)) if profile.period_ns > 0 => Some(proto::ValueType {
+            r#type: strings.intern("wall"),
+            unit: strings.intern("nanoseconds"),
+        }),
+        _ => None,
+    };
+    let sample_type = match cpu_ty {
+        Some(cpu) => vec![samples_ty, cpu],
+        None => vec![samples_ty],
+    };
     let msg = proto::Profile {
-        sample_type: vec![samples_ty, cpu_ty.clone()],
+        sample_type,
         sample: samples,
         location: locations,
         function: functions,
         time_nanos: profile.start_unix_ns.min(i64::MAX as u64) as i64,
         duration_nanos: profile.duration_ns.min(i64::MAX as u64) as i64,
-        period_type: Some(cpu_ty),
+        period_type,
         period: profile.period_ns as i64,
         string_table: strings.into_vec(),
         ..Default::default()
@@ -681,6 +725,25 @@ mod tests {
         let summed = decode(&bytes, 1 << 20, &StackBudget::default()).unwrap();
         assert_eq!(summed.stacks["main;b"], 9);
         assert_eq!(summed.total(), 14);
+    }
+
+    #[test]
+    fn a_typed_profile_has_its_one_sample_type() {
+        let p = Profile::from_folded("main;alloc 4096\n", 0).unwrap();
+        let bytes = encode_typed(&p, "alloc_space", "bytes");
+        let mut raw = Vec::new();
+        GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        let msg = proto::Profile::decode(&raw[..]).unwrap();
+        assert_eq!(msg.sample_type.len(), 1);
+        assert_eq!(
+            msg.string_table[msg.sample_type[0].r#type as usize],
+            "alloc_space"
+        );
+        assert_eq!(msg.string_table[msg.sample_type[0].unit as usize], "bytes");
+        assert_eq!(msg.sample[0].value, vec![4096]);
+        assert!(msg.period_type.is_none());
+        let back = decode(&bytes, 1 << 20, &StackBudget::default()).unwrap();
+        assert_eq!(back.stacks["main;alloc"], 4096);
     }
 
     #[test]

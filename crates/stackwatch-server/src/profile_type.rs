@@ -105,6 +105,17 @@ impl ProfileType {
         }
     }
 
+    /// The unit of its counts as pprof names it (`bytes`, `count`, `nanoseconds`), for a
+    /// pprof answer of a non-CPU type. Wall counts are periods, written as `count` with
+    /// the period in the profile's period type.
+    pub fn pprof_unit(self) -> &'static str {
+        match self.unit() {
+            Unit::Bytes => "bytes",
+            Unit::Nanoseconds => "nanoseconds",
+            Unit::CpuPeriods | Unit::WallPeriods | Unit::Count => "count",
+        }
+    }
+
     /// Parses an API or stored name.
     pub fn from_name(name: &str) -> Option<ProfileType> {
         ALL_TYPES.into_iter().find(|t| t.name() == name)

@@ -404,7 +404,12 @@ pub enum Format {
     Pprof,
 }
 
-pub(crate) fn profile_response(p: &Profile, format: Format, opts: SvgOptions) -> Response {
+pub(crate) fn profile_response(
+    p: &Profile,
+    profile_type: ProfileType,
+    format: Format,
+    opts: SvgOptions,
+) -> Response {
     match format {
         Format::Svg => ([(header::CONTENT_TYPE, "image/svg+xml")], p.to_svg(&opts)).into_response(),
         Format::Folded => (
@@ -420,7 +425,10 @@ pub(crate) fn profile_response(p: &Profile, format: Format, opts: SvgOptions) ->
                     "attachment; filename=\"profile.pb.gz\"",
                 ),
             ],
-            p.to_pprof(),
+            match profile_type {
+                ProfileType::Cpu => p.to_pprof(),
+                t => stackwatch_profile::pprof::encode_typed(p, t.name(), t.pprof_unit()),
+            },
         )
             .into_response(),
     }
@@ -463,7 +471,7 @@ pub async fn profile(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
         );
-        Ok(profile_response(&p, format, opts))
+        Ok(profile_response(&p, sel.profile_type, format, opts))
     })
     .await
 }

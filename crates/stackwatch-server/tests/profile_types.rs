@@ -84,6 +84,19 @@ impl Api {
         }
     }
 
+    /// The body's bytes.
+    fn get_bytes(&self, path: &str, params: &[(&str, &str)]) -> Vec<u8> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (k, v) in params {
+            req = req.query(*k, *v);
+        }
+        let mut r = req.call().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let mut body = Vec::new();
+        r.body_mut().as_reader().read_to_end(&mut body).unwrap();
+        body
+    }
+
     /// `path` with its parameters percent-encoded.
     fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String) {
         let mut req = self.agent.get(format!("{}{path}", self.base));
@@ -257,6 +270,20 @@ fn every_route_selects_cpu_by_default_and_another_type_with_type() {
         !folded.contains("cpu_work") && !folded.contains("cache::"),
         "{folded}"
     );
+    // Its pprof names the type and unit, not CPU; values are the bytes.
+    let pb = api.get_bytes("/api/profile.pb.gz", &alloc);
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&pb[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let msg =
+        <stackwatch_profile::pprof::proto::Profile as prost::Message>::decode(&raw[..]).unwrap();
+    let ty = &msg.sample_type;
+    assert_eq!(ty.len(), 1);
+    assert_eq!(msg.string_table[ty[0].r#type as usize], "alloc_space");
+    assert_eq!(msg.string_table[ty[0].unit as usize], "bytes");
+    let decoded = stackwatch_profile::pprof::decode(&pb, 1 << 24, &Default::default()).unwrap();
+    assert_eq!(decoded.stacks["main;alloc_work;Vec::with_capacity"], 144000);
     let mut p = alloc.clone();
     p.push(("step", "60"));
     let ts = api.json("/api/timeseries", &p);
