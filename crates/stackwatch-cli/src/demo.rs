@@ -212,7 +212,12 @@ fn serve(args: &DemoArgs, addr: SocketAddr, workers: &mut [DemoWorker]) -> Resul
         .context("starting the runtime")?;
     let server = rt
         .block_on(stackwatch_server::Server::bind(cfg))
-        .map_err(|e| anyhow::anyhow!("{e}; choose another port with --port"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{:#}; choose another port with --port",
+                anyhow::Error::new(e)
+            )
+        })?;
     let base = format!("http://{}", server.local_addr());
     let data_dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     println!("stackwatch demo: 3 binlog-streamer workers on the built-in generator ({} rows/s each), collector storing into {}", args.rate, data_dir.display());

@@ -52,11 +52,12 @@ pub enum ServerError {
     /// The configuration names something unusable (a password file, say).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The store could not be opened.
-    #[error("opening the store: {0}")]
+    /// The store could not be opened (the store's error is the source: printed once by
+    /// an error chain, e.g. anyhow's `{:#}`).
+    #[error("opening the store")]
     Store(#[from] stackwatch_store::StoreError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
