@@ -6,7 +6,9 @@
 //! `RESULT <anon_before> <file_before> <anon_after> <file_after> <hwm> <memory_bytes>
 //! <samples>` (kB from /proc/self/status, bytes for memory_bytes): before = after a
 //! warm-up, just before the profiler starts; after = when the workload is done and the
-//! profile was taken (for pprof-rs: its report built), before the profiler stops.
+//! profiler has drained it (for pprof-rs: its report built), before the profiler stops
+//! and before a profile is asked for (the merged profile is the caller's memory).
+//! `STACKWATCH_BENCH_SMAPS=<file>` copies /proc/self/smaps there at that point.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -108,6 +110,10 @@ fn main() {
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     // Warm up: the workload's own allocations reach their steady state first.
     std::hint::black_box(work(2, Duration::from_millis(500)));
+    // The same starting point for every variant: what the warm-up freed goes back to
+    // the kernel, so that `before` does not depend on how malloc kept it.
+    // SAFETY: malloc_trim only releases free memory of malloc's arenas.
+    unsafe { libc::malloc_trim(0) };
     let (anon0, file0, _) = status();
     let mut memory_bytes = 0;
     let mut samples = 0;
@@ -120,10 +126,15 @@ fn main() {
             std::hint::black_box(work(2, Duration::from_secs_f64(secs)));
             // Let the aggregator drain and account for its last batch.
             std::thread::sleep(Duration::from_millis(1_200));
-            let profile = p.profile(Duration::from_secs(3_600));
-            samples = profile.total();
             memory_bytes = p.stats().memory_bytes;
+            // Measured before asking for a profile: the merged profile is the caller's
+            // memory (allocated on the caller's thread), not the profiler's.
             let s = status();
+            samples = p.profile(Duration::from_secs(3_600)).total();
+            if let Some(path) = std::env::var_os("STACKWATCH_BENCH_SMAPS") {
+                // Where the memory is, mapping by mapping (for looking into a result).
+                let _ = std::fs::copy("/proc/self/smaps", path);
+            }
             p.stop();
             s
         }
@@ -136,6 +147,8 @@ fn main() {
             std::hint::black_box(work(2, Duration::from_secs_f64(secs)));
             let report = guard.report().build().expect("report");
             samples = report.data.values().map(|c| *c as u64).sum();
+            // pprof-rs keeps its samples until the report is built from them: measured
+            // with the report, which is what it holds.
             let s = status();
             drop(report);
             drop(guard);

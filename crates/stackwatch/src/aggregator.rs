@@ -231,9 +231,23 @@ impl Aggregator {
         let bytes = self.signal.memory_bytes()
             + self.modules.memory_bytes()
             + self.symbolizer.memory_bytes()
-            + self.stack_cache.len() * 96
+            + self.stack_cache_bytes()
             + store_bytes;
         st.memory_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+impl Aggregator {
+    /// Bytes of the raw-stack cache: its table and each key's frames (the folded text is
+    /// shared with the windows, which count it).
+    fn stack_cache_bytes(&self) -> usize {
+        let chunk = |n: usize| (n + 8).div_ceil(16).max(2) * 16;
+        self.stack_cache.capacity() * 48
+            + self
+                .stack_cache
+                .keys()
+                .map(|(_, frames)| chunk(frames.len() * 8))
+                .sum::<usize>()
     }
 }
 

@@ -298,7 +298,11 @@ impl Symbolizer {
             None => self.resolve(addr),
         };
         if self.hot.len() >= GENERATION {
-            self.cold = std::mem::take(&mut self.hot);
+            // The old generation goes; both tables keep their allocations (freeing a
+            // large one would raise malloc's mmap and trim thresholds for the whole
+            // process, and the service's arenas would keep more free memory).
+            std::mem::swap(&mut self.hot, &mut self.cold);
+            self.hot.clear();
             self.cold_bytes = std::mem::replace(&mut self.hot_bytes, 0);
         }
         self.hot_bytes += frames_bytes(&frames);

@@ -402,19 +402,18 @@ impl Dwarf {
         let mut spans = Vec::new();
         let result = self.index_units(&mut units, &mut spans);
         spans.sort_unstable_by_key(|s: &Span| (s.start, s.end));
-        // Neighbouring ranges of one unit merge (a Rust unit lists each function).
-        let mut merged: Vec<Span> = Vec::with_capacity(spans.len() / 4 + 1);
-        for s in spans {
-            match merged.last_mut() {
-                Some(last) if last.unit == s.unit => {
-                    last.end = last.end.max(s.end);
-                }
-                _ => merged.push(s),
+        // Neighbouring ranges of one unit merge (a Rust unit lists each function), in
+        // place: the list is shrunk, not copied.
+        spans.dedup_by(|next, last| {
+            let same = last.unit == next.unit;
+            if same {
+                last.end = last.end.max(next.end);
             }
-        }
-        merged.shrink_to_fit();
+            same
+        });
+        spans.shrink_to_fit();
         units.shrink_to_fit();
-        self.spans = merged;
+        self.spans = spans;
         self.units = Some(units);
         self.trim();
         result

@@ -480,7 +480,8 @@ impl SymbolTable {
     /// Sorts by address; of symbols at one address the first table's, then the larger
     /// size, is kept.
     pub fn finish(&mut self) {
-        self.syms.sort_by(|a, b| {
+        // Unstable: no buffer of half the table to allocate and free.
+        self.syms.sort_unstable_by(|a, b| {
             a.addr
                 .cmp(&b.addr)
                 .then(a.table().cmp(&b.table()))
