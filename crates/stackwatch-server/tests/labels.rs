@@ -666,7 +666,8 @@ fn a_thousand_label_sets_per_window_fold_to_the_budget_with_totals_exact() {
     let line = metrics
         .lines()
         .find(|l| {
-            l.starts_with("stackwatch_target_label_sets_folded_total{") && l.contains("service=\"many\"")
+            l.starts_with("stackwatch_target_label_sets_folded_total{")
+                && l.contains("service=\"many\"")
         })
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(line.ends_with(&format!(" {folded}")), "{line}");
