@@ -332,8 +332,14 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
         // SAFETY: a non-null ACTIVE points to a SignalState that `deactivate` will not
         // let be freed while HANDLERS_RUNNING counts us.
         let state = unsafe { &*state };
-        // Reads the time-stamp counter (one instruction, no syscall): async-signal-safe.
-        let entry = cost_ticks();
+        // Reads the time-stamp counter (one instruction, no syscall), or for benchmarks
+        // the thread's CPU clock (clock_gettime, async-signal-safe by POSIX).
+        let on_cpu = COST_ON_CPU.load(Ordering::Relaxed);
+        let entry = if on_cpu {
+            thread_cpu_ns()
+        } else {
+            cost_ticks()
+        };
         let start = monotonic_ns();
         // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
         let (tid, depth) = unsafe { record_sample(state, info, ctx) };
@@ -341,8 +347,13 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
         state
             .handler_ns
             .fetch_add(monotonic_ns().saturating_sub(start), Ordering::Relaxed);
+        let ns = if on_cpu {
+            thread_cpu_ns().saturating_sub(entry)
+        } else {
+            ticks_to_ns(cost_ticks().wrapping_sub(entry))
+        };
         // Atomic loads and adds on preallocated memory: async-signal-safe.
-        state.cost.record_for(tid, ticks_to_ns(cost_ticks().wrapping_sub(entry)), depth);
+        state.cost.record_for(tid, ns, depth);
     }
     HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
@@ -486,6 +497,8 @@ fn cost_bucket_low(i: usize) -> u64 {
 
 /// Only samples of this thread are counted in the cost histogram (0: every thread).
 static COST_TID: AtomicU32 = AtomicU32::new(0);
+/// Time the handler with the thread's CPU clock instead of the time-stamp counter.
+static COST_ON_CPU: AtomicBool = AtomicBool::new(false);
 
 /// A histogram of handler durations, in nanoseconds, filled from signal context: one
 /// relaxed atomic add per sample into preallocated buckets (no allocation, no lock).
@@ -493,6 +506,8 @@ static COST_TID: AtomicU32 = AtomicU32::new(0);
 pub struct CostHistogram {
     buckets: [AtomicU64; COST_BUCKETS],
     depth_sum: AtomicU64,
+    delegated_sum: AtomicU64,
+    direct: AtomicU64,
 }
 
 impl Default for CostHistogram {
@@ -507,6 +522,8 @@ impl CostHistogram {
         CostHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             depth_sum: AtomicU64::new(0),
+            delegated_sum: AtomicU64::new(0),
+            direct: AtomicU64::new(0),
         }
     }
 
@@ -524,6 +541,9 @@ impl CostHistogram {
         let only = COST_TID.load(Ordering::Relaxed);
         if only == 0 || only == tid {
             self.record(ns, depth);
+            // Every frame after the PC is framehop's; the stack is always copied.
+            self.delegated_sum
+                .fetch_add(depth.saturating_sub(1) as u64, Ordering::Relaxed);
         }
     }
 
@@ -536,6 +556,8 @@ impl CostHistogram {
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
             depth_sum: self.depth_sum.load(Ordering::Relaxed),
+            delegated_sum: self.delegated_sum.load(Ordering::Relaxed),
+            direct: self.direct.load(Ordering::Relaxed),
         }
     }
 }
@@ -548,6 +570,10 @@ pub struct CostSnapshot {
     pub counts: Vec<u64>,
     /// Sum of the frames recorded by those runs.
     pub depth_sum: u64,
+    /// Sum of the frames framehop unwound.
+    pub delegated_sum: u64,
+    /// Runs that read the stack directly.
+    pub direct: u64,
 }
 
 impl CostSnapshot {
@@ -571,6 +597,8 @@ impl CostSnapshot {
                 .map(|(a, b)| a.saturating_sub(*b))
                 .collect(),
             depth_sum: self.depth_sum.saturating_sub(earlier.depth_sum),
+            delegated_sum: self.delegated_sum.saturating_sub(earlier.delegated_sum),
+            direct: self.direct.saturating_sub(earlier.direct),
         }
     }
 
@@ -599,6 +627,28 @@ impl CostSnapshot {
 #[doc(hidden)]
 pub fn cost_filter_tid(tid: u32) {
     COST_TID.store(tid, Ordering::Relaxed);
+}
+
+/// Times the handler with the interrupted thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`,
+/// a syscall of its own, part of which lands inside the measured interval) instead of the
+/// time-stamp counter, which also counts time the thread spent descheduled. For
+/// benchmarks.
+#[doc(hidden)]
+pub fn cost_on_cpu(on: bool) {
+    COST_ON_CPU.store(on, Ordering::Relaxed);
+}
+
+/// The calling thread's CPU time in nanoseconds. `clock_gettime` is async-signal-safe
+/// (POSIX).
+#[doc(hidden)]
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The active profiler's handler cost histogram, or `None` when no profiler runs.
