@@ -400,10 +400,7 @@ fn main() {
                     .expect("child runs");
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 if let Some(f) = stdout.lines().find_map(|l| l.strip_prefix("FLOOR ")) {
-                    floors
-                        .entry(b)
-                        .or_insert_with(Vec::new)
-                        .push(f.parse::<u64>().unwrap());
+                    floors.entry(b).or_default().push(f.parse::<u64>().unwrap());
                 }
                 let mut cells = 0;
                 for line in stdout.lines().filter_map(|l| l.strip_prefix("CELL ")) {

@@ -18,11 +18,12 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+use framehop::{ExplicitModuleSectionInfo, Module};
 use object::{Object, ObjectSection, ObjectSegment};
 
-use crate::signal_handler::NativeUnwinder;
+use crate::signal_handler::{ModuleRows, NativeUnwinder, SectionBases};
 
 /// One executable mapping of a file (or of the vDSO), with how to translate addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,11 +148,12 @@ impl ModuleTable {
         &self.modules
     }
 
-    /// Bytes of unwind tables held.
+    /// Bytes of unwind tables held (eh_frame copies and compact rows).
     pub fn memory_bytes(&self) -> usize {
         self.loaded
             .values()
-            .filter_map(|(_, unwind)| unwind.as_ref().map(|(_, bytes)| bytes))
+            .filter_map(|(_, unwind)| unwind.as_ref())
+            .map(|u| u.bytes + u.rows.as_ref().map_or(0, |r| r.memory_bytes()))
             .sum()
     }
 
@@ -159,6 +161,8 @@ impl ModuleTable {
     /// changed (the caller publishes it to the signal handler), or `None`.
     pub fn refresh(&mut self) -> std::io::Result<Option<NativeUnwinder>> {
         let text = std::fs::read_to_string("/proc/self/maps")?;
+        // Threads whose stacks the handler asked about: verified against these maps.
+        crate::signal_handler::refresh_thread_stacks(&text);
         let mappings = parse_maps(&text);
         if mappings == self.mappings {
             return Ok(None);
@@ -186,19 +190,26 @@ impl ModuleTable {
         let live: std::collections::HashSet<&ExecMapping> = self.mappings.iter().collect();
         self.loaded.retain(|k, _| live.contains(k));
         let mut unwinder = NativeUnwinder::new();
-        for (module, _) in self
+        for unwind in self
             .loaded
             .values()
             .filter_map(|(_, unwind)| unwind.as_ref())
         {
-            unwinder.add_module(module.clone());
+            unwinder.add_module(unwind.module.clone(), unwind.rows.clone());
         }
         self.modules = modules;
         Ok(Some(unwinder))
     }
 }
 
-type UnwindModule = (Module<Vec<u8>>, usize);
+/// A module's unwind data: framehop's module over the eh_frame copy, and the compact rows
+/// precomputed from it (x86_64).
+struct UnwindModule {
+    module: Module<Vec<u8>>,
+    rows: Option<Arc<ModuleRows>>,
+    /// Bytes of eh_frame held.
+    bytes: usize,
+}
 
 /// Maps one executable mapping to a module with its bias and, where the file has them,
 /// its unwind sections.
@@ -278,8 +289,27 @@ fn load_module(m: &ExecMapping) -> Result<(LoadedModule, Option<UnwindModule>), 
         eh_frame_hdr: copy(&eh_frame_hdr),
         ..Default::default()
     };
+    // Every FDE evaluated once, here, into compact rows the handler looks up.
+    let rows = cfg!(target_arch = "x86_64").then(|| {
+        let start = |s: &Option<object::Section<'_, '_>>| s.as_ref().map_or(0, |s| s.address());
+        let bases = SectionBases {
+            eh_frame: start(&eh_frame),
+            eh_frame_hdr: start(&eh_frame_hdr),
+            text: start(&section(".text")),
+            got: start(&section(".got")),
+        };
+        let data = info.eh_frame.as_deref().unwrap_or_default();
+        Arc::new(ModuleRows::build(data, &bases, bias, m.start..m.end))
+    });
     let unwind = Module::new(m.path.clone(), m.start..m.end, bias, info);
-    Ok((module, Some((unwind, held))))
+    Ok((
+        module,
+        Some(UnwindModule {
+            module: unwind,
+            rows,
+            bytes: held,
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -8,25 +8,73 @@
 //! 3. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
 //! 4. reads the interrupted thread's label set id from the static table of labels.rs
 //!    (atomic loads, found by tid: no thread-local access, no lock);
-//! 5. walks the interrupted stack with framehop, using eh_frame tables parsed earlier on
-//!    the aggregator thread, reading stack memory only through `process_vm_readv` into the
-//!    scratch copy, so a wild frame pointer or CFA gives an error, never a fault;
-//! 6. publishes the addresses and the label set id, and returns. Symbolisation happens on the aggregator thread.
+//! 5. walks the interrupted stack. On x86_64 each frame's rule comes from compact rows
+//!    precomputed from `.eh_frame` on the aggregator thread ([`unwind_table`]: a table
+//!    lookup, no CFI evaluation); rows the compact form cannot express, and every frame
+//!    on other architectures, are unwound by framehop from the same eh_frame. Stack memory
+//!    is read directly when the thread's stack bounds were verified by the aggregator and
+//!    the address is inside them ([`stacks`]), else only through `process_vm_readv` into
+//!    the scratch copy; either way a wild frame pointer or CFA gives an error, never a
+//!    fault;
+//! 6. publishes the addresses and the label set id, and returns. Symbolisation happens on
+//!    the aggregator thread.
 //!
 //! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
-//! `dl_iterate_phdr` on this path.
+//! `dl_iterate_phdr` on this path. Its own duration is measured with the time-stamp
+//! counter (no clock call) into [`SignalState::handler_ns`] and a histogram.
+
+mod stacks;
+mod unwind_table;
+
+pub(crate) use stacks::refresh as refresh_thread_stacks;
+pub(crate) use unwind_table::{ModuleRows, SectionBases};
 
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use framehop::{CacheNative, MustNotAllocateDuringUnwind, Unwinder, UnwinderNative};
+use std::sync::Arc;
+
+use framehop::{CacheNative, Module, MustNotAllocateDuringUnwind, Unwinder, UnwinderNative};
 
 use crate::sample_ring::{SampleRing, MAX_FRAMES};
+use unwind_table::UnwindTable;
 
-/// The unwinder the handler uses: owned eh_frame bytes, allocation-free unwinding.
-pub type NativeUnwinder = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
+/// framehop's unwinder over owned eh_frame bytes, allocation-free unwinding.
+type FramehopUnwinder = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
+
+/// The unwinder the handler uses: framehop over each module's eh_frame, and the compact
+/// rows precomputed from the same eh_frame (x86_64), which answer most frames without
+/// framehop.
+pub struct NativeUnwinder {
+    framehop: FramehopUnwinder,
+    table: UnwindTable,
+}
+
+impl Default for NativeUnwinder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NativeUnwinder {
+    /// No modules yet.
+    pub fn new() -> Self {
+        NativeUnwinder {
+            framehop: FramehopUnwinder::new(),
+            table: UnwindTable::default(),
+        }
+    }
+
+    /// Adds a module, and its compact rows when it has them.
+    pub fn add_module(&mut self, module: Module<Vec<u8>>, rows: Option<Arc<ModuleRows>>) {
+        if let Some(rows) = rows {
+            self.table.add(module.avma_range(), rows);
+        }
+        self.framehop.add_module(module);
+    }
+}
 
 /// What the aggregator publishes for the handler: the unwinder and the code ranges it
 /// knows, so the handler can flag a PC in a module loaded since (a fresh `dlopen`).
@@ -47,7 +95,8 @@ impl PublishedUnwinder {
 }
 type NativeCache = CacheNative<MustNotAllocateDuringUnwind>;
 
-/// Bytes of stack copied at most per sample (deeper frames end the walk).
+/// Bytes of stack copied at most per sample when it cannot be read directly (deeper
+/// frames end the walk).
 const STACK_COPY_BYTES: usize = 64 * 1024;
 const PAGE: u64 = 4096;
 /// `si_code` of a signal sent by a POSIX timer.
@@ -67,12 +116,14 @@ pub struct SignalState {
     pub ring: SampleRing,
     scratch: Box<[UnwindScratch]>,
     unwinder: AtomicPtr<PublishedUnwinder>,
-    /// Set by the handler when a sample's PC is in no known module: the aggregator then
-    /// re-reads the module list at once instead of at its next periodic refresh.
+    /// Set by the handler when a sample's PC is in no known module, or its thread's stack
+    /// is not yet verified for direct reads: the aggregator then re-reads the module list
+    /// (and verifies waiting threads' stacks, see [`stacks`]) at once instead of at its
+    /// next periodic refresh.
     pub unknown_pc: AtomicBool,
     /// Signals that reached the handler while this state was active.
     pub signals: AtomicU64,
-    /// Nanoseconds spent inside the handler (monotonic clock, entry to exit).
+    /// Nanoseconds spent inside the handler, entry to exit (time-stamp counter).
     pub handler_ns: AtomicU64,
     /// Each handler run's duration, measured by the handler itself (see [`CostHistogram`]).
     cost: CostHistogram,
@@ -94,6 +145,10 @@ struct StackCopy {
     base: u64,
     filled: usize,
     exhausted: bool,
+    /// Our pid for `process_vm_readv`, asked once per sample (0: not yet).
+    pid: libc::pid_t,
+    /// Pages the next copy asks for (doubles with each copy).
+    chunk_pages: u64,
     bytes: [u8; STACK_COPY_BYTES],
 }
 
@@ -102,6 +157,8 @@ impl StackCopy {
         self.base = sp & !7;
         self.filled = 0;
         self.exhausted = false;
+        self.pid = 0;
+        self.chunk_pages = 2;
     }
 
     /// Reads a word of the interrupted thread's stack, copying more of it on demand.
@@ -119,8 +176,10 @@ impl StackCopy {
                 return Err(());
             }
             let from = self.base + self.filled as u64;
-            // Up to the end of the page after the current one: stacks are read upwards.
-            let page_end = (from & !(PAGE - 1)) + 2 * PAGE;
+            // To a page boundary, 2 pages ahead at first and twice as far with each
+            // further copy: stacks are read upwards, and each copy is a syscall.
+            let page_end = (from & !(PAGE - 1)) + self.chunk_pages * PAGE;
+            self.chunk_pages *= 2;
             let want = ((page_end - from) as usize).min(STACK_COPY_BYTES - self.filled);
             let local = libc::iovec {
                 iov_base: self.bytes[self.filled..].as_mut_ptr().cast(),
@@ -130,9 +189,15 @@ impl StackCopy {
                 iov_base: from as *mut libc::c_void,
                 iov_len: want,
             };
+            if self.pid == 0 {
+                // getpid is async-signal-safe (POSIX); asked per sample, not cached
+                // across a fork.
+                // SAFETY: no preconditions.
+                self.pid = unsafe { libc::getpid() };
+            }
             // SAFETY: `local` points into our own buffer with `want` bytes of room;
-            // the kernel validates `remote`. getpid is async-signal-safe (POSIX).
-            let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+            // the kernel validates `remote`.
+            let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
             if n <= 0 {
                 self.exhausted = true;
                 return Err(());
@@ -161,6 +226,8 @@ impl SignalState {
                     base: 0,
                     filled: 0,
                     exhausted: false,
+                    pid: 0,
+                    chunk_pages: 2,
                     bytes: [0; STACK_COPY_BYTES],
                 }),
             })
@@ -333,40 +400,38 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
         // let be freed while HANDLERS_RUNNING counts us.
         let state = unsafe { &*state };
         // Reads the time-stamp counter (one instruction, no syscall), or for benchmarks
-        // the thread's CPU clock (clock_gettime, async-signal-safe by POSIX).
+        // the thread's CPU clock (clock_gettime, async-signal-safe by POSIX): either is
+        // async-signal-safe.
         let on_cpu = COST_ON_CPU.load(Ordering::Relaxed);
         let entry = if on_cpu {
             thread_cpu_ns()
         } else {
             cost_ticks()
         };
-        let start = monotonic_ns();
         // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
-        let (tid, depth) = unsafe { record_sample(state, info, ctx) };
-        state.signals.fetch_add(1, Ordering::Relaxed);
-        state
-            .handler_ns
-            .fetch_add(monotonic_ns().saturating_sub(start), Ordering::Relaxed);
+        let (tid, walked) = unsafe { record_sample(state, info, ctx) };
         let ns = if on_cpu {
             thread_cpu_ns().saturating_sub(entry)
         } else {
             ticks_to_ns(cost_ticks().wrapping_sub(entry))
         };
-        // Atomic loads and adds on preallocated memory: async-signal-safe.
-        state.cost.record_for(tid, ns, depth);
+        // Atomic adds on preallocated memory: async-signal-safe.
+        state.signals.fetch_add(1, Ordering::Relaxed);
+        state.handler_ns.fetch_add(ns, Ordering::Relaxed);
+        state.cost.record_for(tid, ns, walked);
     }
     HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
-/// Unwinds the interrupted thread into a ring slot and returns its tid and the frames
-/// recorded (0 when the sample was dropped). Signal context only.
+/// Unwinds the interrupted thread into a ring slot and returns its tid and what the
+/// walk did. Signal context only.
 unsafe fn record_sample(
     state: &SignalState,
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
-) -> (u32, u32) {
+) -> (u32, Walked) {
     // Each expiry of a POSIX CPU timer that the scheduler tick could not deliver is
     // counted in si_overrun; the sample stands for all of those periods.
     let timer_info = &*(info as *const SigInfoTimer);
@@ -387,9 +452,9 @@ unsafe fn record_sample(
             .is_ok()
     }) else {
         state.ring.count_drop();
-        return (tid, 0);
+        return (tid, Walked::default());
     };
-    let mut recorded = 0;
+    let mut walked = Walked::default();
     if let Some((guard, sample)) = state.ring.claim() {
         sample.tid = tid;
         sample.weight = weight;
@@ -409,32 +474,207 @@ unsafe fn record_sample(
             // SAFETY: as above; the scratch is ours while `busy` is set.
             let unwinder = &(*published).unwinder;
             let cache = &mut *scratch.cache.get();
-            let stack = &mut *scratch.stack.get();
-            stack.reset(sp_of(&regs));
-            let mut read = |addr: u64| stack.read(addr);
-            // framehop with MustNotAllocateDuringUnwind evaluates CFI in fixed-size
-            // storage inside `cache`, reads memory only through `read`, and does not
-            // allocate or lock.
-            let mut frames = unwinder.iter_frames(pc, regs, cache, &mut read);
-            let _ip = frames.next();
-            let mut depth = 1;
-            // Stops at the end of the stack or at a frame that cannot be unwound,
-            // keeping what was walked so far.
-            while let Ok(Some(frame)) = frames.next() {
-                if depth == MAX_FRAMES {
-                    sample.truncated = true;
-                    break;
-                }
-                sample.frames[depth] = frame.address_for_lookup();
-                depth += 1;
-            }
+            let copy = &mut *scratch.stack.get();
+            let mut memory = StackMemory::new(state, tid, sp_of(&regs), copy);
+            let (depth, truncated, delegated) =
+                walk(unwinder, pc, regs, cache, &mut memory, &mut sample.frames);
             sample.depth = depth as u32;
+            sample.truncated = truncated;
+            walked = Walked {
+                frames: depth as u32,
+                delegated,
+                direct: matches!(memory, StackMemory::Direct { .. }),
+            };
         }
-        recorded = sample.depth;
         state.ring.publish(guard);
     }
     scratch.busy.store(false, Ordering::Release);
-    (tid, recorded)
+    (tid, walked)
+}
+
+/// What one sample's walk did, for the cost histogram.
+#[derive(Debug, Clone, Copy, Default)]
+struct Walked {
+    /// Frames recorded (0: the sample was dropped).
+    frames: u32,
+    /// Frames unwound by framehop rather than a compact row.
+    delegated: u32,
+    /// The stack was read directly, not copied.
+    direct: bool,
+}
+
+/// Where the walk reads the interrupted stack from.
+enum StackMemory<'a> {
+    /// The thread's own stack, verified mapped in `[lo, hi)` ([`stacks`]): plain loads.
+    Direct { lo: u64, hi: u64 },
+    /// Copied on demand with `process_vm_readv`.
+    Copy(&'a mut StackCopy),
+}
+
+impl<'a> StackMemory<'a> {
+    /// Direct reads when the aggregator vouched for this thread's stack and `sp` is in
+    /// it, else the copy; a thread without bounds is posted for verification. Signal
+    /// context: `thread_pointer` is one load through `%fs`, `bounds` and `post` are
+    /// atomics on static tables, and the flag is an atomic store.
+    fn new(state: &SignalState, tid: u32, sp: u64, copy: &'a mut StackCopy) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let tcb = stacks::thread_pointer();
+            match stacks::bounds(tid, tcb) {
+                // From sp (8-aligned, as the copy starts): nothing below it is read.
+                Some((lo, hi)) if lo <= sp && sp < hi => {
+                    return StackMemory::Direct { lo: sp & !7, hi };
+                }
+                _ => {
+                    stacks::post(tid, tcb, sp);
+                    state.unknown_pc.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (state, tid);
+        copy.reset(sp);
+        StackMemory::Copy(copy)
+    }
+
+    /// Asks the CPU to start loading the stack ahead of the walk, up to 4 KiB above
+    /// `sp`, so that the loads of the frames' return addresses do not each wait for
+    /// memory in turn. Only inside the verified range; a prefetch is a hint that never
+    /// faults anyway.
+    #[inline(always)]
+    fn prefetch_ahead(&mut self, sp: u64, done_to: &mut u64) {
+        const AHEAD: u64 = 4096;
+        const LINE: u64 = 64;
+        let StackMemory::Direct { lo, hi } = *self else {
+            return;
+        };
+        if sp.saturating_add(AHEAD / 2) <= *done_to {
+            return;
+        }
+        let from = (*done_to).max(lo) & !(LINE - 1);
+        let to = sp.saturating_add(AHEAD).min(hi);
+        let mut at = from;
+        while at < to {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: prefetcht0 only hints the cache; it reads nothing architecturally
+            // and cannot fault.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    at as *const i8,
+                )
+            };
+            at += LINE;
+        }
+        *done_to = to.max(*done_to);
+    }
+
+    /// The word at `addr`, or `Err` outside what may be read.
+    #[inline(always)]
+    fn read(&mut self, addr: u64) -> Result<u64, ()> {
+        match self {
+            StackMemory::Direct { lo, hi } => {
+                if addr < *lo || addr.checked_add(8).is_none_or(|end| end > *hi) {
+                    return Err(());
+                }
+                // SAFETY: `[lo, hi)` is inside the stack mapping of the thread this handler
+                // interrupted and runs on, which the aggregator found in /proc/self/maps
+                // and which stays mapped while the thread lives (see stacks.rs); the
+                // thread is stopped in this handler, so nothing writes it meanwhile.
+                Ok(unsafe { ptr::read_unaligned(addr as *const u64) })
+            }
+            StackMemory::Copy(copy) => copy.read(addr),
+        }
+    }
+}
+
+/// Walks from the interrupted registers into `frames` (index 0, the PC, is already
+/// there). Returns the frames recorded and whether the walk stopped at `MAX_FRAMES`
+/// with more to go. Each frame's rule is a lookup in the compact rows; `Delegate` rows
+/// are unwound by framehop (allocation-free, no locks, reads only through `memory`).
+#[cfg(target_arch = "x86_64")]
+fn walk(
+    unwinder: &NativeUnwinder,
+    pc: u64,
+    regs: framehop::UnwindRegsNative,
+    cache: &mut NativeCache,
+    memory: &mut StackMemory<'_>,
+    frames: &mut [u64; MAX_FRAMES],
+) -> (usize, bool, u32) {
+    use framehop::FrameAddress;
+    use unwind_table::{exec, Regs, Rule};
+    let mut r = Regs {
+        ip: pc,
+        sp: regs.sp(),
+        bp: regs.bp(),
+    };
+    let mut address = FrameAddress::InstructionPointer(pc);
+    let mut depth = 1;
+    let mut delegated = 0;
+    let mut module_hint = 0;
+    let mut prefetched_to = 0;
+    loop {
+        memory.prefetch_ahead(r.sp, &mut prefetched_to);
+        let mut read = |addr: u64| memory.read(addr);
+        let first_frame = !address.is_return_address();
+        let next = match unwinder.table.rule_for(
+            address.address_for_lookup(),
+            first_frame,
+            &mut module_hint,
+        ) {
+            Rule::Delegate => {
+                delegated += 1;
+                let mut fregs = framehop::x86_64::UnwindRegsX86_64::new(r.ip, r.sp, r.bp);
+                let next = unwinder
+                    .framehop
+                    .unwind_frame(address, &mut fregs, cache, &mut read);
+                r = Regs {
+                    ip: fregs.ip(),
+                    sp: fregs.sp(),
+                    bp: fregs.bp(),
+                };
+                next.map_err(|_| ())
+            }
+            rule => exec(rule, first_frame, &mut r, &mut read),
+        };
+        // The end of the stack, or a frame that cannot be unwound: keep what was walked.
+        let Ok(Some(return_address)) = next else {
+            break;
+        };
+        let Some(return_address) = FrameAddress::from_return_address(return_address) else {
+            break;
+        };
+        if depth == MAX_FRAMES {
+            return (depth, true, delegated);
+        }
+        frames[depth] = return_address.address_for_lookup();
+        depth += 1;
+        address = return_address;
+    }
+    (depth, false, delegated)
+}
+
+/// framehop's own frame iterator (no compact rows off x86_64).
+#[cfg(not(target_arch = "x86_64"))]
+fn walk(
+    unwinder: &NativeUnwinder,
+    pc: u64,
+    regs: framehop::UnwindRegsNative,
+    cache: &mut NativeCache,
+    memory: &mut StackMemory<'_>,
+    frames: &mut [u64; MAX_FRAMES],
+) -> (usize, bool, u32) {
+    let mut read = |addr: u64| memory.read(addr);
+    let mut iter = unwinder.framehop.iter_frames(pc, regs, cache, &mut read);
+    let _ip = iter.next();
+    let mut depth = 1;
+    while let Ok(Some(frame)) = iter.next() {
+        if depth == MAX_FRAMES {
+            return (depth, true, depth as u32);
+        }
+        frames[depth] = frame.address_for_lookup();
+        depth += 1;
+    }
+    (depth, false, depth as u32 - 1)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -535,15 +775,17 @@ impl CostHistogram {
         self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
     }
 
-    /// [`record`](Self::record), if `tid` passes the filter set by [`cost_filter_tid`].
+    /// [`record`](Self::record) and what the walk did, if `tid` passes the filter set by
+    /// [`cost_filter_tid`].
     #[inline]
-    fn record_for(&self, tid: u32, ns: u64, depth: u32) {
+    fn record_for(&self, tid: u32, ns: u64, walked: Walked) {
         let only = COST_TID.load(Ordering::Relaxed);
         if only == 0 || only == tid {
-            self.record(ns, depth);
-            // Every frame after the PC is framehop's; the stack is always copied.
+            self.record(ns, walked.frames);
             self.delegated_sum
-                .fetch_add(depth.saturating_sub(1) as u64, Ordering::Relaxed);
+                .fetch_add(walked.delegated as u64, Ordering::Relaxed);
+            self.direct
+                .fetch_add(walked.direct as u64, Ordering::Relaxed);
         }
     }
 
@@ -570,7 +812,7 @@ pub struct CostSnapshot {
     pub counts: Vec<u64>,
     /// Sum of the frames recorded by those runs.
     pub depth_sum: u64,
-    /// Sum of the frames framehop unwound.
+    /// Sum of the frames framehop unwound (no compact row).
     pub delegated_sum: u64,
     /// Runs that read the stack directly.
     pub direct: u64,
@@ -632,7 +874,7 @@ pub fn cost_filter_tid(tid: u32) {
 /// Times the handler with the interrupted thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`,
 /// a syscall of its own, part of which lands inside the measured interval) instead of the
 /// time-stamp counter, which also counts time the thread spent descheduled. For
-/// benchmarks.
+/// benchmarks; [`SignalState::handler_ns`] then counts CPU time too.
 #[doc(hidden)]
 pub fn cost_on_cpu(on: bool) {
     COST_ON_CPU.store(on, Ordering::Relaxed);
@@ -721,5 +963,209 @@ pub fn calibrate_ticks() {
         let (t1, n1) = pair();
         let q32 = (((n1 - n0) as u128) << 32) / ((t1 - t0).max(1) as u128);
         NS_PER_TICK_Q32.store((q32 as u64).max(1), Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use framehop::FrameAddress;
+    use unwind_table::{exec, Regs, Rule};
+
+    /// For addresses all over this test binary and the libraries it maps, the compact row
+    /// applied to a made-up stack gives exactly what framehop's own unwind of that frame
+    /// gives (both as the interrupted frame and as a caller).
+    #[test]
+    fn compact_rows_unwind_every_frame_as_framehop_does() {
+        let mut modules = crate::modules::ModuleTable::default();
+        let unwinder = modules.refresh().unwrap().expect("a first unwinder");
+        const WORDS: u64 = 8192;
+        let base = 0x7000_0000_0000u64;
+        // Words that point back into the stack (frame pointers), code-like values and zeros.
+        let stack: Vec<u64> = (0..WORDS)
+            .map(|i| match i % 5 {
+                0 => 0,
+                1 | 2 => base + ((i * 37 + 64) % WORDS) * 8,
+                _ => 0x5555_0000_0000 + i * 0x101,
+            })
+            .collect();
+        let read = |addr: u64| -> Result<u64, ()> {
+            if addr < base || addr >= base + WORDS * 8 || !addr.is_multiple_of(8) {
+                return Err(());
+            }
+            Ok(stack[((addr - base) / 8) as usize])
+        };
+        let mut cache = NativeCache::new_in();
+        let (mut compared, mut delegated, mut fp_assumed, mut mismatches) =
+            (0u64, 0u64, 0u64, Vec::new());
+        for m in modules.modules() {
+            let stride = ((m.avma.end - m.avma.start) / 20_000).max(1) | 1;
+            for addr in (m.avma.start..m.avma.end).step_by(stride as usize) {
+                for first in [true, false] {
+                    let address = if first {
+                        FrameAddress::InstructionPointer(addr)
+                    } else {
+                        FrameAddress::from_return_address(addr + 1).unwrap()
+                    };
+                    let ip = if first { addr } else { addr + 1 };
+                    let (sp, bp) = (base + 512 * 8, base + 600 * 8 + (addr % 3) * 8);
+                    let rule = unwinder
+                        .table
+                        .rule_for(address.address_for_lookup(), first, &mut 0);
+                    if rule == Rule::Delegate {
+                        delegated += 1;
+                        continue;
+                    }
+                    let row = unwinder
+                        .table
+                        .rule_for(address.address_for_lookup(), true, &mut 0);
+                    if rule != row {
+                        // A return address in a run of frame-pointer functions is taken
+                        // to be in a body row. The other rows there are the prologue and
+                        // epilogue shapes (or padding), where no call returns to.
+                        assert!(
+                            matches!(
+                                row,
+                                Rule::Delegate
+                                    | Rule::OffsetSp {
+                                        sp_offset: 8 | 16,
+                                        ..
+                                    }
+                            ),
+                            "{addr:#x}: {row:?} in a frame-pointer run"
+                        );
+                        fp_assumed += 1;
+                        continue;
+                    }
+                    let mut fregs = framehop::x86_64::UnwindRegsX86_64::new(ip, sp, bp);
+                    let mut read_f = read;
+                    let theirs = unwinder
+                        .framehop
+                        .unwind_frame(address, &mut fregs, &mut cache, &mut read_f)
+                        .map_err(|_| ());
+                    let mut r = Regs { ip, sp, bp };
+                    let mut read_c = read;
+                    let ours = exec(rule, first, &mut r, &mut read_c);
+                    compared += 1;
+                    let same = ours == theirs
+                        && (ours.is_err()
+                            || (r.ip, r.sp, r.bp) == (fregs.ip(), fregs.sp(), fregs.bp()));
+                    if !same && mismatches.len() < 10 {
+                        mismatches.push(format!(
+                            "{} {addr:#x} first={first} {rule:?}: ours {ours:?} {:x?}, framehop {theirs:?} {:x?}",
+                            m.path.display(),
+                            (r.ip, r.sp, r.bp),
+                            (fregs.ip(), fregs.sp(), fregs.bp())
+                        ));
+                    }
+                }
+            }
+        }
+        eprintln!("compared {compared}, delegated {delegated}, frame-pointer runs {fp_assumed}");
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+        assert!(
+            compared > 4 * delegated,
+            "most frames have a compact row: {compared} compared, {delegated} delegated"
+        );
+    }
+
+    /// Real stacks of this thread, taken at a few depths: the walk with compact rows and
+    /// frame-pointer runs records exactly the frames framehop's own iterator records.
+    #[test]
+    fn real_stacks_walk_as_framehop_walks_them() {
+        let mut modules = crate::modules::ModuleTable::default();
+        let unwinder = modules.refresh().unwrap().expect("a first unwinder");
+        let fp_runs: Vec<usize> = unwinder.table.fp_runs();
+        eprintln!("frame-pointer runs per module: {fp_runs:?}");
+        eprintln!("unwind tables: {} bytes", modules.memory_bytes());
+
+        /// Everything the walks need, on the heap: the frame that takes the registers
+        /// stays small, so its whole stack fits the copy.
+        struct Scratch {
+            ours: Box<StackCopy>,
+            theirs: Box<StackCopy>,
+            cache: NativeCache,
+            frames: [u64; MAX_FRAMES],
+        }
+        #[inline(never)]
+        fn new_copy() -> Box<StackCopy> {
+            Box::new(StackCopy {
+                base: 0,
+                filled: 0,
+                exhausted: false,
+                pid: 0,
+                chunk_pages: 2,
+                bytes: [0; STACK_COPY_BYTES],
+            })
+        }
+        #[inline(never)]
+        fn new_scratch() -> Box<Scratch> {
+            Box::new(Scratch {
+                ours: new_copy(),
+                theirs: new_copy(),
+                cache: NativeCache::new_in(),
+                frames: [0; MAX_FRAMES],
+            })
+        }
+
+        #[inline(never)]
+        fn here(unwinder: &NativeUnwinder, depth: u32, s: &mut Scratch) -> usize {
+            if depth > 0 {
+                return std::hint::black_box(here(unwinder, depth - 1, s)) + 1;
+            }
+            let (pc, sp, bp): (u64, u64, u64);
+            // SAFETY: reads rip, rsp and rbp into registers; touches no memory.
+            unsafe {
+                std::arch::asm!(
+                    "lea {pc}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp",
+                    pc = out(reg) pc, sp = out(reg) sp, bp = out(reg) bp,
+                    options(nomem, nostack, preserves_flags)
+                )
+            };
+            walk_both(unwinder, pc, sp, bp, s)
+        }
+
+        #[inline(never)]
+        fn walk_both(
+            unwinder: &NativeUnwinder,
+            pc: u64,
+            sp: u64,
+            bp: u64,
+            s: &mut Scratch,
+        ) -> usize {
+            let regs = framehop::x86_64::UnwindRegsX86_64::new(pc, sp, bp);
+            s.ours.reset(sp);
+            s.frames[0] = pc;
+            let mut memory = StackMemory::Copy(&mut s.ours);
+            let (depth, _, _) = walk(unwinder, pc, regs, &mut s.cache, &mut memory, &mut s.frames);
+            s.theirs.reset(sp);
+            let mut cache = NativeCache::new_in();
+            let theirs_copy = &mut s.theirs;
+            let mut read = |a: u64| theirs_copy.read(a);
+            let mut it = unwinder
+                .framehop
+                .iter_frames(pc, regs, &mut cache, &mut read);
+            let mut theirs = Vec::new();
+            while let Ok(Some(f)) = it.next() {
+                theirs.push(f.address_for_lookup());
+                if theirs.len() == MAX_FRAMES {
+                    break;
+                }
+            }
+            assert_eq!(&s.frames[..depth], &theirs[..], "depth {depth}");
+            depth
+        }
+        let mut scratch = new_scratch();
+        for d in [0, 1, 5, 20] {
+            let frames = here(&unwinder, d, &mut scratch);
+            assert!(frames > d as usize + 3, "{frames} frames");
+        }
+        // And on a fresh thread (its own stack, std's thread start below it).
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let frames = here(&unwinder, 3, &mut new_scratch());
+                assert!(frames > 6, "{frames} frames");
+            });
+        });
     }
 }
