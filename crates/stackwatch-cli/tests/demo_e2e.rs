@@ -138,6 +138,48 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
+/// Names where debuggers find them (issue 14): with Debian's `libc6-dbg` installed
+/// (scripts/test.sh installs it), libc's internals are named from its debug file, so no
+/// more than 2% of self time is left in `[libc.so.6]`; and no stack is rooted at a
+/// thread's tid (`thread-<digits>`).
+fn names_libc_and_roots_threads_without_tids(port: u16) {
+    let top: serde_json::Value = serde_json::from_str(&get_text(&format!(
+        "http://127.0.0.1:{port}/api/top?query=%7Bservice%3D%22binlog-streamer%22%7D&from=now-15m&limit=10000"
+    )))
+    .unwrap();
+    let functions = top["functions"].as_array().expect("functions");
+    let total: f64 = functions.iter().filter_map(|f| f["self"].as_f64()).sum();
+    assert!(total > 0.0, "{top}");
+    let libc: f64 = functions
+        .iter()
+        .filter(|f| f["name"] == "[libc.so.6]")
+        .filter_map(|f| f["self"].as_f64())
+        .sum();
+    let installed = std::path::Path::new("/usr/share/doc/libc6-dbg").exists();
+    assert!(
+        libc / total <= 0.02,
+        "[libc.so.6] has {:.1}% of self time (libc6-dbg installed: {installed}); top: {}",
+        libc / total * 100.0,
+        functions
+            .iter()
+            .take(15)
+            .map(|f| format!("{} {}", f["name"], f["self"]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let folded = get_text(&format!(
+        "http://127.0.0.1:{port}/api/profile.folded?query=%7Bservice%3D%22binlog-streamer%22%7D&from=now-15m"
+    ));
+    assert!(folded.lines().count() > 10, "{folded}");
+    for line in folded.lines() {
+        let root = line.split(';').next().unwrap_or("");
+        let tid_root = root
+            .strip_prefix("thread-")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+        assert!(!tid_root, "a stack rooted at a tid: {line}");
+    }
+}
+
 #[test]
 #[ignore = "needs curl: run via scripts/test.sh"]
 fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_data() {
@@ -200,6 +242,8 @@ fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_d
         cores("orders") > cores("users"),
         "orders costs more than users: {ts}"
     );
+
+    names_libc_and_roots_threads_without_tids(port);
 
     let diff_url = format!(
         "http://127.0.0.1:{port}/api/diff.folded?base=%7Bversion%3D%22main%22%7D&query=%7Bversion%3D%22canary%22%7D&from=now-15m"
