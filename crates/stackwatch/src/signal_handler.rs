@@ -440,8 +440,10 @@ unsafe fn record_sample(
     } else {
         1
     };
-    // gettid is a plain syscall: async-signal-safe.
-    let tid = libc::syscall(libc::SYS_gettid) as u32;
+    let (pc, regs) = registers(ctx);
+    let sp = sp_of(&regs);
+    // Which thread, and whether its stack may be read directly (see `identify`).
+    let (tid, stack_bounds) = identify(state, sp);
     // The thread's label set: atomic loads from a static table probed by tid, no TLS
     // access, no lock, no allocation, bounded by the table's size (labels.rs).
     let labels = crate::labels::current_set_for(tid);
@@ -460,7 +462,6 @@ unsafe fn record_sample(
         sample.weight = weight;
         sample.labels = labels;
         sample.truncated = false;
-        let (pc, regs) = registers(ctx);
         sample.frames[0] = pc;
         sample.depth = 1;
         let published = state.unwinder.load(Ordering::Acquire);
@@ -475,7 +476,14 @@ unsafe fn record_sample(
             let unwinder = &(*published).unwinder;
             let cache = &mut *scratch.cache.get();
             let copy = &mut *scratch.stack.get();
-            let mut memory = StackMemory::new(state, tid, sp_of(&regs), copy);
+            let mut memory = match stack_bounds {
+                // From sp (8-aligned, as the copy starts): nothing below it is read.
+                Some((_, hi)) => StackMemory::Direct { lo: sp & !7, hi },
+                None => {
+                    copy.reset(sp);
+                    StackMemory::Copy(copy)
+                }
+            };
             let (depth, truncated, delegated) =
                 walk(unwinder, pc, regs, cache, &mut memory, &mut sample.frames);
             sample.depth = depth as u32;
@@ -503,6 +511,33 @@ struct Walked {
     direct: bool,
 }
 
+/// The interrupted thread's tid, and the range of its stack that may be read directly
+/// when the aggregator has verified it (x86_64, see [`stacks`]): then no syscall at all.
+/// Otherwise the tid comes from `gettid` (a plain syscall: async-signal-safe) and the
+/// thread is posted for verification. Signal context: `thread_pointer` is one load
+/// through `%fs`, `known_thread` and `post` are atomics on static tables and a load from
+/// the thread's own descriptor, and the flag is an atomic store.
+fn identify(state: &SignalState, sp: u64) -> (u32, Option<(u64, u64)>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tcb = stacks::thread_pointer();
+        if let Some((tid, lo, hi)) = stacks::known_thread(tcb, sp) {
+            return (tid, Some((lo, hi)));
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        stacks::post(tid, tcb, sp);
+        state.unknown_pc.store(true, Ordering::Relaxed);
+        (tid, None)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (state, sp);
+        // SAFETY: gettid has no preconditions.
+        (unsafe { libc::syscall(libc::SYS_gettid) } as u32, None)
+    }
+}
+
 /// Where the walk reads the interrupted stack from.
 enum StackMemory<'a> {
     /// The thread's own stack, verified mapped in `[lo, hi)` ([`stacks`]): plain loads.
@@ -511,63 +546,7 @@ enum StackMemory<'a> {
     Copy(&'a mut StackCopy),
 }
 
-impl<'a> StackMemory<'a> {
-    /// Direct reads when the aggregator vouched for this thread's stack and `sp` is in
-    /// it, else the copy; a thread without bounds is posted for verification. Signal
-    /// context: `thread_pointer` is one load through `%fs`, `bounds` and `post` are
-    /// atomics on static tables, and the flag is an atomic store.
-    fn new(state: &SignalState, tid: u32, sp: u64, copy: &'a mut StackCopy) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let tcb = stacks::thread_pointer();
-            match stacks::bounds(tid, tcb) {
-                // From sp (8-aligned, as the copy starts): nothing below it is read.
-                Some((lo, hi)) if lo <= sp && sp < hi => {
-                    return StackMemory::Direct { lo: sp & !7, hi };
-                }
-                _ => {
-                    stacks::post(tid, tcb, sp);
-                    state.unknown_pc.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (state, tid);
-        copy.reset(sp);
-        StackMemory::Copy(copy)
-    }
-
-    /// Asks the CPU to start loading the stack ahead of the walk, up to 4 KiB above
-    /// `sp`, so that the loads of the frames' return addresses do not each wait for
-    /// memory in turn. Only inside the verified range; a prefetch is a hint that never
-    /// faults anyway.
-    #[inline(always)]
-    fn prefetch_ahead(&mut self, sp: u64, done_to: &mut u64) {
-        const AHEAD: u64 = 4096;
-        const LINE: u64 = 64;
-        let StackMemory::Direct { lo, hi } = *self else {
-            return;
-        };
-        if sp.saturating_add(AHEAD / 2) <= *done_to {
-            return;
-        }
-        let from = (*done_to).max(lo) & !(LINE - 1);
-        let to = sp.saturating_add(AHEAD).min(hi);
-        let mut at = from;
-        while at < to {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: prefetcht0 only hints the cache; it reads nothing architecturally
-            // and cannot fault.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    at as *const i8,
-                )
-            };
-            at += LINE;
-        }
-        *done_to = to.max(*done_to);
-    }
-
+impl StackMemory<'_> {
     /// The word at `addr`, or `Err` outside what may be read.
     #[inline(always)]
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
@@ -611,10 +590,8 @@ fn walk(
     let mut depth = 1;
     let mut delegated = 0;
     let mut module_hint = 0;
-    let mut prefetched_to = 0;
+    let mut read = |addr: u64| memory.read(addr);
     loop {
-        memory.prefetch_ahead(r.sp, &mut prefetched_to);
-        let mut read = |addr: u64| memory.read(addr);
         let first_frame = !address.is_return_address();
         let next = match unwinder.table.rule_for(
             address.address_for_lookup(),

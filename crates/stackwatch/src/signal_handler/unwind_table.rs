@@ -139,8 +139,8 @@ type FdeRows = (u64, u64, Vec<(u64, Rule)>);
 /// One module's rows: addresses relative to the start of its executable mapping.
 #[derive(Debug, Default)]
 pub struct ModuleRows {
-    /// The index, then the rows, in one block (see [`Words`]).
-    words: Words,
+    /// The index, then the rows, in one allocation.
+    words: Box<[u64]>,
     /// Index entries at the start of `words`; the rows follow.
     index_len: usize,
     /// Per `2^shift` bytes of code: the rule in force at the bucket's start (high 32 bits),
@@ -314,7 +314,7 @@ impl ModuleRows {
         let index_len = index.len();
         index.extend_from_slice(&rows);
         ModuleRows {
-            words: Words::new(index),
+            words: index.into(),
             index_len,
             shift,
             fp_runs: fp.len(),
@@ -333,7 +333,7 @@ impl ModuleRows {
 
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.words.memory_bytes()
+        self.words.len() * 8
     }
 
     /// `address << 32 | rule` of every row, sorted: a lookup's address and rule share a
@@ -377,111 +377,6 @@ impl ModuleRows {
             return decode((entry >> 32) as u32);
         }
         decode(rows[lo + n - 1] as u32)
-    }
-}
-
-/// Read-only words that the handler looks up, one per frame, at random: in a mapping of
-/// their own advised to use transparent huge pages when they are big enough to span many
-/// pages, so that a walk costs one TLB entry instead of one per frame (a TLB miss under
-/// virtualisation is a two-dimensional page walk); on the heap otherwise.
-#[derive(Debug)]
-enum Words {
-    Heap(Box<[u64]>),
-    Mapped {
-        ptr: std::ptr::NonNull<u64>,
-        len: usize,
-        map_len: usize,
-    },
-}
-
-// SAFETY: the mapping is written once, before the `Words` is shared, and only read after.
-unsafe impl Send for Words {}
-// SAFETY: as above: read-only once built.
-unsafe impl Sync for Words {}
-
-const HUGE_PAGE: usize = 2 << 20;
-/// Tables at least this big get a huge page.
-const HUGE_MIN_BYTES: usize = 128 << 10;
-
-impl Words {
-    /// Aggregator thread: may allocate and map.
-    fn new(v: Vec<u64>) -> Words {
-        let bytes = v.len() * 8;
-        if bytes < HUGE_MIN_BYTES {
-            return Words::Heap(v.into());
-        }
-        let map_len = bytes.div_ceil(HUGE_PAGE) * HUGE_PAGE;
-        // SAFETY: an anonymous private mapping of our own, trimmed to a 2 MiB-aligned
-        // `map_len` bytes; every pointer below stays inside it.
-        unsafe {
-            let raw = libc::mmap(
-                std::ptr::null_mut(),
-                map_len + HUGE_PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if raw == libc::MAP_FAILED {
-                return Words::Heap(v.into());
-            }
-            let start = (raw as usize).div_ceil(HUGE_PAGE) * HUGE_PAGE;
-            let head = start - raw as usize;
-            if head > 0 {
-                libc::munmap(raw, head);
-            }
-            let tail = HUGE_PAGE - head;
-            if tail > 0 {
-                libc::munmap((start + map_len) as *mut libc::c_void, tail);
-            }
-            let at = start as *mut libc::c_void;
-            // Advice only: without transparent huge pages it is plain memory.
-            libc::madvise(at, map_len, libc::MADV_HUGEPAGE);
-            std::ptr::copy_nonoverlapping(v.as_ptr(), start as *mut u64, v.len());
-            libc::mprotect(at, map_len, libc::PROT_READ);
-            Words::Mapped {
-                ptr: std::ptr::NonNull::new_unchecked(start as *mut u64),
-                len: v.len(),
-                map_len,
-            }
-        }
-    }
-
-    fn memory_bytes(&self) -> usize {
-        match self {
-            Words::Heap(b) => b.len() * 8,
-            Words::Mapped { map_len, .. } => *map_len,
-        }
-    }
-}
-
-impl Default for Words {
-    fn default() -> Self {
-        Words::Heap(Box::new([]))
-    }
-}
-
-impl std::ops::Deref for Words {
-    type Target = [u64];
-    #[inline(always)]
-    fn deref(&self) -> &[u64] {
-        match self {
-            Words::Heap(b) => b,
-            // SAFETY: `len` initialised words at `ptr`, mapped until drop.
-            Words::Mapped { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
-        }
-    }
-}
-
-impl Drop for Words {
-    fn drop(&mut self) {
-        if let Words::Mapped { ptr, map_len, .. } = self {
-            // SAFETY: the mapping made in `new`, unmapped once. Dropped on the
-            // aggregator thread after no handler can read it (see `retire`).
-            unsafe { libc::munmap(ptr.as_ptr().cast(), *map_len) };
-        }
     }
 }
 
