@@ -47,6 +47,8 @@ pub struct ThreadTimers {
     threads: HashMap<u32, ThreadTimer>,
     process_name: String,
     unnamed_root: Arc<str>,
+    /// A name changed while folding: the next scan reports it.
+    renamed_since_scan: bool,
     pid: u32,
     rng: u64,
     scans: u64,
@@ -68,6 +70,7 @@ impl ThreadTimers {
             threads: HashMap::new(),
             process_name,
             unnamed_root: Arc::from(DEFAULT_UNNAMED_THREAD_ROOT),
+            renamed_since_scan: false,
             pid,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 17 ^ now_nanos(),
             scans: 0,
@@ -96,11 +99,28 @@ impl ThreadTimers {
 
     /// The root frame of thread `tid`: `main` for the main thread, else its `comm` with
     /// its tid taken out, or the unnamed root when it has no name of its own.
+    ///
+    /// A thread found in the last few scans has its name read again here: a thread
+    /// names itself just after it starts, and its first samples, folded a tick later,
+    /// then carry the name it gave itself rather than the one it inherited.
     pub fn thread_name(&mut self, tid: u32) -> Arc<str> {
-        if let Some(t) = self.threads.get(&tid) {
-            return t.name.clone();
+        let young = self
+            .threads
+            .get(&tid)
+            .map(|t| self.scans.saturating_sub(t.found_at_scan) <= YOUNG_SCANS);
+        match young {
+            Some(false) => self.threads[&tid].name.clone(),
+            Some(true) => {
+                let name = self.name_of(tid);
+                let t = self.threads.get_mut(&tid).expect("known");
+                if t.name != name {
+                    t.name = name.clone();
+                    self.renamed_since_scan = true;
+                }
+                name
+            }
+            None => self.name_of(tid),
         }
-        self.name_of(tid)
     }
 
     fn name_of(&self, tid: u32) -> Arc<str> {
@@ -117,7 +137,7 @@ impl ThreadTimers {
     /// Arms timers for new threads and deletes those of exited ones. Returns whether a
     /// thread's name changed (so folded stacks keyed by thread must be rebuilt).
     pub fn scan(&mut self) -> io::Result<bool> {
-        let mut renamed = false;
+        let mut renamed = std::mem::take(&mut self.renamed_since_scan);
         self.scans += 1;
         if self.mode == TimerMode::ProcessWide && !self.itimer_armed {
             arm_itimer(self.period_ns)?;
