@@ -719,4 +719,39 @@ pub unsafe extern "C" fn sw_checksum(p: *const u8, n: usize) -> u64 {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn memory_stays_bounded_across_a_whole_binary_with_full_debug_info() {
+        // The test binary: a debug build, full DWARF for every crate it links.
+        let mut table = ModuleTable::default();
+        table.refresh().unwrap();
+        let here = names_a_function_of_this_binary_and_marks_unknown_addresses as *const () as u64;
+        let exe = table
+            .modules()
+            .iter()
+            .find(|m| m.avma.contains(&here))
+            .unwrap()
+            .clone();
+        let mut s = Symbolizer::default();
+        s.set_modules(table.modules());
+        let span = exe.avma.end - exe.avma.start;
+        let mut named = 0;
+        let mut peak = 0;
+        for i in 0..3_000 {
+            let f = s.frames(exe.avma.start + span / 3_000 * i + 1);
+            if !f[0].starts_with('[') {
+                named += 1;
+            }
+            peak = peak.max(s.memory_bytes());
+        }
+        assert!(named > 2_500, "{named} of 3000 addresses named");
+        assert!(peak < 16 << 20, "memory_bytes reached {} MiB", peak >> 20);
+        let module_bytes: usize = s.loaded.values().flatten().map(|m| m.memory_bytes()).sum();
+        eprintln!(
+            "{} MiB binary: peak {} KiB counted, {} KiB for its symbols and DWARF",
+            std::fs::metadata(&exe.path).unwrap().len() >> 20,
+            peak >> 10,
+            module_bytes >> 10
+        );
+    }
 }

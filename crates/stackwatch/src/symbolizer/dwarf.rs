@@ -151,38 +151,23 @@ struct Span {
     unit: u32,
 }
 
-/// A concrete function's address range, and where its inlined calls are.
+/// A concrete function's address range.
 #[derive(Debug, Clone, Copy)]
 struct FnSpan {
     start: u64,
-    end: u64,
-    /// Section offset of the function's entry.
-    die: u64,
-    inl_start: u32,
-    inl_end: u32,
-}
-
-/// An inlined call's address range; `depth` 1 is called from the function itself.
-#[derive(Debug, Clone, Copy)]
-struct Inl {
-    start: u64,
-    end: u64,
-    /// Section offset of the inlined call's entry.
-    die: u64,
-    depth: u32,
+    len: u32,
+    /// Unit offset of the function's entry.
+    die: u32,
 }
 
 /// The functions of one unit, sorted by start address.
 struct UnitFns {
     fns: Vec<FnSpan>,
-    inlined: Vec<Inl>,
 }
 
 impl UnitFns {
     fn memory_bytes(&self) -> usize {
-        self.fns.capacity() * std::mem::size_of::<FnSpan>()
-            + self.inlined.capacity() * std::mem::size_of::<Inl>()
-            + 64
+        self.fns.capacity() * std::mem::size_of::<FnSpan>() + 64
     }
 }
 
@@ -305,17 +290,15 @@ impl Dwarf {
         let j = fns.fns.partition_point(|f| f.start <= svma);
         // Ranges of distinct functions do not overlap; look back a little in case one
         // contains another (nested functions).
-        let f = fns.fns[..j].iter().rev().take(4).find(|f| svma < f.end)?;
-        let mut inlined = Vec::new();
-        for inl in &fns.inlined[f.inl_start as usize..f.inl_end as usize] {
-            if inl.depth as usize == inlined.len() + 1 && inl.start <= svma && svma < inl.end {
-                inlined.push(inl.die);
-            }
-        }
-        Some(Found {
-            function: f.die,
-            inlined,
-        })
+        let f = *fns.fns[..j]
+            .iter()
+            .rev()
+            .take(4)
+            .find(|f| svma < f.start + f.len as u64)?;
+        let meta = self.units.as_ref()?.get(span.unit as usize)?.clone();
+        let function = meta.offset + f.die as u64;
+        let inlined = self.inline_chain(&meta, function, svma);
+        Some(Found { function, inlined })
     }
 
     /// The name of the entry at section offset `die`: its linkage name, else its
@@ -745,10 +728,7 @@ impl Dwarf {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, unit = meta.offset, "unreadable DWARF unit");
-                UnitFns {
-                    fns: Vec::new(),
-                    inlined: Vec::new(),
-                }
+                UnitFns { fns: Vec::new() }
             }
         };
         let fns = Rc::new(fns);
@@ -763,27 +743,88 @@ impl Dwarf {
             let (_, old, _) = self.cache.swap_remove(i);
             self.cache_bytes -= old.memory_bytes();
         }
-        // One unit over budget is still used for this batch of lookups, then dropped.
-        if bytes <= self.cache_budget {
-            self.cache_bytes += bytes;
-            self.cache.push((u, fns.clone(), self.tick));
-        }
+        // A unit larger than the budget (one unit for a whole fat-LTO program) is kept
+        // alone: reading it again for every address would cost far more. Its size is
+        // 16 bytes a function, whatever the debug info.
+        self.cache_bytes += bytes;
+        self.cache.push((u, fns.clone(), self.tick));
         Some(fns)
     }
 
     /// Reads a unit's entries through a window, keeping its concrete functions' ranges
-    /// and their inlined calls'.
+    /// (16 bytes each; inlined calls are read per address, from the function's entry).
     fn scan_unit(&mut self, meta: &UnitMeta) -> Result<UnitFns, SymbolError> {
-        let abbrevs = self.abbreviations(meta.abbrev)?;
         let mut fns: Vec<FnSpan> = Vec::new();
-        let mut inlined: Vec<Inl> = Vec::new();
-        // Open entries with children: (depth, what it is).
-        let mut stack: Vec<(isize, Open)> = Vec::new();
-        // Functions being read: their ranges and the inlined calls found so far.
-        let mut open_fns: Vec<OpenFn> = Vec::new();
+        self.walk(meta, meta.entries, false, |dw, e| {
+            if e.tag == constants::DW_TAG_subprogram
+                && (e.attrs.low_pc.is_some() || e.attrs.ranges.is_some())
+            {
+                for (start, end) in dw.ranges_of(meta, &e.attrs).unwrap_or_default() {
+                    fns.push(FnSpan {
+                        start,
+                        len: (end - start).min(u32::MAX as u64) as u32,
+                        die: (e.die - meta.offset) as u32,
+                    });
+                }
+            }
+        })?;
+        fns.sort_unstable_by_key(|f| (f.start, std::cmp::Reverse(f.len)));
+        fns.shrink_to_fit();
+        Ok(UnitFns { fns })
+    }
+
+    /// The inlined calls at `svma` inside the function whose entry is at `die`,
+    /// outermost first: read from the function's entries alone.
+    fn inline_chain(&mut self, meta: &UnitMeta, die: u64, svma: u64) -> Vec<u64> {
+        let mut chain = Vec::new();
+        // Open entries with children: (depth, whether an inlined call).
+        let mut stack: Vec<(isize, bool)> = Vec::new();
+        let result = self.walk(meta, die, true, |dw, e| {
+            while stack.last().is_some_and(|(d, _)| *d >= e.depth) {
+                stack.pop();
+            }
+            let inlined = e.tag == constants::DW_TAG_inlined_subroutine;
+            if inlined {
+                let depth = 1 + stack.iter().filter(|(_, i)| *i).count();
+                if depth == chain.len() + 1
+                    && dw
+                        .ranges_of(meta, &e.attrs)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|(s, e)| *s <= svma && svma < *e)
+                {
+                    chain.push(e.die);
+                }
+            }
+            if e.has_children {
+                stack.push((e.depth, inlined));
+            }
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "unreadable DWARF function");
+        }
+        chain
+    }
+
+    /// Calls `f` for each entry from `start` (its depth relative to the first), reading
+    /// through a window: to the unit's end or, with `subtree`, to the end of the first
+    /// entry's children. Subprograms and inlined calls come with the attributes that
+    /// place their code.
+    fn walk<F>(
+        &mut self,
+        meta: &UnitMeta,
+        start: u64,
+        subtree: bool,
+        mut f: F,
+    ) -> Result<(), SymbolError>
+    where
+        F: FnMut(&mut Self, Entry),
+    {
+        let abbrevs = self.abbreviations(meta.abbrev)?;
         let mut depth: isize = 0;
-        let mut pos = meta.entries;
-        let mut want = WINDOW;
+        let mut first = true;
+        let mut pos = start;
+        let mut want = if subtree { WINDOW / 8 } else { WINDOW };
         let mut buf: Vec<u8> = Vec::new();
         'windows: while pos < meta.end {
             let len = want.min((meta.end - pos) as usize);
@@ -797,37 +838,47 @@ impl Dwarf {
                 UnitOffset((pos - meta.offset) as usize),
             );
             loop {
-                let used = (entries.next_offset().0 as u64 + meta.offset) - pos;
-                let left = buf.len() as u64 - used;
+                let die = meta.offset + entries.next_offset().0 as u64;
+                let left = buf.len() as u64 - (die - pos);
                 if left == 0 && at_end {
                     break 'windows;
                 }
-                if left < 4096 && !at_end {
-                    pos += used;
+                if left < 2048 && !at_end {
+                    pos = die;
+                    want = want.max(WINDOW / 8);
                     continue 'windows;
                 }
-                let die = meta.offset + entries.next_offset().0 as u64;
-                let parsed = read_code_attrs(&mut entries, false);
-                let (tag, has_children, attrs) = match parsed {
-                    Ok(Some(v)) => v,
+                match read_code_attrs(&mut entries, false) {
                     Ok(None) => {
-                        // A null entry closes the children of the entry one level up.
                         depth -= 1;
-                        while stack.last().is_some_and(|(d, _)| *d >= depth) {
-                            let (_, open) = stack.pop().expect("checked");
-                            if let Open::Function = open {
-                                close_fn(&mut open_fns, &mut fns, &mut inlined);
-                            }
-                        }
                         if depth <= 0 {
                             break 'windows;
                         }
-                        continue;
+                    }
+                    Ok(Some((tag, has_children, attrs))) => {
+                        f(
+                            self,
+                            Entry {
+                                die,
+                                depth,
+                                tag,
+                                has_children,
+                                attrs,
+                            },
+                        );
+                        if first && subtree && !has_children {
+                            break 'windows;
+                        }
+                        first = false;
+                        if has_children {
+                            depth += 1;
+                        }
                     }
                     Err(e) => {
-                        let used = die - pos;
-                        if !at_end && (used > 0 || want < MAX_WINDOW) {
-                            if used == 0 {
+                        // An entry cut by the window: read again from it, with more room
+                        // when it alone filled the window.
+                        if !at_end && want < MAX_WINDOW {
+                            if die == pos {
                                 want *= 4;
                             }
                             pos = die;
@@ -835,78 +886,22 @@ impl Dwarf {
                         }
                         return Err(e);
                     }
-                };
-                want = WINDOW;
-                let mut open = Open::Other;
-                if tag == constants::DW_TAG_subprogram
-                    && (attrs.low_pc.is_some() || attrs.ranges.is_some())
-                {
-                    let ranges = self.ranges_of(meta, &attrs).unwrap_or_default();
-                    if !ranges.is_empty() {
-                        open_fns.push((die, ranges, Vec::new()));
-                        if has_children {
-                            open = Open::Function;
-                        } else {
-                            close_fn(&mut open_fns, &mut fns, &mut inlined);
-                        }
-                    }
-                } else if tag == constants::DW_TAG_inlined_subroutine && !open_fns.is_empty() {
-                    let d = 1 + stack
-                        .iter()
-                        .rev()
-                        .take_while(|(_, o)| !matches!(o, Open::Function))
-                        .filter(|(_, o)| matches!(o, Open::Inlined))
-                        .count() as u32;
-                    for (s, e) in self.ranges_of(meta, &attrs).unwrap_or_default() {
-                        open_fns.last_mut().expect("checked").2.push(Inl {
-                            start: s,
-                            end: e,
-                            die,
-                            depth: d,
-                        });
-                    }
-                    open = Open::Inlined;
-                }
-                if has_children {
-                    stack.push((depth, open));
-                    depth += 1;
                 }
             }
         }
-        while !open_fns.is_empty() {
-            close_fn(&mut open_fns, &mut fns, &mut inlined);
-        }
-        fns.sort_unstable_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
-        fns.shrink_to_fit();
-        inlined.shrink_to_fit();
-        Ok(UnitFns { fns, inlined })
+        Ok(())
     }
 }
 
-/// A function being read: its entry, its ranges, the inlined calls found so far.
-type OpenFn = (u64, Vec<(u64, u64)>, Vec<Inl>);
-
-#[derive(Debug, Clone, Copy)]
-enum Open {
-    Function,
-    Inlined,
-    Other,
-}
-
-fn close_fn(open_fns: &mut Vec<OpenFn>, fns: &mut Vec<FnSpan>, inlined: &mut Vec<Inl>) {
-    let Some((die, ranges, inl)) = open_fns.pop() else {
-        return;
-    };
-    let inl_start = inlined.len() as u32;
-    inlined.extend(inl);
-    let inl_end = inlined.len() as u32;
-    fns.extend(ranges.into_iter().map(|(start, end)| FnSpan {
-        start,
-        end,
-        die,
-        inl_start,
-        inl_end,
-    }));
+/// One entry, as [`Dwarf::walk`] hands it over.
+struct Entry {
+    /// Section offset.
+    die: u64,
+    /// Depth below the first entry walked.
+    depth: isize,
+    tag: constants::DwTag,
+    has_children: bool,
+    attrs: CodeAttrs,
 }
 
 struct Cursor<'a> {
