@@ -5,10 +5,13 @@
 //! 1. saves `errno` (the syscalls below may change it; the interrupted code must not see that);
 //! 2. marks itself running in [`HANDLERS_RUNNING`], so [`deactivate`] and
 //!    [`SignalState::publish_unwinder`] can wait for it before freeing what it reads;
-//! 3. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
+//! 3. finds out which thread it interrupted: on x86_64 its TCB (`%fs:0`) finds the
+//!    thread's tid and stack bounds in a static table the aggregator verified
+//!    ([`stacks`]); otherwise, and on other architectures, it asks the kernel (`gettid`);
 //! 4. reads the interrupted thread's label set id from the static table of labels.rs
 //!    (atomic loads, found by tid: no thread-local access, no lock);
-//! 5. walks the interrupted stack. On x86_64 each frame's rule comes from compact rows
+//! 5. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
+//! 6. walks the interrupted stack. On x86_64 each frame's rule comes from compact rows
 //!    precomputed from `.eh_frame` on the aggregator thread ([`unwind_table`]: a table
 //!    lookup, no CFI evaluation); rows the compact form cannot express, and every frame
 //!    on other architectures, are unwound by framehop from the same eh_frame. Stack memory
@@ -16,12 +19,13 @@
 //!    the address is inside them ([`stacks`]), else only through `process_vm_readv` into
 //!    the scratch copy; either way a wild frame pointer or CFA gives an error, never a
 //!    fault;
-//! 6. publishes the addresses and the label set id, and returns. Symbolisation happens on
+//! 7. publishes the addresses and the label set id, and returns. Symbolisation happens on
 //!    the aggregator thread.
 //!
 //! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
-//! `dl_iterate_phdr` on this path. Its own duration is measured with the time-stamp
-//! counter (no clock call) into [`SignalState::handler_ns`] and a histogram.
+//! `dl_iterate_phdr` on this path, and on x86_64, once the thread is verified, no
+//! syscall. Its own duration is measured with the time-stamp counter (no clock call)
+//! into [`SignalState::handler_ns`] and a histogram.
 
 mod stacks;
 mod unwind_table;
@@ -32,9 +36,8 @@ pub(crate) use unwind_table::{ModuleRows, SectionBases};
 use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use framehop::{CacheNative, Module, MustNotAllocateDuringUnwind, Unwinder, UnwinderNative};
 

@@ -163,7 +163,7 @@ pub fn known_thread(tcb: u64, sp: u64) -> Option<(u32, u64, u64)> {
     // inside the mapping of a thread block with that TCB, holding a tid: the C library's
     // descriptor of the thread running this handler, which it reads the same way. A
     // volatile load: the kernel writes this word.
-    let now = unsafe { std::ptr::read_volatile((tcb + offset) as *const u32) };
+    let now = unsafe { std::ptr::read_volatile(tcb.wrapping_add(offset) as *const u32) };
     (now == tid).then_some((tid, lo, hi))
 }
 

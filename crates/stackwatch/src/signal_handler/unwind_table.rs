@@ -139,16 +139,20 @@ type FdeRows = (u64, u64, Vec<(u64, Rule)>);
 /// One module's rows: addresses relative to the start of its executable mapping.
 #[derive(Debug, Default)]
 pub struct ModuleRows {
-    /// The index, then the rows, in one allocation.
+    /// The index, then the rows, in one allocation. An index entry per `2^shift` bytes
+    /// of code: the rule in force at the bucket's start (high 32 bits), `FP_BUCKET` when
+    /// the bucket's code is all in frame-pointer functions, and the number of rows at or
+    /// below its start (the rest of the low 32 bits). A row: `address << 32 | rule`,
+    /// sorted, so a lookup's address and rule share a cache line.
     words: Box<[u64]>,
     /// Index entries at the start of `words`; the rows follow.
     index_len: usize,
-    /// Per `2^shift` bytes of code: the rule in force at the bucket's start (high 32 bits),
-    /// `FP_BUCKET` when the bucket's code is all in frame-pointer functions, and the number
-    /// of rows at or below its start (the rest of the low 32 bits).
     shift: u32,
     /// Runs of consecutive frame-pointer functions (diagnostics).
     fp_runs: usize,
+    /// The two longest runs, `[start, end)`, checked before the index (see
+    /// [`UnwindTable::rule_for`]).
+    long_runs: [(u32, u32); 2],
 }
 
 /// Index flag: every function in this bucket keeps a frame pointer, so a return address
@@ -240,18 +244,24 @@ impl ModuleRows {
             }
             let rows: Vec<(u64, Rule)> = rows.into_iter().filter(|(a, _)| *a < end).collect();
             // A function with a frame pointer: rbp-based CFA in its body, only the shapes
-            // of `push rbp` / `pop rbp` (CFA = rsp + 8 or 16, rbp unchanged or saved at
-            // CFA - 16) around it. Every call in it returns into a `UseFp` row.
+            // of `push rbp` / `pop rbp` around it: CFA = rsp + 8 at entry and after
+            // `pop rbp` (where compilers often leave rbp's rule at CFA - 16), where no
+            // call can be (the stack would be misaligned for it); CFA = rsp + 16 after
+            // `push rbp` only for the `mov rbp, rsp` that follows (3 bytes, then the
+            // rbp-based rows). So every call in it returns into a `UseFp` row.
             let frame_pointer = rows.iter().any(|(_, r)| *r == Rule::UseFp)
-                && rows.iter().all(|(_, r)| match *r {
+                && rows.iter().enumerate().all(|(k, (at, r))| match *r {
                     Rule::UseFp => true,
                     Rule::OffsetSp {
-                        sp_offset,
-                        bp_from_sp,
-                    } => {
-                        (sp_offset == 8 && bp_from_sp.is_none())
-                            || (sp_offset == 16 && matches!(bp_from_sp, None | Some(0)))
-                    }
+                        sp_offset: 8,
+                        bp_from_sp: None | Some(-8),
+                    } => true,
+                    Rule::OffsetSp {
+                        sp_offset: 16,
+                        bp_from_sp: None | Some(0),
+                    } => rows
+                        .get(k + 1)
+                        .is_some_and(|(next, rule)| *rule == Rule::UseFp && next - at <= 3),
                     _ => false,
                 });
             match fp.last_mut() {
@@ -313,11 +323,18 @@ impl ModuleRows {
         }
         let index_len = index.len();
         index.extend_from_slice(&rows);
+        let mut long_runs = [(0, 0); 2];
+        let mut by_length = fp.clone();
+        by_length.sort_by_key(|r| std::cmp::Reverse(r.1 - r.0));
+        for (slot, run) in long_runs.iter_mut().zip(by_length) {
+            *slot = run;
+        }
         ModuleRows {
             words: index.into(),
             index_len,
             shift,
             fp_runs: fp.len(),
+            long_runs,
         }
     }
 
@@ -336,14 +353,13 @@ impl ModuleRows {
         self.words.len() * 8
     }
 
-    /// `address << 32 | rule` of every row, sorted: a lookup's address and rule share a
-    /// cache line.
+    /// Every row.
     #[inline(always)]
     fn rows(&self) -> &[u64] {
         &self.words[self.index_len..]
     }
 
-    /// Per `2^shift` bytes of code, see `words`.
+    /// The bucket index.
     #[inline(always)]
     fn index(&self) -> &[u64] {
         &self.words[..self.index_len]
@@ -380,24 +396,44 @@ impl ModuleRows {
     }
 }
 
+/// One executable mapping as the handler looks it up.
+#[derive(Debug)]
+struct TableModule {
+    start: u64,
+    end: u64,
+    /// The module's two longest runs of frame-pointer functions, mapping-relative: in a
+    /// binary built with frame pointers one run holds nearly all its code, so most
+    /// return addresses are placed without touching the rows.
+    long_runs: [(u32, u32); 2],
+    rows: Arc<ModuleRows>,
+}
+
 /// The rows of every module, by actual address, as the handler reads them.
 #[derive(Debug, Default)]
 pub struct UnwindTable {
-    /// `(start, end, rows)` of each executable mapping, sorted by start.
-    modules: Vec<(u64, u64, Arc<ModuleRows>)>,
+    /// Sorted by start.
+    modules: Vec<TableModule>,
 }
 
 impl UnwindTable {
     /// Adds a mapping `[start, end)` and its rows. Aggregator thread.
     pub fn add(&mut self, range: Range<u64>, rows: Arc<ModuleRows>) {
-        let at = self.modules.partition_point(|m| m.0 < range.start);
-        self.modules.insert(at, (range.start, range.end, rows));
+        let at = self.modules.partition_point(|m| m.start < range.start);
+        self.modules.insert(
+            at,
+            TableModule {
+                start: range.start,
+                end: range.end,
+                long_runs: rows.long_runs,
+                rows,
+            },
+        );
     }
 
     /// Runs of frame-pointer functions of each module.
     #[cfg(test)]
     pub fn fp_runs(&self) -> Vec<usize> {
-        self.modules.iter().map(|m| m.2.fp_runs()).collect()
+        self.modules.iter().map(|m| m.rows.fp_runs()).collect()
     }
 
     /// The rule for the code at `addr`: the interrupted PC when `first_frame`, else a
@@ -408,18 +444,27 @@ impl UnwindTable {
     #[inline]
     pub fn rule_for(&self, addr: u64, first_frame: bool, hint: &mut usize) -> Rule {
         let i = match self.modules.get(*hint) {
-            Some(m) if m.0 <= addr && addr < m.1 => *hint,
+            Some(m) if m.start <= addr && addr < m.end => *hint,
             _ => {
-                let i = self.modules.partition_point(|m| m.0 <= addr);
-                if i == 0 || addr >= self.modules[i - 1].1 {
+                let i = self.modules.partition_point(|m| m.start <= addr);
+                if i == 0 || addr >= self.modules[i - 1].end {
                     return Rule::Delegate;
                 }
                 *hint = i - 1;
                 i - 1
             }
         };
-        let (start, _, rows) = &self.modules[i];
-        rows.rule_at(addr - start, first_frame)
+        let m = &self.modules[i];
+        let rel = addr - m.start;
+        // A return address in a run of frame-pointer functions (see `rule_at`).
+        if !first_frame
+            && m.long_runs
+                .iter()
+                .any(|r| r.0 as u64 <= rel && rel < r.1 as u64)
+        {
+            return Rule::UseFp;
+        }
+        m.rows.rule_at(rel, first_frame)
     }
 }
 
