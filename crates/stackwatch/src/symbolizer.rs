@@ -77,7 +77,13 @@ struct ModuleSymbols {
 }
 
 impl ModuleSymbols {
-    fn load(module: &LoadedModule, debug_dirs: &[PathBuf]) -> Result<ModuleSymbols, SymbolError> {
+    /// Reads what `module`'s files give; compressed DWARF sections may take up to
+    /// `decompress_budget` bytes.
+    fn load(
+        module: &LoadedModule,
+        debug_dirs: &[PathBuf],
+        decompress_budget: u64,
+    ) -> Result<ModuleSymbols, SymbolError> {
         let elf = if module.path.as_os_str() == "[vdso]" {
             let len = (module.avma.end - module.avma.start) as usize;
             let mut buf = vec![0u8; len];
@@ -122,9 +128,9 @@ impl ModuleSymbols {
         }
         let _ = symbols.add(&elf, true);
         symbols.finish();
-        let dwarf = match Dwarf::open(&elf) {
+        let dwarf = match Dwarf::open(&elf, decompress_budget) {
             Ok(Some(d)) => Some(d),
-            Ok(None) => debug.as_ref().and_then(|d| match Dwarf::open(d) {
+            Ok(None) => debug.as_ref().and_then(|d| match Dwarf::open(d, decompress_budget) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::debug!(path = %module.path.display(), error = %e, "debug file's DWARF not used");
@@ -339,7 +345,15 @@ impl Symbolizer {
         let key = (module.path.clone(), module.inode);
         if !self.loaded.contains_key(&key) {
             self.heavy = true;
-            let syms = match ModuleSymbols::load(&module, &self.debug_dirs) {
+            let decompressed: u64 = self
+                .loaded
+                .values()
+                .flatten()
+                .filter_map(|m| m.dwarf.as_ref())
+                .map(Dwarf::decompressed_bytes)
+                .sum();
+            let budget = dwarf::COMPRESSED_TOTAL.saturating_sub(decompressed);
+            let syms = match ModuleSymbols::load(&module, &self.debug_dirs, budget) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::debug!(path = %module.path.display(), error = %e, "no symbols");
@@ -644,18 +658,34 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
     }
 
     #[test]
-    fn c_inlined_functions_are_frames_of_their_own() {
+    fn c_inlined_functions_are_frames_of_their_own_with_plain_or_compressed_dwarf() {
         let dir = scratch("inline-c");
         let lib = c_library(&dir);
-        let chains = chains(&lib, "sw_hidden_spin");
-        assert!(
-            chains.contains(&vec!["sw_hidden_spin".to_string(), "sw_inner".to_string()]),
-            "{chains:?}"
-        );
-        assert!(
-            chains.iter().all(|c| c[0] == "sw_hidden_spin"),
-            "{chains:?}"
-        );
+        // The same with zlib-compressed debug sections, as distributions ship them.
+        let gz = dir.join("gz");
+        std::fs::create_dir_all(&gz).unwrap();
+        let lib_gz = gz.join("libsw.so");
+        run(std::process::Command::new("cc")
+            .args(["-O2", "-g", "-gz=zlib", "-shared", "-fPIC", "-o"])
+            .arg(&lib_gz)
+            .arg(dir.join("sw.c")));
+        assert!(Elf::open(&lib_gz)
+            .unwrap()
+            .section(".debug_info")
+            .unwrap()
+            .is_compressed());
+        for lib in [lib, lib_gz] {
+            let chains = chains(&lib, "sw_hidden_spin");
+            assert!(
+                chains.contains(&vec!["sw_hidden_spin".to_string(), "sw_inner".to_string()]),
+                "{}: {chains:?}",
+                lib.display()
+            );
+            assert!(
+                chains.iter().all(|c| c[0] == "sw_hidden_spin"),
+                "{chains:?}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -31,9 +31,13 @@ pub(crate) const UNIT_CACHE_BYTES: usize = 4 << 20;
 const WINDOW: usize = 64 << 10;
 /// A single entry, abbreviation table or range list larger than this is given up on.
 const MAX_WINDOW: usize = 4 << 20;
-/// Compressed sections are decompressed whole, up to this size each; past it the file's
-/// DWARF is not used (its symbol table still names functions).
+/// Compressed sections (as distributions' debug files ship them) are decompressed whole,
+/// up to this size each and this much in all the symbolizer holds; past either, the file's
+/// DWARF is not used (its symbol table still names every function; only inlined frames
+/// of that library are lost).
 pub(crate) const COMPRESSED_MAX: u64 = 2 << 20;
+/// See [`COMPRESSED_MAX`].
+pub(crate) const COMPRESSED_TOTAL: u64 = 4 << 20;
 /// Hops through `DW_AT_abstract_origin` / `DW_AT_specification` when naming.
 const MAX_HOPS: u32 = 8;
 
@@ -51,16 +55,19 @@ enum SectData {
 }
 
 impl Sect {
-    fn open(elf: &Rc<Elf>, name: &str) -> Result<Option<Sect>, SymbolError> {
+    fn open(elf: &Rc<Elf>, name: &str, budget: &mut u64) -> Result<Option<Sect>, SymbolError> {
         let Some(s) = elf.section(name) else {
             return Ok(None);
         };
-        Ok(Some(Sect::from_header(elf, s)?))
+        Ok(Some(Sect::from_header(elf, s, budget)?))
     }
 
-    fn from_header(elf: &Rc<Elf>, s: &Shdr) -> Result<Sect, SymbolError> {
+    /// A section; a compressed one is decompressed if it fits in `budget`, which it
+    /// then takes from.
+    fn from_header(elf: &Rc<Elf>, s: &Shdr, budget: &mut u64) -> Result<Sect, SymbolError> {
         if s.is_compressed() {
-            let data = elf.section_data(s, COMPRESSED_MAX)?;
+            let data = elf.section_data(s, COMPRESSED_MAX.min(*budget))?;
+            *budget -= data.len() as u64;
             return Ok(Sect {
                 size: data.len() as u64,
                 data: SectData::Mem(data),
@@ -199,15 +206,17 @@ pub(crate) struct Dwarf {
 }
 
 impl Dwarf {
-    /// The DWARF of `elf`, if it has `.debug_info` and `.debug_abbrev`.
-    pub fn open(elf: &Rc<Elf>) -> Result<Option<Dwarf>, SymbolError> {
-        let Some(info) = Sect::open(elf, ".debug_info")? else {
+    /// The DWARF of `elf`, if it has `.debug_info` and `.debug_abbrev`; compressed
+    /// sections may take up to `budget` bytes decompressed.
+    pub fn open(elf: &Rc<Elf>, mut budget: u64) -> Result<Option<Dwarf>, SymbolError> {
+        let budget = &mut budget;
+        let Some(info) = Sect::open(elf, ".debug_info", budget)? else {
             return Ok(None);
         };
-        let Some(abbrev) = Sect::open(elf, ".debug_abbrev")? else {
+        let Some(abbrev) = Sect::open(elf, ".debug_abbrev", budget)? else {
             return Ok(None);
         };
-        let opt = |name| Sect::open(elf, name).ok().flatten();
+        let mut opt = |name| Sect::open(elf, name, budget).ok().flatten();
         Ok(Some(Dwarf {
             info,
             abbrev,
@@ -225,6 +234,31 @@ impl Dwarf {
             tick: 0,
             abbrevs: None,
         }))
+    }
+
+    /// Bytes of decompressed sections held.
+    pub fn decompressed_bytes(&self) -> u64 {
+        self.sects()
+            .iter()
+            .flatten()
+            .map(|s| match &s.data {
+                SectData::Mem(m) => m.len() as u64,
+                SectData::File { .. } => 0,
+            })
+            .sum()
+    }
+
+    fn sects(&self) -> [Option<&Sect>; 8] {
+        [
+            Some(&self.info),
+            Some(&self.abbrev),
+            self.str_.as_ref(),
+            self.line_str.as_ref(),
+            self.str_offsets.as_ref(),
+            self.addr.as_ref(),
+            self.ranges.as_ref(),
+            self.rnglists.as_ref(),
+        ]
     }
 
     /// Bytes held: the index, the cached units, the read windows.

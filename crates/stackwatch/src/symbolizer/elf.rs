@@ -201,30 +201,45 @@ impl Elf {
     }
 
     /// The whole contents of a small section, decompressed when it is compressed (up to
-    /// `max` bytes either way).
+    /// `max` bytes either way). Compressed data is streamed from the file, so only the
+    /// result is allocated.
     pub fn section_data(&self, s: &Shdr, max: u64) -> Result<Vec<u8>, SymbolError> {
-        if s.size > max {
-            return Err(SymbolError::TooLarge);
-        }
-        let raw = self.src.read_vec(s.offset, s.size as usize)?;
         if !s.is_compressed() {
-            return Ok(raw);
+            if s.size > max {
+                return Err(SymbolError::TooLarge);
+            }
+            return self.src.read_vec(s.offset, s.size as usize);
         }
-        if raw.len() < 24 || u32_at(&raw, 0) != ELFCOMPRESS_ZLIB {
-            return Err(SymbolError::Unsupported("compression other than zlib"));
-        }
-        let size = u64_at(&raw, 8);
+        let size = self.decompressed_size(s)?;
         if size > max {
             return Err(SymbolError::TooLarge);
         }
         let mut out = Vec::with_capacity(size as usize);
-        flate2::read::ZlibDecoder::new(&raw[24..])
+        let compressed = SourceReader {
+            src: &self.src,
+            off: s.offset + 24,
+            end: s.offset + s.size,
+        };
+        flate2::read::ZlibDecoder::new(compressed)
             .take(size)
             .read_to_end(&mut out)?;
         if out.len() as u64 != size {
             return Err(SymbolError::Truncated);
         }
         Ok(out)
+    }
+
+    /// The size of a compressed section once decompressed (its `Elf64_Chdr`); only zlib
+    /// is read.
+    pub fn decompressed_size(&self, s: &Shdr) -> Result<u64, SymbolError> {
+        if s.size < 24 {
+            return Err(SymbolError::Truncated);
+        }
+        let chdr = self.src.read_vec(s.offset, 24)?;
+        if u32_at(&chdr, 0) != ELFCOMPRESS_ZLIB {
+            return Err(SymbolError::Unsupported("compression other than zlib"));
+        }
+        Ok(u64_at(&chdr, 8))
     }
 
     /// The GNU build id, from its note.
@@ -295,6 +310,22 @@ impl Elf {
         self.src.memory_bytes()
             + self.sections.capacity() * std::mem::size_of::<Shdr>()
             + self.sections.iter().map(|s| s.name.len()).sum::<usize>()
+    }
+}
+
+/// Reads a byte range of a source in order (what a decompressor pulls from).
+struct SourceReader<'a> {
+    src: &'a Source,
+    off: u64,
+    end: u64,
+}
+
+impl Read for SourceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min((self.end - self.off) as usize);
+        let got = self.src.read_at(self.off, &mut buf[..n])?;
+        self.off += got as u64;
+        Ok(got)
     }
 }
 
