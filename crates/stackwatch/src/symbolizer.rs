@@ -238,8 +238,9 @@ impl Symbolizer {
     }
 
     fn clear_addresses(&mut self) {
-        self.hot = HashMap::new();
-        self.cold = HashMap::new();
+        // Cleared, not dropped: the tables are reused (see `frames`).
+        self.hot.clear();
+        self.cold.clear();
         self.hot_bytes = 0;
         self.cold_bytes = 0;
     }
