@@ -2,8 +2,9 @@
 
 use thiserror::Error;
 
-/// Why a profiler could not start or serve.
+/// Why a profiler could not start or serve. More reasons may be added.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Only one profiler can sample a process at a time (SIGPROF is process-wide).
     #[error("a stackwatch profiler is already running in this process")]

@@ -104,7 +104,8 @@ pub fn require_token(router: Router, token: Option<&str>) -> Router {
 }
 
 /// A running endpoint server; stops when [`ServerHandle::shutdown`] is called or it is
-/// dropped.
+/// dropped, so keep it: `let _server = stackwatch::http::serve(&p, addr)?;`.
+#[must_use = "the server stops as soon as its handle is dropped"]
 pub struct ServerHandle {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,

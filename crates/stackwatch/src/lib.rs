@@ -9,11 +9,15 @@
 //!     .retain_windows(60)
 //!     .max_stacks(10_000)
 //!     .start()?;
-//! let handle = stackwatch::http::serve(&profiler, "127.0.0.1:6060".parse()?)?;
+//! // Keep the handle: the server stops when it is dropped.
+//! let _server = stackwatch::http::serve(&profiler, "127.0.0.1:6060".parse()?)?;
 //! let last_minute = profiler.profile(Duration::from_secs(60));
 //! println!("{}", last_minute.to_folded());
-//! # drop(handle); Ok(()) }
+//! # Ok(()) }
 //! ```
+//!
+//! Features: `http` (default) — the endpoints, on axum and tokio; `tracing` — a
+//! `tracing_subscriber` layer that turns span fields into sample labels.
 //!
 //! Where things live:
 //! - [`signal_handler`](crate::signal_handler): the SIGPROF handler (async-signal-safe).
@@ -26,6 +30,7 @@
 
 mod aggregator;
 mod error;
+#[cfg(feature = "http")]
 pub mod http;
 mod labels;
 mod modules;

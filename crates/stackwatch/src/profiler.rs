@@ -296,12 +296,15 @@ impl Drop for ProfilerInner {
 /// A running profiler. Cheap to clone; sampling stops when [`Profiler::stop`] is called or
 /// the last clone is dropped. Windows stay readable after stop.
 #[derive(Clone)]
+#[must_use = "sampling stops when the last clone of the Profiler is dropped"]
 pub struct Profiler {
     inner: Arc<ProfilerInner>,
 }
 
-/// A snapshot of the profiler's own counters (what `/metrics` exports).
+/// A snapshot of the profiler's own counters (what `/metrics` exports). More counters
+/// may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProfilerStats {
     /// Sampling periods recorded (the sum of all stack counts).
     pub samples: u64,
