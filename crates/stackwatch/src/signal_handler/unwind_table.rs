@@ -133,9 +133,6 @@ pub struct SectionBases {
     pub got: u64,
 }
 
-/// `(start, end, rows)` of one FDE, mapping-relative.
-type FdeRows = (u64, u64, Vec<(u64, Rule)>);
-
 /// One module's rows: addresses relative to the start of its executable mapping.
 #[derive(Debug, Default)]
 pub struct ModuleRows {
@@ -148,7 +145,8 @@ pub struct ModuleRows {
     /// Index entries at the start of `words`; the rows follow.
     index_len: usize,
     shift: u32,
-    /// Runs of consecutive frame-pointer functions (diagnostics).
+    /// Runs of consecutive frame-pointer functions (diagnostics, printed by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     fp_runs: usize,
     /// The two longest runs, `[start, end)`, checked before the index (see
     /// [`UnwindTable::rule_for`]).
@@ -180,8 +178,11 @@ impl ModuleRows {
             (map.start <= avma && avma <= map.end).then(|| avma - map.start)
         };
         let mut ctx: gimli::UnwindContext<usize> = gimli::UnwindContext::new();
-        // (start, end, rows) per FDE, relative addresses.
-        let mut fdes: Vec<FdeRows> = Vec::new();
+        // Every FDE's rows, `(address, encoded rule)`, one after another; and per FDE
+        // `(start, end, first row, end of rows)`. Flat, so that building holds little
+        // memory beyond the result.
+        let mut flat: Vec<(u32, u32)> = Vec::new();
+        let mut fdes: Vec<(u32, u32, u32, u32)> = Vec::new();
         let mut entries = section.entries(&gbases);
         // A malformed entry ends the walk of the section: what was read stays, the rest is
         // delegated to framehop.
@@ -199,102 +200,108 @@ impl ModuleRows {
             if re <= rs {
                 continue;
             }
-            let mut rows = Vec::new();
             let Ok(mut table) = fde.rows(&section, &gbases, &mut ctx) else {
                 continue;
             };
-            let mut ok = true;
-            loop {
+            let from = flat.len();
+            let complete = loop {
                 match table.next_row() {
                     Ok(Some(row)) => {
                         let Some(r) = rel(row.start_address()) else {
-                            ok = false;
-                            break;
+                            break false;
                         };
+                        if r >= re {
+                            continue;
+                        }
                         let rule = translate(
                             row.cfa(),
                             row.register(X86_64::RBP),
                             row.register(X86_64::RA),
                         );
-                        rows.push((r, rule));
+                        flat.push((r as u32, encode(rule)));
                     }
-                    Ok(None) => break,
-                    Err(_) => {
-                        ok = false;
-                        break;
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            if !complete || flat.len() == from {
+                // Not usable: framehop will say what it can for these addresses.
+                flat.truncate(from);
+                continue;
+            }
+            fdes.push((rs as u32, re as u32, from as u32, flat.len() as u32));
+        }
+        fdes.sort_unstable_by_key(|f| f.0);
+        // Rows that end up at the same address (a zero-length row, an FDE starting where
+        // the previous ends): the last one wins; equal neighbours merge.
+        let mut rows: Vec<u64> = Vec::with_capacity(flat.len() + fdes.len());
+        let mut push = |a: u32, bits: u32| {
+            let row = (a as u64) << 32 | bits as u64;
+            match rows.last_mut() {
+                Some(last) if (*last >> 32) as u32 == a => {
+                    *last = row;
+                    let n = rows.len();
+                    if n >= 2 && rows[n - 2] as u32 == bits {
+                        rows.pop();
                     }
                 }
+                Some(last) if *last as u32 == bits => {}
+                _ => rows.push(row),
             }
-            if ok && !rows.is_empty() {
-                fdes.push((rs, re, rows));
-            }
-        }
-        fdes.sort_by_key(|f| f.0);
-        let mut out: Vec<(u64, Rule)> = Vec::new();
+        };
         let mut fp: Vec<(u32, u32)> = Vec::new();
-        let mut covered_to = 0u64;
-        for (start, end, rows) in fdes {
+        let mut covered_to = 0u32;
+        for (start, end, from, to) in fdes {
             if start < covered_to {
                 // Overlapping FDEs: which one framehop picks depends on its index; leave
                 // the overlap to framehop.
-                out.push((start, Rule::Delegate));
+                push(start, DELEGATE);
                 covered_to = covered_to.max(end);
-                fp.push((start as u32, start as u32));
+                fp.push((start, start));
                 continue;
             }
-            let rows: Vec<(u64, Rule)> = rows.into_iter().filter(|(a, _)| *a < end).collect();
+            let fde_rows = &flat[from as usize..to as usize];
             // A function with a frame pointer: rbp-based CFA in its body, only the shapes
             // of `push rbp` / `pop rbp` around it: CFA = rsp + 8 at entry and after
             // `pop rbp` (where compilers often leave rbp's rule at CFA - 16), where no
             // call can be (the stack would be misaligned for it); CFA = rsp + 16 after
             // `push rbp` only for the `mov rbp, rsp` that follows (3 bytes, then the
             // rbp-based rows). So every call in it returns into a `UseFp` row.
-            let frame_pointer = rows.iter().any(|(_, r)| *r == Rule::UseFp)
-                && rows.iter().enumerate().all(|(k, (at, r))| match *r {
-                    Rule::UseFp => true,
-                    Rule::OffsetSp {
-                        sp_offset: 8,
-                        bp_from_sp: None | Some(-8),
-                    } => true,
-                    Rule::OffsetSp {
-                        sp_offset: 16,
-                        bp_from_sp: None | Some(0),
-                    } => rows
-                        .get(k + 1)
-                        .is_some_and(|(next, rule)| *rule == Rule::UseFp && next - at <= 3),
-                    _ => false,
-                });
+            let frame_pointer = fde_rows.iter().any(|(_, r)| decode(*r) == Rule::UseFp)
+                && fde_rows
+                    .iter()
+                    .enumerate()
+                    .all(|(k, (at, r))| match decode(*r) {
+                        Rule::UseFp => true,
+                        Rule::OffsetSp {
+                            sp_offset: 8,
+                            bp_from_sp: None | Some(-8),
+                        } => true,
+                        Rule::OffsetSp {
+                            sp_offset: 16,
+                            bp_from_sp: None | Some(0),
+                        } => fde_rows.get(k + 1).is_some_and(|(next, rule)| {
+                            decode(*rule) == Rule::UseFp && next - at <= 3
+                        }),
+                        _ => false,
+                    });
             match fp.last_mut() {
                 // Consecutive frame-pointer functions (and the padding between them)
                 // make one range.
-                Some(last) if frame_pointer && last.0 < last.1 => last.1 = end as u32,
-                _ if frame_pointer => fp.push((start as u32, end as u32)),
+                Some(last) if frame_pointer && last.0 < last.1 => last.1 = end,
+                _ if frame_pointer => fp.push((start, end)),
                 // An empty range marks where frame-pointer code stops.
-                Some(last) if last.0 < last.1 => fp.push((start as u32, start as u32)),
+                Some(last) if last.0 < last.1 => fp.push((start, start)),
                 _ => {}
             }
-            out.extend(rows);
-            out.push((end, Rule::Delegate));
+            for &(a, bits) in fde_rows {
+                push(a, bits);
+            }
+            push(end, DELEGATE);
             covered_to = end;
         }
+        drop(flat);
         fp.retain(|r| r.0 < r.1);
-        // Rows that end up at the same address (a zero-length row, an FDE starting where
-        // the previous ends): the last one wins; then merge equal neighbours.
-        let mut rows: Vec<u64> = Vec::with_capacity(out.len());
-        for (a, rule) in out {
-            let row = (a << 32) | encode(rule) as u64;
-            match rows.last_mut() {
-                Some(last) if *last >> 32 == a => {
-                    *last = row;
-                    let n = rows.len();
-                    if n >= 2 && rows[n - 2] as u32 == row as u32 {
-                        rows.pop();
-                    }
-                }
-                Some(last) if *last as u32 == row as u32 => {}
-                _ => rows.push(row),
-            }
-        }
         // At least one index entry per row (most buckets then start no row, and a lookup
         // is that one entry), at least 16 bytes of code per bucket.
         let mut shift = 4;
@@ -338,12 +345,8 @@ impl ModuleRows {
         }
     }
 
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.words.len() - self.index_len
-    }
-
     /// Runs of frame-pointer functions.
+    #[cfg(test)]
     pub fn fp_runs(&self) -> usize {
         self.fp_runs
     }
