@@ -1,6 +1,6 @@
 //! The SIGPROF handler's own cost per sample, against stack depth, measured inside the
 //! handler: the handler reads the time-stamp counter (`rdtsc`) at entry and exit and counts
-//! the difference in a histogram of atomics (`stackwatch::signal_handler::handler_cost`),
+//! the difference in a histogram of atomics (`stackwatch::__handler_cost::handler_cost`),
 //! for one worker thread only. pprof-rs's handler is timed the same way: its SIGPROF
 //! handler is wrapped by one that reads the counter around the call.
 //!
@@ -33,7 +33,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use stackwatch::signal_handler::{self as sh, CostHistogram, CostSnapshot};
+use stackwatch::__handler_cost::{self as sh, CostHistogram, CostSnapshot};
 
 const CHILD_ENV: &str = "STACKWATCH_HANDLER_COST_CHILD";
 

@@ -20,13 +20,18 @@
 //! `tracing_subscriber` layer that turns span fields into sample labels.
 //!
 //! Where things live:
-//! - [`signal_handler`](crate::signal_handler): the SIGPROF handler (async-signal-safe).
+//! - `signal_handler`: the SIGPROF handler (async-signal-safe), private: nothing outside
+//!   the crate can reach the state it writes.
 //! - `thread_timers`: per-thread CPU-time timers, thread discovery, setitimer fallback.
 //! - `modules`: `/proc/self/maps` and eh_frame tables for the unwinder.
 //! - `aggregator`: the thread that symbolises, folds and windows samples.
 //! - `labels`: sample labels ([`label`], [`LabelSet`], [`LabeledFuture`]) and the table
 //!   the handler reads them from.
 //! - `windows`: windows, retention, pruning; [`http`]: the endpoints.
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod aggregator;
 mod error;
@@ -36,7 +41,7 @@ mod labels;
 mod modules;
 mod profiler;
 mod sample_ring;
-pub mod signal_handler;
+mod signal_handler;
 mod symbolizer;
 mod thread_timers;
 #[cfg(feature = "tracing")]
@@ -56,3 +61,13 @@ pub use thread_timers::TimerMode;
 #[cfg(feature = "tracing")]
 pub use tracing_labels::LabelLayer;
 pub use windows::{LabelFilter, LabeledProfile};
+
+/// The signal handler's own cost histogram, for `benches/handler_cost.rs`: not part of
+/// the API, no stability promised.
+#[doc(hidden)]
+pub mod __handler_cost {
+    pub use crate::signal_handler::{
+        calibrate_ticks, cost_filter_tid, cost_on_cpu, cost_ticks, handler_cost, thread_cpu_ns,
+        ticks_to_ns, CostHistogram, CostSnapshot, COST_BUCKETS,
+    };
+}

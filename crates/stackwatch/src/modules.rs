@@ -361,9 +361,8 @@ garbage line\n";
         // A private copy of libz, so that replacing it touches nothing else.
         let libz = CString::new("libz.so.1").unwrap();
         // SAFETY: dlopen of a system library with a constant name.
-        assert!(
-            !unsafe { libc::dlopen(libz.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }.is_null()
-        );
+        let handle = unsafe { libc::dlopen(libz.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null());
         let dir = std::env::temp_dir().join(format!(
             "stackwatch-replaced-{}-{}",
             std::process::id(),

@@ -46,14 +46,47 @@ pub struct SampleRing {
     dropped: AtomicU64,
 }
 
-// SAFETY: a slot's `sample` is only written by the one handler that moved its state
-// EMPTY -> WRITING, and only read by the aggregator after it observed FULL (acquire),
-// until it stores EMPTY (release). Those states make access exclusive.
+// SAFETY: a slot's `sample` is only written through the one `SlotWriter` whose claim
+// moved its state EMPTY -> WRITING, and only read by the aggregator after it observed
+// FULL (acquire), until it stores EMPTY (release). Those states make access exclusive.
 unsafe impl Sync for SampleRing {}
+// SAFETY: the slots are plain data and atomics; ownership can move between threads.
 unsafe impl Send for SampleRing {}
 
-/// A claimed slot; publish it with [`SampleRing::publish`].
-pub struct SlotGuard(usize);
+/// A claimed slot: the only way to write it. The `&mut RawSample` it lends
+/// ([`SlotWriter::sample`]) cannot outlive it, and [`SlotWriter::publish`] consumes it,
+/// so no reference to a slot survives its publication (after which the aggregator reads
+/// it). Dropped unpublished, the slot is given back empty.
+pub struct SlotWriter<'a> {
+    ring: &'a SampleRing,
+    index: usize,
+}
+
+impl SlotWriter<'_> {
+    /// The sample to fill.
+    pub fn sample(&mut self) -> &mut RawSample {
+        // SAFETY: this writer moved the slot EMPTY -> WRITING and is the only one that
+        // can touch it until it stores FULL or EMPTY; the borrow is tied to `&mut self`,
+        // so it ends before `publish` or drop.
+        unsafe { &mut *self.ring.slots[self.index].sample.get() }
+    }
+
+    /// Makes the sample visible to the reader. Async-signal-safe: one atomic store.
+    pub fn publish(self) {
+        self.ring.slots[self.index]
+            .state
+            .store(FULL, Ordering::Release);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SlotWriter<'_> {
+    fn drop(&mut self) {
+        self.ring.slots[self.index]
+            .state
+            .store(EMPTY, Ordering::Release);
+    }
+}
 
 impl SampleRing {
     /// Allocates `capacity` slots up front (this is the only allocation).
@@ -85,8 +118,7 @@ impl SampleRing {
 
     /// Claims the next slot for writing. Async-signal-safe: atomics only. Returns `None`
     /// (and counts a drop) when that slot still holds an unread sample.
-    #[allow(clippy::mut_from_ref)] // exclusive by the EMPTY -> WRITING transition
-    pub fn claim(&self) -> Option<(SlotGuard, &mut RawSample)> {
+    pub fn claim(&self) -> Option<SlotWriter<'_>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = &self.slots[i];
         if slot
@@ -97,13 +129,10 @@ impl SampleRing {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        // SAFETY: we own the slot until publish (state WRITING); see the Sync impl.
-        Some((SlotGuard(i), unsafe { &mut *slot.sample.get() }))
-    }
-
-    /// Makes a claimed slot visible to the reader.
-    pub fn publish(&self, guard: SlotGuard) {
-        self.slots[guard.0].state.store(FULL, Ordering::Release);
+        Some(SlotWriter {
+            ring: self,
+            index: i,
+        })
     }
 
     /// Counts a sample dropped for another reason (no unwind scratch free).
@@ -142,10 +171,11 @@ mod tests {
     fn full_ring_drops_and_counts_instead_of_overwriting() {
         let ring = SampleRing::new(4);
         for i in 0..6u32 {
-            if let Some((g, s)) = ring.claim() {
+            if let Some(mut w) = ring.claim() {
+                let s = w.sample();
                 s.tid = i;
                 s.depth = 0;
-                ring.publish(g);
+                w.publish();
             }
         }
         assert_eq!(ring.dropped(), 2);
@@ -154,6 +184,26 @@ mod tests {
         tids.sort();
         assert_eq!(tids, vec![0, 1, 2, 3]);
         assert_eq!(ring.drain(|_| {}), 0);
+    }
+
+    #[test]
+    fn a_writer_dropped_unpublished_gives_its_slot_back() {
+        let ring = SampleRing::new(2);
+        {
+            let mut w = ring.claim().unwrap();
+            w.sample().tid = 7;
+        }
+        assert_eq!(ring.drain(|_| {}), 0);
+        let mut w = ring.claim().unwrap();
+        w.sample().tid = 8;
+        w.publish();
+        let w = ring.claim().unwrap();
+        w.publish();
+        assert_eq!(ring.dropped(), 0);
+        let mut tids = Vec::new();
+        ring.drain(|s| tids.push(s.tid));
+        assert_eq!(tids.len(), 2);
+        assert!(tids.contains(&8));
     }
 
     #[test]
@@ -166,10 +216,11 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut ok = 0u64;
                     for _ in 0..20_000 {
-                        if let Some((g, s)) = ring.claim() {
+                        if let Some(mut w) = ring.claim() {
+                            let s = w.sample();
                             s.tid = t;
                             s.weight = 1;
-                            ring.publish(g);
+                            w.publish();
                             ok += 1;
                         }
                     }

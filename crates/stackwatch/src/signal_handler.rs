@@ -437,13 +437,16 @@ unsafe fn record_sample(
 ) -> (u32, Walked) {
     // Each expiry of a POSIX CPU timer that the scheduler tick could not deliver is
     // counted in si_overrun; the sample stands for all of those periods.
-    let timer_info = &*(info as *const SigInfoTimer);
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler, and
+    // `SigInfoTimer` is the layout of its first fields on 64-bit Linux.
+    let timer_info = unsafe { &*(info as *const SigInfoTimer) };
     let weight = if timer_info.si_code == SI_TIMER {
         1 + timer_info.si_overrun.max(0) as u32
     } else {
         1
     };
-    let (pc, regs) = registers(ctx);
+    // SAFETY: `ctx` is the ucontext the kernel saved for this signal.
+    let (pc, regs) = unsafe { registers(ctx) };
     let sp = sp_of(&regs);
     // Which thread, and whether its stack may be read directly (see `identify`).
     let (tid, stack_bounds) = identify(state, sp);
@@ -460,7 +463,8 @@ unsafe fn record_sample(
         return (tid, Walked::default());
     };
     let mut walked = Walked::default();
-    if let Some((guard, sample)) = state.ring.claim() {
+    if let Some(mut writer) = state.ring.claim() {
+        let sample = writer.sample();
         sample.tid = tid;
         sample.weight = weight;
         sample.labels = labels;
@@ -470,15 +474,17 @@ unsafe fn record_sample(
         let published = state.unwinder.load(Ordering::Acquire);
         // SAFETY: the published unwinder stays alive while we are counted in
         // HANDLERS_RUNNING (see `retire`).
-        if published.is_null() || !(*published).knows(pc) {
+        if published.is_null() || !unsafe { (*published).knows(pc) } {
             // An atomic store: async-signal-safe.
             state.unknown_pc.store(true, Ordering::Relaxed);
         }
         if !published.is_null() {
-            // SAFETY: as above; the scratch is ours while `busy` is set.
-            let unwinder = &(*published).unwinder;
-            let cache = &mut *scratch.cache.get();
-            let copy = &mut *scratch.stack.get();
+            // SAFETY: as above, the unwinder outlives this handler run.
+            let unwinder = unsafe { &(*published).unwinder };
+            // SAFETY: the scratch is ours alone while `busy` is set (we set it above).
+            let cache = unsafe { &mut *scratch.cache.get() };
+            // SAFETY: as for `cache`.
+            let copy = unsafe { &mut *scratch.stack.get() };
             let mut memory = match stack_bounds {
                 // From sp (8-aligned, as the copy starts): nothing below it is read.
                 Some((_, hi)) => StackMemory::Direct { lo: sp & !7, hi },
@@ -497,7 +503,8 @@ unsafe fn record_sample(
                 direct: matches!(memory, StackMemory::Direct { .. }),
             };
         }
-        state.ring.publish(guard);
+        // One atomic store (release): the sample is the aggregator's from here.
+        writer.publish();
     }
     scratch.busy.store(false, Ordering::Release);
     (tid, walked)
@@ -660,7 +667,8 @@ fn walk(
 #[cfg(target_arch = "x86_64")]
 unsafe fn registers(ctx: *mut libc::c_void) -> (u64, framehop::UnwindRegsNative) {
     // Reading the interrupted registers from the ucontext the kernel saved: plain memory.
-    let uc = &*(ctx as *const libc::ucontext_t);
+    // SAFETY: the caller passes the kernel's ucontext for this signal.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
     let g = &uc.uc_mcontext.gregs;
     let pc = g[libc::REG_RIP as usize] as u64;
     let sp = g[libc::REG_RSP as usize] as u64;
@@ -675,7 +683,8 @@ fn sp_of(regs: &framehop::UnwindRegsNative) -> u64 {
 
 #[cfg(target_arch = "aarch64")]
 unsafe fn registers(ctx: *mut libc::c_void) -> (u64, framehop::UnwindRegsNative) {
-    let uc = &*(ctx as *const libc::ucontext_t);
+    // SAFETY: the caller passes the kernel's ucontext for this signal.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
     let m = &uc.uc_mcontext;
     let pc = m.pc;
     (

@@ -309,7 +309,8 @@ impl ModuleRows {
             shift += 1;
         }
         let buckets = (len >> shift) as usize + 2;
-        let mut index = Vec::with_capacity(buckets);
+        // Sized for the rows too: they are appended below without a reallocation.
+        let mut index = Vec::with_capacity(buckets + rows.len());
         let mut i = 0usize;
         let mut run = 0usize;
         for b in 0..buckets {
@@ -330,6 +331,7 @@ impl ModuleRows {
         }
         let index_len = index.len();
         index.extend_from_slice(&rows);
+        drop(rows);
         let mut long_runs = [(0, 0); 2];
         let mut by_length = fp.clone();
         by_length.sort_by_key(|r| std::cmp::Reverse(r.1 - r.0));
