@@ -15,6 +15,13 @@ pub enum Error {
     /// A builder setting is out of range.
     #[error("invalid profiler setting: {0}")]
     InvalidConfig(String),
+    /// Sampling needs Linux (per-thread CPU timers, the signal handler's unwinding); the
+    /// crate builds elsewhere, and starting a profiler there is this error.
+    #[error("stackwatch samples on Linux only; this is {os}")]
+    Unsupported {
+        /// `std::env::consts::OS`.
+        os: &'static str,
+    },
     /// An OS call failed.
     #[error("{what}: {source}")]
     Os {

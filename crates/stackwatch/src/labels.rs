@@ -91,13 +91,30 @@ pub(crate) fn current_set_for(tid: u32) -> u32 {
     0
 }
 
+/// The kernel's id of this thread (what the signal handler looks slots up by).
+#[cfg(target_os = "linux")]
+fn current_tid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Elsewhere nothing samples; a per-thread number keeps the slots distinct.
+#[cfg(not(target_os = "linux"))]
+fn current_tid() -> u32 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    thread_local! {
+        static ID: u32 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
+}
+
 /// This thread's slot, claimed on first use and freed when the thread exits.
 struct SlotClaim(Option<&'static ThreadSlot>);
 
 impl SlotClaim {
     fn claim() -> Self {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+        let tid = current_tid();
         if tid == SLOT_EMPTY || tid == SLOT_FREED {
             return SlotClaim(None);
         }

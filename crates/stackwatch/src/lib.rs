@@ -32,17 +32,30 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Off Linux only the portable half is built (windows, labels, endpoints); what only the
+// sampler calls is unused there by design.
+#![cfg_attr(
+    not(all(target_os = "linux", not(stackwatch_unsupported_platform))),
+    allow(dead_code)
+)]
 
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod aggregator;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod modules;
 mod profiler;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod sample_ring;
+mod sampler;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod signal_handler;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod symbolizer;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod thread_timers;
 #[cfg(feature = "tracing")]
 mod tracing_labels;
@@ -53,11 +66,11 @@ pub use labels::{
     label, unlabeled_threads, with_labels, LabelFutureExt, LabelGuard, LabelSet, LabeledFuture,
     MAX_INTERNED_SETS, MAX_INTERNED_TEXT, THREAD_SLOTS,
 };
+pub use profiler::TimerMode;
 pub use profiler::{Capture, Profiler, ProfilerBuilder, ProfilerStats};
 pub use stackwatch_profile::labels::SampleLabels;
 pub use stackwatch_profile::LabelBudget;
 pub use stackwatch_profile::{Profile, SvgOptions};
-pub use thread_timers::TimerMode;
 #[cfg(feature = "tracing")]
 pub use tracing_labels::LabelLayer;
 pub use windows::{LabelFilter, LabeledProfile};
@@ -65,6 +78,7 @@ pub use windows::{LabelFilter, LabeledProfile};
 /// The signal handler's own cost histogram, for `benches/handler_cost.rs`: not part of
 /// the API, no stability promised.
 #[doc(hidden)]
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 pub mod __handler_cost {
     pub use crate::signal_handler::{
         calibrate_ticks, cost_filter_tid, cost_on_cpu, cost_ticks, handler_cost, thread_cpu_ns,

@@ -2,30 +2,43 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use stackwatch_profile::protocol::{WindowSeq, WindowsResponse};
 use stackwatch_profile::{LabelBudget, Profile};
 
-use crate::aggregator::Aggregator;
-use crate::signal_handler::{self, InstallError, SignalState};
-use crate::thread_timers::{ThreadTimers, TimerMode};
+use crate::sampler::Sampler;
 use crate::windows::{LabelFilter, LabeledProfile, WindowConfig, WindowStore};
 use crate::Error;
 
 /// Settings of a profiler; build one with [`Profiler::builder`].
 #[derive(Debug, Clone)]
 pub struct ProfilerBuilder {
-    frequency_hz: u32,
+    pub(crate) frequency_hz: u32,
     window: Duration,
     retain_windows: usize,
     max_stacks: usize,
-    timer_mode: TimerMode,
-    sample_buffer: usize,
+    pub(crate) timer_mode: TimerMode,
+    pub(crate) sample_buffer: usize,
     labels: LabelBudget,
-    unnamed_thread_root: String,
+    pub(crate) unnamed_thread_root: String,
     debug_dirs: Vec<std::path::PathBuf>,
+}
+
+/// The root frame of threads that have no name of their own, unless configured.
+pub(crate) const DEFAULT_UNNAMED_THREAD_ROOT: &str = "thread";
+
+/// Where separate debug files are searched by default, as gdb does.
+pub(crate) const DEFAULT_DEBUG_DIR: &str = "/usr/lib/debug";
+
+/// How SIGPROF is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimerMode {
+    /// One timer per thread on the thread's CPU clock (default).
+    #[default]
+    PerThread,
+    /// One process-wide `setitimer(ITIMER_PROF)`; the kernel picks the thread.
+    ProcessWide,
 }
 
 impl Default for ProfilerBuilder {
@@ -38,10 +51,8 @@ impl Default for ProfilerBuilder {
             timer_mode: TimerMode::PerThread,
             sample_buffer: 2048,
             labels: LabelBudget::default(),
-            unnamed_thread_root: crate::thread_timers::DEFAULT_UNNAMED_THREAD_ROOT.into(),
-            debug_dirs: vec![std::path::PathBuf::from(
-                crate::symbolizer::DEFAULT_DEBUG_DIR,
-            )],
+            unnamed_thread_root: DEFAULT_UNNAMED_THREAD_ROOT.into(),
+            debug_dirs: vec![std::path::PathBuf::from(DEFAULT_DEBUG_DIR)],
         }
     }
 }
@@ -142,23 +153,6 @@ impl ProfilerBuilder {
                 "retain_windows and max_stacks must be positive, sample_buffer at least 2".into(),
             ));
         }
-        signal_handler::install().map_err(|e| match e {
-            InstallError::Foreign => Error::SignalInUse,
-            InstallError::Os(source) => Error::Os {
-                what: "installing the SIGPROF handler",
-                source,
-            },
-        })?;
-        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
-        // Leaked for the handler's 'static reference; reclaimed in `stop` once no
-        // handler can reach it.
-        let signal: &'static SignalState =
-            Box::leak(Box::new(SignalState::new(self.sample_buffer, 2 * cpus + 4)));
-        if !signal_handler::activate(signal) {
-            // SAFETY: never activated, so no handler can see it.
-            drop(unsafe { Box::from_raw(signal as *const SignalState as *mut SignalState) });
-            return Err(Error::AlreadyRunning);
-        }
         let instance = random_instance_id();
         let shared = Arc::new(Shared {
             store: Mutex::new(WindowStore::new(
@@ -178,45 +172,13 @@ impl ProfilerBuilder {
             settings: self.clone(),
             instance,
         });
-        let period_ns = 1_000_000_000 / self.frequency_hz as u64;
-        let timers = ThreadTimers::new(period_ns, self.timer_mode)
-            .with_unnamed_root(&self.unnamed_thread_root);
-        let agg_shared = shared.clone();
-        let aggregator = std::thread::Builder::new()
-            // Not the process name, which would make it an unnamed thread in services
-            // called `stackwatch`.
-            .name("stackwatch-agg".into())
-            .spawn(move || {
-                Aggregator::new(agg_shared, signal, timers).run();
-            })
-            .map_err(|source| Error::Os {
-                what: "spawning the aggregator thread",
-                source,
-            });
-        let aggregator = match aggregator {
-            Ok(h) => h,
-            Err(e) => {
-                release(signal);
-                return Err(e);
-            }
-        };
+        let sampler = Sampler::start(&self, shared.clone())?;
         Ok(Profiler {
             inner: Arc::new(ProfilerInner {
                 shared,
-                running: Mutex::new(Some((aggregator, signal))),
+                running: Mutex::new(Some(sampler)),
             }),
         })
-    }
-}
-
-/// Frees the handler state once no handler can be running on it.
-fn release(signal: &'static SignalState) {
-    if signal_handler::deactivate() {
-        // SAFETY: deactivated and quiesced: no handler holds a reference, and the
-        // aggregator (the other user) has exited.
-        drop(unsafe { Box::from_raw(signal as *const SignalState as *mut SignalState) });
-    } else {
-        tracing::warn!("signal handlers did not quiesce; leaking the sampler state");
     }
 }
 
@@ -246,11 +208,19 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Directories searched for separate debug files.
+    #[cfg_attr(
+        not(all(target_os = "linux", not(stackwatch_unsupported_platform))),
+        allow(dead_code)
+    )]
     pub fn debug_dirs(&self) -> &[std::path::PathBuf] {
         &self.settings.debug_dirs
     }
 
     /// Sleeps up to `d`; returns true when the profiler is stopping.
+    #[cfg_attr(
+        not(all(target_os = "linux", not(stackwatch_unsupported_platform))),
+        allow(dead_code)
+    )]
     pub fn wait_stop(&self, d: Duration) -> bool {
         let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         if *guard {
@@ -266,12 +236,12 @@ impl Shared {
 
 struct ProfilerInner {
     shared: Arc<Shared>,
-    running: Mutex<Option<(JoinHandle<()>, &'static SignalState)>>,
+    running: Mutex<Option<Sampler>>,
 }
 
 impl ProfilerInner {
     fn stop(&self) {
-        let Some((handle, signal)) = self
+        let Some(sampler) = self
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -282,8 +252,7 @@ impl ProfilerInner {
         *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.shared.stop_cv.notify_all();
         // The aggregator disarms every timer before it exits.
-        let _ = handle.join();
-        release(signal);
+        sampler.stop();
     }
 }
 

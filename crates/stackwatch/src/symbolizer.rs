@@ -35,8 +35,7 @@ use elf::{Elf, Source, SymbolTable};
 /// Frames for one address, outermost first (an inlined chain has several).
 pub type Frames = Arc<[Arc<str>]>;
 
-/// Where separate debug files are searched by default, as gdb does.
-pub const DEFAULT_DEBUG_DIR: &str = "/usr/lib/debug";
+pub(crate) use crate::profiler::DEFAULT_DEBUG_DIR;
 
 /// Resolved addresses kept per generation; two generations are kept (the older is
 /// dropped when the newer fills), so an address in use stays resolved.

@@ -13,15 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-/// How SIGPROF is scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimerMode {
-    /// One timer per thread on the thread's CPU clock (default).
-    #[default]
-    PerThread,
-    /// One process-wide `setitimer(ITIMER_PROF)`; the kernel picks the thread.
-    ProcessWide,
-}
+pub use crate::profiler::TimerMode;
 
 struct ThreadTimer {
     timer: Option<libc::timer_t>,
@@ -34,8 +26,7 @@ struct ThreadTimer {
 /// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
 const YOUNG_SCANS: u64 = 5;
 
-/// The root frame of threads that have no name of their own, unless configured.
-pub const DEFAULT_UNNAMED_THREAD_ROOT: &str = "thread";
+pub(crate) use crate::profiler::DEFAULT_UNNAMED_THREAD_ROOT;
 
 /// The root frame of the process's main thread (the one whose tid is the pid).
 pub const MAIN_THREAD_ROOT: &str = "main";

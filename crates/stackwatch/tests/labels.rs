@@ -77,9 +77,11 @@ enum How {
     Tracing,
 }
 
-/// Runs 3 tasks labeled `task=a` and 7 labeled `task=b` on a 4-worker runtime for `run`,
-/// and returns (profile share of a, true share of a, labeled periods).
-fn run_split(hz: u32, run: Duration, how: How) -> (f64, f64, u64) {
+/// Runs 3 tasks labeled `task=a` and 7 labeled `task=b` on a 4-worker runtime, in rounds
+/// of 3 s until the profile holds `want` labeled periods (at most 90 s: on a loaded
+/// machine the process gets less CPU, and the shares need the samples), and returns
+/// (profile share of a, true share of a, labeled periods).
+fn run_split(hz: u32, want: u64, how: How) -> (f64, f64, u64) {
     let profiler = stackwatch::Profiler::builder()
         .frequency_hz(hz)
         .window(Duration::from_secs(1))
@@ -93,40 +95,53 @@ fn run_split(hz: u32, run: Duration, how: How) -> (f64, f64, u64) {
         .unwrap();
     let cpu_a = Arc::new(AtomicU64::new(0));
     let cpu_b = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + run;
     let set_a = LabelSet::new(&[("task", "a")]);
     let set_b = LabelSet::new(&[("task", "b")]);
-    rt.block_on(async {
-        let mut handles = Vec::new();
-        for i in 0..10 {
-            let (name, set, cpu) = if i < 3 {
-                ("a", set_a, cpu_a.clone())
-            } else {
-                ("b", set_b, cpu_b.clone())
-            };
-            let task: Pin<Box<dyn Future<Output = ()> + Send>> = match how {
-                How::Guard => Box::pin(work(until, i + 1).with_labels(set)),
-                How::Tracing => {
-                    Box::pin(work(until, i + 1).instrument(tracing::info_span!("job", task = name)))
-                }
-            };
-            handles.push(tokio::spawn(Measured {
-                inner: Box::pin(task),
-                cpu_ns: cpu,
-            }));
+    let totals = || {
+        let of = |t: &str| {
+            profiler
+                .profile_cumulative_matching(&LabelFilter::new(&[("task", t)]))
+                .total()
+        };
+        (of("a"), of("b"))
+    };
+    let started = Instant::now();
+    let mut round = 0u64;
+    loop {
+        let until = Instant::now() + Duration::from_secs(3);
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for i in 0..10 {
+                let (name, set, cpu) = if i < 3 {
+                    ("a", set_a, cpu_a.clone())
+                } else {
+                    ("b", set_b, cpu_b.clone())
+                };
+                let seed = round * 100 + i + 1;
+                let task: Pin<Box<dyn Future<Output = ()> + Send>> = match how {
+                    How::Guard => Box::pin(work(until, seed).with_labels(set)),
+                    How::Tracing => Box::pin(
+                        work(until, seed).instrument(tracing::info_span!("job", task = name)),
+                    ),
+                };
+                handles.push(tokio::spawn(Measured {
+                    inner: Box::pin(task),
+                    cpu_ns: cpu,
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        round += 1;
+        let (a, b) = totals();
+        if a + b >= want || started.elapsed() > Duration::from_secs(90) {
+            break;
         }
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
+    }
     drop(rt);
     profiler.stop();
-    let a = profiler
-        .profile_cumulative_matching(&LabelFilter::new(&[("task", "a")]))
-        .total();
-    let b = profiler
-        .profile_cumulative_matching(&LabelFilter::new(&[("task", "b")]))
-        .total();
+    let (a, b) = totals();
     let (ta, tb) = (
         cpu_a.load(Ordering::Relaxed) as f64,
         cpu_b.load(Ordering::Relaxed) as f64,
@@ -134,10 +149,10 @@ fn run_split(hz: u32, run: Duration, how: How) -> (f64, f64, u64) {
     (a as f64 / (a + b).max(1) as f64, ta / (ta + tb), a + b)
 }
 
-fn check(hz: u32, run: Duration, how: How) {
-    let (profile, truth, periods) = run_split(hz, run, how);
+fn check(hz: u32, want: u64, how: How) {
+    let (profile, truth, periods) = run_split(hz, want, how);
     eprintln!("{hz} Hz: profile share of a {profile:.4}, true share {truth:.4}, {periods} periods");
-    assert!(periods > 1000, "too few labeled periods: {periods}");
+    assert!(periods >= want / 2, "too few labeled periods: {periods}");
     assert!(
         (profile - truth).abs() <= 0.03,
         "{hz} Hz: the profile gives task=a {:.1}% of labeled CPU, the threads' CPU clocks {:.1}%",
@@ -149,8 +164,8 @@ fn check(hz: u32, run: Duration, how: How) {
 #[test]
 fn labels_follow_tokio_tasks_across_workers_with_true_shares() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    check(99, Duration::from_secs(12), How::Guard);
-    check(999, Duration::from_secs(3), How::Guard);
+    check(99, 3000, How::Guard);
+    check(999, 12000, How::Guard);
 }
 
 #[test]
@@ -162,8 +177,8 @@ fn labels_from_tracing_spans_follow_tasks_with_true_shares() {
     // Spans entered on runtime threads need the subscriber there too.
     let dispatch = tracing::dispatcher::get_default(|d| d.clone());
     let _global = tracing::dispatcher::set_global_default(dispatch);
-    check(99, Duration::from_secs(12), How::Tracing);
-    check(999, Duration::from_secs(3), How::Tracing);
+    check(99, 3000, How::Tracing);
+    check(999, 12000, How::Tracing);
 }
 
 fn get(url: &str) -> (u16, Vec<u8>) {
