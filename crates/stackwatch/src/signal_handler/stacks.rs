@@ -328,7 +328,8 @@ pub fn refresh(maps: &str) -> usize {
         offset = find_tid_offset();
         TID_OFFSET.store(offset, Ordering::Relaxed);
     }
-    let vmas = parse_vmas(maps);
+    // Parsed only if a thread is waiting (most refreshes find none).
+    let mut vmas = None;
     let mut verified = 0;
     for o in MAILBOX_SLOTS.iter() {
         if o.state.load(Ordering::Acquire) != OBS_FULL {
@@ -343,7 +344,8 @@ pub fn refresh(maps: &str) -> usize {
         if tid == 0 || offset == 0 {
             continue;
         }
-        let Some((lo, hi)) = verify(&vmas, tcb, sp, offset) else {
+        let vmas = vmas.get_or_insert_with(|| parse_vmas(maps));
+        let Some((lo, hi)) = verify(vmas, tcb, sp, offset) else {
             continue;
         };
         // The tid is where the offset says, in this thread's descriptor (read safely:
@@ -353,6 +355,12 @@ pub fn refresh(maps: &str) -> usize {
             insert(tcb, tid, lo, hi);
             verified += 1;
         }
+    }
+    let held = SLOTS
+        .iter()
+        .any(|slot| slot.tid.load(Ordering::Relaxed) != 0);
+    if !held {
+        return verified;
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         let live: HashSet<u32> = dir
