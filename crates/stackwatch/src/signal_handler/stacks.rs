@@ -376,7 +376,7 @@ pub fn refresh(maps: &str) -> usize {
     verified
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
