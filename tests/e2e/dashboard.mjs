@@ -156,6 +156,12 @@ try {
   await page.click('[data-testid="top-functions"] th >> text=total');
   await page.waitForFunction(() => location.hash.includes('sort=total'));
   await ready('explore');
+  // The table is rebuilt from /api/top?order=total: wait for that one (thread roots and
+  // runtime entry points have little self time, so only the total order lists them).
+  await page.waitForFunction(() => /total/.test(
+    document.querySelector('[data-testid="top-functions"] th[aria-sort="descending"]')?.textContent || ''));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="top-functions"] tr.plumbing').length > 0,
+    null, { timeout: 10000 }).catch(() => {});
   const plumbing = page.locator('[data-testid="top-functions"] tr.plumbing');
   expect((await plumbing.count()) > 0, 'plumbing frames are marked');
   expect(!(await plumbing.first().isVisible()), 'plumbing is hidden by default');
