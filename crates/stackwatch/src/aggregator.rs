@@ -95,8 +95,10 @@ impl Aggregator {
     }
 
     /// Re-reads the module list early when the handler met code it could not place (a
-    /// library loaded since the last refresh): checked every tick and while folding, so
-    /// a slow drain does not leave the handler without unwind tables for long.
+    /// library loaded since the last refresh) or a thread whose stack block is not yet
+    /// verified (the refresh verifies it from the same maps, so the handler can read that
+    /// stack directly): checked every tick and while folding, so a slow drain does not
+    /// leave the handler without unwind tables for long.
     fn refresh_if_unknown_pc(&mut self) {
         let limit = if self.last_refresh_changed {
             MODULE_REFRESH_ON_UNKNOWN

@@ -153,7 +153,10 @@ impl ModuleTable {
         self.loaded
             .values()
             .filter_map(|(_, unwind)| unwind.as_ref())
-            .map(|u| u.bytes + u.rows.as_ref().map_or(0, |r| r.memory_bytes()))
+            // Two copies of the eh_frame bytes live: this table's and the published
+            // unwinder's (framehop's module owns its sections, so it is built from a
+            // clone); the rows are shared.
+            .map(|u| 2 * u.bytes + u.rows.as_ref().map_or(0, |r| r.memory_bytes()))
             .sum()
     }
 

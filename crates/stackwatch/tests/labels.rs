@@ -209,12 +209,18 @@ fn the_endpoints_carry_labels_and_old_clients_see_sums() {
         .name("labeled-worker".into())
         .spawn(|| {
             let until = Instant::now() + Duration::from_millis(1500);
+            // Slice lengths vary: a fixed 3 + 1 ms loop lines up with a 4 ms kernel tick
+            // (when CPU timers fire), and every sample could land in the same slice.
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
             while Instant::now() < until {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
                 stackwatch::with_labels(&[("table", "orders"), ("op", "<script>")], || {
-                    spin(Duration::from_millis(3))
+                    spin(Duration::from_micros(1500 + x % 3000))
                 });
                 let _g = stackwatch::label("table", "users");
-                spin(Duration::from_millis(1));
+                spin(Duration::from_micros(500 + (x >> 20) % 1000));
             }
         })
         .unwrap();
