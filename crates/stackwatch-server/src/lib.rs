@@ -52,21 +52,27 @@ pub enum ServerError {
     /// The configuration names something unusable (a password file, say).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The store could not be opened (the store's error is the source: printed once by
-    /// an error chain, e.g. anyhow's `{:#}`).
-    #[error("opening the store")]
-    Store(#[from] stackwatch_store::StoreError),
+    /// The store could not be opened. The store's error is in the message and is not a
+    /// `source`, so an error chain (anyhow's `{:#}`) prints it once.
+    #[error("opening the store: {0}")]
+    Store(stackwatch_store::StoreError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// Address.
         addr: SocketAddr,
-        /// OS error.
-        source: std::io::Error,
+        /// OS error (in the message, not a `source`: an error chain prints it once).
+        cause: std::io::Error,
     },
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+}
+
+impl From<stackwatch_store::StoreError> for ServerError {
+    fn from(e: stackwatch_store::StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 /// Path of the SQLite file inside a data directory.
@@ -102,9 +108,9 @@ impl Server {
         tracing::info!(store = %store.describe(), "store opened");
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| ServerError::Bind {
+            .map_err(|cause| ServerError::Bind {
                 addr: cfg.listen,
-                source,
+                cause,
             })?;
         if cfg.storage.flush_interval >= cfg.scrape.interval {
             tracing::warn!(
