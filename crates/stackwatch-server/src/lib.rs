@@ -233,7 +233,7 @@ impl Server {
             Some(push::PushState {
                 gate: Arc::new(push::gate::PushGate::new(cfg.push.clone(), tokens)),
                 writer: writer.clone(),
-                stack_budget: push::push_stack_budget(cfg.scrape.stack_budget()),
+                stack_budget: cfg.scrape.stack_budget(),
                 label_budget: cfg.scrape.label_budget(),
             })
         } else {

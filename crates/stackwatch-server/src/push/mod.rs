@@ -145,21 +145,6 @@ pub struct PushState {
     pub label_budget: LabelBudget,
 }
 
-/// Values one push may carry in total, at least: allocation bytes and contention
-/// nanoseconds pass 2^32 within a single interval of a busy process, where periods of
-/// CPU never come near it. Rows stay capped at 2^40 each in the store, so sums over a
-/// retention stay far from overflowing.
-pub const PUSH_MIN_MAX_SAMPLES: u64 = 1 << 44;
-
-/// The scrape budget as pushes use it: the same, with `max_samples` at least
-/// [`PUSH_MIN_MAX_SAMPLES`].
-pub fn push_stack_budget(scrape: StackBudget) -> StackBudget {
-    StackBudget {
-        max_samples: scrape.max_samples.max(PUSH_MIN_MAX_SAMPLES),
-        ..scrape
-    }
-}
-
 /// What [`accept`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Accepted {
