@@ -52,6 +52,8 @@ mod profiler;
 mod sample_ring;
 mod sampler;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
+mod scratch;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod signal_handler;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod symbolizer;

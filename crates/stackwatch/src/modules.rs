@@ -153,10 +153,10 @@ impl ModuleTable {
         self.loaded
             .values()
             .filter_map(|(_, unwind)| unwind.as_ref())
-            // Two copies of the eh_frame bytes live: this table's and the published
-            // unwinder's (framehop's module owns its sections, so it is built from a
-            // clone); the rows are shared.
-            .map(|u| 2 * u.bytes + u.rows.as_ref().map_or(0, |r| r.memory_bytes()))
+            // One copy of the eh_frame bytes: framehop's module keeps its sections
+            // behind an Arc, so the published unwinder's clone shares them, as it shares
+            // the rows.
+            .map(|u| u.bytes + u.rows.as_ref().map_or(0, |r| r.memory_bytes()))
             .sum()
     }
 

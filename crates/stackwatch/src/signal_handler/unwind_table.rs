@@ -14,6 +14,7 @@
 //! code) narrows the search to a handful of rows, so a lookup is a few dependent loads
 //! whatever the size of the module.
 
+use crate::scratch::ScratchVec;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -160,7 +161,21 @@ const FP_BUCKET: u32 = 1 << 31;
 impl ModuleRows {
     /// Evaluates every FDE of `eh_frame` for a mapping `map` of the file whose stated
     /// addresses are `bias` below the actual ones. Allocates; aggregator thread only.
+    /// When memory for the build cannot be mapped, no rows: framehop answers for the
+    /// module.
     pub fn build(eh_frame: &[u8], bases: &SectionBases, bias: u64, map: Range<u64>) -> Self {
+        Self::try_build(eh_frame, bases, bias, map).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no compact unwind rows for a module");
+            ModuleRows::default()
+        })
+    }
+
+    fn try_build(
+        eh_frame: &[u8],
+        bases: &SectionBases,
+        bias: u64,
+        map: Range<u64>,
+    ) -> std::io::Result<Self> {
         let mut section = gimli::EhFrame::new(eh_frame, gimli::LittleEndian);
         section.set_address_size(8);
         let gbases = gimli::BaseAddresses::default()
@@ -170,7 +185,7 @@ impl ModuleRows {
             .set_got(bases.got);
         let len = map.end.saturating_sub(map.start);
         if len == 0 || len > u32::MAX as u64 {
-            return ModuleRows::default();
+            return Ok(ModuleRows::default());
         }
         // Mapping-relative address of a stated address, if inside the mapping.
         let rel = |svma: u64| -> Option<u64> {
@@ -178,11 +193,13 @@ impl ModuleRows {
             (map.start <= avma && avma <= map.end).then(|| avma - map.start)
         };
         let mut ctx: gimli::UnwindContext<usize> = gimli::UnwindContext::new();
-        // Every FDE's rows, `(address, encoded rule)`, one after another; and per FDE
-        // `(start, end, first row, end of rows)`. Flat, so that building holds little
-        // memory beyond the result.
-        let mut flat: Vec<(u32, u32)> = Vec::new();
-        let mut fdes: Vec<(u32, u32, u32, u32)> = Vec::new();
+        // Every FDE's rows, `[address, encoded rule]`, one after another; and per FDE
+        // `[start, end, first row, end of rows]`. Flat, so that building holds little
+        // memory beyond the result, and in scratch mappings, so that the megabytes a
+        // large module needs here for a moment leave malloc's thresholds as they were
+        // (see scratch.rs).
+        let mut flat: ScratchVec<[u32; 2]> = ScratchVec::new();
+        let mut fdes: ScratchVec<[u32; 4]> = ScratchVec::new();
         let mut entries = section.entries(&gbases);
         // A malformed entry ends the walk of the section: what was read stays, the rest is
         // delegated to framehop.
@@ -218,7 +235,7 @@ impl ModuleRows {
                             row.register(X86_64::RBP),
                             row.register(X86_64::RA),
                         );
-                        flat.push((r as u32, encode(rule)));
+                        flat.push([r as u32, encode(rule)])?;
                     }
                     Ok(None) => break true,
                     Err(_) => break false,
@@ -229,13 +246,13 @@ impl ModuleRows {
                 flat.truncate(from);
                 continue;
             }
-            fdes.push((rs as u32, re as u32, from as u32, flat.len() as u32));
+            fdes.push([rs as u32, re as u32, from as u32, flat.len() as u32])?;
         }
-        fdes.sort_unstable_by_key(|f| f.0);
+        fdes.sort_unstable_by_key(|f| f[0]);
         // Rows that end up at the same address (a zero-length row, an FDE starting where
         // the previous ends): the last one wins; equal neighbours merge.
-        let mut rows: Vec<u64> = Vec::with_capacity(flat.len() + fdes.len());
-        let mut push = |a: u32, bits: u32| {
+        let mut rows: ScratchVec<u64> = ScratchVec::new();
+        let mut push = |a: u32, bits: u32| -> std::io::Result<()> {
             let row = (a as u64) << 32 | bits as u64;
             match rows.last_mut() {
                 Some(last) if (*last >> 32) as u32 == a => {
@@ -246,18 +263,20 @@ impl ModuleRows {
                     }
                 }
                 Some(last) if *last as u32 == bits => {}
-                _ => rows.push(row),
+                _ => rows.push(row)?,
             }
+            Ok(())
         };
-        let mut fp: Vec<(u32, u32)> = Vec::new();
+        // Runs of frame-pointer functions, `[start, end)`.
+        let mut fp: ScratchVec<[u32; 2]> = ScratchVec::new();
         let mut covered_to = 0u32;
-        for (start, end, from, to) in fdes {
+        for &[start, end, from, to] in fdes.iter() {
             if start < covered_to {
                 // Overlapping FDEs: which one framehop picks depends on its index; leave
                 // the overlap to framehop.
-                push(start, DELEGATE);
+                push(start, DELEGATE)?;
                 covered_to = covered_to.max(end);
-                fp.push((start, start));
+                fp.push([start, start])?;
                 continue;
             }
             let fde_rows = &flat[from as usize..to as usize];
@@ -267,11 +286,11 @@ impl ModuleRows {
             // call can be (the stack would be misaligned for it); CFA = rsp + 16 after
             // `push rbp` only for the `mov rbp, rsp` that follows (3 bytes, then the
             // rbp-based rows). So every call in it returns into a `UseFp` row.
-            let frame_pointer = fde_rows.iter().any(|(_, r)| decode(*r) == Rule::UseFp)
+            let frame_pointer = fde_rows.iter().any(|[_, r]| decode(*r) == Rule::UseFp)
                 && fde_rows
                     .iter()
                     .enumerate()
-                    .all(|(k, (at, r))| match decode(*r) {
+                    .all(|(k, [at, r])| match decode(*r) {
                         Rule::UseFp => true,
                         Rule::OffsetSp {
                             sp_offset: 8,
@@ -280,7 +299,7 @@ impl ModuleRows {
                         Rule::OffsetSp {
                             sp_offset: 16,
                             bp_from_sp: None | Some(0),
-                        } => fde_rows.get(k + 1).is_some_and(|(next, rule)| {
+                        } => fde_rows.get(k + 1).is_some_and(|[next, rule]| {
                             decode(*rule) == Rule::UseFp && next - at <= 3
                         }),
                         _ => false,
@@ -288,20 +307,28 @@ impl ModuleRows {
             match fp.last_mut() {
                 // Consecutive frame-pointer functions (and the padding between them)
                 // make one range.
-                Some(last) if frame_pointer && last.0 < last.1 => last.1 = end,
-                _ if frame_pointer => fp.push((start, end)),
+                Some(last) if frame_pointer && last[0] < last[1] => last[1] = end,
+                _ if frame_pointer => fp.push([start, end])?,
                 // An empty range marks where frame-pointer code stops.
-                Some(last) if last.0 < last.1 => fp.push((start, start)),
+                Some(last) if last[0] < last[1] => fp.push([start, start])?,
                 _ => {}
             }
-            for &(a, bits) in fde_rows {
-                push(a, bits);
+            for &[a, bits] in fde_rows {
+                push(a, bits)?;
             }
-            push(end, DELEGATE);
+            push(end, DELEGATE)?;
             covered_to = end;
         }
-        drop(flat);
-        fp.retain(|r| r.0 < r.1);
+        drop((flat, fdes));
+        // The runs themselves, without the empty markers.
+        let mut runs = 0;
+        for k in 0..fp.len() {
+            if fp[k][0] < fp[k][1] {
+                fp[runs] = fp[k];
+                runs += 1;
+            }
+        }
+        fp.truncate(runs);
         // At least one index entry per row (most buckets then start no row, and a lookup
         // is that one entry), at least 16 bytes of code per bucket.
         let mut shift = 4;
@@ -320,10 +347,10 @@ impl ModuleRows {
             }
             // Flag buckets that lie wholly in a run of frame-pointer functions.
             let end = at + (1 << shift);
-            while run < fp.len() && (fp[run].1 as u64) < end {
+            while run < fp.len() && (fp[run][1] as u64) < end {
                 run += 1;
             }
-            let in_run = run < fp.len() && fp[run].0 as u64 <= at && end <= fp[run].1 as u64;
+            let in_run = run < fp.len() && fp[run][0] as u64 <= at && end <= fp[run][1] as u64;
             let carried = if i == 0 { DELEGATE } else { rows[i - 1] as u32 };
             index.push(
                 (carried as u64) << 32 | i as u64 | if in_run { FP_BUCKET as u64 } else { 0 },
@@ -332,19 +359,23 @@ impl ModuleRows {
         let index_len = index.len();
         index.extend_from_slice(&rows);
         drop(rows);
-        let mut long_runs = [(0, 0); 2];
-        let mut by_length = fp.clone();
-        by_length.sort_by_key(|r| std::cmp::Reverse(r.1 - r.0));
-        for (slot, run) in long_runs.iter_mut().zip(by_length) {
-            *slot = run;
+        // The two longest runs, longest first (the earlier of equal ones first).
+        let mut long_runs = [(0u32, 0u32); 2];
+        for &[start, end] in fp.iter() {
+            let length = end - start;
+            if length > long_runs[0].1 - long_runs[0].0 {
+                long_runs = [(start, end), long_runs[0]];
+            } else if length > long_runs[1].1 - long_runs[1].0 {
+                long_runs[1] = (start, end);
+            }
         }
-        ModuleRows {
+        Ok(ModuleRows {
             words: index.into(),
             index_len,
             shift,
             fp_runs: fp.len(),
             long_runs,
-        }
+        })
     }
 
     /// Runs of frame-pointer functions.
