@@ -234,7 +234,7 @@ fn follow_tails_the_binlog_the_server_is_writing_across_a_rotate() {
         )
         .unwrap();
     }
-    wait_until("50 rows while following", Duration::from_secs(30), || {
+    wait_until("50 rows while following", Duration::from_secs(90), || {
         read_lines(&sink).len() >= 50
     });
     c.query_drop("FLUSH BINARY LOGS").unwrap();
@@ -242,7 +242,7 @@ fn follow_tails_the_binlog_the_server_is_writing_across_a_rotate() {
         c.exec_drop("INSERT INTO shop.t VALUES (?, 'after rotate')", (i,))
             .unwrap();
     }
-    wait_until("rows from the next file", Duration::from_secs(30), || {
+    wait_until("rows from the next file", Duration::from_secs(90), || {
         read_lines(&sink).len() >= 60
     });
     let (ok, stderr) = terminate(child);
