@@ -33,17 +33,15 @@
 use std::time::{Duration, Instant};
 
 use stackwatch_store::{
-    ClickHouseOptions, ClickHouseStore, IngestWindow, Labels, ProfileStore, Selector, SqliteStore,
+    ClickHouseOptions, ClickHouseStore, IngestWindow, ProfileStore, Selector, SqliteStore,
     StoreOptions,
 };
 
+mod common;
 #[path = "../src/fleet_shape.rs"]
 mod fleet_shape;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use common::{fleet_window, median_profile_ms};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -139,32 +137,11 @@ fn run(set: &DataSet, chs: &Ch, db: &str, batch_rows: usize) -> Figures {
     };
     for ts in (start..end).step_by(step) {
         for t in 0..set.targets {
-            let service = t % 20;
-            let labels: Labels = [
-                ("service".to_string(), format!("svc-{service}")),
-                ("instance".to_string(), format!("i-{t}")),
-                (
-                    "version".to_string(),
-                    if t % 10 == 0 {
-                        "canary".into()
-                    } else {
-                        "main".to_string()
-                    },
-                ),
-            ]
-            .into();
             let stacks =
-                fleet_shape::draw_window(&services[service as usize], (t << 32) ^ ts as u64, 1000);
+                fleet_shape::draw_window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
             rows_in_batch += stacks.len();
-            batch.push(IngestWindow {
-                labeled: Vec::new(),
-                target: labels,
-                instance: format!("inst-{t}"),
-                seq: ((ts - start) / step as i64 + 1) as u64,
-                start_unix_s: ts,
-                period_ns: 10_101_010,
-                stacks,
-            });
+            let seq = ((ts - start) / step as i64 + 1) as u64;
+            batch.push(fleet_window(t, seq, ts, stacks));
             if rows_in_batch >= batch_rows {
                 flush(&mut batch);
                 rows_in_batch = 0;
@@ -184,25 +161,13 @@ fn run(set: &DataSet, chs: &Ch, db: &str, batch_rows: usize) -> Figures {
     while clickhouse.rollup(now).unwrap() {}
     let ch_rollup = t0.elapsed();
 
-    let all = Selector::all();
-    let time = |store: &dyn ProfileStore, from: i64, to: i64| {
-        median(
-            (0..5)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    let p = store.profile(&all, from, to).unwrap();
-                    assert!(p.total() > 0);
-                    t0.elapsed().as_secs_f64() * 1000.0
-                })
-                .collect(),
-        )
-    };
     let (f1, t1) = (end - 3600 - 17, end - 17);
-    let sqlite_q1h = time(&sqlite, f1, t1);
-    let ch_q1h = time(&clickhouse, f1, t1);
-    let sqlite_qall = time(&sqlite, start, end);
-    let ch_qall = time(&clickhouse, start, end);
+    let sqlite_q1h = median_profile_ms(&sqlite, f1, t1);
+    let ch_q1h = median_profile_ms(&clickhouse, f1, t1);
+    let sqlite_qall = median_profile_ms(&sqlite, start, end);
+    let ch_qall = median_profile_ms(&clickhouse, start, end);
     // Same totals from both stores.
+    let all = Selector::all();
     let a = sqlite.profile(&all, start, end).unwrap().total();
     let b = clickhouse.profile(&all, start, end).unwrap().total();
     assert_eq!(a, b, "SQLite and ClickHouse disagree on the total");

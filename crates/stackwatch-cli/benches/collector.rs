@@ -16,15 +16,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, ProfileStore, Selector, SqliteStore, StoreOptions};
 
+mod common;
 #[path = "../src/fleet_shape.rs"]
 mod fleet_shape;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use common::{fleet_window, median, median_profile_ms, metric_sum, proc_cpu_seconds, spawn_server};
 
 fn store_part() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,31 +40,11 @@ fn store_part() {
     let mut ingest_time = Duration::ZERO;
     for ts in (start..end).step_by(step) {
         for t in 0..100u64 {
-            let labels: Labels = [
-                ("service".to_string(), format!("svc-{}", t % 20)),
-                ("instance".to_string(), format!("i-{t}")),
-                (
-                    "version".to_string(),
-                    if t % 10 == 0 {
-                        "canary".into()
-                    } else {
-                        "main".to_string()
-                    },
-                ),
-            ]
-            .into();
             let stacks =
                 fleet_shape::draw_window(&services[(t % 20) as usize], (t << 32) ^ ts as u64, 1000);
             rows_in_batch += stacks.len();
-            batch.push(IngestWindow {
-                labeled: Vec::new(),
-                target: labels,
-                instance: format!("inst-{t}"),
-                seq: ((ts - start) / step as i64 + 1) as u64,
-                start_unix_s: ts,
-                period_ns: 10_101_010,
-                stacks,
-            });
+            let seq = ((ts - start) / step as i64 + 1) as u64;
+            batch.push(fleet_window(t, seq, ts, stacks));
             if rows_in_batch >= 50_000 {
                 let t0 = Instant::now();
                 rows += store.ingest(&batch).unwrap().rows as u64;
@@ -85,21 +63,9 @@ fn store_part() {
         steps += 1;
     }
     let rollup_time = t0.elapsed();
+    let q1h = median_profile_ms(&store, end - 3600 - 17, end - 17);
+    let q24h = median_profile_ms(&store, start, end);
     let all = Selector::all();
-    let q = |from: i64, to: i64| {
-        median(
-            (0..5)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    let p = store.profile(&all, from, to).unwrap();
-                    assert!(p.total() > 0);
-                    t0.elapsed().as_secs_f64() * 1000.0
-                })
-                .collect(),
-        )
-    };
-    let q1h = q(end - 3600 - 17, end - 17);
-    let q24h = q(start, end);
     let series = {
         let t0 = Instant::now();
         store.timeseries(&all, start, end, 600).unwrap();
@@ -195,14 +161,6 @@ fn svg_part() {
     let _ = rt.block_on(running);
 }
 
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 fn fleet_part() {
     let secs: u64 = std::env::var("STACKWATCH_FLEET_SECONDS")
         .ok()
@@ -234,38 +192,14 @@ fn fleet_part() {
         ));
     }
     std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
-        .args(["server", "--config"])
-        .arg(dir.path().join("s.toml"))
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join("stackwatch-fleet-bench.log")).unwrap(),
-        )
-        .env(
-            "RUST_LOG",
-            std::env::var("STACKWATCH_FLEET_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let api = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut c, api) = spawn_server(
+        &dir.path().join("s.toml"),
+        "stackwatch-fleet-bench.log",
+        "STACKWATCH_FLEET_LOG",
+    );
     // Warm-up: the first scrape of each target catches up its 10 windows of history.
     std::thread::sleep(Duration::from_secs(25));
-    let metrics = |name: &str| -> f64 {
-        let m = ureq::get(&format!("{api}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        m.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metrics = |name: &str| metric_sum(&api, name);
     let cpu0 = proc_cpu_seconds(c.id());
     let rows0 = metrics("stackwatch_ingest_rows_total");
     let scrapes0 = metrics("stackwatch_target_scrape_failures_total");

@@ -17,8 +17,7 @@
 //! `STACKWATCH_PUSH_FLUSH=100ms` sets the collector's `storage.flush_interval`.)
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,8 +31,11 @@ use opentelemetry_proto::tonic::profiles::v1development::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+mod common;
 #[path = "../src/fleet_shape.rs"]
 mod fleet_shape;
+
+use common::{metric_sum, proc_cpu_seconds, spawn_server};
 
 const TOKEN: &str = "push-bench-token";
 const PERIOD_NS: i64 = 10_101_010;
@@ -156,14 +158,6 @@ fn request(service: &str, host: &str, stacks: &[(String, u64)]) -> ExportProfile
     }
 }
 
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -242,38 +236,12 @@ fn main() {
         println!("# storage.flush_interval = {flush}");
     }
     std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"))
-        .args(["server", "--config"])
-        .arg(dir.path().join("s.toml"))
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join("stackwatch-push-bench.log")).unwrap(),
-        )
-        .env(
-            "RUST_LOG",
-            std::env::var("STACKWATCH_PUSH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let api = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut server, api) = spawn_server(
+        &dir.path().join("s.toml"),
+        "stackwatch-push-bench.log",
+        "STACKWATCH_PUSH_LOG",
+    );
     let pid = server.id();
-
-    let metrics = |api: &str, name: &str| -> f64 {
-        let m = ureq::get(&format!("{api}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        m.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
 
     let seen = Arc::new(Seen::default());
     let measuring = Arc::new(AtomicBool::new(false));
@@ -368,12 +336,12 @@ fn main() {
 
     std::thread::sleep(warmup);
     let cpu0 = proc_cpu_seconds(pid);
-    let rows0 = metrics(&api, "stackwatch_push_rows_total");
-    let acc0 = metrics(
+    let rows0 = metric_sum(&api, "stackwatch_push_rows_total");
+    let acc0 = metric_sum(
         &api,
         "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"accepted\"}",
     );
-    let rej0 = metrics(
+    let rej0 = metric_sum(
         &api,
         "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"rejected\"}",
     );
@@ -383,12 +351,12 @@ fn main() {
     measuring.store(false, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
     let cpu = proc_cpu_seconds(pid) - cpu0;
-    let rows = metrics(&api, "stackwatch_push_rows_total") - rows0;
-    let accepted = metrics(
+    let rows = metric_sum(&api, "stackwatch_push_rows_total") - rows0;
+    let accepted = metric_sum(
         &api,
         "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"accepted\"}",
     ) - acc0;
-    let rejected = metrics(
+    let rejected = metric_sum(
         &api,
         "stackwatch_push_requests_total{protocol=\"otlp\",outcome=\"rejected\"}",
     ) - rej0;

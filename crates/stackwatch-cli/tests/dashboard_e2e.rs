@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,27 +24,118 @@ use common::{binlog_worker, spawn_listening, Proc};
 use stackwatch_profile::SampleLabels;
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
 
+/// Where a browser test runs: the repository, its tests/e2e (where playwright-core is
+/// installed), the screenshot dir, and a temp dir holding the collector's config and
+/// its (empty) data dir.
+struct BrowserTest {
+    repo: PathBuf,
+    e2e: PathBuf,
+    shots: PathBuf,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl BrowserTest {
+    /// Checks that playwright-core is installed and makes the temp and data dirs.
+    fn new() -> BrowserTest {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let e2e = repo.join("tests/e2e");
+        assert!(
+            e2e.join("node_modules/playwright-core").exists(),
+            "run `npm ci` in tests/e2e first (scripts/test.sh does)"
+        );
+        let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        BrowserTest {
+            repo,
+            e2e,
+            shots,
+            dir,
+            data,
+        }
+    }
+
+    /// Stores `windows`, starts a collector with no targets of its own over them (it
+    /// serves what is stored; `extra_config` is appended to its config), and runs the
+    /// browser `script` against it: `node --input-type=module - <base-url>
+    /// <screenshot-dir>`. Returns node's stdout; panics if node failed.
+    fn run_over_store(&self, windows: &[IngestWindow], extra_config: &str, script: &str) -> String {
+        SqliteStore::open(&self.data.join("stackwatch.db"), StoreOptions::default())
+            .unwrap()
+            .ingest(windows)
+            .unwrap();
+        let config = self.dir.path().join("stackwatch.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra_config}",
+                self.data.display()
+            ),
+        )
+        .unwrap();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
+        server.args(["server", "--config"]).arg(&config);
+        let (_server, addr) = spawn_listening(server);
+        let url = format!("http://{addr}");
+        let mut node = Command::new("node")
+            .args(["--input-type=module", "-", &url])
+            .arg(&self.shots)
+            // Bare imports of a script read from stdin resolve from the working directory.
+            .current_dir(&self.e2e)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("node is installed");
+        {
+            use std::io::Write;
+            let mut stdin = node.stdin.take().unwrap();
+            stdin.write_all(script.as_bytes()).unwrap();
+        }
+        let out = node.wait_with_output().unwrap();
+        node_stdout(&out, &self.shots)
+    }
+}
+
+/// A browser test's node output: its stdout, printed and returned; panics with both
+/// outputs if node failed.
+fn node_stdout(out: &std::process::Output, shots: &Path) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
+        shots.display()
+    );
+    stdout.into_owned()
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 #[test]
 #[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
 fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let e2e = repo.join("tests/e2e");
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
-    );
-    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let BrowserTest {
+        repo,
+        e2e,
+        shots,
+        dir,
+        data,
+    } = BrowserTest::new();
     // Stored targets: a hostile frame name, and a profile with 10 000 distinct stacks.
     {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = unix_now();
         let mut s =
             SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
         let evil = [("service".to_string(), "evil".to_string())].into();
@@ -131,14 +222,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         )
         .output()
         .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
-        shots.display()
-    );
+    let stdout = node_stdout(&out, &shots);
     assert!(stdout.contains("dashboard e2e: ok"));
     for s in [
         "fleet.png",
@@ -167,26 +251,12 @@ const QUOTED_TABLE: &str = "quo\"te\\back";
 #[test]
 #[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
 fn dashboard_sample_labels_in_chromium() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let e2e = repo.join("tests/e2e");
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
-    );
-    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let t = BrowserTest::new();
     // One stored target, ten minutes of 10 s windows: per window, orders 40-44 periods
     // (op=insert), users 20-22 (op=update), the <script> table 8, the quoted table 4,
     // and 5 periods taken without labels. Each table runs its own function.
-    {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+    let windows: Vec<IngestWindow> = {
+        let now = unix_now();
         let set = |pairs: &[(&str, &str)]| -> SampleLabels {
             pairs
                 .iter()
@@ -199,7 +269,7 @@ fn dashboard_sample_labels_in_chromium() {
             ("version".to_string(), "main".to_string()),
         ]
         .into();
-        let windows: Vec<IngestWindow> = (0..60u64)
+        (0..60u64)
             .map(|i| IngestWindow {
                 target: target.clone(),
                 instance: "s1".into(),
@@ -226,56 +296,16 @@ fn dashboard_sample_labels_in_chromium() {
                     ),
                 ],
             })
-            .collect();
-        let mut s =
-            SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
-        s.ingest(&windows).unwrap();
-    }
-    // A collector with no targets of its own: it serves what is stored.
-    let config = dir.path().join("stackwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
-    server.args(["server", "--config"]).arg(&config);
-    let (_server, addr) = spawn_listening(server);
-    let url = format!("http://{addr}");
-    let mut node = Command::new("node")
-        .args(["--input-type=module", "-", &url])
-        .arg(&shots)
-        // Bare imports of a script read from stdin resolve from the working directory.
-        .current_dir(&e2e)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    {
-        use std::io::Write;
-        let mut stdin = node.stdin.take().unwrap();
-        stdin.write_all(LABELS_SCRIPT.as_bytes()).unwrap();
-    }
-    let out = node.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
-        shots.display()
-    );
+            .collect()
+    };
+    let stdout = t.run_over_store(&windows, "", LABELS_SCRIPT);
     assert!(stdout.contains("dashboard labels e2e: ok"));
     for s in [
         "labels-explore.png",
         "labels-filtered.png",
         "labels-compare.png",
     ] {
-        assert!(shots.join(s).exists(), "{s} written");
+        assert!(t.shots.join(s).exists(), "{s} written");
     }
 }
 
@@ -517,26 +547,12 @@ console.log('dashboard labels e2e: ok');
 #[test]
 #[ignore = "needs chromium and playwright-core (tests/e2e): run via scripts/test.sh"]
 fn dashboard_profile_types_and_push_sources_in_chromium() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let e2e = repo.join("tests/e2e");
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "run `npm ci` in tests/e2e first (scripts/test.sh does)"
-    );
-    let shots = std::env::var_os("STACKWATCH_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/e2e-screenshots"));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let t = BrowserTest::new();
     // One service, ten minutes of 10 s windows of two types: CPU (80 periods of a 99 Hz
     // period a window, all in parse_json) and allocations (`__profile_type__`
     // alloc_space, no period: 6 MiB a window in Vec::reserve, 2 MiB in String::push_str).
-    {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+    let windows = {
+        let now = unix_now();
         let cpu: stackwatch_store::selector::Labels = [
             ("service".to_string(), "shop".to_string()),
             ("instance".to_string(), "s1".to_string()),
@@ -569,50 +585,17 @@ fn dashboard_profile_types_and_push_sources_in_chromium() {
                 labeled: Vec::new(),
             });
         }
-        let mut s =
-            SqliteStore::open(&data.join("stackwatch.db"), StoreOptions::default()).unwrap();
-        s.ingest(&windows).unwrap();
-    }
-    // No targets of its own; push on, without tokens (loopback).
-    let config = dir.path().join("stackwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[push]\nenabled = true\nallow_anonymous = true\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_stackwatch"));
-    server.args(["server", "--config"]).arg(&config);
-    let (_server, addr) = spawn_listening(server);
-    let url = format!("http://{addr}");
-    let mut node = Command::new("node")
-        .args(["--input-type=module", "-", &url])
-        .arg(&shots)
-        .current_dir(&e2e)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("node is installed");
-    {
-        use std::io::Write;
-        let mut stdin = node.stdin.take().unwrap();
-        stdin.write_all(TYPES_SCRIPT.as_bytes()).unwrap();
-    }
-    let out = node.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}\nscreenshots in {}",
-        shots.display()
+        windows
+    };
+    // Push on, without tokens (loopback).
+    let stdout = t.run_over_store(
+        &windows,
+        "[push]\nenabled = true\nallow_anonymous = true\n",
+        TYPES_SCRIPT,
     );
     assert!(stdout.contains("dashboard types e2e: ok"));
     for s in ["types-explore.png", "types-compare.png", "fleet-push.png"] {
-        assert!(shots.join(s).exists(), "{s} written");
+        assert!(t.shots.join(s).exists(), "{s} written");
     }
 }
 

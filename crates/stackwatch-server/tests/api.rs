@@ -1,45 +1,20 @@
 //! The query API against a store with known content: every route, every format, hostile
 //! frame names escaped, and bad parameters answered with 400 naming the parameter.
 
-use std::io::Read;
-use std::time::Duration;
+mod common;
 
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, Labels};
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn get(agent: &ureq::Agent, url: &str) -> (u16, Vec<u8>, String) {
-    let mut r = agent.get(url).call().unwrap();
-    let ctype = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mut body = Vec::new();
-    r.body_mut().as_reader().read_to_end(&mut body).unwrap();
-    (r.status().as_u16(), body, ctype)
-}
+use common::{labels, Collector};
 
 #[test]
 fn every_query_route_answers_and_bad_parameters_get_400() {
-    let dir = tempfile::tempdir().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let ts = now - 600;
-    {
-        let mut s = SqliteStore::open(
-            &stackwatch_server::db_path(dir.path()),
-            StoreOptions::default(),
-        )
-        .unwrap();
+    let mut api = {
         let main = labels(&[
             ("service", "binlog-streamer"),
             ("instance", "a"),
@@ -62,7 +37,7 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
                 .map(|(s, c)| (s.to_string(), c))
                 .collect(),
         };
-        s.ingest(&[
+        Collector::over_store(&[
             w(
                 &main,
                 vec![
@@ -79,29 +54,7 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
                 ],
             ),
         ])
-        .unwrap();
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cfg = stackwatch_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
     };
-    let server = rt.block_on(stackwatch_server::Server::bind(cfg)).unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = rt.spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
     // Selectors as a user types them, percent-encoded as a browser or `curl -G` would.
     let q = |path: &str| {
         let enc = path
@@ -109,7 +62,8 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
             .replace('}', "%7D")
             .replace('"', "%22")
             .replace('(', "%28");
-        get(&agent, &format!("{base}{enc}"))
+        let (status, ctype, body) = api.get_bytes(&enc, &[]);
+        (status, body, ctype)
     };
 
     let (status, body, ctype) =
@@ -286,6 +240,5 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
         assert_eq!(v["parameter"], parameter, "{path}: {v}");
         assert!(!v["error"].as_str().unwrap().is_empty());
     }
-    let _ = stop.send(());
-    rt.block_on(running).unwrap().unwrap();
+    api.shut_down().unwrap();
 }

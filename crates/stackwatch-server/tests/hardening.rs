@@ -6,6 +6,8 @@
 //!
 //! The cases run one at a time (one lock), so each one's peak RSS is its own.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -21,6 +23,8 @@ use stackwatch_profile::pprof::proto;
 use stackwatch_profile::protocol::{Window, WindowsResponse};
 use stackwatch_server::config::{Config, FoldedCounts, TargetConfig, TargetKind};
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
+
+use common::{target, Collector};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -100,89 +104,35 @@ fn healthy_worker() -> axum::Router {
     )
 }
 
-fn target(url: String, kind: TargetKind, name: &str) -> TargetConfig {
-    TargetConfig {
-        url,
-        kind,
-        labels: [("service".to_string(), name.to_string())].into(),
-        ..Default::default()
-    }
+/// A collector scraping the healthy worker and the given hostile targets: serves
+/// `hostile` on loopback; `targets(base_url)` names the hostile targets; `tune` adjusts
+/// the config; `prepare` may fill the store before the server starts.
+fn scrape_hostile(
+    hostile: axum::Router,
+    targets: impl FnOnce(&str) -> Vec<TargetConfig>,
+    tune: impl FnOnce(&mut Config),
+    prepare: impl FnOnce(&std::path::Path),
+) -> Collector {
+    let rt = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let hostile_addr = common::serve(&rt, hostile);
+    let healthy_addr = common::serve(&rt, healthy_worker());
+    let mut cfg = common::scrape_config(dir.path(), Duration::from_secs(3));
+    cfg.targets = targets(&format!("http://{hostile_addr}"));
+    cfg.targets.push(target(
+        format!("http://{healthy_addr}"),
+        TargetKind::Stackwatch,
+        "healthy",
+    ));
+    tune(&mut cfg);
+    Collector::start(rt, dir, cfg, Duration::from_secs(60))
 }
 
-/// A collector scraping the healthy worker and the given hostile targets.
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    api: String,
-    agent: ureq::Agent,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    /// Serves `hostile` on loopback; `targets(base_url)` names the hostile targets;
-    /// `tune` adjusts the config; `prepare` may fill the store before the server starts.
-    fn start(
-        hostile: axum::Router,
-        targets: impl FnOnce(&str) -> Vec<TargetConfig>,
-        tune: impl FnOnce(&mut Config),
-        prepare: impl FnOnce(&std::path::Path),
-    ) -> Harness {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        prepare(dir.path());
-        let (hostile_addr, healthy_addr) = rt.block_on(async {
-            let h = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let w = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addrs = (h.local_addr().unwrap(), w.local_addr().unwrap());
-            tokio::spawn(async move { axum::serve(h, hostile).await });
-            tokio::spawn(async move { axum::serve(w, healthy_worker()).await });
-            addrs
-        });
-        let mut cfg = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        cfg.scrape.interval = Duration::from_millis(300);
-        cfg.scrape.timeout = Duration::from_secs(3);
-        cfg.scrape.pprof_seconds = Some(Duration::from_secs(1));
-        cfg.storage.flush_interval = Duration::from_millis(100);
-        cfg.targets = targets(&format!("http://{hostile_addr}"));
-        cfg.targets.push(target(
-            format!("http://{healthy_addr}"),
-            TargetKind::Stackwatch,
-            "healthy",
-        ));
-        tune(&mut cfg);
-        let server = rt
-            .block_on(stackwatch_server::Server::bind(cfg))
-            .expect("server starts");
-        let api = format!("http://{}", server.local_addr());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = rt.spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Harness {
-            rt,
-            api,
-            agent,
-            stop: Some(stop),
-            running: Some(running),
-            _dir: dir,
-        }
-    }
-
-    fn get(&self, path_and_query: &str) -> (u16, HashMap<String, String>, String) {
+/// Headers, and the healthy neighbour's checks, beside the queries of `common`.
+impl Collector {
+    /// GET `path_and_query` as given; returns status, headers and body.
+    fn get_with_headers(&self, path_and_query: &str) -> (u16, HashMap<String, String>, String) {
         let mut r = self
             .agent
             .get(format!("{}{path_and_query}", self.api))
@@ -197,29 +147,9 @@ impl Harness {
         (r.status().as_u16(), headers, body)
     }
 
-    /// `/api/targets` by service name.
-    fn targets(&self) -> HashMap<String, Value> {
-        let (status, _, body) = self.get("/api/targets");
-        assert_eq!(status, 200, "{body}");
-        let list: Vec<Value> = serde_json::from_str(&body).unwrap();
-        list.into_iter()
-            .map(|t| (t["labels"]["service"].as_str().unwrap().to_owned(), t))
-            .collect()
-    }
-
     /// Waits until `service` has been scraped `n` times; returns its health.
     fn scraped(&self, service: &str, n: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            // Listed once its scrape task has started.
-            if let Some(t) = self.targets().remove(service) {
-                if t["scrapes_total"].as_u64().unwrap() >= n {
-                    return t;
-                }
-            }
-            assert!(Instant::now() < deadline, "{service} not scraped {n} times");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_target(service, |t| t["scrapes_total"].as_u64().unwrap() >= n)
     }
 
     /// The neighbour: scraped, never failed, and its periods stored.
@@ -227,23 +157,11 @@ impl Harness {
         let h = self.scraped("healthy", 5);
         assert_eq!(h["scrape_failures_total"], 0, "healthy worker: {h}");
         assert!(h["samples_ingested_total"].as_u64().unwrap() > 0, "{h}");
-        let (status, _, body) =
-            self.get("/api/profile.folded?query=%7Bservice%3D%22healthy%22%7D&from=now-1h");
+        let (status, _, body) = self.get_with_headers(
+            "/api/profile.folded?query=%7Bservice%3D%22healthy%22%7D&from=now-1h",
+        );
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("healthy;work"), "{body}");
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(running) = self.running.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), running).await });
-        }
     }
 }
 
@@ -323,7 +241,7 @@ fn item1_a_tiny_pprof_cannot_expand_into_gigabytes() {
     };
     reset_peak_rss();
     let (before, _) = rss_mib();
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new()
             .route("/bomb", pprof_route(bomb))
             .route("/wide", pprof_route(wide)),
@@ -352,7 +270,7 @@ fn item1_a_tiny_pprof_cannot_expand_into_gigabytes() {
         "{wide}"
     );
     let (status, _, folded) =
-        h.get("/api/profile.folded?query=%7Bservice%3D%22bomb%22%7D&from=now-1h");
+        h.get_with_headers("/api/profile.folded?query=%7Bservice%3D%22bomb%22%7D&from=now-1h");
     assert_eq!(status, 200);
     let line = folded
         .lines()
@@ -381,7 +299,7 @@ fn item2_one_targets_bad_data_fails_only_its_own_write() {
     // Windows the store refuses (they start more than a day ahead of its clock), but
     // that pass every check of the scrape.
     let ahead = stackwatch_profile::clock::unix_ms() + 3 * 86_400_000;
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new().route(
             "/future/windows",
             get(move || async move {
@@ -413,7 +331,7 @@ fn item2_one_targets_bad_data_fails_only_its_own_write() {
         "{future}"
     );
     h.assert_healthy_unaffected();
-    let (_, _, metrics) = h.get("/metrics");
+    let (_, _, metrics) = h.get_with_headers("/metrics");
     let isolated = metrics
         .lines()
         .find_map(|l| l.strip_prefix("stackwatch_ingest_isolated_failures_total "))
@@ -429,7 +347,7 @@ fn item3_huge_counts_and_sequences_are_refused_and_nothing_else_breaks() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let now_ms = stackwatch_profile::clock::unix_ms();
     let max = i64::MAX as u64;
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new()
             .route(
                 "/folded",
@@ -496,11 +414,11 @@ fn item3_huge_counts_and_sequences_are_refused_and_nothing_else_breaks() {
         "/api/timeseries?from=now-1h",
         "/api/top?from=now-1h",
     ] {
-        let (status, _, body) = h.get(path);
+        let (status, _, body) = h.get_with_headers(path);
         assert_eq!(status, 200, "{path}: {body}");
     }
     h.assert_healthy_unaffected();
-    let (_, _, metrics) = h.get("/metrics");
+    let (_, _, metrics) = h.get_with_headers("/metrics");
     assert!(
         metrics.contains("\nstackwatch_rollup_errors_total 0\n"),
         "{metrics}"
@@ -511,7 +429,7 @@ fn item3_huge_counts_and_sequences_are_refused_and_nothing_else_breaks() {
 #[test]
 fn item4_odd_times_are_400s_not_panics() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let h = Harness::start(axum::Router::new(), |_| vec![], |_| {}, |_| {});
+    let h = scrape_hostile(axum::Router::new(), |_| vec![], |_| {}, |_| {});
     for path in [
         // `curl -sG :7070/api/top --data-urlencode from=é12345`
         "/api/top?from=%C3%A912345",
@@ -519,7 +437,7 @@ fn item4_odd_times_are_400s_not_panics() {
         "/api/profile.svg?from=9999-12-31T22:00:00Z&to=9999-12-31T23%3A30%3A00-01%3A00",
         "/api/timeseries?from=now-99999999999999d",
     ] {
-        let (status, _, body) = h.get(path);
+        let (status, _, body) = h.get_with_headers(path);
         assert_eq!(status, 400, "{path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert!(v["parameter"].is_string(), "{body}");
@@ -531,7 +449,7 @@ fn item4_odd_times_are_400s_not_panics() {
 #[test]
 fn item5_regex_selectors_are_bounded() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let h = Harness::start(axum::Router::new(), |_| vec![], |_| {}, |_| {});
+    let h = scrape_hostile(axum::Router::new(), |_| vec![], |_| {}, |_| {});
     h.scraped("healthy", 2);
     let selector: Vec<String> = (0..100)
         .map(|i| format!("a{i}=~\"\\\\w{{0,200}}\""))
@@ -542,7 +460,8 @@ fn item5_regex_selectors_are_bounded() {
     let (before, _) = rss_mib();
     let started = Instant::now();
     for max in ["", "&x=1"] {
-        let (status, _, body) = h.get(&format!("/api/top?from=now-1h&query={encoded}{max}"));
+        let (status, _, body) =
+            h.get_with_headers(&format!("/api/top?from=now-1h&query={encoded}{max}"));
         assert_eq!(status, 400, "{body}");
         assert!(body.contains("query.max_"), "{body}");
     }
@@ -550,7 +469,7 @@ fn item5_regex_selectors_are_bounded() {
         .bytes()
         .map(|b| format!("%{b:02X}"))
         .collect();
-    let (status, _, body) = h.get(&format!("/api/top?from=now-1h&query={one}"));
+    let (status, _, body) = h.get_with_headers(&format!("/api/top?from=now-1h&query={one}"));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("query.max_regex_program_bytes"), "{body}");
     assert!(
@@ -564,7 +483,7 @@ fn item5_regex_selectors_are_bounded() {
         "peak RSS grew by {} MiB",
         peak - before
     );
-    let (_, _, metrics) = h.get("/metrics");
+    let (_, _, metrics) = h.get_with_headers("/metrics");
     assert!(
         metrics.contains("\nstackwatch_queries_selector_refused_total 3\n"),
         "{metrics}"
@@ -608,7 +527,7 @@ fn fill_store(dir: &std::path::Path, windows: u64, stacks: usize) {
 #[test]
 fn item6_query_bursts_are_shed_and_bounded() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new(),
         |_| vec![],
         |cfg| {
@@ -660,7 +579,7 @@ fn item6_query_bursts_are_shed_and_bounded() {
         "peak RSS grew by {} MiB",
         peak - before
     );
-    let (_, _, metrics) = h.get("/metrics");
+    let (_, _, metrics) = h.get_with_headers("/metrics");
     assert!(
         metrics.contains("stackwatch_queries_shed_total{reason=\"queue_full\"}"),
         "{metrics}"
@@ -669,13 +588,13 @@ fn item6_query_bursts_are_shed_and_bounded() {
     drop(h);
 
     // A query over its time budget is stopped and answered 503 naming the budget.
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new(),
         |_| vec![],
         |cfg| cfg.query.timeout = Duration::from_millis(1),
         |dir| fill_store(dir, 60, 2000),
     );
-    let (status, headers, body) = h.get("/api/profile.folded?from=now-1h");
+    let (status, headers, body) = h.get_with_headers("/api/profile.folded?from=now-1h");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("query.timeout"), "{body}");
     assert!(headers.contains_key("retry-after"));
@@ -690,7 +609,7 @@ fn item7_volume_names_tokens_headers_and_the_data_dir() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
     let long_frame = "L".repeat(5000);
-    let h = Harness::start(
+    let h = scrape_hostile(
         axum::Router::new()
             // 20 000 distinct stacks per window, 30 windows at once.
             .route(
@@ -791,7 +710,8 @@ fn item7_volume_names_tokens_headers_and_the_data_dir() {
         "{wide}"
     );
     assert_eq!(wide["scrape_failures_total"], 0, "{wide}");
-    let (_, _, folded) = h.get("/api/profile.folded?query=%7Bservice%3D%22wide%22%7D&from=now-1h");
+    let (_, _, folded) =
+        h.get_with_headers("/api/profile.folded?query=%7Bservice%3D%22wide%22%7D&from=now-1h");
     let total: u64 = folded
         .lines()
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
@@ -807,7 +727,8 @@ fn item7_volume_names_tokens_headers_and_the_data_dir() {
     assert!(folded.lines().any(|l| l.starts_with("[pruned] ")));
     // Names: cut to 1 KB, deep stacks truncated.
     h.scraped("names", 2);
-    let (_, _, folded) = h.get("/api/profile.folded?query=%7Bservice%3D%22names%22%7D&from=now-1h");
+    let (_, _, folded) =
+        h.get_with_headers("/api/profile.folded?query=%7Bservice%3D%22names%22%7D&from=now-1h");
     assert!(folded.lines().all(|l| l.len() < 4096), "{folded}");
     assert!(folded.contains("…"), "the long frame is cut");
     assert!(folded.contains(";[truncated] 2"), "{folded}");
@@ -820,7 +741,7 @@ fn item7_volume_names_tokens_headers_and_the_data_dir() {
         "{anonymous}"
     );
     // SVG answers carry nosniff and a policy that loads nothing.
-    let (status, headers, _) = h.get("/api/profile.svg?from=now-1h");
+    let (status, headers, _) = h.get_with_headers("/api/profile.svg?from=now-1h");
     assert_eq!(status, 200);
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert!(headers["content-security-policy"].contains("default-src 'none'"));
@@ -844,7 +765,7 @@ fn item7_volume_names_tokens_headers_and_the_data_dir() {
             Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "held open"),
         }
     }
-    let (_, _, metrics) = h.get("/metrics");
+    let (_, _, metrics) = h.get_with_headers("/metrics");
     let open: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("stackwatch_http_connections_open "))

@@ -2,6 +2,8 @@
 //! responses each become an error on that target's health while the collector keeps
 //! serving, and a target that is down at start is picked up when it comes up.
 
+mod common;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use stackwatch_profile::protocol::{Window, WindowsResponse};
-use stackwatch_server::config::{Config, TargetConfig, TargetKind};
+use stackwatch_server::config::TargetKind;
+
+use common::{target, Collector};
 
 fn valid_body(instance: &str) -> Vec<u8> {
     serde_json::to_vec(&WindowsResponse {
@@ -113,35 +117,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn target(url: String, kind: TargetKind, name: &str) -> TargetConfig {
-    TargetConfig {
-        url,
-        kind,
-        labels: [("service".to_string(), name.to_string())].into(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let (hostile_addr, late_port) = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = l.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(l, hostile_app()).await.unwrap() });
-        (a, free_port())
-    });
+    let hostile_addr = common::serve(&rt, hostile_app());
+    let late_port = free_port();
     let h = format!("http://{hostile_addr}");
-    let mut cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
+    let mut cfg = common::config(dir.path());
     cfg.scrape.interval = Duration::from_millis(500);
     cfg.scrape.timeout = Duration::from_secs(1);
     cfg.scrape.max_body_bytes = 1 << 20;
@@ -173,15 +156,11 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
             "late",
         ),
     ];
-    let server = rt.block_on(stackwatch_server::Server::bind(cfg)).unwrap();
-    let api = format!("http://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let mut collector = Collector::start(rt, dir, cfg, Duration::from_secs(5));
+    let api = collector.api.clone();
     // The late target comes up after the collector started.
     std::thread::sleep(Duration::from_secs(2));
-    rt.spawn(async move {
+    collector.rt.spawn(async move {
         // A well-behaved worker: windows after `after` only.
         let app = axum::Router::new().route(
             "/windows",
@@ -266,11 +245,12 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
         .read_to_string()
         .unwrap();
     assert!(m.contains("stackwatch_target_up{"), "{m}");
-    let _ = stop_tx.send(());
-    rt.block_on(running).unwrap().unwrap();
+    collector.shut_down().unwrap();
     // What the late target sent is in the store, hostile frame name and all.
-    let store = stackwatch_store::SqliteStore::open_reader(&stackwatch_server::db_path(dir.path()))
-        .unwrap();
+    let store = stackwatch_store::SqliteStore::open_reader(&stackwatch_server::db_path(
+        collector.data_dir(),
+    ))
+    .unwrap();
     use stackwatch_store::ProfileStore;
     let p = store
         .profile(

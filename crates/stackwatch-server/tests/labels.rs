@@ -6,11 +6,12 @@
 //! 1 000 label sets per window is folded to the label budget with totals exact, and
 //! hostile label text is cleaned, never a failure.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -18,7 +19,9 @@ use axum::routing::get;
 use serde_json::Value;
 use stackwatch_profile::protocol::{LabeledStacks, Window, WindowsResponse};
 use stackwatch_profile::{Profile, SampleLabels};
-use stackwatch_server::config::{Config, TargetConfig, TargetKind};
+use stackwatch_server::config::{TargetConfig, TargetKind};
+
+use common::{encode, total, Collector};
 
 const PERIOD_NS: u64 = 10_101_010;
 
@@ -129,181 +132,39 @@ fn pprof_worker(body: Vec<u8>) -> axum::Router {
 /// A fake worker to scrape: its routes, kind, path under its address, target labels.
 type FakeWorker<'a> = (axum::Router, TargetKind, &'a str, &'a [(&'a str, &'a str)]);
 
-/// A collector scraping some fake workers.
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    api: String,
-    agent: ureq::Agent,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    /// Serves each `(router, kind, path, labels)` worker and scrapes it.
-    fn start(workers: Vec<FakeWorker<'_>>) -> Harness {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
+/// A collector scraping each `(router, kind, path, labels)` fake worker, served on
+/// loopback.
+fn scrape_workers(workers: Vec<FakeWorker<'_>>) -> Collector {
+    let rt = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::scrape_config(dir.path(), Duration::from_secs(5));
+    for (router, kind, path, labels) in workers {
+        let addr = common::serve(&rt, router);
+        cfg.targets.push(TargetConfig {
+            url: format!("http://{addr}{path}"),
+            kind,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
-        };
-        cfg.scrape.interval = Duration::from_millis(300);
-        cfg.scrape.timeout = Duration::from_secs(5);
-        cfg.scrape.pprof_seconds = Some(Duration::from_secs(1));
-        cfg.storage.flush_interval = Duration::from_millis(100);
-        for (router, kind, path, labels) in workers {
-            let addr = rt.block_on(async {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let a = l.local_addr().unwrap();
-                tokio::spawn(async move { axum::serve(l, router).await });
-                a
-            });
-            cfg.targets.push(TargetConfig {
-                url: format!("http://{addr}{path}"),
-                kind,
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            });
-        }
-        let server = rt
-            .block_on(stackwatch_server::Server::bind(cfg))
-            .expect("server starts");
-        let api = format!("http://{}", server.local_addr());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = rt.spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Harness {
-            rt,
-            api,
-            agent,
-            stop: Some(stop),
-            running: Some(running),
-            _dir: dir,
-        }
+        });
     }
-
-    /// GET with every query value percent-encoded.
-    fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-        let qs: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect();
-        let url = if qs.is_empty() {
-            format!("{}{path}", self.api)
-        } else {
-            format!("{}{path}?{}", self.api, qs.join("&"))
-        };
-        let mut r = self.agent.get(&url).call().expect("the collector answers");
-        let ctype = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let mut body = Vec::new();
-        r.body_mut().as_reader().read_to_end(&mut body).unwrap();
-        (r.status().as_u16(), ctype, body)
-    }
-
-    fn text(&self, path: &str, params: &[(&str, &str)]) -> String {
-        let (status, _, body) = self.get(path, params);
-        let body = String::from_utf8(body).unwrap();
-        assert_eq!(status, 200, "{path} {params:?}: {body}");
-        body
-    }
-
-    fn json(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let body = self.text(path, params);
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-
-    /// `/api/targets` by service name.
-    fn targets(&self) -> HashMap<String, Value> {
-        let list: Vec<Value> = serde_json::from_value(self.json("/api/targets", &[])).unwrap();
-        list.into_iter()
-            .map(|t| (t["labels"]["service"].as_str().unwrap().to_owned(), t))
-            .collect()
-    }
-
-    /// Waits until `service`'s health satisfies `done`; returns it.
-    fn wait(&self, service: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(t) = self.targets().remove(service) {
-                if done(&t) {
-                    return t;
-                }
-                assert!(Instant::now() < deadline, "{service}: {t}");
-            }
-            assert!(Instant::now() < deadline, "{service} never scraped");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Folded text of a selection over the last hour, as `stack -> periods`.
-    fn folded(&self, query: &str) -> BTreeMap<String, u64> {
-        parse_folded(&self.text(
-            "/api/profile.folded",
-            &[("query", query), ("from", "now-1h")],
-        ))
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(running) = self.running.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), running).await });
-        }
-    }
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn parse_folded(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .map(|l| {
-            let (s, c) = l.rsplit_once(' ').unwrap();
-            (s.to_string(), c.parse().unwrap())
-        })
-        .collect()
-}
-
-fn total(m: &BTreeMap<String, u64>) -> u64 {
-    m.values().sum()
+    Collector::start(rt, dir, cfg, Duration::from_secs(60))
 }
 
 fn stacks(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
     pairs.iter().map(|(s, c)| (s.to_string(), *c)).collect()
+}
+
+/// The names of a timeseries answer's series, in its order.
+fn series_names(ts: &Value) -> Vec<&str> {
+    ts["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
 }
 
 /// Periods over a timeseries' points (cores × step / period).
@@ -356,7 +217,7 @@ fn sample_labels_select_samples_in_every_query_route() {
         &go,
         &[(&orders_ep, &orders_stacks), (&users_ep, &users_stacks)],
     );
-    let h = Harness::start(vec![
+    let h = scrape_workers(vec![
         (
             worker("w-a", 3, binlog_content(), asked.clone()),
             TargetKind::Stackwatch,
@@ -370,7 +231,7 @@ fn sample_labels_select_samples_in_every_query_route() {
             &[("service", "go-service"), ("instance", "g")],
         ),
     ]);
-    let t = h.wait("binlog-streamer", |t| t["last_seq"] == 3);
+    let t = h.wait_target("binlog-streamer", |t| t["last_seq"] == 3);
     assert_eq!(t["scrape_failures_total"], 0, "{t}");
     assert!(
         asked.load(Ordering::Relaxed),
@@ -378,21 +239,21 @@ fn sample_labels_select_samples_in_every_query_route() {
     );
     assert_eq!(t["samples_ingested_total"], 3 * 19, "{t}");
     assert_eq!(t["label_sets_folded_total"], 0, "{t}");
-    let g = h.wait("go-service", |t| t["scrapes_total"].as_u64().unwrap() >= 2);
+    let g = h.wait_target("go-service", |t| t["scrapes_total"].as_u64().unwrap() >= 2);
     assert_eq!(g["up"], true, "{g}");
     // A pprof scrape is stored at the second it started; ranges end before `now`.
     std::thread::sleep(Duration::from_millis(1100));
 
     // Selection by sample label: exactly the orders samples, the rest, and the sum.
     let svc = r#"service="binlog-streamer""#;
-    let orders = h.folded(&format!("{{{svc}, table=\"orders\"}}"));
+    let orders = h.folded(&format!("{{{svc}, table=\"orders\"}}"), None);
     assert_eq!(orders, [("main;write;orders".to_string(), 21)].into());
     assert_eq!(
-        h.folded(r#"{table="orders"}"#),
+        h.folded(r#"{table="orders"}"#, None),
         orders,
         "no target matcher needed"
     );
-    let rest = h.folded(&format!("{{{svc}, table!=\"orders\"}}"));
+    let rest = h.folded(&format!("{{{svc}, table!=\"orders\"}}"), None);
     let want: BTreeMap<String, u64> = [
         ("main;idle".to_string(), 3),
         ("main;write;users".to_string(), 15),
@@ -402,24 +263,27 @@ fn sample_labels_select_samples_in_every_query_route() {
     ]
     .into();
     assert_eq!(rest, want);
-    let all = h.folded(&format!("{{{svc}}}"));
+    let all = h.folded(&format!("{{{svc}}}"), None);
     assert_eq!(total(&all), 3 * 19);
     let mut sum = rest.clone();
     sum.extend(orders.clone());
     assert_eq!(all, sum, "orders and the rest add up to everything");
     // Two sample matchers, a regex, and a label on other keys of the same set.
     assert_eq!(
-        h.folded(r#"{op="insert", table=~"ord.*"}"#),
+        h.folded(r#"{op="insert", table=~"ord.*"}"#, None),
         orders,
         "both labels of one set"
     );
     assert_eq!(
-        total(&h.folded(&format!("{{{svc}, op=\"\"}}"))),
+        total(&h.folded(&format!("{{{svc}, op=\"\"}}"), None)),
         3 * (1 + 5 + 3 + 2)
     );
     // A selector on a label nobody has: the empty value, not an error.
-    assert_eq!(total(&h.folded(r#"{nosuch="x"}"#)), 0);
-    assert_eq!(total(&h.folded(&format!("{{{svc}, nosuch=\"\"}}"))), 3 * 19);
+    assert_eq!(total(&h.folded(r#"{nosuch="x"}"#, None)), 0);
+    assert_eq!(
+        total(&h.folded(&format!("{{{svc}, nosuch=\"\"}}"), None)),
+        3 * 19
+    );
 
     // Every route passes the selector through unchanged.
     let q = format!("{{{svc}, table=\"orders\"}}");
@@ -452,7 +316,7 @@ fn sample_labels_select_samples_in_every_query_route() {
     assert!(diff.contains("main;write;orders 0 21\n"), "{diff}");
     assert!(diff.contains("main;write;users 15 0\n"), "{diff}");
     assert!(!diff.contains("idle"), "{diff}");
-    let (status, ctype, svg) = h.get(
+    let (status, ctype, svg) = h.get_bytes(
         "/api/diff.svg",
         &[
             ("base", r#"{table="users"}"#),
@@ -462,11 +326,11 @@ fn sample_labels_select_samples_in_every_query_route() {
     );
     assert_eq!((status, ctype.as_str()), (200, "image/svg+xml"));
     assert!(String::from_utf8(svg).unwrap().contains("orders"));
-    let (status, _, pb) = h.get("/api/profile.pb.gz", &[("query", &q), ("from", "now-1h")]);
+    let (status, _, pb) = h.get_bytes("/api/profile.pb.gz", &[("query", &q), ("from", "now-1h")]);
     assert_eq!(status, 200);
     let p = stackwatch_profile::pprof::decode(&pb, 1 << 20, &Default::default()).unwrap();
     assert_eq!(p.total(), 21);
-    let (status, _, svg) = h.get("/api/profile.svg", &[("query", &q), ("from", "now-1h")]);
+    let (status, _, svg) = h.get_bytes("/api/profile.svg", &[("query", &q), ("from", "now-1h")]);
     assert_eq!(status, 200);
     let svg = String::from_utf8(svg).unwrap();
     assert!(svg.contains("orders") && !svg.contains("main;idle"));
@@ -505,7 +369,7 @@ fn sample_labels_select_samples_in_every_query_route() {
         ],
     );
     let series = ts["series"].as_array().unwrap();
-    let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names = series_names(&ts);
     assert_eq!(names, ["orders", "users", "[other]", "(none)"], "{ts}");
     let per: Vec<f64> = series
         .iter()
@@ -527,12 +391,7 @@ fn sample_labels_select_samples_in_every_query_route() {
             ("limit", "8"),
         ],
     );
-    let names: Vec<&str> = ts["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = series_names(&ts);
     assert_eq!(names, ["orders", "users", "items", "t4", "(none)"], "{ts}");
     assert_series_add_up(&ts);
     // A sample label and a target label in one selection.
@@ -551,12 +410,7 @@ fn sample_labels_select_samples_in_every_query_route() {
         "/api/timeseries",
         &[("from", "now-1h"), ("step", "1m"), ("group_by", "service")],
     );
-    let names: Vec<&str> = ts["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = series_names(&ts);
     assert!(
         names.contains(&"binlog-streamer") && names.contains(&"go-service"),
         "{ts}"
@@ -589,25 +443,25 @@ fn sample_labels_select_samples_in_every_query_route() {
     let values: Vec<String> =
         serde_json::from_value(h.json("/api/label/nosuch/values", &[])).unwrap();
     assert!(values.is_empty());
-    let (status, _, body) = h.get("/api/label/table/values", &[("limit", "0")]);
+    let (status, _, body) = h.get_bytes("/api/label/table/values", &[("limit", "0")]);
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
 
     // The Go service's pprof.Do labels are sample labels.
     let values: Vec<String> =
         serde_json::from_value(h.json("/api/label/endpoint/values", &[])).unwrap();
     assert_eq!(values, ["/orders", "/users"]);
-    let go_orders = h.folded(r#"{service="go-service", endpoint="/orders"}"#);
+    let go_orders = h.folded(r#"{service="go-service", endpoint="/orders"}"#, None);
     assert_eq!(
         go_orders.keys().collect::<Vec<_>>(),
         ["main;handler;orders"]
     );
     assert_eq!(go_orders["main;handler;orders"] % 6, 0, "{go_orders:?}");
-    let go_rest = h.folded(r#"{service="go-service", endpoint!="/orders"}"#);
+    let go_rest = h.folded(r#"{service="go-service", endpoint!="/orders"}"#, None);
     assert_eq!(
         go_rest.keys().collect::<Vec<_>>(),
         ["main;handler;users", "main;runtime.gcBgMarkWorker"]
     );
-    let go_read = h.folded(r#"{service="go-service", op="read"}"#);
+    let go_read = h.folded(r#"{service="go-service", op="read"}"#, None);
     assert_eq!(go_read.keys().collect::<Vec<_>>(), ["main;handler;users"]);
 }
 
@@ -650,13 +504,13 @@ fn a_thousand_label_sets_per_window_fold_to_the_budget_with_totals_exact() {
             .collect(),
     };
     let per_window = content.samples();
-    let h = Harness::start(vec![(
+    let h = scrape_workers(vec![(
         worker("w-many", 2, content, asked),
         TargetKind::Stackwatch,
         "",
         &[("service", "many")],
     )]);
-    let t = h.wait("many", |t| t["last_seq"] == 2);
+    let t = h.wait_target("many", |t| t["last_seq"] == 2);
     assert_eq!(t["scrape_failures_total"], 0, "{t}");
     // 256 sets kept per window: the 255 heaviest and one `[labels pruned]`.
     let folded = (1000 - 255) * 2;
@@ -674,11 +528,11 @@ fn a_thousand_label_sets_per_window_fold_to_the_budget_with_totals_exact() {
     assert!(metrics.contains("# TYPE stackwatch_target_label_sets_folded_total counter"));
 
     // Totals exact, however the sets were folded.
-    assert_eq!(total(&h.folded("{}")), 2 * per_window);
-    let pruned = h.folded(r#"{req="[labels pruned]"}"#);
+    assert_eq!(total(&h.folded("{}", None)), 2 * per_window);
+    let pruned = h.folded(r#"{req="[labels pruned]"}"#, None);
     assert_eq!(total(&pruned), 2 * (900 - 155), "{pruned:?}");
-    assert_eq!(total(&h.folded(r#"{req="r0042"}"#)), 2 * 3);
-    assert_eq!(total(&h.folded(r#"{req="r0999"}"#)), 0, "folded away");
+    assert_eq!(total(&h.folded(r#"{req="r0042"}"#, None)), 2 * 3);
+    assert_eq!(total(&h.folded(r#"{req="r0999"}"#, None)), 0, "folded away");
     let values: Vec<String> =
         serde_json::from_value(h.json("/api/label/req/values", &[("limit", "100000")])).unwrap();
     assert_eq!(values.len(), 256, "255 kept and [labels pruned]");
@@ -692,12 +546,7 @@ fn a_thousand_label_sets_per_window_fold_to_the_budget_with_totals_exact() {
             ("limit", "3"),
         ],
     );
-    let names: Vec<&str> = ts["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = series_names(&ts);
     assert_eq!(
         names,
         ["[labels pruned]", "r0000", "r0001", "[other]", "(none)"],
@@ -738,16 +587,16 @@ fn hostile_label_text_is_cleaned_never_a_failure() {
         ],
     };
     let per_window = content.samples();
-    let h = Harness::start(vec![(
+    let h = scrape_workers(vec![(
         worker("w-hostile", 2, content, asked),
         TargetKind::Stackwatch,
         "",
         &[("service", "hostile")],
     )]);
-    let t = h.wait("hostile", |t| t["last_seq"] == 2);
+    let t = h.wait_target("hostile", |t| t["last_seq"] == 2);
     assert_eq!(t["scrape_failures_total"], 0, "{t}");
     assert_eq!(t["up"], true, "{t}");
-    assert_eq!(total(&h.folded("{}")), 2 * per_window, "nothing lost");
+    assert_eq!(total(&h.folded("{}", None)), 2 * per_window, "nothing lost");
 
     let keys = h.json("/api/label-keys", &[]);
     let sample: Vec<String> = serde_json::from_value(keys["sample"].clone()).unwrap();
@@ -768,15 +617,15 @@ fn hostile_label_text_is_cleaned_never_a_failure() {
     assert_eq!(values("big"), ["v".repeat(256)], "cut at 256 bytes");
     assert_eq!(values("xss"), [xss], "JSON carries it as text");
     // The empty key was dropped, so its samples are unlabeled.
-    let plain = h.folded(r#"{xss=""}"#);
+    let plain = h.folded(r#"{xss=""}"#, None);
     assert!(
         plain.contains_key("main;emptykey") && plain.contains_key("main;emptyset"),
         "{plain:?}"
     );
     // A selector naming the hostile value selects it, and the SVG escapes it.
     let q = format!("{{xss=\"{xss}\"}}");
-    assert_eq!(h.folded(&q), [("main;xss".to_string(), 2)].into());
-    let (status, _, svg) = h.get("/api/profile.svg", &[("query", &q), ("from", "now-1h")]);
+    assert_eq!(h.folded(&q, None), [("main;xss".to_string(), 2)].into());
+    let (status, _, svg) = h.get_bytes("/api/profile.svg", &[("query", &q), ("from", "now-1h")]);
     assert_eq!(status, 200);
     let svg = String::from_utf8(svg).unwrap();
     assert!(svg.contains("main") || svg.contains("xss"));
@@ -785,17 +634,12 @@ fn hostile_label_text_is_cleaned_never_a_failure() {
         "/api/timeseries",
         &[("from", "now-1h"), ("step", "1m"), ("group_by", "xss")],
     );
-    let names: Vec<&str> = ts["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = series_names(&ts);
     assert_eq!(names, [xss, "(none)"], "{ts}");
     assert_series_add_up(&ts);
     // Label names the routes get in their path, however odd, are answered.
     for name in ["quote\"}", "\u{202e}rtl", "<b>", "%00", "a/b"] {
-        let (status, _, body) = h.get(&format!("/api/label/{}/values", encode(name)), &[]);
+        let (status, _, body) = h.get_bytes(&format!("/api/label/{}/values", encode(name)), &[]);
         assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
         serde_json::from_slice::<Vec<String>>(&body).unwrap();
     }

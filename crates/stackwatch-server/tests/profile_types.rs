@@ -5,20 +5,16 @@
 //! otherwise, answers in the type's unit, refuses an unknown type and a comparison of two
 //! types with a 400, and never lists the reserved label among the labels.
 
+mod common;
+
 use std::io::Read;
-use std::time::Duration;
 
 use serde_json::Value;
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, Labels};
+
+use common::{labels, Collector};
 
 const PERIOD_NS: u64 = 10_000_000;
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn window(target: &Labels, start: i64, period_ns: u64, stacks: &[(&str, u64)]) -> IngestWindow {
     IngestWindow {
@@ -32,92 +28,8 @@ fn window(target: &Labels, start: i64, period_ns: u64, stacks: &[(&str, u64)]) -
     }
 }
 
-/// A collector over a store with known content; `get` answers `(status, body)`.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    base: String,
-    agent: ureq::Agent,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Api {
-    fn start(windows: &[IngestWindow]) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = SqliteStore::open(
-                &stackwatch_server::db_path(dir.path()),
-                StoreOptions::default(),
-            )
-            .unwrap();
-            s.ingest(windows).unwrap();
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = stackwatch_server::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let server = rt.block_on(stackwatch_server::Server::bind(cfg)).unwrap();
-        let base = format!("http://{}", server.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = rt.spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        Api {
-            rt,
-            base,
-            agent,
-            stop: Some(stop),
-            running: Some(running),
-            _dir: dir,
-        }
-    }
-
-    /// The body's bytes.
-    fn get_bytes(&self, path: &str, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in params {
-            req = req.query(*k, *v);
-        }
-        let mut r = req.call().unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let mut body = Vec::new();
-        r.body_mut().as_reader().read_to_end(&mut body).unwrap();
-        body
-    }
-
-    /// `path` with its parameters percent-encoded.
-    fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String) {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in params {
-            req = req.query(*k, *v);
-        }
-        let mut r = req.call().unwrap();
-        let mut body = Vec::new();
-        r.body_mut().as_reader().read_to_end(&mut body).unwrap();
-        (
-            r.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    }
-
-    fn json(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let (status, body) = self.get(path, params);
-        assert_eq!(status, 200, "{path} {params:?}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
+/// Refusals, beside the queries of `common`.
+impl Collector {
     /// A 400 naming `parameter`.
     fn refused(&self, path: &str, params: &[(&str, &str)], parameter: &str) -> String {
         let (status, body) = self.get(path, params);
@@ -125,17 +37,6 @@ impl Api {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["parameter"], parameter, "{body}");
         v["error"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(r) = self.running.take() {
-            let _ = self.rt.block_on(r);
-        }
     }
 }
 
@@ -219,7 +120,7 @@ fn fleet(t0: i64) -> Vec<IngestWindow> {
 #[test]
 fn every_route_selects_cpu_by_default_and_another_type_with_type() {
     let t0 = start();
-    let api = Api::start(&fleet(t0));
+    let api = Collector::over_store(&fleet(t0));
     let (from, to) = (t0.to_string(), (t0 + 360).to_string());
     let range = [("from", from.as_str()), ("to", to.as_str())];
     let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
@@ -271,7 +172,8 @@ fn every_route_selects_cpu_by_default_and_another_type_with_type() {
         "{folded}"
     );
     // Its pprof names the type and unit, not CPU; values are the bytes.
-    let pb = api.get_bytes("/api/profile.pb.gz", &alloc);
+    let (status, _, pb) = api.get_bytes("/api/profile.pb.gz", &alloc);
+    assert_eq!(status, 200);
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&pb[..])
         .read_to_end(&mut raw)
@@ -392,7 +294,7 @@ fn every_route_selects_cpu_by_default_and_another_type_with_type() {
 #[test]
 fn unknown_types_and_mixed_comparisons_are_400() {
     let t0 = start();
-    let api = Api::start(&fleet(t0));
+    let api = Collector::over_store(&fleet(t0));
     let (from, to) = (t0.to_string(), (t0 + 360).to_string());
     let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
         let mut v: Vec<(&str, &str)> = vec![("from", from.as_str()), ("to", to.as_str())];
@@ -484,7 +386,7 @@ fn unknown_types_and_mixed_comparisons_are_400() {
 
 #[test]
 fn the_type_label_is_never_listed_and_profile_types_say_what_is_stored() {
-    let api = Api::start(&fleet(start()));
+    let api = Collector::over_store(&fleet(start()));
     let names = api.json("/api/labels", &[]);
     assert_eq!(names, serde_json::json!(["instance", "service"]), "{names}");
     let keys = api.json("/api/label-keys", &[]);

@@ -11,8 +11,10 @@
 //! and hostile requests: every one a clear refusal or a partial success, the collector
 //! still up, another source's data untouched.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::{
@@ -26,86 +28,28 @@ use opentelemetry_proto::tonic::profiles::v1development::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::{json, Value};
-use stackwatch_server::config::{Config, PushToken};
+use stackwatch_server::config::Config;
+
+use common::{read_answer, total, Collector};
 
 const TOKEN: &str = "otlp-s3cret";
 const PATH: &str = "/v1development/profiles";
 
-/// A collector with push on (one token, tenant `team-a`), storing into a temp dir.
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    api: String,
-    agent: ureq::Agent,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
-    _dir: tempfile::TempDir,
+/// A collector with push on (one token, tenant `team-a`), storing into a temp dir;
+/// `tune` adjusts its config.
+fn otlp_collector(tune: impl FnOnce(&mut Config)) -> Collector {
+    Collector::with_push(&[(TOKEN, "team-a")], tune)
 }
 
-impl Harness {
-    fn start(tune: impl FnOnce(&mut Config)) -> Harness {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        cfg.storage.flush_interval = Duration::from_millis(50);
-        cfg.push.enabled = true;
-        cfg.push.tokens = vec![PushToken {
-            token: Some(TOKEN.into()),
-            token_file: None,
-            tenant: "team-a".into(),
-        }];
-        tune(&mut cfg);
-        let server = rt
-            .block_on(stackwatch_server::Server::bind(cfg))
-            .expect("server starts");
-        let api = format!("http://{}", server.local_addr());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = rt.spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        Harness {
-            rt,
-            api,
-            agent,
-            stop: Some(stop),
-            running: Some(running),
-            _dir: dir,
-        }
-    }
-
+/// OTLP pushes, beside the queries of `common`.
+impl Collector {
     /// POSTs `body` to the OTLP path; returns status, content type and body.
     fn post_raw(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
         let mut req = self.agent.post(format!("{}{PATH}", self.api));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut r = req.send(body).expect("the collector answers");
-        let ctype = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let mut out = Vec::new();
-        r.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .reader()
-            .read_to_end(&mut out)
-            .unwrap();
-        (r.status().as_u16(), ctype, out)
+        read_answer(req.send(body).expect("the collector answers"))
     }
 
     /// POSTs a request as protobuf with the token.
@@ -126,73 +70,6 @@ impl Harness {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         ExportProfilesServiceResponse::decode(&body[..]).expect("an ExportProfilesServiceResponse")
     }
-
-    fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String) {
-        let qs: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect();
-        let url = format!("{}{path}?{}", self.api, qs.join("&"));
-        let mut r = self.agent.get(&url).call().expect("the collector answers");
-        let mut body = String::new();
-        r.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .reader()
-            .read_to_string(&mut body)
-            .unwrap();
-        (r.status().as_u16(), body)
-    }
-
-    /// Folded stacks of a selection over the last hour (`ty`: the profile type).
-    fn folded(&self, query: &str, ty: Option<&str>) -> BTreeMap<String, u64> {
-        let mut params = vec![("query", query), ("from", "now-1h")];
-        if let Some(t) = ty {
-            params.push(("type", t));
-        }
-        let (status, body) = self.get("/api/profile.folded", &params);
-        assert_eq!(status, 200, "{query}: {body}");
-        parse_folded(&body)
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(running) = self.running.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), running).await });
-        }
-    }
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn parse_folded(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (s, c) = l.rsplit_once(' ').unwrap();
-            (s.to_string(), c.parse().unwrap())
-        })
-        .collect()
-}
-
-fn total(m: &BTreeMap<String, u64>) -> u64 {
-    m.values().sum()
 }
 
 fn now_ns() -> u64 {
@@ -521,7 +398,7 @@ fn a_real_profile_round_trips_as_protobuf_and_json() {
         "the worker's samples: {worker:?}"
     );
     assert!(unlabeled.keys().any(|s| s.contains("busy_otlp_main")));
-    let h = Harness::start(|_| {});
+    let h = otlp_collector(|_| {});
     for (service, inline, json) in [
         ("otlp-real", false, false),
         ("otlp-inlined", true, false),
@@ -607,7 +484,7 @@ fn a_real_profile_round_trips_as_protobuf_and_json() {
 
 #[test]
 fn other_types_are_their_own_series_and_retries_are_stored_once() {
-    let h = Harness::start(|_| {});
+    let h = otlp_collector(|_| {});
     let mut b = Builder::new();
     let cpu: HashMap<String, u64> = [("main;compute".to_string(), 5)].into();
     let cpu_profile = b.cpu_profile(10_000_000, &[(vec![], &cpu)], false);
@@ -692,7 +569,7 @@ fn other_types_are_their_own_series_and_retries_are_stored_once() {
 
 #[test]
 fn partial_success_stores_the_good_profile() {
-    let h = Harness::start(|_| {});
+    let h = otlp_collector(|_| {});
     let mut b = Builder::new();
     let good: HashMap<String, u64> = [("main;good".to_string(), 4)].into();
     let good_profile = b.cpu_profile(10_000_000, &[(vec![], &good)], false);
@@ -750,7 +627,7 @@ fn partial_success_stores_the_good_profile() {
 }
 
 /// Status and the `google.rpc.Status` message of a refusal.
-fn refusal(h: &Harness, req: &ExportProfilesServiceRequest) -> (u16, String) {
+fn refusal(h: &Collector, req: &ExportProfilesServiceRequest) -> (u16, String) {
     let (status, body) = h.post(req);
     assert!(
         (400..500).contains(&status),
@@ -776,7 +653,7 @@ fn rpc_message(body: &[u8]) -> String {
 
 #[test]
 fn hostile_requests_are_refused_clearly_and_touch_nothing_else() {
-    let h = Harness::start(|_| {});
+    let h = otlp_collector(|_| {});
     let bystander = simple("otlp-bystander", &[("main;steady", 9)]);
     h.post_ok(&bystander);
     let before = h.folded("{service=\"otlp-bystander\"}", None);
@@ -1016,7 +893,7 @@ fn hostile_requests_are_refused_clearly_and_touch_nothing_else() {
 
 #[test]
 fn a_source_over_its_rate_is_told_to_wait() {
-    let h = Harness::start(|cfg| cfg.push.max_requests_per_second = 1);
+    let h = otlp_collector(|cfg| cfg.push.max_requests_per_second = 1);
     let mut statuses = Vec::new();
     for i in 0..4 {
         let req = simple("otlp-rate", &[(&format!("main;f{i}"), 1)]);

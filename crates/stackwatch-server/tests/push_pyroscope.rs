@@ -8,6 +8,8 @@
 //! hostile requests: every one a clear 4xx, nothing panics, the budget holds, another
 //! source's data untouched.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -16,21 +18,13 @@ use flate2::write::GzEncoder;
 use prost::Message;
 use serde_json::Value;
 use stackwatch_profile::pprof::proto;
-use stackwatch_server::config::{Config, PushToken};
+use stackwatch_server::config::Config;
 use stackwatch_server::push::pyroscope::proto as push;
+
+use common::{encode, total, Collector};
 
 const TOKEN_A: &str = "pyro-token-a";
 const TOKEN_B: &str = "pyro-token-b";
-
-/// A collector with push on (tokens of `team-a` and `team-b`), storing into a temp dir.
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    api: String,
-    agent: ureq::Agent,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<Result<(), stackwatch_server::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
 
 /// An answer: status, `Retry-After`, `Content-Type`, body.
 struct Answer {
@@ -46,57 +40,15 @@ impl std::fmt::Debug for Answer {
     }
 }
 
-impl Harness {
-    fn start(tune: impl FnOnce(&mut Config)) -> Harness {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        cfg.storage.flush_interval = Duration::from_millis(50);
-        cfg.push.enabled = true;
-        cfg.push.tokens = vec![
-            PushToken {
-                token: Some(TOKEN_A.into()),
-                token_file: None,
-                tenant: "team-a".into(),
-            },
-            PushToken {
-                token: Some(TOKEN_B.into()),
-                token_file: None,
-                tenant: "team-b".into(),
-            },
-        ];
-        tune(&mut cfg);
-        let server = rt
-            .block_on(stackwatch_server::Server::bind(cfg))
-            .expect("server starts");
-        let api = format!("http://{}", server.local_addr());
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = rt.spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        Harness {
-            rt,
-            api,
-            agent,
-            stop: Some(stop),
-            running: Some(running),
-            _dir: dir,
-        }
-    }
+/// A collector with push on (tokens of `team-a` and `team-b`), storing into a temp dir;
+/// `tune` adjusts its config.
+fn pyroscope_collector(tune: impl FnOnce(&mut Config)) -> Collector {
+    Collector::with_push(&[(TOKEN_A, "team-a"), (TOKEN_B, "team-b")], tune)
+}
 
+/// Pyroscope's pushes and waiting for what they store, beside the queries of `common`.
+impl Collector {
+    /// POSTs `body` to `path_and_query` with `headers`.
     fn post(&self, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
         let mut req = self.agent.post(format!("{}{path_and_query}", self.api));
         for (k, v) in headers {
@@ -158,34 +110,6 @@ impl Harness {
         )
     }
 
-    fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, String) {
-        let qs: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect();
-        let url = format!("{}{path}?{}", self.api, qs.join("&"));
-        let mut r = self.agent.get(&url).call().expect("the collector answers");
-        let mut body = String::new();
-        r.body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .reader()
-            .read_to_string(&mut body)
-            .unwrap();
-        (r.status().as_u16(), body)
-    }
-
-    /// Folded stacks of a selection over the last hour (`ty`: the profile type).
-    fn folded(&self, query: &str, ty: Option<&str>) -> BTreeMap<String, u64> {
-        let mut params = vec![("query", query), ("from", "now-1h")];
-        if let Some(t) = ty {
-            params.push(("type", t));
-        }
-        let (status, body) = self.get("/api/profile.folded", &params);
-        assert_eq!(status, 200, "{query}: {body}");
-        parse_folded(&body)
-    }
-
     /// Waits until a selection is non-empty (the writer flushes every 50 ms).
     fn wait_folded(&self, query: &str, ty: Option<&str>) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -213,55 +137,10 @@ impl Harness {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path, &[]);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(running) = self.running.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), running).await });
-        }
-    }
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn parse_folded(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (s, c) = l.rsplit_once(' ').unwrap();
-            (s.to_string(), c.parse().unwrap())
-        })
-        .collect()
 }
 
 fn folded_of(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(s, c)| (s.to_string(), *c)).collect()
-}
-
-fn total(m: &BTreeMap<String, u64>) -> u64 {
-    m.values().sum()
 }
 
 fn basic(token: &str) -> String {
@@ -465,7 +344,7 @@ fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
 
 #[test]
 fn pushes_shaped_as_the_sdks_send_them_are_stored() {
-    let h = Harness::start(|_| {});
+    let h = pyroscope_collector(|_| {});
     let from = (now_s() - 20).to_string();
     let until = (now_s() - 10).to_string();
 
@@ -600,7 +479,7 @@ fn pushes_shaped_as_the_sdks_send_them_are_stored() {
         h.wait_folded(r#"{service="go-app"}"#, None),
         folded_of(&[("main.main;main.spin", 25), ("main.main;runtime.gc", 5)])
     );
-    let sources = h.json("/api/push-sources");
+    let sources = h.json("/api/push-sources", &[]);
     let go = sources
         .as_array()
         .unwrap()
@@ -766,7 +645,7 @@ fn refused(r: Answer, status: u16, reason: &str) {
 
 #[test]
 fn hostile_pushes_are_refused_and_touch_nothing_else() {
-    let h = Harness::start(|cfg| {
+    let h = pyroscope_collector(|cfg| {
         cfg.push.max_body_bytes = 1 << 20;
         cfg.push.max_decompressed_bytes = 8 << 20;
     });
@@ -1178,7 +1057,7 @@ fn hostile_pushes_are_refused_and_touch_nothing_else() {
         total(&h.folded(r#"{tenant="team-b"}"#, None)),
         total(&victim) + total(&victim_py)
     );
-    let sources = h.json("/api/push-sources");
+    let sources = h.json("/api/push-sources", &[]);
     let known = sources
         .as_array()
         .unwrap()
@@ -1204,7 +1083,7 @@ fn hostile_pushes_are_refused_and_touch_nothing_else() {
 
 #[test]
 fn a_source_over_its_rate_is_told_to_wait() {
-    let h = Harness::start(|cfg| cfg.push.max_requests_per_second = 2);
+    let h = pyroscope_collector(|cfg| cfg.push.max_requests_per_second = 2);
     let mut limited = None;
     for i in 0..20 {
         let r = h.ingest(
@@ -1243,7 +1122,7 @@ fn a_source_over_its_rate_is_told_to_wait() {
     assert!(r.retry_after.is_some(), "{r:?}");
     // Another source is not limited by them.
     assert_eq!(h.ingest(&[("name", "calm.cpu")], &[], b"c 1\n").status, 200);
-    let sources = h.json("/api/push-sources");
+    let sources = h.json("/api/push-sources", &[]);
     let busy = sources
         .as_array()
         .unwrap()
