@@ -366,6 +366,14 @@ fn real_profile() -> (HashMap<String, u64>, HashMap<String, u64>, u64) {
         .frequency_hz(499)
         .start()
         .expect("the sampler starts");
+    // The first samples come once the aggregator has loaded the unwind tables and armed
+    // the threads' timers (a few hundred ms in a debug build, longer on a loaded
+    // machine); the workload's 1.2 s start after that.
+    let ready = Instant::now() + Duration::from_secs(60);
+    while profiler.stats().samples == 0 {
+        assert!(Instant::now() < ready, "no sample within 60 s");
+        std::hint::black_box((0..10_000u64).sum::<u64>());
+    }
     let capture = profiler.start_capture();
     let until = Instant::now() + Duration::from_millis(1200);
     let worker = std::thread::spawn(move || {

@@ -34,20 +34,28 @@ impl<T: Pod> ScratchVec<T> {
 
     /// Appends `value`, mapping a larger region when full.
     pub(crate) fn push(&mut self, value: T) -> std::io::Result<()> {
-        let size = std::mem::size_of::<T>();
-        let capacity = self.map.as_ref().map_or(0, |m| m.len() / size.max(1));
-        if self.len == capacity {
+        self.extend_from_slice(std::slice::from_ref(&value))
+    }
+
+    /// Appends `values`, mapping a larger region when they do not fit. Hot loops
+    /// should gather values in a small buffer and append them here in bulk: each call
+    /// costs a cast of the mapping, which unoptimized builds do not inline.
+    pub(crate) fn extend_from_slice(&mut self, values: &[T]) -> std::io::Result<()> {
+        let size = std::mem::size_of::<T>().max(1);
+        let capacity = self.map.as_ref().map_or(0, |m| m.len() / size);
+        let len = self.len + values.len();
+        if len > capacity {
             // Whole pages, at least one; doubling keeps copies linear in the total.
-            let bytes = (capacity * size * 2).max(4096);
+            let bytes = (len * size).max(capacity * size * 2).max(4096);
             let mut bigger = MmapMut::map_anon(bytes)?;
             if let Some(old) = &self.map {
                 bigger[..self.len * size].copy_from_slice(&old[..self.len * size]);
             }
             self.map = Some(bigger);
         }
-        let len = self.len;
-        self.len += 1;
-        self.as_mut_slice()[len] = value;
+        let from = self.len;
+        self.len = len;
+        self.as_mut_slice()[from..].copy_from_slice(values);
         Ok(())
     }
 
@@ -59,13 +67,6 @@ impl<T: Pod> ScratchVec<T> {
     /// The last value, mutably.
     pub(crate) fn last_mut(&mut self) -> Option<&mut T> {
         self.as_mut_slice().last_mut()
-    }
-
-    /// Removes and returns the last value.
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        let last = *self.as_slice().last()?;
-        self.len -= 1;
-        Some(last)
     }
 
     /// The values.
@@ -108,9 +109,14 @@ mod tests {
     fn grows_across_pages_and_keeps_every_value() {
         let mut v: ScratchVec<[u32; 2]> = ScratchVec::new();
         assert!(v.is_empty());
-        for i in 0..100_000u32 {
+        for i in 0..50_000u32 {
             v.push([i, i.wrapping_mul(7)]).unwrap();
         }
+        let more: Vec<[u32; 2]> = (50_000..100_000u32)
+            .map(|i| [i, i.wrapping_mul(7)])
+            .collect();
+        v.extend_from_slice(&more[..20_000]).unwrap();
+        v.extend_from_slice(&more[20_000..]).unwrap();
         assert_eq!(v.len(), 100_000);
         assert!(v
             .iter()
@@ -118,8 +124,8 @@ mod tests {
             .all(|(i, p)| *p == [i as u32, (i as u32).wrapping_mul(7)]));
         v.sort_unstable_by_key(|p| std::cmp::Reverse(p[0]));
         assert_eq!(v[0], [99_999, 99_999u32.wrapping_mul(7)]);
-        v.truncate(10);
-        assert_eq!(v.pop(), Some([99_990, 99_990u32.wrapping_mul(7)]));
+        v.truncate(9);
+        assert_eq!(v[8], [99_991, 99_991u32.wrapping_mul(7)]);
         *v.last_mut().unwrap() = [1, 2];
         assert_eq!(v.as_slice().len(), 9);
         assert_eq!(v[8], [1, 2]);

@@ -200,6 +200,9 @@ impl ModuleRows {
         // (see scratch.rs).
         let mut flat: ScratchVec<[u32; 2]> = ScratchVec::new();
         let mut fdes: ScratchVec<[u32; 4]> = ScratchVec::new();
+        // One FDE's rows, appended to `flat` together (small: reused, never near
+        // malloc's mmap threshold).
+        let mut fde_buf: Vec<[u32; 2]> = Vec::new();
         let mut entries = section.entries(&gbases);
         // A malformed entry ends the walk of the section: what was read stays, the rest is
         // delegated to framehop.
@@ -220,7 +223,7 @@ impl ModuleRows {
             let Ok(mut table) = fde.rows(&section, &gbases, &mut ctx) else {
                 continue;
             };
-            let from = flat.len();
+            fde_buf.clear();
             let complete = loop {
                 match table.next_row() {
                     Ok(Some(row)) => {
@@ -235,41 +238,51 @@ impl ModuleRows {
                             row.register(X86_64::RBP),
                             row.register(X86_64::RA),
                         );
-                        flat.push([r as u32, encode(rule)])?;
+                        fde_buf.push([r as u32, encode(rule)]);
                     }
                     Ok(None) => break true,
                     Err(_) => break false,
                 }
             };
-            if !complete || flat.len() == from {
+            if !complete || fde_buf.is_empty() {
                 // Not usable: framehop will say what it can for these addresses.
-                flat.truncate(from);
                 continue;
             }
+            let from = flat.len();
+            flat.extend_from_slice(&fde_buf)?;
             fdes.push([rs as u32, re as u32, from as u32, flat.len() as u32])?;
         }
         fdes.sort_unstable_by_key(|f| f[0]);
         // Rows that end up at the same address (a zero-length row, an FDE starting where
         // the previous ends): the last one wins; equal neighbours merge.
+        // Merged in `pending`, a small buffer whose rows move to `rows` a chunk at a time
+        // (the last two stay: a merge looks two rows back).
         let mut rows: ScratchVec<u64> = ScratchVec::new();
+        let mut pending: Vec<u64> = Vec::with_capacity(4096);
         let mut push = |a: u32, bits: u32| -> std::io::Result<()> {
             let row = (a as u64) << 32 | bits as u64;
-            match rows.last_mut() {
+            match pending.last_mut() {
                 Some(last) if (*last >> 32) as u32 == a => {
                     *last = row;
-                    let n = rows.len();
-                    if n >= 2 && rows[n - 2] as u32 == bits {
-                        rows.pop();
+                    let n = pending.len();
+                    if n >= 2 && pending[n - 2] as u32 == bits {
+                        pending.pop();
                     }
                 }
                 Some(last) if *last as u32 == bits => {}
-                _ => rows.push(row)?,
+                _ => pending.push(row),
+            }
+            if pending.len() == pending.capacity() {
+                let done = pending.len() - 2;
+                rows.extend_from_slice(&pending[..done])?;
+                pending.drain(..done);
             }
             Ok(())
         };
         // Runs of frame-pointer functions, `[start, end)`.
         let mut fp: ScratchVec<[u32; 2]> = ScratchVec::new();
         let mut covered_to = 0u32;
+        let all_rows: &[[u32; 2]] = &flat;
         for &[start, end, from, to] in fdes.iter() {
             if start < covered_to {
                 // Overlapping FDEs: which one framehop picks depends on its index; leave
@@ -279,7 +292,7 @@ impl ModuleRows {
                 fp.push([start, start])?;
                 continue;
             }
-            let fde_rows = &flat[from as usize..to as usize];
+            let fde_rows = &all_rows[from as usize..to as usize];
             // A function with a frame pointer: rbp-based CFA in its body, only the shapes
             // of `push rbp` / `pop rbp` around it: CFA = rsp + 8 at entry and after
             // `pop rbp` (where compilers often leave rbp's rule at CFA - 16), where no
@@ -319,16 +332,22 @@ impl ModuleRows {
             push(end, DELEGATE)?;
             covered_to = end;
         }
-        drop((flat, fdes));
+        rows.extend_from_slice(&pending)?;
+        drop((pending, flat, fdes));
         // The runs themselves, without the empty markers.
+        // (Slices taken once: every access through the mapping is a cast, which
+        // unoptimized builds do not inline.)
         let mut runs = 0;
-        for k in 0..fp.len() {
-            if fp[k][0] < fp[k][1] {
-                fp[runs] = fp[k];
+        let fp_all: &mut [[u32; 2]] = &mut fp;
+        for k in 0..fp_all.len() {
+            if fp_all[k][0] < fp_all[k][1] {
+                fp_all[runs] = fp_all[k];
                 runs += 1;
             }
         }
         fp.truncate(runs);
+        let fp: &[[u32; 2]] = &fp;
+        let rows: &[u64] = &rows;
         // At least one index entry per row (most buckets then start no row, and a lookup
         // is that one entry), at least 16 bytes of code per bucket.
         let mut shift = 4;
@@ -357,8 +376,7 @@ impl ModuleRows {
             );
         }
         let index_len = index.len();
-        index.extend_from_slice(&rows);
-        drop(rows);
+        index.extend_from_slice(rows);
         // The two longest runs, longest first (the earlier of equal ones first).
         let mut long_runs = [(0u32, 0u32); 2];
         for &[start, end] in fp.iter() {
