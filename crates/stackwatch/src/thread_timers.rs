@@ -25,6 +25,10 @@ struct ThreadTimer {
 
 /// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
 const YOUNG_SCANS: u64 = 5;
+/// Scans during which a new thread still without a name of its own is re-read (5 s): on
+/// a loaded machine a thread can be listed in `/proc/self/task` long before it first
+/// runs and names itself.
+const UNNAMED_YOUNG_SCANS: u64 = 250;
 
 pub(crate) use crate::profiler::DEFAULT_UNNAMED_THREAD_ROOT;
 
@@ -95,10 +99,7 @@ impl ThreadTimers {
     /// names itself just after it starts, and its first samples, folded a tick later,
     /// then carry the name it gave itself rather than the one it inherited.
     pub fn thread_name(&mut self, tid: u32) -> Arc<str> {
-        let young = self
-            .threads
-            .get(&tid)
-            .map(|t| self.scans.saturating_sub(t.found_at_scan) <= YOUNG_SCANS);
+        let young = self.threads.get(&tid).map(|t| self.is_young(t, self.scans));
         match young {
             Some(false) => self.threads[&tid].name.clone(),
             Some(true) => {
@@ -112,6 +113,13 @@ impl ThreadTimers {
             }
             None => self.name_of(tid),
         }
+    }
+
+    /// Whether `t`'s name is still re-read at scan `scans`: for [`YOUNG_SCANS`] after it
+    /// was found, and for [`UNNAMED_YOUNG_SCANS`] while it has no name of its own.
+    fn is_young(&self, t: &ThreadTimer, scans: u64) -> bool {
+        let age = scans.saturating_sub(t.found_at_scan);
+        age <= YOUNG_SCANS || (age <= UNNAMED_YOUNG_SCANS && t.name == self.unnamed_root)
     }
 
     fn name_of(&self, tid: u32) -> Arc<str> {
@@ -164,10 +172,7 @@ impl ThreadTimers {
         }
         let scans = self.scans;
         for tid in live {
-            let young = self
-                .threads
-                .get(&tid)
-                .map(|t| scans - t.found_at_scan <= YOUNG_SCANS);
+            let young = self.threads.get(&tid).map(|t| self.is_young(t, scans));
             if young == Some(false) && !recheck {
                 continue;
             }
@@ -443,5 +448,51 @@ mod tests {
         .unwrap();
         // A thread that is gone gets the unnamed root too, never its tid.
         assert_eq!(&*timers.name_of(tid), "anon");
+    }
+
+    #[test]
+    fn a_thread_that_names_itself_late_gets_its_name() {
+        // Found (as if by a scan) before it ran: it carries the process name, so it is
+        // unnamed. It names itself 20 scans later (past YOUNG_SCANS, as on a loaded
+        // machine): its samples fold under the name it gave itself.
+        let (named_tx, named_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let process_name = read_comm(std::process::id()).unwrap();
+        let t = std::thread::spawn(move || {
+            let c = std::ffi::CString::new(process_name).unwrap();
+            // SAFETY: names the calling thread with a NUL-terminated string.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            named_tx.send(tid).unwrap();
+            go_rx.recv().unwrap();
+            let c = std::ffi::CString::new("late-worker").unwrap();
+            // SAFETY: as above.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            named_tx.send(tid).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = named_rx.recv().unwrap();
+        let mut timers = ThreadTimers::new(1, TimerMode::PerThread);
+        let name = timers.name_of(tid);
+        assert_eq!(&*name, DEFAULT_UNNAMED_THREAD_ROOT);
+        timers.threads.insert(
+            tid,
+            ThreadTimer {
+                timer: None,
+                name,
+                found_at_scan: 1,
+            },
+        );
+        timers.scans = 1 + 20;
+        go_tx.send(()).unwrap();
+        named_rx.recv().unwrap();
+        assert_eq!(&*timers.thread_name(tid), "late-worker");
+        // A thread that has its name is not re-read past YOUNG_SCANS.
+        timers.scans = 1 + UNNAMED_YOUNG_SCANS + 1;
+        assert!(!timers.is_young(&timers.threads[&tid], timers.scans));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
     }
 }

@@ -250,10 +250,13 @@ fn the_endpoints_carry_labels_and_old_clients_see_sums() {
                 Some("users") => users += n,
                 other => panic!("unexpected label set {other:?}"),
             }
-            assert!(l
-                .stacks
-                .iter()
-                .all(|(s, _)| s.starts_with("labeled-worker;")));
+            assert!(
+                l.stacks
+                    .iter()
+                    .all(|(s, _)| s.starts_with("labeled-worker;")),
+                "{:?}",
+                l.stacks
+            );
         }
     }
     assert!(
