@@ -438,6 +438,11 @@ pub struct PushConfig {
     /// acknowledged and not stored again (default 10 min).
     #[serde(deserialize_with = "duration")]
     pub dedup_window: Duration,
+    /// The amount one pushed profile of a non-CPU type may carry in all: bytes or
+    /// objects allocated, nanoseconds waited, contentions, goroutines (default and
+    /// most 2^40, so sums over the retention fit in 63 bits). CPU and wall profiles are
+    /// periods, bounded by `scrape.max_samples_per_window` like scrapes.
+    pub max_amount_per_profile: u64,
 }
 
 impl Default for PushConfig {
@@ -453,6 +458,7 @@ impl Default for PushConfig {
             max_sources: 10_000,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
+            max_amount_per_profile: 1 << 40,
         }
     }
 }
@@ -698,6 +704,12 @@ impl Config {
         if cfg.scrape.max_samples_per_window == 0 || cfg.scrape.max_samples_per_window > 1 << 40 {
             return Err(invalid(
                 "scrape.max_samples_per_window",
+                "must be 1..=2^40 (sums over the retention must fit in 63 bits)",
+            ));
+        }
+        if cfg.push.max_amount_per_profile == 0 || cfg.push.max_amount_per_profile > 1 << 40 {
+            return Err(invalid(
+                "push.max_amount_per_profile",
                 "must be 1..=2^40 (sums over the retention must fit in 63 bits)",
             ));
         }
@@ -1028,6 +1040,20 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             .unwrap_err()
             .to_string();
         assert!(e.contains("targets[0].url"), "{e}");
+        for amount in ["0", "1099511627777"] {
+            let e = Config::parse(
+                &format!("[push]\nmax_amount_per_profile = {amount}\n"),
+                Path::new("s.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("push.max_amount_per_profile"), "{e}");
+        }
+        let c = Config::parse(
+            "[push]\nmax_amount_per_profile = 1099511627776\n",
+            Path::new("s.toml"),
+        );
+        assert_eq!(c.unwrap().push.max_amount_per_profile, 1 << 40);
     }
 
     #[test]

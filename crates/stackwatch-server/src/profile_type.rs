@@ -91,6 +91,11 @@ impl ProfileType {
         }
     }
 
+    /// Whether its counts are sampling periods (CPU, wall), not amounts.
+    pub fn is_periods(self) -> bool {
+        matches!(self.unit(), Unit::CpuPeriods | Unit::WallPeriods)
+    }
+
     /// What its counts are.
     pub fn unit(self) -> Unit {
         match self {

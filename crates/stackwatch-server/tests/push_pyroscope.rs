@@ -1131,3 +1131,66 @@ fn a_source_over_its_rate_is_told_to_wait() {
         .unwrap();
     assert!(busy["rejected"].as_u64().unwrap() >= 1, "{busy}");
 }
+
+/// A heap profile of a process that allocated `alloc` and `cache` bytes in the interval.
+fn heavy_heap_profile(alloc: i64, cache: i64) -> Vec<u8> {
+    let mut p = Pprof::new(
+        &[
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ],
+        Some(("space", "bytes")),
+        524_288,
+    );
+    p.sample("main.main;main.alloc", &[alloc / 64, alloc, 3, 3_000], None)
+        .sample(
+            "main.main;main.cache",
+            &[cache / 64, cache, 5, 500_000],
+            None,
+        );
+    gzip(&p.bytes())
+}
+
+#[test]
+fn allocation_amounts_have_their_own_budget_apart_from_cpu_periods() {
+    // 9 GiB allocated in one interval (a busy Go service in 10 s) is more than the 2^32
+    // periods a CPU profile may carry, and is stored whole: amounts are bounded by
+    // push.max_amount_per_profile, not by the scrape's period budget.
+    let h = pyroscope_collector(|_| {});
+    let (six, three) = (6i64 << 30, 3i64 << 30);
+    let (ctype, body) = multipart(&[
+        ("profile", &heavy_heap_profile(six, three)),
+        ("sample_type_config", HEAP_CONFIG.as_bytes()),
+    ]);
+    let r = h.ingest(
+        &[("name", "alloc-heavy{env=prod}")],
+        &[("content-type", &ctype)],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        h.wait_folded(r#"{service="alloc-heavy"}"#, Some("alloc_space")),
+        folded_of(&[
+            ("main.main;main.alloc", six as u64),
+            ("main.main;main.cache", three as u64)
+        ])
+    );
+    // The same amounts past a lowered push.max_amount_per_profile: refused, and the
+    // message names that key.
+    let h = pyroscope_collector(|cfg| cfg.push.max_amount_per_profile = 1 << 30);
+    let r = h.ingest(
+        &[("name", "alloc-heavy{env=prod}")],
+        &[("content-type", &ctype)],
+        &body,
+    );
+    refused(r, 400, "push.max_amount_per_profile");
+    // CPU keeps the period budget (scrape.max_samples_per_window, 2^32).
+    let r = h.ingest(
+        &[("name", "alloc-heavy.cpu")],
+        &[],
+        b"a;b 4294967296\na;c 1\n",
+    );
+    refused(r, 400, "max_samples");
+}

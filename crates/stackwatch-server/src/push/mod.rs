@@ -143,6 +143,35 @@ pub struct PushState {
     pub stack_budget: StackBudget,
     /// Budget of sample label sets per request.
     pub label_budget: LabelBudget,
+    /// What one profile of a non-CPU type may carry in all (`push.max_amount_per_profile`).
+    pub max_amount_per_profile: u64,
+}
+
+impl PushState {
+    /// The stack budget for a profile of type `ty`: the scrape budget, whose periods
+    /// bound CPU and wall profiles; amounts (bytes, objects, nanoseconds, counts) are
+    /// bounded by `push.max_amount_per_profile` instead, since a busy process allocates
+    /// more bytes in one interval than it runs periods in a lifetime.
+    pub fn stack_budget_for(&self, ty: ProfileType) -> StackBudget {
+        StackBudget {
+            max_samples: sample_budget(
+                ty,
+                self.stack_budget.max_samples,
+                self.max_amount_per_profile,
+            ),
+            ..self.stack_budget
+        }
+    }
+}
+
+/// The most a profile of type `ty` may carry: `periods` for CPU and wall (counts of
+/// sampling periods), `amount` for every other type.
+pub(crate) fn sample_budget(ty: ProfileType, periods: u64, amount: u64) -> u64 {
+    if ty.is_periods() {
+        periods
+    } else {
+        amount
+    }
 }
 
 /// What [`accept`] did.

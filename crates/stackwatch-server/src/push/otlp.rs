@@ -52,7 +52,10 @@ use stackwatch_store::Labels;
 use thiserror::Error;
 
 use super::gate::{PushCounters, SourceKey};
-use super::{accept, check_target_labels, read_body, Protocol, PushError, PushState, PushedSeries};
+use super::{
+    accept, check_target_labels, read_body, sample_budget, Protocol, PushError, PushState,
+    PushedSeries,
+};
 use crate::profile_type::{ProfileType, Unit};
 
 /// The path OTLP/HTTP exporters post profiles to (the OpenTelemetry Collector's
@@ -146,6 +149,14 @@ pub enum OtlpError {
     /// The profile expands past the request's stack budget.
     #[error("{0}")]
     Budget(#[from] BudgetError),
+    /// A non-CPU profile's values add up past `push.max_amount_per_profile`.
+    #[error("the {ty} profile's values add up to more than {limit} (push.max_amount_per_profile)")]
+    Amount {
+        /// The profile type.
+        ty: &'static str,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Frames of one location, or one sample, at most: enough to fill any budget's depth
@@ -449,7 +460,24 @@ fn resource_labels(resource: Option<&Resource>, dict: &Dict<'_>) -> Result<Label
 #[derive(Debug, Clone, Copy)]
 struct RequestBudget {
     bytes_left: usize,
+    /// Periods, for the CPU and wall profiles together.
     samples_left: u64,
+    /// Bytes, objects, nanoseconds or counts, for each profile of another type.
+    amount_per_profile: u64,
+}
+
+impl RequestBudget {
+    /// What a profile of type `ty` may carry.
+    fn for_type(&self, ty: ProfileType) -> u64 {
+        sample_budget(ty, self.samples_left, self.amount_per_profile)
+    }
+
+    /// Counts `samples` of a profile of type `ty` against the request.
+    fn spend(&mut self, ty: ProfileType, samples: u64) {
+        if ty.is_periods() {
+            self.samples_left = self.samples_left.saturating_sub(samples);
+        }
+    }
 }
 
 /// How a profile's values become stored counts.
@@ -500,7 +528,7 @@ fn decode_profile<'a>(
     let mut acc = StackAccumulator::with_labels(
         StackBudget {
             max_decoded_bytes: left.bytes_left,
-            max_samples: left.samples_left,
+            max_samples: left.for_type(profile_type),
             ..*stack_budget
         },
         *label_budget,
@@ -556,9 +584,17 @@ fn decode_profile<'a>(
     })();
     // What this profile cost counts against the request even when it is refused.
     left.bytes_left = left.bytes_left.saturating_sub(used);
-    result?;
+    result.map_err(|e| match e {
+        OtlpError::Budget(BudgetError::Samples { limit }) if !profile_type.is_periods() => {
+            OtlpError::Amount {
+                ty: profile_type.name(),
+                limit,
+            }
+        }
+        e => e,
+    })?;
     let bounded = acc.finish();
-    left.samples_left = left.samples_left.saturating_sub(bounded.samples);
+    left.spend(profile_type, bounded.samples);
     if bounded.samples == 0 {
         return Ok(None);
     }
@@ -633,17 +669,21 @@ pub struct Decoded {
     pub reasons: Vec<(Option<String>, OtlpError)>,
 }
 
-/// Maps a decoded request to series under the budgets (the request's together).
+/// Maps a decoded request to series under the budgets (the request's together): CPU
+/// and wall profiles share `stack_budget.max_samples` periods; a profile of another
+/// type may carry `max_amount` (bytes, objects, nanoseconds, counts).
 pub fn decode_request(
     req: &ExportProfilesServiceRequest,
     stack_budget: &StackBudget,
     label_budget: &LabelBudget,
+    max_amount: u64,
 ) -> Decoded {
     let mut dict = Dict::new(req.dictionary.as_ref().unwrap_or(&EMPTY_DICTIONARY));
     let mut out = Decoded::default();
     let mut left = RequestBudget {
         bytes_left: stack_budget.max_decoded_bytes,
         samples_left: stack_budget.max_samples,
+        amount_per_profile: max_amount,
     };
     for rp in &req.resource_profiles {
         let n: usize = rp.scope_profiles.iter().map(|s| s.profiles.len()).sum();
@@ -763,11 +803,17 @@ async fn handle(
     let tenant = state.gate.authenticate(headers)?;
     let raw = read_body(&state.gate, headers, body)?;
     let (stack_budget, label_budget) = (state.stack_budget, state.label_budget);
+    let max_amount = state.max_amount_per_profile;
     // Decoding is CPU work in proportion to the (capped) body: off the async threads.
     let decoded = tokio::task::spawn_blocking(move || {
         let req = parse(enc, &raw)?;
         drop(raw);
-        Ok::<_, PushError>(decode_request(&req, &stack_budget, &label_budget))
+        Ok::<_, PushError>(decode_request(
+            &req,
+            &stack_budget,
+            &label_budget,
+            max_amount,
+        ))
     })
     .await
     .map_err(|e| PushError::Unavailable(format!("decoding stopped: {e}")))??;
@@ -1378,7 +1424,12 @@ mod tests {
     }
 
     fn decode(req: &ExportProfilesServiceRequest) -> Decoded {
-        decode_request(req, &StackBudget::default(), &LabelBudget::default())
+        decode_request(
+            req,
+            &StackBudget::default(),
+            &LabelBudget::default(),
+            1 << 40,
+        )
     }
 
     #[test]
@@ -1407,6 +1458,61 @@ mod tests {
         p.samples[0].values = vec![30_000_000, 4_000_000];
         let d = decode(&req);
         assert_eq!(d.series[0].stacks.stacks["main;work;inl"], 3);
+    }
+
+    #[test]
+    fn amounts_have_their_own_budget_per_profile() {
+        // Two alloc_space profiles of 6 GiB each in one request: each past the 2^32
+        // periods a CPU profile may carry, stored whole under the amount budget.
+        let mut req = request();
+        let dict = req.dictionary.as_mut().unwrap();
+        let n = dict.string_table.len() as i32;
+        dict.string_table
+            .extend(["alloc_space", "bytes", "space"].map(String::from));
+        let p = &mut req.resource_profiles[0].scope_profiles[0].profiles[0];
+        p.sample_type = Some(ValueType {
+            type_strindex: n,
+            unit_strindex: n + 1,
+        });
+        p.period_type = Some(ValueType {
+            type_strindex: n + 2,
+            unit_strindex: n + 1,
+        });
+        p.samples[0].values = vec![4 << 30];
+        p.samples[1].values = vec![2 << 30];
+        let again = p.clone();
+        req.resource_profiles[0].scope_profiles[0]
+            .profiles
+            .push(again);
+        let d = decode(&req);
+        assert_eq!((d.profiles, d.rejected), (2, 0), "{:?}", d.reasons);
+        for s in &d.series {
+            assert_eq!(s.profile_type, ProfileType::AllocSpace);
+            assert_eq!(s.stacks.samples, 6 << 30);
+        }
+        // Past a lower amount budget: refused, naming its key; CPU periods unaffected.
+        let d = decode_request(
+            &req,
+            &StackBudget::default(),
+            &LabelBudget::default(),
+            1 << 30,
+        );
+        assert_eq!(d.rejected, 2);
+        assert!(
+            d.reasons[0]
+                .1
+                .to_string()
+                .contains("push.max_amount_per_profile"),
+            "{:?}",
+            d.reasons
+        );
+        let d = decode_request(
+            &request(),
+            &StackBudget::default(),
+            &LabelBudget::default(),
+            1,
+        );
+        assert_eq!(d.rejected, 0, "{:?}", d.reasons);
     }
 
     #[test]

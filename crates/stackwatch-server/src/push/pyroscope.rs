@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
-use stackwatch_profile::budget::{BoundedStacks, StackAccumulator};
+use stackwatch_profile::budget::{BoundedStacks, BudgetError, StackAccumulator};
 use stackwatch_profile::pprof::{PprofError, PprofProfile, SampleType};
 use stackwatch_profile::StackBudget;
 use stackwatch_store::Labels;
@@ -493,10 +493,7 @@ impl ProfileBatch {
     /// among them.
     fn into_series(self, state: &PushState, now_ns: u64) -> Result<Vec<PushedSeries>, PushError> {
         let n = self.profiles().max(1);
-        let budget = StackBudget {
-            max_decoded_bytes: (state.stack_budget.max_decoded_bytes / n).max(1),
-            ..state.stack_budget
-        };
+        let decoded_bytes = (state.stack_budget.max_decoded_bytes / n).max(1);
         let mut out = Vec::with_capacity(n);
         for p in self.pending {
             let (start, duration) = if p.profile.time_nanos() >= PLAUSIBLE_TIME_NS {
@@ -514,8 +511,27 @@ impl ProfileBatch {
             for sel in &p.selected {
                 let (_, stacks) = p
                     .profile
-                    .stacks(sel.index, sel.divisor, &budget, &state.label_budget)
-                    .map_err(pprof_error)?;
+                    .stacks(
+                        sel.index,
+                        sel.divisor,
+                        &StackBudget {
+                            max_decoded_bytes: decoded_bytes,
+                            ..state.stack_budget_for(sel.ty)
+                        },
+                        &state.label_budget,
+                    )
+                    .map_err(|e| match e {
+                        PprofError::Budget(BudgetError::Samples { limit })
+                            if !sel.ty.is_periods() =>
+                        {
+                            PushError::Invalid(format!(
+                                "the {} profile's values add up to more than {limit} \
+                                 (push.max_amount_per_profile)",
+                                sel.ty.name()
+                            ))
+                        }
+                        e => pprof_error(e),
+                    })?;
                 let labels = target_labels(
                     p.app.as_deref(),
                     p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
