@@ -938,6 +938,7 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert_eq!(c.query, d.query);
         assert_eq!(c.http, d.http);
         assert_eq!(c.storage, d.storage);
+        assert_eq!(c.push, d.push);
     }
 
     #[test]
