@@ -601,6 +601,12 @@ fn partial_success_stores_the_good_profile() {
     );
     assert_eq!(h.folded("{service=\"otlp-good\"}", None), sorted(&good));
     assert!(h.folded("{service=\"otlp-broken\"}", None).is_empty());
+    // The refused profile is counted though its request was accepted.
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_push_profiles_refused_total 1\n"),
+        "{metrics}"
+    );
     // The same in OTLP/JSON: the answer in JSON, int64 as a string.
     let mut b = Builder::new();
     let good_profile = b.cpu_profile(10_000_000, &[(vec![], &good)], false);

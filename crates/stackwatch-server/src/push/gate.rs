@@ -82,6 +82,8 @@ pub struct PushCounters {
     pub rate_limited: AtomicU64,
     /// Series refused for the cardinality limit.
     pub series_refused: AtomicU64,
+    /// Profiles refused inside requests that stored others (OTLP partial success).
+    pub profiles_refused: AtomicU64,
     /// Profiles acknowledged without storing (repeats).
     pub duplicates: AtomicU64,
     /// Bytes of bodies received (as sent).

@@ -450,6 +450,12 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
         c.series_refused.load(Ordering::Relaxed),
     )
     .single(
+        "stackwatch_push_profiles_refused_total",
+        MetricKind::Counter,
+        "Profiles refused inside push requests that stored others (OTLP partial success: a budget, a bad index, an unknown type).",
+        c.profiles_refused.load(Ordering::Relaxed),
+    )
+    .single(
         "stackwatch_push_duplicates_total",
         MetricKind::Counter,
         "Pushed series acknowledged as repeats within push.dedup_window, not stored again.",

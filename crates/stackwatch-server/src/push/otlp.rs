@@ -834,6 +834,10 @@ async fn handle(
         )));
     }
     accept(state, Protocol::Otlp, &tenant, decoded.series).await?;
+    state.gate.counters.profiles_refused.fetch_add(
+        decoded.rejected as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     Ok(Answer {
         rejected: decoded.rejected,
         message,
