@@ -308,16 +308,20 @@ try {
   if (process.env.STACKWATCH_E2E_RELEASE === '1') expect(readyMs <= 1000, `Explore ready within 1 s on a 10 000-stack profile (${readyMs} ms)`);
 
   step('screenshots');
-  // The README's pictures: Explore (viewport-sized) with a line per version over complete
-  // buckets, the flamegraph and the first rows of the table; Compare (the whole page) with
-  // its verdict and the differential flamegraph.
+  // The README's pictures: Explore (the page down to a few rows below the flamegraph,
+  // however tall the deepest stack makes it) stacked by version over complete buckets,
+  // the flamegraph and the first rows of the table; Compare (the whole page) with its
+  // verdict and the differential flamegraph.
   await page.setViewportSize({ width: 1440, height: 1350 });
   const end = Math.floor((Date.now() / 1000 - 5) / 10) * 10;
   await explore({ query: SVC, from: String(end - 120), to: String(end), group_by: 'version' });
   await ready('explore');
   await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
   await page.mouse.move(1, 1);
-  await page.screenshot({ path: shots + '/dashboard-explore.png' });
+  const graph = await page.locator('iframe[data-testid="flamegraph"]').boundingBox();
+  const pageHeight = await page.evaluate(() => document.documentElement.scrollHeight);
+  const height = Math.min(pageHeight, Math.ceil(graph.y + graph.height + 420));
+  await page.screenshot({ path: shots + '/dashboard-explore.png', fullPage: true, clip: { x: 0, y: 0, width: 1440, height } });
   await page.goto(base + '/#/compare?' + new URLSearchParams(compareParams));
   await ready('compare');
   await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
