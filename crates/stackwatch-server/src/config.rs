@@ -438,11 +438,12 @@ pub struct PushConfig {
     /// acknowledged and not stored again (default 10 min).
     #[serde(deserialize_with = "duration")]
     pub dedup_window: Duration,
-    /// The amount one pushed profile of a non-CPU type may carry in all: bytes or
-    /// objects allocated, nanoseconds waited, contentions, goroutines (default and
-    /// most 2^40, so sums over the retention fit in 63 bits). CPU and wall profiles are
+    /// The amount the profiles of one push request other than CPU and wall may carry
+    /// together: bytes or objects allocated, nanoseconds waited, contentions, goroutines
+    /// (default 2^36, at most 2^40: with the per-source rate limit, one source's sums
+    /// over the raw retention stay far below 63 bits). CPU and wall profiles are
     /// periods, bounded by `scrape.max_samples_per_window` like scrapes.
-    pub max_amount_per_profile: u64,
+    pub max_amount_per_push: u64,
 }
 
 impl Default for PushConfig {
@@ -458,7 +459,7 @@ impl Default for PushConfig {
             max_sources: 10_000,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
-            max_amount_per_profile: 1 << 40,
+            max_amount_per_push: 1 << 36,
         }
     }
 }
@@ -707,9 +708,9 @@ impl Config {
                 "must be 1..=2^40 (sums over the retention must fit in 63 bits)",
             ));
         }
-        if cfg.push.max_amount_per_profile == 0 || cfg.push.max_amount_per_profile > 1 << 40 {
+        if cfg.push.max_amount_per_push == 0 || cfg.push.max_amount_per_push > 1 << 40 {
             return Err(invalid(
-                "push.max_amount_per_profile",
+                "push.max_amount_per_push",
                 "must be 1..=2^40 (sums over the retention must fit in 63 bits)",
             ));
         }
@@ -1043,18 +1044,18 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert!(e.contains("targets[0].url"), "{e}");
         for amount in ["0", "1099511627777"] {
             let e = Config::parse(
-                &format!("[push]\nmax_amount_per_profile = {amount}\n"),
+                &format!("[push]\nmax_amount_per_push = {amount}\n"),
                 Path::new("s.toml"),
             )
             .unwrap_err()
             .to_string();
-            assert!(e.contains("push.max_amount_per_profile"), "{e}");
+            assert!(e.contains("push.max_amount_per_push"), "{e}");
         }
         let c = Config::parse(
-            "[push]\nmax_amount_per_profile = 1099511627776\n",
+            "[push]\nmax_amount_per_push = 1099511627776\n",
             Path::new("s.toml"),
         );
-        assert_eq!(c.unwrap().push.max_amount_per_profile, 1 << 40);
+        assert_eq!(c.unwrap().push.max_amount_per_push, 1 << 40);
     }
 
     #[test]

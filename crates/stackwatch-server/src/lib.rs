@@ -235,7 +235,7 @@ impl Server {
                 writer: writer.clone(),
                 stack_budget: cfg.scrape.stack_budget(),
                 label_budget: cfg.scrape.label_budget(),
-                max_amount_per_profile: cfg.push.max_amount_per_profile,
+                max_amount_per_push: cfg.push.max_amount_per_push,
             })
         } else {
             None

@@ -1157,7 +1157,8 @@ fn heavy_heap_profile(alloc: i64, cache: i64) -> Vec<u8> {
 fn allocation_amounts_have_their_own_budget_apart_from_cpu_periods() {
     // 9 GiB allocated in one interval (a busy Go service in 10 s) is more than the 2^32
     // periods a CPU profile may carry, and is stored whole: amounts are bounded by
-    // push.max_amount_per_profile, not by the scrape's period budget.
+    // push.max_amount_per_push (2^36 for the request's amount profiles together), not
+    // by the scrape's period budget.
     let h = pyroscope_collector(|_| {});
     let (six, three) = (6i64 << 30, 3i64 << 30);
     let (ctype, body) = multipart(&[
@@ -1177,20 +1178,40 @@ fn allocation_amounts_have_their_own_budget_apart_from_cpu_periods() {
             ("main.main;main.cache", three as u64)
         ])
     );
-    // The same amounts past a lowered push.max_amount_per_profile: refused, and the
+    // The same amounts past a lowered push.max_amount_per_push: refused, and the
     // message names that key.
-    let h = pyroscope_collector(|cfg| cfg.push.max_amount_per_profile = 1 << 30);
+    let h = pyroscope_collector(|cfg| cfg.push.max_amount_per_push = 1 << 30);
     let r = h.ingest(
         &[("name", "alloc-heavy{env=prod}")],
         &[("content-type", &ctype)],
         &body,
     );
-    refused(r, 400, "push.max_amount_per_profile");
+    refused(r, 400, "push.max_amount_per_push");
     // CPU keeps the period budget (scrape.max_samples_per_window, 2^32).
     let r = h.ingest(
         &[("name", "alloc-heavy.cpu")],
         &[],
         b"a;b 4294967296\na;c 1\n",
     );
-    refused(r, 400, "max_samples");
+    refused(r, 400, "scrape.max_samples_per_window");
+    // Folded text of an amount type (`units=bytes`) has the amount budget too: 8 GiB
+    // passes the default, and the lowered one refuses it naming its key.
+    let folded = format!("main;alloc {}\nmain;cache 1\n", 8u64 << 30);
+    let r = h.ingest(
+        &[("name", "folded-heavy"), ("units", "bytes")],
+        &[],
+        folded.as_bytes(),
+    );
+    refused(r, 400, "push.max_amount_per_push");
+    let h = pyroscope_collector(|_| {});
+    let r = h.ingest(
+        &[("name", "folded-heavy"), ("units", "bytes")],
+        &[],
+        folded.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        h.wait_folded(r#"{service="folded-heavy"}"#, Some("alloc_space")),
+        folded_of(&[("main;alloc", 8u64 << 30), ("main;cache", 1)])
+    );
 }

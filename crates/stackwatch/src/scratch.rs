@@ -41,12 +41,16 @@ impl<T: Pod> ScratchVec<T> {
     /// should gather values in a small buffer and append them here in bulk: each call
     /// costs a cast of the mapping, which unoptimized builds do not inline.
     pub(crate) fn extend_from_slice(&mut self, values: &[T]) -> std::io::Result<()> {
-        let size = std::mem::size_of::<T>().max(1);
+        const { assert!(std::mem::size_of::<T>() > 0, "no zero-sized values") };
+        let size = std::mem::size_of::<T>();
         let capacity = self.map.as_ref().map_or(0, |m| m.len() / size);
-        let len = self.len + values.len();
+        let too_large = || std::io::Error::other("scratch buffer size overflows");
+        let len = self.len.checked_add(values.len()).ok_or_else(too_large)?;
         if len > capacity {
-            // Whole pages, at least one; doubling keeps copies linear in the total.
-            let bytes = (len * size).max(capacity * size * 2).max(4096);
+            // A whole number of values, at least a page's worth; doubling keeps copies
+            // linear in the total.
+            let values_wanted = len.max(capacity.saturating_mul(2)).max(4096 / size);
+            let bytes = values_wanted.checked_mul(size).ok_or_else(too_large)?;
             let mut bigger = MmapMut::map_anon(bytes)?;
             if let Some(old) = &self.map {
                 bigger[..self.len * size].copy_from_slice(&old[..self.len * size]);
@@ -73,8 +77,8 @@ impl<T: Pod> ScratchVec<T> {
     pub(crate) fn as_slice(&self) -> &[T] {
         match &self.map {
             // An anonymous mapping is page-aligned, so any `T` with an alignment of at
-            // most a page casts; bytemuck checks it.
-            Some(m) => &bytemuck::cast_slice(&m[..])[..self.len],
+            // most a page casts, and `len` values fit in it; bytemuck checks both.
+            Some(m) => bytemuck::cast_slice(&m[..self.len * std::mem::size_of::<T>()]),
             None => &[],
         }
     }
@@ -82,7 +86,7 @@ impl<T: Pod> ScratchVec<T> {
     /// The values, mutably.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         match &mut self.map {
-            Some(m) => &mut bytemuck::cast_slice_mut(&mut m[..])[..self.len],
+            Some(m) => bytemuck::cast_slice_mut(&mut m[..self.len * std::mem::size_of::<T>()]),
             None => &mut [],
         }
     }
@@ -104,6 +108,16 @@ impl<T: Pod> std::ops::DerefMut for ScratchVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_whose_size_does_not_divide_a_page_fit() {
+        let mut v: ScratchVec<[u32; 3]> = ScratchVec::new();
+        for i in 0..2_000u32 {
+            v.push([i, i + 1, i + 2]).unwrap();
+        }
+        assert_eq!(v.len(), 2_000);
+        assert_eq!(v[1_999], [1_999, 2_000, 2_001]);
+    }
 
     #[test]
     fn grows_across_pages_and_keeps_every_value() {

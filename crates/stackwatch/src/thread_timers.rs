@@ -25,9 +25,10 @@ struct ThreadTimer {
 
 /// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
 const YOUNG_SCANS: u64 = 5;
-/// Scans during which a new thread still without a name of its own is re-read (5 s): on
-/// a loaded machine a thread can be listed in `/proc/self/task` long before it first
-/// runs and names itself.
+/// Scans during which a new thread still without a name of its own is re-read (5 s), at
+/// ages that double (8, 16, ..., 128 scans: five reads): on a loaded machine a thread can
+/// be listed in `/proc/self/task` long before it first runs and names itself, and a
+/// thread that never names itself costs only those reads.
 const UNNAMED_YOUNG_SCANS: u64 = 250;
 
 pub(crate) use crate::profiler::DEFAULT_UNNAMED_THREAD_ROOT;
@@ -115,11 +116,13 @@ impl ThreadTimers {
         }
     }
 
-    /// Whether `t`'s name is still re-read at scan `scans`: for [`YOUNG_SCANS`] after it
-    /// was found, and for [`UNNAMED_YOUNG_SCANS`] while it has no name of its own.
+    /// Whether `t`'s name is re-read at scan `scans`: at every scan for [`YOUNG_SCANS`]
+    /// after it was found, then at doubling ages up to [`UNNAMED_YOUNG_SCANS`] while it
+    /// has no name of its own.
     fn is_young(&self, t: &ThreadTimer, scans: u64) -> bool {
         let age = scans.saturating_sub(t.found_at_scan);
-        age <= YOUNG_SCANS || (age <= UNNAMED_YOUNG_SCANS && t.name == self.unnamed_root)
+        age <= YOUNG_SCANS
+            || (age <= UNNAMED_YOUNG_SCANS && age.is_power_of_two() && t.name == self.unnamed_root)
     }
 
     fn name_of(&self, tid: u32) -> Arc<str> {
@@ -485,13 +488,21 @@ mod tests {
                 found_at_scan: 1,
             },
         );
-        timers.scans = 1 + 20;
+        // Unnamed: re-read at doubling ages past YOUNG_SCANS, not after UNNAMED_YOUNG_SCANS.
+        let young_at =
+            |timers: &ThreadTimers, age: u64| timers.is_young(&timers.threads[&tid], 1 + age);
+        assert!(young_at(&timers, YOUNG_SCANS));
+        assert!(!young_at(&timers, YOUNG_SCANS + 1) || (YOUNG_SCANS + 1).is_power_of_two());
+        assert!(young_at(&timers, 16) && young_at(&timers, 128));
+        assert!(!young_at(&timers, 17) && !young_at(&timers, 256));
         go_tx.send(()).unwrap();
         named_rx.recv().unwrap();
+        timers.scans = 1 + 16;
         assert_eq!(&*timers.thread_name(tid), "late-worker");
-        // A thread that has its name is not re-read past YOUNG_SCANS.
-        timers.scans = 1 + UNNAMED_YOUNG_SCANS + 1;
-        assert!(!timers.is_young(&timers.threads[&tid], timers.scans));
+        assert!(timers.renamed_since_scan, "folded stacks get rebuilt");
+        // Named now: past YOUNG_SCANS it is not re-read, at any age.
+        assert!(!young_at(&timers, 32));
+        assert!(young_at(&timers, YOUNG_SCANS));
         done_tx.send(()).unwrap();
         t.join().unwrap();
     }

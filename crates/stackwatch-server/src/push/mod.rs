@@ -143,34 +143,73 @@ pub struct PushState {
     pub stack_budget: StackBudget,
     /// Budget of sample label sets per request.
     pub label_budget: LabelBudget,
-    /// What one profile of a non-CPU type may carry in all (`push.max_amount_per_profile`).
-    pub max_amount_per_profile: u64,
+    /// What the profiles of one request other than CPU and wall may carry together
+    /// (`push.max_amount_per_push`).
+    pub max_amount_per_push: u64,
 }
 
 impl PushState {
-    /// The stack budget for a profile of type `ty`: the scrape budget, whose periods
-    /// bound CPU and wall profiles; amounts (bytes, objects, nanoseconds, counts) are
-    /// bounded by `push.max_amount_per_profile` instead, since a busy process allocates
-    /// more bytes in one interval than it runs periods in a lifetime.
-    pub fn stack_budget_for(&self, ty: ProfileType) -> StackBudget {
-        StackBudget {
-            max_samples: sample_budget(
-                ty,
-                self.stack_budget.max_samples,
-                self.max_amount_per_profile,
-            ),
-            ..self.stack_budget
-        }
+    /// A fresh budget for one request's profiles.
+    pub(crate) fn request_budget(&self) -> SampleBudget {
+        SampleBudget::new(self.stack_budget.max_samples, self.max_amount_per_push)
     }
 }
 
-/// The most a profile of type `ty` may carry: `periods` for CPU and wall (counts of
-/// sampling periods), `amount` for every other type.
-pub(crate) fn sample_budget(ty: ProfileType, periods: u64, amount: u64) -> u64 {
+/// What the profiles of one push request may still carry, together: CPU and wall
+/// profiles are periods, bounded by the scrape budget (`scrape.max_samples_per_window`);
+/// the other types are amounts (bytes, objects, nanoseconds, counts), which a busy
+/// process reaches in the billions within one interval, bounded by
+/// `push.max_amount_per_push`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SampleBudget {
+    periods_left: u64,
+    amount_left: u64,
+}
+
+impl SampleBudget {
+    /// `periods` for the request's CPU and wall profiles, `amount` for the others.
+    pub(crate) fn new(periods: u64, amount: u64) -> Self {
+        SampleBudget {
+            periods_left: periods,
+            amount_left: amount,
+        }
+    }
+
+    /// What the next profile of type `ty` may carry.
+    pub(crate) fn for_type(&self, ty: ProfileType) -> u64 {
+        if ty.is_periods() {
+            self.periods_left
+        } else {
+            self.amount_left
+        }
+    }
+
+    /// Counts what a profile of type `ty` carried.
+    pub(crate) fn spend(&mut self, ty: ProfileType, samples: u64) {
+        let left = if ty.is_periods() {
+            &mut self.periods_left
+        } else {
+            &mut self.amount_left
+        };
+        *left = left.saturating_sub(samples);
+    }
+}
+
+/// Why a profile of type `ty` was refused past its budget of `limit`, naming the key
+/// that sets it.
+pub(crate) fn over_budget(ty: ProfileType, limit: u64) -> String {
     if ty.is_periods() {
-        periods
+        format!(
+            "the {} profile's counts add up to more than {limit} periods \
+             (scrape.max_samples_per_window)",
+            ty.name()
+        )
     } else {
-        amount
+        format!(
+            "the {} profiles of this push add up to more than {limit} \
+             (push.max_amount_per_push)",
+            ty.name()
+        )
     }
 }
 

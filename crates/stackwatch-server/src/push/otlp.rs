@@ -53,8 +53,8 @@ use thiserror::Error;
 
 use super::gate::{PushCounters, SourceKey};
 use super::{
-    accept, check_target_labels, read_body, sample_budget, Protocol, PushError, PushState,
-    PushedSeries,
+    accept, check_target_labels, over_budget, read_body, Protocol, PushError, PushState,
+    PushedSeries, SampleBudget,
 };
 use crate::profile_type::{ProfileType, Unit};
 
@@ -149,14 +149,10 @@ pub enum OtlpError {
     /// The profile expands past the request's stack budget.
     #[error("{0}")]
     Budget(#[from] BudgetError),
-    /// A non-CPU profile's values add up past `push.max_amount_per_profile`.
-    #[error("the {ty} profile's values add up to more than {limit} (push.max_amount_per_profile)")]
-    Amount {
-        /// The profile type.
-        ty: &'static str,
-        /// The limit.
-        limit: u64,
-    },
+    /// The profile's counts pass what the request may still carry of its kind
+    /// (periods: `scrape.max_samples_per_window`; amounts: `push.max_amount_per_push`).
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// Frames of one location, or one sample, at most: enough to fill any budget's depth
@@ -460,24 +456,8 @@ fn resource_labels(resource: Option<&Resource>, dict: &Dict<'_>) -> Result<Label
 #[derive(Debug, Clone, Copy)]
 struct RequestBudget {
     bytes_left: usize,
-    /// Periods, for the CPU and wall profiles together.
-    samples_left: u64,
-    /// Bytes, objects, nanoseconds or counts, for each profile of another type.
-    amount_per_profile: u64,
-}
-
-impl RequestBudget {
-    /// What a profile of type `ty` may carry.
-    fn for_type(&self, ty: ProfileType) -> u64 {
-        sample_budget(ty, self.samples_left, self.amount_per_profile)
-    }
-
-    /// Counts `samples` of a profile of type `ty` against the request.
-    fn spend(&mut self, ty: ProfileType, samples: u64) {
-        if ty.is_periods() {
-            self.samples_left = self.samples_left.saturating_sub(samples);
-        }
-    }
+    /// Periods (CPU, wall) and amounts (the other types).
+    samples: SampleBudget,
 }
 
 /// How a profile's values become stored counts.
@@ -528,7 +508,7 @@ fn decode_profile<'a>(
     let mut acc = StackAccumulator::with_labels(
         StackBudget {
             max_decoded_bytes: left.bytes_left,
-            max_samples: left.for_type(profile_type),
+            max_samples: left.samples.for_type(profile_type),
             ..*stack_budget
         },
         *label_budget,
@@ -585,16 +565,13 @@ fn decode_profile<'a>(
     // What this profile cost counts against the request even when it is refused.
     left.bytes_left = left.bytes_left.saturating_sub(used);
     result.map_err(|e| match e {
-        OtlpError::Budget(BudgetError::Samples { limit }) if !profile_type.is_periods() => {
-            OtlpError::Amount {
-                ty: profile_type.name(),
-                limit,
-            }
+        OtlpError::Budget(BudgetError::Samples { limit }) => {
+            OtlpError::OverBudget(over_budget(profile_type, limit))
         }
         e => e,
     })?;
     let bounded = acc.finish();
-    left.spend(profile_type, bounded.samples);
+    left.samples.spend(profile_type, bounded.samples);
     if bounded.samples == 0 {
         return Ok(None);
     }
@@ -670,8 +647,8 @@ pub struct Decoded {
 }
 
 /// Maps a decoded request to series under the budgets (the request's together): CPU
-/// and wall profiles share `stack_budget.max_samples` periods; a profile of another
-/// type may carry `max_amount` (bytes, objects, nanoseconds, counts).
+/// and wall profiles share `stack_budget.max_samples` periods, the other types
+/// `max_amount` (bytes, objects, nanoseconds, counts).
 pub fn decode_request(
     req: &ExportProfilesServiceRequest,
     stack_budget: &StackBudget,
@@ -682,8 +659,7 @@ pub fn decode_request(
     let mut out = Decoded::default();
     let mut left = RequestBudget {
         bytes_left: stack_budget.max_decoded_bytes,
-        samples_left: stack_budget.max_samples,
-        amount_per_profile: max_amount,
+        samples: SampleBudget::new(stack_budget.max_samples, max_amount),
     };
     for rp in &req.resource_profiles {
         let n: usize = rp.scope_profiles.iter().map(|s| s.profiles.len()).sum();
@@ -803,7 +779,7 @@ async fn handle(
     let tenant = state.gate.authenticate(headers)?;
     let raw = read_body(&state.gate, headers, body)?;
     let (stack_budget, label_budget) = (state.stack_budget, state.label_budget);
-    let max_amount = state.max_amount_per_profile;
+    let max_amount = state.max_amount_per_push;
     // Decoding is CPU work in proportion to the (capped) body: off the async threads.
     let decoded = tokio::task::spawn_blocking(move || {
         let req = parse(enc, &raw)?;
@@ -1465,7 +1441,7 @@ mod tests {
     }
 
     #[test]
-    fn amounts_have_their_own_budget_per_profile() {
+    fn amounts_have_their_own_budget_per_request() {
         // Two alloc_space profiles of 6 GiB each in one request: each past the 2^32
         // periods a CPU profile may carry, stored whole under the amount budget.
         let mut req = request();
@@ -1494,6 +1470,15 @@ mod tests {
             assert_eq!(s.profile_type, ProfileType::AllocSpace);
             assert_eq!(s.stacks.samples, 6 << 30);
         }
+        // The request's amount profiles share the budget: with 8 GiB the first fits and
+        // the second does not.
+        let d = decode_request(
+            &req,
+            &StackBudget::default(),
+            &LabelBudget::default(),
+            8 << 30,
+        );
+        assert_eq!((d.series.len(), d.rejected), (1, 1), "{:?}", d.reasons);
         // Past a lower amount budget: refused, naming its key; CPU periods unaffected.
         let d = decode_request(
             &req,
@@ -1506,7 +1491,7 @@ mod tests {
             d.reasons[0]
                 .1
                 .to_string()
-                .contains("push.max_amount_per_profile"),
+                .contains("push.max_amount_per_push"),
             "{:?}",
             d.reasons
         );

@@ -33,7 +33,9 @@ use stackwatch_profile::StackBudget;
 use stackwatch_store::Labels;
 
 use super::gate::{PushCounters, SourceKey};
-use super::{accept, read_body, Accepted, Protocol, PushError, PushState, PushedSeries};
+use super::{
+    accept, over_budget, read_body, Accepted, Protocol, PushError, PushState, PushedSeries,
+};
 use crate::profile_type::ProfileType;
 
 /// Profiles (a pprof body × each profile type it carries) one request may hold, at
@@ -490,10 +492,11 @@ impl ProfileBatch {
     }
 
     /// Expands every selected type into a series, the request's stack budget shared
-    /// among them.
+    /// among them (decoded bytes split evenly; periods and amounts spent in turn).
     fn into_series(self, state: &PushState, now_ns: u64) -> Result<Vec<PushedSeries>, PushError> {
         let n = self.profiles().max(1);
         let decoded_bytes = (state.stack_budget.max_decoded_bytes / n).max(1);
+        let mut left = state.request_budget();
         let mut out = Vec::with_capacity(n);
         for p in self.pending {
             let (start, duration) = if p.profile.time_nanos() >= PLAUSIBLE_TIME_NS {
@@ -516,22 +519,18 @@ impl ProfileBatch {
                         sel.divisor,
                         &StackBudget {
                             max_decoded_bytes: decoded_bytes,
-                            ..state.stack_budget_for(sel.ty)
+                            max_samples: left.for_type(sel.ty),
+                            ..state.stack_budget
                         },
                         &state.label_budget,
                     )
                     .map_err(|e| match e {
-                        PprofError::Budget(BudgetError::Samples { limit })
-                            if !sel.ty.is_periods() =>
-                        {
-                            PushError::Invalid(format!(
-                                "the {} profile's values add up to more than {limit} \
-                                 (push.max_amount_per_profile)",
-                                sel.ty.name()
-                            ))
+                        PprofError::Budget(BudgetError::Samples { limit }) => {
+                            PushError::Invalid(over_budget(sel.ty, limit))
                         }
                         e => pprof_error(e),
                     })?;
+                left.spend(sel.ty, stacks.samples);
                 let labels = target_labels(
                     p.app.as_deref(),
                     p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -863,7 +862,19 @@ fn ingest_series(
                         params.units.chars().take(40).collect::<String>()
                     ))
                 })?;
-            let stacks = folded_stacks(&body, format == IngestFormat::Lines, &state.stack_budget)?;
+            let budget = StackBudget {
+                max_samples: state.request_budget().for_type(ty),
+                ..state.stack_budget
+            };
+            let stacks = folded_stacks(&body, format == IngestFormat::Lines, &budget).map_err(
+                |e| match e {
+                    FoldedError::Budget(BudgetError::Samples { limit }) => {
+                        PushError::Invalid(over_budget(ty, limit))
+                    }
+                    FoldedError::Budget(e) => PushError::Invalid(e.to_string()),
+                    FoldedError::Push(e) => e,
+                },
+            )?;
             let timed = matches!(ty, ProfileType::Cpu | ProfileType::Wall);
             let contention = name
                 .hint
@@ -933,11 +944,23 @@ fn ingest_series(
 
 /// Folded text (`a;b;c 12` per line; with `lines`, one stack per line counting 1) into
 /// stacks bounded by `budget`.
+/// Why a folded body was refused: past a budget, or malformed.
+enum FoldedError {
+    Budget(BudgetError),
+    Push(PushError),
+}
+
+impl From<PushError> for FoldedError {
+    fn from(e: PushError) -> Self {
+        FoldedError::Push(e)
+    }
+}
+
 fn folded_stacks(
     body: &[u8],
     lines: bool,
     budget: &StackBudget,
-) -> Result<BoundedStacks, PushError> {
+) -> Result<BoundedStacks, FoldedError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| PushError::Invalid(format!("folded body is not UTF-8: {e}")))?;
     let mut acc = StackAccumulator::new(*budget);
@@ -950,10 +973,9 @@ fn folded_stacks(
             (line, 1)
         } else {
             let Some((stack, count)) = line.rsplit_once(' ') else {
-                return Err(PushError::Invalid(format!(
-                    "line {}: no count (a;b;c 12)",
-                    n + 1
-                )));
+                return Err(
+                    PushError::Invalid(format!("line {}: no count (a;b;c 12)", n + 1)).into(),
+                );
             };
             let count: u64 = count.trim().parse().map_err(|_| {
                 PushError::Invalid(format!(
@@ -967,8 +989,7 @@ fn folded_stacks(
         if count == 0 || stack.is_empty() {
             continue;
         }
-        acc.add_folded(stack, count)
-            .map_err(|e| PushError::Invalid(e.to_string()))?;
+        acc.add_folded(stack, count).map_err(FoldedError::Budget)?;
     }
     Ok(acc.finish())
 }
