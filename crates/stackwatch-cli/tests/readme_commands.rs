@@ -699,7 +699,21 @@ fn run_block(env: &Env, block: &Block) -> Result<(), String> {
                 // Every service and context here runs binlog-streamer workers: a flamegraph
                 // of them that shows none of their frames drew nothing.
                 if file.ends_with(".svg") && !text.contains("binlog_streamer") {
-                    return Err(format!("{what}: {file} shows no binlog_streamer frame"));
+                    // What it drew instead (frame titles, or the message of an empty one).
+                    let titles: Vec<&str> = text
+                        .split("<title>")
+                        .skip(1)
+                        .filter_map(|t| t.split("</title>").next())
+                        .take(12)
+                        .collect();
+                    return Err(format!(
+                        "{what}: {file} shows no binlog_streamer frame ({} bytes; titles: {titles:?}; \
+                         text: {:?})",
+                        text.len(),
+                        text.split("<text")
+                            .nth(1)
+                            .map(|t| t.chars().take(300).collect::<String>())
+                    ));
                 }
             }
             None if ["curl ", "go "].iter().any(|p| cmd.line.starts_with(p))

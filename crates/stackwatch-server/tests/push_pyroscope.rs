@@ -303,9 +303,9 @@ fn series(labels: &[(&str, &str)], profiles: Vec<Vec<u8>>) -> push::RawProfileSe
     }
 }
 
-/// A Go heap profile (four sample types) as godeltaprof writes it.
-fn heap_profile() -> Pprof {
-    let mut p = Pprof::new(
+/// An empty Go heap profile: its four sample types as godeltaprof writes them.
+fn empty_heap_profile() -> Pprof {
+    Pprof::new(
         &[
             ("alloc_objects", "count"),
             ("alloc_space", "bytes"),
@@ -314,7 +314,12 @@ fn heap_profile() -> Pprof {
         ],
         Some(("space", "bytes")),
         524_288,
-    );
+    )
+}
+
+/// A Go heap profile (four sample types) as godeltaprof writes it.
+fn heap_profile() -> Pprof {
+    let mut p = empty_heap_profile();
     p.sample("main.main;main.alloc", &[30, 30_000, 3, 3_000], None)
         .sample("main.main;main.cache", &[5, 500_000, 5, 500_000], None)
         .sample("main.main;runtime.malg", &[2, 64, 0, 0], None);
@@ -1134,16 +1139,7 @@ fn a_source_over_its_rate_is_told_to_wait() {
 
 /// A heap profile of a process that allocated `alloc` and `cache` bytes in the interval.
 fn heavy_heap_profile(alloc: i64, cache: i64) -> Vec<u8> {
-    let mut p = Pprof::new(
-        &[
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes"),
-        ],
-        Some(("space", "bytes")),
-        524_288,
-    );
+    let mut p = empty_heap_profile();
     p.sample("main.main;main.alloc", &[alloc / 64, alloc, 3, 3_000], None)
         .sample(
             "main.main;main.cache",
