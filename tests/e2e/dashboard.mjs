@@ -4,24 +4,15 @@
 // workers (a, b: version="main"; c: version="canary", Avro). Exits non-zero on the first
 // failed expectation; prints what it measured. With STACKWATCH_E2E_RELEASE=1 (a release
 // build of the server) Explore on a 10 000-stack profile must be ready within 1 s.
-import { chromium } from 'playwright-core';
+import { openPage, expect } from './browser.mjs';
 import { mkdirSync } from 'node:fs';
 
 const [base, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const problems = [];
 const started = Date.now();
-const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
-page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
-page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });
+const { browser, page } = await openPage(problems, { width: 1440, height: 900 });
 const step = (name) => console.log('step: ' + name);
 const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
 const text = async (sel) => (await page.locator(sel).first().textContent()) || '';

@@ -312,27 +312,18 @@ fn dashboard_sample_labels_in_chromium() {
 /// The browser side of `dashboard_sample_labels_in_chromium` (playwright-core driving
 /// Debian's chromium): `node --input-type=module - <base-url> <screenshot-dir>`.
 const LABELS_SCRIPT: &str = r#####"
-import { chromium } from 'playwright-core';
+import { openPage, expect } from './browser.mjs';
 import { mkdirSync } from 'node:fs';
 
 const [base, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const problems = [];
-const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
 const SCRIPT_TABLE = '<script>window.__pwned=3</script>';
 const QUOTED_TABLE = 'quo"te\\back';
 const SHOP = '{service="shop"}';
 const FUNCTIONS = ['orders::insert_row', 'users::update_row', 'hostile_table_work', 'quoted_table_work', 'idle_loop'];
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
-page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
-page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });
+const { browser, page } = await openPage(problems, { width: 1440, height: 1000 });
 const step = (name) => console.log('step: ' + name);
 const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
 const hash = () => page.evaluate(() => decodeURIComponent(location.hash));
@@ -605,13 +596,12 @@ fn dashboard_profile_types_and_push_sources_in_chromium() {
 /// repeat of the first, and one refused for its units), with a tag value and an error
 /// text that are markup.
 const TYPES_SCRIPT: &str = r#####"
-import { chromium } from 'playwright-core';
+import { openPage, expect } from './browser.mjs';
 import { mkdirSync } from 'node:fs';
 
 const [base, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const problems = [];
-const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
 const SHOP = '{service="shop"}';
 const REGION = '<b>eu</b>';
 
@@ -632,15 +622,7 @@ expect(r.status === 400, 'a push of no known type is refused: ' + r.status);
 const sources = await (await fetch(base + '/api/push-sources')).json();
 console.log('push sources: ' + JSON.stringify(sources));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
-page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
-page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });
+const { browser, page } = await openPage(problems, { width: 1440, height: 1000 });
 const step = (name) => console.log('step: ' + name);
 const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
 const text = async (sel) => (await page.locator(sel).first().textContent()).trim();
