@@ -366,15 +366,11 @@ garbage line\n";
         // SAFETY: dlopen of a system library with a constant name.
         let handle = unsafe { libc::dlopen(libz.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         assert!(!handle.is_null());
-        let dir = std::env::temp_dir().join(format!(
-            "stackwatch-replaced-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("stackwatch-replaced-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let copy = dir.join("libcopy.so");
         std::fs::copy(mapped_path("libz.so"), &copy).unwrap();
         let c_copy = CString::new(copy.to_str().unwrap()).unwrap();
@@ -439,7 +435,6 @@ garbage line\n";
             Some(m) => assert_eq!(m.bias, before.bias),
             None => assert!(reach.is_none(), "map_files was readable but not used"),
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

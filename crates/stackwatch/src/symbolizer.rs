@@ -449,17 +449,12 @@ mod tests {
     // address so that `BASE + svma` is `svma` in the file.
     const BASE: u64 = 0x1000_0000_0000;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "stackwatch-sym-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A temporary directory, removed when the test ends.
+    fn scratch(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("stackwatch-sym-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn run(cmd: &mut std::process::Command) {
@@ -550,8 +545,9 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
 
     #[test]
     fn a_stripped_library_is_named_from_a_debug_file_found_by_build_id_or_debuglink() {
-        let dir = scratch("debugfile");
-        let lib = c_library(&dir);
+        let tmp = scratch("debugfile");
+        let dir = tmp.path();
+        let lib = c_library(dir);
         let (spin, _) = nm(&lib, "sw_hidden_spin");
         // Debug file by build id, in a directory of our own; the library stripped.
         let debug_root = dir.join("debug");
@@ -611,13 +607,13 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
         // A debug file whose CRC does not match the link is not used.
         std::fs::write(&dbg, b"not the debug file").unwrap();
         assert_eq!(leaf_at(&[empty], &lib2, spin2 + 4), "[libsw2.so]");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn mini_debug_info_names_what_dynsym_does_not_export() {
-        let dir = scratch("minidebuginfo");
-        let lib = c_library(&dir);
+        let tmp = scratch("minidebuginfo");
+        let dir = tmp.path();
+        let lib = c_library(dir);
         let (spin, _) = nm(&lib, "sw_hidden_spin");
         // As distributions build it: the symbol table alone, xz-compressed, added to the
         // fully stripped library as .gnu_debugdata.
@@ -639,7 +635,6 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
         assert!(Elf::open(&lib).unwrap().section(".symtab").is_none());
         let none = dir.join("none");
         assert_eq!(leaf_at(&[none], &lib, spin + 4), "sw_hidden_spin");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Every distinct frame chain of the addresses of `function` in `lib`.
@@ -659,8 +654,9 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
 
     #[test]
     fn c_inlined_functions_are_frames_of_their_own_with_plain_or_compressed_dwarf() {
-        let dir = scratch("inline-c");
-        let lib = c_library(&dir);
+        let tmp = scratch("inline-c");
+        let dir = tmp.path();
+        let lib = c_library(dir);
         // The same with zlib-compressed debug sections, as distributions ship them.
         let gz = dir.join("gz");
         std::fs::create_dir_all(&gz).unwrap();
@@ -686,12 +682,12 @@ uint64_t sw_run(uint64_t n) { return sw_hidden_spin(n) ^ 1; }
                 "{chains:?}"
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn rust_inlined_functions_have_their_full_path_at_every_debug_level() {
-        let dir = scratch("inline-rust");
+        let tmp = scratch("inline-rust");
+        let dir = tmp.path();
         let src = dir.join("swtest.rs");
         std::fs::write(
             &src,
@@ -747,7 +743,6 @@ pub unsafe extern "C" fn sw_checksum(p: *const u8, n: usize) -> u64 {
                 );
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! anything. Needs `cc` and binutils' `objcopy`.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,22 +45,18 @@ fn build_id(path: &Path) -> String {
         .to_string()
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "stackwatch-debug-files-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A temporary directory, removed when the test ends.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("stackwatch-debug-files-")
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn a_stripped_library_is_named_from_its_debug_file_found_by_build_id() {
-    let dir = scratch();
+    let tmp = scratch();
+    let dir = tmp.path();
     std::fs::write(dir.join("sw.c"), LIB).unwrap();
     let lib = dir.join("libswdebug.so");
     run(Command::new("cc")
@@ -145,5 +141,4 @@ fn a_stripped_library_is_named_from_its_debug_file_found_by_build_id() {
         "{}",
         p.to_folded()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -283,16 +283,15 @@ pub fn read_answer(mut r: ureq::http::Response<ureq::Body>) -> (u16, String, Vec
 
 /// Percent-encodes all but the unreserved characters of `s`, for a query value.
 pub fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
+
+/// What [`encode`] escapes: everything but RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Folded text (`stack count` lines) as `stack -> count`.
 pub fn parse_folded(text: &str) -> BTreeMap<String, u64> {

@@ -263,17 +263,7 @@ impl Dwarf {
 
     /// Bytes held: the index, the cached units, the read windows.
     pub fn memory_bytes(&self) -> usize {
-        let sects = [
-            Some(&self.info),
-            Some(&self.abbrev),
-            self.str_.as_ref(),
-            self.line_str.as_ref(),
-            self.str_offsets.as_ref(),
-            self.addr.as_ref(),
-            self.ranges.as_ref(),
-            self.rnglists.as_ref(),
-        ];
-        sects
+        self.sects()
             .iter()
             .flatten()
             .map(|s| s.memory_bytes())
