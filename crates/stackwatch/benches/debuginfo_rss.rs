@@ -16,6 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+include!("support/child_result.rs");
+
 const LEVELS: [&str; 3] = ["0", "1", "2"];
 const VARIANTS: [&str; 3] = ["none", "stackwatch", "pprof-rs"];
 
@@ -59,14 +61,8 @@ fn run(bin: &Path, variant: &str, secs: &str) -> Run {
         .args([variant, secs])
         .output()
         .expect("workload runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("RESULT "))
-        .unwrap_or_else(|| panic!("{variant} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
+    let f: Vec<f64> = result_fields(&out, variant)
+        .iter()
         .map(|x| x.parse().unwrap())
         .collect();
     Run {

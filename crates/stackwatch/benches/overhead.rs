@@ -15,6 +15,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+include!("support/child_result.rs");
+
 const CHILD_ENV: &str = "STACKWATCH_BENCH_CHILD";
 
 const ALL: [Variant; 4] = [
@@ -214,19 +216,14 @@ fn spawn_child(variant: Variant, hz: u32, threads: usize, iters: u64) -> RunResu
         )
         .output()
         .expect("child runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("RESULT "))
-        .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
-    let f: Vec<&str> = line.split(' ').collect();
+    let f = result_fields(&out, "child");
     RunResult {
-        process_cpu_ns: f[1].parse().unwrap(),
-        maxrss_kb: f[2].parse().unwrap(),
-        handler_ns: f[3].parse().unwrap(),
-        signals: f[4].parse().unwrap(),
-        worker_cpu_ns: split(f[5]),
-        worker_samples: split(f[6]),
+        process_cpu_ns: f[0].parse().unwrap(),
+        maxrss_kb: f[1].parse().unwrap(),
+        handler_ns: f[2].parse().unwrap(),
+        signals: f[3].parse().unwrap(),
+        worker_cpu_ns: split(&f[4]),
+        worker_samples: split(&f[5]),
     }
 }
 
