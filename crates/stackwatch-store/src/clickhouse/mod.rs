@@ -80,7 +80,7 @@ impl Default for ClickHouseOptions {
 
 impl ClickHouseOptions {
     /// Options from `clickhouse://user:password@host:port/database` (the port of
-    /// ClickHouse's HTTP interface, default 8123; `http://` and `https://` work too).
+    /// ClickHouse's HTTP interface, default 8123; `http://` works too: no TLS).
     pub fn from_url(text: &str) -> Result<ClickHouseOptions, StoreError> {
         let bad = |why: String| StoreError::Config { key: "url", why };
         let rest = text
@@ -132,22 +132,9 @@ impl ClickHouseOptions {
 
 /// `%XX` escapes of a URL's user or password back to text.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Profiles in ClickHouse (see the module docs).
@@ -717,5 +704,27 @@ impl ProfileStore for ClickHouseStore {
 
     fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
         self.collectors_since(since_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClickHouseOptions;
+
+    #[test]
+    fn a_store_url_gives_host_database_and_unescaped_credentials() {
+        let o = ClickHouseOptions::from_url(
+            "clickhouse://ops%40team:p%3Ass%2Fw%C3%B6rd@ch1:9000/profiles",
+        )
+        .unwrap();
+        assert_eq!(o.url, "http://ch1:9000");
+        assert_eq!(o.database, "profiles");
+        assert_eq!(o.user, "ops@team");
+        assert_eq!(o.password, "p:ss/wörd");
+        // A stray `%` stays as written.
+        let o = ClickHouseOptions::from_url("clickhouse://u:100%@ch1").unwrap();
+        assert_eq!((o.user.as_str(), o.password.as_str()), ("u", "100%"));
+        assert_eq!(o.url, "http://ch1:8123");
+        assert_eq!(o.database, "stackwatch");
     }
 }
