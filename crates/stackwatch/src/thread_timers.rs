@@ -21,6 +21,8 @@ struct ThreadTimer {
     /// The scan that found the thread: its name is re-read for a few scans after, since
     /// a thread usually names itself just after it starts.
     found_at_scan: u64,
+    /// The scan at which its name was last read.
+    name_read_at: u64,
 }
 
 /// Scans during which a new thread's name is re-read (100 ms at one scan per 20 ms).
@@ -99,13 +101,24 @@ impl ThreadTimers {
     /// A thread found in the last few scans has its name read again here: a thread
     /// names itself just after it starts, and its first samples, folded a tick later,
     /// then carry the name it gave itself rather than the one it inherited.
+    ///
+    /// A thread still without a name of its own that has samples to fold is read at most
+    /// once per scan for [`UNNAMED_YOUNG_SCANS`]: it runs, so it may just have named
+    /// itself (the scans' doubling ages would leave its first samples unnamed).
     pub fn thread_name(&mut self, tid: u32) -> Arc<str> {
-        let young = self.threads.get(&tid).map(|t| self.is_young(t, self.scans));
+        let scans = self.scans;
+        let young = self.threads.get(&tid).map(|t| {
+            self.is_young(t, scans)
+                || (scans.saturating_sub(t.found_at_scan) <= UNNAMED_YOUNG_SCANS
+                    && t.name == self.unnamed_root
+                    && t.name_read_at != scans)
+        });
         match young {
             Some(false) => self.threads[&tid].name.clone(),
             Some(true) => {
                 let name = self.name_of(tid);
                 let t = self.threads.get_mut(&tid).expect("known");
+                t.name_read_at = scans;
                 if t.name != name {
                     t.name = name.clone();
                     self.renamed_since_scan = true;
@@ -182,6 +195,7 @@ impl ThreadTimers {
             let name = self.name_of(tid);
             if young.is_some() {
                 let t = self.threads.get_mut(&tid).expect("known");
+                t.name_read_at = scans;
                 if t.name != name {
                     t.name = name.clone();
                     renamed = true;
@@ -219,6 +233,7 @@ impl ThreadTimers {
                     timer,
                     name,
                     found_at_scan: scans,
+                    name_read_at: scans,
                 },
             );
         }
@@ -486,6 +501,7 @@ mod tests {
                 timer: None,
                 name,
                 found_at_scan: 1,
+                name_read_at: 1,
             },
         );
         // Unnamed: re-read at doubling ages past YOUNG_SCANS, not after UNNAMED_YOUNG_SCANS.
@@ -497,7 +513,8 @@ mod tests {
         assert!(!young_at(&timers, 17) && !young_at(&timers, 256));
         go_tx.send(()).unwrap();
         named_rx.recv().unwrap();
-        timers.scans = 1 + 16;
+        // Its samples fold at an age the scans skip (not a power of two): read then.
+        timers.scans = 1 + 20;
         assert_eq!(&*timers.thread_name(tid), "late-worker");
         assert!(timers.renamed_since_scan, "folded stacks get rebuilt");
         // Named now: past YOUNG_SCANS it is not re-read, at any age.
