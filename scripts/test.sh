@@ -36,28 +36,32 @@ die() {
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$cargo_bin:$PATH:/usr/sbin:/sbin"
 
-# Debian package | what shows it is present | what needs it
+# Debian package :: what shows it is present :: what needs it (split on "::", since a
+# probe may hold a pipe or "||")
 apt_tools=(
-  "golang-go|command -v go|go tool pprof reads our profiles; a Go net/http/pprof target is scraped"
-  "zlib1g|ldconfig -p | grep -q 'libz\.so\.1 '|libz.so.1, the library the dlopen tests load at run time"
-  "chromium|command -v chromium|the dashboard end-to-end test (driven by playwright-core)"
-  "mariadb-server|command -v mariadbd && command -v mariadb-install-db|binlog-streamer's replica tests start their own server"
-  "redis-server|command -v redis-server|binlog-streamer's Redis sink tests start their own server"
-  "curl|command -v curl|the demo's printed curl line and the README/docs curl lines"
-  "libc6-dbg|dpkg -s libc6-dbg|libc's detached debug symbols: the demo's profile names libc's internals, not [libc.so.6]"
-  "binutils|command -v objcopy && command -v nm && command -v readelf && command -v strip|the symbolizer's tests strip a library and move its symbols to a debug file"
-  "xz-utils|command -v xz|the symbolizer's MiniDebugInfo test compresses a symbol table into .gnu_debugdata"
-  "clickhouse-server|command -v clickhouse-server || test -x /usr/sbin/clickhouse-server|the ClickHouse store's tests start their own servers (single node and a 2-shard cluster)"
+  "golang-go::command -v go::go tool pprof reads our profiles; a Go net/http/pprof target is scraped"
+  "zlib1g::ldconfig -p | grep -q 'libz\.so\.1 '::libz.so.1, the library the dlopen tests load at run time"
+  "chromium::command -v chromium::the dashboard end-to-end test (driven by playwright-core)"
+  "mariadb-server::command -v mariadbd && command -v mariadb-install-db::binlog-streamer's replica tests start their own server"
+  "redis-server::command -v redis-server::binlog-streamer's Redis sink tests start their own server"
+  "curl::command -v curl::the demo's printed curl line and the README/docs curl lines"
+  "libc6-dbg::dpkg -s libc6-dbg::libc's detached debug symbols: the demo's profile names libc's internals, not [libc.so.6]"
+  "binutils::command -v objcopy && command -v nm && command -v readelf && command -v strip::the symbolizer's tests strip a library and move its symbols to a debug file"
+  "xz-utils::command -v xz::the symbolizer's MiniDebugInfo test compresses a symbol table into .gnu_debugdata"
+  "clickhouse-server::command -v clickhouse-server || test -x /usr/sbin/clickhouse-server::the ClickHouse store's tests start their own servers (single node and a 2-shard cluster)"
 )
 # Node.js and npm come with the machine's Rust image; from Debian's apt where they do not.
 node_tools=(
-  "nodejs|command -v node|runs tests/e2e/dashboard.mjs"
-  "npm|command -v npm|installs playwright-core into tests/e2e (npm ci)"
+  "nodejs::command -v node::runs tests/e2e/dashboard.mjs"
+  "npm::command -v npm::installs playwright-core into tests/e2e (npm ci)"
 )
 
 missing=()
 for entry in "${apt_tools[@]}" "${node_tools[@]}"; do
-  IFS='|' read -r pkg probe why <<<"$entry"
+  pkg=${entry%%::*}
+  rest=${entry#*::}
+  probe=${rest%%::*}
+  why=${rest#*::}
   if bash -c "$probe" >/dev/null 2>&1; then
     say "have $pkg"
   else

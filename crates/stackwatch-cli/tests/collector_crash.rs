@@ -69,10 +69,52 @@ fn write_targets(dir: &Path, a: &str, b: &str) {
     std::fs::rename(&tmp, dir.join("targets/all.toml")).unwrap();
 }
 
-/// Waits (up to 20 s) until the collector's checkpoint for each `(instance label, snapshot)`
+/// Polls the worker at `addr` (up to 90 s: a busy machine closes windows late) until it
+/// serves at least `min` closed windows, and returns them.
+fn wait_windows(addr: &str, min: usize) -> WindowsResponse {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let snap = windows(addr);
+        if snap.windows.len() >= min {
+            return snap;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} served {} windows after 90 s, waited for {min}",
+            snap.windows.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (up to 90 s) until the collector has committed a checkpoint for `instance`
+/// (anything: it is ingesting).
+fn wait_ingesting(db: &Path, instance: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stored = SqliteStore::open_reader(db).ok().and_then(|store| {
+            let labels = [
+                ("service".to_string(), "sim".to_string()),
+                ("instance".to_string(), instance.to_string()),
+            ]
+            .into();
+            store.checkpoints(&labels).ok()
+        });
+        if stored.is_some_and(|c| c.iter().any(|c| c.last_seq > 0)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector stored nothing of {instance} in 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (up to 90 s: generous for a busy machine) until the collector's checkpoint for each `(instance label, snapshot)`
 /// reaches the snapshot's latest window.
 fn wait_stored(db: &Path, snaps: &[(&str, &WindowsResponse)]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let store = SqliteStore::open_reader(db).unwrap();
         let caught_up = snaps.iter().all(|(inst, snap)| {
@@ -114,23 +156,31 @@ fn sigkill_of_collector_and_of_a_worker_loses_nothing_and_doubles_nothing() {
         ),
     )
     .unwrap();
-    let mut c = collector(&config);
-    std::thread::sleep(Duration::from_millis(2500));
-    c.kill9();
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut c = collector(&config);
-    std::thread::sleep(Duration::from_millis(2000));
-    // Snapshot worker b, wait until the collector has stored what the snapshot holds, then
-    // kill it and replace it. (Windows b closes after its last poll die with it: the pull
-    // protocol cannot save them, docs/protocol.md says so; the snapshot excludes them.)
     let db = dir.path().join("data/stackwatch.db");
-    let b_snap = windows(&b_addr);
+    // Killed during ingest: once it has committed something of both workers.
+    let mut c = collector(&config);
+    wait_ingesting(&db, "a");
+    wait_ingesting(&db, "b");
+    c.kill9();
+    // While no collector runs, the workers close windows that the next one must fetch.
+    wait_windows(&a_addr, windows(&a_addr).windows.len() + 1);
+    let mut c = collector(&config);
+    // Snapshot worker b once it holds 3 windows or more, wait until the collector has
+    // stored what the snapshot holds, then kill it and replace it. (Windows b closes
+    // after its last poll die with it: the pull protocol cannot save them,
+    // docs/protocol.md says so; the snapshot excludes them.)
+    let b_snap = wait_windows(&b_addr, 3);
     wait_stored(&db, &[("b", &b_snap)]);
     b.kill9();
     let (_b2, b2_addr) = worker();
     write_targets(dir.path(), &a_addr, &b2_addr);
-    std::thread::sleep(Duration::from_millis(3000));
-    let a_snap = windows(&a_addr);
+    // Enough windows to check (15 in all), however slowly a busy machine closes them.
+    wait_windows(&b2_addr, 3);
+    let a_snap = wait_windows(
+        &a_addr,
+        15usize.saturating_sub(b_snap.windows.len() + 3).max(3),
+    );
+    // Still 3 or more: a worker keeps its last 600 windows.
     let b2_snap = windows(&b2_addr);
     wait_stored(&db, &[("a", &a_snap), ("b", &b2_snap)]);
     c.term();

@@ -5,6 +5,8 @@
 // Every bench binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
+pub mod otlp_request;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
