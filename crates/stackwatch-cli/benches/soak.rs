@@ -19,7 +19,8 @@
 //!
 //! `cargo bench -p stackwatch-cli --bench soak` (`STACKWATCH_SOAK_SECONDS` changes the
 //! 3 600 s; `STACKWATCH_SOAK_CSV` where the RSS series goes, default
-//! `target/soak-rss.csv`). `scripts/soak.sh` runs it and plots the CSV.
+//! `target/soak-rss.csv`). `scripts/soak-hostile.sh` runs it in release and has
+//! `scripts/soak_report.py` plot and fit the CSV.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -212,11 +213,12 @@ impl Outcomes {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`); 0 once the process is gone.
+fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -297,7 +299,6 @@ fn main() {
     let server = Reaped(server);
     let pid = server.0.id();
     let push_url = format!("{api}/v1development/profiles");
-    let t_start = Instant::now();
     let from_s = unix_s();
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Outcomes::default());
@@ -310,6 +311,7 @@ fn main() {
         64
     );
     let bomb = Arc::new(bomb);
+    let t_start = Instant::now();
     let mut threads = Vec::new();
     for p in 0..20usize {
         let (stop, outcomes, url, bomb) = (
@@ -510,22 +512,58 @@ fn main() {
         }));
     }
 
-    // RSS every 10 s.
+    // RSS every 10 s, in scripts/soak_report.py's CSV format (it plots and fits it).
     let mut csv = std::fs::File::create(&csv_path).unwrap();
-    writeln!(csv, "seconds,rss_mib").unwrap();
+    writeln!(
+        csv,
+        "# stackwatch soak with hostile pushers: {} cores, {secs} s, a sample every 10 s",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+    .unwrap();
+    let names: Vec<&str> = workers.iter().map(|(_, _, n)| *n).collect();
+    let pids: Vec<u32> = std::iter::once(pid)
+        .chain(workers.iter().map(|(p, _, _)| p.0.id()))
+        .collect();
+    let cols: Vec<String> = std::iter::once("collector")
+        .chain(names.iter().copied())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    writeln!(
+        csv,
+        "elapsed_s,{},{},store_bytes",
+        cols.iter()
+            .map(|c| format!("{c}_rss_kib"))
+            .collect::<Vec<_>>()
+            .join(","),
+        cols.iter()
+            .map(|c| format!("{c}_hwm_kib"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .unwrap();
     let mut series: Vec<(f64, f64)> = Vec::new();
     while t_start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(10));
-        let (t, rss) = (
-            t_start.elapsed().as_secs_f64(),
-            rss_kib(pid) as f64 / 1024.0,
-        );
-        assert!(rss > 0.0, "the collector died");
-        writeln!(csv, "{t:.0},{rss:.1}").unwrap();
-        series.push((t, rss));
+        let t = t_start.elapsed().as_secs_f64();
+        let rss: Vec<u64> = pids.iter().map(|p| proc_kib(*p, "VmRSS:")).collect();
+        let hwm: Vec<u64> = pids.iter().map(|p| proc_kib(*p, "VmHWM:")).collect();
+        assert!(rss[0] > 0, "the collector died");
+        let store_bytes: u64 = std::fs::read_dir(dir.path().join("data"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        writeln!(csv, "{t:.0},{},{},{store_bytes}", join(&rss), join(&hwm)).unwrap();
+        let mib = rss[0] as f64 / 1024.0;
+        series.push((t, mib));
         if series.len().is_multiple_of(30) {
             println!(
-                "# {t:>5.0} s: collector RSS {rss:.1} MiB, {} legitimate pushes acknowledged",
+                "# {t:>5.0} s: collector RSS {mib:.1} MiB, {} legitimate pushes acknowledged",
                 pushes_acked.load(Ordering::Relaxed)
             );
         }
@@ -613,6 +651,7 @@ fn main() {
     let (lo, hi) = ys
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    let lo = if ys.is_empty() { 0.0 } else { lo };
     let peak = series.iter().map(|(_, r)| *r).fold(0f64, f64::max);
     println!("# outcomes (role, status: count):");
     for ((role, status), n) in outcomes.by_role.lock().unwrap().iter() {
