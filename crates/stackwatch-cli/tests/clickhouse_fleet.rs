@@ -90,6 +90,24 @@ fn windows(addr: &str) -> WindowsResponse {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Polls the worker at `addr` (up to 90 s: a busy machine closes windows late) until it
+/// serves at least `min` closed windows, and returns them.
+fn wait_windows(addr: &str, min: usize) -> WindowsResponse {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let snap = windows(addr);
+        if snap.windows.len() >= min {
+            return snap;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} served {} windows after 90 s, waited for {min}",
+            snap.windows.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn get_json(url: &str) -> serde_json::Value {
     let body = ureq::get(url)
         .call()
@@ -217,39 +235,55 @@ fn collectors_sharing_clickhouse_hand_off_targets_without_loss_or_doubling() {
     // c1 comes back and c3 joins: three collectors now.
     let (mut c1, c1_addr) = collector(dir.path(), &ch, &id1, &fleet);
     let (mut c3, _c3_addr) = collector(dir.path(), &ch, "c3", &fleet);
-    std::thread::sleep(Duration::from_secs(4));
-    let o1 = owners(&c1_addr);
-    assert_eq!(
-        o1.iter().filter(|o| o.2).count()
+    // Every target scraped by exactly one collector, once the three agree (a busy
+    // machine takes longer to get there).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scraping = owners(&c1_addr).iter().filter(|o| o.2).count()
             + owners(&c2_addr).iter().filter(|o| o.2).count()
-            + owners(&_c3_addr).iter().filter(|o| o.2).count(),
-        3,
-        "every target scraped by exactly one collector"
-    );
+            + owners(&_c3_addr).iter().filter(|o| o.2).count();
+        if scraping == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every target scraped by exactly one collector: {scraping} scrapes of 3 targets after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A pure query node sees the whole fleet, and takes no target from the collectors.
     let (mut q, q_addr) = collector(dir.path(), &ch, "query", &[]);
-    std::thread::sleep(Duration::from_secs(1));
+    // It lists the stored fleet once it has read the store's target list.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = get_json(&format!("http://{q_addr}/api/targets"));
+        let mut insts: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["labels"]["instance"].as_str().unwrap().to_string())
+            .collect();
+        insts.sort();
+        if insts == ["a", "b", "c"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query node lists the stored fleet: {insts:?} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
         owners(&c1_addr).iter().all(|o| o.1 != "query"),
         "a query node was given targets"
     );
-    let listed = get_json(&format!("http://{q_addr}/api/targets"));
-    let mut insts: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["labels"]["instance"].as_str().unwrap())
-        .collect();
-    insts.sort();
-    assert_eq!(
-        insts,
-        ["a", "b", "c"],
-        "the query node lists the stored fleet"
-    );
 
-    let snaps: Vec<(&str, WindowsResponse)> =
-        fleet.iter().map(|(i, addr)| (*i, windows(addr))).collect();
+    // Snapshots once each worker has closed enough windows to check (8).
+    let snaps: Vec<(&str, WindowsResponse)> = fleet
+        .iter()
+        .map(|(i, addr)| (*i, wait_windows(addr, 8)))
+        .collect();
     let opts = ClickHouseOptions {
         url: ch.http_url.clone(),
         database: "fleet".into(),
@@ -258,7 +292,7 @@ fn collectors_sharing_clickhouse_hand_off_targets_without_loss_or_doubling() {
         ..Default::default()
     };
     let store = ClickHouseStore::open(opts).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     for (inst, snap) in &snaps {
         loop {
             let stored = store
@@ -376,7 +410,7 @@ fn a_clickhouse_outage_is_buffered_then_caught_up_without_loss() {
             break;
         }
         assert!(
-            down.elapsed() < Duration::from_secs(10),
+            down.elapsed() < Duration::from_secs(60),
             "no backlog while ClickHouse is down"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -419,7 +453,7 @@ fn a_clickhouse_outage_is_buffered_then_caught_up_without_loss() {
             break;
         }
         assert!(
-            down.elapsed() < Duration::from_secs(20),
+            down.elapsed() < Duration::from_secs(90),
             "backlog never full: {t}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -427,7 +461,8 @@ fn a_clickhouse_outage_is_buffered_then_caught_up_without_loss() {
     assert!(metric(&c1_addr, "stackwatch_store_backlog_refused_total") > 0);
     ch.restart();
     // The backlog drains, and the worker's windows are all stored, once.
-    let snap = windows(&a);
+    // Six windows or more to check, however slowly a busy machine closes them.
+    let snap = wait_windows(&a, 6);
     let opts = ClickHouseOptions {
         url: ch.http_url.clone(),
         database: "fleet".into(),
@@ -436,7 +471,7 @@ fn a_clickhouse_outage_is_buffered_then_caught_up_without_loss() {
         ..Default::default()
     };
     let store = ClickHouseStore::open(opts).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let stored = store
             .checkpoints(&labels("a"))

@@ -209,9 +209,36 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
     server.args(["server", "--config"]).arg(&config);
     let (_server, addr) = spawn_listening(server);
     let url = format!("http://{addr}");
-    // Let a few windows arrive (for the README's pictures, a minute and a half of them).
+    // Let a few windows of each worker arrive (for the README's pictures, a minute and a
+    // half of them): waited for in the store, however slowly a busy machine makes them.
     let doc_images = std::env::var_os("STACKWATCH_DOC_IMAGES").is_some_and(|v| v == "1");
-    std::thread::sleep(Duration::from_secs(if doc_images { 90 } else { 6 }));
+    let want: u64 = if doc_images { 90 } else { 5 };
+    let db = data.join("stackwatch.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120 + want);
+    loop {
+        let stored: Vec<u64> = workers
+            .iter()
+            .map(|(_, _, inst, version)| {
+                let labels = [
+                    ("service".to_string(), "binlog-streamer".to_string()),
+                    ("instance".to_string(), inst.to_string()),
+                    ("version".to_string(), version.to_string()),
+                ]
+                .into();
+                SqliteStore::open_reader(&db)
+                    .and_then(|s| s.checkpoints(&labels))
+                    .map_or(0, |c| c.iter().map(|c| c.last_seq).max().unwrap_or(0))
+            })
+            .collect();
+        if stored.iter().all(|n| *n >= want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "windows stored per worker: {stored:?}, waited for {want} each"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = Command::new("node")
         .arg(e2e.join("dashboard.mjs"))
         .arg(&url)

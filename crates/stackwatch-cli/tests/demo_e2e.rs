@@ -194,8 +194,23 @@ fn the_demo_serves_its_workers_stops_them_on_ctrl_c_and_a_rerun_serves_the_old_d
         "{curl}"
     );
 
-    // Let a few more windows arrive, then run the line exactly as printed.
-    std::thread::sleep(Duration::from_secs(6));
+    // Let a few windows arrive (the store holds the workers' samples for 6 s or more of
+    // their time), then run the line exactly as printed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = unix_now();
+        let seconds_with_samples = (now - 60..=now)
+            .filter(|t| stored_samples(dir.path(), *t, t + 1) > 0)
+            .count();
+        if seconds_with_samples >= 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo stored samples in {seconds_with_samples} seconds of the last minute"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let status = Command::new("sh")
         .arg("-c")
         .arg(&curl)
