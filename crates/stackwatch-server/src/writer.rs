@@ -66,11 +66,17 @@ pub struct WriterStats {
 }
 
 /// Why a write was not stored.
+///
+/// [`WriteError::is_transient`] tells the two kinds apart for the caller: a transient
+/// error (the store unavailable or busy and the backlog full, the writer stopping) may
+/// succeed if the same windows are written again later, a permanent one (the store
+/// refuses these windows for what they are) never will.
 #[derive(Debug, Error, Clone)]
 pub enum WriteError {
-    /// The store refused this request's windows.
+    /// The store failed this request's windows; its error is kept whole (shared, as one
+    /// error may answer several requests), so its kind decides [`WriteError::is_transient`].
     #[error("{0}")]
-    Store(String),
+    Store(Arc<StoreError>),
     /// The writer has stopped (the server is shutting down).
     #[error("the store writer has stopped")]
     Stopped,
@@ -84,9 +90,24 @@ pub enum WriteError {
     },
 }
 
-impl From<&StoreError> for WriteError {
-    fn from(e: &StoreError) -> Self {
-        WriteError::Store(e.to_string())
+impl WriteError {
+    /// True when writing the same windows again later may succeed: the backlog is full
+    /// while the store is unavailable, the store is unavailable or busy
+    /// ([`StoreError::is_transient`]), or the writer is stopping. The caller keeps what
+    /// it wrote and tries again (a push answers 503 with `Retry-After`, a scrape keeps
+    /// its checkpoint). False when the store refuses the windows for what they are:
+    /// writing them again fails again (a push answers 400).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WriteError::Store(e) => e.is_transient(),
+            WriteError::Stopped | WriteError::BacklogFull { .. } => true,
+        }
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(Arc::new(e))
     }
 }
 
@@ -499,8 +520,8 @@ fn flush(
         Err(e) if buffer.len() == 1 => {
             stats.flush_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "ingest refused");
-            for req in buffer.drain(..) {
-                let _ = req.ack.send(Err(WriteError::from(&e)));
+            if let Some(req) = buffer.pop() {
+                let _ = req.ack.send(Err(WriteError::from(e)));
             }
         }
         Err(e) => {
@@ -519,7 +540,7 @@ fn flush(
                     Err(e) => {
                         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                         stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
-                        let _ = req.ack.send(Err(WriteError::from(&e)));
+                        let _ = req.ack.send(Err(WriteError::from(e)));
                     }
                 }
             }
@@ -537,4 +558,26 @@ fn record(stats: &WriterStats, s: stackwatch_store::IngestStats) {
     stats.rows.fetch_add(s.rows as u64, Ordering::Relaxed);
     stats.windows.fetch_add(s.windows as u64, Ordering::Relaxed);
     stats.flushes.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_errors_say_whether_a_retry_may_succeed() {
+        let store = |e: StoreError| WriteError::from(e).is_transient();
+        assert!(store(StoreError::Unavailable("ClickHouse down".into())));
+        assert!(!store(StoreError::Invalid("window 3 starts at -1".into())));
+        assert!(WriteError::Stopped.is_transient());
+        assert!(WriteError::BacklogFull {
+            rows: 10,
+            why: "ClickHouse down".into()
+        }
+        .is_transient());
+        // The store's error survives the writer: its message and its kind.
+        let e = WriteError::from(StoreError::Invalid("window 3 starts at -1".into()));
+        assert_eq!(e.to_string(), "window 3 starts at -1");
+        assert!(matches!(e, WriteError::Store(s) if matches!(*s, StoreError::Invalid(_))));
+    }
 }
