@@ -227,3 +227,38 @@ fn a_cumulative_interval_over_a_budget_is_dropped_counted_and_the_target_goes_on
         1
     );
 }
+
+/// Item 9 of issue 24: deleting `stackwatch.lock` let a second collector start on the
+/// same data directory (and write the same SQLite file). The directory itself is locked.
+#[test]
+fn deleting_the_lock_file_does_not_let_a_second_collector_in() {
+    // The data directory outlives the first collector (which removes the temp dir it
+    // is given: here an unused one).
+    let kept = tempfile::tempdir().unwrap();
+    let path = kept.path().join("data");
+    let mut first = Collector::start(
+        runtime(),
+        tempfile::tempdir().unwrap(),
+        common::config(&path),
+        Duration::from_secs(30),
+    );
+    let lock = path.join(stackwatch_server::data_dir::LOCK_FILE);
+    assert!(lock.exists());
+    std::fs::remove_file(&lock).unwrap();
+    let rt = runtime();
+    let e = rt
+        .block_on(stackwatch_server::Server::bind(common::config(&path)))
+        .err()
+        .expect("a second collector on the same data_dir is refused")
+        .to_string();
+    assert!(
+        e.contains("in use by another stackwatch") && e.contains(&path.display().to_string()),
+        "{e}"
+    );
+    // The first goes on, and once it is gone the directory is free again.
+    assert_eq!(first.get("/api/targets", &[]).0, 200);
+    first.shut_down().unwrap();
+    drop(first);
+    rt.block_on(stackwatch_server::Server::bind(common::config(&path)))
+        .expect("free once the first collector stopped");
+}
