@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::routing::get;
+use stackwatch_profile::protocol::{Window, WindowsResponse};
 use stackwatch_server::config::{FoldedCounts, TargetKind};
-use stackwatch_store::SqliteStore;
+use stackwatch_store::{ProfileStore, SqliteStore};
 
 use common::{runtime, scrape_config, serve, target, Collector};
 
@@ -83,6 +84,86 @@ impl Cumulative {
     }
 }
 
+/// A fake window-protocol worker: each request adds one window (10 periods of
+/// `main;window`, a second apart) until frozen; it retains every window.
+struct Windowed {
+    /// The latest sequence, and whether it is frozen.
+    latest: std::sync::Mutex<(u64, bool)>,
+    start_ms: u64,
+}
+
+type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
+
+impl Windowed {
+    fn new() -> Arc<Windowed> {
+        Arc::new(Windowed {
+            latest: std::sync::Mutex::new((0, false)),
+            start_ms: stackwatch_profile::clock::unix_ms() - 3_600_000,
+        })
+    }
+
+    /// The answer to `GET /windows?after=...`.
+    fn answer(&self, after: u64) -> Vec<u8> {
+        let latest = {
+            let mut l = self.latest.lock().unwrap();
+            if !l.1 {
+                l.0 += 1;
+            }
+            l.0
+        };
+        let windows = (after + 1..=latest)
+            .map(|seq| {
+                let start_unix_ms = self.start_ms + seq * 1000;
+                Window {
+                    seq,
+                    start_unix_ms,
+                    end_unix_ms: start_unix_ms + 1000,
+                    samples: 10,
+                    dropped: 0,
+                    pruned_stacks: 0,
+                    stacks: vec![("main;window".into(), 10)],
+                    labeled: Vec::new(),
+                }
+            })
+            .collect();
+        serde_json::to_vec(&WindowsResponse {
+            version: 1,
+            instance: "w1".into(),
+            frequency_hz: 99,
+            period_ns: 10_101_010,
+            window_seconds: 1,
+            oldest_seq: 1,
+            latest_seq: latest,
+            windows,
+        })
+        .unwrap()
+    }
+
+    fn router(self: &Arc<Self>) -> axum::Router {
+        let me = self.clone();
+        axum::Router::new().route(
+            "/windows",
+            get(move |q: Params| {
+                let me = me.clone();
+                async move {
+                    let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        me.answer(after),
+                    )
+                }
+            }),
+        )
+    }
+
+    /// Stops adding windows; returns the last sequence.
+    fn freeze(&self) -> u64 {
+        let mut l = self.latest.lock().unwrap();
+        l.1 = true;
+        l.0
+    }
+}
+
 /// Periods stored for `service`, read from the SQLite file beside the collector.
 fn stored(c: &Collector, service: &str) -> u64 {
     let reader = SqliteStore::open_reader(&stackwatch_server::db_path(c.data_dir())).unwrap();
@@ -137,12 +218,15 @@ fn wait_stored(c: &Collector, service: &str, want: u64) {
 /// with SQLite locked 8 s). Here another connection holds SQLite's write lock for 12 s
 /// (past the 5 s busy timeout twice) with a backlog of one row, so writes are both
 /// backlogged and refused as transient; once the lock is gone every period is stored,
-/// exactly once.
+/// exactly once. A window-protocol target scraped beside it stores every window once
+/// too (its checkpoint advances only after a commit or an acknowledged backlog).
 #[test]
 fn a_cumulative_folded_target_loses_nothing_while_the_store_is_locked() {
     let rt = runtime();
     let worker = Cumulative::new(100, 0, u64::MAX);
     let addr = serve(&rt, worker.router());
+    let windowed = Windowed::new();
+    let waddr = serve(&rt, windowed.router());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = scrape_config(dir.path(), Duration::from_secs(5));
     let mut t = target(
@@ -151,7 +235,12 @@ fn a_cumulative_folded_target_loses_nothing_while_the_store_is_locked() {
         "cumulative",
     );
     t.folded_counts = FoldedCounts::Cumulative;
-    cfg.targets = vec![t];
+    let w = target(
+        format!("http://{waddr}"),
+        TargetKind::Stackwatch,
+        "windowed",
+    );
+    cfg.targets = vec![t, w];
     cfg.store.max_buffered_rows = 1;
     let c = Collector::start(rt, dir, cfg, Duration::from_secs(30));
     // The first answer (100) is the baseline; wait until deltas are stored.
@@ -170,7 +259,9 @@ fn a_cumulative_folded_target_loses_nothing_while_the_store_is_locked() {
     });
     let last = worker.freeze();
     let want = last - 100;
+    let last_seq = windowed.freeze();
     wait_stored(&c, "cumulative", want);
+    wait_stored(&c, "windowed", last_seq * 10);
     // Exactly once: a few more scrapes (deltas of 0) and the backlog drained change
     // nothing.
     let served = worker.served.load(Ordering::SeqCst);
@@ -180,6 +271,16 @@ fn a_cumulative_folded_target_loses_nothing_while_the_store_is_locked() {
     assert_eq!(worker.served.load(Ordering::SeqCst), served, "frozen");
     assert_eq!(metric(&c, "stackwatch_store_backlog_rows"), 0);
     assert_eq!(stored(&c, "cumulative"), want, "stored more than once");
+    assert_eq!(
+        stored(&c, "windowed"),
+        last_seq * 10,
+        "a window stored twice"
+    );
+    let reader = SqliteStore::open_reader(&stackwatch_server::db_path(c.data_dir())).unwrap();
+    let checkpoints = reader
+        .checkpoints(&common::labels(&[("service", "windowed")]))
+        .unwrap();
+    assert_eq!(checkpoints[0].last_seq, last_seq);
     // The lock did hit the writer: windows were backlogged and refused meanwhile.
     assert!(
         metric(&c, "stackwatch_store_backlog_refused_total") >= 1,
