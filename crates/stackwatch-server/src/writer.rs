@@ -639,6 +639,8 @@ mod tests {
         down: bool,
         /// How many times each (service, seq) was stored.
         stored: HashMap<(String, u64), u32>,
+        /// Ingest calls made.
+        calls: usize,
     }
 
     /// A SQLite store whose ingest calls follow a [`Script`], and which, like ClickHouse,
@@ -653,6 +655,7 @@ mod tests {
         fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
             let outcome = {
                 let mut s = self.script.lock().unwrap();
+                s.calls += 1;
                 let down = s.down;
                 s.next.pop_front().unwrap_or(if down {
                     Outcome::Transient
@@ -845,6 +848,46 @@ mod tests {
             totals,
             [("a", 7), ("c", 7), ("d", 7)].map(|(s, n)| (s.to_string(), n))
         );
+    }
+
+    /// A shared transaction that fails is retried request by request; once one finds
+    /// the store down, the rest join the backlog untried, and each is stored once.
+    #[test]
+    fn a_failed_shared_transaction_stores_each_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Mutex::new(Script::default()));
+        let mut store = scripted(dir.path(), &script);
+        let (stats, opts, mut backlog) = (WriterStats::default(), options(), Backlog::default());
+        script.lock().unwrap().next =
+            [Outcome::Permanent, Outcome::Store, Outcome::Transient].into();
+        let (reqs, acks): (Vec<WriteRequest>, Vec<Ack>) = [("a", 1), ("b", 1), ("c", 1)]
+            .into_iter()
+            .map(|(s, q)| request(s, q))
+            .unzip();
+        flush(
+            &mut store,
+            &mut reqs.into_iter().collect(),
+            &stats,
+            &mut backlog,
+            &opts,
+        );
+        for mut ack in acks {
+            assert!(matches!(ack.try_recv(), Ok(Ok(()))), "stored or backlogged");
+        }
+        assert_eq!(
+            script.lock().unwrap().calls,
+            3,
+            "c joins the backlog untried"
+        );
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 2);
+        backlog.retry(&mut store, &stats, &opts);
+        let stored = script.lock().unwrap().stored.clone();
+        let once: HashMap<(String, u64), u32> = [("a", 1), ("b", 1), ("c", 1)]
+            .map(|(s, q)| ((s.to_string(), q), 1))
+            .into();
+        assert_eq!(stored, once);
+        assert_eq!(stats.rows.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 0);
     }
 
     /// Item 3 of issue 24: a window older than the store keeps (ClickHouse: its raw
