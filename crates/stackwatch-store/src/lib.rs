@@ -94,7 +94,8 @@ impl StoreError {
     /// for what it asked: the store's server is down, slow or overloaded
     /// ([`StoreError::Unavailable`]), or SQLite's file is locked by another connection
     /// for longer than the busy timeout (`SQLITE_BUSY`, "database is locked"; or
-    /// `SQLITE_LOCKED`, a conflict within one connection's shared cache).
+    /// `SQLITE_LOCKED`, a conflict with another statement of the same connection or
+    /// shared cache).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
@@ -263,9 +264,9 @@ pub trait ProfileStore {
 
     /// Refuses (as [`StoreError::Invalid`]) a window that [`ingest`](Self::ingest) would
     /// refuse at Unix time `now_s` for what it is, whatever the store's state: a start
-    /// before 1970 or more than [`MAX_FUTURE_S`] ahead of the clock (a store that rolls
-    /// up from raw windows also refuses one older than its raw retention), a sequence
-    /// beyond 2^63-1. Ingest applies it to every window; the collector's writer applies
+    /// before 1970 or more than [`MAX_FUTURE_S`] ahead of the clock (ClickHouse also
+    /// refuses one older than its raw retention, which it could only roll up from a
+    /// partial minute), a sequence beyond 2^63-1. Ingest applies it to every window; the collector's writer applies
     /// it before it acknowledges windows it keeps while the store is unavailable, so it
     /// never acknowledges what the store will refuse once it is back.
     fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
