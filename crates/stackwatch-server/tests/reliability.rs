@@ -215,8 +215,8 @@ fn wait_stored(c: &Collector, service: &str, want: u64) {
 
 /// Item 2 of issue 24: the baseline of a cumulative folded target advanced before the
 /// write, so a refused write lost its interval for good (1 200 of 1 300 periods stored
-/// with SQLite locked 8 s). Here another connection holds SQLite's write lock for 12 s
-/// (past the 5 s busy timeout twice) with a backlog of one row, so writes are both
+/// with SQLite locked 8 s). Here another connection holds SQLite's write lock for 15 s
+/// (the 5 s busy timeout three times over) with a backlog of one row, so writes are both
 /// backlogged and refused as transient; once the lock is gone every period is stored,
 /// exactly once. A window-protocol target scraped beside it stores every window once
 /// too (its checkpoint advances only after a commit or an acknowledged backlog).
@@ -251,7 +251,7 @@ fn a_cumulative_folded_target_loses_nothing_while_the_store_is_locked() {
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let locked_at = Instant::now();
     // The injected fault's length, not a wait for a condition.
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(15));
     lock.execute_batch("COMMIT").unwrap();
     let held = locked_at.elapsed();
     wait_for("the collector never scraped after the lock", || {
