@@ -248,7 +248,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         &'static str,
         fn(&TargetHealth) -> String,
     );
-    let per_target: [PerTarget; 11] = [
+    let per_target: [PerTarget; 12] = [
         (
             "stackwatch_target_up",
             MetricKind::Gauge,
@@ -314,6 +314,12 @@ async fn metrics(State(st): State<ApiState>) -> Response {
             MetricKind::Counter,
             "Scrapes that left windows for the next one (scrape.max_rows_per_scrape).",
             |t| t.scrapes_row_limited_total.to_string(),
+        ),
+        (
+            "stackwatch_target_folded_intervals_dropped_total",
+            MetricKind::Counter,
+            "Cumulative folded intervals refused for good (a budget, the store): the baseline moved on without them.",
+            |t| t.folded_intervals_dropped_total.to_string(),
         ),
     ];
     for (name, kind, help, value) in per_target {

@@ -116,6 +116,11 @@ pub struct TargetHealth {
     /// Scrapes that stored fewer windows than the target had, by
     /// `scrape.max_rows_per_scrape` (the rest came with the next scrape).
     pub scrapes_row_limited_total: u64,
+    /// Scrapes of a cumulative folded target whose interval was refused for good (over
+    /// a budget, or refused by the store for what it is): its periods are not stored, and
+    /// the baseline moved on. A transient store failure drops nothing (the next scrape's
+    /// delta carries the interval).
+    pub folded_intervals_dropped_total: u64,
     /// Current worker instance (stackwatch targets).
     pub instance: Option<String>,
     /// Last window sequence stored (stackwatch targets).
@@ -151,6 +156,7 @@ impl TargetHealth {
             stacks_pruned_total: 0,
             label_sets_folded_total: 0,
             scrapes_row_limited_total: 0,
+            folded_intervals_dropped_total: 0,
             instance: None,
             last_seq: 0,
             collector: String::new(),
@@ -200,7 +206,11 @@ pub struct ScrapeContext {
 struct TargetState {
     instance: Option<String>,
     last_seq: u64,
+    /// A cumulative folded target's counts as of the last delta stored (its baseline).
     folded_prev: Option<HashMap<String, u64>>,
+    /// Cumulative folded intervals refused for good (a budget, the store refusing them):
+    /// their baseline moved on without them.
+    folded_intervals_dropped: u64,
 }
 
 /// Scrapes `target` forever on its schedule (cancel the task to stop it).
@@ -249,6 +259,7 @@ pub async fn run_target(ctx: ScrapeContext, target: TargetConfig, start_now: boo
             t.last_scrape_duration_seconds = start.elapsed().as_secs_f64();
             t.instance = state.instance.clone();
             t.last_seq = state.last_seq;
+            t.folded_intervals_dropped_total = state.folded_intervals_dropped;
             match outcome {
                 Ok(o) => {
                     t.up = true;
@@ -610,8 +621,10 @@ async fn scrape_folded(
     let body = fetch(ctx, target, url, ctx.cfg.timeout, &["text/"]).await?;
     let now = stackwatch_profile::folded::parse_folded_bytes(&body)
         .map_err(|e| ScrapeError::Malformed(e.to_string()))?;
-    let stacks: Vec<(String, u64)> = match target.folded_counts {
-        FoldedCounts::Delta => now.iter().map(|(s, c)| (s.clone(), *c)).collect(),
+    // A cumulative target's delta since the baseline, and the baseline that replaces it
+    // once the delta is stored.
+    let (stacks, next_baseline): (Vec<(String, u64)>, _) = match target.folded_counts {
+        FoldedCounts::Delta => (now.into_iter().collect(), None),
         FoldedCounts::Cumulative => {
             let delta = match &state.folded_prev {
                 // The first scrape only sets the baseline.
@@ -630,15 +643,34 @@ async fn scrape_folded(
                         .collect()
                 }
             };
-            state.folded_prev = Some(now);
-            delta
+            (delta, Some(now))
         }
     };
     drop(permit);
-    let bounded = bound_stacks(stacks, &ctx.cfg.stack_budget())?;
     // Folded text carries no sampling period: CPU time is unknown (0).
     let start = (unix_ms() / 1000) as i64;
-    store_unsequenced(ctx, target, start, 0, bounded, body.len()).await
+    let stored = match bound_stacks(stacks, &ctx.cfg.stack_budget()) {
+        Ok(bounded) => store_unsequenced(ctx, target, start, 0, bounded, body.len()).await,
+        Err(e) => Err(ScrapeError::Budget(e)),
+    };
+    // The baseline moves as the window protocol's checkpoint does: once the delta is
+    // committed. After a transient write failure (the store unavailable or locked, the
+    // backlog full) it stays, so the next scrape's delta carries this interval too. A
+    // deliberate refusal (a budget, the store refusing the window for what it is) would
+    // refuse every later delta as well, which only grows: the baseline moves on and the
+    // interval is counted as dropped.
+    if let Some(now) = next_baseline {
+        match &stored {
+            Err(ScrapeError::Store(e)) if e.is_transient() => {}
+            Err(e) if state.folded_prev.is_some() => {
+                tracing::warn!(url = %target.url, error = %e, "cumulative folded interval dropped");
+                state.folded_intervals_dropped = state.folded_intervals_dropped.saturating_add(1);
+                state.folded_prev = Some(now);
+            }
+            _ => state.folded_prev = Some(now),
+        }
+    }
+    stored
 }
 
 /// Stores one scrape of a target without window sequences (pprof, folded) as one window.

@@ -11,11 +11,15 @@
 //! each request in it is retried in a transaction of its own, so only the request that
 //! caused the failure gets the error.
 //!
-//! When the store is unavailable (ClickHouse down or slow), requests are kept in a
-//! backlog of at most `max_buffered_rows` rows and acknowledged, so scraping goes on;
-//! the backlog is retried before anything new. Once it is full, requests are refused:
-//! their scrapers keep their checkpoints and the workers keep the windows until the
-//! store is back.
+//! When the store is unavailable (a transient error: ClickHouse down or slow, SQLite
+//! locked by another process past its busy timeout), requests are kept in a backlog of
+//! at most `max_buffered_rows` rows and acknowledged, so scraping goes on; the backlog
+//! is retried before anything new, and each request leaves it once stored, so none is
+//! stored (or counted) twice. Once it is full, requests are refused as transient
+//! ([`WriteError::is_transient`]): their scrapers keep their checkpoints and the workers
+//! keep the windows until the store is back. A request with a window the store would
+//! refuse in any state (too old for its retention) is refused before it is buffered,
+//! so nothing is acknowledged that the store will not take.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,11 +70,17 @@ pub struct WriterStats {
 }
 
 /// Why a write was not stored.
+///
+/// [`WriteError::is_transient`] tells the two kinds apart for the caller: a transient
+/// error (the store unavailable or busy and the backlog full, the writer stopping) may
+/// succeed if the same windows are written again later, a permanent one (the store
+/// refuses these windows for what they are) never will.
 #[derive(Debug, Error, Clone)]
 pub enum WriteError {
-    /// The store refused this request's windows.
+    /// The store failed this request's windows; its error is kept whole (shared, as one
+    /// error may answer several requests), so its kind decides [`WriteError::is_transient`].
     #[error("{0}")]
-    Store(String),
+    Store(Arc<StoreError>),
     /// The writer has stopped (the server is shutting down).
     #[error("the store writer has stopped")]
     Stopped,
@@ -84,9 +94,25 @@ pub enum WriteError {
     },
 }
 
-impl From<&StoreError> for WriteError {
-    fn from(e: &StoreError) -> Self {
-        WriteError::Store(e.to_string())
+impl WriteError {
+    /// True when writing the same windows again later may succeed: the backlog is full
+    /// while the store is unavailable, the store is unavailable or busy (ClickHouse down,
+    /// SQLite locked by another connection: [`StoreError::is_transient`]), or the writer
+    /// is stopping. The caller keeps what it wrote and tries again (a push answers 503
+    /// with `Retry-After`, a scrape keeps its checkpoint or its cumulative baseline).
+    /// False when the store refuses the windows for what they are: writing them again
+    /// fails again (a push answers 400, a scrape moves on).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WriteError::Store(e) => e.is_transient(),
+            WriteError::Stopped | WriteError::BacklogFull { .. } => true,
+        }
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(Arc::new(e))
     }
 }
 
@@ -215,11 +241,20 @@ fn run(
             None => Duration::from_millis(200),
         };
         match rx.recv_timeout(wait) {
-            Ok(req) => {
-                rows += rows_of(&req.windows) as usize;
-                oldest.get_or_insert_with(Instant::now);
-                buffer.push(req);
-            }
+            Ok(req) => match check_request(&store, &req.windows) {
+                Ok(()) => {
+                    rows += rows_of(&req.windows) as usize;
+                    oldest.get_or_insert_with(Instant::now);
+                    buffer.push(req);
+                }
+                Err(e) => {
+                    // Refused before it is buffered: never acknowledged, never
+                    // backlogged while the store is down, only to be dropped later.
+                    stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "write refused: a window the store does not take");
+                    let _ = req.ack.send(Err(WriteError::from(e)));
+                }
+            },
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 backlog.retry(&mut store, &stats, &opts);
@@ -248,6 +283,15 @@ fn run(
             maintenance.step(&mut store, &stats);
         }
     }
+}
+
+/// Refuses a request with a window the store would refuse for what it is (too old for
+/// its retention, too far ahead of the clock: [`ProfileStore::check_window`]), so that
+/// what is acknowledged while the store is unavailable is what it will take once back.
+/// The whole request: the store takes a request whole or not at all.
+fn check_request(store: &BoxedStore, windows: &[IngestWindow]) -> Result<(), StoreError> {
+    let now = now_s();
+    windows.iter().try_for_each(|w| store.check_window(w, now))
 }
 
 const ROLLUP_EVERY: Duration = Duration::from_secs(2);
@@ -365,6 +409,10 @@ impl Backlog {
     }
 
     /// Stores what the backlog holds, `flush_rows` at a time, until the store fails.
+    ///
+    /// Each request leaves the backlog the moment it is stored (or dropped as refused),
+    /// so a transient failure part way through retries only what is not stored yet:
+    /// every request is stored once and counted once (SQLite adds a row written twice).
     fn retry(&mut self, store: &mut BoxedStore, stats: &WriterStats, opts: &WriterOptions) {
         self.last_try = Instant::now();
         while !self.requests.is_empty() {
@@ -376,12 +424,13 @@ impl Backlog {
             }
             let windows: Vec<IngestWindow> =
                 self.requests[..take].iter().flatten().cloned().collect();
-            let result = store.ingest(&windows);
-            match result {
-                Ok(s) => record(stats, s),
+            match store.ingest(&windows) {
+                Ok(s) => {
+                    record(stats, s);
+                    self.remove_first(take, stats);
+                }
                 Err(e) if e.is_transient() => {
-                    self.why = e.to_string();
-                    stats.store_unavailable.store(1, Ordering::Relaxed);
+                    self.unavailable(&e, stats);
                     return;
                 }
                 Err(e) => {
@@ -389,42 +438,57 @@ impl Backlog {
                     // request alone, and what still fails is dropped (it would block
                     // the backlog forever).
                     tracing::warn!(error = %e, "backlogged windows refused; retrying each request alone");
-                    for req in &self.requests[..take] {
-                        match store.ingest(req) {
+                    for _ in 0..take {
+                        match store.ingest(&self.requests[0]) {
                             Ok(s) => record(stats, s),
                             Err(e) if e.is_transient() => {
-                                self.why = e.to_string();
+                                self.unavailable(&e, stats);
                                 return;
                             }
                             Err(e) => {
+                                let n = self.requests[0].len();
                                 stats
                                     .backlog_dropped_windows
-                                    .fetch_add(req.len() as u64, Ordering::Relaxed);
-                                tracing::warn!(error = %e, windows = req.len(), "dropping backlogged windows the store refuses");
+                                    .fetch_add(n as u64, Ordering::Relaxed);
+                                tracing::warn!(error = %e, windows = n, "dropping backlogged windows the store refuses");
                             }
                         }
+                        self.remove_first(1, stats);
                     }
                 }
             }
             stats.store_unavailable.store(0, Ordering::Relaxed);
-            let done: Vec<Vec<IngestWindow>> = self.requests.drain(..take).collect();
-            {
-                let mut by = stats
-                    .backlog_by_target
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                for w in done.iter().flatten() {
-                    if let Some(n) = by.get_mut(&w.target) {
-                        *n = n.saturating_sub(rows_of(std::slice::from_ref(w)));
-                        if *n == 0 {
-                            by.remove(&w.target);
-                        }
+        }
+    }
+
+    /// Notes that the store is still unavailable (`e` says why).
+    fn unavailable(&mut self, e: &StoreError, stats: &WriterStats) {
+        self.why = e.to_string();
+        stats.store_unavailable.store(1, Ordering::Relaxed);
+    }
+
+    /// Takes the first `n` requests out (stored or dropped), and their rows out of the
+    /// counts.
+    fn remove_first(&mut self, n: usize, stats: &WriterStats) {
+        let done: Vec<Vec<IngestWindow>> = self.requests.drain(..n).collect();
+        {
+            let mut by = stats
+                .backlog_by_target
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for w in done.iter().flatten() {
+                if let Some(n) = by.get_mut(&w.target) {
+                    *n = n.saturating_sub(rows_of(std::slice::from_ref(w)));
+                    if *n == 0 {
+                        by.remove(&w.target);
                     }
                 }
             }
-            self.rows = self.rows.saturating_sub(rows);
-            self.publish(stats);
         }
+        self.rows = self
+            .rows
+            .saturating_sub(done.iter().map(|r| rows_of(r)).sum::<u64>());
+        self.publish(stats);
     }
 }
 
@@ -471,9 +535,7 @@ fn flush(
     }
     // While a backlog waits, the store is known to be down: join it without trying.
     let result = if backlog.rows > 0 {
-        Err(stackwatch_store::StoreError::Unavailable(
-            backlog.why.clone(),
-        ))
+        Err(StoreError::Unavailable(backlog.why.clone()))
     } else {
         store.ingest(&windows)
     };
@@ -499,27 +561,35 @@ fn flush(
         Err(e) if buffer.len() == 1 => {
             stats.flush_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "ingest refused");
-            for req in buffer.drain(..) {
-                let _ = req.ack.send(Err(WriteError::from(&e)));
+            if let Some(req) = buffer.pop() {
+                let _ = req.ack.send(Err(WriteError::from(e)));
             }
         }
         Err(e) => {
             // Retry each request alone: only the one that fails gets the error.
+            // Once the store turns out unavailable, the rest join the backlog untried.
             tracing::warn!(error = %e, requests = buffer.len(), "shared ingest transaction failed; retrying each request alone");
+            let mut down: Option<String> = None;
             for (req, range) in buffer.drain(..).zip(ranges) {
-                match store.ingest(&windows[range.clone()]) {
+                let result = match &down {
+                    Some(why) => Err(StoreError::Unavailable(why.clone())),
+                    None => store.ingest(&windows[range.clone()]),
+                };
+                match result {
                     Ok(s) => {
                         record(stats, s);
                         let _ = req.ack.send(Ok(()));
                     }
                     Err(e) if e.is_transient() => {
+                        stats.store_unavailable.store(1, Ordering::Relaxed);
+                        let why = down.get_or_insert_with(|| e.to_string());
                         let w = windows[range].to_vec();
-                        backlog_or_refuse(req, w, &e.to_string(), backlog, opts, stats);
+                        backlog_or_refuse(req, w, why, backlog, opts, stats);
                     }
                     Err(e) => {
                         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                         stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
-                        let _ = req.ack.send(Err(WriteError::from(&e)));
+                        let _ = req.ack.send(Err(WriteError::from(e)));
                     }
                 }
             }
@@ -537,4 +607,344 @@ fn record(stats: &WriterStats, s: stackwatch_store::IngestStats) {
     stats.rows.fetch_add(s.rows as u64, Ordering::Relaxed);
     stats.windows.fetch_add(s.windows as u64, Ordering::Relaxed);
     stats.flushes.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stackwatch_profile::Profile;
+    use stackwatch_store::{
+        BucketedStacks, Checkpoint, GroupedSeries, IngestStats, LabelKeys, RetentionStats,
+        Selector, SqliteStore, StoreOptions, TargetSeries,
+    };
+    use std::collections::VecDeque;
+
+    /// What an ingest call of a [`Scripted`] store does.
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        /// Stores the windows.
+        Store,
+        /// Fails as a store that is down.
+        Transient,
+        /// Refuses them for what they are.
+        Permanent,
+    }
+
+    /// The script a [`Scripted`] store follows, and what it stored.
+    #[derive(Default)]
+    struct Script {
+        /// The outcomes of the next ingest calls, in order.
+        next: VecDeque<Outcome>,
+        /// Once `next` is empty: down (transient failures) or up (stores).
+        down: bool,
+        /// How many times each (service, seq) was stored.
+        stored: HashMap<(String, u64), u32>,
+        /// Ingest calls made.
+        calls: usize,
+    }
+
+    /// A SQLite store whose ingest calls follow a [`Script`], and which, like ClickHouse,
+    /// refuses windows older than `raw_retention_s`.
+    struct Scripted {
+        inner: SqliteStore,
+        script: Arc<Mutex<Script>>,
+        raw_retention_s: i64,
+    }
+
+    impl ProfileStore for Scripted {
+        fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+            let outcome = {
+                let mut s = self.script.lock().unwrap();
+                s.calls += 1;
+                let down = s.down;
+                s.next.pop_front().unwrap_or(if down {
+                    Outcome::Transient
+                } else {
+                    Outcome::Store
+                })
+            };
+            match outcome {
+                Outcome::Transient => Err(StoreError::Unavailable("scripted: down".into())),
+                Outcome::Permanent => Err(StoreError::Invalid("scripted: refused".into())),
+                Outcome::Store => {
+                    let stats = self.inner.ingest(windows)?;
+                    let mut s = self.script.lock().unwrap();
+                    for w in windows {
+                        *s.stored
+                            .entry((w.target["service"].clone(), w.seq))
+                            .or_insert(0) += 1;
+                    }
+                    Ok(stats)
+                }
+            }
+        }
+        fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+            if window.start_unix_s < now_s - self.raw_retention_s {
+                return Err(StoreError::Invalid(format!(
+                    "window {} is older than the raw retention",
+                    window.seq
+                )));
+            }
+            self.inner.check_window(window, now_s)
+        }
+        fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
+            self.inner.checkpoints(target)
+        }
+        fn targets(&self) -> Result<Vec<Labels>, StoreError> {
+            self.inner.targets()
+        }
+        fn profile(&self, sel: &Selector, from: i64, to: i64) -> Result<Profile, StoreError> {
+            self.inner.profile(sel, from, to)
+        }
+        fn target_series(
+            &self,
+            sel: &Selector,
+            from: i64,
+            to: i64,
+            step: i64,
+        ) -> Result<Vec<TargetSeries>, StoreError> {
+            self.inner.target_series(sel, from, to, step)
+        }
+        fn bucketed_stacks(
+            &self,
+            sel: &Selector,
+            from: i64,
+            to: i64,
+            step: i64,
+        ) -> Result<BucketedStacks, StoreError> {
+            self.inner.bucketed_stacks(sel, from, to, step)
+        }
+        fn label_keys(&self) -> Result<LabelKeys, StoreError> {
+            self.inner.label_keys()
+        }
+        fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.label_values(name, limit)
+        }
+        fn grouped_series(
+            &self,
+            sel: &Selector,
+            from: i64,
+            to: i64,
+            step: i64,
+            group_by: &str,
+            limit: usize,
+        ) -> Result<Vec<GroupedSeries>, StoreError> {
+            self.inner
+                .grouped_series(sel, from, to, step, group_by, limit)
+        }
+        fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
+            self.inner.rollup(now_s)
+        }
+        fn apply_retention(&mut self, now_s: i64) -> Result<RetentionStats, StoreError> {
+            self.inner.apply_retention(now_s)
+        }
+    }
+
+    /// A scripted store over a new SQLite file in `dir`, refusing windows older than
+    /// an hour.
+    fn scripted(dir: &std::path::Path, script: &Arc<Mutex<Script>>) -> BoxedStore {
+        Box::new(Scripted {
+            inner: SqliteStore::open(&dir.join("s.db"), StoreOptions::default()).unwrap(),
+            script: script.clone(),
+            raw_retention_s: 3600,
+        })
+    }
+
+    /// One window of `service` (sequence `seq`, starting `age_s` ago): one stack, 7
+    /// periods.
+    fn window(service: &str, seq: u64, age_s: i64) -> IngestWindow {
+        IngestWindow {
+            target: [("service".to_string(), service.to_string())].into(),
+            instance: "i".into(),
+            seq,
+            start_unix_s: now_s() - age_s,
+            stacks: vec![("main;work".into(), 7)],
+            labeled: Vec::new(),
+            period_ns: 1,
+        }
+    }
+
+    type Ack = oneshot::Receiver<Result<(), WriteError>>;
+
+    fn request(service: &str, seq: u64) -> (WriteRequest, Ack) {
+        let (ack, done) = oneshot::channel();
+        let windows = vec![window(service, seq, 0)];
+        (WriteRequest { windows, ack }, done)
+    }
+
+    fn options() -> WriterOptions {
+        WriterOptions {
+            flush_interval: Duration::from_millis(20),
+            flush_rows: 1_000,
+            max_buffered_rows: 1_000_000,
+            maintenance: Arc::new(AtomicBool::new(false)),
+            maintenance_store: None,
+        }
+    }
+
+    /// Item 3 of issue 24: a backlog retry that fails part way (a later request finds
+    /// the store down again) used to send the requests already stored (or dropped)
+    /// again: stored twice (SQLite adds), counted twice.
+    #[test]
+    fn a_backlog_retry_stores_and_counts_each_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Mutex::new(Script::default()));
+        let mut store = scripted(dir.path(), &script);
+        let (stats, opts, mut backlog) = (WriterStats::default(), options(), Backlog::default());
+        // a finds the store down: kept in the backlog and acknowledged; b, c and d join
+        // the backlog untried.
+        script.lock().unwrap().next = [Outcome::Transient].into();
+        let mut acks = Vec::new();
+        for (service, seq) in [("a", 1), ("b", 1), ("c", 1), ("d", 1)] {
+            let (req, ack) = request(service, seq);
+            flush(&mut store, &mut vec![req], &stats, &mut backlog, &opts);
+            acks.push(ack);
+        }
+        for mut ack in acks {
+            assert!(matches!(ack.try_recv(), Ok(Ok(()))));
+        }
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 4);
+        // Back, but the batch is refused; alone, a is stored, b refused (dropped), and c
+        // finds the store down again.
+        script.lock().unwrap().next = [
+            Outcome::Permanent,
+            Outcome::Store,
+            Outcome::Permanent,
+            Outcome::Transient,
+        ]
+        .into();
+        backlog.retry(&mut store, &stats, &opts);
+        assert_eq!(
+            stats.backlog_windows.load(Ordering::Relaxed),
+            2,
+            "c and d wait"
+        );
+        assert_eq!(stats.store_unavailable.load(Ordering::Relaxed), 1);
+        // Back for good: only c and d are sent.
+        backlog.retry(&mut store, &stats, &opts);
+        let stored = script.lock().unwrap().stored.clone();
+        let once: HashMap<(String, u64), u32> = [("a", 1), ("c", 1), ("d", 1)]
+            .map(|(s, q)| ((s.to_string(), q), 1))
+            .into();
+        assert_eq!(
+            stored, once,
+            "each request stored once, the refused one never"
+        );
+        assert_eq!(stats.rows.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.windows.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.backlog_dropped_windows.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.backlog_rows.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.store_unavailable.load(Ordering::Relaxed), 0);
+        assert!(stats.backlog_by_target.lock().unwrap().is_empty());
+        let reader = SqliteStore::open_reader(&dir.path().join("s.db")).unwrap();
+        let mut totals: Vec<(String, u64)> = reader
+            .raw_totals()
+            .unwrap()
+            .into_iter()
+            .map(|(l, n)| (l["service"].clone(), n))
+            .collect();
+        totals.sort();
+        assert_eq!(
+            totals,
+            [("a", 7), ("c", 7), ("d", 7)].map(|(s, n)| (s.to_string(), n))
+        );
+    }
+
+    /// A shared transaction that fails is retried request by request; once one finds
+    /// the store down, the rest join the backlog untried, and each is stored once.
+    #[test]
+    fn a_failed_shared_transaction_stores_each_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Mutex::new(Script::default()));
+        let mut store = scripted(dir.path(), &script);
+        let (stats, opts, mut backlog) = (WriterStats::default(), options(), Backlog::default());
+        script.lock().unwrap().next =
+            [Outcome::Permanent, Outcome::Store, Outcome::Transient].into();
+        let (reqs, acks): (Vec<WriteRequest>, Vec<Ack>) = [("a", 1), ("b", 1), ("c", 1)]
+            .into_iter()
+            .map(|(s, q)| request(s, q))
+            .unzip();
+        flush(
+            &mut store,
+            &mut reqs.into_iter().collect(),
+            &stats,
+            &mut backlog,
+            &opts,
+        );
+        for mut ack in acks {
+            assert!(matches!(ack.try_recv(), Ok(Ok(()))), "stored or backlogged");
+        }
+        assert_eq!(
+            script.lock().unwrap().calls,
+            3,
+            "c joins the backlog untried"
+        );
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 2);
+        backlog.retry(&mut store, &stats, &opts);
+        let stored = script.lock().unwrap().stored.clone();
+        let once: HashMap<(String, u64), u32> = [("a", 1), ("b", 1), ("c", 1)]
+            .map(|(s, q)| ((s.to_string(), q), 1))
+            .into();
+        assert_eq!(stored, once);
+        assert_eq!(stats.rows.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 0);
+    }
+
+    /// Item 3 of issue 24: a window older than the store keeps (ClickHouse: its raw
+    /// retention) used to be acknowledged into the backlog while the store was down,
+    /// then dropped when it came back. It is refused at once, as permanent.
+    #[test]
+    fn a_window_the_store_will_refuse_is_refused_before_it_is_backlogged() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Mutex::new(Script {
+            down: true,
+            ..Script::default()
+        }));
+        let (handle, thread) = spawn(scripted(dir.path(), &script), options());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let old = rt
+            .block_on(handle.write(vec![window("old", 1, 2 * 3600)]))
+            .unwrap_err();
+        assert!(!old.is_transient(), "{old}");
+        assert!(
+            old.to_string().contains("older than the raw retention"),
+            "{old}"
+        );
+        rt.block_on(handle.write(vec![window("fresh", 1, 0)]))
+            .expect("kept in the backlog while the store is down");
+        let stats = handle.stats.clone();
+        assert_eq!(stats.backlog_windows.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.flush_errors.load(Ordering::Relaxed), 1);
+        script.lock().unwrap().down = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats.backlog_windows.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the backlog is never stored");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(handle);
+        thread.join().unwrap();
+        assert_eq!(stats.backlog_dropped_windows.load(Ordering::Relaxed), 0);
+        let stored = script.lock().unwrap().stored.clone();
+        assert_eq!(stored, [(("fresh".to_string(), 1), 1)].into());
+    }
+
+    #[test]
+    fn write_errors_say_whether_a_retry_may_succeed() {
+        let store = |e: StoreError| WriteError::from(e).is_transient();
+        assert!(store(StoreError::Unavailable("ClickHouse down".into())));
+        assert!(!store(StoreError::Invalid("window 3 starts at -1".into())));
+        assert!(WriteError::Stopped.is_transient());
+        assert!(WriteError::BacklogFull {
+            rows: 10,
+            why: "ClickHouse down".into()
+        }
+        .is_transient());
+        // The store's error survives the writer: its message and its kind.
+        let e = WriteError::from(StoreError::Invalid("window 3 starts at -1".into()));
+        assert_eq!(e.to_string(), "window 3 starts at -1");
+        assert!(matches!(e, WriteError::Store(s) if matches!(*s, StoreError::Invalid(_))));
+    }
 }

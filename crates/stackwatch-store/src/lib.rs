@@ -90,11 +90,46 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the operation may succeed if retried later (the store's server is
-    /// down, slow or overloaded), rather than being refused for what it asked.
+    /// True when the operation may succeed if retried later, rather than being refused
+    /// for what it asked: the store's server is down, slow or overloaded
+    /// ([`StoreError::Unavailable`]), or SQLite's file is locked by another connection
+    /// for longer than the busy timeout (`SQLITE_BUSY`, "database is locked"; or
+    /// `SQLITE_LOCKED`, a conflict with another statement of the same connection or
+    /// shared cache).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
     }
+}
+
+/// Refuses (as [`StoreError::Invalid`]) a window starting outside `earliest..=latest`,
+/// `too_old` saying why a start before `earliest` is refused, or with a sequence beyond
+/// 2^63-1 (stores keep sequences as signed 64-bit integers).
+pub(crate) fn check_window_bounds(
+    w: &IngestWindow,
+    earliest: i64,
+    latest: i64,
+    too_old: &str,
+) -> Result<(), StoreError> {
+    if !(earliest..=latest).contains(&w.start_unix_s) {
+        return Err(StoreError::Invalid(format!(
+            "window {} starts at {}: {too_old} or more than a day ahead of this clock",
+            w.seq, w.start_unix_s
+        )));
+    }
+    if w.seq > i64::MAX as u64 {
+        return Err(StoreError::Invalid(format!(
+            "window sequence {} is beyond 2^63-1",
+            w.seq
+        )));
+    }
+    Ok(())
 }
 
 /// What one call of [`ProfileStore::apply_retention`] deleted.
@@ -226,6 +261,17 @@ pub trait ProfileStore {
     /// Stores windows and advances each `(target, instance)` checkpoint to the highest
     /// `seq` given, atomically: either all of it is stored or none.
     fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError>;
+
+    /// Refuses (as [`StoreError::Invalid`]) a window that [`ingest`](Self::ingest) would
+    /// refuse at Unix time `now_s` for what it is, whatever the store's state: a start
+    /// before 1970 or more than [`MAX_FUTURE_S`] ahead of the clock (ClickHouse also
+    /// refuses one older than its raw retention, which it could only roll up from a
+    /// partial minute), a sequence beyond 2^63-1. Ingest applies it to every window; the collector's writer applies
+    /// it before it acknowledges windows it keeps while the store is unavailable, so it
+    /// never acknowledges what the store will refuse once it is back.
+    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+        check_window_bounds(window, 0, now_s.saturating_add(MAX_FUTURE_S), "before 1970")
+    }
 
     /// The checkpoints of a target, most recently updated first.
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError>;

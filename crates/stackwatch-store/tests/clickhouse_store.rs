@@ -288,6 +288,16 @@ fn a_down_server_is_unavailable_not_a_hang() {
         .profile(&Selector::all(), now() - 60, now())
         .unwrap_err();
     assert!(e.is_transient(), "{e}");
+    // What the store will refuse once back is refused while it is down, as permanent
+    // (the collector's writer checks before it backlogs: issue 24).
+    let old = window(&a, "w", 2, now() - 3 * 86_400, &[("main", 1)]);
+    let e = store.check_window(&old, now()).unwrap_err();
+    assert!(
+        !e.is_transient() && e.to_string().contains("older than the raw retention"),
+        "{e}"
+    );
+    let e = store.ingest(&[old]).unwrap_err();
+    assert!(!e.is_transient(), "{e}");
     node.restart();
     store
         .ingest(&[window(&a, "w", 1, now() - 60, &[("main", 1)])])

@@ -633,3 +633,44 @@ fn a_label_set_that_does_not_parse_is_corrupt() {
         16 * 6
     );
 }
+
+/// Issue 24: a file locked by another connection for longer than the busy timeout is a
+/// transient error (the collector keeps the windows in its backlog and retries), not a
+/// refusal of the windows; once the lock is gone the same windows are stored, once.
+#[test]
+fn a_locked_database_is_a_transient_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let t = labels(&[("service", "locked")]);
+    let now = stackwatch_profile::clock::unix_s();
+    let w = vec![window(&t, "i", 1, now, &[("main;work", 5)])];
+    let other = rusqlite::Connection::open(dir.path().join("stackwatch.db")).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let e = store.ingest(&w).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("locked"), "{e}");
+    other.execute_batch("COMMIT").unwrap();
+    store.ingest(&w).unwrap();
+    assert_eq!(store.raw_totals().unwrap(), vec![(t.clone(), 5)]);
+    // What the store refuses for what it asks stays permanent.
+    let e = store
+        .ingest(&[window(
+            &labels(&[("service", "x")]),
+            "i",
+            1,
+            -1,
+            &[("a", 1)],
+        )])
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert_eq!(
+        store
+            .check_window(&window(&t, "i", 2, -1, &[]), now)
+            .unwrap_err()
+            .to_string(),
+        e.to_string().replace("window 1", "window 2")
+    );
+    store
+        .check_window(&window(&t, "i", 2, now, &[]), now)
+        .unwrap();
+}

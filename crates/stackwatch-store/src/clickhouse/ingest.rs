@@ -12,7 +12,7 @@ use super::{
     floor_to, instance_hash, label_set_hash, stack_hash, target_id, ClickHouseStore,
     STACK_CACHE_LIMIT,
 };
-use crate::{IngestStats, IngestWindow, StoreError, MAX_FUTURE_S};
+use crate::{IngestStats, IngestWindow, ProfileStore, StoreError};
 
 /// Largest count stored per row (as in SQLite): sums of a few billion rows stay far
 /// from u64 overflow.
@@ -24,11 +24,6 @@ impl ClickHouseStore {
         windows: &[IngestWindow],
     ) -> Result<IngestStats, StoreError> {
         let now = stackwatch_profile::clock::unix_s();
-        let latest = now.saturating_add(MAX_FUTURE_S);
-        // A window older than the raw retention would be rolled up from a partial
-        // minute (the rest of it is gone): refused instead of replacing a good rollup.
-        let earliest =
-            now.saturating_sub(self.opts.retention.raw_retention.as_secs() as i64) + 3600;
         let today = now.div_euclid(86_400);
         let today_date = date_of_day(today);
         let mut stats = IngestStats::default();
@@ -44,18 +39,7 @@ impl ClickHouseStore {
         let mut touched: Vec<(i64, (u64, String))> = Vec::new();
         let mut seen_stacks: HashMap<u64, ()> = HashMap::new();
         for w in windows {
-            if !(earliest..=latest).contains(&w.start_unix_s) {
-                return Err(StoreError::Invalid(format!(
-                    "window {} starts at {}: older than the raw retention or more than a day ahead of this clock",
-                    w.seq, w.start_unix_s
-                )));
-            }
-            if w.seq > i64::MAX as u64 {
-                return Err(StoreError::Invalid(format!(
-                    "window sequence {} is beyond 2^63-1",
-                    w.seq
-                )));
-            }
+            self.check_window(w, now)?;
             let target = target_id(&w.target);
             let service = w.target.get("service").map(String::as_str).unwrap_or("");
             let known = self.target_days.get(&target).copied();

@@ -590,6 +590,19 @@ impl ProfileStore for ClickHouseStore {
         self.ingest_windows(windows)
     }
 
+    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+        // A window older than the raw retention would be rolled up from a partial
+        // minute (the rest of it is gone): refused instead of replacing a good rollup.
+        let earliest =
+            now_s.saturating_sub(self.opts.retention.raw_retention.as_secs() as i64) + 3600;
+        crate::check_window_bounds(
+            window,
+            earliest,
+            now_s.saturating_add(crate::MAX_FUTURE_S),
+            "older than the raw retention",
+        )
+    }
+
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
         let mut cache = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = matches!(&*cache, Some((at, _)) if at.elapsed() < CHECKPOINTS_FRESH);

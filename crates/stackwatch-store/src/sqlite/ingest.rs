@@ -9,8 +9,8 @@ use rusqlite::params;
 use stackwatch_profile::labels::format_labels;
 use stackwatch_profile::SampleLabels;
 
-use super::{floor_to, labels_key, SqliteStore, LAST_SEEN_GRANULARITY_S, MAX_FUTURE_S};
-use crate::{IngestStats, IngestWindow, Labels, StoreError};
+use super::{floor_to, labels_key, SqliteStore, LAST_SEEN_GRANULARITY_S};
+use crate::{IngestStats, IngestWindow, Labels, ProfileStore, StoreError};
 
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
@@ -168,20 +168,9 @@ impl SqliteStore {
         let h_cursor = self.hour_cursor()?;
         let mut stats = IngestStats::default();
         let mut checkpoints: HashMap<(i64, &str), u64> = HashMap::new();
-        let latest = stackwatch_profile::clock::unix_s().saturating_add(MAX_FUTURE_S);
+        let now = stackwatch_profile::clock::unix_s();
         for w in windows {
-            if !(0..=latest).contains(&w.start_unix_s) {
-                return Err(StoreError::Invalid(format!(
-                    "window {} starts at {}: before 1970 or more than a day ahead of this clock",
-                    w.seq, w.start_unix_s
-                )));
-            }
-            if w.seq > i64::MAX as u64 {
-                return Err(StoreError::Invalid(format!(
-                    "window sequence {} is beyond 2^63-1",
-                    w.seq
-                )));
-            }
+            self.check_window(w, now)?;
             let target = self.target_id(&w.target, w.start_unix_s, w.period_ns)?;
             let late_m = w.start_unix_s < m_done;
             // Also late: the hour being rolled up, for targets it already covered.
@@ -239,7 +228,6 @@ impl SqliteStore {
             }
             stats.windows += 1;
         }
-        let now = stackwatch_profile::clock::unix_s();
         for ((target, instance), seq) in checkpoints {
             self.conn
                 .prepare_cached(
