@@ -36,15 +36,23 @@ async function login() {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ token: t }),
   });
+  if (r.ok) logins++;
   return r.ok;
 }
-// Panels load together: the first 401 asks, the others wait for its answer.
+// Panels load together: the first 401 asks, the others wait for its answer, and one
+// answered 401 after a login since it was sent just asks again.
 let loginPending = null;
+let logins = 0;
 async function api(path) {
+  const before = logins;
   let r = await fetch(path, { credentials: 'same-origin' });
   if (r.status === 401) {
-    if (!loginPending) loginPending = login().finally(() => { loginPending = null; });
-    if (await loginPending) r = await fetch(path, { credentials: 'same-origin' });
+    let ok = logins !== before;
+    if (!ok) {
+      if (!loginPending) loginPending = login().finally(() => { loginPending = null; });
+      ok = await loginPending;
+    }
+    if (ok) r = await fetch(path, { credentials: 'same-origin' });
   }
   if (!r.ok) {
     let msg = r.status + ' ' + r.statusText;

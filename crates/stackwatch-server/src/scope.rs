@@ -271,11 +271,13 @@ impl ProfileStore for ScopedStore<'_> {
         Ok(LabelKeys { target, sample })
     }
 
-    /// The values of the scope's targets when one of them has label `name`, else of the
-    /// sample label sets their samples used over the label range.
+    /// The values of the scope's targets when one of them has label `name` (or the name
+    /// starts with `__`, reserved for target labels), else of the sample label sets
+    /// their samples used over the label range.
     fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let targets = self.visible_targets()?;
-        let mut values: Vec<String> = if targets.iter().any(|t| t.contains_key(name)) {
+        let by_target = name.starts_with("__") || targets.iter().any(|t| t.contains_key(name));
+        let mut values: Vec<String> = if by_target {
             targets
                 .iter()
                 .filter_map(|t| t.get(name).cloned())
