@@ -368,6 +368,10 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Connections open at once (default 1 024).
     pub max_connections: u64,
+    /// Mark the dashboard's login cookie `Secure` (sent over TLS only) on every login
+    /// (default false: only when the login request says it came over TLS,
+    /// `X-Forwarded-Proto: https` from a proxy that terminates it).
+    pub cookie_secure: bool,
 }
 
 impl Default for HttpConfig {
@@ -376,6 +380,7 @@ impl Default for HttpConfig {
         HttpConfig {
             header_read_timeout: d.header_read_timeout,
             max_connections: d.max_connections,
+            cookie_secure: false,
         }
     }
 }
@@ -495,6 +500,58 @@ impl PushConfig {
     }
 }
 
+/// One read token (`[[read_tokens]]`): reads the series of some tenants only, those
+/// whose target label `tenant` is one of `tenants`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadToken {
+    /// The bearer token (or `token_file`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (relative to the config file; trailing newline ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The tenants it reads (at least one).
+    pub tenants: Vec<String>,
+}
+
+impl std::fmt::Debug for ReadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadToken")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_file", &self.token_file)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+/// A tenant name as tokens carry it: 1 to 128 bytes without control characters.
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && !t.chars().any(char::is_control)
+}
+
+/// Who may read what, with token files read: the operator token (`bearer_token`) and the
+/// read tokens with their tenants.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReadAccess {
+    /// `bearer_token`: reads everything.
+    pub operator: Option<String>,
+    /// `(token, tenants)` of each `[[read_tokens]]`.
+    pub scoped: Vec<(String, Vec<String>)>,
+}
+
+impl std::fmt::Debug for ReadAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAccess")
+            .field("operator", &self.operator.as_ref().map(|_| "<set>"))
+            .field(
+                "scoped",
+                &self.scoped.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -505,9 +562,14 @@ pub struct Config {
     /// Where the SQLite file lives (default ./stackwatch-data).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// When set, every API request needs `Authorization: Bearer <token>`.
+    /// The operator token: when set, every API request needs a token, and this one
+    /// reads every tenant's series.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Tokens that read only some tenants' series; with any, every API request needs a
+    /// token even without `bearer_token`.
+    #[serde(default)]
+    pub read_tokens: Vec<ReadToken>,
     /// Scrape settings.
     #[serde(default)]
     pub scrape: ScrapeConfig,
@@ -566,6 +628,7 @@ impl Default for Config {
             listen: default_listen(),
             data_dir: default_data_dir(),
             bearer_token: None,
+            read_tokens: Vec::new(),
             scrape: ScrapeConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
@@ -581,6 +644,58 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The read tokens with their files read (relative to `base_dir`), checked: none
+    /// empty, no two equal (nor equal to `bearer_token`), so a token names one scope.
+    pub fn read_access(&self) -> Result<ReadAccess, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: self.base_dir.join("stackwatch.toml"),
+            key,
+            message,
+        };
+        let mut scoped: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, t) in self.read_tokens.iter().enumerate() {
+            let key = format!("read_tokens[{i}]");
+            let token = match (&t.token, &t.token_file) {
+                (Some(tok), None) => tok.clone(),
+                (None, Some(file)) => {
+                    let path = self.base_dir.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            invalid(
+                                format!("{key}.token_file"),
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        "set exactly one of token and token_file".into(),
+                    ))
+                }
+            };
+            if token.is_empty() {
+                return Err(invalid(key, "the token is empty".into()));
+            }
+            if self.bearer_token.as_deref() == Some(token.as_str())
+                || scoped.iter().any(|(other, _)| *other == token)
+            {
+                return Err(invalid(
+                    key,
+                    "the same token twice (or equal to bearer_token): a token must name one scope"
+                        .into(),
+                ));
+            }
+            scoped.push((token, t.tenants.clone()));
+        }
+        Ok(ReadAccess {
+            operator: self.bearer_token.clone(),
+            scoped,
+        })
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -719,6 +834,35 @@ impl Config {
         }
         if cfg.bearer_token.as_deref() == Some("") {
             return Err(invalid("bearer_token", "must not be empty"));
+        }
+        for (i, t) in cfg.read_tokens.iter().enumerate() {
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(invalid(
+                    &format!("read_tokens[{i}]"),
+                    "set exactly one of token and token_file",
+                ));
+            }
+            if t.token.as_deref() == Some("") {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].token"),
+                    "must not be empty",
+                ));
+            }
+            if t.tenants.is_empty() {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].tenants"),
+                    "name at least one tenant (the operator's bearer_token reads them all)",
+                ));
+            }
+            if let Some(bad) = t.tenants.iter().find(|n| !valid_tenant(n)) {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].tenants"),
+                    &format!(
+                        "{:?}: a tenant is 1 to 128 bytes without control characters",
+                        bad.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
         }
         for (i, t) in cfg.targets.iter().enumerate() {
             validate_target(t).map_err(|m| invalid(&format!("targets[{i}].url"), &m))?;
@@ -940,6 +1084,66 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert_eq!(c.http, d.http);
         assert_eq!(c.storage, d.storage);
         assert_eq!(c.push, d.push);
+    }
+
+    #[test]
+    fn read_tokens_are_checked_and_resolved() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[[read_tokens]]\ntenants = [\"a\"]\n").contains("read_tokens[0]"));
+        assert!(
+            err("[[read_tokens]]\ntoken = \"t\"\ntoken_file = \"f\"\ntenants = [\"a\"]\n")
+                .contains("exactly one of token and token_file")
+        );
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\ntenants = []\n")
+            .contains("read_tokens[0].tenants"));
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\ntenants = [\"\"]\n")
+            .contains("read_tokens[0].tenants"));
+        assert!(err("[[read_tokens]]\ntoken = \"\"\ntenants = [\"a\"]\n")
+            .contains("read_tokens[0].token"));
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\n").contains("tenants"));
+        // Files are read relative to the config; a token names one scope.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.token"), "read-a\n").unwrap();
+        let path = dir.path().join("s.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write("bearer_token = \"op\"\n[[read_tokens]]\ntoken_file = \"a.token\"\ntenants = [\"team-a\"]\n[[read_tokens]]\ntoken = \"read-b\"\ntenants = [\"team-b\", \"team-c\"]\n");
+        let access = Config::load(&path).unwrap().read_access().unwrap();
+        assert_eq!(access.operator.as_deref(), Some("op"));
+        assert_eq!(
+            access.scoped,
+            vec![
+                ("read-a".to_string(), vec!["team-a".to_string()]),
+                (
+                    "read-b".to_string(),
+                    vec!["team-b".to_string(), "team-c".to_string()]
+                ),
+            ]
+        );
+        assert!(
+            !format!("{access:?}").contains("read-a"),
+            "tokens stay out of logs"
+        );
+        write("bearer_token = \"op\"\n[[read_tokens]]\ntoken = \"op\"\ntenants = [\"a\"]\n");
+        let e = Config::load(&path)
+            .unwrap()
+            .read_access()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("read_tokens[0]") && e.contains("one scope"),
+            "{e}"
+        );
+        write("[[read_tokens]]\ntoken_file = \"missing.token\"\ntenants = [\"a\"]\n");
+        let e = Config::load(&path)
+            .unwrap()
+            .read_access()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read_tokens[0].token_file"), "{e}");
     }
 
     #[test]
