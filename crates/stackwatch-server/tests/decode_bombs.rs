@@ -15,9 +15,10 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,67 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use flate2::write::GzEncoder;
 use prost::encoding::{encode_key, encode_varint, WireType};
+use prost::Message;
+use stackwatch_profile::pprof::{proto, PprofProfile};
 use stackwatch_profile::protocol::{Window, WindowsResponse};
 use stackwatch_server::config::{PushToken, TargetKind};
 
 use common::{read_answer, target, Collector};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The system allocator, counting the bytes asked for and live (and their peak), so a
+/// test can see what a decode really allocates.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn count_alloc(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to the system allocator with the caller's layout and
+// pointer unchanged; the counters are atomics and allocate nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count_alloc(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with `layout` (every block is).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` was allocated by `System` with `layout`; the caller's contract
+        // for `realloc` is `System.realloc`'s.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            count_alloc(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated at the peak of `f`, over what was live before it.
+fn peak_allocated<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
 
 const TOKEN: &str = "bomb-token";
 /// What a request may cost in this process's RSS, at most.
@@ -177,12 +233,112 @@ fn connect_with_pprof_bomb() -> Vec<u8> {
     req
 }
 
+/// Parts, each `(bytes, times)`, gzipped without ever holding them inflated.
+fn gz_parts(parts: &[(&[u8], usize)]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for (bytes, times) in parts {
+        let per_chunk = ((1 << 16) / bytes.len().max(1)).max(1);
+        let chunk = bytes.repeat(per_chunk);
+        let mut left = *times;
+        while left > 0 {
+            let k = left.min(per_chunk);
+            gz.write_all(&chunk[..k * bytes.len()]).unwrap();
+            left -= k;
+        }
+    }
+    gz.finish().unwrap()
+}
+
+/// Empty samples and one sample of values just under the bound on decoded messages:
+/// 2^20 samples (one with 4 Mi values: 32 MiB decoded), filled up to `INFLATED` with
+/// an unknown field of zeros. `values_tag` is the field number of a sample's values.
+/// Returns the big sample's head (its values follow), the filler's head and the
+/// filler's length.
+fn under_the_bound(values_tag: u32) -> (Vec<u8>, Vec<u8>, usize) {
+    let values = 4 << 20;
+    let mut big = Vec::new();
+    field(values_tag, values, &mut big);
+    let mut head = Vec::new();
+    field(2, big.len() + values, &mut head);
+    head.extend(big);
+    let empty = (1 << 20) - 1;
+    let profile_len = empty * 2 + head.len() + values;
+    let mut filler_head = Vec::new();
+    let filler = INFLATED - profile_len - 64 - 16;
+    field(20, filler, &mut filler_head);
+    (head, filler_head, filler)
+}
+
+/// An OTLP request just under the bound on what decoding builds (112 MiB of structs)
+/// that inflates to 64 MiB: it is decoded, the worst a request can cost.
+fn otlp_under_the_bound() -> Vec<u8> {
+    let (big, filler_head, filler) = under_the_bound(4);
+    let values = 4 << 20;
+    let profile_len = ((1 << 20) - 1) * 2 + big.len() + values;
+    let mut profile = Vec::new();
+    field(2, profile_len, &mut profile);
+    let scope_len = profile.len() + profile_len;
+    let mut scope = Vec::new();
+    field(2, scope_len, &mut scope);
+    let resource_len = scope.len() + scope_len;
+    let mut head = Vec::new();
+    field(1, resource_len, &mut head);
+    head.extend(scope);
+    head.extend(profile);
+    gz_parts(&[
+        (&head, 1),
+        (&EMPTY_FIELD_2, (1 << 20) - 1),
+        (&big, 1),
+        (&[1], values),
+        (&filler_head, 1),
+        (&[0], filler),
+    ])
+}
+
+/// A pprof profile just under the bound, the same way.
+fn pprof_under_the_bound() -> Vec<u8> {
+    let (big, filler_head, filler) = under_the_bound(2);
+    gz_parts(&[
+        (&EMPTY_FIELD_2, (1 << 20) - 1),
+        (&big, 1),
+        (&[1], 4 << 20),
+        (&filler_head, 1),
+        (&[0], filler),
+    ])
+}
+
 /// One hostile request: where it goes, its headers and body.
 struct Bomb {
     name: &'static str,
     path: &'static str,
     headers: Vec<(&'static str, &'static str)>,
     body: Vec<u8>,
+}
+
+/// Requests just under the bound on decoded messages, with the reason each is then
+/// refused for.
+fn edge_bombs() -> Vec<(Bomb, &'static str)> {
+    let gz = ("content-encoding", "gzip");
+    vec![
+        (
+            Bomb {
+                name: "OTLP just under the bound",
+                path: "/v1development/profiles",
+                headers: vec![("content-type", "application/x-protobuf"), gz],
+                body: otlp_under_the_bound(),
+            },
+            "service.name",
+        ),
+        (
+            Bomb {
+                name: "pprof just under the bound",
+                path: "/ingest?name=edge.cpu&format=pprof",
+                headers: vec![("content-type", "application/octet-stream")],
+                body: pprof_under_the_bound(),
+            },
+            "no sample type",
+        ),
+    ]
 }
 
 fn bombs() -> Vec<Bomb> {
@@ -243,6 +399,97 @@ impl Collector {
     }
 }
 
+/// A pprof profile of `samples` samples of `depth` locations each (out of 2 000), with
+/// two values and a label each.
+fn real_pprof(samples: usize, depth: usize) -> Vec<u8> {
+    let mut msg = proto::Profile {
+        string_table: vec!["".into(), "samples".into(), "count".into(), "thread".into()],
+        sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
+        ..Default::default()
+    };
+    for i in 1..=2000u64 {
+        msg.string_table
+            .push(format!("crate::module::function_{i}"));
+        msg.function.push(proto::Function {
+            id: i,
+            name: msg.string_table.len() as i64 - 1,
+            ..Default::default()
+        });
+        msg.location.push(proto::Location {
+            id: i,
+            address: 0x1000 + i,
+            line: vec![proto::Line {
+                function_id: i,
+                line: i as i64,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    for s in 0..samples as u64 {
+        msg.sample.push(proto::Sample {
+            location_id: (0..depth as u64)
+                .map(|d| 1 + (s * 7 + d * 13) % 2000)
+                .collect(),
+            value: vec![1 + s as i64 % 5, 10_000_000],
+            label: vec![proto::Label {
+                key: 3,
+                str: 4 + (s % 8) as i64,
+                ..Default::default()
+            }],
+        });
+    }
+    msg.encode_to_vec()
+}
+
+/// The cost `wire_scan` counts before decoding against what decoding then allocates
+/// (this binary's allocator counts it): at least that, and not far above it, for real
+/// profiles and for hostile shapes alike.
+#[test]
+fn the_counted_cost_is_what_decoding_allocates() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let empty_samples = EMPTY_FIELD_2.repeat(200_000);
+    let mut many_labels = Vec::new();
+    for _ in 0..20_000 {
+        // A sample of 8 empty labels.
+        field(2, 16, &mut many_labels);
+        for _ in 0..8 {
+            field(3, 0, &mut many_labels);
+        }
+    }
+    let long_ids = {
+        let ids: Vec<u8> = vec![1; 3 << 20];
+        let mut s = Vec::new();
+        field(1, ids.len(), &mut s);
+        s.extend(ids);
+        let mut p = Vec::new();
+        field(2, s.len(), &mut p);
+        p.extend(s);
+        p
+    };
+    for (name, bytes) in [
+        ("real, 20 000 samples of 24 frames", real_pprof(20_000, 24)),
+        ("real, 500 samples of 64 frames", real_pprof(500, 64)),
+        ("200 000 empty samples", empty_samples),
+        ("20 000 samples of 8 empty labels", many_labels),
+        ("one sample of 3 million ids", long_ids),
+    ] {
+        let (parsed, allocated) =
+            peak_allocated(|| PprofProfile::parse(&bytes, 1 << 30, 1 << 30).unwrap());
+        let counted = parsed.message_bytes();
+        drop(parsed);
+        let ratio = counted as f64 / allocated as f64;
+        eprintln!(
+            "{name}: {} B on the wire, {counted} B counted, {allocated} B allocated (x{ratio:.2})",
+            bytes.len()
+        );
+        assert!(
+            (1.0..=1.5).contains(&ratio),
+            "{name}: counted {counted} B, allocated {allocated} B"
+        );
+    }
+}
+
 #[test]
 fn each_hostile_body_is_refused_within_256_mib() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,6 +520,30 @@ fn each_hostile_body_is_refused_within_256_mib() {
             "{}: {body}",
             bomb.name
         );
+        assert!(
+            grown <= MAX_REQUEST_MIB,
+            "{}: the peak RSS grew by {grown} MiB",
+            bomb.name
+        );
+    }
+    // Just under the bound, the most a request can make the collector build: decoded,
+    // then refused for what it holds (no service, no sample type).
+    for (bomb, reason) in edge_bombs() {
+        reset_peak_rss();
+        let (before, _) = rss_mib();
+        let started = Instant::now();
+        let (status, body) = h.send(&bomb);
+        let (_, peak) = rss_mib();
+        let grown = peak.saturating_sub(before);
+        eprintln!(
+            "{}: {} B sent, {status} in {:.2} s, peak RSS +{grown} MiB: {}",
+            bomb.name,
+            bomb.body.len(),
+            started.elapsed().as_secs_f64(),
+            body.trim()
+        );
+        assert_eq!(status, 400, "{}: {body}", bomb.name);
+        assert!(body.contains(reason), "{}: {body}", bomb.name);
         assert!(
             grown <= MAX_REQUEST_MIB,
             "{}: the peak RSS grew by {grown} MiB",
@@ -354,7 +625,10 @@ fn twenty_hostile_pushers_stay_under_1_gib_and_a_scraped_worker_loses_nothing() 
     cfg.push.max_requests_per_second = 1000;
     let h = Arc::new(Collector::start(rt, dir, cfg, Duration::from_secs(120)));
     h.wait_target("healthy", |t| t["scrapes_total"].as_u64().unwrap() >= 2);
-    let bombs = Arc::new(bombs());
+    // The bombs refused before decoding, and those just under the bound (decoded).
+    let mut all = bombs();
+    all.extend(edge_bombs().into_iter().map(|(b, _)| b));
+    let bombs = Arc::new(all);
     reset_peak_rss();
     let (before, _) = rss_mib();
     let stop = Arc::new(AtomicBool::new(false));
@@ -369,7 +643,7 @@ fn twenty_hostile_pushers_stay_under_1_gib_and_a_scraped_worker_loses_nothing() 
                     let bomb = &bombs[k % bombs.len()];
                     let (status, body) = h.send(bomb);
                     assert!(
-                        status == 413 || status == 503,
+                        matches!(status, 400 | 413 | 503),
                         "{}: {status} {body}",
                         bomb.name
                     );

@@ -1,7 +1,7 @@
 //! How many push requests inflate and decode at once.
 //!
 //! Each decode may hold its body inflated (`push.max_decompressed_bytes`, 64 MiB) and
-//! what decoding builds (as much again, counted before it is built:
+//! what decoding builds (twice as much, counted before it is built:
 //! [`max_message_bytes`](stackwatch_profile::pprof::max_message_bytes)) at the same
 //! time: twenty at once would be gigabytes. `push.max_concurrent_decodes`
 //! requests decode at once, `push.max_queued_decodes` more wait up to

@@ -760,7 +760,7 @@ pub fn parse(
 pub(crate) fn scan_error(what: &str, malformed: &str, e: ScanError) -> PushError {
     match e {
         ScanError::OverLimit(o) => PushError::TooLarge(format!(
-            "{what}: {o} (scrape.max_decoded_bytes, or push.max_decompressed_bytes if larger)"
+            "{what}: {o} (twice the larger of scrape.max_decoded_bytes and push.max_decompressed_bytes)"
         )),
         ScanError::Protobuf(e) => PushError::Invalid(format!("{malformed}: {e}")),
         ScanError::Malformed(e) => PushError::Invalid(format!("{malformed}: {e}")),

@@ -427,7 +427,7 @@ fn pprof_error(e: PprofError) -> PushError {
     match e {
         PprofError::TooLarge { .. } => PushError::TooLarge(e.to_string()),
         PprofError::Expands(o) => PushError::TooLarge(format!(
-            "pprof: {o} (scrape.max_decoded_bytes, or push.max_decompressed_bytes if larger; shared by the request's profiles)"
+            "pprof: {o} (twice the larger of scrape.max_decoded_bytes and push.max_decompressed_bytes, shared by the request's profiles)"
         )),
         e => PushError::Invalid(e.to_string()),
     }
