@@ -449,6 +449,13 @@ pub struct PushConfig {
     /// over the raw retention stay far below 63 bits). CPU and wall profiles are
     /// periods, bounded by `scrape.max_samples_per_window` like scrapes.
     pub max_amount_per_push: u64,
+    /// Push requests inflating and decoding at once (default 4): each may hold its body
+    /// inflated (`max_decompressed_bytes`) and its decoded messages
+    /// (`scrape.max_decoded_bytes`) at the same time.
+    pub max_concurrent_decodes: usize,
+    /// Push requests waiting for a decode slot (default 32, each up to 10 s): more are
+    /// `503` with `Retry-After`.
+    pub max_queued_decodes: usize,
 }
 
 impl Default for PushConfig {
@@ -465,6 +472,8 @@ impl Default for PushConfig {
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
             max_amount_per_push: 1 << 36,
+            max_concurrent_decodes: 4,
+            max_queued_decodes: 32,
         }
     }
 }
@@ -733,6 +742,10 @@ impl Config {
             ),
             ("push.max_series_per_source", cfg.push.max_series_per_source),
             ("push.max_sources", cfg.push.max_sources),
+            (
+                "push.max_concurrent_decodes",
+                cfg.push.max_concurrent_decodes,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -245,6 +245,10 @@ impl Server {
                 stack_budget: cfg.scrape.stack_budget(),
                 label_budget: cfg.scrape.label_budget(),
                 max_amount_per_push: cfg.push.max_amount_per_push,
+                decode_slots: Arc::new(push::decode_slots::DecodeSlots::new(
+                    cfg.push.max_concurrent_decodes,
+                    cfg.push.max_queued_decodes,
+                )),
             })
         } else {
             None

@@ -11,6 +11,7 @@
 //! ([`read_body`]), decoded stacks by the same [`StackBudget`] as scrapes, label sets by
 //! the same [`LabelBudget`].
 
+pub mod decode_slots;
 pub mod gate;
 pub mod otlp;
 pub mod pyroscope;
@@ -74,6 +75,14 @@ pub enum PushError {
     /// The store cannot take it now (backlog full while the store is down).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Too many requests are decoding and waiting to (`push.max_concurrent_decodes`).
+    #[error("{why}")]
+    Busy {
+        /// Why.
+        why: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 impl PushError {
@@ -84,7 +93,7 @@ impl PushError {
             PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::Invalid(_) => StatusCode::BAD_REQUEST,
             PushError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            PushError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PushError::Unavailable(_) | PushError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,7 +106,7 @@ impl IntoResponse for PushError {
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            PushError::RateLimited { retry_after, .. } => {
+            PushError::RateLimited { retry_after, .. } | PushError::Busy { retry_after, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                     r.headers_mut().insert(header::RETRY_AFTER, v);
                 }
@@ -146,6 +155,8 @@ pub struct PushState {
     /// What the profiles of one request other than CPU and wall may carry together
     /// (`push.max_amount_per_push`).
     pub max_amount_per_push: u64,
+    /// How many requests inflate and decode at once (`push.max_concurrent_decodes`).
+    pub decode_slots: Arc<decode_slots::DecodeSlots>,
 }
 
 impl PushState {
