@@ -923,3 +923,186 @@ fn a_source_over_its_rate_is_told_to_wait() {
     assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
     assert!(statuses[2..].contains(&429), "{statuses:?}");
 }
+
+/// Issue #24, item 1: a request is admitted whole or not at all. A push of `svc-a`
+/// (100 periods) beside a rate-limited `svc-b` is `429`; its identical retry, once
+/// `svc-b` may push again, stores `svc-a` too (it used to be acknowledged as a repeat of
+/// the refused request and never stored). Over OTLP/JSON.
+#[test]
+fn a_request_refused_for_one_source_is_stored_whole_when_retried() {
+    let h = otlp_collector(|cfg| cfg.push.max_requests_per_second = 1);
+    // svc-b spends its burst (two requests at 1/s).
+    for i in 0..2 {
+        h.post_ok(&simple("otlp-svc-b", &[(&format!("main;warm{i}"), 1)]));
+    }
+    let a_stacks: HashMap<String, u64> = [
+        ("main;a;work".to_string(), 60),
+        ("main;a;idle".to_string(), 40),
+    ]
+    .into();
+    let b_stacks: HashMap<String, u64> = [("main;b".to_string(), 3)].into();
+    let mut b = Builder::new();
+    let pa = b.cpu_profile(10_000_000, &[(vec![], &a_stacks)], false);
+    let pb = b.cpu_profile(10_000_000, &[(vec![], &b_stacks)], false);
+    let req = b.request(vec![
+        (vec![attr("service.name", "otlp-svc-a")], vec![pa]),
+        (vec![attr("service.name", "otlp-svc-b")], vec![pb]),
+    ]);
+    let body = serde_json::to_vec(&to_json(&req)).unwrap();
+    let post = || {
+        let (status, _, body) = h.post_raw(
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {TOKEN}")),
+            ],
+            &body,
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, reason) = post();
+    assert_eq!(status, 429, "{reason}");
+    // Nothing of the refused request was recorded: svc-a is not a source.
+    let sources = h.json("/api/push-sources", &[]);
+    assert!(
+        !sources.to_string().contains("otlp-svc-a"),
+        "a refused request left its source behind: {sources}"
+    );
+    // The identical retry, once svc-b's rate allows it, stores both services.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, reason) = post();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{reason}");
+        assert!(Instant::now() < deadline, "still refused: {reason}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a = h.folded("{service=\"otlp-svc-a\"}", None);
+    assert_eq!(a, sorted(&a_stacks));
+    assert_eq!(total(&a), 100);
+    assert_eq!(
+        h.folded("{service=\"otlp-svc-b\"}", None).get("main;b"),
+        Some(&3)
+    );
+    let sources = h.json("/api/push-sources", &[]);
+    let a = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "otlp-svc-a")
+        .unwrap_or_else(|| panic!("otlp-svc-a not listed: {sources}"));
+    assert_eq!(a["series"][0]["pushes"], 1, "{a}");
+    assert_eq!(a["series"][0]["duplicates"], 0, "{a}");
+}
+
+/// Issue #24, item 6: a request past `push.max_series_per_source` (1 001 new series of
+/// one source) is `400` and keeps no series slot: the next legitimate series of that
+/// source is accepted (it used to find 1 000 slots taken by the refused request).
+#[test]
+fn a_request_past_the_series_cap_takes_no_slots() {
+    let h = otlp_collector(|_| {});
+    let stacks: HashMap<String, u64> = [("main;shard".to_string(), 1)].into();
+    let mut b = Builder::new();
+    let resources = (0..1001)
+        .map(|i| {
+            let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+            (
+                vec![
+                    attr("service.name", "otlp-wide"),
+                    attr("shard", &i.to_string()),
+                ],
+                vec![p],
+            )
+        })
+        .collect();
+    let (status, message) = refusal(&h, &b.request(resources));
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("max_series_per_source"), "{message}");
+    assert!(h.folded("{service=\"otlp-wide\"}", None).is_empty());
+    h.post_ok(&simple("otlp-wide", &[("main;legit", 7)]));
+    assert_eq!(
+        h.folded("{service=\"otlp-wide\"}", None),
+        [("main;legit".to_string(), 7)].into()
+    );
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_push_series_refused_total 1\n"),
+        "{metrics}"
+    );
+}
+
+/// Issue #24, item 1: a retry that arrives while its original is still being written
+/// (the store busy: SQLite locked past its busy timeout) waits for the original's
+/// outcome instead of being acknowledged as a repeat; whatever the outcomes, a client
+/// that retries what is not acknowledged (`503`, `429`) gets the push stored exactly
+/// once. It used to be acknowledged at once while the original then failed with `400`
+/// ("database is locked"), which a client does not retry: nothing stored.
+#[test]
+fn a_retry_during_its_original_write_waits_and_the_push_is_stored_once() {
+    let h = otlp_collector(|_| {});
+    let stacks: HashMap<String, u64> = [
+        ("main;locked;a".to_string(), 70),
+        ("main;locked;b".to_string(), 30),
+    ]
+    .into();
+    let mut b = Builder::new();
+    let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+    let req = b.request(vec![(vec![attr("service.name", "otlp-locked")], vec![p])]);
+    // The collector is up, its writer running (it opens the store when it starts).
+    h.post_ok(&simple("otlp-locked-warm-up", &[("main", 1)]));
+    // Another connection holds SQLite's write lock for longer than the store's busy
+    // timeout (5 s).
+    let db = stackwatch_server::db_path(h.data_dir());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(6_500));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    // Pushes until acknowledged, as an exporter does; returns every status.
+    let push_until_acknowledged = |h: &Collector| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut statuses = Vec::new();
+        loop {
+            let (status, body) = h.post(&req);
+            statuses.push(status);
+            if status == 200 {
+                return statuses;
+            }
+            assert!(
+                status == 503 || status == 429,
+                "{statuses:?}: {}",
+                rpc_message(&body)
+            );
+            assert!(Instant::now() < deadline, "{statuses:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (original, retry) = std::thread::scope(|s| {
+        let original = s.spawn(|| push_until_acknowledged(&h));
+        // The retry arrives while the original is in the writer (it flushes every 50 ms
+        // and then waits for the lock).
+        std::thread::sleep(Duration::from_millis(500));
+        let retry = s.spawn(|| push_until_acknowledged(&h));
+        (original.join().unwrap(), retry.join().unwrap())
+    });
+    holder.join().unwrap();
+    let stored = h.folded("{service=\"otlp-locked\"}", None);
+    assert_eq!(
+        stored,
+        sorted(&stacks),
+        "original {original:?}, retry {retry:?}"
+    );
+    let (_, metrics) = h.get("/metrics", &[]);
+    let waited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stackwatch_push_retries_waited_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(waited >= 1, "original {original:?}, retry {retry:?}");
+}
