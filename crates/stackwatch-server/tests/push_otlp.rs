@@ -1106,3 +1106,185 @@ fn a_retry_during_its_original_write_waits_and_the_push_is_stored_once() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(waited >= 1, "original {original:?}, retry {retry:?}");
 }
+
+const TOKEN_B: &str = "otlp-s3cret-b";
+
+/// A collector with push on for two tenants, `team-a` ([`TOKEN`]) and `team-b`
+/// ([`TOKEN_B`]).
+fn two_tenant_collector(tune: impl FnOnce(&mut Config)) -> Collector {
+    Collector::with_push(&[(TOKEN, "team-a"), (TOKEN_B, "team-b")], tune)
+}
+
+impl Collector {
+    /// POSTs a request as protobuf with `token`; returns the status and, for a refusal,
+    /// its message.
+    fn post_as(&self, token: &str, req: &ExportProfilesServiceRequest) -> (u16, String) {
+        let (status, _, body) = self.post_raw(
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("authorization", &format!("Bearer {token}")),
+            ],
+            &req.encode_to_vec(),
+        );
+        let message = if status == 200 {
+            String::new()
+        } else {
+            rpc_message(&body)
+        };
+        (status, message)
+    }
+}
+
+/// A request of one CPU profile of `stacks` per service of `services`, each with the
+/// target labels `extra`.
+fn services(
+    services: &[String],
+    extra: &[(&str, &str)],
+    stacks: &[(&str, u64)],
+) -> ExportProfilesServiceRequest {
+    let stacks: HashMap<String, u64> = stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect();
+    let mut b = Builder::new();
+    let resources = services
+        .iter()
+        .map(|s| {
+            let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+            let mut attrs = vec![attr("service.name", s)];
+            attrs.extend(extra.iter().map(|(k, v)| attr(k, v)));
+            (attrs, vec![p])
+        })
+        .collect();
+    b.request(resources)
+}
+
+/// The value of an unlabeled (or exactly labeled) sample in `/metrics`.
+fn metric(h: &Collector, sample: &str) -> u64 {
+    let (_, metrics) = h.get("/metrics", &[]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {metrics}"))
+}
+
+/// Issue #24, item 5: sources are limited per tenant (`push.max_sources_per_tenant`,
+/// 1 000 by default) under the global `push.max_sources`. One request of team-a with
+/// 2 500 new services is refused whole (it used to take 2 500 of the global sources,
+/// and with more, lock every tenant out); team-a then fills its own 1 000 and is
+/// refused past them, while team-b still pushes.
+#[test]
+fn one_tenant_cannot_lock_the_others_out_of_sources() {
+    let h = two_tenant_collector(|cfg| cfg.push.max_sources = 3_000);
+    let names = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("many-{i}")).collect()
+    };
+    let (status, message) = h.post_as(TOKEN, &services(&names(0, 2_500), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("push.max_sources_per_tenant"), "{message}");
+    assert_eq!(
+        h.json("/api/push-sources", &[]),
+        json!([]),
+        "a refused request recorded sources"
+    );
+    for chunk in 0..4 {
+        let (status, message) = h.post_as(
+            TOKEN,
+            &services(&names(chunk * 250, 250), &[], &[("main", 1)]),
+        );
+        assert_eq!(status, 200, "chunk {chunk}: {message}");
+    }
+    let (status, message) = h.post_as(TOKEN, &services(&names(1_000, 250), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    let (status, message) = h.post_as(TOKEN, &services(&names(1_000, 1), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    // team-a's known services still push.
+    let (status, message) = h.post_as(TOKEN, &services(&names(0, 1), &[], &[("main;again", 1)]));
+    assert_eq!(status, 200, "{message}");
+    // team-b is not locked out.
+    let (status, message) = h.post_as(TOKEN_B, &services(&["b-new".into()], &[], &[("main;b", 4)]));
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        h.folded("{service=\"b-new\",tenant=\"team-b\"}", None),
+        [("main;b".to_string(), 4)].into()
+    );
+    let sources = h.json("/api/push-sources", &[]);
+    let team_a = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tenant"] == "team-a")
+        .count();
+    assert_eq!(team_a, 1_000);
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_sources_per_tenant\"}"
+        ),
+        3
+    );
+}
+
+/// Issue #24, item 5: series (`push.max_series_per_tenant`) and bytes per second
+/// (`push.max_bytes_per_second_per_tenant`) are limited per tenant; past them team-a
+/// is refused and team-b is not.
+#[test]
+fn a_tenant_past_its_series_or_bytes_is_refused_and_another_is_not() {
+    let h = two_tenant_collector(|cfg| cfg.push.max_series_per_tenant = 5);
+    for (service, shards) in [("series-x", 3), ("series-y", 2)] {
+        for shard in 0..shards {
+            let req = services(
+                &[service.into()],
+                &[("shard", &shard.to_string())],
+                &[("main", 1)],
+            );
+            let (status, message) = h.post_as(TOKEN, &req);
+            assert_eq!(status, 200, "{message}");
+        }
+    }
+    let sixth = services(&["series-y".into()], &[("shard", "9")], &[("main", 1)]);
+    let (status, message) = h.post_as(TOKEN, &sixth);
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("push.max_series_per_tenant"), "{message}");
+    // Its known series still take pushes; team-b its own series.
+    let again = services(&["series-x".into()], &[("shard", "0")], &[("main;more", 2)]);
+    assert_eq!(h.post_as(TOKEN, &again).0, 200);
+    let (status, message) = h.post_as(TOKEN_B, &sixth);
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_series_per_tenant\"}"
+        ),
+        1
+    );
+    drop(h);
+
+    // 1 000 bytes a second, a burst of 2 000: one push of ~10 000 bytes of stack text
+    // is admitted (the tenant was within its budget) and charged; the next waits.
+    let h = two_tenant_collector(|cfg| cfg.push.max_bytes_per_second_per_tenant = 1_000);
+    let frame = "f".repeat(1_000);
+    let big: String = [frame.as_str(); 10].join(";");
+    let (status, message) = h.post_as(TOKEN, &services(&["bytes-a".into()], &[], &[(&big, 1)]));
+    assert_eq!(status, 200, "{message}");
+    let (status, message) = h.post_as(
+        TOKEN,
+        &services(&["bytes-a".into()], &[], &[("main;small", 1)]),
+    );
+    assert_eq!(status, 429, "{message}");
+    assert!(
+        message.contains("push.max_bytes_per_second_per_tenant"),
+        "{message}"
+    );
+    let (status, message) = h.post_as(
+        TOKEN_B,
+        &services(&["bytes-b".into()], &[], &[("main;small", 1)]),
+    );
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_bytes_per_second_per_tenant\"}"
+        ),
+        1
+    );
+    assert_eq!(total(&h.folded("{service=\"bytes-a\"}", None)), 1);
+}

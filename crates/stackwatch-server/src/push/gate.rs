@@ -1,9 +1,13 @@
 //! [`PushGate`]: everything a push passes before it is stored, whatever its protocol:
-//! the token (and its tenant), the per-source request rate, the per-source series
-//! cardinality, the de-duplication of retried pushes, and the per-source health the
-//! Fleet page lists. All of it is bounded: `push.max_sources` sources, each with at most
-//! `push.max_series_per_source` series, and a de-duplication memory of at most
-//! [`MAX_DEDUP_ENTRIES`] digests.
+//! the token (and its tenant), the per-source request rate, the per-source and
+//! per-tenant cardinality (sources, series), the per-tenant bytes per second, the
+//! de-duplication of retried pushes, and the per-source health the Fleet page lists.
+//! All of it is bounded: `push.max_sources` sources in all and
+//! `push.max_sources_per_tenant` per tenant, each source with at most
+//! `push.max_series_per_source` series and each tenant with at most
+//! `push.max_series_per_tenant`, and a de-duplication memory of at most
+//! [`MAX_DEDUP_ENTRIES`] digests. The global `push.max_sources` protects the process;
+//! the per-tenant limits keep one tenant from locking the others out.
 //!
 //! A request is admitted whole or not at all ([`PushGate::admit_request`]): every series
 //! is checked against every limit before anything is recorded, so a refused request
@@ -90,12 +94,61 @@ impl SourceState {
 }
 
 /// What one tenant holds: its sources, series and their label bytes (committed or held
-/// by a request being written).
+/// by a request being written), and the bytes it stored lately.
 #[derive(Default)]
 struct TenantState {
     sources: usize,
     series: usize,
     label_bytes: usize,
+    /// Bytes charged and not yet paid back (at `push.max_bytes_per_second_per_tenant`)
+    /// as of `debt_at`.
+    bytes_debt: f64,
+    debt_at: Option<Instant>,
+}
+
+impl TenantState {
+    /// Bytes charged and not yet paid back at `now`, paid back at `rate` per second.
+    fn debt(&self, now: Instant, rate: f64) -> f64 {
+        match self.debt_at {
+            Some(at) => (self.bytes_debt - now.duration_since(at).as_secs_f64() * rate).max(0.0),
+            None => 0.0,
+        }
+    }
+
+    /// Charges `bytes` (a refund when negative) at `now`.
+    fn charge(&mut self, bytes: f64, now: Instant, rate: f64) {
+        self.bytes_debt = (self.debt(now, rate) + bytes).max(0.0);
+        self.debt_at = Some(now);
+    }
+}
+
+/// Which limit refused a request, for `/metrics` (`stackwatch_push_limit_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `push.max_sources_per_tenant`.
+    SourcesPerTenant,
+    /// `push.max_series_per_tenant`.
+    SeriesPerTenant,
+    /// `push.max_bytes_per_second_per_tenant`.
+    BytesPerSecondPerTenant,
+}
+
+impl Limit {
+    /// Every limit, in the order of [`PushCounters::limit_refused`].
+    pub const ALL: [Limit; 3] = [
+        Limit::SourcesPerTenant,
+        Limit::SeriesPerTenant,
+        Limit::BytesPerSecondPerTenant,
+    ];
+
+    /// Its configuration key under `[push]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::SourcesPerTenant => "max_sources_per_tenant",
+            Limit::SeriesPerTenant => "max_series_per_tenant",
+            Limit::BytesPerSecondPerTenant => "max_bytes_per_second_per_tenant",
+        }
+    }
 }
 
 /// What the Fleet page shows of one source.
@@ -138,6 +191,19 @@ pub struct PushCounters {
     /// Requests that waited for the write of a repeat of one of their series (a retry
     /// arriving while its original was being written).
     pub waited_for_original: AtomicU64,
+    /// Requests refused by each [`Limit`], in the order of [`Limit::ALL`].
+    pub limit_refused: [AtomicU64; Limit::ALL.len()],
+}
+
+impl PushCounters {
+    /// Counts a request refused by `limit`.
+    fn refused_by(&self, limit: Limit) {
+        let i = Limit::ALL
+            .iter()
+            .position(|l| *l == limit)
+            .expect("every limit is in ALL");
+        self.limit_refused[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl PushCounters {
@@ -165,6 +231,9 @@ pub(crate) struct SeriesClaim {
     pub(crate) profile_type: &'static str,
     /// The digest of its content (the same for a retry of the same push).
     pub(crate) digest: u128,
+    /// Bytes of profile data it stores (stack text, labels, 8 per count), charged to its
+    /// tenant when written.
+    pub(crate) payload_bytes: u64,
 }
 
 impl SeriesClaim {
@@ -200,6 +269,9 @@ pub(crate) struct Ticket {
     repeats: Vec<(SourceKey, String)>,
     /// Digests claimed as being written.
     digests: Vec<u128>,
+    /// The tenant, and the bytes charged to it.
+    tenant: String,
+    bytes: f64,
     /// Dropped when the write ends: wakes the requests waiting for these digests.
     done: Option<watch::Sender<()>>,
 }
@@ -390,6 +462,20 @@ impl PushGate {
                 held_sources.push(k.clone());
             }
         }
+        let bytes: f64 = claims
+            .iter()
+            .zip(&write)
+            .filter(|(_, w)| **w)
+            .map(|(c, _)| c.payload_bytes as f64)
+            .sum();
+        let tenant = claims[0].source.tenant.clone();
+        if bytes > 0.0 {
+            let rate = self.cfg.max_bytes_per_second_per_tenant as f64;
+            st.tenants
+                .entry(tenant.clone())
+                .or_default()
+                .charge(bytes, now, rate);
+        }
         let (done, rx) = watch::channel(());
         let mut written = Vec::new();
         let mut repeats = Vec::new();
@@ -436,6 +522,8 @@ impl PushGate {
             sources: held_sources,
             repeats,
             digests,
+            tenant,
+            bytes,
             done: Some(done),
         }))
     }
@@ -471,6 +559,28 @@ impl PushGate {
                 }
             }
         }
+        // The tenant's bytes per second: admitted while it is within its burst.
+        if let Some(c) = claims.iter().zip(write).find(|(_, w)| **w).map(|(c, _)| c) {
+            let rate = self.cfg.max_bytes_per_second_per_tenant as f64;
+            let debt = st
+                .tenants
+                .get(&c.source.tenant)
+                .map_or(0.0, |t| t.debt(now, rate));
+            if debt >= 2.0 * rate {
+                self.counters.refused_by(Limit::BytesPerSecondPerTenant);
+                let wait = Duration::from_secs_f64((debt - 2.0 * rate) / rate);
+                return Err((
+                    c.source.clone(),
+                    PushError::RateLimited {
+                        why: format!(
+                            "tenant {:?} is over push.max_bytes_per_second_per_tenant ({})",
+                            c.source.tenant, self.cfg.max_bytes_per_second_per_tenant
+                        ),
+                        retry_after: wait.max(Duration::from_secs(1)),
+                    },
+                ));
+            }
+        }
         // Capacity: new sources and series. Sources gone quiet are forgotten first when
         // a limit would refuse.
         match self.check_capacity(st, claims, write) {
@@ -478,24 +588,31 @@ impl PushGate {
             Err(_) => {
                 st.forget_idle(now, self.cfg.source_idle);
                 self.check_capacity(st, claims, write)
-                    .inspect_err(|(_, e)| {
-                        if matches!(e, PushError::RateLimited { .. }) {
-                            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            self.counters.series_refused.fetch_add(1, Ordering::Relaxed);
+                    .map_err(|(source, limit, e)| {
+                        match limit {
+                            Some(l) => self.counters.refused_by(l),
+                            None if matches!(e, PushError::RateLimited { .. }) => {
+                                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None => {
+                                self.counters.series_refused.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        (source, e)
                     })
             }
         }
     }
 
-    /// The limits on what a request creates: sources and series.
+    /// The limits on what a request creates: sources and series, per source, per tenant
+    /// and in all. A refusal names the source, the per-tenant limit (if it is one) and
+    /// the error.
     fn check_capacity(
         &self,
         st: &GateState,
         claims: &[SeriesClaim],
         write: &[bool],
-    ) -> Result<(), (SourceKey, PushError)> {
+    ) -> Result<(), (SourceKey, Option<Limit>, PushError)> {
         // New series per source, in the order the request names them.
         let mut new_series: BTreeMap<&SourceKey, std::collections::BTreeSet<&str>> =
             BTreeMap::new();
@@ -520,6 +637,7 @@ impl PushGate {
                 .expect("counted above");
             return Err((
                 (*first).clone(),
+                None,
                 PushError::RateLimited {
                     why: format!(
                         "{} push sources are active (push.max_sources)",
@@ -529,11 +647,52 @@ impl PushGate {
                 },
             ));
         }
+        // Per tenant (a request is one tenant's).
+        let tenant_name = &claims[0].source.tenant;
+        let tenant = st.tenants.get(tenant_name);
+        let have_sources = tenant.map_or(0, |t| t.sources);
+        if new_sources > 0 && have_sources + new_sources > self.cfg.max_sources_per_tenant {
+            let first = new_series
+                .keys()
+                .find(|k| !st.sources.contains_key(**k))
+                .expect("counted above");
+            return Err((
+                (*first).clone(),
+                Some(Limit::SourcesPerTenant),
+                PushError::RateLimited {
+                    why: format!(
+                        "tenant {tenant_name:?} would have {} push sources, at most {} (push.max_sources_per_tenant)",
+                        have_sources + new_sources,
+                        self.cfg.max_sources_per_tenant
+                    ),
+                    retry_after: self.cfg.source_idle.min(Duration::from_secs(60)),
+                },
+            ));
+        }
+        let added: usize = new_series.values().map(|keys| keys.len()).sum();
+        let have_series = tenant.map_or(0, |t| t.series);
+        if added > 0 && have_series + added > self.cfg.max_series_per_tenant {
+            let first = new_series
+                .iter()
+                .find(|(_, keys)| !keys.is_empty())
+                .map(|(k, _)| *k)
+                .expect("counted above");
+            return Err((
+                first.clone(),
+                Some(Limit::SeriesPerTenant),
+                PushError::Invalid(format!(
+                    "tenant {tenant_name:?} would have {} series, at most {} (push.max_series_per_tenant)",
+                    have_series + added,
+                    self.cfg.max_series_per_tenant
+                )),
+            ));
+        }
         for (k, keys) in &new_series {
             let have = st.sources.get(*k).map_or(0, |s| s.series.len());
             if have + keys.len() > self.cfg.max_series_per_source {
                 return Err((
                     (*k).clone(),
+                    None,
                     PushError::Invalid(format!(
                         "source {}/{} would have {} series, at most {} (push.max_series_per_source)",
                         k.tenant,
@@ -564,6 +723,13 @@ impl PushGate {
         let GateState {
             sources, tenants, ..
         } = &mut *st;
+        if !ok && t.bytes > 0.0 {
+            if let Some(tenant) = tenants.get_mut(&t.tenant) {
+                let rate = self.cfg.max_bytes_per_second_per_tenant as f64;
+                tenant.charge(-t.bytes, now, rate);
+            }
+            t.bytes = 0.0;
+        }
         let mut outcome = Accepted::default();
         for (k, key) in t.written.drain(..) {
             let Some(s) = sources.get_mut(&k) else {
@@ -765,6 +931,7 @@ mod tests {
             protocol: Protocol::Otlp,
             profile_type: "cpu",
             digest,
+            payload_bytes: 100,
         }
     }
 

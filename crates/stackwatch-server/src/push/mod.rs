@@ -304,6 +304,24 @@ fn digest(target_key: &str, s: &PushedSeries) -> u128 {
     h.digest128()
 }
 
+/// Bytes of profile data a series stores, what `push.max_bytes_per_second_per_tenant`
+/// counts: its target labels, and per (label set, stack) row the stack text, the sample
+/// labels and 8 bytes of count.
+fn payload_bytes(target: &Labels, stacks: &BoundedStacks) -> u64 {
+    fn label_bytes(l: &Labels) -> u64 {
+        l.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+    fn rows(stacks: &std::collections::HashMap<String, u64>, labels: u64) -> u64 {
+        stacks.keys().map(|s| s.len() as u64 + 8 + labels).sum()
+    }
+    let labeled: u64 = stacks
+        .labeled
+        .iter()
+        .map(|(l, s)| rows(s, label_bytes(l)))
+        .sum();
+    label_bytes(target) + rows(&stacks.stacks, 0) + labeled
+}
+
 /// Stores the series of one request from `tenant` (empty: anonymous): target labels
 /// checked, `tenant` and the profile type added, the request admitted whole or refused
 /// whole by the gate ([`PushGate::admit_request`]: rates, sources, series), repeats of
@@ -338,6 +356,7 @@ pub async fn accept(
         }
         let key = stackwatch_profile::labels::format_labels(&target);
         let d = digest(&key, &s);
+        let payload_bytes = payload_bytes(&target, &s.stacks);
         let mut stacks = s.stacks;
         windows.push(IngestWindow {
             target: target.clone(),
@@ -360,6 +379,7 @@ pub async fn accept(
             protocol,
             profile_type: s.profile_type.name(),
             digest: d,
+            payload_bytes,
         });
     }
     if claims.is_empty() {
@@ -535,6 +555,18 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
             "stackwatch_push_requests_total",
             &[("protocol", p.name()), ("outcome", "rejected")],
             c.rejected[i].load(Ordering::Relaxed),
+        );
+    }
+    m.family(
+        "stackwatch_push_limit_refused_total",
+        MetricKind::Counter,
+        "Push requests refused by a per-tenant limit, by its [push] key (nothing of them stored).",
+    );
+    for (limit, n) in gate::Limit::ALL.iter().zip(&c.limit_refused) {
+        m.sample(
+            "stackwatch_push_limit_refused_total",
+            &[("limit", limit.key())],
+            n.load(Ordering::Relaxed),
         );
     }
     m.single(
