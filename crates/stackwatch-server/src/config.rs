@@ -444,6 +444,13 @@ pub struct PushConfig {
     /// past it: its next requests wait, 429 with Retry-After, until it is paid back).
     /// Only stored requests are charged.
     pub max_bytes_per_second_per_tenant: u64,
+    /// Bytes of target labels (names and values, `tenant` and the profile type
+    /// included) one series may have (default 2 048): a push with a series past it is
+    /// 400. With `max_label_bytes_per_tenant` it bounds what cardinality costs memory.
+    pub max_label_bytes_per_series: usize,
+    /// Bytes of target labels all series of one tenant may have together (default
+    /// 4 MiB): a push that would pass it is 400.
+    pub max_label_bytes_per_tenant: usize,
     /// A source silent for this long is forgotten by the rate and series limits and
     /// the Fleet page (default 1 h).
     #[serde(deserialize_with = "duration")]
@@ -474,6 +481,8 @@ impl Default for PushConfig {
             max_sources_per_tenant: 1_000,
             max_series_per_tenant: 10_000,
             max_bytes_per_second_per_tenant: 16 << 20,
+            max_label_bytes_per_series: 2048,
+            max_label_bytes_per_tenant: 4 << 20,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
             max_amount_per_push: 1 << 36,
@@ -644,6 +653,14 @@ impl Config {
                 "push.max_bytes_per_second_per_tenant",
                 usize::try_from(cfg.push.max_bytes_per_second_per_tenant).unwrap_or(usize::MAX),
             ),
+            (
+                "push.max_label_bytes_per_series",
+                cfg.push.max_label_bytes_per_series,
+            ),
+            (
+                "push.max_label_bytes_per_tenant",
+                cfg.push.max_label_bytes_per_tenant,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -653,6 +670,12 @@ impl Config {
             return Err(invalid(
                 "push.max_sources_per_tenant",
                 "must be at most push.max_sources",
+            ));
+        }
+        if cfg.push.max_label_bytes_per_tenant < cfg.push.max_label_bytes_per_series {
+            return Err(invalid(
+                "push.max_label_bytes_per_tenant",
+                "must be at least push.max_label_bytes_per_series",
             ));
         }
         if cfg.push.max_decompressed_bytes < cfg.push.max_body_bytes {
@@ -1099,6 +1122,14 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             (
                 "[push]\nmax_sources = 100\nmax_sources_per_tenant = 101\n",
                 "push.max_sources_per_tenant",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 0\n",
+                "push.max_label_bytes_per_series",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 4096\nmax_label_bytes_per_tenant = 4095\n",
+                "push.max_label_bytes_per_tenant",
             ),
         ] {
             let e = Config::parse(text, Path::new("s.toml"))

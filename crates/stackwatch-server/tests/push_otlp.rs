@@ -1206,7 +1206,7 @@ fn one_tenant_cannot_lock_the_others_out_of_sources() {
         h.folded("{service=\"b-new\",tenant=\"team-b\"}", None),
         [("main;b".to_string(), 4)].into()
     );
-    let sources = h.json("/api/push-sources", &[]);
+    let sources = h.json("/api/push-sources", &[("limit", "5000")]);
     let team_a = sources
         .as_array()
         .unwrap()
@@ -1287,4 +1287,134 @@ fn a_tenant_past_its_series_or_bytes_is_refused_and_another_is_not() {
         1
     );
     assert_eq!(total(&h.folded("{service=\"bytes-a\"}", None)), 1);
+}
+
+/// Issue #24, item 7: target labels are budgeted per series
+/// (`push.max_label_bytes_per_series`) and per tenant (`push.max_label_bytes_per_tenant`):
+/// past either, the request is `400` and records nothing; another tenant still pushes.
+#[test]
+fn label_bytes_are_budgeted_per_series_and_per_tenant() {
+    let h = two_tenant_collector(|cfg| {
+        cfg.push.max_label_bytes_per_series = 600;
+        cfg.push.max_label_bytes_per_tenant = 1_000;
+    });
+    // Three tags of 200 bytes: past 600 bytes, though each value is within the
+    // 256 bytes a tag may have.
+    let long = "v".repeat(200);
+    let req = services(
+        &["wide".into()],
+        &[("a", &long), ("b", &long), ("c", &long)],
+        &[("main", 1)],
+    );
+    let (status, message) = h.post_as(TOKEN, &req);
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("push.max_label_bytes_per_series"),
+        "{message}"
+    );
+    // service (7 + 4), tenant (6 + 6), tag (3 + 250): 276 bytes a series; three fit in
+    // 1 000, a fourth does not.
+    let value = |i: usize| format!("{i}{}", "x".repeat(249));
+    for i in 0..3 {
+        let (status, message) = h.post_as(
+            TOKEN,
+            &services(&["wide".into()], &[("tag", &value(i))], &[("main", 1)]),
+        );
+        assert_eq!(status, 200, "{message}");
+    }
+    let (status, message) = h.post_as(
+        TOKEN,
+        &services(&["wide".into()], &[("tag", &value(3))], &[("main", 1)]),
+    );
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("push.max_label_bytes_per_tenant"),
+        "{message}"
+    );
+    let (status, message) = h.post_as(
+        TOKEN_B,
+        &services(&["wide".into()], &[("tag", &value(3))], &[("main", 1)]),
+    );
+    assert_eq!(status, 200, "{message}");
+    for (limit, n) in [
+        ("max_label_bytes_per_series", 1),
+        ("max_label_bytes_per_tenant", 1),
+    ] {
+        assert_eq!(
+            metric(
+                &h,
+                &format!("stackwatch_push_limit_refused_total{{limit=\"{limit}\"}}")
+            ),
+            n
+        );
+    }
+}
+
+/// Issue #24, item 7: `/api/push-sources` is paged by series (`limit`, default 500,
+/// at most 5 000; `cursor` from the `X-Next-Cursor` header): following the cursors lists
+/// every series once, in order; a bad `limit` or `cursor` is `400`.
+#[test]
+fn push_sources_are_paged() {
+    let h = otlp_collector(|_| {});
+    let names: Vec<String> = (0..3).map(|i| format!("paged-{i}")).collect();
+    for shard in 0..4 {
+        let req = services(&names, &[("shard", &shard.to_string())], &[("main", 1)]);
+        h.post_ok(&req);
+    }
+    let page = |params: &[(&str, &str)]| {
+        let r = h
+            .agent
+            .get(&h.url("/api/push-sources", params))
+            .call()
+            .unwrap();
+        let next = r
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (status, _, body) = read_answer(r);
+        (status, next, body)
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "5")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let (status, next, body) = page(&params);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let sources: Value = serde_json::from_slice(&body).unwrap();
+        let mut n = 0;
+        for s in sources.as_array().unwrap() {
+            for x in s["series"].as_array().unwrap() {
+                seen.push(format!(
+                    "{}/{}",
+                    x["labels"]["service"], x["labels"]["shard"]
+                ));
+                n += 1;
+            }
+        }
+        assert!((1..=5).contains(&n), "{n} series in a page of 5");
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = names
+        .iter()
+        .flat_map(|s| (0..4).map(move |i| format!("\"{s}\"/\"{i}\"")))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    // The default page holds them all, without a cursor.
+    let (_, next, _) = page(&[]);
+    assert_eq!(next, None);
+    for bad in [
+        &[("limit", "0")][..],
+        &[("limit", "5001")],
+        &[("cursor", "nope")],
+    ] {
+        let (status, _, body) = page(bad);
+        assert_eq!(status, 400, "{bad:?}: {}", String::from_utf8_lossy(&body));
+    }
 }

@@ -131,14 +131,20 @@ pub enum Limit {
     SeriesPerTenant,
     /// `push.max_bytes_per_second_per_tenant`.
     BytesPerSecondPerTenant,
+    /// `push.max_label_bytes_per_series`.
+    LabelBytesPerSeries,
+    /// `push.max_label_bytes_per_tenant`.
+    LabelBytesPerTenant,
 }
 
 impl Limit {
     /// Every limit, in the order of [`PushCounters::limit_refused`].
-    pub const ALL: [Limit; 3] = [
+    pub const ALL: [Limit; 5] = [
         Limit::SourcesPerTenant,
         Limit::SeriesPerTenant,
         Limit::BytesPerSecondPerTenant,
+        Limit::LabelBytesPerSeries,
+        Limit::LabelBytesPerTenant,
     ];
 
     /// Its configuration key under `[push]`.
@@ -147,6 +153,8 @@ impl Limit {
             Limit::SourcesPerTenant => "max_sources_per_tenant",
             Limit::SeriesPerTenant => "max_series_per_tenant",
             Limit::BytesPerSecondPerTenant => "max_bytes_per_second_per_tenant",
+            Limit::LabelBytesPerSeries => "max_label_bytes_per_series",
+            Limit::LabelBytesPerTenant => "max_label_bytes_per_tenant",
         }
     }
 }
@@ -581,6 +589,21 @@ impl PushGate {
                 ));
             }
         }
+        // The label bytes of each series (stateless: a series past it never fits).
+        for (c, _) in claims.iter().zip(write).filter(|(_, w)| **w) {
+            let bytes = c.label_bytes();
+            if bytes > self.cfg.max_label_bytes_per_series {
+                self.counters.refused_by(Limit::LabelBytesPerSeries);
+                return Err((
+                    c.source.clone(),
+                    PushError::Invalid(format!(
+                        "series {} has {bytes} bytes of target labels, at most {} (push.max_label_bytes_per_series)",
+                        c.key.chars().take(200).collect::<String>(),
+                        self.cfg.max_label_bytes_per_series
+                    )),
+                ));
+            }
+        }
         // Capacity: new sources and series. Sources gone quiet are forgotten first when
         // a limit would refuse.
         match self.check_capacity(st, claims, write) {
@@ -670,6 +693,33 @@ impl PushGate {
             ));
         }
         let added: usize = new_series.values().map(|keys| keys.len()).sum();
+        let added_label_bytes: usize = {
+            let mut counted = std::collections::HashSet::new();
+            claims
+                .iter()
+                .filter(|c| {
+                    new_series
+                        .get(&c.source)
+                        .is_some_and(|keys| keys.contains(c.key.as_str()))
+                        && counted.insert((&c.source, c.key.as_str()))
+                })
+                .map(SeriesClaim::label_bytes)
+                .sum()
+        };
+        let have_label_bytes = tenant.map_or(0, |t| t.label_bytes);
+        if added_label_bytes > 0
+            && have_label_bytes + added_label_bytes > self.cfg.max_label_bytes_per_tenant
+        {
+            return Err((
+                claims[0].source.clone(),
+                Some(Limit::LabelBytesPerTenant),
+                PushError::Invalid(format!(
+                    "tenant {tenant_name:?} would have {} bytes of series labels, at most {} (push.max_label_bytes_per_tenant)",
+                    have_label_bytes + added_label_bytes,
+                    self.cfg.max_label_bytes_per_tenant
+                )),
+            ));
+        }
         let have_series = tenant.map_or(0, |t| t.series);
         if added > 0 && have_series + added > self.cfg.max_series_per_tenant {
             let first = new_series
@@ -801,32 +851,117 @@ impl PushGate {
         }
     }
 
-    /// Every source with stored series and its series, for the Fleet page (sorted).
-    pub fn sources(&self) -> Vec<PushSourceHealth> {
+    /// One page of the sources with stored series, for the Fleet page: sorted by
+    /// tenant, service and series, at most `limit` series from just after `after`
+    /// (none: from the start). A source whose series do not fit in one page is listed
+    /// again in the next with the rest. Returns the page and, when more follow, the
+    /// cursor of the next. Costs `limit` series and a lookup, however many there are.
+    pub fn sources_page(
+        &self,
+        after: Option<&PageCursor>,
+        limit: usize,
+    ) -> (Vec<PushSourceHealth>, Option<PageCursor>) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
         let now = Instant::now();
         let st = self.lock();
-        st.sources
-            .iter()
-            .filter(|(_, s)| s.committed && now.duration_since(s.last_seen) < self.cfg.source_idle)
-            .map(|(k, s)| PushSourceHealth {
-                tenant: k.tenant.clone(),
-                service: k.service.clone(),
-                rejected: s.rejected,
-                last_error: s.last_error.clone(),
-                series: s
-                    .series
-                    .values()
-                    .filter(|slot| slot.committed)
-                    .map(|slot| slot.health.clone())
-                    .collect(),
-            })
-            .collect()
+        let from = match after {
+            Some(c) => Included(&c.source),
+            None => Unbounded,
+        };
+        let mut page: Vec<PushSourceHealth> = Vec::new();
+        let mut taken = 0usize;
+        let mut last: Option<PageCursor> = None;
+        for (k, s) in st.sources.range::<SourceKey, _>((from, Unbounded)) {
+            if !s.committed || now.duration_since(s.last_seen) >= self.cfg.source_idle {
+                continue;
+            }
+            let series_from = match after {
+                Some(c) if c.source == *k => Excluded(c.key.as_str()),
+                _ => Unbounded,
+            };
+            let mut series = s
+                .series
+                .range::<str, _>((series_from, Unbounded))
+                .filter(|(_, slot)| slot.committed)
+                .peekable();
+            if series.peek().is_none() {
+                continue;
+            }
+            if taken == limit {
+                return (page, last);
+            }
+            let mut listed = Vec::new();
+            for (key, slot) in series {
+                if taken == limit {
+                    page.push(health_of(k, s, listed));
+                    return (page, last);
+                }
+                listed.push(slot.health.clone());
+                taken += 1;
+                last = Some(PageCursor {
+                    source: k.clone(),
+                    key: key.clone(),
+                });
+            }
+            page.push(health_of(k, s, listed));
+        }
+        (page, None)
+    }
+
+    /// Every source with stored series and its series (sorted).
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> Vec<PushSourceHealth> {
+        self.sources_page(None, usize::MAX).0
     }
 
     /// Series slots held (stored or being written) across all sources: what the series
     /// limits count.
     pub fn series_held(&self) -> usize {
         self.lock().sources.values().map(|s| s.series.len()).sum()
+    }
+}
+
+/// What the Fleet page lists of source `k` with `series`.
+fn health_of(k: &SourceKey, s: &SourceState, series: Vec<PushedSeriesHealth>) -> PushSourceHealth {
+    PushSourceHealth {
+        tenant: k.tenant.clone(),
+        service: k.service.clone(),
+        rejected: s.rejected,
+        last_error: s.last_error.clone(),
+        series,
+    }
+}
+
+/// Where a page of `/api/push-sources` ends: the last series listed. Sent to clients as
+/// an opaque string ([`PageCursor::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// The source of the last series listed.
+    pub source: SourceKey,
+    /// Its series key.
+    pub key: String,
+}
+
+impl PageCursor {
+    /// The cursor as a URL-safe string.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let json = serde_json::json!([self.source.tenant, self.source.service, self.key]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    /// A cursor from [`PageCursor::encode`]'s string; `None` for anything else.
+    pub fn decode(text: &str) -> Option<PageCursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let (tenant, service, key): (String, String, String) =
+            serde_json::from_slice(&bytes).ok()?;
+        Some(PageCursor {
+            source: SourceKey { tenant, service },
+            key,
+        })
     }
 }
 
@@ -1026,5 +1161,42 @@ mod tests {
         // Two identical series in one request: written once.
         let twice = [claim("b", "1", 8), claim("b", "1", 8)];
         assert_eq!(admitted(&g, &twice).unwrap().write, vec![true, false]);
+    }
+
+    #[test]
+    fn pages_list_every_stored_series_once_in_order() {
+        let g = Arc::new(gate(PushConfig::default()));
+        let mut d = 0;
+        for (service, n) in [("a", 3), ("b", 1), ("c", 4)] {
+            let claims: Vec<SeriesClaim> = (0..n)
+                .map(|i| {
+                    d += 1;
+                    claim(service, &format!("{service}{i}"), d)
+                })
+                .collect();
+            admitted(&g, &claims).unwrap().finish(Ok(()));
+        }
+        // Held but not stored: not listed.
+        let _held = admitted(&g, &[claim("d", "d0", 100)]).unwrap();
+        for limit in 1..=9 {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (page, next) = g.sources_page(cursor.as_ref(), limit);
+                let n: usize = page.iter().map(|s| s.series.len()).sum();
+                assert!(n <= limit && n > 0, "limit {limit}: {n}");
+                for s in &page {
+                    for x in &s.series {
+                        seen.push(format!("{}/{}", s.service, x.labels["service"]));
+                    }
+                }
+                match next {
+                    Some(c) => cursor = Some(PageCursor::decode(&c.encode()).unwrap()),
+                    None => break,
+                }
+            }
+            assert_eq!(seen.len(), 8, "limit {limit}: {seen:?}");
+        }
+        assert!(PageCursor::decode("not a cursor").is_none());
     }
 }
