@@ -394,15 +394,16 @@ impl PushGate {
         }
     }
 
-    /// Admits the series `claims` of one request from `tenant`, whole or not at all.
+    /// Admits the series `claims` of one request (one tenant's), whole or not at all.
     ///
     /// Series whose digest another request is writing make the answer
     /// [`Admission::Wait`]; series whose digest is stored (or repeats another series of
     /// this request) are repeats, acknowledged and not written. The rest must pass, all
-    /// of them, each source's request rate, `push.max_sources`, and the per-source
-    /// series limit; a refusal records nothing but the refusal on a known source. Once
-    /// admitted, the rate is charged, the new sources and series are held for the
-    /// request and its digests claimed as being written.
+    /// of them, each source's request rate, the tenant's bytes per second, the label
+    /// bytes of a series, `push.max_sources`, the tenant's sources, series and label
+    /// bytes, and the per-source series limit; a refusal records nothing but the
+    /// refusal on a known source. Once admitted, the rates are charged, the new sources
+    /// and series are held for the request and its digests claimed as being written.
     pub(crate) fn admit_request(
         self: &Arc<Self>,
         claims: &[SeriesClaim],
@@ -436,11 +437,15 @@ impl PushGate {
         let mut sources: Vec<&SourceKey> = claims.iter().map(|c| &c.source).collect();
         sources.sort_unstable();
         sources.dedup();
-        let writes_to =
-            |k: &SourceKey| claims.iter().zip(&write).any(|(c, w)| *w && c.source == *k);
+        let writing_sources: std::collections::HashSet<&SourceKey> = claims
+            .iter()
+            .zip(&write)
+            .filter(|(_, w)| **w)
+            .map(|(c, _)| &c.source)
+            .collect();
         let mut held_sources = Vec::new();
         for k in sources {
-            let writing = writes_to(k);
+            let writing = writing_sources.contains(k);
             if !st.sources.contains_key(k) {
                 if !writing {
                     // Only repeats of a source forgotten since: nothing to hold.
