@@ -223,10 +223,11 @@ fn main() {
     let cfg = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[storage]\nflush_interval = \"200ms\"\n[push]\nenabled = true\nmax_requests_per_second = 1000\nmax_sources = {}\nmax_sources_per_tenant = {}\nmax_series_per_tenant = {}\nmax_label_bytes_per_tenant = {}\n[[push.tokens]]\ntoken = \"{TOKEN}\"\ntenant = \"bench\"\n",
         data.display(),
-        n_services.max(10_000),
-        n_services.max(1_000),
-        total_series.max(10_000),
-        (total_series * 512).max(4 << 20),
+        // The warm-up push is one more service.
+        (n_services + 1).max(10_000),
+        (n_services + 1).max(1_000),
+        (total_series + 1).max(10_000),
+        ((total_series + 1) * 512).max(4 << 20),
     );
     std::fs::write(dir.path().join("s.toml"), cfg).unwrap();
     let (mut server, api) = spawn_server(
