@@ -268,12 +268,58 @@ async fn targets(State(st): State<ApiState>, scope: ReadScope) -> Response {
     Json(out).into_response()
 }
 
-/// Push sources and their series (empty when push is off): those of the request's
-/// scope's tenants.
-async fn push_sources(State(st): State<ApiState>, scope: ReadScope) -> Response {
-    let mut sources = st.push.as_ref().map(|g| g.sources()).unwrap_or_default();
-    sources.retain(|s| scope.sees_tenant(&s.tenant));
-    Json(sources).into_response()
+/// Series per page of `/api/push-sources` unless `limit` says otherwise.
+pub const PUSH_SOURCES_PAGE: usize = 500;
+/// The largest `limit` of `/api/push-sources`.
+pub const MAX_PUSH_SOURCES_PAGE: usize = 5_000;
+
+/// Push sources and their series (empty when push is off), those of the request's
+/// scope's tenants, a page of at most `limit`
+/// series (default [`PUSH_SOURCES_PAGE`]) after `cursor`; the next page's cursor in
+/// the `X-Next-Cursor` header when more follow.
+async fn push_sources(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    params: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => return query::param_err("query", e.body_text()).into_response(),
+    };
+    let limit = match params.get("limit").map(|v| v.parse::<usize>()) {
+        None => PUSH_SOURCES_PAGE,
+        Some(Ok(n)) if (1..=MAX_PUSH_SOURCES_PAGE).contains(&n) => n,
+        Some(_) => {
+            return query::param_err(
+                "limit",
+                format!("a number of series from 1 to {MAX_PUSH_SOURCES_PAGE}"),
+            )
+            .into_response()
+        }
+    };
+    let cursor = match params.get("cursor") {
+        None => None,
+        Some(c) => match crate::push::gate::PageCursor::decode(c) {
+            Some(c) => Some(c),
+            None => {
+                return query::param_err("cursor", "not a cursor of /api/push-sources")
+                    .into_response()
+            }
+        },
+    };
+    let (page, next) = st
+        .push
+        .as_ref()
+        .map(|g| g.sources_page(cursor.as_ref(), limit, |tenant| scope.sees_tenant(tenant)))
+        .unwrap_or_default();
+    let mut r = Json(page).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n.encode()).ok()) {
+        r.headers_mut().insert("x-next-cursor", next);
+    }
+    r
 }
 
 fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {

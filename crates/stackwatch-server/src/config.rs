@@ -432,9 +432,30 @@ pub struct PushConfig {
     /// Distinct series (target label sets: service, tags, profile type) one source may
     /// create (default 1 000): a push that would create more is 400.
     pub max_series_per_source: usize,
-    /// Sources (tenant and service) tracked at once (default 10 000): pushes from new
-    /// sources past it are 429 until old ones go quiet for `source_idle`.
+    /// Sources (tenant and service) tracked at once, all tenants together (default
+    /// 10 000): the ceiling that protects the process. Pushes from new sources past it
+    /// are 429 until old ones go quiet for `source_idle`.
     pub max_sources: usize,
+    /// Sources one tenant may have at once (default 1 000, at most `max_sources`): past
+    /// it the tenant's pushes from new sources are 429 until its old ones go quiet,
+    /// whatever the other tenants do.
+    pub max_sources_per_tenant: usize,
+    /// Series one tenant may have at once, all its sources together (default 10 000): a
+    /// push that would create more is 400.
+    pub max_series_per_tenant: usize,
+    /// Bytes of profile data (stack text, sample and target labels, 8 bytes per count)
+    /// one tenant may store per second, with a burst of twice that (default 16 MiB): a
+    /// request is admitted while the tenant is within it and then charged (it may go
+    /// past it: its next requests wait, 429 with Retry-After, until it is paid back).
+    /// Only stored requests are charged.
+    pub max_bytes_per_second_per_tenant: u64,
+    /// Bytes of target labels (names and values, `tenant` and the profile type
+    /// included) one series may have (default 2 048): a push with a series past it is
+    /// 400. With `max_label_bytes_per_tenant` it bounds what cardinality costs memory.
+    pub max_label_bytes_per_series: usize,
+    /// Bytes of target labels all series of one tenant may have together (default
+    /// 4 MiB): a push that would pass it is 400.
+    pub max_label_bytes_per_tenant: usize,
     /// A source silent for this long is forgotten by the rate and series limits and
     /// the Fleet page (default 1 h).
     #[serde(deserialize_with = "duration")]
@@ -469,6 +490,11 @@ impl Default for PushConfig {
             max_requests_per_second: 20,
             max_series_per_source: 1000,
             max_sources: 10_000,
+            max_sources_per_tenant: 1_000,
+            max_series_per_tenant: 10_000,
+            max_bytes_per_second_per_tenant: 16 << 20,
+            max_label_bytes_per_series: 2048,
+            max_label_bytes_per_tenant: 4 << 20,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
             max_amount_per_push: 1 << 36,
@@ -746,10 +772,39 @@ impl Config {
                 "push.max_concurrent_decodes",
                 cfg.push.max_concurrent_decodes,
             ),
+            (
+                "push.max_sources_per_tenant",
+                cfg.push.max_sources_per_tenant,
+            ),
+            ("push.max_series_per_tenant", cfg.push.max_series_per_tenant),
+            (
+                "push.max_bytes_per_second_per_tenant",
+                usize::try_from(cfg.push.max_bytes_per_second_per_tenant).unwrap_or(usize::MAX),
+            ),
+            (
+                "push.max_label_bytes_per_series",
+                cfg.push.max_label_bytes_per_series,
+            ),
+            (
+                "push.max_label_bytes_per_tenant",
+                cfg.push.max_label_bytes_per_tenant,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if cfg.push.max_sources_per_tenant > cfg.push.max_sources {
+            return Err(invalid(
+                "push.max_sources_per_tenant",
+                "must be at most push.max_sources",
+            ));
+        }
+        if cfg.push.max_label_bytes_per_tenant < cfg.push.max_label_bytes_per_series {
+            return Err(invalid(
+                "push.max_label_bytes_per_tenant",
+                "must be at least push.max_label_bytes_per_series",
+            ));
         }
         if cfg.push.max_decompressed_bytes < cfg.push.max_body_bytes {
             return Err(invalid(
@@ -1267,6 +1322,37 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             .unwrap_err()
             .to_string();
             assert!(e.contains("push.max_amount_per_push"), "{e}");
+        }
+        for (text, key) in [
+            (
+                "[push]\nmax_sources_per_tenant = 0\n",
+                "push.max_sources_per_tenant",
+            ),
+            (
+                "[push]\nmax_series_per_tenant = 0\n",
+                "push.max_series_per_tenant",
+            ),
+            (
+                "[push]\nmax_bytes_per_second_per_tenant = 0\n",
+                "push.max_bytes_per_second_per_tenant",
+            ),
+            (
+                "[push]\nmax_sources = 100\nmax_sources_per_tenant = 101\n",
+                "push.max_sources_per_tenant",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 0\n",
+                "push.max_label_bytes_per_series",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 4096\nmax_label_bytes_per_tenant = 4095\n",
+                "push.max_label_bytes_per_tenant",
+            ),
+        ] {
+            let e = Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
         }
         let c = Config::parse(
             "[push]\nmax_amount_per_push = 1099511627776\n",

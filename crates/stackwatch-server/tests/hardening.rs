@@ -342,7 +342,11 @@ fn item2_one_targets_bad_data_fails_only_its_own_write() {
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
     assert!(counter("stackwatch_ingest_errors_total") >= 1, "{metrics}");
-    assert_eq!(counter("stackwatch_ingest_isolated_failures_total"), 0, "{metrics}");
+    assert_eq!(
+        counter("stackwatch_ingest_isolated_failures_total"),
+        0,
+        "{metrics}"
+    );
 }
 
 /// Item 3: counts near 2^63 made every query `503 sqlite: integer overflow`, froze the
