@@ -1092,12 +1092,28 @@ fn a_retry_during_its_original_write_waits_and_the_push_is_stored_once() {
         (original.join().unwrap(), retry.join().unwrap())
     });
     holder.join().unwrap();
-    let stored = h.folded("{service=\"otlp-locked\"}", None);
+    // Acknowledged means stored, or kept in the writer's backlog while the store was
+    // locked: it is stored once the lock is gone (the backlog is retried every flush).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = h.folded("{service=\"otlp-locked\"}", None);
+        if !stored.is_empty() || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(
         stored,
         sorted(&stacks),
         "original {original:?}, retry {retry:?}"
     );
+    // And stays stored once: the backlog holds nothing more of it.
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_store_backlog_rows 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(h.folded("{service=\"otlp-locked\"}", None), sorted(&stacks));
     let (_, metrics) = h.get("/metrics", &[]);
     let waited: u64 = metrics
         .lines()
