@@ -602,7 +602,7 @@ fn hostile_seconds() -> u64 {
 }
 
 #[test]
-#[ignore = "long (30 s of 20 hostile pushers): cargo test -p stackwatch-server --test decode_bombs -- --ignored"]
+#[ignore = "long (30 s of 20 hostile pushers): run via scripts/test.sh"]
 fn twenty_hostile_pushers_stay_under_1_gib_and_a_scraped_worker_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rt = common::runtime();
