@@ -17,6 +17,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod backlog_spool;
 pub mod config;
 pub mod data_dir;
 pub mod membership;
@@ -67,6 +68,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The writer's backlog spool could not be opened or locked.
+    #[error(transparent)]
+    Spool(#[from] backlog_spool::SpoolError),
 }
 
 impl From<stackwatch_store::StoreError> for ServerError {
@@ -86,6 +90,29 @@ pub struct Server {
     store: StoreConfig,
     listener: tokio::net::TcpListener,
     lock: Option<data_dir::DataDirLock>,
+    spool: writer::WriterSpool,
+}
+
+/// The directory of the writer's backlog spool: `<data_dir>/backlog` beside the SQLite
+/// file (its collector holds the data directory), or, over a shared store, where several
+/// collectors may share one host and `data_dir`, `<data_dir>/backlog/<collector id>`.
+pub fn spool_dir(cfg: &Config, store: &StoreConfig) -> PathBuf {
+    let dir = cfg.data_dir.join("backlog");
+    if !store.is_shared() {
+        return dir;
+    }
+    let id: String = cfg
+        .collector_id()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(id.trim_start_matches('.'))
 }
 
 impl Server {
@@ -106,6 +133,17 @@ impl Server {
         // can be reached and written.
         drop(open_writer(&store)?);
         tracing::info!(store = %store.describe(), "store opened");
+        // The spool is read (and locked) before anything listens: what it holds was
+        // acknowledged, and is stored before anything new. SQLite sums a row written
+        // twice, so it gets a marker (see WriterSpool::open); ClickHouse's rows written
+        // twice count once.
+        let marker = (!store.is_shared())
+            .then(|| [("__stackwatch_spool__".to_string(), "backlog".to_string())].into());
+        let spool = writer::WriterSpool::open(
+            &spool_dir(&cfg, &store),
+            writer::DEFAULT_MAX_SPOOL_BYTES,
+            marker,
+        )?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|cause| ServerError::Bind {
@@ -130,6 +168,7 @@ impl Server {
             store,
             listener,
             lock,
+            spool,
         })
     }
 
@@ -148,6 +187,7 @@ impl Server {
         let cfg = self.cfg;
         let store_cfg = self.store;
         let _lock = self.lock;
+        let spool = self.spool;
         let store = open_writer(&store_cfg)?;
         let members = membership::Membership::new(
             cfg.collector_id(),
@@ -193,6 +233,7 @@ impl Server {
                 } else {
                     None
                 },
+                spool: Some(spool),
             },
         );
         let readers = Readers::open(&store_cfg)?;
