@@ -17,7 +17,7 @@
 //! leaves the spool when every record of its segment is resolved (stored, or dropped
 //! as refused for good) and the segment file is deleted; when the backlog is empty the
 //! whole spool is. New records go to a segment of their own once the current one
-//! reaches [`SEGMENT_BYTES`], so a draining spool frees its space as it goes.
+//! reaches `SEGMENT_BYTES` (4 MiB), so a draining spool frees its space as it goes.
 //!
 //! # Torn and corrupt records
 //!

@@ -3,7 +3,8 @@
 //!
 //! - [`config`][crate::config]: `stackwatch.toml`.
 //! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
-//! - [`writer`][crate::writer]: the single store writer with size-or-time batching.
+//! - [`writer`][crate::writer]: the single store writer with size-or-time batching;
+//!   [`backlog_spool`][crate::backlog_spool] its backlog on disk while the store is down.
 //! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
 //!   [`state`][crate::state] what the routes share (and the query slots);
 //!   [`analysis`][crate::analysis] CPU in cores, top functions, sandwich, changes.

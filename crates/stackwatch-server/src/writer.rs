@@ -20,6 +20,12 @@
 //! keep the windows until the store is back. A request with a window the store would
 //! refuse in any state (too old for its retention) is refused before it is buffered,
 //! so nothing is acknowledged that the store will not take.
+//!
+//! The backlog is durable: a request is acknowledged into it only once it is written
+//! and synced to the spool ([`crate::backlog_spool`], `<data_dir>/backlog`), and it
+//! leaves the spool once stored or dropped. At start the writer replays the spool before
+//! anything new, each request exactly once (see [`WriterSpool::open`]). Past the spool's
+//! byte bound, or when it cannot be written, a request is refused as transient.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
