@@ -138,8 +138,7 @@ impl Server {
         // acknowledged, and is stored before anything new. SQLite sums a row written
         // twice, so it gets a marker (see WriterSpool::open); ClickHouse's rows written
         // twice count once.
-        let marker = (!store.is_shared())
-            .then(|| [("__stackwatch_spool__".to_string(), "backlog".to_string())].into());
+        let marker = (!store.is_shared()).then(writer::spool_marker);
         let spool = writer::WriterSpool::open(
             &spool_dir(&cfg, &store),
             writer::DEFAULT_MAX_SPOOL_BYTES,

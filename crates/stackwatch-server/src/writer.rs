@@ -210,6 +210,21 @@ pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
 /// The instance of the marker checkpoint (see [`WriterSpool::open`]).
 const SPOOL_MARKER_INSTANCE: &str = "spool";
 
+/// The target of the marker checkpoint of a store that sums rows written twice (see
+/// [`WriterSpool::open`]). Its profile type is none a query asks for (every selection
+/// carries a `__profile_type__` matcher of a known type), so no query selects it, and
+/// the label APIs leave names starting with `__` out.
+pub fn spool_marker() -> Labels {
+    [
+        (
+            crate::profile_type::PROFILE_TYPE_LABEL.to_string(),
+            "__stackwatch_spool__".to_string(),
+        ),
+        ("__stackwatch_spool__".to_string(), "backlog".to_string()),
+    ]
+    .into()
+}
+
 /// The backlog's spool, opened (and locked) before the writer starts, with what it held.
 pub struct WriterSpool {
     spool: Spool,
@@ -238,8 +253,8 @@ impl WriterSpool {
     ///   along with the request, and no schema changes. Requests are stored in id order
     ///   (the backlog is retried oldest first and stops at the first that finds the
     ///   store down), so every id at or below the checkpoint is stored (or was refused
-    ///   for good). The marker target has no samples; its label name starts with `__`,
-    ///   which the label APIs leave out.
+    ///   for good). The marker target ([`spool_marker`]) has no samples and is selected
+    ///   by no query.
     ///
     /// A store whose rows are idempotent needs none (`None`): ClickHouse writes the same
     /// rows again for a request replayed, which `FINAL` counts once (as for windows
@@ -1230,7 +1245,7 @@ mod tests {
     }
 
     fn marker() -> Labels {
-        [("__stackwatch_spool__".to_string(), "backlog".to_string())].into()
+        spool_marker()
     }
 
     /// Periods stored per service in the SQLite file `db`.

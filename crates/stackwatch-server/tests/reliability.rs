@@ -564,6 +564,28 @@ fn acknowledged_pushes_survive_a_killed_collector() {
             .is_none(),
         "the spool is empty once its requests are stored"
     );
+    // The spool's marker target is selected by no query (each carries a profile type).
+    let reader = SqliteStore::open_reader(&db).unwrap();
+    for ty in ["", "alloc_space", "inuse_space"] {
+        let sel =
+            stackwatch_store::Selector::parse(&format!("{{__profile_type__=\"{ty}\"}}")).unwrap();
+        let series = reader
+            .target_series(&sel, now - 3600, now + 60, 60)
+            .unwrap();
+        assert!(
+            series
+                .iter()
+                .all(|t| !t.labels.contains_key("__stackwatch_spool__")),
+            "{series:?}"
+        );
+        if ty.is_empty() {
+            assert_eq!(series.len(), want.len(), "{series:?}");
+        }
+    }
+    assert!(reader
+        .targets()
+        .unwrap()
+        .contains(&stackwatch_server::writer::spool_marker()));
     // Stored exactly once: still so after more flushes.
     assert_eq!(second.push("after.cpu", now, "main;after 7\n"), 200);
     wait_for("a push after the replay is never stored", || {
