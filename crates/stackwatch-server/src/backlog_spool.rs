@@ -218,6 +218,11 @@ impl Spool {
                 corrupt += 1;
                 tracing::warn!(path = %path.display(), "backlog spool: a torn or corrupt record (a write the crash cut short, never acknowledged); skipping the rest of its segment");
             }
+            if records.is_empty() {
+                // Nothing in it was acknowledged: it would only be counted again.
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                continue;
+            }
             let mut last_id = 0;
             for r in records {
                 last_id = last_id.max(r.id);
@@ -426,6 +431,16 @@ mod tests {
             assert_eq!(ids, vec![1, 2], "{damage}: appended to a new segment");
             assert_eq!(found.corrupt, 1);
         }
+        // A segment with nothing whole in it held nothing acknowledged: counted once, then
+        // gone.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{:020}.seg", 7)), [3, 0, 0]).unwrap();
+        let (spool, found) = Spool::open(dir.path()).unwrap();
+        assert_eq!((found.requests.len(), found.corrupt), (0, 1));
+        drop(spool);
+        let (_, found) = Spool::open(dir.path()).unwrap();
+        assert_eq!(found.corrupt, 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // Any bytes at all: never a panic.
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
