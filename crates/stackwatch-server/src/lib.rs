@@ -141,7 +141,7 @@ impl Server {
         let marker = (!store.is_shared()).then(writer::spool_marker);
         let spool = writer::WriterSpool::open(
             &spool_dir(&cfg, &store),
-            writer::DEFAULT_MAX_SPOOL_BYTES,
+            cfg.store.max_backlog_bytes,
             marker,
         )?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)

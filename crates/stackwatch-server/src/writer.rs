@@ -204,7 +204,8 @@ pub struct WriterOptions {
     pub spool: Option<WriterSpool>,
 }
 
-/// Most bytes of requests the spool holds by default (beside `max_buffered_rows`).
+/// Most bytes of requests the spool holds by default (`store.max_backlog_bytes`,
+/// beside `max_buffered_rows`).
 pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
 
 /// The instance of the marker checkpoint (see [`WriterSpool::open`]).
