@@ -24,15 +24,35 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-// --- API access (bearer token asked once, kept for the session as a cookie) ---------
+// --- API access (a token asked once; the server keeps it in an HttpOnly cookie) -------
+// The page never holds the token past the login: POST /api/login checks it and sets a
+// cookie that script cannot read (frames and downloads send it too).
+async function login() {
+  const t = window.prompt('This stackwatch server needs a token:');
+  if (!t) return false;
+  const r = await fetch('/api/login', {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ token: t }),
+  });
+  if (r.ok) logins++;
+  return r.ok;
+}
+// Panels load together: the first 401 asks, the others wait for its answer, and one
+// answered 401 after a login since it was sent just asks again.
+let loginPending = null;
+let logins = 0;
 async function api(path) {
+  const before = logins;
   let r = await fetch(path, { credentials: 'same-origin' });
   if (r.status === 401) {
-    const t = window.prompt('This stackwatch server needs a bearer token:');
-    if (t) {
-      document.cookie = 'stackwatch_token=' + encodeURIComponent(t) + '; path=/; SameSite=Strict';
-      r = await fetch(path, { credentials: 'same-origin' });
+    let ok = logins !== before;
+    if (!ok) {
+      if (!loginPending) loginPending = login().finally(() => { loginPending = null; });
+      ok = await loginPending;
     }
+    if (ok) r = await fetch(path, { credentials: 'same-origin' });
   }
   if (!r.ok) {
     let msg = r.status + ' ' + r.statusText;
@@ -1214,4 +1234,9 @@ async function render() {
   }
 }
 window.addEventListener('hashchange', render);
+// Log out: the server clears its cookie; the next request asks for a token again.
+document.getElementById('logout').addEventListener('click', async () => {
+  await fetch('/api/logout', { method: 'POST', credentials: 'same-origin' });
+  location.reload();
+});
 render();

@@ -12,6 +12,7 @@
 //! - [`labels`]: sample labels (`table=orders`): their budget, canonical text and folding.
 //! - [`clock`]: the wall clock in the units stored and sent.
 //! - [`views`]: frames hidden by a pattern, the sandwich of a function, plumbing frames.
+//! - [`wire_scan`]: what decoding a protobuf (or its JSON) would build, counted first.
 //! - [`protocol`]: the types of the window protocol (`GET /windows?after=SEQ`) that the
 //!   sampler serves and the collector reads; docs/protocol.md is its specification.
 //!
@@ -27,6 +28,7 @@ pub mod profile;
 pub mod protocol;
 pub mod svg;
 pub mod views;
+pub mod wire_scan;
 
 pub use budget::{bound_labeled_stacks, BoundedStacks, BudgetError, LabelSetIndex, StackBudget};
 pub use folded::{parse_folded, FoldedError, PRUNED_FRAME};

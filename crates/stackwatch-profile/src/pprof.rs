@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::budget::{BoundedStacks, BudgetError, LabelSetIndex, StackAccumulator, StackBudget};
 use crate::labels::{LabelBudget, SampleLabels};
+use crate::wire_scan::{self, OverLimit, ScanError};
 use crate::Profile;
 
 /// The pprof messages, declared with prost's derive (field numbers from profile.proto).
@@ -172,6 +173,87 @@ pub enum PprofError {
     /// The samples expand past the stack budget.
     #[error("pprof: {0}")]
     Budget(#[from] BudgetError),
+    /// Decoding the protobuf would build more than [`max_message_bytes`] allows
+    /// (counted on the wire before decoding: [`wire_scan`]).
+    #[error(
+        "pprof: {0} (twice the larger of the budget max_decoded_bytes and the decompression cap)"
+    )]
+    Expands(#[from] OverLimit),
+    /// The wire bytes are not a protobuf message (found while counting them).
+    #[error("pprof: {0}")]
+    Malformed(ScanError),
+}
+
+impl From<ScanError> for PprofError {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::OverLimit(o) => PprofError::Expands(o),
+            ScanError::Protobuf(e) => PprofError::Protobuf(e),
+            e => PprofError::Malformed(e),
+        }
+    }
+}
+
+/// What decoding the pprof messages builds ([`wire_scan`]): the fields that hold memory.
+pub mod shape {
+    use super::proto;
+    use crate::wire_scan::{FieldShape, MessageShape, NumberWire};
+    use std::mem::size_of;
+
+    static VALUE_TYPE: MessageShape = MessageShape {
+        name: "ValueType",
+        bytes: size_of::<proto::ValueType>(),
+        fields: &[],
+    };
+    static LABEL: MessageShape = MessageShape {
+        name: "Label",
+        bytes: size_of::<proto::Label>(),
+        fields: &[],
+    };
+    static SAMPLE: MessageShape = MessageShape {
+        name: "Sample",
+        bytes: size_of::<proto::Sample>(),
+        fields: &[
+            FieldShape::numbers(1, "location_id", &[], 8, NumberWire::Varint),
+            FieldShape::numbers(2, "value", &[], 8, NumberWire::Varint),
+            FieldShape::messages(3, "label", &[], &LABEL),
+        ],
+    };
+    static MAPPING: MessageShape = MessageShape {
+        name: "Mapping",
+        bytes: size_of::<proto::Mapping>(),
+        fields: &[],
+    };
+    static LINE: MessageShape = MessageShape {
+        name: "Line",
+        bytes: size_of::<proto::Line>(),
+        fields: &[],
+    };
+    static LOCATION: MessageShape = MessageShape {
+        name: "Location",
+        bytes: size_of::<proto::Location>(),
+        fields: &[FieldShape::messages(4, "line", &[], &LINE)],
+    };
+    static FUNCTION: MessageShape = MessageShape {
+        name: "Function",
+        bytes: size_of::<proto::Function>(),
+        fields: &[],
+    };
+    /// `perftools.profiles.Profile`.
+    pub static PROFILE: MessageShape = MessageShape {
+        name: "Profile",
+        bytes: size_of::<proto::Profile>(),
+        fields: &[
+            FieldShape::messages(1, "sample_type", &[], &VALUE_TYPE),
+            FieldShape::messages(2, "sample", &[], &SAMPLE),
+            FieldShape::messages(3, "mapping", &[], &MAPPING),
+            FieldShape::messages(4, "location", &[], &LOCATION),
+            FieldShape::messages(5, "function", &[], &FUNCTION),
+            FieldShape::strings(6, "string_table", &[]),
+            FieldShape::message(11, "period_type", &[], &VALUE_TYPE),
+            FieldShape::numbers(13, "comment", &[], 8, NumberWire::Varint),
+        ],
+    };
 }
 
 /// Encodes a profile as gzipped pprof protobuf, frames as functions (no addresses).
@@ -362,15 +444,25 @@ pub fn decode_labeled(
     budget: &StackBudget,
     label_budget: &LabelBudget,
 ) -> Result<(Profile, BoundedStacks), PprofError> {
-    let parsed = PprofProfile::parse(bytes, max_decompressed)?;
+    let parsed = PprofProfile::parse(
+        bytes,
+        max_decompressed,
+        max_message_bytes(budget, max_decompressed),
+    )?;
     let index = parsed.default_sample_type()?;
     parsed.stacks(index, 1, budget, label_budget)
 }
 
 /// The sample types a pprof profile (gzipped or raw) declares, in order: what
-/// [`decode_sample_type`] takes the index of. Decompression stops at `max_decompressed`.
+/// [`decode_sample_type`] takes the index of. Decompression stops at `max_decompressed`;
+/// the decoded protobuf is bounded by the default [`StackBudget`]'s `max_decoded_bytes`.
 pub fn sample_types(bytes: &[u8], max_decompressed: usize) -> Result<Vec<SampleType>, PprofError> {
-    PprofProfile::parse(bytes, max_decompressed)?.sample_types()
+    PprofProfile::parse(
+        bytes,
+        max_decompressed,
+        max_message_bytes(&StackBudget::default(), max_decompressed),
+    )?
+    .sample_types()
 }
 
 /// [`decode_labeled`] summing sample type `index` (see [`sample_types`]) instead of the
@@ -382,7 +474,26 @@ pub fn decode_sample_type(
     budget: &StackBudget,
     label_budget: &LabelBudget,
 ) -> Result<(Profile, BoundedStacks), PprofError> {
-    PprofProfile::parse(bytes, max_decompressed)?.stacks(index, 1, budget, label_budget)
+    PprofProfile::parse(
+        bytes,
+        max_decompressed,
+        max_message_bytes(budget, max_decompressed),
+    )?
+    .stacks(index, 1, budget, label_budget)
+}
+
+/// The memory the decoded protobuf of one batch may take, given its stack `budget` and
+/// decompression cap: twice the larger of `max_decoded_bytes` and `max_decompressed`
+/// (128 MiB with the defaults). A real profile decodes into 7-9 times its inflated
+/// size (measured: every sample is a struct and three vectors), so this admits real
+/// profiles up to about 15 MiB inflated and refuses messages built to expand (a million
+/// empty samples in 2 MiB), while one batch costs at most its inflated body, this and
+/// its stack text.
+pub fn max_message_bytes(budget: &StackBudget, max_decompressed: usize) -> usize {
+    budget
+        .max_decoded_bytes
+        .max(max_decompressed)
+        .saturating_mul(2)
 }
 
 /// A sample type (or the period type) of a pprof profile, named from its string table.
@@ -400,18 +511,28 @@ pub struct SampleType {
 /// profile with several (Go's heap profile: `alloc_objects`, `alloc_space`,
 /// `inuse_objects`, `inuse_space`) becomes one profile per type.
 ///
-/// What parsing costs is bounded by `max_decompressed`; what expanding costs by the
-/// [`StackBudget`] and [`LabelBudget`] given to each [`stacks`](PprofProfile::stacks).
+/// What parsing costs is bounded by `max_decompressed` and `max_message_bytes`; what
+/// expanding costs by the [`StackBudget`] and [`LabelBudget`] given to each
+/// [`stacks`](PprofProfile::stacks).
 #[derive(Debug, Clone)]
 pub struct PprofProfile {
     msg: proto::Profile,
     raw_len: usize,
+    message_bytes: usize,
 }
 
 impl PprofProfile {
     /// Parses a gzipped or raw pprof profile, refusing one that decompresses past
-    /// `max_decompressed` bytes (or is larger than that raw).
-    pub fn parse(bytes: &[u8], max_decompressed: usize) -> Result<PprofProfile, PprofError> {
+    /// `max_decompressed` bytes (or is larger than that raw), and one whose decoded
+    /// protobuf would take more than `max_message_bytes` of memory (counted on the wire
+    /// before decoding, [`wire_scan`]: a few KiB of gzip can hold millions of empty
+    /// samples, gigabytes once decoded). Callers pass [`max_message_bytes`] of their
+    /// budget and cap.
+    pub fn parse(
+        bytes: &[u8],
+        max_decompressed: usize,
+        max_message_bytes: usize,
+    ) -> Result<PprofProfile, PprofError> {
         let raw: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
             let mut out = Vec::new();
             GzDecoder::new(bytes)
@@ -432,16 +553,23 @@ impl PprofProfile {
             }
             bytes.into()
         };
+        let cost = wire_scan::scan_protobuf(&shape::PROFILE, &raw, max_message_bytes)?;
         let msg = proto::Profile::decode(&*raw)?;
         Ok(PprofProfile {
             msg,
             raw_len: raw.len(),
+            message_bytes: cost.bytes,
         })
     }
 
     /// Bytes of the protobuf once decompressed.
     pub fn raw_len(&self) -> usize {
         self.raw_len
+    }
+
+    /// Bytes of memory the decoded protobuf takes (as counted before decoding it).
+    pub fn message_bytes(&self) -> usize {
+        self.message_bytes
     }
 
     fn string(&self, i: i64) -> Result<&str, PprofError> {
@@ -857,7 +985,7 @@ mod tests {
         // An index past the declared types is an error, not a panic.
         let err = decode_sample_type(&bytes, 1 << 20, 4, &b, &l).unwrap_err();
         assert!(err.to_string().contains("sample type 4"), "{err}");
-        let parsed = PprofProfile::parse(&bytes, 1 << 20).unwrap();
+        let parsed = PprofProfile::parse(&bytes, 1 << 20, 1 << 20).unwrap();
         assert_eq!(parsed.default_sample_type().unwrap(), 0);
         assert_eq!(parsed.period_type().unwrap().unwrap().ty, "space");
         assert_eq!(parsed.period(), 524_288);
@@ -869,7 +997,7 @@ mod tests {
         let mut p = Profile::from_folded("a;b 7\na;c 2\n", 10_000_000).unwrap();
         p.start_unix_ns = 1;
         let bytes = encode(&p);
-        let parsed = PprofProfile::parse(&bytes, 1 << 20).unwrap();
+        let parsed = PprofProfile::parse(&bytes, 1 << 20, 1 << 20).unwrap();
         let types = parsed.sample_types().unwrap();
         assert_eq!(types[1].ty, "cpu");
         let (b, l) = (StackBudget::default(), LabelBudget::default());
@@ -887,7 +1015,7 @@ mod tests {
         let mut huge = heap_profile();
         huge.sample[0].value = vec![i64::MAX; 4];
         huge.sample[1].value = vec![i64::MAX; 4];
-        let parsed = PprofProfile::parse(&huge.encode_to_vec(), 1 << 20).unwrap();
+        let parsed = PprofProfile::parse(&huge.encode_to_vec(), 1 << 20, 1 << 20).unwrap();
         let err = parsed.stacks(0, 1, &b, &l).unwrap_err();
         assert!(err.to_string().contains("max_samples"), "{err}");
     }
@@ -903,6 +1031,45 @@ mod tests {
         assert!(matches!(
             decode(&bomb, 1 << 20, &StackBudget::default()),
             Err(PprofError::TooLarge { .. })
+        ));
+    }
+
+    /// Issue #24, item 4: 33.5 million empty samples (two bytes each, 64 KiB of gzip)
+    /// took 2.4 GB to refuse; they are now counted on the wire and refused before
+    /// anything is decoded.
+    #[test]
+    fn millions_of_empty_samples_are_refused_before_decoding() {
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = [0x12u8, 0x00].repeat(1 << 16);
+        for _ in 0..256 {
+            gz.write_all(&chunk).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let started = std::time::Instant::now();
+        let err = decode(&bomb, 64 << 20, &StackBudget::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PprofError::Expands(OverLimit {
+                    message: "Profile",
+                    field: "sample",
+                    limit: 134_217_728,
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("max_decoded_bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // What a real profile costs is counted too, and it decodes.
+        let folded = "main;a;b 3\nmain;a 2\nworker;c 1\n";
+        let bytes = encode(&Profile::from_folded(folded, 10_101_010).unwrap());
+        let p = PprofProfile::parse(&bytes, 1 << 20, 1 << 20).unwrap();
+        assert!(p.message_bytes() > std::mem::size_of::<proto::Profile>());
+        assert!(matches!(
+            PprofProfile::parse(&bytes, 1 << 20, 256),
+            Err(PprofError::Expands(_))
         ));
     }
 

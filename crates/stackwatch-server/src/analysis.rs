@@ -27,6 +27,7 @@ use crate::query::{
     apply_hide, flamegraph_names, hide_param, param_err, parse_request, read, same_type, selection,
     svg_options, Params,
 };
+use crate::scope::ReadScope;
 use crate::state::ApiState;
 
 /// The sampling period assumed for targets that do not send one (99 Hz).
@@ -474,7 +475,11 @@ fn empty_matcher(label: &str) -> Result<stackwatch_store::selector::Matcher, Sto
 /// `GET /api/timeseries`: the selection per bucket in its type's unit (`unit`: cores for
 /// CPU), `null` where nothing was stored; `group_by=LABEL` adds one series per value
 /// (top `limit`, the rest `[other]`); `function=NAME` adds that function's self and total.
-pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+pub async fn timeseries(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    q: Params,
+) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let step = step_param(&q, sel.from, sel.to)?;
     let limit = limit_param(&q, 8, 100)?;
@@ -486,7 +491,7 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
     let now = stackwatch_profile::clock::unix_s();
     let measure = Measure::of(sel.profile_type);
     let raw_since = raw_since(&st);
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let series = read_series(
             store,
             &sel.selector,
@@ -607,7 +612,11 @@ pub async fn timeseries(State(st): State<ApiState>, q: Params) -> Result<Respons
 /// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first. `total` is
 /// the selection's counts in `unit`; `average` its value over the range in
 /// `average_unit` (the unit of `/api/timeseries`); `total_cores` the same for CPU.
-pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+pub async fn top(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    q: Params,
+) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let limit = limit_param(&q, 50, 10_000)?;
     let by_total = match q.get("order").map(String::as_str) {
@@ -618,7 +627,7 @@ pub async fn top(State(st): State<ApiState>, q: Params) -> Result<Response, Resp
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let measure = Measure::of(sel.profile_type);
     let raw_since = raw_since(&st);
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
@@ -681,11 +690,15 @@ fn function_param(q: &HashMap<String, String>) -> Result<String, Response> {
 
 /// `GET /api/sandwich`: the callers and callees of `function`, as folded text, merged
 /// from the whole profile before anything is cut.
-pub async fn sandwich_json(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+pub async fn sandwich_json(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    q: Params,
+) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let function = function_param(&q)?;
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
@@ -706,7 +719,11 @@ pub async fn sandwich_json(State(st): State<ApiState>, q: Params) -> Result<Resp
 
 /// `GET /api/sandwich.svg?function=&side=callers|callees`: one side as a flamegraph with
 /// the function at its root.
-pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+pub async fn sandwich_svg(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    q: Params,
+) -> Result<Response, Response> {
     let (q, sel) = parse_request(&st, q)?;
     let function = function_param(&q)?;
     let callers = match q.get("side").map(String::as_str) {
@@ -723,7 +740,7 @@ pub async fn sandwich_svg(State(st): State<ApiState>, q: Params) -> Result<Respo
     let mut opts = svg_options(&q, title, function.chars().take(120).collect())
         .map_err(IntoResponse::into_response)?;
     opts.count_name = flamegraph_names(sel.profile_type).1.to_owned();
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
@@ -793,14 +810,18 @@ fn verdict_step(range: i64) -> i64 {
 
 /// `GET /api/changes`: `base`, `base_from`, `base_to` against `query`, `from`, `to`; the
 /// functions whose share changed more than the windows' own variation explains.
-pub async fn changes(State(st): State<ApiState>, q: Params) -> Result<Response, Response> {
+pub async fn changes(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    q: Params,
+) -> Result<Response, Response> {
     let (q, target) = parse_request(&st, q)?;
     let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
     same_type(&base, &target).map_err(IntoResponse::into_response)?;
     let limit = limit_param(&q, 50, 1000)?;
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let raw_since = raw_since(&st);
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let mut sides = Vec::new();
         for sel in [&base, &target] {
             let step = verdict_step(sel.to - sel.from);

@@ -5,25 +5,27 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use stackwatch_http::auth::{clear_cookie, token_cookie};
 use stackwatch_http::metrics_text::{MetricKind, MetricsText, CONTENT_TYPE as METRICS_TYPE};
-use stackwatch_http::BearerAuth;
 
 use crate::analysis;
 use crate::query::{self, Format};
+use crate::scope::{unauthorized, ReadScope, COOKIE};
 use crate::scrape::TargetHealth;
 use crate::state::ApiState;
 
-/// Every route, behind the bearer token when one is configured.
+/// Every route, behind the tokens when any is configured. Each route that reads takes
+/// its request's [`ReadScope`] and reads through it.
 pub fn router(state: ApiState) -> Router {
-    // The page itself and its assets load without a token; the page then asks for it
-    // and keeps it in a cookie for frames and downloads, which cannot set headers.
-    let auth = BearerAuth::new(state.cfg.bearer_token.as_deref())
-        .with_cookie("stackwatch_token")
-        .with_public_paths(&["/", "/assets/app.js", "/assets/style.css"]);
+    // The page itself and its assets load without a token; the page then asks for one
+    // and logs in (`POST /api/login`), which keeps it in an `HttpOnly` cookie for frames
+    // and downloads, which cannot set headers.
+    let auth = state.read_tokens.auth().clone();
     Router::new()
         .route(
             "/",
@@ -37,25 +39,30 @@ pub fn router(state: ApiState) -> Router {
             "/assets/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         )
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
         .route("/metrics", get(metrics))
         .route("/api/targets", get(targets))
         .route("/api/push-sources", get(push_sources))
         .route(
             "/api/profile.svg",
-            get(|s, q| query::profile(s, Format::Svg, q)),
+            get(|s, scope, q| query::profile(s, scope, Format::Svg, q)),
         )
         .route(
             "/api/profile.folded",
-            get(|s, q| query::profile(s, Format::Folded, q)),
+            get(|s, scope, q| query::profile(s, scope, Format::Folded, q)),
         )
         .route(
             "/api/profile.pb.gz",
-            get(|s, q| query::profile(s, Format::Pprof, q)),
+            get(|s, scope, q| query::profile(s, scope, Format::Pprof, q)),
         )
-        .route("/api/diff.svg", get(|s, q| query::diff(s, Format::Svg, q)))
+        .route(
+            "/api/diff.svg",
+            get(|s, scope, q| query::diff(s, scope, Format::Svg, q)),
+        )
         .route(
             "/api/diff.folded",
-            get(|s, q| query::diff(s, Format::Folded, q)),
+            get(|s, scope, q| query::diff(s, scope, Format::Folded, q)),
         )
         .route("/api/timeseries", get(analysis::timeseries))
         .route("/api/top", get(analysis::top))
@@ -72,6 +79,80 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The body of `POST /api/login`.
+#[derive(serde::Deserialize)]
+struct Login {
+    token: String,
+}
+
+/// Whether the login cookie is `Secure`: `http.cookie_secure`, or the request came over
+/// TLS to a proxy in front (`X-Forwarded-Proto: https`; the collector speaks plain HTTP).
+fn cookie_secure(st: &ApiState, headers: &HeaderMap) -> bool {
+    st.cfg.http.cookie_secure
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// `POST /api/login` with `{"token": "..."}` (JSON only, which a form on another site
+/// cannot send): a configured token gets `204` and the `HttpOnly; SameSite=Strict`
+/// cookie that carries it (`Secure` over TLS), anything else `401`.
+async fn login(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(login) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                e.status(),
+                Json(serde_json::json!({ "error": format!("expected {{\"token\": \"...\"}} as application/json: {}", e.body_text()) })),
+            )
+                .into_response()
+        }
+    };
+    if st.read_tokens.scope_of_token(&login.token).is_none() {
+        return unauthorized("wrong token\n");
+    }
+    match token_cookie(COOKIE, &login.token, cookie_secure(&st, &headers)) {
+        Some(cookie) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response(),
+        // A configured token is visible ASCII once percent-encoded; never reached.
+        None => unauthorized("the token cannot be a cookie\n"),
+    }
+}
+
+/// `POST /api/logout`: `204` and the cookie removed.
+async fn logout(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    let secure = cookie_secure(&st, &headers);
+    match clear_cookie(COOKIE, secure) {
+        Some(c) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, c)]).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Refuses a push that a browser page sent: one with an `Origin` header, or with a
+/// `Sec-Fetch-Site` other than `none` (browsers add them; SDKs, agents and collectors
+/// do not). A page on any site can POST a form (`text/plain`, `multipart/form-data`,
+/// which Pyroscope's `/ingest` takes) to a collector it can reach, and with
+/// `push.allow_anonymous` that would store its data; a form cannot drop those headers.
+pub(crate) async fn refuse_browser_pushes(req: axum::extract::Request, next: Next) -> Response {
+    let h = req.headers();
+    let from_page = h.contains_key(header::ORIGIN)
+        || h.get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none");
+    if from_page {
+        tracing::debug!(path = %req.uri().path(), "push from a browser page refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "pushes from a browser page are refused (a request with Origin or Sec-Fetch-Site): push from a program\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Every response: `nosniff`; SVGs (which embed untrusted frame names) also get a
@@ -156,13 +237,15 @@ fn snapshot(st: &ApiState) -> Vec<TargetHealth> {
     out
 }
 
-async fn targets(State(st): State<ApiState>) -> Response {
+/// `GET /api/targets`: the targets the request's scope sees.
+async fn targets(State(st): State<ApiState>, scope: ReadScope) -> Response {
     let mut out = snapshot(&st);
+    out.retain(|t| scope.sees(&t.labels));
     // A query node scrapes nothing: it lists the fleet as stored (labels only; each
     // target's health is on the collector that scrapes it).
     let query_node = st.cfg.targets.is_empty() && st.cfg.target_files.is_empty();
     if query_node && st.members.shared() {
-        match crate::query::read(&st, |store| store.targets()).await {
+        match crate::query::read(&st, &scope, |store| store.targets()).await {
             Ok(stored) => {
                 for labels in stored {
                     let t = crate::config::TargetConfig {
@@ -185,10 +268,58 @@ async fn targets(State(st): State<ApiState>) -> Response {
     Json(out).into_response()
 }
 
-/// Push sources and their series (empty when push is off).
-async fn push_sources(State(st): State<ApiState>) -> Response {
-    let sources = st.push.as_ref().map(|g| g.sources()).unwrap_or_default();
-    Json(sources).into_response()
+/// Series per page of `/api/push-sources` unless `limit` says otherwise.
+pub const PUSH_SOURCES_PAGE: usize = 500;
+/// The largest `limit` of `/api/push-sources`.
+pub const MAX_PUSH_SOURCES_PAGE: usize = 5_000;
+
+/// Push sources and their series (empty when push is off), those of the request's
+/// scope's tenants, a page of at most `limit`
+/// series (default [`PUSH_SOURCES_PAGE`]) after `cursor`; the next page's cursor in
+/// the `X-Next-Cursor` header when more follow.
+async fn push_sources(
+    State(st): State<ApiState>,
+    scope: ReadScope,
+    params: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => return query::param_err("query", e.body_text()).into_response(),
+    };
+    let limit = match params.get("limit").map(|v| v.parse::<usize>()) {
+        None => PUSH_SOURCES_PAGE,
+        Some(Ok(n)) if (1..=MAX_PUSH_SOURCES_PAGE).contains(&n) => n,
+        Some(_) => {
+            return query::param_err(
+                "limit",
+                format!("a number of series from 1 to {MAX_PUSH_SOURCES_PAGE}"),
+            )
+            .into_response()
+        }
+    };
+    let cursor = match params.get("cursor") {
+        None => None,
+        Some(c) => match crate::push::gate::PageCursor::decode(c) {
+            Some(c) => Some(c),
+            None => {
+                return query::param_err("cursor", "not a cursor of /api/push-sources")
+                    .into_response()
+            }
+        },
+    };
+    let (page, next) = st
+        .push
+        .as_ref()
+        .map(|g| g.sources_page(cursor.as_ref(), limit, |tenant| scope.sees_tenant(tenant)))
+        .unwrap_or_default();
+    let mut r = Json(page).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n.encode()).ok()) {
+        r.headers_mut().insert("x-next-cursor", next);
+    }
+    r
 }
 
 fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
@@ -202,7 +333,16 @@ fn target_labels(t: &TargetHealth) -> Vec<(&str, &str)> {
     labels
 }
 
-async fn metrics(State(st): State<ApiState>) -> Response {
+/// `GET /metrics`: the collector's own metrics, every target's among them, so for the
+/// operator only: `403` to a tenant's read token.
+async fn metrics(State(st): State<ApiState>, scope: ReadScope) -> Response {
+    if !scope.is_all() {
+        return (
+            StatusCode::FORBIDDEN,
+            "/metrics shows every tenant's targets: the operator's bearer_token reads it\n",
+        )
+            .into_response();
+    }
     let all = snapshot(&st);
     let (targets, elsewhere): (Vec<TargetHealth>, Vec<TargetHealth>) =
         all.into_iter().partition(|t| t.scraped_here);

@@ -372,6 +372,10 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Connections open at once (default 1 024).
     pub max_connections: u64,
+    /// Mark the dashboard's login cookie `Secure` (sent over TLS only) on every login
+    /// (default false: only when the login request says it came over TLS,
+    /// `X-Forwarded-Proto: https` from a proxy that terminates it).
+    pub cookie_secure: bool,
 }
 
 impl Default for HttpConfig {
@@ -380,6 +384,7 @@ impl Default for HttpConfig {
         HttpConfig {
             header_read_timeout: d.header_read_timeout,
             max_connections: d.max_connections,
+            cookie_secure: false,
         }
     }
 }
@@ -431,9 +436,30 @@ pub struct PushConfig {
     /// Distinct series (target label sets: service, tags, profile type) one source may
     /// create (default 1 000): a push that would create more is 400.
     pub max_series_per_source: usize,
-    /// Sources (tenant and service) tracked at once (default 10 000): pushes from new
-    /// sources past it are 429 until old ones go quiet for `source_idle`.
+    /// Sources (tenant and service) tracked at once, all tenants together (default
+    /// 10 000): the ceiling that protects the process. Pushes from new sources past it
+    /// are 429 until old ones go quiet for `source_idle`.
     pub max_sources: usize,
+    /// Sources one tenant may have at once (default 1 000, at most `max_sources`): past
+    /// it the tenant's pushes from new sources are 429 until its old ones go quiet,
+    /// whatever the other tenants do.
+    pub max_sources_per_tenant: usize,
+    /// Series one tenant may have at once, all its sources together (default 10 000): a
+    /// push that would create more is 400.
+    pub max_series_per_tenant: usize,
+    /// Bytes of profile data (stack text, sample and target labels, 8 bytes per count)
+    /// one tenant may store per second, with a burst of twice that (default 16 MiB): a
+    /// request is admitted while the tenant is within it and then charged (it may go
+    /// past it: its next requests wait, 429 with Retry-After, until it is paid back).
+    /// Only stored requests are charged.
+    pub max_bytes_per_second_per_tenant: u64,
+    /// Bytes of target labels (names and values, `tenant` and the profile type
+    /// included) one series may have (default 2 048): a push with a series past it is
+    /// 400. With `max_label_bytes_per_tenant` it bounds what cardinality costs memory.
+    pub max_label_bytes_per_series: usize,
+    /// Bytes of target labels all series of one tenant may have together (default
+    /// 4 MiB): a push that would pass it is 400.
+    pub max_label_bytes_per_tenant: usize,
     /// A source silent for this long is forgotten by the rate and series limits and
     /// the Fleet page (default 1 h).
     #[serde(deserialize_with = "duration")]
@@ -448,6 +474,13 @@ pub struct PushConfig {
     /// over the raw retention stay far below 63 bits). CPU and wall profiles are
     /// periods, bounded by `scrape.max_samples_per_window` like scrapes.
     pub max_amount_per_push: u64,
+    /// Push requests inflating and decoding at once (default 4): each may hold its body
+    /// inflated (`max_decompressed_bytes`) and its decoded messages
+    /// (`scrape.max_decoded_bytes`) at the same time.
+    pub max_concurrent_decodes: usize,
+    /// Push requests waiting for a decode slot (default 32, each up to 10 s): more are
+    /// `503` with `Retry-After`.
+    pub max_queued_decodes: usize,
 }
 
 impl Default for PushConfig {
@@ -461,9 +494,16 @@ impl Default for PushConfig {
             max_requests_per_second: 20,
             max_series_per_source: 1000,
             max_sources: 10_000,
+            max_sources_per_tenant: 1_000,
+            max_series_per_tenant: 10_000,
+            max_bytes_per_second_per_tenant: 16 << 20,
+            max_label_bytes_per_series: 2048,
+            max_label_bytes_per_tenant: 4 << 20,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
             max_amount_per_push: 1 << 36,
+            max_concurrent_decodes: 4,
+            max_queued_decodes: 32,
         }
     }
 }
@@ -499,6 +539,58 @@ impl PushConfig {
     }
 }
 
+/// One read token (`[[read_tokens]]`): reads the series of some tenants only, those
+/// whose target label `tenant` is one of `tenants`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadToken {
+    /// The bearer token (or `token_file`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (relative to the config file; trailing newline ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The tenants it reads (at least one).
+    pub tenants: Vec<String>,
+}
+
+impl std::fmt::Debug for ReadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadToken")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_file", &self.token_file)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+/// A tenant name as tokens carry it: 1 to 128 bytes without control characters.
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && !t.chars().any(char::is_control)
+}
+
+/// Who may read what, with token files read: the operator token (`bearer_token`) and the
+/// read tokens with their tenants.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReadAccess {
+    /// `bearer_token`: reads everything.
+    pub operator: Option<String>,
+    /// `(token, tenants)` of each `[[read_tokens]]`.
+    pub scoped: Vec<(String, Vec<String>)>,
+}
+
+impl std::fmt::Debug for ReadAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAccess")
+            .field("operator", &self.operator.as_ref().map(|_| "<set>"))
+            .field(
+                "scoped",
+                &self.scoped.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -509,9 +601,14 @@ pub struct Config {
     /// Where the SQLite file lives (default ./stackwatch-data).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// When set, every API request needs `Authorization: Bearer <token>`.
+    /// The operator token: when set, every API request needs a token, and this one
+    /// reads every tenant's series.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Tokens that read only some tenants' series; with any, every API request needs a
+    /// token even without `bearer_token`.
+    #[serde(default)]
+    pub read_tokens: Vec<ReadToken>,
     /// Scrape settings.
     #[serde(default)]
     pub scrape: ScrapeConfig,
@@ -570,6 +667,7 @@ impl Default for Config {
             listen: default_listen(),
             data_dir: default_data_dir(),
             bearer_token: None,
+            read_tokens: Vec::new(),
             scrape: ScrapeConfig::default(),
             storage: StorageConfig::default(),
             query: QueryConfig::default(),
@@ -585,6 +683,58 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The read tokens with their files read (relative to `base_dir`), checked: none
+    /// empty, no two equal (nor equal to `bearer_token`), so a token names one scope.
+    pub fn read_access(&self) -> Result<ReadAccess, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: self.base_dir.join("stackwatch.toml"),
+            key,
+            message,
+        };
+        let mut scoped: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, t) in self.read_tokens.iter().enumerate() {
+            let key = format!("read_tokens[{i}]");
+            let token = match (&t.token, &t.token_file) {
+                (Some(tok), None) => tok.clone(),
+                (None, Some(file)) => {
+                    let path = self.base_dir.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            invalid(
+                                format!("{key}.token_file"),
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        "set exactly one of token and token_file".into(),
+                    ))
+                }
+            };
+            if token.is_empty() {
+                return Err(invalid(key, "the token is empty".into()));
+            }
+            if self.bearer_token.as_deref() == Some(token.as_str())
+                || scoped.iter().any(|(other, _)| *other == token)
+            {
+                return Err(invalid(
+                    key,
+                    "the same token twice (or equal to bearer_token): a token must name one scope"
+                        .into(),
+                ));
+            }
+            scoped.push((token, t.tenants.clone()));
+        }
+        Ok(ReadAccess {
+            operator: self.bearer_token.clone(),
+            scoped,
+        })
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -622,10 +772,43 @@ impl Config {
             ),
             ("push.max_series_per_source", cfg.push.max_series_per_source),
             ("push.max_sources", cfg.push.max_sources),
+            (
+                "push.max_concurrent_decodes",
+                cfg.push.max_concurrent_decodes,
+            ),
+            (
+                "push.max_sources_per_tenant",
+                cfg.push.max_sources_per_tenant,
+            ),
+            ("push.max_series_per_tenant", cfg.push.max_series_per_tenant),
+            (
+                "push.max_bytes_per_second_per_tenant",
+                usize::try_from(cfg.push.max_bytes_per_second_per_tenant).unwrap_or(usize::MAX),
+            ),
+            (
+                "push.max_label_bytes_per_series",
+                cfg.push.max_label_bytes_per_series,
+            ),
+            (
+                "push.max_label_bytes_per_tenant",
+                cfg.push.max_label_bytes_per_tenant,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if cfg.push.max_sources_per_tenant > cfg.push.max_sources {
+            return Err(invalid(
+                "push.max_sources_per_tenant",
+                "must be at most push.max_sources",
+            ));
+        }
+        if cfg.push.max_label_bytes_per_tenant < cfg.push.max_label_bytes_per_series {
+            return Err(invalid(
+                "push.max_label_bytes_per_tenant",
+                "must be at least push.max_label_bytes_per_series",
+            ));
         }
         if cfg.push.max_decompressed_bytes < cfg.push.max_body_bytes {
             return Err(invalid(
@@ -723,6 +906,35 @@ impl Config {
         }
         if cfg.bearer_token.as_deref() == Some("") {
             return Err(invalid("bearer_token", "must not be empty"));
+        }
+        for (i, t) in cfg.read_tokens.iter().enumerate() {
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(invalid(
+                    &format!("read_tokens[{i}]"),
+                    "set exactly one of token and token_file",
+                ));
+            }
+            if t.token.as_deref() == Some("") {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].token"),
+                    "must not be empty",
+                ));
+            }
+            if t.tenants.is_empty() {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].tenants"),
+                    "name at least one tenant (the operator's bearer_token reads them all)",
+                ));
+            }
+            if let Some(bad) = t.tenants.iter().find(|n| !valid_tenant(n)) {
+                return Err(invalid(
+                    &format!("read_tokens[{i}].tenants"),
+                    &format!(
+                        "{:?}: a tenant is 1 to 128 bytes without control characters",
+                        bad.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
         }
         for (i, t) in cfg.targets.iter().enumerate() {
             validate_target(t).map_err(|m| invalid(&format!("targets[{i}].url"), &m))?;
@@ -951,6 +1163,66 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
     }
 
     #[test]
+    fn read_tokens_are_checked_and_resolved() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[[read_tokens]]\ntenants = [\"a\"]\n").contains("read_tokens[0]"));
+        assert!(
+            err("[[read_tokens]]\ntoken = \"t\"\ntoken_file = \"f\"\ntenants = [\"a\"]\n")
+                .contains("exactly one of token and token_file")
+        );
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\ntenants = []\n")
+            .contains("read_tokens[0].tenants"));
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\ntenants = [\"\"]\n")
+            .contains("read_tokens[0].tenants"));
+        assert!(err("[[read_tokens]]\ntoken = \"\"\ntenants = [\"a\"]\n")
+            .contains("read_tokens[0].token"));
+        assert!(err("[[read_tokens]]\ntoken = \"t\"\n").contains("tenants"));
+        // Files are read relative to the config; a token names one scope.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.token"), "read-a\n").unwrap();
+        let path = dir.path().join("s.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write("bearer_token = \"op\"\n[[read_tokens]]\ntoken_file = \"a.token\"\ntenants = [\"team-a\"]\n[[read_tokens]]\ntoken = \"read-b\"\ntenants = [\"team-b\", \"team-c\"]\n");
+        let access = Config::load(&path).unwrap().read_access().unwrap();
+        assert_eq!(access.operator.as_deref(), Some("op"));
+        assert_eq!(
+            access.scoped,
+            vec![
+                ("read-a".to_string(), vec!["team-a".to_string()]),
+                (
+                    "read-b".to_string(),
+                    vec!["team-b".to_string(), "team-c".to_string()]
+                ),
+            ]
+        );
+        assert!(
+            !format!("{access:?}").contains("read-a"),
+            "tokens stay out of logs"
+        );
+        write("bearer_token = \"op\"\n[[read_tokens]]\ntoken = \"op\"\ntenants = [\"a\"]\n");
+        let e = Config::load(&path)
+            .unwrap()
+            .read_access()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("read_tokens[0]") && e.contains("one scope"),
+            "{e}"
+        );
+        write("[[read_tokens]]\ntoken_file = \"missing.token\"\ntenants = [\"a\"]\n");
+        let e = Config::load(&path)
+            .unwrap()
+            .read_access()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read_tokens[0].token_file"), "{e}");
+    }
+
+    #[test]
     fn store_keys_are_checked_against_the_kind() {
         let err = |text: &str| {
             Config::parse(text, Path::new("s.toml"))
@@ -1059,6 +1331,37 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             .unwrap_err()
             .to_string();
             assert!(e.contains("push.max_amount_per_push"), "{e}");
+        }
+        for (text, key) in [
+            (
+                "[push]\nmax_sources_per_tenant = 0\n",
+                "push.max_sources_per_tenant",
+            ),
+            (
+                "[push]\nmax_series_per_tenant = 0\n",
+                "push.max_series_per_tenant",
+            ),
+            (
+                "[push]\nmax_bytes_per_second_per_tenant = 0\n",
+                "push.max_bytes_per_second_per_tenant",
+            ),
+            (
+                "[push]\nmax_sources = 100\nmax_sources_per_tenant = 101\n",
+                "push.max_sources_per_tenant",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 0\n",
+                "push.max_label_bytes_per_series",
+            ),
+            (
+                "[push]\nmax_label_bytes_per_series = 4096\nmax_label_bytes_per_tenant = 4095\n",
+                "push.max_label_bytes_per_tenant",
+            ),
+        ] {
+            let e = Config::parse(text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
         }
         let c = Config::parse(
             "[push]\nmax_amount_per_push = 1099511627776\n",

@@ -6,6 +6,7 @@
 //! - [`writer`][crate::writer]: the single store writer with size-or-time batching;
 //!   [`backlog_spool`][crate::backlog_spool] its backlog on disk while the store is down.
 //! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
+//!   [`scope`][crate::scope] what each request's token may read;
 //!   [`state`][crate::state] what the routes share (and the query slots);
 //!   [`analysis`][crate::analysis] CPU in cores, top functions, sandwich, changes.
 //! - [`data_dir`][crate::data_dir]: the data directory and its lock.
@@ -25,6 +26,7 @@ pub mod membership;
 pub mod profile_type;
 pub mod push;
 pub mod query;
+pub mod scope;
 pub mod scrape;
 pub mod state;
 pub mod verdict;
@@ -92,6 +94,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     lock: Option<data_dir::DataDirLock>,
     spool: writer::WriterSpool,
+    read_access: config::ReadAccess,
 }
 
 /// The directory of the writer's backlog spool: `<data_dir>/backlog` beside the SQLite
@@ -123,6 +126,7 @@ impl Server {
     /// (locked), or the store cannot be reached or written.
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
         let store = cfg.store_config()?;
+        let read_access = cfg.read_access()?;
         // The embedded store has one collector, which locks its directory; a shared
         // store has any number, which split the targets (see membership).
         let lock = if store.is_shared() {
@@ -157,7 +161,10 @@ impl Server {
                 "storage.flush_interval is not below scrape.interval: every scrape waits for a flush, so scrapes fall behind their schedule; set flush_interval below the interval"
             );
         }
-        if !cfg.listen.ip().is_loopback() && cfg.bearer_token.is_none() {
+        if !cfg.listen.ip().is_loopback()
+            && cfg.bearer_token.is_none()
+            && cfg.read_tokens.is_empty()
+        {
             tracing::warn!(
                 listen = %cfg.listen,
                 "listening beyond loopback without a bearer_token: anyone who can reach this address can read every profile (see docs/operations.md)"
@@ -169,6 +176,7 @@ impl Server {
             listener,
             lock,
             spool,
+            read_access,
         })
     }
 
@@ -188,6 +196,7 @@ impl Server {
         let store_cfg = self.store;
         let _lock = self.lock;
         let spool = self.spool;
+        let read_access = self.read_access;
         let store = open_writer(&store_cfg)?;
         let members = membership::Membership::new(
             cfg.collector_id(),
@@ -277,6 +286,10 @@ impl Server {
                 stack_budget: cfg.scrape.stack_budget(),
                 label_budget: cfg.scrape.label_budget(),
                 max_amount_per_push: cfg.push.max_amount_per_push,
+                decode_slots: Arc::new(push::decode_slots::DecodeSlots::new(
+                    cfg.push.max_concurrent_decodes,
+                    cfg.push.max_queued_decodes,
+                )),
             })
         } else {
             None
@@ -289,8 +302,11 @@ impl Server {
             http_stats.clone(),
             members,
             push_state.as_ref().map(|p| p.gate.clone()),
+            &read_access,
         );
-        let app = api::router(state).merge(push::router(push_state));
+        let app = api::router(state).merge(
+            push::router(push_state).layer(axum::middleware::from_fn(api::refuse_browser_pushes)),
+        );
         stackwatch_http::serve(self.listener, app, serve_opts, http_stats, shutdown).await;
         // Stop scraping; the writer flushes and exits once every handle is gone.
         manager.abort();

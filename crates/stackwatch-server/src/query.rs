@@ -29,6 +29,7 @@ use stackwatch_store::selector::{MatchOp, Matcher};
 use stackwatch_store::{ProfileStore, QueryGuard, Selector, StoreError};
 
 use crate::profile_type::{ProfileType, ALL_TYPES, PROFILE_TYPE_LABEL};
+use crate::scope::{ReadScope, ScopedStore};
 use crate::state::{ApiState, Shed};
 
 /// A parameter error: which parameter and why.
@@ -289,8 +290,12 @@ impl Drop for CancelOnDrop {
 
 /// Runs `f` on a pooled read-only connection off the async threads, within a query
 /// slot and the query budget; the slot is held until `f` (rendering included) is done.
+///
+/// `f` sees the store as `scope` does ([`ScopedStore`]): this is the one place a route
+/// reaches the store, so none can read past its request's scope.
 pub(crate) async fn read<T: Send + 'static>(
     st: &ApiState,
+    scope: &ReadScope,
     f: impl FnOnce(&dyn ProfileStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     let slot = st.slots.acquire().await.map_err(|shed| {
@@ -317,9 +322,18 @@ pub(crate) async fn read<T: Send + 'static>(
     };
     let readers = st.readers.clone();
     let slots = st.slots.clone();
+    let scope = scope.clone();
+    // Label listings of a tenant scope read the rows of the retention (windows are at
+    // most a day ahead).
+    let retention = i64::try_from(st.cfg.storage.retention.as_secs()).unwrap_or(i64::MAX);
+    let now = now_s();
+    let label_range = (now.saturating_sub(retention), now.saturating_add(86_400));
     st.slots
         .run(move || {
-            let result = readers.get(Some(guard)).and_then(|store| f(&*store));
+            let result = readers.get(Some(guard)).and_then(|store| match &scope {
+                ReadScope::All => f(&*store),
+                tenants => f(&ScopedStore::new(&*store, tenants, label_range)),
+            });
             if let Err(StoreError::Interrupted(why)) = &result {
                 let s = &slots.stats;
                 if why.contains("went away") {
@@ -458,6 +472,7 @@ pub(crate) fn svg_options(
 /// `GET /api/profile.{svg,folded,pb.gz}`
 pub async fn profile(
     State(st): State<ApiState>,
+    scope: ReadScope,
     format: Format,
     q: Params,
 ) -> Result<Response, Response> {
@@ -466,7 +481,7 @@ pub async fn profile(
     let mut opts = svg_options(&q, title, describe(&sel)).map_err(IntoResponse::into_response)?;
     opts.count_name = count_name.to_owned();
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let p = apply_hide(
             store.profile(&sel.selector, sel.from, sel.to)?,
             hide.as_ref(),
@@ -479,6 +494,7 @@ pub async fn profile(
 /// `GET /api/diff.{svg,folded}`: `base`, `base_from`, `base_to` against `query`, `from`, `to`.
 pub async fn diff(
     State(st): State<ApiState>,
+    scope: ReadScope,
     format: Format,
     q: Params,
 ) -> Result<Response, Response> {
@@ -494,7 +510,7 @@ pub async fn diff(
     opts.count_name = flamegraph_names(target.profile_type).1.to_owned();
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let normalize = bool_param(&q, "normalize", true).map_err(IntoResponse::into_response)?;
-    read(&st, move |store| {
+    read(&st, &scope, move |store| {
         let (bp, tp) = store.diff(
             (&base.selector, base.from, base.to),
             (&target.selector, target.from, target.to),
@@ -567,8 +583,8 @@ pub(crate) fn apply_hide(p: Profile, hide: Option<&regex::Regex>) -> Profile {
 
 /// `GET /api/labels`: every label name a selector or `group_by` can use, target and
 /// sample labels together, sorted.
-pub async fn labels(State(st): State<ApiState>) -> Response {
-    match read(&st, |store| store.label_keys()).await {
+pub async fn labels(State(st): State<ApiState>, scope: ReadScope) -> Response {
+    match read(&st, &scope, |store| store.label_keys()).await {
         Ok(keys) => {
             let names: BTreeSet<String> = keys
                 .target
@@ -584,8 +600,8 @@ pub async fn labels(State(st): State<ApiState>) -> Response {
 
 /// `GET /api/label-keys`: the label names by what they label, `{"target": [...],
 /// "sample": [...]}` (a name that is both counts as a target label, as selectors do).
-pub async fn label_keys(State(st): State<ApiState>) -> Response {
-    match read(&st, |store| store.label_keys()).await {
+pub async fn label_keys(State(st): State<ApiState>, scope: ReadScope) -> Response {
+    match read(&st, &scope, |store| store.label_keys()).await {
         Ok(keys) => Json(serde_json::json!({
             "target": keys.target.iter().filter(|k| !k.starts_with("__")).collect::<Vec<_>>(),
             "sample": keys.sample,
@@ -598,8 +614,12 @@ pub async fn label_keys(State(st): State<ApiState>) -> Response {
 /// `GET /api/profile-types`: every profile type with the unit of its counts (`unit`), the
 /// unit of its `/api/timeseries` values (`series_unit`), and whether the store holds any
 /// of it (`"stored"`; CPU is always listed first, the default).
-pub async fn profile_types(State(st): State<ApiState>) -> Response {
-    match read(&st, |store| store.label_values(PROFILE_TYPE_LABEL, 1000)).await {
+pub async fn profile_types(State(st): State<ApiState>, scope: ReadScope) -> Response {
+    match read(&st, &scope, |store| {
+        store.label_values(PROFILE_TYPE_LABEL, 1000)
+    })
+    .await
+    {
         Ok(stored) => {
             let list: Vec<serde_json::Value> = ALL_TYPES
                 .iter()
@@ -628,6 +648,7 @@ pub const MAX_LABEL_VALUES: usize = 100_000;
 /// most `limit` (default [`DEFAULT_LABEL_VALUES`]).
 pub async fn label_values(
     State(st): State<ApiState>,
+    scope: ReadScope,
     Path(name): Path<String>,
     q: Params,
 ) -> Response {
@@ -642,7 +663,7 @@ pub async fn label_values(
             return param_err("limit", format!("must be 1..={MAX_LABEL_VALUES}")).into_response()
         }
     };
-    match read(&st, move |store| store.label_values(&name, limit)).await {
+    match read(&st, &scope, move |store| store.label_values(&name, limit)).await {
         Ok(values) => Json(values).into_response(),
         Err(r) => r,
     }

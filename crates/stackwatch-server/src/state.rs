@@ -9,7 +9,9 @@ use stackwatch_http::ServeStats;
 use stackwatch_store::Readers;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::config::ReadAccess;
 use crate::membership::Membership;
+use crate::scope::ReadTokens;
 use crate::scrape::HealthMap;
 use crate::writer::WriterStats;
 use crate::Config;
@@ -25,10 +27,13 @@ pub struct ApiState {
     pub(crate) http: Arc<ServeStats>,
     pub(crate) members: Arc<Membership>,
     pub(crate) push: Option<Arc<crate::push::gate::PushGate>>,
+    pub(crate) read_tokens: ReadTokens,
 }
 
 impl ApiState {
-    /// Shared state of the routes.
+    /// Shared state of the routes; `read` says which tokens read what
+    /// ([`Config::read_access`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Config,
         health: HealthMap,
@@ -37,6 +42,7 @@ impl ApiState {
         http: Arc<ServeStats>,
         members: Arc<Membership>,
         push: Option<Arc<crate::push::gate::PushGate>>,
+        read: &ReadAccess,
     ) -> Self {
         let slots = Arc::new(QuerySlots::new(&cfg));
         ApiState {
@@ -48,6 +54,7 @@ impl ApiState {
             http,
             members,
             push,
+            read_tokens: ReadTokens::new(read),
         }
     }
 

@@ -1009,6 +1009,14 @@ mod tests {
         fn profile(&self, sel: &Selector, from: i64, to: i64) -> Result<Profile, StoreError> {
             self.inner.profile(sel, from, to)
         }
+        fn sample_label_sets(
+            &self,
+            selector: &Selector,
+            from_s: i64,
+            to_s: i64,
+        ) -> Result<Vec<stackwatch_profile::SampleLabels>, StoreError> {
+            self.inner.sample_label_sets(selector, from_s, to_s)
+        }
         fn target_series(
             &self,
             sel: &Selector,

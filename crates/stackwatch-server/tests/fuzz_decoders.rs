@@ -1,5 +1,7 @@
 //! Fuzzing (proptest, since cargo-fuzz needs nightly) of every decoder of what peers send:
-//! the window protocol (JSON + validation), pprof (gzip + protobuf) and folded text.
+//! the window protocol (JSON + validation), pprof (gzip + protobuf), folded text, and
+//! the count of what decoding a protobuf or OTLP/JSON would build (`wire_scan`), which
+//! must never refuse as malformed what the decoder itself reads.
 //! Inputs are arbitrary bytes and mutations of real bodies in `fuzz-seeds/`.
 //!
 //! CI runs a short pass; `STACKWATCH_FUZZ_SECONDS=600 cargo test -p stackwatch-server
@@ -145,5 +147,46 @@ fn folded_decoder_never_panics() {
             };
             let _ = p.to_pprof();
         }
+    });
+}
+
+/// What `wire_scan` counts before decoding must never be stricter than the decoder: a
+/// body prost (or the OTLP/JSON mapping) reads is never refused as malformed by the
+/// count (issue 24, item 4), and neither panics.
+#[test]
+fn the_wire_count_never_refuses_what_the_decoder_reads() {
+    use prost::Message;
+    use stackwatch_profile::pprof::{proto, shape};
+    use stackwatch_profile::wire_scan::scan_protobuf;
+    use stackwatch_server::push::otlp::{parse, Encoding};
+
+    let gz = seed("profile.pb.gz");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    fuzz("wire count: pprof", input(raw.clone()), |bytes| {
+        let counted = scan_protobuf(&shape::PROFILE, bytes, usize::MAX);
+        if proto::Profile::decode(bytes).is_ok() {
+            assert!(counted.is_ok(), "{counted:?}");
+        }
+    });
+    // The pprof bytes are a protobuf of another shape: enough to reach the OTLP fields.
+    fuzz("wire count: OTLP protobuf", input(raw), |bytes| {
+        use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+        let parsed = parse(Encoding::Protobuf, bytes, usize::MAX);
+        if ExportProfilesServiceRequest::decode(bytes).is_ok() {
+            assert!(parsed.is_ok(), "{parsed:?}");
+        }
+    });
+    let json = br#"{"resourceProfiles":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},
+        "scopeProfiles":[{"profiles":[{"sampleType":{"typeStrindex":1,"unitStrindex":2},"period":"10000000",
+        "samples":[{"stackIndex":1,"values":["5"],"attributeIndices":[1]}]}]}]}],
+        "dictionary":{"stringTable":["","samples","count","main"],"functionTable":[{},{"nameStrindex":3}],
+        "locationTable":[{},{"lines":[{"functionIndex":1}]}],"stackTable":[{},{"locationIndices":[1]}],
+        "attributeTable":[{},{"keyStrindex":1,"value":{"stringValue":"x"}}]}}"#;
+    fuzz("wire count: OTLP/JSON", input(json.to_vec()), |bytes| {
+        // A request or an error, never a panic, whether the count refuses (a small
+        // bound) or not.
+        let _ = parse(Encoding::Json, bytes, 4 << 10);
+        let _ = parse(Encoding::Json, bytes, usize::MAX);
     });
 }

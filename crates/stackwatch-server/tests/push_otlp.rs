@@ -923,3 +923,514 @@ fn a_source_over_its_rate_is_told_to_wait() {
     assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
     assert!(statuses[2..].contains(&429), "{statuses:?}");
 }
+
+/// Issue #24, item 1: a request is admitted whole or not at all. A push of `svc-a`
+/// (100 periods) beside a rate-limited `svc-b` is `429`; its identical retry, once
+/// `svc-b` may push again, stores `svc-a` too (it used to be acknowledged as a repeat of
+/// the refused request and never stored). Over OTLP/JSON.
+#[test]
+fn a_request_refused_for_one_source_is_stored_whole_when_retried() {
+    let h = otlp_collector(|cfg| cfg.push.max_requests_per_second = 1);
+    // svc-b spends its burst (two requests at 1/s).
+    for i in 0..2 {
+        h.post_ok(&simple("otlp-svc-b", &[(&format!("main;warm{i}"), 1)]));
+    }
+    let a_stacks: HashMap<String, u64> = [
+        ("main;a;work".to_string(), 60),
+        ("main;a;idle".to_string(), 40),
+    ]
+    .into();
+    let b_stacks: HashMap<String, u64> = [("main;b".to_string(), 3)].into();
+    let mut b = Builder::new();
+    let pa = b.cpu_profile(10_000_000, &[(vec![], &a_stacks)], false);
+    let pb = b.cpu_profile(10_000_000, &[(vec![], &b_stacks)], false);
+    let req = b.request(vec![
+        (vec![attr("service.name", "otlp-svc-a")], vec![pa]),
+        (vec![attr("service.name", "otlp-svc-b")], vec![pb]),
+    ]);
+    let body = serde_json::to_vec(&to_json(&req)).unwrap();
+    let post = || {
+        let (status, _, body) = h.post_raw(
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {TOKEN}")),
+            ],
+            &body,
+        );
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, reason) = post();
+    assert_eq!(status, 429, "{reason}");
+    // Nothing of the refused request was recorded: svc-a is not a source.
+    let sources = h.json("/api/push-sources", &[]);
+    assert!(
+        !sources.to_string().contains("otlp-svc-a"),
+        "a refused request left its source behind: {sources}"
+    );
+    // The identical retry, once svc-b's rate allows it, stores both services.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, reason) = post();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{reason}");
+        assert!(Instant::now() < deadline, "still refused: {reason}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a = h.folded("{service=\"otlp-svc-a\"}", None);
+    assert_eq!(a, sorted(&a_stacks));
+    assert_eq!(total(&a), 100);
+    assert_eq!(
+        h.folded("{service=\"otlp-svc-b\"}", None).get("main;b"),
+        Some(&3)
+    );
+    let sources = h.json("/api/push-sources", &[]);
+    let a = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "otlp-svc-a")
+        .unwrap_or_else(|| panic!("otlp-svc-a not listed: {sources}"));
+    assert_eq!(a["series"][0]["pushes"], 1, "{a}");
+    assert_eq!(a["series"][0]["duplicates"], 0, "{a}");
+}
+
+/// Issue #24, item 6: a request past `push.max_series_per_source` (1 001 new series of
+/// one source) is `400` and keeps no series slot: the next legitimate series of that
+/// source is accepted (it used to find 1 000 slots taken by the refused request).
+#[test]
+fn a_request_past_the_series_cap_takes_no_slots() {
+    let h = otlp_collector(|_| {});
+    let stacks: HashMap<String, u64> = [("main;shard".to_string(), 1)].into();
+    let mut b = Builder::new();
+    let resources = (0..1001)
+        .map(|i| {
+            let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+            (
+                vec![
+                    attr("service.name", "otlp-wide"),
+                    attr("shard", &i.to_string()),
+                ],
+                vec![p],
+            )
+        })
+        .collect();
+    let (status, message) = refusal(&h, &b.request(resources));
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("max_series_per_source"), "{message}");
+    assert!(h.folded("{service=\"otlp-wide\"}", None).is_empty());
+    h.post_ok(&simple("otlp-wide", &[("main;legit", 7)]));
+    assert_eq!(
+        h.folded("{service=\"otlp-wide\"}", None),
+        [("main;legit".to_string(), 7)].into()
+    );
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_push_series_refused_total 1\n"),
+        "{metrics}"
+    );
+}
+
+/// Issue #24, item 1: a retry that arrives while its original is still being written
+/// (the store busy: SQLite locked past its busy timeout) waits for the original's
+/// outcome instead of being acknowledged as a repeat; whatever the outcomes, a client
+/// that retries what is not acknowledged (`503`, `429`) gets the push stored exactly
+/// once. It used to be acknowledged at once while the original then failed with `400`
+/// ("database is locked"), which a client does not retry: nothing stored.
+#[test]
+fn a_retry_during_its_original_write_waits_and_the_push_is_stored_once() {
+    let h = otlp_collector(|_| {});
+    let stacks: HashMap<String, u64> = [
+        ("main;locked;a".to_string(), 70),
+        ("main;locked;b".to_string(), 30),
+    ]
+    .into();
+    let mut b = Builder::new();
+    let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+    let req = b.request(vec![(vec![attr("service.name", "otlp-locked")], vec![p])]);
+    // The collector is up, its writer running (it opens the store when it starts).
+    h.post_ok(&simple("otlp-locked-warm-up", &[("main", 1)]));
+    // Another connection holds SQLite's write lock for longer than the store's busy
+    // timeout (5 s).
+    let db = stackwatch_server::db_path(h.data_dir());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(6_500));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    // Pushes until acknowledged, as an exporter does; returns every status.
+    let push_until_acknowledged = |h: &Collector| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut statuses = Vec::new();
+        loop {
+            let (status, body) = h.post(&req);
+            statuses.push(status);
+            if status == 200 {
+                return statuses;
+            }
+            assert!(
+                status == 503 || status == 429,
+                "{statuses:?}: {}",
+                rpc_message(&body)
+            );
+            assert!(Instant::now() < deadline, "{statuses:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (original, retry) = std::thread::scope(|s| {
+        let original = s.spawn(|| push_until_acknowledged(&h));
+        // The retry arrives while the original is in the writer (it flushes every 50 ms
+        // and then waits for the lock).
+        std::thread::sleep(Duration::from_millis(500));
+        let retry = s.spawn(|| push_until_acknowledged(&h));
+        (original.join().unwrap(), retry.join().unwrap())
+    });
+    holder.join().unwrap();
+    // Acknowledged means stored, or kept in the writer's backlog while the store was
+    // locked: it is stored once the lock is gone (the backlog is retried every flush).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = h.folded("{service=\"otlp-locked\"}", None);
+        if !stored.is_empty() || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        stored,
+        sorted(&stacks),
+        "original {original:?}, retry {retry:?}"
+    );
+    // And stays stored once: the backlog holds nothing more of it.
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_store_backlog_rows 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(h.folded("{service=\"otlp-locked\"}", None), sorted(&stacks));
+    let (_, metrics) = h.get("/metrics", &[]);
+    let waited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stackwatch_push_retries_waited_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(waited >= 1, "original {original:?}, retry {retry:?}");
+}
+
+const TOKEN_B: &str = "otlp-s3cret-b";
+
+/// A collector with push on for two tenants, `team-a` ([`TOKEN`]) and `team-b`
+/// ([`TOKEN_B`]).
+fn two_tenant_collector(tune: impl FnOnce(&mut Config)) -> Collector {
+    Collector::with_push(&[(TOKEN, "team-a"), (TOKEN_B, "team-b")], tune)
+}
+
+impl Collector {
+    /// POSTs a request as protobuf with `token`; returns the status and, for a refusal,
+    /// its message.
+    fn post_as(&self, token: &str, req: &ExportProfilesServiceRequest) -> (u16, String) {
+        let (status, _, body) = self.post_raw(
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("authorization", &format!("Bearer {token}")),
+            ],
+            &req.encode_to_vec(),
+        );
+        let message = if status == 200 {
+            String::new()
+        } else {
+            rpc_message(&body)
+        };
+        (status, message)
+    }
+}
+
+/// A request of one CPU profile of `stacks` per service of `services`, each with the
+/// target labels `extra`.
+fn services(
+    services: &[String],
+    extra: &[(&str, &str)],
+    stacks: &[(&str, u64)],
+) -> ExportProfilesServiceRequest {
+    let stacks: HashMap<String, u64> = stacks.iter().map(|(s, c)| (s.to_string(), *c)).collect();
+    let mut b = Builder::new();
+    let resources = services
+        .iter()
+        .map(|s| {
+            let p = b.cpu_profile(10_000_000, &[(vec![], &stacks)], false);
+            let mut attrs = vec![attr("service.name", s)];
+            attrs.extend(extra.iter().map(|(k, v)| attr(k, v)));
+            (attrs, vec![p])
+        })
+        .collect();
+    b.request(resources)
+}
+
+/// The value of an unlabeled (or exactly labeled) sample in `/metrics`.
+fn metric(h: &Collector, sample: &str) -> u64 {
+    let (_, metrics) = h.get("/metrics", &[]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {metrics}"))
+}
+
+/// Issue #24, item 5: sources are limited per tenant (`push.max_sources_per_tenant`,
+/// 1 000 by default) under the global `push.max_sources`. One request of team-a with
+/// 2 500 new services is refused whole (it used to take 2 500 of the global sources,
+/// and with more, lock every tenant out); team-a then fills its own 1 000 and is
+/// refused past them, while team-b still pushes.
+#[test]
+fn one_tenant_cannot_lock_the_others_out_of_sources() {
+    let h = two_tenant_collector(|cfg| cfg.push.max_sources = 3_000);
+    let names = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("many-{i}")).collect()
+    };
+    let (status, message) = h.post_as(TOKEN, &services(&names(0, 2_500), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("push.max_sources_per_tenant"), "{message}");
+    assert_eq!(
+        h.json("/api/push-sources", &[]),
+        json!([]),
+        "a refused request recorded sources"
+    );
+    for chunk in 0..4 {
+        let (status, message) = h.post_as(
+            TOKEN,
+            &services(&names(chunk * 250, 250), &[], &[("main", 1)]),
+        );
+        assert_eq!(status, 200, "chunk {chunk}: {message}");
+    }
+    let (status, message) = h.post_as(TOKEN, &services(&names(1_000, 250), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    let (status, message) = h.post_as(TOKEN, &services(&names(1_000, 1), &[], &[("main", 1)]));
+    assert_eq!(status, 429, "{message}");
+    // team-a's known services still push.
+    let (status, message) = h.post_as(TOKEN, &services(&names(0, 1), &[], &[("main;again", 1)]));
+    assert_eq!(status, 200, "{message}");
+    // team-b is not locked out.
+    let (status, message) = h.post_as(TOKEN_B, &services(&["b-new".into()], &[], &[("main;b", 4)]));
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        h.folded("{service=\"b-new\",tenant=\"team-b\"}", None),
+        [("main;b".to_string(), 4)].into()
+    );
+    let sources = h.json("/api/push-sources", &[("limit", "5000")]);
+    let team_a = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tenant"] == "team-a")
+        .count();
+    assert_eq!(team_a, 1_000);
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_sources_per_tenant\"}"
+        ),
+        3
+    );
+}
+
+/// Issue #24, item 5: series (`push.max_series_per_tenant`) and bytes per second
+/// (`push.max_bytes_per_second_per_tenant`) are limited per tenant; past them team-a
+/// is refused and team-b is not.
+#[test]
+fn a_tenant_past_its_series_or_bytes_is_refused_and_another_is_not() {
+    let h = two_tenant_collector(|cfg| cfg.push.max_series_per_tenant = 5);
+    for (service, shards) in [("series-x", 3), ("series-y", 2)] {
+        for shard in 0..shards {
+            let req = services(
+                &[service.into()],
+                &[("shard", &shard.to_string())],
+                &[("main", 1)],
+            );
+            let (status, message) = h.post_as(TOKEN, &req);
+            assert_eq!(status, 200, "{message}");
+        }
+    }
+    let sixth = services(&["series-y".into()], &[("shard", "9")], &[("main", 1)]);
+    let (status, message) = h.post_as(TOKEN, &sixth);
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("push.max_series_per_tenant"), "{message}");
+    // Its known series still take pushes; team-b its own series.
+    let again = services(&["series-x".into()], &[("shard", "0")], &[("main;more", 2)]);
+    assert_eq!(h.post_as(TOKEN, &again).0, 200);
+    let (status, message) = h.post_as(TOKEN_B, &sixth);
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_series_per_tenant\"}"
+        ),
+        1
+    );
+    drop(h);
+
+    // 1 000 bytes a second, a burst of 2 000: one push of ~10 000 bytes of stack text
+    // is admitted (the tenant was within its budget) and charged; the next waits.
+    let h = two_tenant_collector(|cfg| cfg.push.max_bytes_per_second_per_tenant = 1_000);
+    let frame = "f".repeat(1_000);
+    let big: String = [frame.as_str(); 10].join(";");
+    let (status, message) = h.post_as(TOKEN, &services(&["bytes-a".into()], &[], &[(&big, 1)]));
+    assert_eq!(status, 200, "{message}");
+    let (status, message) = h.post_as(
+        TOKEN,
+        &services(&["bytes-a".into()], &[], &[("main;small", 1)]),
+    );
+    assert_eq!(status, 429, "{message}");
+    assert!(
+        message.contains("push.max_bytes_per_second_per_tenant"),
+        "{message}"
+    );
+    let (status, message) = h.post_as(
+        TOKEN_B,
+        &services(&["bytes-b".into()], &[], &[("main;small", 1)]),
+    );
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        metric(
+            &h,
+            "stackwatch_push_limit_refused_total{limit=\"max_bytes_per_second_per_tenant\"}"
+        ),
+        1
+    );
+    assert_eq!(total(&h.folded("{service=\"bytes-a\"}", None)), 1);
+}
+
+/// Issue #24, item 7: target labels are budgeted per series
+/// (`push.max_label_bytes_per_series`) and per tenant (`push.max_label_bytes_per_tenant`):
+/// past either, the request is `400` and records nothing; another tenant still pushes.
+#[test]
+fn label_bytes_are_budgeted_per_series_and_per_tenant() {
+    let h = two_tenant_collector(|cfg| {
+        cfg.push.max_label_bytes_per_series = 600;
+        cfg.push.max_label_bytes_per_tenant = 1_000;
+    });
+    // Three tags of 200 bytes: past 600 bytes, though each value is within the
+    // 256 bytes a tag may have.
+    let long = "v".repeat(200);
+    let req = services(
+        &["wide".into()],
+        &[("a", &long), ("b", &long), ("c", &long)],
+        &[("main", 1)],
+    );
+    let (status, message) = h.post_as(TOKEN, &req);
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("push.max_label_bytes_per_series"),
+        "{message}"
+    );
+    // service (7 + 4), tenant (6 + 6), tag (3 + 250): 276 bytes a series; three fit in
+    // 1 000, a fourth does not.
+    let value = |i: usize| format!("{i}{}", "x".repeat(249));
+    for i in 0..3 {
+        let (status, message) = h.post_as(
+            TOKEN,
+            &services(&["wide".into()], &[("tag", &value(i))], &[("main", 1)]),
+        );
+        assert_eq!(status, 200, "{message}");
+    }
+    let (status, message) = h.post_as(
+        TOKEN,
+        &services(&["wide".into()], &[("tag", &value(3))], &[("main", 1)]),
+    );
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("push.max_label_bytes_per_tenant"),
+        "{message}"
+    );
+    let (status, message) = h.post_as(
+        TOKEN_B,
+        &services(&["wide".into()], &[("tag", &value(3))], &[("main", 1)]),
+    );
+    assert_eq!(status, 200, "{message}");
+    for (limit, n) in [
+        ("max_label_bytes_per_series", 1),
+        ("max_label_bytes_per_tenant", 1),
+    ] {
+        assert_eq!(
+            metric(
+                &h,
+                &format!("stackwatch_push_limit_refused_total{{limit=\"{limit}\"}}")
+            ),
+            n
+        );
+    }
+}
+
+/// Issue #24, item 7: `/api/push-sources` is paged by series (`limit`, default 500,
+/// at most 5 000; `cursor` from the `X-Next-Cursor` header): following the cursors lists
+/// every series once, in order; a bad `limit` or `cursor` is `400`.
+#[test]
+fn push_sources_are_paged() {
+    let h = otlp_collector(|_| {});
+    let names: Vec<String> = (0..3).map(|i| format!("paged-{i}")).collect();
+    for shard in 0..4 {
+        let req = services(&names, &[("shard", &shard.to_string())], &[("main", 1)]);
+        h.post_ok(&req);
+    }
+    let page = |params: &[(&str, &str)]| {
+        let r = h
+            .agent
+            .get(&h.url("/api/push-sources", params))
+            .call()
+            .unwrap();
+        let next = r
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (status, _, body) = read_answer(r);
+        (status, next, body)
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "5")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let (status, next, body) = page(&params);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let sources: Value = serde_json::from_slice(&body).unwrap();
+        let mut n = 0;
+        for s in sources.as_array().unwrap() {
+            for x in s["series"].as_array().unwrap() {
+                seen.push(format!(
+                    "{}/{}",
+                    x["labels"]["service"], x["labels"]["shard"]
+                ));
+                n += 1;
+            }
+        }
+        assert!((1..=5).contains(&n), "{n} series in a page of 5");
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = names
+        .iter()
+        .flat_map(|s| (0..4).map(move |i| format!("\"{s}\"/\"{i}\"")))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    // The default page holds them all, without a cursor.
+    let (_, next, _) = page(&[]);
+    assert_eq!(next, None);
+    for bad in [
+        &[("limit", "0")][..],
+        &[("limit", "5001")],
+        &[("cursor", "nope")],
+    ] {
+        let (status, _, body) = page(bad);
+        assert_eq!(status, 400, "{bad:?}: {}", String::from_utf8_lossy(&body));
+    }
+}

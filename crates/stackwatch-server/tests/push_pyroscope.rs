@@ -1211,3 +1211,59 @@ fn allocation_amounts_have_their_own_budget_apart_from_cpu_periods() {
         folded_of(&[("main;alloc", 8u64 << 30), ("main;cache", 1)])
     );
 }
+
+/// Issue #24, item 1, over Connect: a push of `svc-a` (100 periods) beside a
+/// rate-limited `svc-b` is `429` and records nothing; its identical retry, once `svc-b`
+/// may push again, stores `svc-a` (it used to be acknowledged as a repeat of the refused
+/// request and never stored).
+#[test]
+fn a_request_refused_for_one_source_is_stored_whole_when_retried() {
+    let h = pyroscope_collector(|cfg| cfg.push.max_requests_per_second = 1);
+    for i in 0..2 {
+        let warm = push::PushRequest {
+            series: vec![series(
+                &[("service_name", "pyro-svc-b")],
+                vec![sdk_profile(&[(&format!("main;warm{i}"), 1, None)]).bytes()],
+            )],
+        };
+        let r = h.connect(&warm, TOKEN_A);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let req = push::PushRequest {
+        series: vec![
+            series(
+                &[("service_name", "pyro-svc-a")],
+                vec![sdk_profile(&[("main;a;work", 60, None), ("main;a;idle", 40, None)]).bytes()],
+            ),
+            series(
+                &[("service_name", "pyro-svc-b")],
+                vec![sdk_profile(&[("main;b", 3, None)]).bytes()],
+            ),
+        ],
+    };
+    let r = h.connect(&req, TOKEN_A);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.body.contains("resource_exhausted"), "{r:?}");
+    let sources = h.json("/api/push-sources", &[]);
+    assert!(
+        !sources.to_string().contains("pyro-svc-a"),
+        "a refused request left its source behind: {sources}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = h.connect(&req, TOKEN_A);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429, "{r:?}");
+        assert!(Instant::now() < deadline, "still refused: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a = h.folded("{service=\"pyro-svc-a\"}", None);
+    assert_eq!(a, folded_of(&[("main;a;idle", 40), ("main;a;work", 60)]));
+    assert_eq!(total(&a), 100);
+    assert_eq!(
+        h.folded("{service=\"pyro-svc-b\"}", None).get("main;b"),
+        Some(&3)
+    );
+}

@@ -427,6 +427,50 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_restriction_selects_targets_even_where_no_target_has_the_label() {
+        // No stored target has `tenant`, and a sample label set says tenant="a": a parsed
+        // matcher `tenant="a"` selects those samples of every target; the restriction
+        // selects no target.
+        let untenanted = vec![(1, set(&[("service", "api")]))];
+        let sets = || Ok(vec![(5, set(&[("tenant", "a")]))]);
+        let restricted = |targets: Vec<(i32, Labels)>, tenants: &[&str]| {
+            let mut sel = Selector::parse(r#"{service=~".+"}"#).unwrap();
+            let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+            sel.matchers.push(crate::selector::Matcher::target_label_in(
+                "tenant", &tenants,
+            ));
+            let s = select(&sel, targets, |t| &t.1, sets, 0).unwrap();
+            (s.targets.iter().map(|t| t.0).collect::<Vec<_>>(), s.sets)
+        };
+        let parsed = select(
+            &Selector::parse(r#"{tenant="a"}"#).unwrap(),
+            untenanted.clone(),
+            |t| &t.1,
+            sets,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.sets,
+            Some(vec![5]),
+            "the leak the restriction closes"
+        );
+        assert_eq!(restricted(untenanted.clone(), &["a"]), (vec![], None));
+        let mixed = vec![
+            (1, set(&[("service", "api")])),
+            (2, set(&[("service", "api"), ("tenant", "a")])),
+            (3, set(&[("service", "api"), ("tenant", "b")])),
+            (4, set(&[("service", "api"), ("tenant", "a|b")])),
+        ];
+        assert_eq!(restricted(mixed.clone(), &["a"]), (vec![2], None));
+        assert_eq!(restricted(mixed.clone(), &["a", "b"]), (vec![2, 3], None));
+        // Values are literals, not patterns; no tenant at all selects nothing.
+        assert_eq!(restricted(mixed.clone(), &["a|b"]), (vec![4], None));
+        assert_eq!(restricted(mixed.clone(), &[".*"]), (vec![], None));
+        assert_eq!(restricted(mixed, &[]), (vec![], None));
+    }
+
+    #[test]
     fn grouped_series_keep_the_top_values_and_sum_the_rest() {
         let mut per: HashMap<String, HashMap<i64, u64>> = HashMap::new();
         per.insert("a".into(), [(0, 5), (20, 5)].into());

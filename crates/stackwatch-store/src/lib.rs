@@ -339,6 +339,17 @@ pub trait ProfileStore {
     /// targets when `name` is a target label name, else of the stored sample label sets.
     fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 
+    /// The sample label sets that rows of the selection use over `[from_s, to_s)`, each
+    /// once (the samples taken without labels are not a set). Unlike
+    /// [`label_keys`](Self::label_keys) and [`label_values`](Self::label_values), which
+    /// read every stored set, this reads the rows: the sets of some targets only.
+    fn sample_label_sets(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<stackwatch_profile::SampleLabels>, StoreError>;
+
     /// Periods per `step_s` bucket over `[from_s, to_s)` of the selection, one series
     /// per value of label `group_by` (a sample or a target label): the `limit` values
     /// with the most periods over the range, sorted by that total (highest first), then

@@ -49,9 +49,42 @@ pub struct Matcher {
     /// Value as written.
     pub value: String,
     regex: Option<Regex>,
+    /// Selects targets only, whatever target labels are stored (see
+    /// [`Matcher::target_label_in`]).
+    target_only: bool,
 }
 
 impl Matcher {
+    /// A matcher that keeps the targets whose label `name` is one of `values` (none when
+    /// `values` is empty). Unlike a parsed matcher it always selects targets, even when
+    /// no stored target has the label (a parsed one would then select samples by a
+    /// sample label of that name): a target without the label has the empty value,
+    /// which it never keeps. The collector restricts a read to its tenants with it.
+    pub fn target_label_in(name: &str, values: &[String]) -> Matcher {
+        let pattern = if values.is_empty() {
+            // A class that no character is in: matches nothing, not even "".
+            r"[^\s\S]".to_owned()
+        } else {
+            let alternatives: Vec<String> = values.iter().map(|v| regex::escape(v)).collect();
+            alternatives.join("|")
+        };
+        let regex = Regex::new(&format!("^(?:{pattern})$")).ok();
+        Matcher {
+            name: name.to_owned(),
+            op: MatchOp::Regex,
+            value: pattern,
+            // Escaped literals always compile; were one not to, `regex: None` matches
+            // nothing (see `matches`), which keeps a restriction closed.
+            regex,
+            target_only: true,
+        }
+    }
+
+    /// Whether this matcher selects targets only ([`Matcher::target_label_in`]).
+    pub fn is_target_only(&self) -> bool {
+        self.target_only
+    }
+
     /// Whether `labels` satisfies this matcher (a missing label is the empty string).
     pub fn matches(&self, labels: &Labels) -> bool {
         let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
@@ -106,15 +139,16 @@ impl Selector {
     }
 
     /// Splits the matchers in two, keeping their order: those whose name `is_target`
-    /// says is a target label name (they select targets), then the rest (they select
-    /// samples by their sample labels, a missing label being the empty value). Every
-    /// store splits a selector this way, with the target label names it has stored.
+    /// says is a target label name, and those made by [`Matcher::target_label_in`]
+    /// (they select targets), then the rest (they select samples by their sample
+    /// labels, a missing label being the empty value). Every store splits a selector
+    /// this way, with the target label names it has stored.
     pub fn split(&self, is_target: impl Fn(&str) -> bool) -> (Selector, Selector) {
         let (target, sample) = self
             .matchers
             .iter()
             .cloned()
-            .partition(|m| is_target(&m.name));
+            .partition(|m| m.target_only || is_target(&m.name));
         (Selector { matchers: target }, Selector { matchers: sample })
     }
 
@@ -207,6 +241,7 @@ impl Selector {
                 op,
                 value,
                 regex,
+                target_only: false,
             });
             p.ws();
             if p.eat(b',') {

@@ -11,6 +11,7 @@
 //! ([`read_body`]), decoded stacks by the same [`StackBudget`] as scrapes, label sets by
 //! the same [`LabelBudget`].
 
+pub mod decode_slots;
 pub mod gate;
 pub mod otlp;
 pub mod pyroscope;
@@ -30,7 +31,7 @@ use thiserror::Error;
 
 use crate::profile_type::{ProfileType, PROFILE_TYPE_LABEL};
 use crate::writer::{WriteError, WriterHandle};
-use gate::{PushGate, SourceKey};
+use gate::{Admission, PushGate, SeriesClaim, SourceKey};
 
 /// How a push arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,14 @@ pub enum PushError {
     /// The store cannot take it now (backlog full while the store is down).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Too many requests are decoding and waiting to (`push.max_concurrent_decodes`).
+    #[error("{why}")]
+    Busy {
+        /// Why.
+        why: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 impl PushError {
@@ -84,7 +93,7 @@ impl PushError {
             PushError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::Invalid(_) => StatusCode::BAD_REQUEST,
             PushError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            PushError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PushError::Unavailable(_) | PushError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,7 +106,7 @@ impl IntoResponse for PushError {
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            PushError::RateLimited { retry_after, .. } => {
+            PushError::RateLimited { retry_after, .. } | PushError::Busy { retry_after, .. } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                     r.headers_mut().insert(header::RETRY_AFTER, v);
                 }
@@ -146,6 +155,8 @@ pub struct PushState {
     /// What the profiles of one request other than CPU and wall may carry together
     /// (`push.max_amount_per_push`).
     pub max_amount_per_push: u64,
+    /// How many requests inflate and decode at once (`push.max_concurrent_decodes`).
+    pub decode_slots: Arc<decode_slots::DecodeSlots>,
 }
 
 impl PushState {
@@ -304,10 +315,34 @@ fn digest(target_key: &str, s: &PushedSeries) -> u128 {
     h.digest128()
 }
 
+/// Bytes of profile data a series stores, what `push.max_bytes_per_second_per_tenant`
+/// counts: its target labels, and per (label set, stack) row the stack text, the sample
+/// labels and 8 bytes of count.
+fn payload_bytes(target: &Labels, stacks: &BoundedStacks) -> u64 {
+    fn label_bytes(l: &Labels) -> u64 {
+        l.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+    fn rows(stacks: &std::collections::HashMap<String, u64>, labels: u64) -> u64 {
+        stacks.keys().map(|s| s.len() as u64 + 8 + labels).sum()
+    }
+    let labeled: u64 = stacks
+        .labeled
+        .iter()
+        .map(|(l, s)| rows(s, label_bytes(l)))
+        .sum();
+    label_bytes(target) + rows(&stacks.stacks, 0) + labeled
+}
+
 /// Stores the series of one request from `tenant` (empty: anonymous): target labels
-/// checked, `tenant` and the profile type added, each series admitted against its
-/// source's limits, repeats of a push stored within `push.dedup_window` acknowledged
-/// without storing. All series of the request are written together.
+/// checked, `tenant` and the profile type added, the request admitted whole or refused
+/// whole by the gate ([`PushGate::admit_request`]: rates, sources, series), repeats of
+/// a push stored within `push.dedup_window` acknowledged without storing. All series of
+/// the request are written together.
+///
+/// A series whose repeat another request is writing waits for that write: acknowledged
+/// once it committed, written by this request if it failed, never written twice. A
+/// refused request records nothing (no source, no series slot, no digest); a write that
+/// fails takes back what the request held, so its retry is stored.
 pub async fn accept(
     state: &PushState,
     protocol: Protocol,
@@ -315,20 +350,14 @@ pub async fn accept(
     series: Vec<PushedSeries>,
 ) -> Result<Accepted, PushError> {
     let gate = &state.gate;
+    let mut claims = Vec::with_capacity(series.len());
     let mut windows = Vec::with_capacity(series.len());
-    let mut digests = Vec::with_capacity(series.len());
-    let mut done = Accepted::default();
-    let mut admitted: Vec<SourceKey> = Vec::new();
     for s in series {
         check_target_labels(&s.labels)?;
         let source = SourceKey {
             tenant: tenant.to_owned(),
             service: s.labels.get("service").cloned().unwrap_or_default(),
         };
-        if !admitted.contains(&source) {
-            gate.admit(&source)?;
-            admitted.push(source.clone());
-        }
         let mut target = s.labels.clone();
         if !tenant.is_empty() {
             target.insert("tenant".into(), tenant.to_owned());
@@ -337,21 +366,11 @@ pub async fn accept(
             target.insert(PROFILE_TYPE_LABEL.into(), t.to_owned());
         }
         let key = stackwatch_profile::labels::format_labels(&target);
-        if let Err(e) = gate.admit_series(&source, &key, &target, protocol, s.profile_type.name()) {
-            gate.refused(&source, &e.to_string());
-            return Err(e);
-        }
         let d = digest(&key, &s);
-        if !gate.first_time(d) {
-            gate.seen_series(&source, &key, true);
-            gate.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            done.duplicates += 1;
-            continue;
-        }
-        digests.push((d, source, key));
+        let payload_bytes = payload_bytes(&target, &s.stacks);
         let mut stacks = s.stacks;
         windows.push(IngestWindow {
-            target,
+            target: target.clone(),
             // The content digest: ClickHouse keeps one row per (window identity, stack),
             // so a repeat replaces instead of adding even after a restart.
             instance: format!("push-{d:032x}"),
@@ -364,35 +383,89 @@ pub async fn accept(
                 .collect(),
             period_ns: s.period_ns,
         });
+        claims.push(SeriesClaim {
+            source,
+            key,
+            labels: target,
+            protocol,
+            profile_type: s.profile_type.name(),
+            digest: d,
+            payload_bytes,
+        });
     }
+    if claims.is_empty() {
+        return Ok(Accepted::default());
+    }
+    let mut waited = false;
+    let ticket = loop {
+        match gate.admit_request(&claims)? {
+            Admission::Admitted(t) => break t,
+            Admission::Wait(writes) => {
+                if !waited {
+                    waited = true;
+                    gate.counters
+                        .waited_for_original
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                for mut w in writes {
+                    // Ends (Err: its sender is gone) when that write has ended.
+                    let _ = w.changed().await;
+                }
+            }
+        }
+    };
+    let windows: Vec<IngestWindow> = windows
+        .into_iter()
+        .zip(&ticket.write)
+        .filter_map(|(w, write)| write.then_some(w))
+        .collect();
     if windows.is_empty() {
-        return Ok(done);
+        return Ok(ticket.finish(Ok(())));
     }
     let rows: usize = windows
         .iter()
         .map(|w| w.stacks.len() + w.labeled.iter().map(|(_, s)| s.len()).sum::<usize>())
         .sum();
-    match state.writer.write(windows).await {
-        Ok(()) => {
+    // The write and the record of its outcome run to the end even when the client goes
+    // away: a write that commits after its request was dropped must still count as
+    // stored, or a retry would write it a second time.
+    let writer = state.writer.clone();
+    let written = tokio::spawn(async move {
+        let result = writer.write(windows).await;
+        let failed = result.as_ref().err().map(ToString::to_string);
+        let outcome = ticket.finish(match &failed {
+            None => Ok(()),
+            Some(why) => Err(why.as_str()),
+        });
+        result.map(|()| outcome)
+    })
+    .await
+    .map_err(|e| PushError::Unavailable(format!("the write stopped: {e}")))?;
+    match written {
+        Ok(accepted) => {
             gate.counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            for (_, source, key) in &digests {
-                gate.seen_series(source, key, false);
-            }
-            done.stored = digests.len();
-            Ok(done)
+            Ok(accepted)
         }
         Err(e) => {
-            for (d, source, _) in &digests {
-                gate.forget(*d);
-                gate.refused(source, &e.to_string());
+            let refusal = write_refusal(e);
+            if matches!(refusal, PushError::Unavailable(_)) {
+                gate.counters
+                    .store_unavailable
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            Err(match e {
-                WriteError::BacklogFull { .. } | WriteError::Stopped => {
-                    PushError::Unavailable(e.to_string())
-                }
-                other => PushError::Invalid(other.to_string()),
-            })
+            Err(refusal)
         }
+    }
+}
+
+/// The refusal a failed write answers.
+fn write_refusal(e: WriteError) -> PushError {
+    // Transient (the backlog full, the writer stopping, the store unavailable or busy):
+    // 503 with Retry-After, the client retries; otherwise the request itself is refused.
+    if e.is_transient() {
+        PushError::Unavailable(e.to_string())
+    } else {
+        PushError::Invalid(e.to_string())
     }
 }
 
@@ -476,6 +549,18 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
             c.rejected[i].load(Ordering::Relaxed),
         );
     }
+    m.family(
+        "stackwatch_push_limit_refused_total",
+        MetricKind::Counter,
+        "Push requests refused by a per-tenant limit, by its [push] key (nothing of them stored).",
+    );
+    for (limit, n) in gate::Limit::ALL.iter().zip(&c.limit_refused) {
+        m.sample(
+            "stackwatch_push_limit_refused_total",
+            &[("limit", limit.key())],
+            n.load(Ordering::Relaxed),
+        );
+    }
     m.single(
         "stackwatch_push_rate_limited_total",
         MetricKind::Counter,
@@ -485,8 +570,20 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
     .single(
         "stackwatch_push_series_refused_total",
         MetricKind::Counter,
-        "Pushed series refused by push.max_series_per_source.",
+        "Push requests refused by push.max_series_per_source (a refused request stores none of its series).",
         c.series_refused.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_store_unavailable_total",
+        MetricKind::Counter,
+        "Push requests answered 503 because the store could not take them now (backlog full, SQLite busy, shutting down).",
+        c.store_unavailable.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_retries_waited_total",
+        MetricKind::Counter,
+        "Push requests that waited for the write of an identical push still in progress (then acknowledged, or written if it failed).",
+        c.waited_for_original.load(Ordering::Relaxed),
     )
     .single(
         "stackwatch_push_profiles_refused_total",
@@ -509,7 +606,7 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
     .single(
         "stackwatch_push_rows_total",
         MetricKind::Counter,
-        "(label set, stack) rows of pushed profiles handed to the store.",
+        "(label set, stack) rows of pushed profiles stored.",
         c.rows.load(Ordering::Relaxed),
     );
 }

@@ -24,7 +24,11 @@
 //! a partial success (`rejected_profiles`, `error_message`). The budget is the
 //! request's: profiles share it, so decoding costs memory and CPU in proportion to the
 //! (capped) request only, and a stack or a location is validated once per request
-//! however many samples name it.
+//! however many samples name it. Before any of it, what decoding the request builds is
+//! counted on the wire ([`wire_scan`]) and a request past
+//! [`max_message_bytes`](stackwatch_profile::pprof::max_message_bytes) is `413`; requests
+//! inflate and decode in a bounded number of slots
+//! ([`DecodeSlots`](super::decode_slots::DecodeSlots)), off the async threads.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -47,6 +51,8 @@ use prost::Message;
 use stackwatch_profile::budget::{BudgetError, LabelSetIndex, StackAccumulator};
 use stackwatch_profile::folded::MAX_FRAME_LEN;
 use stackwatch_profile::labels::{clean_labels, labels_within};
+use stackwatch_profile::pprof;
+use stackwatch_profile::wire_scan::{self, ScanError};
 use stackwatch_profile::{LabelBudget, SampleLabels, StackBudget};
 use stackwatch_store::Labels;
 use thiserror::Error;
@@ -719,13 +725,263 @@ fn summary(reasons: &[(Option<String>, OtlpError)]) -> String {
     s
 }
 
-/// Parses a body in `enc`.
-pub fn parse(enc: Encoding, body: &[u8]) -> Result<ExportProfilesServiceRequest, PushError> {
+/// Parses a body in `enc`, refusing one whose decoded messages would take more than
+/// `max_message_bytes` of memory (counted on the wire before anything is decoded,
+/// [`wire_scan`]; OTLP/JSON is held twice while it is mapped to the protobuf types):
+/// `413` naming `scrape.max_decoded_bytes`, the budget it is.
+pub fn parse(
+    enc: Encoding,
+    body: &[u8],
+    max_message_bytes: usize,
+) -> Result<ExportProfilesServiceRequest, PushError> {
+    let scanned = match enc {
+        Encoding::Protobuf => {
+            wire_scan::scan_protobuf(&shape::EXPORT_REQUEST, body, max_message_bytes)
+        }
+        Encoding::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            wire_scan::scan_json(&shape::EXPORT_REQUEST, &mut de, max_message_bytes, 2)
+        }
+    };
+    let malformed = match enc {
+        Encoding::Protobuf => "bad protobuf",
+        Encoding::Json => "bad OTLP/JSON",
+    };
+    scanned.map_err(|e| scan_error("the OTLP request", malformed, e))?;
     match enc {
         Encoding::Protobuf => ExportProfilesServiceRequest::decode(body)
             .map_err(|e| PushError::Invalid(format!("bad protobuf: {e}"))),
         Encoding::Json => json::parse(body),
     }
+}
+
+/// A refusal of a scan of `what`: past the bound `413` naming its keys; malformed `400`
+/// with `malformed` (how the decoder names a body it cannot read) before the reason.
+pub(crate) fn scan_error(what: &str, malformed: &str, e: ScanError) -> PushError {
+    match e {
+        ScanError::OverLimit(o) => PushError::TooLarge(format!(
+            "{what}: {o} (twice the larger of scrape.max_decoded_bytes and push.max_decompressed_bytes)"
+        )),
+        ScanError::Protobuf(e) => PushError::Invalid(format!("{malformed}: {e}")),
+        ScanError::Malformed(e) => PushError::Invalid(format!("{malformed}: {e}")),
+        ScanError::Json(e) => PushError::Invalid(format!("{malformed}: {e}")),
+    }
+}
+
+/// What decoding the request's messages builds ([`wire_scan`]): the fields that hold
+/// memory, under the JSON names [`json`] reads.
+mod shape {
+    use std::mem::size_of;
+
+    use opentelemetry_proto::tonic::collector::profiles::v1development as collector;
+    use opentelemetry_proto::tonic::common::v1 as common;
+    use opentelemetry_proto::tonic::profiles::v1development as pb;
+    use opentelemetry_proto::tonic::resource::v1 as resource;
+    use stackwatch_profile::wire_scan::{FieldShape, MessageShape, NumberWire};
+
+    static ANY_VALUE: MessageShape = MessageShape {
+        name: "AnyValue",
+        bytes: size_of::<common::AnyValue>(),
+        fields: &[
+            FieldShape::bytes(1, "string_value", &["stringValue"]),
+            FieldShape::message(5, "array_value", &[], &ARRAY_VALUE),
+            FieldShape::message(6, "kvlist_value", &[], &KEY_VALUE_LIST),
+            FieldShape::bytes(7, "bytes_value", &[]),
+        ],
+    };
+    static ARRAY_VALUE: MessageShape = MessageShape {
+        name: "ArrayValue",
+        bytes: size_of::<common::ArrayValue>(),
+        fields: &[FieldShape::messages(1, "values", &[], &ANY_VALUE)],
+    };
+    static KEY_VALUE_LIST: MessageShape = MessageShape {
+        name: "KeyValueList",
+        bytes: size_of::<common::KeyValueList>(),
+        fields: &[FieldShape::messages(1, "values", &[], &KEY_VALUE)],
+    };
+    static KEY_VALUE: MessageShape = MessageShape {
+        name: "KeyValue",
+        bytes: size_of::<common::KeyValue>(),
+        fields: &[
+            FieldShape::bytes(1, "key", &["key"]),
+            FieldShape::message(2, "value", &["value"], &ANY_VALUE),
+        ],
+    };
+    static ENTITY_REF: MessageShape = MessageShape {
+        name: "EntityRef",
+        bytes: size_of::<common::EntityRef>(),
+        fields: &[
+            FieldShape::bytes(1, "schema_url", &[]),
+            FieldShape::bytes(2, "type", &[]),
+            FieldShape::strings(3, "id_keys", &[]),
+            FieldShape::strings(4, "description_keys", &[]),
+        ],
+    };
+    static RESOURCE: MessageShape = MessageShape {
+        name: "Resource",
+        bytes: size_of::<resource::Resource>(),
+        fields: &[
+            FieldShape::messages(1, "attributes", &["attributes"], &KEY_VALUE),
+            FieldShape::messages(3, "entity_refs", &[], &ENTITY_REF),
+        ],
+    };
+    static SCOPE: MessageShape = MessageShape {
+        name: "InstrumentationScope",
+        bytes: size_of::<common::InstrumentationScope>(),
+        fields: &[
+            FieldShape::bytes(1, "name", &[]),
+            FieldShape::bytes(2, "version", &[]),
+            FieldShape::messages(3, "attributes", &[], &KEY_VALUE),
+        ],
+    };
+    static VALUE_TYPE: MessageShape = MessageShape {
+        name: "ValueType",
+        bytes: size_of::<pb::ValueType>(),
+        fields: &[],
+    };
+    static SAMPLE: MessageShape = MessageShape {
+        name: "Sample",
+        bytes: size_of::<pb::Sample>(),
+        fields: &[
+            FieldShape::numbers(
+                2,
+                "attribute_indices",
+                &["attributeIndices"],
+                4,
+                NumberWire::Varint,
+            ),
+            FieldShape::numbers(4, "values", &["values"], 8, NumberWire::Varint),
+            FieldShape::numbers(
+                5,
+                "timestamps_unix_nano",
+                &["timestampsUnixNano"],
+                8,
+                NumberWire::Fixed64,
+            ),
+        ],
+    };
+    static PROFILE: MessageShape = MessageShape {
+        name: "Profile",
+        bytes: size_of::<pb::Profile>(),
+        fields: &[
+            FieldShape::message(1, "sample_type", &["sampleType"], &VALUE_TYPE),
+            FieldShape::messages(2, "samples", &["samples"], &SAMPLE),
+            FieldShape::message(5, "period_type", &["periodType"], &VALUE_TYPE),
+            FieldShape::bytes(7, "profile_id", &[]),
+            FieldShape::bytes(9, "original_payload_format", &[]),
+            FieldShape::bytes(10, "original_payload", &[]),
+            FieldShape::numbers(
+                11,
+                "attribute_indices",
+                &["attributeIndices"],
+                4,
+                NumberWire::Varint,
+            ),
+        ],
+    };
+    static SCOPE_PROFILES: MessageShape = MessageShape {
+        name: "ScopeProfiles",
+        bytes: size_of::<pb::ScopeProfiles>(),
+        fields: &[
+            FieldShape::message(1, "scope", &[], &SCOPE),
+            FieldShape::messages(2, "profiles", &["profiles"], &PROFILE),
+            FieldShape::bytes(3, "schema_url", &[]),
+        ],
+    };
+    static RESOURCE_PROFILES: MessageShape = MessageShape {
+        name: "ResourceProfiles",
+        bytes: size_of::<pb::ResourceProfiles>(),
+        fields: &[
+            FieldShape::message(1, "resource", &["resource"], &RESOURCE),
+            FieldShape::messages(2, "scope_profiles", &["scopeProfiles"], &SCOPE_PROFILES),
+            FieldShape::bytes(3, "schema_url", &[]),
+        ],
+    };
+    static MAPPING: MessageShape = MessageShape {
+        name: "Mapping",
+        bytes: size_of::<pb::Mapping>(),
+        fields: &[FieldShape::numbers(
+            5,
+            "attribute_indices",
+            &[],
+            4,
+            NumberWire::Varint,
+        )],
+    };
+    static LINE: MessageShape = MessageShape {
+        name: "Line",
+        bytes: size_of::<pb::Line>(),
+        fields: &[],
+    };
+    static LOCATION: MessageShape = MessageShape {
+        name: "Location",
+        bytes: size_of::<pb::Location>(),
+        fields: &[
+            FieldShape::messages(3, "lines", &["lines"], &LINE),
+            FieldShape::numbers(4, "attribute_indices", &[], 4, NumberWire::Varint),
+        ],
+    };
+    static FUNCTION: MessageShape = MessageShape {
+        name: "Function",
+        bytes: size_of::<pb::Function>(),
+        fields: &[],
+    };
+    static LINK: MessageShape = MessageShape {
+        name: "Link",
+        bytes: size_of::<pb::Link>(),
+        fields: &[
+            FieldShape::bytes(1, "trace_id", &[]),
+            FieldShape::bytes(2, "span_id", &[]),
+        ],
+    };
+    static KEY_VALUE_AND_UNIT: MessageShape = MessageShape {
+        name: "KeyValueAndUnit",
+        bytes: size_of::<pb::KeyValueAndUnit>(),
+        fields: &[FieldShape::message(2, "value", &["value"], &ANY_VALUE)],
+    };
+    static STACK: MessageShape = MessageShape {
+        name: "Stack",
+        bytes: size_of::<pb::Stack>(),
+        fields: &[FieldShape::numbers(
+            1,
+            "location_indices",
+            &["locationIndices"],
+            4,
+            NumberWire::Varint,
+        )],
+    };
+    static DICTIONARY: MessageShape = MessageShape {
+        name: "ProfilesDictionary",
+        bytes: size_of::<pb::ProfilesDictionary>(),
+        fields: &[
+            FieldShape::messages(1, "mapping_table", &["mappingTable"], &MAPPING),
+            FieldShape::messages(2, "location_table", &["locationTable"], &LOCATION),
+            FieldShape::messages(3, "function_table", &["functionTable"], &FUNCTION),
+            FieldShape::messages(4, "link_table", &[], &LINK),
+            FieldShape::strings(5, "string_table", &["stringTable"]),
+            FieldShape::messages(
+                6,
+                "attribute_table",
+                &["attributeTable"],
+                &KEY_VALUE_AND_UNIT,
+            ),
+            FieldShape::messages(7, "stack_table", &["stackTable"], &STACK),
+        ],
+    };
+    /// `ExportProfilesServiceRequest`.
+    pub static EXPORT_REQUEST: MessageShape = MessageShape {
+        name: "ExportProfilesServiceRequest",
+        bytes: size_of::<collector::ExportProfilesServiceRequest>(),
+        fields: &[
+            FieldShape::messages(
+                1,
+                "resource_profiles",
+                &["resourceProfiles"],
+                &RESOURCE_PROFILES,
+            ),
+            FieldShape::message(2, "dictionary", &["dictionary"], &DICTIONARY),
+        ],
+    };
 }
 
 /// What a successful export answers: nothing refused, or a partial success.
@@ -773,16 +1029,26 @@ impl Answer {
 async fn handle(
     state: &PushState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
     enc: Encoding,
 ) -> Result<Answer, PushError> {
     let tenant = state.gate.authenticate(headers)?;
-    let raw = read_body(&state.gate, headers, body)?;
     let (stack_budget, label_budget) = (state.stack_budget, state.label_budget);
     let max_amount = state.max_amount_per_push;
-    // Decoding is CPU work in proportion to the (capped) body: off the async threads.
+    // Inflating and decoding hold up to the inflated body and the decoded messages: a
+    // bounded number at once, off the async threads (CPU work in proportion to the
+    // capped body). The slot moves into the blocking task, so it stays held until the
+    // decode ends even if the client goes away.
+    let slot = state.decode_slots.acquire().await?;
+    let gate = state.gate.clone();
+    let max_message_bytes =
+        pprof::max_message_bytes(&stack_budget, gate.config().max_decompressed_bytes);
+    let headers = headers.clone();
     let decoded = tokio::task::spawn_blocking(move || {
-        let req = parse(enc, &raw)?;
+        let _slot = slot;
+        let raw = read_body(&gate, &headers, &body)?;
+        drop(body);
+        let req = parse(enc, &raw, max_message_bytes)?;
         drop(raw);
         Ok::<_, PushError>(decode_request(
             &req,
@@ -832,7 +1098,7 @@ async fn export(State(state): State<PushState>, headers: HeaderMap, body: Bytes)
         )
             .into_response();
     };
-    match handle(&state, &headers, &body, enc).await {
+    match handle(&state, &headers, body, enc).await {
         Ok(answer) => {
             counters.accepted[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             answer.into_response(enc)
@@ -863,7 +1129,7 @@ fn error_response(e: PushError, enc: Encoding) -> Response {
         PushError::Unauthorized(_) => 16,
         PushError::TooLarge(_) | PushError::RateLimited { .. } => 8,
         PushError::Invalid(_) => 3,
-        PushError::Unavailable(_) => 14,
+        PushError::Unavailable(_) | PushError::Busy { .. } => 14,
     };
     let message = e.to_string();
     let mut r = e.into_response();
@@ -1552,14 +1818,14 @@ mod tests {
             "functionTable":[{},{"nameStrindex":5}],
             "locationTable":[{},{"lines":[{"functionIndex":1}]}],
             "stackTable":[{},{"locationIndices":[1]}]}}"#;
-        let req = parse(Encoding::Json, body).unwrap();
+        let req = parse(Encoding::Json, body, 1 << 20).unwrap();
         let d = decode(&req);
         assert_eq!(d.rejected, 0, "{:?}", d.reasons);
         assert_eq!(d.series[0].labels["k8s_pod_uid"], "42");
         assert!(!d.series[0].labels.contains_key("tags"));
         assert_eq!(d.series[0].stacks.stacks["main"], 5);
         assert_eq!(d.series[0].start_unix_ns, 1_700_000_000_000_000_000);
-        assert!(parse(Encoding::Json, b"{\"resourceProfiles\":7}").is_err());
+        assert!(parse(Encoding::Json, b"{\"resourceProfiles\":7}", 1 << 20).is_err());
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //! by `push.max_body_bytes` and `push.max_decompressed_bytes` (the profiles inside a
 //! Connect request share that decompression cap), the stacks of all its profiles
 //! together by the scrape [`StackBudget`](stackwatch_profile::StackBudget), at most
-//! [`MAX_PROFILES_PER_REQUEST`] profile types per request.
+//! [`MAX_PROFILES_PER_REQUEST`] profile types per request. What decoding the
+//! `PushRequest` and its pprof profiles builds is counted on the wire before it is
+//! built ([`wire_scan`]) and bounded together by [`max_message_bytes`]; requests
+//! inflate and decode in a bounded number of slots
+//! ([`DecodeSlots`](super::decode_slots::DecodeSlots)), off the async threads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -28,7 +32,8 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use stackwatch_profile::budget::{BoundedStacks, BudgetError, StackAccumulator};
-use stackwatch_profile::pprof::{PprofError, PprofProfile, SampleType};
+use stackwatch_profile::pprof::{max_message_bytes, PprofError, PprofProfile, SampleType};
+use stackwatch_profile::wire_scan;
 use stackwatch_profile::StackBudget;
 use stackwatch_store::Labels;
 
@@ -421,6 +426,9 @@ fn select_types(
 fn pprof_error(e: PprofError) -> PushError {
     match e {
         PprofError::TooLarge { .. } => PushError::TooLarge(e.to_string()),
+        PprofError::Expands(o) => PushError::TooLarge(format!(
+            "pprof: {o} (twice the larger of scrape.max_decoded_bytes and push.max_decompressed_bytes, shared by the request's profiles)"
+        )),
         e => PushError::Invalid(e.to_string()),
     }
 }
@@ -438,17 +446,21 @@ struct PendingProfile {
 }
 
 /// Parses the pprof profiles of one request, within what is left of the request's
-/// decompression cap (`inflate_left`), and counts what they expand to.
+/// decompression cap (`inflate_left`) and of the memory its decoded messages may take
+/// together (`message_left`, from `scrape.max_decoded_bytes`), and counts what they
+/// expand to.
 struct ProfileBatch {
     pending: Vec<PendingProfile>,
     inflate_left: usize,
+    message_left: usize,
 }
 
 impl ProfileBatch {
-    fn new(max_decompressed: usize) -> Self {
+    fn new(max_decompressed: usize, max_message_bytes: usize) -> Self {
         ProfileBatch {
             pending: Vec::new(),
             inflate_left: max_decompressed,
+            message_left: max_message_bytes,
         }
     }
 
@@ -467,13 +479,16 @@ impl ProfileBatch {
         sample_rate: u32,
         fallback: (u64, u64),
     ) -> Result<(), PushError> {
-        let profile = PprofProfile::parse(bytes, self.inflate_left).map_err(|e| match e {
-            PprofError::TooLarge { .. } => PushError::TooLarge(format!(
-                "the profiles of this request decompress past push.max_decompressed_bytes: {e}"
-            )),
-            e => pprof_error(e),
-        })?;
+        let profile = PprofProfile::parse(bytes, self.inflate_left, self.message_left).map_err(
+            |e| match e {
+                PprofError::TooLarge { .. } => PushError::TooLarge(format!(
+                    "the profiles of this request decompress past push.max_decompressed_bytes: {e}"
+                )),
+                e => pprof_error(e),
+            },
+        )?;
         self.inflate_left = self.inflate_left.saturating_sub(profile.raw_len());
+        self.message_left = self.message_left.saturating_sub(profile.message_bytes());
         let selected = select_types(&profile, hint, config, sample_rate)?;
         if self.profiles() + selected.len() > MAX_PROFILES_PER_REQUEST {
             return Err(PushError::Invalid(format!(
@@ -791,7 +806,17 @@ async fn ingest_request(
         .remove("service")
         .unwrap_or_default(),
     };
-    let series = ingest_series(state, &params, headers, &body, now_ns).inspect_err(|e| {
+    // Inflating and decoding: a bounded number at once, off the async threads; the slot
+    // moves into the blocking task so it is held until the decode ends.
+    let slot = state.decode_slots.acquire().await?;
+    let (st, headers) = (state.clone(), headers.clone());
+    let series = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        ingest_series(&st, &params, &headers, &body, now_ns)
+    })
+    .await
+    .map_err(|e| PushError::Unavailable(format!("decoding stopped: {e}")))?
+    .inspect_err(|e| {
         gate.refused(&source, &e.to_string());
     })?;
     accept(state, Protocol::Pyroscope, &tenant, series).await
@@ -927,7 +952,11 @@ fn ingest_series(
             } else {
                 &body
             };
-            let mut batch = ProfileBatch::new(state.gate.config().max_decompressed_bytes);
+            let max_decompressed = state.gate.config().max_decompressed_bytes;
+            let mut batch = ProfileBatch::new(
+                max_decompressed,
+                max_message_bytes(&state.stack_budget, max_decompressed),
+            );
             batch.add(
                 profile,
                 Some(name.app.clone()),
@@ -1091,7 +1120,7 @@ fn connect_error(e: PushError) -> Response {
         PushError::Unauthorized(_) => "unauthenticated",
         PushError::TooLarge(_) | PushError::RateLimited { .. } => "resource_exhausted",
         PushError::Invalid(_) => "invalid_argument",
-        PushError::Unavailable(_) => "unavailable",
+        PushError::Unavailable(_) | PushError::Busy { .. } => "unavailable",
     };
     let body = serde_json::json!({ "code": code, "message": e.to_string() }).to_string();
     // The plain response's status and headers (Retry-After, WWW-Authenticate), with the
@@ -1165,7 +1194,77 @@ async fn connect_push(
 /// One decoded series of a Connect request: labels and raw profiles.
 type RawSeries = (Vec<(String, String)>, Vec<Vec<u8>>);
 
-fn connect_decode(body: &[u8], json: bool) -> Result<Vec<RawSeries>, PushError> {
+/// What decoding a `PushRequest` builds ([`wire_scan`]), under the JSON names
+/// [`json`] reads.
+mod shape {
+    use std::mem::size_of;
+
+    use super::proto;
+    use stackwatch_profile::wire_scan::{FieldShape, MessageShape};
+
+    static LABEL_PAIR: MessageShape = MessageShape {
+        name: "LabelPair",
+        bytes: size_of::<proto::LabelPair>(),
+        fields: &[
+            FieldShape::bytes(1, "name", &["name"]),
+            FieldShape::bytes(2, "value", &["value"]),
+        ],
+    };
+    static RAW_SAMPLE: MessageShape = MessageShape {
+        name: "RawSample",
+        bytes: size_of::<proto::RawSample>(),
+        fields: &[
+            FieldShape::bytes(1, "raw_profile", &["rawProfile", "raw_profile"]),
+            FieldShape::bytes(2, "id", &[]),
+        ],
+    };
+    static RAW_PROFILE_SERIES: MessageShape = MessageShape {
+        name: "RawProfileSeries",
+        bytes: size_of::<proto::RawProfileSeries>(),
+        fields: &[
+            FieldShape::messages(1, "labels", &["labels"], &LABEL_PAIR),
+            FieldShape::messages(2, "samples", &["samples"], &RAW_SAMPLE),
+        ],
+    };
+    /// `push.v1.PushRequest`.
+    pub static PUSH_REQUEST: MessageShape = MessageShape {
+        name: "PushRequest",
+        bytes: size_of::<proto::PushRequest>(),
+        fields: &[FieldShape::messages(
+            1,
+            "series",
+            &["series"],
+            &RAW_PROFILE_SERIES,
+        )],
+    };
+}
+
+/// Decodes a `PushRequest`, refusing one whose decoded messages would take more than
+/// `max_message_bytes` (counted on the wire first; JSON is held twice, as parsed and as
+/// decoded base64). Returns the series and what they cost.
+fn connect_decode(
+    body: &[u8],
+    json: bool,
+    max_message_bytes: usize,
+) -> Result<(Vec<RawSeries>, usize), PushError> {
+    let cost = if json {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        wire_scan::scan_json(&shape::PUSH_REQUEST, &mut de, max_message_bytes, 2)
+    } else {
+        wire_scan::scan_protobuf(&shape::PUSH_REQUEST, body, max_message_bytes)
+    }
+    .map_err(|e| {
+        let malformed = if json {
+            "bad PushRequest JSON"
+        } else {
+            "bad PushRequest protobuf"
+        };
+        super::otlp::scan_error("the PushRequest", malformed, e)
+    })?;
+    connect_series_of(body, json).map(|series| (series, cost.bytes))
+}
+
+fn connect_series_of(body: &[u8], json: bool) -> Result<Vec<RawSeries>, PushError> {
     if json {
         let req: json::PushRequest = serde_json::from_slice(body)
             .map_err(|e| PushError::Invalid(format!("bad PushRequest JSON: {e}")))?;
@@ -1207,11 +1306,47 @@ async fn connect_request(
     let body = body.map_err(body_error)?;
     let gate = &state.gate;
     let tenant = gate.authenticate(headers)?;
-    let body = read_body(gate, headers, &body)?;
-    let raw = connect_decode(&body, json)?;
-    drop(body);
+    // Inflating and decoding: a bounded number at once, off the async threads; the slot
+    // moves into the blocking task so it is held until the decode ends.
+    let slot = state.decode_slots.acquire().await?;
+    let (st, headers, who) = (state.clone(), headers.clone(), tenant.clone());
+    let (series, source) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        connect_series(&st, json, &headers, &body, &who)
+    })
+    .await
+    .map_err(|e| PushError::Unavailable(format!("decoding stopped: {e}")))?;
+    let series = series.inspect_err(|e| {
+        if let Some(source) = &source {
+            gate.refused(source, &e.to_string());
+        }
+    })?;
+    accept(state, Protocol::Pyroscope, &tenant, series).await
+}
+
+/// The series of a Connect request from `tenant` (blocking: inflates and decodes), and
+/// its source once a series named one.
+fn connect_series(
+    state: &PushState,
+    json: bool,
+    headers: &HeaderMap,
+    body: &[u8],
+    tenant: &str,
+) -> (Result<Vec<PushedSeries>, PushError>, Option<SourceKey>) {
+    let gate = &state.gate;
+    // The request and its pprof profiles share one bound on what decoding builds.
+    let max_message = max_message_bytes(&state.stack_budget, gate.config().max_decompressed_bytes);
+    let decoded =
+        read_body(gate, headers, body).and_then(|body| connect_decode(&body, json, max_message));
+    let (raw, cost) = match decoded {
+        Ok(d) => d,
+        Err(e) => return (Err(e), None),
+    };
     let now_ns = stackwatch_profile::clock::unix_ms().saturating_mul(1_000_000);
-    let mut batch = ProfileBatch::new(gate.config().max_decompressed_bytes);
+    let mut batch = ProfileBatch::new(
+        gate.config().max_decompressed_bytes,
+        max_message.saturating_sub(cost),
+    );
     let mut source = None;
     let result = (|| {
         for (labels, samples) in &raw {
@@ -1232,7 +1367,7 @@ async fn connect_request(
                 ));
             };
             source.get_or_insert_with(|| SourceKey {
-                tenant: tenant.clone(),
+                tenant: tenant.to_owned(),
                 service,
             });
             for sample in samples {
@@ -1250,14 +1385,10 @@ async fn connect_request(
         Ok(())
     })();
     drop(raw);
-    let series = result
-        .and_then(|()| batch.into_series(state, now_ns))
-        .inspect_err(|e| {
-            if let Some(source) = &source {
-                gate.refused(source, &e.to_string());
-            }
-        })?;
-    accept(state, Protocol::Pyroscope, &tenant, series).await
+    (
+        result.and_then(|()| batch.into_series(state, now_ns)),
+        source,
+    )
 }
 
 #[cfg(test)]

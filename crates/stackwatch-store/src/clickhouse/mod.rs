@@ -685,6 +685,15 @@ impl ProfileStore for ClickHouseStore {
         })
     }
 
+    fn sample_label_sets(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<stackwatch_profile::SampleLabels>, StoreError> {
+        self.label_sets_used(selector, from_s, to_s)
+    }
+
     fn grouped_series(
         &self,
         selector: &Selector,

@@ -405,6 +405,40 @@ impl ClickHouseStore {
         Ok(out)
     }
 
+    /// The body of
+    /// [`ProfileStore::sample_label_sets`](crate::ProfileStore::sample_label_sets).
+    pub(super) fn label_sets_used(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<SampleLabels>, StoreError> {
+        if to_s <= from_s {
+            return Err(StoreError::Invalid("empty range".into()));
+        }
+        let stored = self.label_set_rows()?;
+        let (chosen, sel) = self.choose(selector, Some(&stored))?;
+        if sel.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Any rollup serves: the sets are the same at every resolution.
+        let plan = self.plan(from_s, to_s, 3600)?;
+        let text = self.read(&format!(
+            "SELECT DISTINCT labels FROM ({})",
+            self.pieces_sql(&plan, "labels", &chosen, &sel.sets)
+        ))?;
+        let mut used = std::collections::HashSet::new();
+        for r in rows(&text).0 {
+            let k: u64 = num(r.first(), "labels")?;
+            used.insert(k);
+        }
+        Ok(stored
+            .into_iter()
+            .filter(|(k, _)| used.contains(k))
+            .map(|(_, l)| l)
+            .collect())
+    }
+
     /// The body of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series),
     /// in two bounded reads: the total per target (grouping by a target label) or per
     /// label set (any other name), one row each, which Rust maps to values to pick the

@@ -306,6 +306,16 @@ impl ProfileStore for SqliteStore {
             .map_err(|e| self.interrupted(e))
     }
 
+    fn sample_label_sets(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<stackwatch_profile::SampleLabels>, StoreError> {
+        self.sample_label_sets_inner(selector, from_s, to_s)
+            .map_err(|e| self.interrupted(e))
+    }
+
     fn grouped_series(
         &self,
         selector: &Selector,

@@ -189,6 +189,45 @@ impl SqliteStore {
         ))
     }
 
+    /// The body of
+    /// [`ProfileStore::sample_label_sets`](crate::ProfileStore::sample_label_sets).
+    pub(super) fn sample_label_sets_inner(
+        &self,
+        selector: &Selector,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<SampleLabels>, StoreError> {
+        if to_s <= from_s {
+            return Err(StoreError::Invalid("empty range".into()));
+        }
+        let stored = self.label_set_rows()?;
+        let sel = self.selection(selector, Some(&stored))?;
+        if sel.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = sel.targets.iter().map(|(id, _, _)| *id).collect();
+        let mut used: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        // Any rollup serves: the sets are the same at every resolution.
+        for (table, a, b) in self.plan(from_s, to_s, 3600)? {
+            self.scan(
+                (table, a, b),
+                &ids,
+                &sel.sets,
+                "SELECT DISTINCT label_set FROM samples_raw WHERE ts >= ?1 AND ts < ?2 AND target_id IN ({ids}){sets}",
+                "SELECT DISTINCT label_set FROM {table} WHERE target_id = ?1 AND ts >= ?2 AND ts < ?3{sets}",
+                |_, r| {
+                    used.insert(r.get(0)?);
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(stored
+            .into_iter()
+            .filter(|(id, _)| used.contains(id))
+            .map(|(_, l)| l)
+            .collect())
+    }
+
     /// The body of [`ProfileStore::label_keys`](crate::ProfileStore::label_keys).
     pub(super) fn label_keys_inner(&self) -> Result<LabelKeys, StoreError> {
         let targets = self.targets_inner()?;

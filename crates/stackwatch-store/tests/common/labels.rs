@@ -115,6 +115,26 @@ fn total(store: &dyn ProfileStore, selector: &str, from: i64, to: i64) -> u64 {
 pub fn check_queries(store: &dyn ProfileStore, t0: i64, n: i64) {
     let (from, to) = (t0, t0 + n * EVERY);
     let n = n as u64;
+    // The label sets the rows of a selection use (a tenant's label listings).
+    let used = |selector: &str| {
+        let mut sets = store.sample_label_sets(&sel(selector), from, to).unwrap();
+        sets.sort();
+        sets
+    };
+    assert_eq!(used(r#"{service="y"}"#), [set(&[("table", "orders")])]);
+    assert_eq!(
+        used(r#"{service="x"}"#),
+        [
+            set(&[("op", "insert"), ("table", "users")]),
+            set(&[("table", "items")]),
+            set(&[("table", "orders")]),
+        ]
+    );
+    assert_eq!(
+        used(r#"{service="x", table="orders"}"#),
+        [set(&[("table", "orders")])]
+    );
+    assert!(used(r#"{service="nope"}"#).is_empty());
     // Selection: target matchers, sample matchers, both.
     assert_eq!(total(store, "{}", from, to), 19 * n);
     assert_eq!(total(store, r#"{service="x"}"#, from, to), 16 * n);
