@@ -555,6 +555,42 @@ async fn metrics(State(st): State<ApiState>, scope: ReadScope) -> Response {
         load(&w.backlog_dropped_windows),
     )
     .single(
+        "stackwatch_store_spool_bytes",
+        MetricKind::Gauge,
+        "Bytes of backlogged requests in the spool on disk (<data_dir>/backlog).",
+        load(&w.spool_bytes),
+    )
+    .single(
+        "stackwatch_store_spooled_rows_total",
+        MetricKind::Counter,
+        "Rows written to the backlog's spool (each request synced before it is acknowledged).",
+        load(&w.spooled_rows),
+    )
+    .single(
+        "stackwatch_store_spool_replayed_total",
+        MetricKind::Counter,
+        "Requests read back from the spool at start, to be stored before anything new.",
+        load(&w.spool_replayed),
+    )
+    .single(
+        "stackwatch_store_spool_already_stored_total",
+        MetricKind::Counter,
+        "Replayed requests the store had already committed before the last stop (not stored again).",
+        load(&w.spool_already_stored),
+    )
+    .single(
+        "stackwatch_store_spool_corrupt_records_total",
+        MetricKind::Counter,
+        "Torn or corrupt spool records skipped at start (writes a crash cut short, never acknowledged).",
+        load(&w.spool_corrupt_records),
+    )
+    .single(
+        "stackwatch_store_spool_errors_total",
+        MetricKind::Counter,
+        "Requests refused because the spool could not be written (not acknowledged).",
+        load(&w.spool_errors),
+    )
+    .single(
         "stackwatch_collector_maintenance",
         MetricKind::Gauge,
         "1 when this collector runs rollups and retention for the shared store.",

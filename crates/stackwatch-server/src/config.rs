@@ -277,6 +277,9 @@ pub struct StoreSection {
     /// Rows held in memory while the store is unavailable (default 2 000 000); when
     /// full, checkpoints stop advancing and workers keep their windows.
     pub max_buffered_rows: usize,
+    /// Bytes of requests the backlog's spool on disk (`<data_dir>/backlog`) holds while
+    /// the store is unavailable (default 1 GiB); past it, as past `max_buffered_rows`.
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for StoreSection {
@@ -292,6 +295,7 @@ impl Default for StoreSection {
             shard_urls: Vec::new(),
             timeout: Duration::from_secs(30),
             max_buffered_rows: 2_000_000,
+            max_backlog_bytes: crate::writer::DEFAULT_MAX_SPOOL_BYTES,
         }
     }
 }
@@ -977,6 +981,9 @@ impl Config {
         if cfg.store.max_buffered_rows == 0 {
             return Err(invalid("store.max_buffered_rows", "must be at least 1"));
         }
+        if cfg.store.max_backlog_bytes == 0 {
+            return Err(invalid("store.max_backlog_bytes", "must be at least 1"));
+        }
         if cfg.collector.id.as_deref() == Some("") {
             return Err(invalid("collector.id", "must not be empty"));
         }
@@ -1152,6 +1159,7 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert_eq!(c.http, d.http);
         assert_eq!(c.storage, d.storage);
         assert_eq!(c.push, d.push);
+        assert_eq!(c.store, d.store);
     }
 
     #[test]
@@ -1229,6 +1237,7 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
             .contains("store.shard_urls"));
         assert!(err("[store]\nkind = \"mongodb\"\n").contains("kind"));
         assert!(err("[store]\nmax_buffered_rows = 0\n").contains("store.max_buffered_rows"));
+        assert!(err("[store]\nmax_backlog_bytes = 0\n").contains("store.max_backlog_bytes"));
         assert!(err("[collector]\nid = \"\"\n").contains("collector.id"));
         // A password file is read relative to the config file, without its newline.
         let dir = tempfile::tempdir().unwrap();

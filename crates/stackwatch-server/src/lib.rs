@@ -3,7 +3,8 @@
 //!
 //! - [`config`][crate::config]: `stackwatch.toml`.
 //! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
-//! - [`writer`][crate::writer]: the single store writer with size-or-time batching.
+//! - [`writer`][crate::writer]: the single store writer with size-or-time batching;
+//!   [`backlog_spool`][crate::backlog_spool] its backlog on disk while the store is down.
 //! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
 //!   [`scope`][crate::scope] what each request's token may read;
 //!   [`state`][crate::state] what the routes share (and the query slots);
@@ -18,6 +19,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod backlog_spool;
 pub mod config;
 pub mod data_dir;
 pub mod membership;
@@ -69,6 +71,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The writer's backlog spool could not be opened or locked.
+    #[error(transparent)]
+    Spool(#[from] backlog_spool::SpoolError),
 }
 
 impl From<stackwatch_store::StoreError> for ServerError {
@@ -88,7 +93,30 @@ pub struct Server {
     store: StoreConfig,
     listener: tokio::net::TcpListener,
     lock: Option<data_dir::DataDirLock>,
+    spool: writer::WriterSpool,
     read_access: config::ReadAccess,
+}
+
+/// The directory of the writer's backlog spool: `<data_dir>/backlog` beside the SQLite
+/// file (its collector holds the data directory), or, over a shared store, where several
+/// collectors may share one host and `data_dir`, `<data_dir>/backlog/<collector id>`.
+pub fn spool_dir(cfg: &Config, store: &StoreConfig) -> PathBuf {
+    let dir = cfg.data_dir.join("backlog");
+    if !store.is_shared() {
+        return dir;
+    }
+    let id: String = cfg
+        .collector_id()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(id.trim_start_matches('.'))
 }
 
 impl Server {
@@ -110,6 +138,16 @@ impl Server {
         // can be reached and written.
         drop(open_writer(&store)?);
         tracing::info!(store = %store.describe(), "store opened");
+        // The spool is read (and locked) before anything listens: what it holds was
+        // acknowledged, and is stored before anything new. SQLite sums a row written
+        // twice, so it gets a marker (see WriterSpool::open); ClickHouse's rows written
+        // twice count once.
+        let marker = (!store.is_shared()).then(writer::spool_marker);
+        let spool = writer::WriterSpool::open(
+            &spool_dir(&cfg, &store),
+            cfg.store.max_backlog_bytes,
+            marker,
+        )?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|cause| ServerError::Bind {
@@ -137,6 +175,7 @@ impl Server {
             store,
             listener,
             lock,
+            spool,
             read_access,
         })
     }
@@ -156,6 +195,7 @@ impl Server {
         let cfg = self.cfg;
         let store_cfg = self.store;
         let _lock = self.lock;
+        let spool = self.spool;
         let read_access = self.read_access;
         let store = open_writer(&store_cfg)?;
         let members = membership::Membership::new(
@@ -202,6 +242,7 @@ impl Server {
                 } else {
                     None
                 },
+                spool: Some(spool),
             },
         );
         let readers = Readers::open(&store_cfg)?;

@@ -20,6 +20,12 @@
 //! keep the windows until the store is back. A request with a window the store would
 //! refuse in any state (too old for its retention) is refused before it is buffered,
 //! so nothing is acknowledged that the store will not take.
+//!
+//! The backlog is durable: a request is acknowledged into it only once it is written
+//! and synced to the spool ([`crate::backlog_spool`], `<data_dir>/backlog`), and it
+//! leaves the spool once stored or dropped. At start the writer replays the spool before
+//! anything new, each request exactly once (see [`WriterSpool::open`]). Past the spool's
+//! byte bound, or when it cannot be written, a request is refused as transient.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use stackwatch_store::StoreError;
 use stackwatch_store::{IngestWindow, Labels, ProfileStore};
+
+use crate::backlog_spool::{Recovered, Spool, SpoolError};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -65,6 +73,19 @@ pub struct WriterStats {
     pub backlog_refused: AtomicU64,
     /// 1 while the last write found the store unavailable.
     pub store_unavailable: AtomicU64,
+    /// Rows written to the backlog's spool on disk (each acknowledged only once synced).
+    pub spooled_rows: AtomicU64,
+    /// Bytes of the requests waiting in the spool.
+    pub spool_bytes: AtomicU64,
+    /// Requests read back from the spool when the writer started.
+    pub spool_replayed: AtomicU64,
+    /// Of those, requests the store had already committed (a crash between its commit
+    /// and the spool's removal): skipped, not stored twice.
+    pub spool_already_stored: AtomicU64,
+    /// Torn or corrupt spool records skipped when the writer started.
+    pub spool_corrupt_records: AtomicU64,
+    /// Requests refused because writing them to the spool failed (disk full, I/O error).
+    pub spool_errors: AtomicU64,
     /// Backlogged rows per target (labels), for `/api/targets`.
     pub backlog_by_target: Mutex<HashMap<Labels, u64>>,
 }
@@ -92,6 +113,23 @@ pub enum WriteError {
         /// Why the store is unavailable.
         why: String,
     },
+    /// The store is unavailable and the spool holds its byte bound.
+    #[error("store unavailable ({why}) and {bytes} bytes already wait in the backlog's spool: the worker keeps its windows until the store is back")]
+    SpoolFull {
+        /// Bytes waiting.
+        bytes: u64,
+        /// Why the store is unavailable.
+        why: String,
+    },
+    /// The store is unavailable and the request could not be written to the backlog's
+    /// spool (so it is not acknowledged).
+    #[error("store unavailable ({why}) and the backlog's spool failed: {error}")]
+    Spool {
+        /// Why writing the spool failed.
+        error: Arc<SpoolError>,
+        /// Why the store is unavailable.
+        why: String,
+    },
 }
 
 impl WriteError {
@@ -105,7 +143,10 @@ impl WriteError {
     pub fn is_transient(&self) -> bool {
         match self {
             WriteError::Store(e) => e.is_transient(),
-            WriteError::Stopped | WriteError::BacklogFull { .. } => true,
+            WriteError::Stopped
+            | WriteError::BacklogFull { .. }
+            | WriteError::SpoolFull { .. }
+            | WriteError::Spool { .. } => true,
         }
     }
 }
@@ -158,6 +199,93 @@ pub struct WriterOptions {
     /// own (a store that takes concurrent writes, ClickHouse: a long rollup never holds
     /// ingest up). `None`: the writer does them between flushes (SQLite, one writer).
     pub maintenance_store: Option<BoxedStore>,
+    /// The backlog's spool on disk; `None` keeps the backlog in memory only (lost if the
+    /// collector stops before the store is back).
+    pub spool: Option<WriterSpool>,
+}
+
+/// Most bytes of requests the spool holds by default (`store.max_backlog_bytes`,
+/// beside `max_buffered_rows`).
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
+
+/// The instance of the marker checkpoint (see [`WriterSpool::open`]).
+const SPOOL_MARKER_INSTANCE: &str = "spool";
+
+/// The target of the marker checkpoint of a store that sums rows written twice (see
+/// [`WriterSpool::open`]). Its profile type is none a query asks for (every selection
+/// carries a `__profile_type__` matcher of a known type), so no query selects it, and
+/// the label APIs leave names starting with `__` out.
+pub fn spool_marker() -> Labels {
+    [
+        (
+            crate::profile_type::PROFILE_TYPE_LABEL.to_string(),
+            "__stackwatch_spool__".to_string(),
+        ),
+        ("__stackwatch_spool__".to_string(), "backlog".to_string()),
+    ]
+    .into()
+}
+
+/// The backlog's spool, opened (and locked) before the writer starts, with what it held.
+pub struct WriterSpool {
+    spool: Spool,
+    recovered: Recovered,
+    max_bytes: u64,
+    marker: Option<Labels>,
+}
+
+impl WriterSpool {
+    /// Opens and locks the spool in `dir` and reads back what it holds; it takes at most
+    /// `max_bytes` bytes of waiting requests.
+    ///
+    /// `marker`: the target whose checkpoint records the id of the last spooled request
+    /// stored, in the same transaction as its windows. A store that sums rows written
+    /// twice (SQLite adds on conflict) needs one, so a request stored just before a
+    /// crash, still in the spool, is not stored again when the spool is replayed:
+    ///
+    /// - Recording the id in the store's own transaction is the only order that is
+    ///   exact: removing the request from the spool first loses it if the commit then
+    ///   fails or the process dies; committing first and removing after leaves a window
+    ///   (commit done, removal not) in which a crash replays it, and no marker kept
+    ///   outside the store can tell whether the commit happened.
+    /// - The checkpoint table already commits with the windows, takes the maximum of
+    ///   what is written, and is read with [`ProfileStore::checkpoints`]: a window with
+    ///   no stacks, target `marker`, instance `spool` and `seq` the request's id rides
+    ///   along with the request, and no schema changes. Requests are stored in id order
+    ///   (the backlog is retried oldest first and stops at the first that finds the
+    ///   store down), so every id at or below the checkpoint is stored (or was refused
+    ///   for good). The marker target ([`spool_marker`]) has no samples and is selected
+    ///   by no query.
+    ///
+    /// A store whose rows are idempotent needs none (`None`): ClickHouse writes the same
+    /// rows again for a request replayed, which `FINAL` counts once (as for windows
+    /// fetched again after a failed insert); there a marker target would also show in
+    /// the fleet's stored targets.
+    pub fn open(
+        dir: &std::path::Path,
+        max_bytes: u64,
+        marker: Option<Labels>,
+    ) -> Result<WriterSpool, SpoolError> {
+        let (mut spool, recovered) = Spool::open(dir)?;
+        // Ids never go back, even with the spool emptied and the marker unreadable at
+        // the next start: they are at least the wall clock's microseconds (and above
+        // the marker, read when the writer starts).
+        spool.ids_after(stackwatch_profile::clock::unix_ms().saturating_mul(1000));
+        if !recovered.requests.is_empty() || recovered.corrupt > 0 {
+            tracing::warn!(
+                requests = recovered.requests.len(),
+                corrupt = recovered.corrupt,
+                dir = %dir.display(),
+                "backlog spool: replaying requests acknowledged before the last stop"
+            );
+        }
+        Ok(WriterSpool {
+            spool,
+            recovered,
+            max_bytes,
+            marker,
+        })
+    }
 }
 
 /// The store the writer owns.
@@ -222,11 +350,14 @@ use stackwatch_profile::clock::unix_s as now_s;
 fn run(
     mut store: BoxedStore,
     rx: Receiver<WriteRequest>,
-    opts: WriterOptions,
+    mut opts: WriterOptions,
     stats: Arc<WriterStats>,
     inline_maintenance: bool,
 ) {
     let mut backlog = Backlog::default();
+    if let Some(spool) = opts.spool.take() {
+        backlog.recover(spool, &stats);
+    }
     let mut buffer: Vec<WriteRequest> = Vec::new();
     let mut rows = 0usize;
     let mut oldest: Option<Instant> = None;
@@ -235,6 +366,11 @@ fn run(
         last_retention: Instant::now() - RETENTION_EVERY,
         rollup_due: true,
     };
+    // What the spool held is stored before anything new: new requests join the backlog
+    // behind it while it waits.
+    if !backlog.requests.is_empty() {
+        backlog.retry(&mut store, &stats, &opts);
+    }
     loop {
         let wait = match oldest {
             Some(t) => opts.flush_interval.saturating_sub(t.elapsed()),
@@ -259,8 +395,10 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => {
                 backlog.retry(&mut store, &stats, &opts);
                 flush(&mut store, &mut buffer, &stats, &mut backlog, &opts);
-                if backlog.rows > 0 {
-                    tracing::warn!(rows = backlog.rows, "stopping with a backlog: its windows are fetched again from the workers by the next collector");
+                if backlog.rows > 0 && backlog.spool.is_some() {
+                    tracing::warn!(rows = backlog.rows, "stopping with a backlog: it stays in the spool and is stored when the collector starts again");
+                } else if backlog.rows > 0 {
+                    tracing::warn!(rows = backlog.rows, "stopping with a backlog in memory only: pushed windows in it are lost, scraped ones fetched again by the next collector");
                 }
                 return;
             }
@@ -345,12 +483,29 @@ impl Maintenance {
     }
 }
 
-/// Windows acknowledged while the store was unavailable, oldest first.
+/// A request acknowledged while the store was unavailable.
+struct Pending {
+    /// Its id in the spool (0: not spooled).
+    id: u64,
+    windows: Vec<IngestWindow>,
+    /// Bytes it takes in the spool.
+    bytes: u64,
+}
+
+/// Windows acknowledged while the store was unavailable, oldest first; with a spool,
+/// each written to disk before it was acknowledged.
 struct Backlog {
-    requests: Vec<Vec<IngestWindow>>,
+    requests: Vec<Pending>,
     rows: u64,
+    bytes: u64,
     last_try: Instant,
     why: String,
+    spool: Option<Spool>,
+    max_bytes: u64,
+    /// The marker target (see [`WriterSpool::open`]).
+    marker: Option<Labels>,
+    /// With a marker: the highest spooled id the store holds, once read.
+    stored_through: Option<u64>,
 }
 
 impl Default for Backlog {
@@ -358,8 +513,13 @@ impl Default for Backlog {
         Backlog {
             requests: Vec::new(),
             rows: 0,
+            bytes: 0,
             last_try: Instant::now(),
             why: String::new(),
+            spool: None,
+            max_bytes: u64::MAX,
+            marker: None,
+            stored_through: None,
         }
     }
 }
@@ -373,39 +533,183 @@ fn rows_of(windows: &[IngestWindow]) -> u64 {
 }
 
 impl Backlog {
-    /// Keeps `windows` if there is room; false when full.
+    /// Takes over `spool` and what it held: the requests wait in the backlog, in order.
+    fn recover(&mut self, spool: WriterSpool, stats: &WriterStats) {
+        let WriterSpool {
+            spool,
+            recovered,
+            max_bytes,
+            marker,
+        } = spool;
+        stats
+            .spool_corrupt_records
+            .fetch_add(recovered.corrupt, Ordering::Relaxed);
+        stats
+            .spool_replayed
+            .fetch_add(recovered.requests.len() as u64, Ordering::Relaxed);
+        for r in recovered.requests {
+            self.keep(
+                Pending {
+                    id: r.id,
+                    windows: r.windows,
+                    bytes: r.bytes,
+                },
+                stats,
+            );
+        }
+        self.spool = Some(spool);
+        self.max_bytes = max_bytes;
+        self.marker = marker;
+        self.why = "replaying the spool".into();
+        self.publish(stats);
+    }
+
+    /// Keeps `windows` if there is room, written to the spool (and synced) first.
     fn push(
         &mut self,
         windows: Vec<IngestWindow>,
+        why: &str,
         opts: &WriterOptions,
         stats: &WriterStats,
-    ) -> bool {
+    ) -> Result<(), WriteError> {
         let n = rows_of(&windows);
         if self.rows + n > opts.max_buffered_rows as u64 && self.rows > 0 {
             stats.backlog_refused.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Err(WriteError::BacklogFull {
+                rows: self.rows,
+                why: why.to_string(),
+            });
         }
-        self.rows += n;
+        let (id, bytes) = match &mut self.spool {
+            None => (0, 0),
+            Some(spool) => {
+                let spooled = spool.encode(&windows).and_then(|record| {
+                    let bytes = record.len() as u64;
+                    if self.bytes + bytes > self.max_bytes && self.rows > 0 {
+                        return Ok(None);
+                    }
+                    spool.append(&record).map(|id| Some((id, bytes)))
+                });
+                match spooled {
+                    Ok(Some(spooled)) => spooled,
+                    Ok(None) => {
+                        stats.backlog_refused.fetch_add(1, Ordering::Relaxed);
+                        return Err(WriteError::SpoolFull {
+                            bytes: self.bytes,
+                            why: why.to_string(),
+                        });
+                    }
+                    Err(e) => {
+                        stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "backlog spool: a request could not be written; refused (not acknowledged)");
+                        return Err(WriteError::Spool {
+                            error: Arc::new(e),
+                            why: why.to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        stats
+            .spooled_rows
+            .fetch_add(if id > 0 { n } else { 0 }, Ordering::Relaxed);
+        self.keep(Pending { id, windows, bytes }, stats);
+        self.publish(stats);
+        Ok(())
+    }
+
+    /// Adds `p` at the end, and its rows to the counts.
+    fn keep(&mut self, p: Pending, stats: &WriterStats) {
+        self.rows += rows_of(&p.windows);
+        self.bytes += p.bytes;
         {
             let mut by = stats
                 .backlog_by_target
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for w in &windows {
+            for w in &p.windows {
                 *by.entry(w.target.clone()).or_insert(0) += rows_of(std::slice::from_ref(w));
             }
         }
-        self.requests.push(windows);
-        self.publish(stats);
-        true
+        self.requests.push(p);
     }
 
     fn publish(&self, stats: &WriterStats) {
         stats.backlog_rows.store(self.rows, Ordering::Relaxed);
+        stats.spool_bytes.store(self.bytes, Ordering::Relaxed);
         stats.backlog_windows.store(
-            self.requests.iter().map(|r| r.len() as u64).sum(),
+            self.requests.iter().map(|r| r.windows.len() as u64).sum(),
             Ordering::Relaxed,
         );
+    }
+
+    /// The windows of `requests`, and with a marker the marker window of the last
+    /// spooled one (the checkpoint keeps the maximum: one marker answers for all).
+    fn windows_of(&self, requests: &[Pending]) -> (Vec<IngestWindow>, usize) {
+        let mut windows: Vec<IngestWindow> =
+            requests.iter().flat_map(|r| &r.windows).cloned().collect();
+        let last = requests.iter().map(|r| r.id).max().unwrap_or(0);
+        match &self.marker {
+            Some(marker) if last > 0 => {
+                windows.push(IngestWindow {
+                    target: marker.clone(),
+                    instance: SPOOL_MARKER_INSTANCE.into(),
+                    seq: last,
+                    start_unix_s: now_s(),
+                    stacks: Vec::new(),
+                    labeled: Vec::new(),
+                    period_ns: 0,
+                });
+                (windows, 1)
+            }
+            _ => (windows, 0),
+        }
+    }
+
+    /// With a marker, reads once which spooled requests the store already holds and
+    /// takes them out (not stored twice). False while the store cannot tell.
+    fn skip_stored(&mut self, store: &BoxedStore, stats: &WriterStats) -> bool {
+        let Some(marker) = &self.marker else {
+            return true;
+        };
+        if self.stored_through.is_none() {
+            match store.checkpoints(marker) {
+                Ok(cps) => {
+                    let through = cps
+                        .iter()
+                        .filter(|c| c.instance == SPOOL_MARKER_INSTANCE)
+                        .map(|c| c.last_seq)
+                        .max()
+                        .unwrap_or(0);
+                    if let Some(spool) = &mut self.spool {
+                        spool.ids_after(through);
+                    }
+                    self.stored_through = Some(through);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "backlog spool: reading which spooled requests the store holds failed; trying again");
+                    self.unavailable(&e, stats);
+                    return false;
+                }
+            }
+        }
+        let through = self.stored_through.unwrap_or(0);
+        let stored = self
+            .requests
+            .iter()
+            .take_while(|r| r.id > 0 && r.id <= through)
+            .count();
+        if stored > 0 {
+            tracing::warn!(
+                requests = stored,
+                "backlog spool: requests the store committed before the last stop (not stored again)"
+            );
+            stats
+                .spool_already_stored
+                .fetch_add(stored as u64, Ordering::Relaxed);
+            self.remove_first(stored, stats);
+        }
+        true
     }
 
     /// Stores what the backlog holds, `flush_rows` at a time, until the store fails.
@@ -415,18 +719,20 @@ impl Backlog {
     /// every request is stored once and counted once (SQLite adds a row written twice).
     fn retry(&mut self, store: &mut BoxedStore, stats: &WriterStats, opts: &WriterOptions) {
         self.last_try = Instant::now();
+        if !self.skip_stored(store, stats) {
+            return;
+        }
         while !self.requests.is_empty() {
             let mut take = 0;
             let mut rows = 0u64;
             while take < self.requests.len() && (take == 0 || rows < opts.flush_rows as u64) {
-                rows += rows_of(&self.requests[take]);
+                rows += rows_of(&self.requests[take].windows);
                 take += 1;
             }
-            let windows: Vec<IngestWindow> =
-                self.requests[..take].iter().flatten().cloned().collect();
+            let (windows, markers) = self.windows_of(&self.requests[..take]);
             match store.ingest(&windows) {
                 Ok(s) => {
-                    record(stats, s);
+                    record(stats, s, markers);
                     self.remove_first(take, stats);
                 }
                 Err(e) if e.is_transient() => {
@@ -439,14 +745,15 @@ impl Backlog {
                     // the backlog forever).
                     tracing::warn!(error = %e, "backlogged windows refused; retrying each request alone");
                     for _ in 0..take {
-                        match store.ingest(&self.requests[0]) {
-                            Ok(s) => record(stats, s),
+                        let (windows, markers) = self.windows_of(&self.requests[..1]);
+                        match store.ingest(&windows) {
+                            Ok(s) => record(stats, s, markers),
                             Err(e) if e.is_transient() => {
                                 self.unavailable(&e, stats);
                                 return;
                             }
                             Err(e) => {
-                                let n = self.requests[0].len();
+                                let n = self.requests[0].windows.len();
                                 stats
                                     .backlog_dropped_windows
                                     .fetch_add(n as u64, Ordering::Relaxed);
@@ -467,16 +774,16 @@ impl Backlog {
         stats.store_unavailable.store(1, Ordering::Relaxed);
     }
 
-    /// Takes the first `n` requests out (stored or dropped), and their rows out of the
-    /// counts.
+    /// Takes the first `n` requests out (stored or dropped), their rows out of the
+    /// counts, and from the spool the segments that hold nothing else.
     fn remove_first(&mut self, n: usize, stats: &WriterStats) {
-        let done: Vec<Vec<IngestWindow>> = self.requests.drain(..n).collect();
+        let done: Vec<Pending> = self.requests.drain(..n).collect();
         {
             let mut by = stats
                 .backlog_by_target
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for w in done.iter().flatten() {
+            for w in done.iter().flat_map(|r| &r.windows) {
                 if let Some(n) = by.get_mut(&w.target) {
                     *n = n.saturating_sub(rows_of(std::slice::from_ref(w)));
                     if *n == 0 {
@@ -487,7 +794,17 @@ impl Backlog {
         }
         self.rows = self
             .rows
-            .saturating_sub(done.iter().map(|r| rows_of(r)).sum::<u64>());
+            .saturating_sub(done.iter().map(|r| rows_of(&r.windows)).sum::<u64>());
+        self.bytes = self
+            .bytes
+            .saturating_sub(done.iter().map(|r| r.bytes).sum::<u64>());
+        let last = done.iter().map(|r| r.id).max().unwrap_or(0);
+        if let Some(spool) = &mut self.spool {
+            if last > 0 {
+                self.stored_through = self.stored_through.map(|t| t.max(last));
+                spool.resolved_through(last, !self.requests.is_empty());
+            }
+        }
         self.publish(stats);
     }
 }
@@ -503,15 +820,7 @@ fn backlog_or_refuse(
     stats: &WriterStats,
 ) {
     backlog.why = why.to_string();
-    let rows = backlog.rows;
-    let ack = if backlog.push(windows, opts, stats) {
-        Ok(())
-    } else {
-        Err(WriteError::BacklogFull {
-            rows,
-            why: why.to_string(),
-        })
-    };
+    let ack = backlog.push(windows, why, opts, stats);
     let _ = req.ack.send(ack);
 }
 
@@ -542,7 +851,7 @@ fn flush(
     match result {
         Ok(s) => {
             stats.store_unavailable.store(0, Ordering::Relaxed);
-            record(stats, s);
+            record(stats, s, 0);
             for req in buffer.drain(..) {
                 let _ = req.ack.send(Ok(()));
             }
@@ -577,7 +886,7 @@ fn flush(
                 };
                 match result {
                     Ok(s) => {
-                        record(stats, s);
+                        record(stats, s, 0);
                         let _ = req.ack.send(Ok(()));
                     }
                     Err(e) if e.is_transient() => {
@@ -603,9 +912,12 @@ fn flush(
         .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
-fn record(stats: &WriterStats, s: stackwatch_store::IngestStats) {
+/// Counts a commit of `s`, of which `markers` windows were spool markers.
+fn record(stats: &WriterStats, s: stackwatch_store::IngestStats, markers: usize) {
     stats.rows.fetch_add(s.rows as u64, Ordering::Relaxed);
-    stats.windows.fetch_add(s.windows as u64, Ordering::Relaxed);
+    stats
+        .windows
+        .fetch_add(s.windows.saturating_sub(markers) as u64, Ordering::Relaxed);
     stats.flushes.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -670,9 +982,10 @@ mod tests {
                     let stats = self.inner.ingest(windows)?;
                     let mut s = self.script.lock().unwrap();
                     for w in windows {
-                        *s.stored
-                            .entry((w.target["service"].clone(), w.seq))
-                            .or_insert(0) += 1;
+                        let Some(service) = w.target.get("service") else {
+                            continue; // the spool's marker
+                        };
+                        *s.stored.entry((service.clone(), w.seq)).or_insert(0) += 1;
                     }
                     Ok(stats)
                 }
@@ -787,6 +1100,7 @@ mod tests {
             max_buffered_rows: 1_000_000,
             maintenance: Arc::new(AtomicBool::new(false)),
             maintenance_store: None,
+            spool: None,
         }
     }
 
@@ -937,6 +1251,130 @@ mod tests {
         assert_eq!(stats.backlog_dropped_windows.load(Ordering::Relaxed), 0);
         let stored = script.lock().unwrap().stored.clone();
         assert_eq!(stored, [(("fresh".to_string(), 1), 1)].into());
+    }
+
+    fn marker() -> Labels {
+        spool_marker()
+    }
+
+    /// Periods stored per service in the SQLite file `db`.
+    fn totals(db: &std::path::Path) -> Vec<(String, u64)> {
+        let reader = SqliteStore::open_reader(db).unwrap();
+        let mut totals: Vec<(String, u64)> = reader
+            .raw_totals()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(l, n)| Some((l.get("service")?.clone(), n)))
+            .collect();
+        totals.sort();
+        totals
+    }
+
+    /// Issue 24: requests acknowledged into the backlog while the store is down are in
+    /// the spool; the process dies after the store committed two of them but before the
+    /// spool let go of them. The next writer replays the spool first, and stores the
+    /// third once and the first two not again (SQLite adds a row written twice): the
+    /// marker committed with them says they are stored.
+    #[test]
+    fn a_replayed_spool_stores_each_acknowledged_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("backlog");
+        let script = Arc::new(Mutex::new(Script {
+            down: true,
+            ..Script::default()
+        }));
+        let mut store = scripted(dir.path(), &script);
+        let (stats, opts) = (WriterStats::default(), options());
+        let mut backlog = Backlog::default();
+        backlog.recover(
+            WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap(),
+            &stats,
+        );
+        let mut acks = Vec::new();
+        for service in ["a", "b", "c"] {
+            let (req, ack) = request(service, 0);
+            flush(&mut store, &mut vec![req], &stats, &mut backlog, &opts);
+            acks.push(ack);
+        }
+        for mut ack in acks {
+            assert!(matches!(ack.try_recv(), Ok(Ok(()))), "acknowledged");
+        }
+        assert_eq!(stats.spooled_rows.load(Ordering::Relaxed), 3);
+        assert!(stats.spool_bytes.load(Ordering::Relaxed) > 0);
+        // The store commits a and b (with their marker, as a retry does) ... and the
+        // process dies before the spool hears of it.
+        let (committed, markers) = backlog.windows_of(&backlog.requests[..2]);
+        assert_eq!(markers, 1);
+        script.lock().unwrap().next = [Outcome::Store].into();
+        store.ingest(&committed).unwrap();
+        drop(backlog);
+        drop(store);
+        // The next start: the store is up.
+        script.lock().unwrap().down = false;
+        let mut opts = options();
+        opts.spool =
+            Some(WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap());
+        let (handle, thread) = spawn(scripted(dir.path(), &script), opts);
+        let stats = handle.stats.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats.backlog_windows.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the spool is never replayed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(handle);
+        thread.join().unwrap();
+        assert_eq!(stats.spool_replayed.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.spool_already_stored.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.windows.load(Ordering::Relaxed), 1, "c alone");
+        assert_eq!(
+            totals(&dir.path().join("s.db")),
+            [("a", 7), ("b", 7), ("c", 7)].map(|(s, n)| (s.to_string(), n))
+        );
+        assert_eq!(
+            std::fs::read_dir(&spool_dir).unwrap().count(),
+            0,
+            "the spool is empty once everything is stored"
+        );
+        // And a later start finds nothing to replay.
+        let again = WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap();
+        assert!(again.recovered.requests.is_empty());
+    }
+
+    /// The spool's byte bound refuses (as transient) what would pass it, and nothing
+    /// refused is in the spool.
+    #[test]
+    fn a_full_spool_refuses_as_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Mutex::new(Script {
+            down: true,
+            ..Script::default()
+        }));
+        let mut store = scripted(dir.path(), &script);
+        let (stats, opts) = (WriterStats::default(), options());
+        let mut backlog = Backlog::default();
+        let spool = WriterSpool::open(&dir.path().join("backlog"), 1, None).unwrap();
+        backlog.recover(spool, &stats);
+        let (a, mut a_ack) = request("a", 1);
+        let (b, mut b_ack) = request("b", 1);
+        flush(&mut store, &mut vec![a], &stats, &mut backlog, &opts);
+        flush(&mut store, &mut vec![b], &stats, &mut backlog, &opts);
+        assert!(
+            matches!(a_ack.try_recv(), Ok(Ok(()))),
+            "the first always fits"
+        );
+        let refused = b_ack.try_recv().unwrap().unwrap_err();
+        assert!(refused.is_transient(), "{refused}");
+        assert!(matches!(refused, WriteError::SpoolFull { .. }), "{refused}");
+        drop(backlog);
+        let again = WriterSpool::open(&dir.path().join("backlog"), 1, None).unwrap();
+        let ids: Vec<String> = again
+            .recovered
+            .requests
+            .iter()
+            .flat_map(|r| &r.windows)
+            .map(|w| w.target["service"].clone())
+            .collect();
+        assert_eq!(ids, ["a"]);
     }
 
     #[test]

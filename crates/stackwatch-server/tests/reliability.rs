@@ -363,3 +363,240 @@ fn deleting_the_lock_file_does_not_let_a_second_collector_in() {
     rt.block_on(stackwatch_server::Server::bind(common::config(&path)))
         .expect("free once the first collector stopped");
 }
+
+/// The environment variable that makes [`child_collector`] run a collector: the data
+/// directory.
+const CHILD_DATA_DIR: &str = "STACKWATCH_RELIABILITY_CHILD_DATA_DIR";
+/// The push token of the child collector (tenant `t`).
+const CHILD_TOKEN: &str = "spool-token";
+
+/// Not a test of its own: run by [`acknowledged_pushes_survive_a_killed_collector`] as
+/// a child process (this test binary again, with [`CHILD_DATA_DIR`] set), it runs a
+/// collector with push on over that data directory until it is killed, and prints
+/// `LISTEN <address>` once it listens. Without the variable it returns at once.
+#[test]
+fn child_collector() {
+    let Ok(dir) = std::env::var(CHILD_DATA_DIR) else {
+        return;
+    };
+    let mut cfg = common::config(std::path::Path::new(&dir));
+    cfg.storage.flush_interval = Duration::from_millis(50);
+    cfg.push.enabled = true;
+    cfg.push.tokens = vec![stackwatch_server::config::PushToken {
+        token: Some(CHILD_TOKEN.into()),
+        token_file: None,
+        tenant: "t".into(),
+    }];
+    let rt = runtime();
+    let server = rt
+        .block_on(stackwatch_server::Server::bind(cfg))
+        .expect("the child collector starts");
+    println!("LISTEN {}", server.local_addr());
+    let _ = rt.block_on(server.run(std::future::pending()));
+}
+
+/// A collector running as a child process (see [`child_collector`]).
+struct ChildCollector {
+    child: std::process::Child,
+    api: String,
+}
+
+impl ChildCollector {
+    fn start(data_dir: &std::path::Path) -> ChildCollector {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_collector",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DATA_DIR, data_dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the test binary runs again");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Read what the child prints to its end (so it never writes to a closed pipe),
+        // handing over the address.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                // The harness prints `test child_collector ... ` before it, on that line.
+                if let Some((_, addr)) = line.split_once("LISTEN ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => ChildCollector {
+                child,
+                api: format!("http://{addr}"),
+            },
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the child collector never listened: {e}");
+            }
+        }
+    }
+
+    /// Pushes `body` (folded) for app `name`; returns the status.
+    fn push(&self, name: &str, from: i64, body: &str) -> u16 {
+        use base64::Engine as _;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("p:{CHILD_TOKEN}"));
+        agent
+            .post(format!(
+                "{}/ingest?name={name}&from={from}&until={}&format=folded",
+                self.api,
+                from + 10
+            ))
+            .header("authorization", format!("Basic {auth}"))
+            .header("content-type", "text/plain")
+            .send(body.as_bytes())
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    fn metrics(&self) -> String {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        agent
+            .get(format!("{}/metrics", self.api))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no last flush.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildCollector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 24: pushes acknowledged while the store was unavailable waited in a backlog in
+/// memory; a collector killed then lost them. Here another connection holds SQLite's
+/// write lock while pushes are acknowledged (into the backlog, and its spool on disk),
+/// the collector is killed (SIGKILL) with the lock still held, and a new collector on the
+/// same data directory stores every acknowledged push, exactly once.
+#[test]
+fn acknowledged_pushes_survive_a_killed_collector() {
+    if std::env::var(CHILD_DATA_DIR).is_ok() {
+        return;
+    }
+    let kept = tempfile::tempdir().unwrap();
+    let data = kept.path().join("data");
+    let first = ChildCollector::start(&data);
+    let db = stackwatch_server::db_path(&data);
+    let now = stackwatch_profile::clock::unix_s();
+    // One push stored before the lock, which the replay must not store again.
+    assert_eq!(first.push("before.cpu", now - 60, "main;before 7\n"), 200);
+    let totals = || -> std::collections::BTreeMap<String, u64> {
+        let Ok(reader) = SqliteStore::open_reader(&db) else {
+            return Default::default();
+        };
+        reader
+            .raw_totals()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(l, n)| Some((l.get("service")?.clone(), n)))
+            .collect()
+    };
+    wait_for("the first push is never stored", || {
+        totals().get("before") == Some(&7)
+    });
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // Each push waits out SQLite's busy timeout at most once before it joins the backlog.
+    let pushes = 4;
+    for i in 0..pushes {
+        assert_eq!(
+            first.push(
+                &format!("spooled{i}.cpu"),
+                now - 50 + i,
+                &format!("main;s{i} 7\n")
+            ),
+            200,
+            "push {i} is acknowledged"
+        );
+    }
+    let text = first.metrics();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("stackwatch_store_spooled_rows_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    first.kill();
+    assert_eq!(totals().get("spooled0"), None, "stored while locked?");
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    let second = ChildCollector::start(&data);
+    let want: std::collections::BTreeMap<String, u64> = std::iter::once(("before".to_string(), 7))
+        .chain((0..pushes).map(|i| (format!("spooled{i}"), 7)))
+        .collect();
+    wait_for("the acknowledged pushes are never stored", || {
+        totals() == want
+    });
+    let replayed = second.metrics().lines().find_map(|l| {
+        l.strip_prefix("stackwatch_store_spool_replayed_total ")?
+            .parse::<u64>()
+            .ok()
+    });
+    assert_eq!(replayed, Some(pushes as u64));
+    assert!(
+        std::fs::read_dir(data.join("backlog"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the spool is empty once its requests are stored"
+    );
+    // The spool's marker target is selected by no query (each carries a profile type).
+    let reader = SqliteStore::open_reader(&db).unwrap();
+    for ty in ["", "alloc_space", "inuse_space"] {
+        let sel =
+            stackwatch_store::Selector::parse(&format!("{{__profile_type__=\"{ty}\"}}")).unwrap();
+        let series = reader
+            .target_series(&sel, now - 3600, now + 60, 60)
+            .unwrap();
+        assert!(
+            series
+                .iter()
+                .all(|t| !t.labels.contains_key("__stackwatch_spool__")),
+            "{series:?}"
+        );
+        if ty.is_empty() {
+            assert_eq!(series.len(), want.len(), "{series:?}");
+        }
+    }
+    assert!(reader
+        .targets()
+        .unwrap()
+        .contains(&stackwatch_server::writer::spool_marker()));
+    // Stored exactly once: still so after more flushes.
+    assert_eq!(second.push("after.cpu", now, "main;after 7\n"), 200);
+    wait_for("a push after the replay is never stored", || {
+        totals().get("after") == Some(&7)
+    });
+    assert_eq!(
+        totals()
+            .into_iter()
+            .filter(|(s, _)| s != "after")
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        want
+    );
+    second.kill();
+}
