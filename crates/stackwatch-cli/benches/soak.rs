@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, Sample, ScopeProfiles};
 use prost::Message;
 use stackwatch_profile::protocol::WindowsResponse;
@@ -45,7 +46,8 @@ const HOSTILE_TOKEN: &str = "soak-hostile-token";
 /// Empty samples in the gzip bomb: two bytes each, just under `push.max_decompressed_bytes`
 /// (64 MiB) with the request around them.
 const BOMB_SAMPLES: usize = (32 << 20) - 4096;
-/// Requests of one rate-limit burst: past `push.max_requests_per_second`'s burst of 40.
+/// Requests of one rate-limit burst: past `push.max_requests_per_second`'s burst of 10
+/// (the soak sets 5 per second).
 const BURST: usize = 100;
 /// Windows a worker keeps: 2 s windows over the soak and the final wait.
 const WINDOW_SECS: u64 = 2;
@@ -279,7 +281,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"5s\"\n\
-         [push]\nenabled = true\n\
+         [push]\nenabled = true\nmax_requests_per_second = 5\n\
          [[push.tokens]]\ntoken = \"{LEGIT_TOKEN}\"\ntenant = \"legit\"\n\
          [[push.tokens]]\ntoken = \"{HOSTILE_TOKEN}\"\ntenant = \"hostile\"\n",
         dir.path().join("data").display()
@@ -331,24 +333,36 @@ fn main() {
                         outcomes.add("bomb", s);
                     }
                     1 => {
-                        // A new service with 31 long tags each time.
+                        // A new service each time: with 31 long tags every other time
+                        // (past the label-byte budget), else one short tag (new
+                        // sources until the tenant's limit).
                         let mut r = request(
                             &format!("hostile-{p}-{n}"),
                             &format!("host-{p}"),
                             &[("main;hostile::work".into(), 10)],
                         );
-                        let res = r.resource_profiles[0].resource.as_mut().unwrap();
-                        for k in 0..30 {
-                            let mut kv = res.attributes[1].clone();
-                            kv.key = format!("tag_{k}");
-                            kv.value = Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                                    format!("{p}-{n}-{k}-{}", "x".repeat(240)),
-                                )),
-                            });
-                            res.attributes.push(kv);
+                        if n.is_multiple_of(2) {
+                            let res = r.resource_profiles[0].resource.as_mut().unwrap();
+                            for k in 0..30 {
+                                let mut kv = res.attributes[1].clone();
+                                kv.key = format!("tag_{k}");
+                                kv.value = Some(AnyValue {
+                                    value: Some(any_value::Value::StringValue(format!(
+                                        "{p}-{n}-{k}-{}",
+                                        "x".repeat(240)
+                                    ))),
+                                });
+                                res.attributes.push(kv);
+                            }
                         }
-                        let s = post(&agent, &url, HOSTILE_TOKEN, "application/x-protobuf", true, &gzip(&r.encode_to_vec()));
+                        let s = post(
+                            &agent,
+                            &url,
+                            HOSTILE_TOKEN,
+                            "application/x-protobuf",
+                            true,
+                            &gzip(&r.encode_to_vec()),
+                        );
                         outcomes.add("cardinality", s);
                     }
                     2 => {
@@ -363,12 +377,35 @@ fn main() {
                         outcomes.add("malformed", s);
                     }
                     _ => {
-                        // A burst over the rate limit from one source.
-                        let body = gzip(&request(&format!("burst-{p}"), "h", &[(format!("main;burst;n{n}"), 1)]).encode_to_vec());
-                        for _ in 0..BURST {
-                            let s = post(&agent, &url, HOSTILE_TOKEN, "application/x-protobuf", true, &body);
-                            outcomes.add("burst", s);
-                        }
+                        // A burst over the rate limit from one source: ten senders
+                        // at once (one waits for its commit, the flush interval), each
+                        // request distinct (repeats are acknowledged without counting).
+                        std::thread::scope(|scope| {
+                            for t in 0..10 {
+                                let (agent, url, outcomes) = (&agent, &url, &outcomes);
+                                scope.spawn(move || {
+                                    for i in 0..BURST / 10 {
+                                        let body = gzip(
+                                            &request(
+                                                &format!("burst-{p}"),
+                                                "h",
+                                                &[(format!("main;burst;n{n}_{t}_{i}"), 1)],
+                                            )
+                                            .encode_to_vec(),
+                                        );
+                                        let s = post(
+                                            agent,
+                                            url,
+                                            HOSTILE_TOKEN,
+                                            "application/x-protobuf",
+                                            true,
+                                            &body,
+                                        );
+                                        outcomes.add("burst", s);
+                                    }
+                                });
+                            }
+                        });
                     }
                 }
                 std::thread::sleep(Duration::from_millis(200));
