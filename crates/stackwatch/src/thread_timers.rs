@@ -67,6 +67,9 @@ pub struct ThreadTimers {
     first_cpu: bool,
     /// The process-wide CPU timer whose signal makes a thread arm its own (kernel id).
     process_timer: Option<i32>,
+    /// This profiler's timers are in the armed-threads table (its first scan armed the
+    /// existing threads there): `stop` empties it.
+    uses_table: bool,
 }
 
 // SAFETY: timer_t is an opaque kernel id (a pointer-sized integer); using it from
@@ -91,6 +94,7 @@ impl ThreadTimers {
             itimer_armed: false,
             first_cpu: false,
             process_timer: None,
+            uses_table: false,
         }
     }
 
@@ -232,6 +236,7 @@ impl ThreadTimers {
         // The threads that exist when the profiler starts are armed here, once, before
         // the process timer starts: their CPU clocks count time from before the start.
         let arm_existing = self.first_cpu && self.process_timer.is_none();
+        self.uses_table |= arm_existing;
         if recheck || self.scans == 1 {
             // The main thread may have renamed itself (and so the process) since.
             if let Some(n) = read_comm(self.pid) {
@@ -336,7 +341,9 @@ impl ThreadTimers {
         }
         // Arming off, handlers quiesced, then every timer in the table deleted (those
         // the first scan armed too, if the process timer was refused since).
-        armed_threads::delete_all();
+        if std::mem::take(&mut self.uses_table) {
+            armed_threads::delete_all();
+        }
         for (_, t) in self.threads.drain() {
             delete_timer(t.timer);
         }
