@@ -9,9 +9,10 @@
 //!    thread's tid and stack bounds in a static table the aggregator verified
 //!    ([`stacks`]); otherwise, and on other architectures, it asks the kernel (`gettid`);
 //! 4. for a signal of the process-wide CPU timer (told from a thread timer's by its
-//!    `si_value`), records nothing if the thread has a timer of its own, else records
-//!    the sample and arms the thread's own timer with raw system calls
-//!    (`armed_threads.rs`: a static table, no lock, no allocation);
+//!    `si_value`), records nothing if the thread has a timer of its own; else arms the
+//!    thread's own timer with raw system calls and records a sample standing for the
+//!    CPU the thread used so far (`armed_threads.rs`: a static table, no lock, no
+//!    allocation);
 //! 5. reads the interrupted thread's label set id from the static table of labels.rs
 //!    (atomic loads, found by tid: no thread-local access, no lock);
 //! 6. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
@@ -28,8 +29,9 @@
 //!
 //! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
 //! `dl_iterate_phdr` on this path, and on x86_64, once the thread is verified, no
-//! syscall (but the two or three that arm a thread's timer, once per thread). Its own duration is measured with the time-stamp counter (no clock call)
-//! into [`SignalState::handler_ns`] and a histogram.
+//! syscall (but the few that arm a thread's timer, once per thread). Its own duration is
+//! measured with the time-stamp counter (no clock call) into [`SignalState::handler_ns`]
+//! and a histogram.
 
 mod stacks;
 mod unwind_table;
@@ -454,8 +456,8 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
 }
 
 /// Unwinds the interrupted thread into a ring slot and returns its tid and what the
-/// walk did; `None` for a process-timer signal on a thread whose own timer counts its
-/// periods (nothing recorded). Signal context only.
+/// walk did; `None` for a process-timer signal that records nothing (the thread's own
+/// timer counts its periods, or it had used less than one). Signal context only.
 unsafe fn record_sample(
     state: &SignalState,
     info: *mut libc::siginfo_t,
