@@ -58,6 +58,9 @@ pub struct ThreadTimers {
     unnamed_root: Arc<str>,
     /// A name changed while folding: the next scan reports it.
     renamed_since_scan: bool,
+    /// Names of the threads the last scan found gone: their last samples are folded
+    /// after it (the drain follows the scan), when `/proc` no longer has their name.
+    recently_gone: HashMap<u32, Arc<str>>,
     pid: u32,
     rng: u64,
     scans: u64,
@@ -88,6 +91,7 @@ impl ThreadTimers {
             process_name,
             unnamed_root: Arc::from(DEFAULT_UNNAMED_THREAD_ROOT),
             renamed_since_scan: false,
+            recently_gone: HashMap::new(),
             pid,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 17 ^ now_nanos(),
             scans: 0,
@@ -162,7 +166,10 @@ impl ThreadTimers {
                 }
                 name
             }
-            None => self.name_of(tid),
+            None => match self.recently_gone.get(&tid) {
+                Some(name) => name.clone(),
+                None => self.name_of(tid),
+            },
         }
     }
 
@@ -216,9 +223,11 @@ impl ThreadTimers {
             .filter(|t| live.binary_search(t).is_err())
             .copied()
             .collect();
+        self.recently_gone.clear();
         for tid in gone {
             if let Some(t) = self.threads.remove(&tid) {
                 delete_timer(t.timer);
+                self.recently_gone.insert(tid, t.name);
             }
         }
         // Every few scans, re-arm threads whose timer died with a previous owner of the
@@ -563,6 +572,34 @@ mod tests {
         .unwrap();
         // A thread that is gone gets the unnamed root too, never its tid.
         assert_eq!(&*timers.name_of(tid), "anon");
+    }
+
+    #[test]
+    fn a_thread_found_gone_keeps_its_name_until_the_next_scan() {
+        // Its last samples are folded after the scan that found it gone.
+        let tid = std::thread::spawn(|| {
+            // SAFETY: gettid has no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+        })
+        .join()
+        .unwrap();
+        // Timers that never fire (a period of 11 days): no SIGPROF in this test binary.
+        let mut timers = ThreadTimers::new(1_000_000_000_000_000, TimerMode::PerThread);
+        timers.threads.insert(
+            tid,
+            ThreadTimer {
+                timer: None,
+                name: Arc::from("short-worker"),
+                found_at_scan: 0,
+                name_read_at: 0,
+            },
+        );
+        timers.scan().unwrap();
+        assert!(!timers.threads.contains_key(&tid), "found gone");
+        assert_eq!(&*timers.thread_name(tid), "short-worker");
+        timers.scan().unwrap();
+        assert_eq!(&*timers.thread_name(tid), DEFAULT_UNNAMED_THREAD_ROOT);
+        timers.stop();
     }
 
     #[test]
