@@ -219,6 +219,16 @@ impl Aggregator {
             self.timers.mode() == crate::TimerMode::PerThread,
             Ordering::Relaxed,
         );
+        st.arms_on_first_cpu
+            .store(self.timers.arms_on_first_cpu(), Ordering::Relaxed);
+        st.armed_on_first_cpu.store(
+            crate::armed_threads::armed_count() as u64,
+            Ordering::Relaxed,
+        );
+        st.process_signals_skipped.store(
+            self.signal.process_signals_skipped.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         // Summing every stored stack's size is not free: once a second is enough.
         if self.last_memory_update.elapsed() < Duration::from_secs(1) {
             return;

@@ -23,6 +23,8 @@
 //! - `signal_handler`: the SIGPROF handler (async-signal-safe), private: nothing outside
 //!   the crate can reach the state it writes.
 //! - `thread_timers`: per-thread CPU-time timers, thread discovery, setitimer fallback.
+//! - `armed_threads`: the process-wide CPU timer whose signal makes a thread arm its own
+//!   timer on its first period of CPU, and the table of those timers.
 //! - `modules`: `/proc/self/maps` and eh_frame tables for the unwinder.
 //! - `aggregator`: the thread that symbolises, folds and windows samples.
 //! - `labels`: sample labels ([`label`], [`LabelSet`], [`LabeledFuture`]) and the table
@@ -41,6 +43,8 @@
 
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod aggregator;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
+mod armed_threads;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;

@@ -23,6 +23,7 @@ pub struct ProfilerBuilder {
     labels: LabelBudget,
     pub(crate) unnamed_thread_root: String,
     debug_dirs: Vec<std::path::PathBuf>,
+    pub(crate) arm_on_first_cpu: bool,
 }
 
 /// The root frame of threads that have no name of their own, unless configured.
@@ -53,6 +54,7 @@ impl Default for ProfilerBuilder {
             labels: LabelBudget::default(),
             unnamed_thread_root: DEFAULT_UNNAMED_THREAD_ROOT.into(),
             debug_dirs: vec![std::path::PathBuf::from(DEFAULT_DEBUG_DIR)],
+            arm_on_first_cpu: true,
         }
     }
 }
@@ -127,6 +129,17 @@ impl ProfilerBuilder {
         self
     }
 
+    /// Whether a thread's own timer is armed on its first period of CPU, by the
+    /// process-wide CPU timer's signal (default, with per-thread timers on Linux 6.3 and
+    /// later), or only when the aggregator's scan finds the thread (every 20 ms: a
+    /// thread loses what it burns before). Off is the earlier design, kept for the
+    /// benchmark that compares the two (`examples/young_threads.rs`).
+    #[doc(hidden)]
+    pub fn arm_on_first_cpu(mut self, on: bool) -> Self {
+        self.arm_on_first_cpu = on;
+        self
+    }
+
     /// Starts sampling every thread of the process.
     pub fn start(self) -> Result<Profiler, Error> {
         if !(1..=4000).contains(&self.frequency_hz) {
@@ -192,6 +205,9 @@ pub(crate) struct Stats {
     pub threads: AtomicU64,
     pub memory_bytes: AtomicU64,
     pub per_thread_timers: AtomicBool,
+    pub arms_on_first_cpu: AtomicBool,
+    pub armed_on_first_cpu: AtomicU64,
+    pub process_signals_skipped: AtomicU64,
     /// Unix ms before which every sample has been drained into the windows.
     pub drained_through_ms: AtomicU64,
 }
@@ -293,6 +309,14 @@ pub struct ProfilerStats {
     pub memory_bytes: u64,
     /// Per-thread timers in use (false: the setitimer fallback).
     pub per_thread_timers: bool,
+    /// Threads arm their own timer on their first period of CPU, through the process-wide
+    /// CPU timer's signal (false: the aggregator's scan arms them when it finds them).
+    pub arms_on_first_cpu: bool,
+    /// Live threads whose timer was armed on their first period of CPU.
+    pub armed_on_first_cpu: u64,
+    /// Process-timer signals that recorded nothing: they reached a thread with a timer of
+    /// its own (which counts its periods), or one that had used less than a period.
+    pub process_signals_skipped: u64,
     /// Label sets folded into `[labels pruned]` by the per-window cap.
     pub label_sets_folded: u64,
     /// Threads that set labels while every label slot was taken (their samples carry
@@ -432,6 +456,9 @@ impl Profiler {
             threads: st.threads.load(Ordering::Relaxed),
             memory_bytes: st.memory_bytes.load(Ordering::Relaxed),
             per_thread_timers: st.per_thread_timers.load(Ordering::Relaxed),
+            arms_on_first_cpu: st.arms_on_first_cpu.load(Ordering::Relaxed),
+            armed_on_first_cpu: st.armed_on_first_cpu.load(Ordering::Relaxed),
+            process_signals_skipped: st.process_signals_skipped.load(Ordering::Relaxed),
             label_sets_folded: folded,
             unlabeled_threads: u64::from(crate::labels::unlabeled_threads()),
         }

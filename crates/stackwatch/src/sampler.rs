@@ -52,7 +52,8 @@ mod linux {
             }
             let period_ns = 1_000_000_000 / settings.frequency_hz as u64;
             let timers = ThreadTimers::new(period_ns, settings.timer_mode)
-                .with_unnamed_root(&settings.unnamed_thread_root);
+                .with_unnamed_root(&settings.unnamed_thread_root)
+                .with_first_cpu_arming(settings.arm_on_first_cpu);
             let aggregator = std::thread::Builder::new()
                 // Not the process name, which would make it an unnamed thread in services
                 // called `stackwatch`.

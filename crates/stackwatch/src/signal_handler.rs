@@ -8,10 +8,15 @@
 //! 3. finds out which thread it interrupted: on x86_64 its TCB (`%fs:0`) finds the
 //!    thread's tid and stack bounds in a static table the aggregator verified
 //!    ([`stacks`]); otherwise, and on other architectures, it asks the kernel (`gettid`);
-//! 4. reads the interrupted thread's label set id from the static table of labels.rs
+//! 4. for a signal of the process-wide CPU timer (told from a thread timer's by its
+//!    `si_value`), records nothing if the thread has a timer of its own; else arms the
+//!    thread's own timer with raw system calls and records a sample standing for the
+//!    CPU the thread used so far (`armed_threads.rs`: a static table, no lock, no
+//!    allocation);
+//! 5. reads the interrupted thread's label set id from the static table of labels.rs
 //!    (atomic loads, found by tid: no thread-local access, no lock);
-//! 5. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
-//! 6. walks the interrupted stack. On x86_64 each frame's rule comes from compact rows
+//! 6. claims one preallocated unwind scratch area and one [`SampleRing`] slot (atomics);
+//! 7. walks the interrupted stack. On x86_64 each frame's rule comes from compact rows
 //!    precomputed from `.eh_frame` on the aggregator thread ([`unwind_table`]: a table
 //!    lookup, no CFI evaluation); rows the compact form cannot express, and every frame
 //!    on other architectures, are unwound by framehop from the same eh_frame. Stack memory
@@ -19,13 +24,14 @@
 //!    the address is inside them ([`stacks`]), else only through `process_vm_readv` into
 //!    the scratch copy; either way a wild frame pointer or CFA gives an error, never a
 //!    fault;
-//! 7. publishes the addresses and the label set id, and returns. Symbolisation happens on
+//! 8. publishes the addresses and the label set id, and returns. Symbolisation happens on
 //!    the aggregator thread.
 //!
 //! There is no allocation, no lock, no libgcc/`backtrace` unwinding and no
 //! `dl_iterate_phdr` on this path, and on x86_64, once the thread is verified, no
-//! syscall. Its own duration is measured with the time-stamp counter (no clock call)
-//! into [`SignalState::handler_ns`] and a histogram.
+//! syscall (but the few that arm a thread's timer, once per thread). Its own duration is
+//! measured with the time-stamp counter (no clock call) into [`SignalState::handler_ns`]
+//! and a histogram.
 
 mod stacks;
 mod unwind_table;
@@ -128,6 +134,9 @@ pub struct SignalState {
     pub signals: AtomicU64,
     /// Nanoseconds spent inside the handler, entry to exit (time-stamp counter).
     pub handler_ns: AtomicU64,
+    /// Process-timer signals that recorded nothing: they reached a thread with a timer of
+    /// its own (which counts its periods), or one that had used less than a period.
+    pub process_signals_skipped: AtomicU64,
     /// Each handler run's duration, measured by the handler itself (see [`CostHistogram`]).
     cost: CostHistogram,
 }
@@ -242,6 +251,7 @@ impl SignalState {
             unknown_pc: AtomicBool::new(false),
             signals: AtomicU64::new(0),
             handler_ns: AtomicU64::new(0),
+            process_signals_skipped: AtomicU64::new(0),
             cost: CostHistogram::new(),
         }
     }
@@ -376,7 +386,8 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The POSIX-timer view of `siginfo_t` on 64-bit Linux: after `si_signo`, `si_errno`,
-/// `si_code` and padding, the union starts at offset 16 with `si_tid`, `si_overrun`.
+/// `si_code` and padding, the union starts at offset 16 with `si_tid`, `si_overrun` and
+/// `si_value` (the timer's `sigev_value`, at offset 24).
 #[repr(C)]
 struct SigInfoTimer {
     si_signo: libc::c_int,
@@ -385,6 +396,13 @@ struct SigInfoTimer {
     _pad: libc::c_int,
     si_tid: libc::c_int,
     si_overrun: libc::c_int,
+    si_value: usize,
+}
+
+/// Waits (at most 2 s) until no handler runs on any thread. Returns false if they did
+/// not quiesce. Not for signal context.
+pub(crate) fn wait_for_quiescence() -> bool {
+    wait_for_handlers(Duration::from_secs(2))
 }
 
 /// The SIGPROF handler. See the module comment for what it does and why each step is
@@ -412,7 +430,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
             cost_ticks()
         };
         // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
-        let (tid, walked) = unsafe { record_sample(state, info, ctx) };
+        let recorded = unsafe { record_sample(state, info, ctx) };
         let ns = if on_cpu {
             thread_cpu_ns().saturating_sub(entry)
         } else {
@@ -421,7 +439,16 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
         // Atomic adds on preallocated memory: async-signal-safe.
         state.signals.fetch_add(1, Ordering::Relaxed);
         state.handler_ns.fetch_add(ns, Ordering::Relaxed);
-        state.cost.record_for(tid, ns, walked);
+        match recorded {
+            // Relaxed atomic adds into preallocated buckets: async-signal-safe.
+            Some((tid, walked)) => state.cost.record_for(tid, ns, walked),
+            // An atomic add: async-signal-safe.
+            None => {
+                state
+                    .process_signals_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
     HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
@@ -429,18 +456,22 @@ extern "C" fn on_sigprof(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mu
 }
 
 /// Unwinds the interrupted thread into a ring slot and returns its tid and what the
-/// walk did. Signal context only.
+/// walk did; `None` for a process-timer signal that records nothing (the thread's own
+/// timer counts its periods, or it had used less than one). Signal context only.
 unsafe fn record_sample(
     state: &SignalState,
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
-) -> (u32, Walked) {
-    // Each expiry of a POSIX CPU timer that the scheduler tick could not deliver is
-    // counted in si_overrun; the sample stands for all of those periods.
+) -> Option<(u32, Walked)> {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler, and
-    // `SigInfoTimer` is the layout of its first fields on 64-bit Linux.
+    // `SigInfoTimer` is the layout of its first fields on 64-bit Linux (reading
+    // si_value of a non-timer signal reads other union members: only compared).
     let timer_info = unsafe { &*(info as *const SigInfoTimer) };
-    let weight = if timer_info.si_code == SI_TIMER {
+    let from_process_timer = timer_info.si_code == SI_TIMER
+        && timer_info.si_value == crate::armed_threads::PROCESS_TIMER_TAG;
+    // Each expiry of a thread's POSIX CPU timer that the scheduler tick could not deliver
+    // is counted in si_overrun; the sample stands for all of those periods.
+    let mut weight = if timer_info.si_code == SI_TIMER {
         1 + timer_info.si_overrun.max(0) as u32
     } else {
         1
@@ -450,6 +481,17 @@ unsafe fn record_sample(
     let sp = sp_of(&regs);
     // Which thread, and whether its stack may be read directly (see `identify`).
     let (tid, stack_bounds) = identify(state, sp);
+    if from_process_timer {
+        // The process CPU timer's signal reached this thread (its overruns are periods
+        // of the whole process, not of this thread). Nothing is recorded if the thread
+        // has a timer of its own; else it arms one, and the sample stands for the CPU
+        // it used before (atomics on a static table, clock_gettime and raw timer
+        // system calls: async-signal-safe, see armed_threads.rs).
+        weight = crate::armed_threads::on_process_timer(tid);
+        if weight == 0 {
+            return None;
+        }
+    }
     // The thread's label set: atomic loads from a static table probed by tid, no TLS
     // access, no lock, no allocation, bounded by the table's size (labels.rs).
     let labels = crate::labels::current_set_for(tid);
@@ -460,7 +502,7 @@ unsafe fn record_sample(
             .is_ok()
     }) else {
         state.ring.count_drop();
-        return (tid, Walked::default());
+        return Some((tid, Walked::default()));
     };
     let mut walked = Walked::default();
     if let Some(mut writer) = state.ring.claim() {
@@ -507,7 +549,7 @@ unsafe fn record_sample(
         writer.publish();
     }
     scratch.busy.store(false, Ordering::Release);
-    (tid, walked)
+    Some((tid, walked))
 }
 
 /// What one sample's walk did, for the cost histogram.

@@ -1,17 +1,28 @@
 //! Which threads get SIGPROF, and how often: one CPU-time timer per thread.
 //!
-//! Each thread found in `/proc/self/task` gets a POSIX timer on *its own* CPU clock
-//! (`timer_create` with the clock id `((~tid) << 3) | 6`, the kernel's
-//! MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)), delivering SIGPROF to that thread
-//! (`SIGEV_THREAD_ID`). One thread may arm another's timer, so threads started after the
-//! profiler are covered by rescanning, without hooking thread creation. The first expiry
-//! is drawn at random within one period, so short-lived threads are not systematically
-//! missed. Where per-thread timers are refused, a process-wide `setitimer(ITIMER_PROF)`
-//! is the fallback (the pprof-rs / pre-1.18 Go design, with its known under-counting).
+//! Each thread gets a POSIX timer on *its own* CPU clock (`timer_create` with the clock
+//! id `((~tid) << 3) | 6`, the kernel's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)),
+//! delivering SIGPROF to that thread (`SIGEV_THREAD_ID`). Who arms it:
+//!
+//! - on Linux 6.3 and later, the thread itself, from the signal handler, on its first
+//!   period of CPU: a process-wide CPU timer's signal reaches the thread that used the
+//!   CPU, and the handler arms that thread's own timer, the sample standing for the CPU
+//!   the thread used before (armed_threads.rs). Threads that exist when the profiler
+//!   starts are armed by the first scan. The scan below then only names threads and
+//!   deletes the timers of those that exited;
+//! - on older kernels (which deliver the process timer's signal to the main thread), the
+//!   scan: one thread may arm another's timer, so threads found in `/proc/self/task`
+//!   every tick are armed without hooking thread creation, their first expiry drawn at
+//!   random within one period. A thread burns unsampled until the scan finds it.
+//!
+//! Where per-thread timers are refused, a process-wide `setitimer(ITIMER_PROF)` is the
+//! fallback (the pprof-rs / pre-1.18 Go design, with its known under-counting).
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+
+use crate::armed_threads::{self, thread_cpu_clock};
 
 pub use crate::profiler::TimerMode;
 
@@ -47,10 +58,21 @@ pub struct ThreadTimers {
     unnamed_root: Arc<str>,
     /// A name changed while folding: the next scan reports it.
     renamed_since_scan: bool,
+    /// Names of the threads the last scan found gone: their last samples are folded
+    /// after it (the drain follows the scan), when `/proc` no longer has their name.
+    recently_gone: HashMap<u32, Arc<str>>,
     pid: u32,
     rng: u64,
     scans: u64,
     itimer_armed: bool,
+    /// Threads arm their own timer on their first period of CPU (armed_threads.rs);
+    /// the scan arms only those that exist when the profiler starts.
+    first_cpu: bool,
+    /// The process-wide CPU timer whose signal makes a thread arm its own (kernel id).
+    process_timer: Option<i32>,
+    /// This profiler's timers are in the armed-threads table (its first scan armed the
+    /// existing threads there): `stop` empties it.
+    uses_table: bool,
 }
 
 // SAFETY: timer_t is an opaque kernel id (a pointer-sized integer); using it from
@@ -69,11 +91,30 @@ impl ThreadTimers {
             process_name,
             unnamed_root: Arc::from(DEFAULT_UNNAMED_THREAD_ROOT),
             renamed_since_scan: false,
+            recently_gone: HashMap::new(),
             pid,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 17 ^ now_nanos(),
             scans: 0,
             itimer_armed: false,
+            first_cpu: false,
+            process_timer: None,
+            uses_table: false,
         }
+    }
+
+    /// Whether threads arm their own timer on their first period of CPU, through the
+    /// process-wide CPU timer's signal, instead of when the scan finds them. Taken only
+    /// with per-thread timers and where the kernel delivers that signal to the running
+    /// thread (Linux 6.3 and later, see [`armed_threads::supported`]).
+    pub fn with_first_cpu_arming(mut self, on: bool) -> Self {
+        self.first_cpu = on && self.mode == TimerMode::PerThread && armed_threads::supported();
+        self
+    }
+
+    /// Whether threads arm their own timer on their first period of CPU (see
+    /// [`ThreadTimers::with_first_cpu_arming`]).
+    pub fn arms_on_first_cpu(&self) -> bool {
+        self.first_cpu
     }
 
     /// The root frame given to threads without a name of their own (default
@@ -125,7 +166,10 @@ impl ThreadTimers {
                 }
                 name
             }
-            None => self.name_of(tid),
+            None => match self.recently_gone.get(&tid) {
+                Some(name) => name.clone(),
+                None => self.name_of(tid),
+            },
         }
     }
 
@@ -158,6 +202,13 @@ impl ThreadTimers {
             arm_itimer(self.period_ns)?;
             self.itimer_armed = true;
         }
+        // Threads that armed themselves, read before the listing: one of them missing from
+        // the listing has exited (a thread that arms itself after it is not in here).
+        let armed_before = if self.first_cpu {
+            armed_threads::snapshot()
+        } else {
+            Vec::new()
+        };
         let mut live: Vec<u32> = Vec::with_capacity(self.threads.len() + 4);
         for entry in std::fs::read_dir("/proc/self/task")? {
             if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
@@ -172,14 +223,29 @@ impl ThreadTimers {
             .filter(|t| live.binary_search(t).is_err())
             .copied()
             .collect();
+        self.recently_gone.clear();
         for tid in gone {
             if let Some(t) = self.threads.remove(&tid) {
                 delete_timer(t.timer);
+                self.recently_gone.insert(tid, t.name);
             }
         }
         // Every few scans, re-arm threads whose timer died with a previous owner of the
         // same tid, and refresh names set after the thread started.
         let recheck = self.scans.is_multiple_of(25);
+        if self.first_cpu {
+            // The timers of threads that armed themselves and exited (each holds a
+            // queued-signal entry against RLIMIT_SIGPENDING until deleted).
+            armed_threads::sweep(&armed_before, &live);
+            if recheck {
+                armed_threads::recheck();
+            }
+        }
+        let scan_arms = self.mode == TimerMode::PerThread && !self.first_cpu;
+        // The threads that exist when the profiler starts are armed here, once, before
+        // the process timer starts: their CPU clocks count time from before the start.
+        let arm_existing = self.first_cpu && self.process_timer.is_none();
+        self.uses_table |= arm_existing;
         if recheck || self.scans == 1 {
             // The main thread may have renamed itself (and so the process) since.
             if let Some(n) = read_comm(self.pid) {
@@ -200,13 +266,17 @@ impl ThreadTimers {
                     t.name = name.clone();
                     renamed = true;
                 }
-                if recheck && self.mode == TimerMode::PerThread && !timer_alive(t.timer) {
+                if recheck && scan_arms && !timer_alive(t.timer) {
                     delete_timer(t.timer.take());
                 } else {
                     continue;
                 }
             }
-            let timer = if self.mode == TimerMode::PerThread {
+            if arm_existing {
+                let first = 1 + self.next_random() % self.period_ns.max(1);
+                armed_threads::arm_existing(tid, self.period_ns, first);
+            }
+            let timer = if scan_arms {
                 let first = 1 + self.next_random() % self.period_ns.max(1);
                 match create_thread_timer(tid, self.period_ns, first) {
                     Ok(t) => Some(t),
@@ -237,11 +307,52 @@ impl ThreadTimers {
                 },
             );
         }
+        if arm_existing {
+            self.start_process_timer();
+        }
         Ok(renamed)
+    }
+
+    /// Creates the process-wide CPU timer (every period of the process's CPU time, to
+    /// whichever thread used it) after letting handlers arm threads. If the kernel
+    /// refuses it, the scan arms threads instead.
+    fn start_process_timer(&mut self) {
+        armed_threads::start_arming(self.period_ns);
+        let timer = armed_threads::sys_timer_create(
+            libc::CLOCK_PROCESS_CPUTIME_ID,
+            0,
+            armed_threads::PROCESS_TIMER_TAG,
+        )
+        .and_then(|t| {
+            armed_threads::sys_timer_settime(t, self.period_ns, self.period_ns)
+                .inspect_err(|_| armed_threads::sys_timer_delete(t))
+                .map(|()| t)
+        });
+        match timer {
+            Ok(t) => self.process_timer = Some(t),
+            Err(errno) => {
+                tracing::warn!(
+                    error = %io::Error::from_raw_os_error(errno),
+                    "process CPU timer unavailable; threads are armed when found"
+                );
+                // Arming off and the first scan's timers deleted: the scan re-arms those
+                // threads at its next recheck, and new ones as it finds them.
+                armed_threads::delete_all();
+                self.first_cpu = false;
+            }
+        }
     }
 
     /// Deletes every timer (and disarms the process-wide one).
     pub fn stop(&mut self) {
+        if let Some(t) = self.process_timer.take() {
+            armed_threads::sys_timer_delete(t);
+        }
+        // Arming off, handlers quiesced, then every timer in the table deleted (those
+        // the first scan armed too, if the process timer was refused since).
+        if std::mem::take(&mut self.uses_table) {
+            armed_threads::delete_all();
+        }
         for (_, t) in self.threads.drain() {
             delete_timer(t.timer);
         }
@@ -308,11 +419,6 @@ fn timespec(ns: u64) -> libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     }
-}
-
-/// The CPU clock of thread `tid`: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED).
-fn thread_cpu_clock(tid: u32) -> libc::clockid_t {
-    ((!(tid as libc::clockid_t)).wrapping_shl(3)) | 6
 }
 
 fn create_thread_timer(tid: u32, period_ns: u64, first_ns: u64) -> io::Result<libc::timer_t> {
@@ -466,6 +572,34 @@ mod tests {
         .unwrap();
         // A thread that is gone gets the unnamed root too, never its tid.
         assert_eq!(&*timers.name_of(tid), "anon");
+    }
+
+    #[test]
+    fn a_thread_found_gone_keeps_its_name_until_the_next_scan() {
+        // Its last samples are folded after the scan that found it gone.
+        let tid = std::thread::spawn(|| {
+            // SAFETY: gettid has no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+        })
+        .join()
+        .unwrap();
+        // Timers that never fire (a period of 11 days): no SIGPROF in this test binary.
+        let mut timers = ThreadTimers::new(1_000_000_000_000_000, TimerMode::PerThread);
+        timers.threads.insert(
+            tid,
+            ThreadTimer {
+                timer: None,
+                name: Arc::from("short-worker"),
+                found_at_scan: 0,
+                name_read_at: 0,
+            },
+        );
+        timers.scan().unwrap();
+        assert!(!timers.threads.contains_key(&tid), "found gone");
+        assert_eq!(&*timers.thread_name(tid), "short-worker");
+        timers.scan().unwrap();
+        assert_eq!(&*timers.thread_name(tid), DEFAULT_UNNAMED_THREAD_ROOT);
+        timers.stop();
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The HTTP endpoints: the window protocol, hostile query strings, auth, metrics, pprof.
 
+mod support;
+
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stackwatch::http::{self, HttpOptions};
@@ -26,12 +29,11 @@ fn get(url: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-fn burn(until: Instant) -> u64 {
-    let mut x = 1u64;
-    while Instant::now() < until {
-        x = std::hint::black_box(x.wrapping_mul(0x9E3779B97F4A7C15).rotate_left(7));
+/// Burns CPU until `running` turns false.
+fn burn_while(running: &AtomicBool) {
+    while running.load(Ordering::Relaxed) {
+        support::burn_cpu(Duration::from_millis(5));
     }
-    x
 }
 
 #[test]
@@ -45,17 +47,27 @@ fn window_protocol_returns_each_sample_exactly_once_across_polls() {
         .unwrap();
     let server = http::serve(&profiler, "127.0.0.1:0".parse().unwrap()).unwrap();
     let base = format!("http://{}", server.local_addr());
-    let worker = std::thread::spawn(|| burn(Instant::now() + Duration::from_millis(2500)));
+    let worker = std::thread::spawn(|| support::burn_cpu(Duration::from_millis(2500)));
     let mut after = 0u64;
     let mut seqs = Vec::new();
     let mut polled_samples = 0u64;
     let mut instance = None;
-    for round in 0..12 {
+    // Polls at uneven intervals (some skip windows) until the worker is done and the
+    // polls have seen enough windows and samples; on a busy machine the worker takes
+    // longer to burn its CPU time and windows close later, so this waits for them, up
+    // to a generous deadline.
+    let deadline = Instant::now() + support::DEADLINE;
+    let mut round = 0;
+    while round < 12
+        || ((!worker.is_finished() || seqs.len() < 8 || polled_samples <= 200)
+            && Instant::now() < deadline)
+    {
         std::thread::sleep(Duration::from_millis(if round % 3 == 0 {
             450
         } else {
             150
         }));
+        round += 1;
         let (status, body) = get(&format!("{base}/windows?after={after}"));
         assert_eq!(status, 200);
         let r: WindowsResponse = serde_json::from_slice(&body).unwrap();
@@ -127,10 +139,24 @@ fn every_endpoint_answers_with_its_format() {
         .unwrap();
     let server = http::serve(&profiler, "127.0.0.1:0".parse().unwrap()).unwrap();
     let base = format!("http://{}", server.local_addr());
+    // Burns through the capture below, however long the machine makes it take.
+    let running = Arc::new(AtomicBool::new(true));
     let worker = std::thread::Builder::new()
         .name("endpoint-burner".into())
-        .spawn(|| burn(Instant::now() + Duration::from_millis(1500)))
+        .spawn({
+            let running = running.clone();
+            move || burn_while(&running)
+        })
         .unwrap();
+    // Sampled already before the capture starts (on a busy machine the burner may wait
+    // for a core, and for the aggregator's drain, well past its start).
+    support::wait_for(|| {
+        let p = profiler.profile(Duration::from_secs(60));
+        (
+            p.stacks.keys().any(|s| s.starts_with("endpoint-burner;")),
+            (),
+        )
+    });
     // The pprof capture blocks for its duration, as Go's does.
     let t = Instant::now();
     let (status, pb) = get(&format!("{base}/debug/pprof/profile?seconds=1"));
@@ -142,6 +168,7 @@ fn every_endpoint_answers_with_its_format() {
         "{:?}",
         p.stacks.keys().take(5).collect::<Vec<_>>()
     );
+    running.store(false, Ordering::Relaxed);
     worker.join().unwrap();
 
     let (status, folded) = get(&format!("{base}/"));
@@ -221,7 +248,7 @@ fn go_tool_pprof_reads_our_profile() {
         .unwrap();
     let worker = std::thread::Builder::new()
         .name("go-reads-this".into())
-        .spawn(|| burn(Instant::now() + Duration::from_millis(1000)))
+        .spawn(|| support::burn_cpu(Duration::from_millis(1000)))
         .unwrap();
     worker.join().unwrap();
     let bytes = profiler.profile(Duration::from_secs(60)).to_pprof();

@@ -2,6 +2,8 @@
 //! the guard API and through `tracing` spans, with shares that match the true CPU
 //! split; and they reach the window protocol, the `?label=` filters and pprof.
 
+mod support;
+
 use std::future::Future;
 use std::io::Read;
 use std::pin::Pin;
@@ -78,8 +80,9 @@ enum How {
 }
 
 /// Runs 3 tasks labeled `task=a` and 7 labeled `task=b` on a 4-worker runtime, in rounds
-/// of 3 s until the profile holds `want` labeled periods (at most 90 s: on a loaded
-/// machine the process gets less CPU, and the shares need the samples), and returns
+/// of 3 s until the profile holds `want` labeled periods (at most [`support::DEADLINE`]:
+/// on a loaded machine the process gets less CPU, and the shares need the samples), and
+/// returns
 /// (profile share of a, true share of a, labeled periods).
 fn run_split(hz: u32, want: u64, how: How) -> (f64, f64, u64) {
     let profiler = stackwatch::Profiler::builder()
@@ -135,7 +138,7 @@ fn run_split(hz: u32, want: u64, how: How) -> (f64, f64, u64) {
         });
         round += 1;
         let (a, b) = totals();
-        if a + b >= want || started.elapsed() > Duration::from_secs(90) {
+        if a + b >= want || started.elapsed() > support::DEADLINE {
             break;
         }
     }
@@ -208,11 +211,12 @@ fn the_endpoints_carry_labels_and_old_clients_see_sums() {
     let t = std::thread::Builder::new()
         .name("labeled-worker".into())
         .spawn(|| {
-            let until = Instant::now() + Duration::from_millis(1500);
+            // 1.5 s of the thread's CPU time, however long a busy machine makes it take.
+            let (start, began) = (support::thread_cpu_seconds(), Instant::now());
             // Slice lengths vary: a fixed 3 + 1 ms loop lines up with a 4 ms kernel tick
             // (when CPU timers fire), and every sample could land in the same slice.
             let mut x = 0x2545_F491_4F6C_DD1Du64;
-            while Instant::now() < until {
+            while !support::burnt(start, Duration::from_millis(1500), began) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
@@ -225,11 +229,21 @@ fn the_endpoints_carry_labels_and_old_clients_see_sums() {
         })
         .unwrap();
     t.join().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    // A new collector asks with labels=1: labeled stacks per set, totals exact.
-    let (status, body) = get(&format!("{base}/windows?after=0&labels=1"));
-    assert_eq!(status, 200);
-    let labeled: WindowsResponse = serde_json::from_slice(&body).unwrap();
+    // A new collector asks with labels=1: labeled stacks per set, totals exact. Every
+    // sample the worker took is in a closed window once a window that started after it
+    // ended has closed (the aggregator drains before it closes a window); on a busy
+    // machine the aggregator closes them late, so wait for that.
+    let worker_done_ms = support::unix_ms();
+    let labeled = support::wait_for(|| {
+        let (status, body) = get(&format!("{base}/windows?after=0&labels=1"));
+        assert_eq!(status, 200);
+        let labeled: WindowsResponse = serde_json::from_slice(&body).unwrap();
+        let complete = labeled
+            .windows
+            .iter()
+            .any(|w| w.start_unix_ms >= worker_done_ms);
+        (complete, labeled)
+    });
     let mut orders = 0u64;
     let mut users = 0u64;
     for w in &labeled.windows {

@@ -1,28 +1,16 @@
 //! Threads that appear late, code that is dlopen'd, stop/restart, a pending SIGPROF after
 //! stop, and a short stress run (the long one is the `stress` bench binary).
 
+mod support;
+
 use std::ffi::CString;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::{burn_cpu, burnt, thread_cpu_seconds, wait_for};
+
 /// One profiler per process: tests in this file take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Burns CPU until `until`; returns the CPU time this thread actually got, in seconds
-/// (on a loaded machine it is less than the wall time).
-fn burn(until: Instant) -> f64 {
-    let mut x = 1u64;
-    while Instant::now() < until {
-        x = std::hint::black_box(x.wrapping_mul(0x9E3779B97F4A7C15).rotate_left(7));
-    }
-    std::hint::black_box(x);
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
 
 fn roots(p: &stackwatch::Profile) -> std::collections::BTreeMap<String, u64> {
     let mut roots = std::collections::BTreeMap::new();
@@ -52,7 +40,7 @@ fn threads_started_after_start_are_sampled_and_unnamed_ones_share_a_root_without
     std::thread::sleep(Duration::from_millis(100));
     let late = std::thread::Builder::new()
         .name("late-thread".into())
-        .spawn(|| burn(Instant::now() + Duration::from_millis(800)))
+        .spawn(|| burn_cpu(Duration::from_millis(800)))
         .unwrap();
     let late_cpu = late.join().unwrap();
     // A thread nobody named inherits its creator's name; make ours the process name (as
@@ -62,26 +50,30 @@ fn threads_started_after_start_are_sampled_and_unnamed_ones_share_a_root_without
     unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr()) };
     let unnamed = std::thread::spawn(|| {
         let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-        let cpu = burn(Instant::now() + Duration::from_millis(600));
+        let cpu = burn_cpu(Duration::from_millis(600));
         (tid, cpu)
     });
     let (unnamed_tid, unnamed_cpu) = unnamed.join().unwrap();
-    std::thread::sleep(Duration::from_millis(60));
-    let p = profiler.profile(Duration::from_secs(60));
-    profiler.stop();
-    let n = worker_total(&p, "late-thread");
     // Its CPU time at 199 Hz, less what it burnt before discovery (one 20 ms scan, more
     // when the machine is loaded and the aggregator waits for a core).
-    let expected = (late_cpu - 0.05) * 199.0;
+    let late_expected = (late_cpu - 0.05) * 199.0;
+    let unnamed_expected = (unnamed_cpu - 0.05) * 199.0;
+    let (p, n, unnamed_periods) = wait_for(|| {
+        let p = profiler.profile(Duration::from_secs(60));
+        let (n, unnamed) = (worker_total(&p, "late-thread"), worker_total(&p, "thread"));
+        let done = n as f64 >= 0.75 * late_expected
+            && unnamed as f64 >= 0.8 * unnamed_expected
+            && unnamed > 0;
+        (done, (p, n, unnamed))
+    });
+    profiler.stop();
     assert!(
-        n as f64 >= 0.75 * expected,
+        n as f64 >= 0.75 * late_expected,
         "late thread got {n} periods for {late_cpu:.3} s of CPU; by thread: {:?}",
         roots(&p)
     );
-    let unnamed_periods = worker_total(&p, "thread");
-    let expected = (unnamed_cpu - 0.05) * 199.0;
     assert!(
-        unnamed_periods as f64 >= 0.8 * expected && unnamed_periods > 0,
+        unnamed_periods as f64 >= 0.8 * unnamed_expected && unnamed_periods > 0,
         "thread (tid {unnamed_tid}): {unnamed_periods} periods for {unnamed_cpu:.3} s\n{}",
         p.to_folded()
     );
@@ -112,9 +104,9 @@ fn code_loaded_with_dlopen_is_unwound_and_named() {
         .name("dlopen-user".into())
         .spawn(move || {
             let buf = vec![7u8; 1 << 20];
-            let until = Instant::now() + Duration::from_millis(1200);
+            let (start, began) = (thread_cpu_seconds(), Instant::now());
             let mut c = 0;
-            while Instant::now() < until {
+            while !burnt(start, Duration::from_millis(1200), began) {
                 c = crc32(c, buf.as_ptr(), buf.len() as u32);
             }
             std::hint::black_box(c);
@@ -122,11 +114,16 @@ fn code_loaded_with_dlopen_is_unwound_and_named() {
         })
         .unwrap();
     let cpu = t.join().unwrap();
-    std::thread::sleep(Duration::from_millis(60));
-    let p = profiler.profile(Duration::from_secs(60));
+    let (p, total) = wait_for(|| {
+        let p = profiler.profile(Duration::from_secs(60));
+        let total = worker_total(&p, "dlopen-user");
+        (
+            total as f64 >= 0.8 * (cpu - 0.05) * 499.0 && total > 20,
+            (p, total),
+        )
+    });
     profiler.stop();
     unsafe { libc::dlclose(handle) };
-    let total = worker_total(&p, "dlopen-user");
     let in_crc: u64 = p
         .stacks
         .iter()
@@ -163,7 +160,16 @@ fn code_loaded_with_dlopen_is_unwound_and_named() {
 #[test]
 fn stop_and_restart_100_times_and_a_pending_sigprof_after_stop_is_harmless() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let busy = std::thread::spawn(|| burn(Instant::now() + Duration::from_secs(3)));
+    // A thread burning CPU (so signals arrive) for as long as the restarts take.
+    let restarting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let busy = std::thread::spawn({
+        let restarting = restarting.clone();
+        move || {
+            while restarting.load(std::sync::atomic::Ordering::Relaxed) {
+                burn_cpu(Duration::from_millis(5));
+            }
+        }
+    });
     for i in 0..100 {
         let p = stackwatch::Profiler::builder()
             .frequency_hz(999)
@@ -183,6 +189,7 @@ fn stop_and_restart_100_times_and_a_pending_sigprof_after_stop_is_harmless() {
     for _ in 0..10 {
         unsafe { libc::raise(libc::SIGPROF) };
     }
+    restarting.store(false, std::sync::atomic::Ordering::Relaxed);
     busy.join().unwrap();
 }
 
@@ -196,17 +203,18 @@ fn the_setitimer_fallback_still_samples() {
         .unwrap();
     let t = std::thread::Builder::new()
         .name("itimer-burner".into())
-        .spawn(|| burn(Instant::now() + Duration::from_millis(600)))
+        .spawn(|| burn_cpu(Duration::from_millis(600)))
         .unwrap();
     let cpu = t.join().unwrap();
-    std::thread::sleep(Duration::from_millis(60));
-    let stats = profiler.stats();
-    let p = profiler.profile(Duration::from_secs(60));
-    profiler.stop();
-    assert!(!stats.per_thread_timers);
     // setitimer under-counts (that is why it is only the fallback: the kernel picks the
     // thread and merges expiries), but it samples the busy thread.
-    let n = worker_total(&p, "itimer-burner");
+    let (stats, n) = wait_for(|| {
+        let n = worker_total(&profiler.profile(Duration::from_secs(60)), "itimer-burner");
+        let stats = profiler.stats();
+        (n > 0 && stats.signals > 0, (stats, n))
+    });
+    profiler.stop();
+    assert!(!stats.per_thread_timers);
     assert!(
         n > 0 && stats.signals > 0,
         "{n} periods for {cpu:.3} s of CPU"
@@ -222,7 +230,14 @@ fn stress_at_999_hz_survives_malloc_dlopen_thread_churn_and_fork_exec() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let report = stackwatch_stress::run(Duration::from_secs(secs));
+    // At least `secs`, and on until each stressor has done what is checked below.
+    let at_least = stackwatch_stress::AtLeast {
+        threads: 100,
+        forks: 5,
+        dlopens: 50,
+    };
+    let report =
+        stackwatch_stress::run_at_least(Duration::from_secs(secs), at_least, support::DEADLINE);
     assert!(report.samples > 0);
     assert!(report.threads_spawned >= 100, "{report:?}");
     assert!(report.forks >= 5, "{report:?}");
@@ -238,14 +253,4 @@ fn stress_at_999_hz_survives_malloc_dlopen_thread_churn_and_fork_exec() {
 #[allow(dead_code)]
 mod stackwatch_stress {
     include!("../benches/support/stress_workload.rs");
-}
-
-/// CPU time of the calling thread, in seconds.
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

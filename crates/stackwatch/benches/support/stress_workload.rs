@@ -26,8 +26,27 @@ pub struct StressReport {
     pub dropped: u64,
 }
 
+/// How much each stressor does at least, whatever the time it takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AtLeast {
+    /// Short threads spawned and joined.
+    pub threads: u64,
+    /// fork+exec children run.
+    pub forks: u64,
+    /// dlopen/dlclose pairs.
+    pub dlopens: u64,
+}
+
 /// Runs every stressor for `duration` under a 999 Hz profiler.
 pub fn run(duration: Duration) -> StressReport {
+    run_at_least(duration, AtLeast::default(), duration)
+}
+
+/// Runs every stressor for `duration`, then on until each has done `at_least` (on a
+/// busy machine they get less CPU per second), but no longer than `deadline` in all;
+/// the report is read once the profiler has folded samples (or the deadline passed).
+pub fn run_at_least(duration: Duration, at_least: AtLeast, deadline: Duration) -> StressReport {
+    let began = Instant::now();
     let profiler = stackwatch::Profiler::builder()
         .frequency_hz(999)
         .window(Duration::from_secs(1))
@@ -111,8 +130,12 @@ pub fn run(duration: Duration) -> StressReport {
             }
         }));
     }
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
+    let enough = || {
+        counters[2].load(Ordering::Relaxed) >= at_least.threads
+            && counters[3].load(Ordering::Relaxed) >= at_least.forks
+            && counters[1].load(Ordering::Relaxed) >= at_least.dlopens
+    };
+    while began.elapsed() < duration || (!enough() && began.elapsed() < deadline) {
         std::thread::sleep(Duration::from_millis(50));
         // Readers run concurrently with all of it.
         let _ = profiler.windows_after(0);
@@ -121,8 +144,12 @@ pub fn run(duration: Duration) -> StressReport {
     for w in workers {
         w.join().expect("stress worker");
     }
-    std::thread::sleep(Duration::from_millis(50));
-    let stats = profiler.stats();
+    // The aggregator folds what was sampled (later on a busy machine).
+    let mut stats = profiler.stats();
+    while stats.samples == 0 && began.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        stats = profiler.stats();
+    }
     profiler.stop();
     StressReport {
         samples: stats.samples,
