@@ -462,8 +462,10 @@ try {
   await ready('explore');
 
   step('click an area with a value that needs escapes');
-  // A real click on the quoted table's area (found by hit-testing the chart).
-  const point = await page.evaluate((name) => {
+  // A real click on the quoted table's area (found by hit-testing the chart, in view;
+  // tried again for a few seconds while a busy machine is still redrawing it).
+  await page.locator('[data-testid="cpu-chart"]').scrollIntoViewIfNeeded();
+  const hitTest = () => page.evaluate((name) => {
     const svg = document.querySelector('[data-testid="cpu-chart"]');
     const r = svg.getBoundingClientRect();
     for (let x = r.left + r.width - 20; x > r.left + 60; x -= 7) {
@@ -474,6 +476,11 @@ try {
     }
     return null;
   }, QUOTED_TABLE);
+  let point = await hitTest();
+  for (let i = 0; !point && i < 20; i++) {
+    await page.waitForTimeout(250);
+    point = await hitTest();
+  }
   expect(point, 'the quoted table has a visible area');
   await page.mouse.click(point.x, point.y);
   await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table='));
