@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binlog_worker, Proc};
+use common::{binlog_worker, wait_windows, Proc};
 use stackwatch_profile::protocol::WindowsResponse;
 use stackwatch_store::{ClickHouseOptions, ClickHouseStore, ProfileStore, Selector};
 
@@ -79,34 +79,6 @@ fn collector_with(
 }
 
 use clickhouse::ClickHouse;
-
-fn windows(addr: &str) -> WindowsResponse {
-    let body = ureq::get(&format!("http://{addr}/windows?after=0"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Polls the worker at `addr` (up to 90 s: a busy machine closes windows late) until it
-/// serves at least `min` closed windows, and returns them.
-fn wait_windows(addr: &str, min: usize) -> WindowsResponse {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let snap = windows(addr);
-        if snap.windows.len() >= min {
-            return snap;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} served {} windows after 90 s, waited for {min}",
-            snap.windows.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn get_json(url: &str) -> serde_json::Value {
     let body = ureq::get(url)

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binlog_worker, Proc};
+use common::{binlog_worker, wait_windows, windows, Proc};
 
 use stackwatch_profile::protocol::WindowsResponse;
 use stackwatch_store::{ProfileStore, Selector, SqliteStore};
@@ -49,16 +49,6 @@ fn collector(config: &Path) -> Proc {
     )
 }
 
-fn windows(addr: &str) -> WindowsResponse {
-    let body = ureq::get(&format!("http://{addr}/windows?after=0"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
-}
-
 fn write_targets(dir: &Path, a: &str, b: &str) {
     let text = format!(
         "[[targets]]\nurl = \"http://{a}\"\nlabels = {{ service = \"sim\", instance = \"a\" }}\n\
@@ -67,24 +57,6 @@ fn write_targets(dir: &Path, a: &str, b: &str) {
     let tmp = dir.join("targets/.all.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join("targets/all.toml")).unwrap();
-}
-
-/// Polls the worker at `addr` (up to 90 s: a busy machine closes windows late) until it
-/// serves at least `min` closed windows, and returns them.
-fn wait_windows(addr: &str, min: usize) -> WindowsResponse {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let snap = windows(addr);
-        if snap.windows.len() >= min {
-            return snap;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} served {} windows after 90 s, waited for {min}",
-            snap.windows.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits (up to 90 s) until the collector has committed a checkpoint for `instance`

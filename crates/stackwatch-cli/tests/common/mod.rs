@@ -72,3 +72,32 @@ pub fn real_worker(extra: &[&str]) -> (Proc, String) {
     cmd.args(["real", "--window-ms", "1000"]).args(extra);
     spawn_listening(cmd)
 }
+
+/// The windows a stackwatch worker at `addr` serves (`GET /windows?after=0`).
+pub fn windows(addr: &str) -> stackwatch_profile::protocol::WindowsResponse {
+    let body = ureq::get(&format!("http://{addr}/windows?after=0"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls the worker at `addr` (up to 90 s: a busy machine closes windows late) until it
+/// serves at least `min` closed windows, and returns them.
+pub fn wait_windows(addr: &str, min: usize) -> stackwatch_profile::protocol::WindowsResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let snap = windows(addr);
+        if snap.windows.len() >= min {
+            return snap;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} served {} windows after 90 s, waited for {min}",
+            snap.windows.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
