@@ -357,6 +357,11 @@ fn run(
     let mut backlog = Backlog::default();
     if let Some(spool) = opts.spool.take() {
         backlog.recover(spool, &stats);
+        // The marker before any new id is handed out (see Backlog::read_marker); if the
+        // store cannot say yet, nothing is spooled until it can.
+        if let Err(e) = backlog.read_marker(&store) {
+            tracing::warn!(error = %e, "backlog spool: the store's marker is not readable yet; nothing is spooled until it is");
+        }
     }
     let mut buffer: Vec<WriteRequest> = Vec::new();
     let mut rows = 0usize;
@@ -666,32 +671,42 @@ impl Backlog {
         }
     }
 
+    /// With a marker, reads (once) the id of the last spooled request the store holds,
+    /// and makes every id handed out from now on larger: a request spooled in this run
+    /// must never carry an id the marker already covers, or a replay would take it for
+    /// stored (the wall clock the ids start from may have gone back since the marker
+    /// was written). Called when the writer starts and before anything is spooled.
+    fn read_marker(&mut self, store: &BoxedStore) -> Result<(), StoreError> {
+        let Some(marker) = &self.marker else {
+            return Ok(());
+        };
+        if self.stored_through.is_some() {
+            return Ok(());
+        }
+        let through = store
+            .checkpoints(marker)?
+            .iter()
+            .filter(|c| c.instance == SPOOL_MARKER_INSTANCE)
+            .map(|c| c.last_seq)
+            .max()
+            .unwrap_or(0);
+        if let Some(spool) = &mut self.spool {
+            spool.ids_after(through);
+        }
+        self.stored_through = Some(through);
+        Ok(())
+    }
+
     /// With a marker, reads once which spooled requests the store already holds and
     /// takes them out (not stored twice). False while the store cannot tell.
     fn skip_stored(&mut self, store: &BoxedStore, stats: &WriterStats) -> bool {
-        let Some(marker) = &self.marker else {
+        if self.marker.is_none() {
             return true;
-        };
-        if self.stored_through.is_none() {
-            match store.checkpoints(marker) {
-                Ok(cps) => {
-                    let through = cps
-                        .iter()
-                        .filter(|c| c.instance == SPOOL_MARKER_INSTANCE)
-                        .map(|c| c.last_seq)
-                        .max()
-                        .unwrap_or(0);
-                    if let Some(spool) = &mut self.spool {
-                        spool.ids_after(through);
-                    }
-                    self.stored_through = Some(through);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "backlog spool: reading which spooled requests the store holds failed; trying again");
-                    self.unavailable(&e, stats);
-                    return false;
-                }
-            }
+        }
+        if let Err(e) = self.read_marker(store) {
+            tracing::warn!(error = %e, "backlog spool: reading which spooled requests the store holds failed; trying again");
+            self.unavailable(&e, stats);
+            return false;
         }
         let through = self.stored_through.unwrap_or(0);
         let stored = self
@@ -815,12 +830,21 @@ fn backlog_or_refuse(
     req: WriteRequest,
     windows: Vec<IngestWindow>,
     why: &str,
+    store: &BoxedStore,
     backlog: &mut Backlog,
     opts: &WriterOptions,
     stats: &WriterStats,
 ) {
     backlog.why = why.to_string();
-    let ack = backlog.push(windows, why, opts, stats);
+    // A spooled request's id must be above the store's marker: refused (transient, not
+    // acknowledged) while the marker cannot be read.
+    let ack = match backlog.read_marker(store) {
+        Ok(()) => backlog.push(windows, why, opts, stats),
+        Err(e) => {
+            stats.backlog_refused.fetch_add(1, Ordering::Relaxed);
+            Err(WriteError::from(e))
+        }
+    };
     let _ = req.ack.send(ack);
 }
 
@@ -864,7 +888,7 @@ fn flush(
             let why = e.to_string();
             for (req, range) in buffer.drain(..).zip(ranges) {
                 let w = windows[range].to_vec();
-                backlog_or_refuse(req, w, &why, backlog, opts, stats);
+                backlog_or_refuse(req, w, &why, store, backlog, opts, stats);
             }
         }
         Err(e) if buffer.len() == 1 => {
@@ -893,7 +917,7 @@ fn flush(
                         stats.store_unavailable.store(1, Ordering::Relaxed);
                         let why = down.get_or_insert_with(|| e.to_string());
                         let w = windows[range].to_vec();
-                        backlog_or_refuse(req, w, why, backlog, opts, stats);
+                        backlog_or_refuse(req, w, why, store, backlog, opts, stats);
                     }
                     Err(e) => {
                         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -1338,6 +1362,61 @@ mod tests {
         // And a later start finds nothing to replay.
         let again = WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap();
         assert!(again.recovered.requests.is_empty());
+    }
+
+    /// A marker ahead of this run's clock (the clock stepped back, or the data directory
+    /// came from another host) must not cover the requests spooled in this run: each
+    /// gets an id above it, so a replay stores it (it was taken for stored and dropped,
+    /// acknowledged, before the marker was read ahead of the first id).
+    #[test]
+    fn a_marker_ahead_of_the_clock_does_not_swallow_new_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("backlog");
+        let script = Arc::new(Mutex::new(Script::default()));
+        let mut store = scripted(dir.path(), &script);
+        // An earlier run's marker, a day ahead of the clock's microseconds.
+        let ahead = stackwatch_profile::clock::unix_ms().saturating_mul(1000) + 86_400_000_000;
+        store
+            .ingest(&[IngestWindow {
+                target: marker(),
+                instance: SPOOL_MARKER_INSTANCE.into(),
+                seq: ahead,
+                start_unix_s: now_s(),
+                period_ns: 0,
+                stacks: Vec::new(),
+                labeled: Vec::new(),
+            }])
+            .unwrap();
+        // This run: the store goes down, a request is acknowledged into the spool.
+        script.lock().unwrap().down = true;
+        let (stats, opts) = (WriterStats::default(), options());
+        let mut backlog = Backlog::default();
+        backlog.recover(
+            WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap(),
+            &stats,
+        );
+        let (req, mut ack) = request("a", 0);
+        flush(&mut store, &mut vec![req], &stats, &mut backlog, &opts);
+        assert!(matches!(ack.try_recv(), Ok(Ok(()))), "acknowledged");
+        assert!(backlog.requests[0].id > ahead, "an id above the marker");
+        drop(backlog);
+        drop(store);
+        // The next start, the store up: the request is replayed and stored.
+        script.lock().unwrap().down = false;
+        let mut opts = options();
+        opts.spool =
+            Some(WriterSpool::open(&spool_dir, DEFAULT_MAX_SPOOL_BYTES, Some(marker())).unwrap());
+        let (handle, thread) = spawn(scripted(dir.path(), &script), opts);
+        let stats = handle.stats.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats.backlog_windows.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the spool is never replayed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(handle);
+        thread.join().unwrap();
+        assert_eq!(stats.spool_already_stored.load(Ordering::Relaxed), 0);
+        assert_eq!(totals(&dir.path().join("s.db")), [("a".to_string(), 7)]);
     }
 
     /// The spool's byte bound refuses (as transient) what would pass it, and nothing
