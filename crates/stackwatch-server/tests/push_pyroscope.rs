@@ -854,6 +854,22 @@ fn hostile_pushes_are_refused_and_touch_nothing_else() {
         400,
         "sample_type_config",
     );
+    // A config part too large to parse (its entries cost memory outside the wire count).
+    let huge_config = format!(
+        "{{{}\"last\":{{}}}}",
+        (0..20_000)
+            .map(|i| format!("\"k{i}\":{{}},"))
+            .collect::<String>()
+    );
+    let (ctype, body) = multipart(&[
+        ("profile", &good.bytes()),
+        ("sample_type_config", huge_config.as_bytes()),
+    ]);
+    refused(
+        h.ingest(&[("name", "known")], &[("content-type", &ctype)], &body),
+        413,
+        "sample_type_config part of",
+    );
     let (ctype, body) = multipart(&[("profile", &good.bytes()), ("prev_profile", &good.bytes())]);
     refused(
         h.ingest(&[("name", "known")], &[("content-type", &ctype)], &body),
