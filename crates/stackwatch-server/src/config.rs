@@ -508,36 +508,7 @@ impl Default for PushConfig {
     }
 }
 
-impl PushConfig {
-    /// The tokens with their files read: `(token, tenant)`.
-    pub fn resolved_tokens(&self, base_dir: &Path) -> Result<Vec<(String, String)>, String> {
-        let mut out = Vec::new();
-        for (i, t) in self.tokens.iter().enumerate() {
-            let token = match (&t.token, &t.token_file) {
-                (Some(tok), None) => tok.clone(),
-                (None, Some(file)) => {
-                    let path = base_dir.join(file);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            format!("push.tokens[{i}].token_file {}: {e}", path.display())
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned()
-                }
-                _ => {
-                    return Err(format!(
-                        "push.tokens[{i}]: set exactly one of token and token_file"
-                    ))
-                }
-            };
-            if token.is_empty() {
-                return Err(format!("push.tokens[{i}]: the token is empty"));
-            }
-            out.push((token, t.tenant.clone()));
-        }
-        Ok(out)
-    }
-}
+impl PushConfig {}
 
 /// One read token (`[[read_tokens]]`): reads the series of some tenants only, those
 /// whose target label `tenant` is one of `tenants`.
@@ -715,8 +686,8 @@ impl Config {
                     ))
                 }
             };
-            if token.is_empty() {
-                return Err(invalid(key, "the token is empty".into()));
+            if token.trim().is_empty() {
+                return Err(invalid(key, "the token is empty or blank".into()));
             }
             if self.bearer_token.as_deref() == Some(token.as_str())
                 || scoped.iter().any(|(other, _)| *other == token)
@@ -733,6 +704,62 @@ impl Config {
             operator: self.bearer_token.clone(),
             scoped,
         })
+    }
+
+    /// The push tokens with their files read, `(token, tenant)`, checked: none empty or
+    /// blank, no two equal, none equal to `bearer_token` or a read token (a token names
+    /// one role and one scope: a push token that is also the operator's would read every
+    /// tenant). `read` is [`Config::read_access`]'s answer.
+    pub fn push_tokens(&self, read: &ReadAccess) -> Result<Vec<(String, String)>, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: self.base_dir.join("stackwatch.toml"),
+            key,
+            message,
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (i, t) in self.push.tokens.iter().enumerate() {
+            let key = format!("push.tokens[{i}]");
+            let token = match (&t.token, &t.token_file) {
+                (Some(tok), None) => tok.clone(),
+                (None, Some(file)) => {
+                    let path = self.base_dir.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            invalid(
+                                format!("{key}.token_file"),
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        "set exactly one of token and token_file".into(),
+                    ))
+                }
+            };
+            if token.trim().is_empty() {
+                return Err(invalid(key, "the token is empty or blank".into()));
+            }
+            if read.operator.as_deref() == Some(token.as_str())
+                || read.scoped.iter().any(|(other, _)| *other == token)
+            {
+                return Err(invalid(
+                    key,
+                    "equal to bearer_token or a read token: a push token must not read".into(),
+                ));
+            }
+            if out.iter().any(|(other, _)| *other == token) {
+                return Err(invalid(
+                    key,
+                    "the same token twice: a token must name one tenant".into(),
+                ));
+            }
+            out.push((token, t.tenant.clone()));
+        }
+        Ok(out)
     }
 
     /// Reads and validates a config file.
@@ -1160,6 +1187,49 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert_eq!(c.storage, d.storage);
         assert_eq!(c.push, d.push);
         assert_eq!(c.store, d.store);
+    }
+
+    #[test]
+    fn push_tokens_name_one_role_and_one_tenant() {
+        let push_err = |text: &str| {
+            let cfg = Config::parse(text, Path::new("s.toml")).unwrap();
+            let read = cfg.read_access().unwrap();
+            cfg.push_tokens(&read).unwrap_err().to_string()
+        };
+        let head = "bearer_token = \"op\"\n[[read_tokens]]\ntoken = \"read-a\"\ntenants = [\"a\"]\n[push]\nenabled = true\n";
+        // The operator's token or a read token as a push token would read as well.
+        let e = push_err(&format!(
+            "{head}[[push.tokens]]\ntoken = \"op\"\ntenant = \"b\"\n"
+        ));
+        assert!(
+            e.contains("push.tokens[0]") && e.contains("must not read"),
+            "{e}"
+        );
+        let e = push_err(&format!(
+            "{head}[[push.tokens]]\ntoken = \"read-a\"\ntenant = \"b\"\n"
+        ));
+        assert!(e.contains("must not read"), "{e}");
+        let e = push_err(&format!(
+            "{head}[[push.tokens]]\ntoken = \"p\"\ntenant = \"a\"\n[[push.tokens]]\ntoken = \"p\"\ntenant = \"b\"\n"
+        ));
+        assert!(
+            e.contains("push.tokens[1]") && e.contains("one tenant"),
+            "{e}"
+        );
+        let e = push_err(&format!(
+            "{head}[[push.tokens]]\ntoken = \"  \"\ntenant = \"a\"\n"
+        ));
+        assert!(e.contains("empty or blank"), "{e}");
+        let cfg = Config::parse(
+            &format!("{head}[[push.tokens]]\ntoken = \"p\"\ntenant = \"a\"\n"),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let read = cfg.read_access().unwrap();
+        assert_eq!(
+            cfg.push_tokens(&read).unwrap(),
+            vec![("p".to_string(), "a".to_string())]
+        );
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Server {
     lock: Option<data_dir::DataDirLock>,
     spool: writer::WriterSpool,
     read_access: config::ReadAccess,
+    /// The push tokens, `(token, tenant)`, checked at bind.
+    push_tokens: Vec<(String, String)>,
 }
 
 /// The directory of the writer's backlog spool: `<data_dir>/backlog` beside the SQLite
@@ -127,6 +129,12 @@ impl Server {
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
         let store = cfg.store_config()?;
         let read_access = cfg.read_access()?;
+        // Checked before anything is locked, created or listening.
+        let push_tokens = if cfg.push.enabled {
+            cfg.push_tokens(&read_access)?
+        } else {
+            Vec::new()
+        };
         // The embedded store has one collector, which locks its directory; a shared
         // store has any number, which split the targets (see membership).
         let lock = if store.is_shared() {
@@ -177,6 +185,7 @@ impl Server {
             lock,
             spool,
             read_access,
+            push_tokens,
         })
     }
 
@@ -197,6 +206,7 @@ impl Server {
         let _lock = self.lock;
         let spool = self.spool;
         let read_access = self.read_access;
+        let push_tokens = self.push_tokens;
         let store = open_writer(&store_cfg)?;
         let members = membership::Membership::new(
             cfg.collector_id(),
@@ -270,18 +280,11 @@ impl Server {
             ..ServeOptions::default()
         };
         let push_state = if cfg.push.enabled {
-            let tokens = cfg.push.resolved_tokens(&cfg.base_dir).map_err(|message| {
-                config::ConfigError::Invalid {
-                    path: cfg.base_dir.join("stackwatch.toml"),
-                    key: "push.tokens".into(),
-                    message,
-                }
-            })?;
             if !cfg.listen.ip().is_loopback() && cfg.push.allow_anonymous {
                 tracing::warn!(listen = %cfg.listen, "push.allow_anonymous beyond loopback: anyone who can reach this address can push profiles");
             }
             Some(push::PushState {
-                gate: Arc::new(push::gate::PushGate::new(cfg.push.clone(), tokens)),
+                gate: Arc::new(push::gate::PushGate::new(cfg.push.clone(), push_tokens)),
                 writer: writer.clone(),
                 stack_budget: cfg.scrape.stack_budget(),
                 label_budget: cfg.scrape.label_budget(),
