@@ -468,6 +468,10 @@ pub struct PushConfig {
     /// acknowledged and not stored again (default 10 min).
     #[serde(deserialize_with = "duration")]
     pub dedup_window: Duration,
+    /// How long a request's body may take to arrive once its headers have (default
+    /// 2 min): a client that stalls is answered `408` and its connection closed.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
     /// The amount the profiles of one push request other than CPU and wall may carry
     /// together: bytes or objects allocated, nanoseconds waited, contentions, goroutines
     /// (default 2^36, at most 2^40: with the per-source rate limit, one source's sums
@@ -501,6 +505,7 @@ impl Default for PushConfig {
             max_label_bytes_per_tenant: 4 << 20,
             source_idle: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(600),
+            body_timeout: Duration::from_secs(120),
             max_amount_per_push: 1 << 36,
             max_concurrent_decodes: 4,
             max_queued_decodes: 32,
@@ -869,6 +874,9 @@ impl Config {
         }
         if cfg.scrape.timeout.is_zero() {
             return Err(invalid("scrape.timeout", "must be positive"));
+        }
+        if cfg.push.body_timeout.is_zero() {
+            return Err(invalid("push.body_timeout", "must be positive"));
         }
         if cfg.scrape.concurrency == 0 {
             return Err(invalid("scrape.concurrency", "must be at least 1"));

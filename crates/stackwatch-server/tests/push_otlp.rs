@@ -1434,3 +1434,41 @@ fn push_sources_are_paged() {
         assert_eq!(status, 400, "{bad:?}: {}", String::from_utf8_lossy(&body));
     }
 }
+
+/// A client that sends its headers and 2 of 100 body bytes, then nothing, is answered
+/// `408` within `push.body_timeout` and its connection closed; it held a connection (and
+/// the collector's graceful shutdown) for as long as it liked before. Pushes from others
+/// go on meanwhile.
+#[test]
+fn a_stalled_body_is_answered_408_within_the_body_timeout() {
+    use std::io::{Read, Write};
+    let h = otlp_collector(|c| c.push.body_timeout = Duration::from_secs(2));
+    let addr = h.api.trim_start_matches("http://").to_string();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\nab"
+    )
+    .unwrap();
+    stalled.flush().unwrap();
+    // Meanwhile another push is stored.
+    h.post_ok(&simple("otlp-beside-a-stall", &[("main;ok", 3)]));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("push.body_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the connection was closed after the answer"
+    );
+    assert_eq!(
+        h.folded("{service=\"otlp-beside-a-stall\"}", None),
+        [("main;ok".to_string(), 3)].into()
+    );
+}

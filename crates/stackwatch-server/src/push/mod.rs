@@ -520,11 +520,63 @@ pub fn router(state: Option<PushState>) -> Router {
         return Router::new();
     };
     let limit = state.gate.config().max_body_bytes;
+    let deadline = state.gate.config().body_timeout;
     Router::new()
         .merge(otlp::routes())
         .merge(pyroscope::routes())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            body_within_deadline(req, next, limit, deadline)
+        }))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Reads a push request's body (at most `limit` bytes) within `deadline`
+/// (`push.body_timeout`), then hands the request on with the body in memory (every push
+/// handler reads it whole). A client that stalls half-way (2 of 100 bytes, then
+/// nothing) is answered `408` and its connection closed, instead of holding a
+/// connection slot, and a graceful shutdown, for as long as it likes.
+async fn body_within_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    limit: usize,
+    deadline: Duration,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    // One byte past the limit is enough for the handler's own refusal (each protocol
+    // words its 413: Connect as `resource_exhausted`).
+    let read = limit.saturating_add(1);
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, read)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        // Longer still (or cut short): the handler refuses a body past the limit as it
+        // would have, without the rest being read.
+        Ok(Err(_)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(vec![0u8; read]),
+            ))
+            .await
+        }
+        Err(_) => {
+            let mut r = (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within push.body_timeout ({} s)\n",
+                    deadline.as_secs_f64()
+                ),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
 }
 
 /// The push metrics, Prometheus text (appended to `/metrics`).
