@@ -659,6 +659,49 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A token given as `token` or `token_file` (relative to `base_dir`, trailing newline
+    /// ignored) under `key`: exactly one of the two, not empty or blank.
+    fn token(
+        &self,
+        key: &str,
+        token: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<String, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: self.base_dir.join("stackwatch.toml"),
+            key,
+            message,
+        };
+        let token = match (token, file) {
+            (Some(tok), None) => tok.to_owned(),
+            (None, Some(file)) => {
+                let path = self.base_dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        invalid(
+                            format!("{key}.token_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned()
+            }
+            _ => {
+                return Err(invalid(
+                    key.to_owned(),
+                    "set exactly one of token and token_file".into(),
+                ))
+            }
+        };
+        if token.trim().is_empty() {
+            return Err(invalid(
+                key.to_owned(),
+                "the token is empty or blank".into(),
+            ));
+        }
+        Ok(token)
+    }
+
     /// The read tokens with their files read (relative to `base_dir`), checked: none
     /// empty, no two equal (nor equal to `bearer_token`), so a token names one scope.
     pub fn read_access(&self) -> Result<ReadAccess, ConfigError> {
@@ -670,30 +713,7 @@ impl Config {
         let mut scoped: Vec<(String, Vec<String>)> = Vec::new();
         for (i, t) in self.read_tokens.iter().enumerate() {
             let key = format!("read_tokens[{i}]");
-            let token = match (&t.token, &t.token_file) {
-                (Some(tok), None) => tok.clone(),
-                (None, Some(file)) => {
-                    let path = self.base_dir.join(file);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            invalid(
-                                format!("{key}.token_file"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned()
-                }
-                _ => {
-                    return Err(invalid(
-                        key,
-                        "set exactly one of token and token_file".into(),
-                    ))
-                }
-            };
-            if token.trim().is_empty() {
-                return Err(invalid(key, "the token is empty or blank".into()));
-            }
+            let token = self.token(&key, t.token.as_deref(), t.token_file.as_deref())?;
             if self.bearer_token.as_deref() == Some(token.as_str())
                 || scoped.iter().any(|(other, _)| *other == token)
             {
@@ -724,30 +744,7 @@ impl Config {
         let mut out: Vec<(String, String)> = Vec::new();
         for (i, t) in self.push.tokens.iter().enumerate() {
             let key = format!("push.tokens[{i}]");
-            let token = match (&t.token, &t.token_file) {
-                (Some(tok), None) => tok.clone(),
-                (None, Some(file)) => {
-                    let path = self.base_dir.join(file);
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| {
-                            invalid(
-                                format!("{key}.token_file"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        })?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned()
-                }
-                _ => {
-                    return Err(invalid(
-                        key,
-                        "set exactly one of token and token_file".into(),
-                    ))
-                }
-            };
-            if token.trim().is_empty() {
-                return Err(invalid(key, "the token is empty or blank".into()));
-            }
+            let token = self.token(&key, t.token.as_deref(), t.token_file.as_deref())?;
             if read.operator.as_deref() == Some(token.as_str())
                 || read.scoped.iter().any(|(other, _)| *other == token)
             {
