@@ -1471,4 +1471,9 @@ fn a_stalled_body_is_answered_408_within_the_body_timeout() {
         h.folded("{service=\"otlp-beside-a-stall\"}", None),
         [("main;ok".to_string(), 3)].into()
     );
+    let (_, metrics) = h.get("/metrics", &[]);
+    assert!(
+        metrics.contains("\nstackwatch_push_body_timeouts_total 1\n"),
+        "{metrics}"
+    );
 }

@@ -184,6 +184,8 @@ pub struct PushCounters {
     pub rejected: [AtomicU64; 2],
     /// Requests refused for the rate limit.
     pub rate_limited: AtomicU64,
+    /// Requests answered `408`: their body did not arrive within `push.body_timeout`.
+    pub body_timeouts: AtomicU64,
     /// Requests refused for the per-source series limit.
     pub series_refused: AtomicU64,
     /// Profiles refused inside requests that stored others (OTLP partial success).

@@ -521,11 +521,12 @@ pub fn router(state: Option<PushState>) -> Router {
     };
     let limit = state.gate.config().max_body_bytes;
     let deadline = state.gate.config().body_timeout;
+    let gate = state.gate.clone();
     Router::new()
         .merge(otlp::routes())
         .merge(pyroscope::routes())
         .layer(axum::middleware::from_fn(move |req, next| {
-            body_within_deadline(req, next, limit, deadline)
+            body_within_deadline(req, next, limit, deadline, gate.clone())
         }))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -541,6 +542,7 @@ async fn body_within_deadline(
     next: axum::middleware::Next,
     limit: usize,
     deadline: Duration,
+    gate: Arc<PushGate>,
 ) -> Response {
     let (parts, body) = req.into_parts();
     // One byte past the limit is enough for the handler's own refusal (each protocol
@@ -564,6 +566,7 @@ async fn body_within_deadline(
             .await
         }
         Err(_) => {
+            gate.counters.body_timeouts.fetch_add(1, Ordering::Relaxed);
             let mut r = (
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
@@ -642,6 +645,12 @@ pub fn write_metrics(gate: &PushGate, m: &mut stackwatch_http::metrics_text::Met
         MetricKind::Counter,
         "Profiles refused inside push requests that stored others (OTLP partial success: a budget, a bad index, an unknown type).",
         c.profiles_refused.load(Ordering::Relaxed),
+    )
+    .single(
+        "stackwatch_push_body_timeouts_total",
+        MetricKind::Counter,
+        "Push requests answered 408: the body did not arrive within push.body_timeout.",
+        c.body_timeouts.load(Ordering::Relaxed),
     )
     .single(
         "stackwatch_push_duplicates_total",
