@@ -225,6 +225,17 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The collector's `stackwatch_sqlite_memory_bytes`, in KiB (None if /metrics did not
+/// answer in time: the sample is then left empty, not guessed).
+fn sqlite_memory_kib(agent: &ureq::Agent, url: &str) -> Option<u64> {
+    let mut response = agent.get(url).call().ok()?;
+    let body = response.body_mut().read_to_string().ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("stackwatch_sqlite_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|b| b as u64 / 1024)
+}
+
 fn unix_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -569,7 +580,7 @@ fn main() {
         .collect();
     writeln!(
         csv,
-        "elapsed_s,{},{},store_bytes",
+        "elapsed_s,{},{},store_bytes,collector_sqlite_kib",
         cols.iter()
             .map(|c| format!("{c}_rss_kib"))
             .collect::<Vec<_>>()
@@ -581,6 +592,11 @@ fn main() {
     )
     .unwrap();
     let mut series: Vec<(f64, f64)> = Vec::new();
+    // SQLite's own memory (its page caches grow with the store up to their cache sizes),
+    // read from the collector's /metrics, so RSS less it can be fitted too.
+    let mut less_sqlite: Vec<(f64, f64)> = Vec::new();
+    let metrics_agent = agent();
+    let metrics_url = format!("{api}/metrics");
     while t_start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(10));
         let t = t_start.elapsed().as_secs_f64();
@@ -595,9 +611,20 @@ fn main() {
             })
             .unwrap_or(0);
         let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        writeln!(csv, "{t:.0},{},{},{store_bytes}", join(&rss), join(&hwm)).unwrap();
+        let sqlite_kib = sqlite_memory_kib(&metrics_agent, &metrics_url);
+        writeln!(
+            csv,
+            "{t:.0},{},{},{store_bytes},{}",
+            join(&rss),
+            join(&hwm),
+            sqlite_kib.map_or(String::new(), |k| k.to_string())
+        )
+        .unwrap();
         let mib = rss[0] as f64 / 1024.0;
         series.push((t, mib));
+        if let Some(k) = sqlite_kib {
+            less_sqlite.push((t, mib - k as f64 / 1024.0));
+        }
         if series.len().is_multiple_of(30) {
             println!(
                 "# {t:>5.0} s: collector RSS {mib:.1} MiB, {} legitimate pushes acknowledged",
@@ -678,7 +705,33 @@ fn main() {
         }
     }
 
-    // Memory: the second half's range and trend.
+    // Memory: the second half's range and trend; and the trend of its floor (the least
+    // of each five minutes: the spikes are decodes in flight), of RSS and of RSS less
+    // SQLite's caches.
+    let floor_trend = |points: &[(f64, f64)]| -> (f64, f64, f64) {
+        let minima: Vec<(f64, f64)> = points.iter().filter(|(t, _)| *t >= secs as f64 / 2.0).fold(
+            Vec::<(f64, f64)>::new(),
+            |mut acc, &(t, r)| {
+                let bucket = (t / 300.0).floor();
+                match acc.last_mut() {
+                    Some((b, m)) if *b == bucket => *m = m.min(r),
+                    _ => acc.push((bucket, r)),
+                }
+                acc
+            },
+        );
+        let xs: Vec<f64> = minima
+            .iter()
+            .map(|(b, _)| (b * 300.0 + 150.0) / 3600.0)
+            .collect();
+        let ys: Vec<f64> = minima.iter().map(|(_, m)| *m).collect();
+        let first = ys.first().copied().unwrap_or(0.0);
+        let last = ys.last().copied().unwrap_or(0.0);
+        let k = if xs.len() > 1 { slope(&xs, &ys) } else { 0.0 };
+        (first, last, k)
+    };
+    let (f0, f1, fk) = floor_trend(&series);
+    let (g0, g1, gk) = floor_trend(&less_sqlite);
     let half: Vec<&(f64, f64)> = series
         .iter()
         .filter(|(t, _)| *t >= secs as f64 / 2.0)
@@ -698,6 +751,10 @@ fn main() {
         "collector RSS: peak {peak:.1} MiB; second half {lo:.1}-{hi:.1} MiB, trend {:+.1} MiB/h ({} points, {csv_path})",
         if xs.len() > 1 { slope(&xs, &ys) } else { 0.0 },
         xs.len()
+    );
+    println!(
+        "collector RSS floor (least of each 5 min), second half: {f0:.1} -> {f1:.1} MiB, trend {fk:+.1} MiB/h; \
+         less SQLite's memory: {g0:.1} -> {g1:.1} MiB, trend {gk:+.1} MiB/h"
     );
     println!(
         "windows: {checked} checked, {wrong} not stored exactly once ({} workers)",

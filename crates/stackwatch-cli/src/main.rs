@@ -61,12 +61,28 @@ enum Command {
 /// Runs the command; an error is printed as one line with its causes (never a
 /// backtrace, whatever `RUST_BACKTRACE` says: these are the user's errors, not bugs).
 fn main() -> std::process::ExitCode {
+    return_large_buffers_to_the_os();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stackwatch: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Fixes glibc's mmap threshold at 1 MiB, so every buffer of 1 MiB or more (a push body
+/// inflating towards its 64 MiB bound, a query's answer) is its own mapping, returned to
+/// the kernel when freed. By default glibc raises the threshold to the size of the last
+/// such buffer freed (up to 32 MiB), after which those buffers come from the heap and
+/// leave it fragmented: the collector's RSS floor then creeps up with every burst of
+/// large requests instead of returning to what it holds.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc malloc parameter; it is called first thing in
+    // main, before any other thread exists, and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -591,6 +591,12 @@ async fn metrics(State(st): State<ApiState>, scope: ReadScope) -> Response {
         load(&w.spool_errors),
     )
     .single(
+        "stackwatch_sqlite_memory_bytes",
+        MetricKind::Gauge,
+        "Bytes SQLite holds in this process: the page caches of the writer and the pooled readers, each bounded by its cache size (0 on ClickHouse).",
+        stackwatch_store::sqlite_memory_bytes(),
+    )
+    .single(
         "stackwatch_collector_maintenance",
         MetricKind::Gauge,
         "1 when this collector runs rollups and retention for the shared store.",

@@ -36,6 +36,18 @@ pub mod schema;
 
 pub use pool::{PooledReader, ReaderPool};
 
+/// Bytes SQLite holds in this process now, over every connection: the page caches of
+/// the writer and of the pooled readers (each up to its `cache_size`), prepared
+/// statements and scratch. The collector shows it in `/metrics`, so that RSS that grows
+/// with the store can be told apart from a leak.
+pub fn sqlite_memory_bytes() -> u64 {
+    // SAFETY: sqlite3_memory_used takes no arguments and only reads SQLite's global
+    // memory statistics, which it guards with its own mutex (the bundled build is
+    // threadsafe); it is callable at any time, before or after any connection exists.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    used.max(0) as u64
+}
+
 /// `last_seen` is written when a window starts this much later than the stored value
 /// (so once an hour per stack, not once per row); retention allows for the lag.
 const LAST_SEEN_GRANULARITY_S: i64 = 3600;
