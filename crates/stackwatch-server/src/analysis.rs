@@ -107,19 +107,6 @@ impl Measure {
     }
 }
 
-/// The unit of a profile type's `/api/timeseries` values (the response's `unit`).
-pub fn series_unit(t: ProfileType) -> &'static str {
-    match t {
-        ProfileType::Cpu => "cores",
-        ProfileType::Wall => "wall_seconds_per_second",
-        ProfileType::AllocSpace => "bytes_per_second",
-        ProfileType::AllocObjects | ProfileType::Contentions => "count_per_second",
-        ProfileType::Delay => "nanoseconds_per_second",
-        ProfileType::InuseSpace => "bytes",
-        ProfileType::InuseObjects | ProfileType::Goroutines => "count",
-    }
-}
-
 fn period_of(t: &TargetSeries) -> f64 {
     (if t.period_ns == 0 {
         DEFAULT_PERIOD_NS
@@ -525,7 +512,7 @@ pub async fn timeseries(
             "to": to,
             "step": step,
             "type": sel.profile_type.name(),
-            "unit": series_unit(sel.profile_type),
+            "unit": sel.profile_type.series_unit(),
             "points": points(&buckets, &total, &scales),
             "partial": partial,
         });
@@ -668,7 +655,7 @@ pub async fn top(
             "total": p.total(),
             "unit": sel.profile_type.unit().name(),
             "average": average,
-            "average_unit": series_unit(sel.profile_type),
+            "average_unit": sel.profile_type.series_unit(),
             "order": if by_total { "total" } else { "self" },
             "functions": functions,
         });
@@ -792,7 +779,7 @@ fn side_summary(
     let value = range_value(series, range_s, measure);
     let mut out = json!({
         "value": value,
-        "unit": series_unit(profile_type),
+        "unit": profile_type.series_unit(),
         "windows": buckets,
         "instances": instances,
     });
@@ -955,7 +942,7 @@ mod tests {
     #[test]
     fn every_type_has_a_measure_and_a_series_unit() {
         for t in crate::profile_type::ALL_TYPES {
-            let unit = series_unit(t);
+            let unit = t.series_unit();
             match Measure::of(t) {
                 Measure::Periods => assert!(unit == "cores" || unit.ends_with("_per_second")),
                 Measure::Rate => assert!(unit.ends_with("_per_second"), "{t}"),

@@ -121,6 +121,20 @@ impl ProfileType {
         }
     }
 
+    /// The unit of its `/api/timeseries` values (the response's `unit`): what the
+    /// dashboard's axis says.
+    pub fn series_unit(self) -> &'static str {
+        match self {
+            ProfileType::Cpu => "cores",
+            ProfileType::Wall => "wall_seconds_per_second",
+            ProfileType::AllocSpace => "bytes_per_second",
+            ProfileType::AllocObjects | ProfileType::Contentions => "count_per_second",
+            ProfileType::Delay => "nanoseconds_per_second",
+            ProfileType::InuseSpace => "bytes",
+            ProfileType::InuseObjects | ProfileType::Goroutines => "count",
+        }
+    }
+
     /// Parses an API or stored name.
     pub fn from_name(name: &str) -> Option<ProfileType> {
         ALL_TYPES.into_iter().find(|t| t.name() == name)

@@ -612,7 +612,7 @@ pub async fn label_keys(State(st): State<ApiState>, scope: ReadScope) -> Respons
 }
 
 /// `GET /api/profile-types`: every profile type with the unit of its counts (`unit`), the
-/// unit of its `/api/timeseries` values (`series_unit`), and whether the store holds any
+/// unit of its `/api/timeseries` values (`ProfileType::series_unit`), and whether the store holds any
 /// of it (`"stored"`; CPU is always listed first, the default).
 pub async fn profile_types(State(st): State<ApiState>, scope: ReadScope) -> Response {
     match read(&st, &scope, |store| {
@@ -627,7 +627,7 @@ pub async fn profile_types(State(st): State<ApiState>, scope: ReadScope) -> Resp
                     serde_json::json!({
                         "name": t.name(),
                         "unit": t.unit().name(),
-                        "series_unit": crate::analysis::series_unit(*t),
+                        "series_unit": t.series_unit(),
                         "stored": *t == ProfileType::Cpu || stored.iter().any(|s| s == t.name()),
                     })
                 })

@@ -25,7 +25,6 @@ use stackwatch_store::{
 };
 
 use crate::config::ReadAccess;
-use crate::state::ApiState;
 
 /// The target label that names a series' tenant (set from the push token's tenant).
 pub const TENANT_LABEL: &str = "tenant";
@@ -140,13 +139,20 @@ pub(crate) fn unauthorized(why: &'static str) -> Response {
     r
 }
 
-impl FromRequestParts<ApiState> for ReadScope {
+/// A router state that knows the read tokens (the server's `ApiState`): what the
+/// [`ReadScope`] extractor needs of it, so this module does not depend on the state's.
+pub(crate) trait HoldsReadTokens {
+    /// The configured read tokens and their scopes.
+    fn read_tokens(&self) -> &ReadTokens;
+}
+
+impl<S: HoldsReadTokens + Send + Sync> FromRequestParts<S> for ReadScope {
     type Rejection = Response;
 
     /// The scope of the token the auth middleware found; a request it did not see (a
     /// route mounted outside it) reads nothing.
-    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, Response> {
-        st.read_tokens
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, Response> {
+        st.read_tokens()
             .scope_of(parts.extensions.get::<Access>())
             .ok_or_else(|| unauthorized("missing or wrong bearer token\n"))
     }

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ReadAccess;
 use crate::membership::Membership;
-use crate::scope::ReadTokens;
+use crate::scope::{HoldsReadTokens, ReadTokens};
 use crate::scrape::HealthMap;
 use crate::writer::WriterStats;
 use crate::Config;
@@ -266,5 +266,11 @@ fn release_freed_memory() {
     // thread; it only returns free pages of the allocator's arenas to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+impl HoldsReadTokens for ApiState {
+    fn read_tokens(&self) -> &ReadTokens {
+        &self.read_tokens
     }
 }

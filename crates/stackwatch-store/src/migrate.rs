@@ -71,7 +71,7 @@ pub fn migrate_sqlite(
     let labeled = version >= 3;
     let mut stats = MigrateStats::default();
     let today = stackwatch_profile::clock::unix_s().div_euclid(86_400);
-    let today = crate::clickhouse::date_of_day(today);
+    let today = stackwatch_profile::clock::date_of_day(today);
 
     // Targets: SQLite id -> (ClickHouse id, service).
     let mut targets: HashMap<i64, (u64, String)> = HashMap::new();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::PushError;
+use super::error::PushError;
 
 /// How long a request waits for a decode slot before it is answered `503`.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -28,7 +28,8 @@ use serde::Serialize;
 use stackwatch_store::Labels;
 use tokio::sync::watch;
 
-use super::{Accepted, Protocol, PushError};
+use super::error::PushError;
+use super::series::{Accepted, Protocol};
 use crate::config::PushConfig;
 
 /// Digests of recent pushes remembered for de-duplication, at most.

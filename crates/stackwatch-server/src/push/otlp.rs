@@ -57,11 +57,11 @@ use stackwatch_profile::{LabelBudget, SampleLabels, StackBudget};
 use stackwatch_store::Labels;
 use thiserror::Error;
 
+use super::accept::{accept, PushState};
+use super::budget::{over_budget, read_body, SampleBudget};
+use super::error::PushError;
 use super::gate::{PushCounters, SourceKey};
-use super::{
-    accept, check_target_labels, over_budget, read_body, Protocol, PushError, PushState,
-    PushedSeries, SampleBudget,
-};
+use super::series::{check_target_labels, Protocol, PushedSeries};
 use crate::profile_type::{ProfileType, Unit};
 
 /// The path OTLP/HTTP exporters post profiles to (the OpenTelemetry Collector's

@@ -37,10 +37,11 @@ use stackwatch_profile::wire_scan;
 use stackwatch_profile::StackBudget;
 use stackwatch_store::Labels;
 
+use super::accept::{accept, PushState};
+use super::budget::{over_budget, read_body};
+use super::error::PushError;
 use super::gate::{PushCounters, SourceKey};
-use super::{
-    accept, over_budget, read_body, Accepted, Protocol, PushError, PushState, PushedSeries,
-};
+use super::series::{Accepted, Protocol, PushedSeries};
 use crate::profile_type::ProfileType;
 
 /// Profiles (a pprof body × each profile type it carries) one request may hold, at

@@ -25,7 +25,7 @@ impl ClickHouseStore {
     ) -> Result<IngestStats, StoreError> {
         let now = stackwatch_profile::clock::unix_s();
         let today = now.div_euclid(86_400);
-        let today_date = date_of_day(today);
+        let today_date = stackwatch_profile::clock::date_of_day(today);
         let mut stats = IngestStats::default();
         let mut stack_rows = String::new();
         let mut target_rows = String::new();
@@ -230,32 +230,5 @@ impl ClickHouseStore {
             self.roll(step, floor_to(first, step), to, Some(&targets))?;
         }
         Ok(())
-    }
-}
-
-/// `YYYY-MM-DD` of a day number (days since 1970-01-01), proleptic Gregorian.
-pub(crate) fn date_of_day(days: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::date_of_day;
-
-    #[test]
-    fn day_numbers_become_dates() {
-        assert_eq!(date_of_day(0), "1970-01-01");
-        assert_eq!(date_of_day(20_417), "2025-11-25");
-        assert_eq!(date_of_day(11_016), "2000-02-29");
     }
 }

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 pub(crate) use client::tsv_field;
 use client::{quote, rows, Client};
-pub(crate) use ingest::date_of_day;
 use stackwatch_profile::Profile;
 
 use crate::{

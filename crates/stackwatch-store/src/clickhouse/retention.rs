@@ -84,18 +84,7 @@ impl ClickHouseStore {
 /// The Unix second at which day `yyyymmdd` ends.
 fn day_end_of(yyyymmdd: i64) -> Option<i64> {
     let (y, m, d) = (yyyymmdd / 10_000, (yyyymmdd / 100) % 100, yyyymmdd % 100);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // days_from_civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days + 1) * 86_400)
+    stackwatch_profile::clock::day_of_date(y, m, d).map(|days| (days + 1) * 86_400)
 }
 
 #[cfg(test)]
