@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::handler_cost::thread_cpu_ns;
 use crate::modules::ModuleTable;
-use crate::profiler::Shared;
 use crate::sample_ring::RawSample;
+use crate::shared::Shared;
 use crate::signal_handler::{PublishedUnwinder, SignalState};
 use crate::symbolizer::Symbolizer;
 use crate::thread_timers::ThreadTimers;
@@ -138,7 +139,7 @@ impl Aggregator {
 
     fn drain(&mut self) {
         // Every sample published before this instant is in the ring now.
-        let drain_start = crate::profiler::unix_ms();
+        let drain_start = stackwatch_profile::clock::unix_ms();
         let mut samples: Vec<(u32, u32, u32, Box<[u64]>)> = Vec::new();
         self.signal.ring.drain(|s: &RawSample| {
             samples.push((
@@ -171,7 +172,7 @@ impl Aggregator {
         let dropped = self.signal.ring.dropped();
         let new_drops = dropped - self.last_dropped;
         self.last_dropped = dropped;
-        let now = crate::profiler::unix_ms();
+        let now = stackwatch_profile::clock::unix_ms();
         let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
         for (labels, stack, weight) in &self.batch {
             store.add(*labels, stack, *weight);
@@ -261,14 +262,4 @@ impl Aggregator {
                 .map(|(_, frames)| chunk(frames.len() * 8))
                 .sum::<usize>()
     }
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -181,7 +181,7 @@ pub(crate) fn on_process_timer(tid: u32) -> u32 {
     let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
     // The time-stamp counter (an instruction) mixed with the tid: a phase in [0, period)
     // that differs between threads and runs.
-    let phase = mix(u64::from(tid) ^ crate::signal_handler::cost_ticks()) % period;
+    let phase = mix(u64::from(tid) ^ crate::handler_cost::cost_ticks()) % period;
     // clock_gettime on the monotonic clock: async-signal-safe (POSIX), a vDSO call.
     let cap = clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(since_ns) / period + 1;
     let weight = ((cpu + phase) / period).min(cap);
@@ -398,12 +398,11 @@ pub(crate) fn start_arming(period_ns: u64) {
     ARMING_ON.store(true, Ordering::SeqCst);
 }
 
-/// Stops handlers from arming timers, and waits until none is running (so none is
-/// between claiming a slot and publishing its timer). Returns false if handlers did not
-/// quiesce. Aggregator thread.
-fn stop_arming() -> bool {
+/// Stops handlers from arming timers. A handler already past the check may still be
+/// between claiming a slot and publishing its timer: wait for the handlers to quiesce
+/// before [`delete_all`]. Aggregator thread.
+pub(crate) fn stop_arming() {
     ARMING_ON.store(false, Ordering::SeqCst);
-    crate::signal_handler::wait_for_quiescence()
 }
 
 /// The occupied slots: `(index, word)`. Aggregator thread.
@@ -462,11 +461,11 @@ fn free(at: usize, w: u64) -> bool {
     true
 }
 
-/// Turns arming off, waits for handlers to quiesce, deletes every timer the handlers
-/// armed and empties the table (so tombstones do not outlive a profiler). Aggregator
+/// Deletes every timer the handlers armed and empties the table (so tombstones do not
+/// outlive a profiler), after [`stop_arming`] and a wait for the handlers: `quiet` says
+/// whether they quiesced (if not, slots become tombstones instead of empty). Aggregator
 /// thread, when the profiler stops.
-pub(crate) fn delete_all() {
-    let quiet = stop_arming();
+pub(crate) fn delete_all(quiet: bool) {
     for slot in &SLOTS {
         let w = slot.load(Ordering::Acquire);
         if let Some(timer) = timer_of(w) {

@@ -19,14 +19,20 @@
 //! Features: `http` (default) — the endpoints, on axum and tokio; `tracing` — a
 //! `tracing_subscriber` layer that turns span fields into sample labels.
 //!
-//! Where things live:
+//! Where things live (imports run one way, `settings` and `handler_cost` at the bottom,
+//! `profiler` on top; the workspace's `module_graph` test fails on any cycle):
+//! - `settings`: [`ProfilerBuilder`]'s settings and defaults, [`TimerMode`].
+//! - `handler_cost`: the handler's clocks (time-stamp counter, thread CPU clock) and the
+//!   histogram of its own cost.
 //! - `signal_handler`: the SIGPROF handler (async-signal-safe), private: nothing outside
 //!   the crate can reach the state it writes.
 //! - `thread_timers`: per-thread CPU-time timers, thread discovery, setitimer fallback.
 //! - `armed_threads`: the process-wide CPU timer whose signal makes a thread arm its own
 //!   timer on its first period of CPU, and the table of those timers.
 //! - `modules`: `/proc/self/maps` and eh_frame tables for the unwinder.
-//! - `aggregator`: the thread that symbolises, folds and windows samples.
+//! - `shared`: what a running profiler's handles and its aggregator share.
+//! - `aggregator`: the thread that symbolises, folds and windows samples; `sampler`
+//!   starts and stops it with the handler; `profiler`: the public [`Profiler`].
 //! - `labels`: sample labels ([`label`], [`LabelSet`], [`LabeledFuture`]) and the table
 //!   the handler reads them from.
 //! - `windows`: windows, retention, pruning; [`http`]: the endpoints.
@@ -46,6 +52,8 @@ mod aggregator;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod armed_threads;
 mod error;
+#[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
+mod handler_cost;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
@@ -57,6 +65,8 @@ mod sample_ring;
 mod sampler;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod scratch;
+mod settings;
+mod shared;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 mod signal_handler;
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
@@ -72,8 +82,8 @@ pub use labels::{
     label, unlabeled_threads, with_labels, LabelFutureExt, LabelGuard, LabelSet, LabeledFuture,
     MAX_INTERNED_SETS, MAX_INTERNED_TEXT, THREAD_SLOTS,
 };
-pub use profiler::TimerMode;
-pub use profiler::{Capture, Profiler, ProfilerBuilder, ProfilerStats};
+pub use profiler::{Capture, Profiler, ProfilerStats};
+pub use settings::{ProfilerBuilder, TimerMode};
 pub use stackwatch_profile::labels::SampleLabels;
 pub use stackwatch_profile::LabelBudget;
 pub use stackwatch_profile::{Profile, SvgOptions};
@@ -86,8 +96,9 @@ pub use windows::{LabelFilter, LabeledProfile};
 #[doc(hidden)]
 #[cfg(all(target_os = "linux", not(stackwatch_unsupported_platform)))]
 pub mod __handler_cost {
-    pub use crate::signal_handler::{
-        calibrate_ticks, cost_filter_tid, cost_on_cpu, cost_ticks, handler_cost, thread_cpu_ns,
-        ticks_to_ns, CostHistogram, CostSnapshot, COST_BUCKETS,
+    pub use crate::handler_cost::{
+        calibrate_ticks, cost_filter_tid, cost_on_cpu, cost_ticks, thread_cpu_ns, ticks_to_ns,
+        CostHistogram, CostSnapshot, COST_BUCKETS,
     };
+    pub use crate::signal_handler::handler_cost;
 }

@@ -12,7 +12,8 @@ mod linux {
     use std::thread::JoinHandle;
 
     use crate::aggregator::Aggregator;
-    use crate::profiler::{ProfilerBuilder, Shared};
+    use crate::settings::ProfilerBuilder;
+    use crate::shared::Shared;
     use crate::signal_handler::{self, InstallError, SignalState};
     use crate::thread_timers::ThreadTimers;
     use crate::Error;
@@ -101,7 +102,8 @@ pub(crate) use linux::Sampler;
 mod other {
     use std::sync::Arc;
 
-    use crate::profiler::{ProfilerBuilder, Shared};
+    use crate::settings::ProfilerBuilder;
+    use crate::shared::Shared;
     use crate::Error;
 
     /// Nothing samples here: starting is [`Error::Unsupported`].

@@ -28,14 +28,16 @@ use crate::modules::LoadedModule;
 
 mod dwarf;
 mod elf;
+mod error;
 
 use dwarf::Dwarf;
 use elf::{Elf, Source, SymbolTable};
+use error::SymbolError;
 
 /// Frames for one address, outermost first (an inlined chain has several).
 pub type Frames = Arc<[Arc<str>]>;
 
-pub(crate) use crate::profiler::DEFAULT_DEBUG_DIR;
+pub(crate) use crate::settings::DEFAULT_DEBUG_DIR;
 
 /// Resolved addresses kept per generation; two generations are kept (the older is
 /// dropped when the newer fills), so an address in use stays resolved.
@@ -43,29 +45,6 @@ const GENERATION: usize = 16_384;
 
 /// Bytes of interned names kept before names and resolved addresses are dropped.
 const NAMES_LIMIT: usize = 2 << 20;
-
-/// Why a file gave no names (logged at debug level; the frame then shows the module).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SymbolError {
-    /// Reading the file failed.
-    #[error("reading: {0}")]
-    Io(#[from] std::io::Error),
-    /// Not an ELF file.
-    #[error("not an ELF file")]
-    NotElf,
-    /// An ELF variant or section encoding not read here.
-    #[error("unsupported: {0}")]
-    Unsupported(&'static str),
-    /// The file ends inside a structure.
-    #[error("truncated")]
-    Truncated,
-    /// A section larger than this reader accepts whole.
-    #[error("section too large to read whole")]
-    TooLarge,
-    /// Malformed DWARF.
-    #[error("DWARF: {0}")]
-    Dwarf(String),
-}
 
 /// What one module's files give: its function symbols and, where present, its DWARF.
 struct ModuleSymbols {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::armed_threads::{self, thread_cpu_clock};
 
-pub use crate::profiler::TimerMode;
+pub use crate::settings::TimerMode;
 
 struct ThreadTimer {
     timer: Option<libc::timer_t>,
@@ -44,7 +44,7 @@ const YOUNG_SCANS: u64 = 5;
 /// thread that never names itself costs only those reads.
 const UNNAMED_YOUNG_SCANS: u64 = 250;
 
-pub(crate) use crate::profiler::DEFAULT_UNNAMED_THREAD_ROOT;
+pub(crate) use crate::settings::DEFAULT_UNNAMED_THREAD_ROOT;
 
 /// The root frame of the process's main thread (the one whose tid is the pid).
 pub const MAIN_THREAD_ROOT: &str = "main";
@@ -337,7 +337,7 @@ impl ThreadTimers {
                 );
                 // Arming off and the first scan's timers deleted: the scan re-arms those
                 // threads at its next recheck, and new ones as it finds them.
-                armed_threads::delete_all();
+                delete_armed_timers();
                 self.first_cpu = false;
             }
         }
@@ -351,7 +351,7 @@ impl ThreadTimers {
         // Arming off, handlers quiesced, then every timer in the table deleted (those
         // the first scan armed too, if the process timer was refused since).
         if std::mem::take(&mut self.uses_table) {
-            armed_threads::delete_all();
+            delete_armed_timers();
         }
         for (_, t) in self.threads.drain() {
             delete_timer(t.timer);
@@ -489,6 +489,15 @@ fn disarm_itimer() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Turns arming off, waits for the signal handlers to quiesce (so none is between
+/// claiming a slot of the armed-thread table and publishing its timer), then deletes
+/// every timer the handlers armed.
+fn delete_armed_timers() {
+    armed_threads::stop_arming();
+    let quiet = crate::signal_handler::wait_for_quiescence();
+    armed_threads::delete_all(quiet);
 }
 
 #[cfg(test)]

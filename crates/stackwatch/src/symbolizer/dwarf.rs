@@ -21,7 +21,7 @@ use gimli::{
 };
 
 use super::elf::{read_cstr, Elf, Shdr};
-use super::SymbolError;
+use super::error::SymbolError;
 
 type Slice<'a> = gimli::EndianSlice<'a, LittleEndian>;
 

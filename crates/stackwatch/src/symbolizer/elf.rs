@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::SymbolError;
+use super::error::SymbolError;
 
 const SHT_SYMTAB: u32 = 2;
 const SHT_NOTE: u32 = 7;
