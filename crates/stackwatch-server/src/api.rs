@@ -27,17 +27,10 @@ pub fn router(state: ApiState) -> Router {
     // and downloads, which cannot set headers.
     let auth = state.read_tokens.auth().clone();
     Router::new()
+        .route("/", get(|| async { asset("/") }))
         .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+            "/assets/{file}",
+            get(|uri: axum::http::Uri| async move { asset(uri.path()) }),
         )
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
@@ -176,15 +169,15 @@ async fn security_headers(mut r: Response) -> Response {
     r
 }
 
-/// The dashboard, embedded at build time from web/ (no CDN: it works offline).
-const INDEX_HTML: &str = include_str!("../../../web/index.html");
-const APP_JS: &str = include_str!("../../../web/app.js");
-const STYLE_CSS: &str = include_str!("../../../web/style.css");
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// A file of the dashboard (the `stackwatch-web` crate: web/, embedded at build time, no
+/// CDN: it works offline), or 404.
+fn asset(path: &str) -> Response {
+    let Some(a) = stackwatch_web::asset(path) else {
+        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+    };
     (
         [
-            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_TYPE, a.content_type),
             // Frame names are untrusted; the page never needs inline script or other origins.
             (
                 header::CONTENT_SECURITY_POLICY,
@@ -192,7 +185,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        body,
+        a.body,
     )
         .into_response()
 }

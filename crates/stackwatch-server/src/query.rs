@@ -26,7 +26,7 @@ use serde::Serialize;
 use stackwatch_profile::clock::unix_s as now_s;
 use stackwatch_profile::{Profile, SvgOptions};
 use stackwatch_store::selector::{MatchOp, Matcher};
-use stackwatch_store::{ProfileStore, QueryGuard, Selector, StoreError};
+use stackwatch_store::{Interruption, ProfileStore, QueryGuard, Selector, StoreError};
 
 use crate::profile_type::{ProfileType, ALL_TYPES, PROFILE_TYPE_LABEL};
 use crate::scope::{ReadScope, ScopedStore};
@@ -146,7 +146,7 @@ pub(crate) fn selection(
     };
     let selector = match q.get(&query_key) {
         Some(s) => Selector::parse_with(s, &st.cfg.query.selector_limits()).map_err(|e| {
-            if e.msg.contains("(query.") {
+            if e.over_budget {
                 st.slots
                     .stats
                     .selector_refused
@@ -336,11 +336,10 @@ pub(crate) async fn read<T: Send + 'static>(
             });
             if let Err(StoreError::Interrupted(why)) = &result {
                 let s = &slots.stats;
-                if why.contains("went away") {
-                    s.abandoned.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    s.timed_out.fetch_add(1, Ordering::Relaxed);
-                }
+                match why {
+                    Interruption::ClientGone => s.abandoned.fetch_add(1, Ordering::Relaxed),
+                    Interruption::Timeout => s.timed_out.fetch_add(1, Ordering::Relaxed),
+                };
             }
             drop(slot);
             result

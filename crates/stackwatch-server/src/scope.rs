@@ -95,7 +95,7 @@ impl ReadTokens {
         ReadTokens {
             auth: BearerAuth::with_tokens(tokens)
                 .with_cookie(COOKIE)
-                .with_public_paths(PUBLIC_PATHS),
+                .with_public_paths(public_paths()),
             scopes: Arc::from(scopes),
         }
     }
@@ -122,14 +122,17 @@ impl ReadTokens {
     }
 }
 
-/// Paths served without a token: the page, its assets, and the login and logout.
-pub const PUBLIC_PATHS: &[&str] = &[
-    "/",
-    "/assets/app.js",
-    "/assets/style.css",
-    "/api/login",
-    "/api/logout",
-];
+/// Paths served without a token: the page and its files ([`stackwatch_web::PATHS`]), and
+/// the login and logout.
+pub fn public_paths() -> &'static [&'static str] {
+    static PATHS: std::sync::LazyLock<&'static [&'static str]> = std::sync::LazyLock::new(|| {
+        let mut paths = stackwatch_web::PATHS.to_vec();
+        paths.extend(["/api/login", "/api/logout"]);
+        // Built once per process; held for its life.
+        Vec::leak(paths)
+    });
+    &PATHS
+}
 
 /// `401` with `WWW-Authenticate: Bearer`.
 pub(crate) fn unauthorized(why: &'static str) -> Response {

@@ -318,8 +318,11 @@ fn every_route_shows_a_tenant_token_its_tenants_series_only() {
     let enc = common::encode;
     let routes = vec![
         route("/", "", false),
-        route("/assets/app.js", "", false),
-        route("/assets/style.css", "", false),
+        Route {
+            path: "/assets/{file}",
+            request: "/assets/main.js".into(),
+            shows_data: false,
+        },
         route("/metrics", "", true),
         route("/api/targets", "", true),
         route("/api/push-sources", "", true),
@@ -365,7 +368,14 @@ fn every_route_shows_a_tenant_token_its_tenants_series_only() {
         declared_routes(),
         "every route the server declares is in this table"
     );
-    let public = ["/", "/assets/app.js", "/assets/style.css"];
+    // The page and every file of it load without a token (they hold no data); a path
+    // under /assets/ that is not one of them is not public.
+    for path in stackwatch_web::PATHS {
+        assert_eq!(c.get_as(path, None).status, 200, "{path}");
+    }
+    assert_eq!(c.get_as("/assets/app.js", None).status, 401);
+    assert_eq!(c.get_as("/assets/app.js", Some(OPERATOR)).status, 404);
+    let public = ["/", "/assets/{file}"];
     for r in &routes {
         let request = r.request.replace("{name}", "service");
         if public.contains(&r.path) {

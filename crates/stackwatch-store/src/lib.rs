@@ -28,6 +28,24 @@ pub use sqlite::{
 use stackwatch_profile::{Profile, SampleLabels};
 use thiserror::Error;
 
+/// Why a query was stopped before its end: what the server counts it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The client went away (its request was dropped): the query was cancelled.
+    ClientGone,
+    /// The query ran past its deadline (`query.timeout`).
+    Timeout,
+}
+
+impl std::fmt::Display for Interruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interruption::ClientGone => "the client went away",
+            Interruption::Timeout => "the query took longer than query.timeout",
+        })
+    }
+}
+
 /// A storage error.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -66,7 +84,7 @@ pub enum StoreError {
     },
     /// A query was stopped by its [`QueryGuard`].
     #[error("query stopped: {0}")]
-    Interrupted(&'static str),
+    Interrupted(Interruption),
     /// The store's server cannot be reached or did not answer in time (ClickHouse down
     /// or slow): the operation may succeed later.
     #[error("store unavailable: {0}")]

@@ -24,6 +24,9 @@ pub struct SelectorError {
     pub msg: String,
     /// Byte offset into the selector text.
     pub offset: usize,
+    /// Whether it was refused for a budget of [`SelectorLimits`] (`query.max_*`), not for
+    /// its syntax: the server counts those apart.
+    pub over_budget: bool,
 }
 
 /// How one matcher compares.
@@ -180,10 +183,13 @@ impl Selector {
                 break;
             }
             if matchers.len() == limits.max_matchers {
-                return Err(p.err(&format!(
-                    "more than {} matchers (query.max_matchers)",
-                    limits.max_matchers
-                )));
+                return Err(SelectorError {
+                    over_budget: true,
+                    ..p.err(&format!(
+                        "more than {} matchers (query.max_matchers)",
+                        limits.max_matchers
+                    ))
+                });
             }
             let name = p.ident()?;
             p.ws();
@@ -216,6 +222,7 @@ impl Selector {
                                 limits.max_regex_bytes
                             ),
                             offset: at,
+                            over_budget: true,
                         });
                     }
                     let compiled = RegexBuilder::new(&format!("^(?:{value})$"))
@@ -223,6 +230,7 @@ impl Selector {
                         .dfa_size_limit(limits.max_regex_program_bytes)
                         .build()
                         .map_err(|e| SelectorError {
+                            over_budget: matches!(e, regex::Error::CompiledTooBig(_)),
                             msg: match e {
                                 regex::Error::CompiledTooBig(_) => format!(
                                     "regex compiles to more than {} bytes (query.max_regex_program_bytes)",
@@ -288,6 +296,7 @@ impl Parser<'_> {
         SelectorError {
             msg: msg.to_owned(),
             offset: self.i,
+            over_budget: false,
         }
     }
     fn ws(&mut self) {
@@ -414,9 +423,14 @@ mod tests {
         let few = format!("{{{}}}", many[..1].join(","));
         let e = Selector::parse(&few).unwrap_err();
         assert!(e.msg.contains("query.max_regex_program_bytes"), "{e}");
+        assert!(e.over_budget, "{e:?}");
+        // A syntax error is not a budget's.
+        assert!(!Selector::parse("{a=~\"(\"}").unwrap_err().over_budget);
+        assert!(!Selector::parse("{a=}").unwrap_err().over_budget);
         let plain: Vec<String> = (0..17).map(|i| format!("a{i}=\"x\"")).collect();
         let e = Selector::parse(&format!("{{{}}}", plain.join(","))).unwrap_err();
         assert!(e.msg.contains("query.max_matchers"), "{e}");
+        assert!(e.over_budget, "{e:?}");
         let long = format!("{{a=~\"{}\"}}", "x".repeat(2000));
         assert!(Selector::parse(&long)
             .unwrap_err()

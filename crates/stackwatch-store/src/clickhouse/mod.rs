@@ -29,9 +29,9 @@ use client::{quote, rows, Client};
 use stackwatch_profile::Profile;
 
 use crate::{
-    BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, IngestStats, IngestWindow, LabelKeys,
-    Labels, ProfileStore, QueryGuard, RetentionStats, Selector, StoreError, StoreOptions,
-    TargetSeries,
+    BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, IngestStats, IngestWindow,
+    Interruption, LabelKeys, Labels, ProfileStore, QueryGuard, RetentionStats, Selector,
+    StoreError, StoreOptions, TargetSeries,
 };
 
 /// Where the ClickHouse store is and how to use it (`[store]` with
@@ -434,11 +434,11 @@ impl ClickHouseStore {
         let timeout = match &self.guard {
             Some(g) => {
                 if g.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(StoreError::Interrupted("the client went away"));
+                    return Err(StoreError::Interrupted(Interruption::ClientGone));
                 }
                 let left = g.deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(StoreError::Interrupted("query timeout (query.timeout)"));
+                    return Err(StoreError::Interrupted(Interruption::Timeout));
                 }
                 left.min(self.opts.timeout)
             }
@@ -449,7 +449,7 @@ impl ClickHouseStore {
                 if why.contains("timed out") || why.contains("Timeout") =>
             {
                 if self.guard.is_some() {
-                    StoreError::Interrupted("query timeout (query.timeout)")
+                    StoreError::Interrupted(Interruption::Timeout)
                 } else {
                     StoreError::Unavailable(why)
                 }

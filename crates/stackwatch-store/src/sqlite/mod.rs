@@ -22,8 +22,8 @@ use rusqlite::{Connection, OpenFlags};
 use stackwatch_profile::Profile;
 
 use crate::{
-    BucketedStacks, Checkpoint, GroupedSeries, IngestStats, IngestWindow, LabelKeys, Labels,
-    ProfileStore, RetentionStats, Selector, StoreError, TargetSeries,
+    BucketedStacks, Checkpoint, GroupedSeries, IngestStats, IngestWindow, Interruption, LabelKeys,
+    Labels, ProfileStore, RetentionStats, Selector, StoreError, TargetSeries,
 };
 use schema::PRAGMAS;
 
@@ -218,9 +218,9 @@ impl SqliteStore {
                 if f.code == rusqlite::ErrorCode::OperationInterrupted =>
             {
                 StoreError::Interrupted(if g.cancelled.load(Ordering::Relaxed) {
-                    "the client went away"
+                    Interruption::ClientGone
                 } else {
-                    "the query took longer than query.timeout"
+                    Interruption::Timeout
                 })
             }
             _ => e,
