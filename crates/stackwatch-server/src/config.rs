@@ -280,6 +280,8 @@ pub struct StoreSection {
     /// Bytes of requests the backlog's spool on disk (`<data_dir>/backlog`) holds while
     /// the store is unavailable (default 1 GiB); past it, as past `max_buffered_rows`.
     pub max_backlog_bytes: u64,
+    /// SQLite page cache of the writing connection (SQLite only; default 64 MiB).
+    pub cache_bytes: Option<usize>,
 }
 
 impl Default for StoreSection {
@@ -296,6 +298,7 @@ impl Default for StoreSection {
             timeout: Duration::from_secs(30),
             max_buffered_rows: 2_000_000,
             max_backlog_bytes: crate::writer::DEFAULT_MAX_SPOOL_BYTES,
+            cache_bytes: None,
         }
     }
 }
@@ -986,6 +989,12 @@ impl Config {
                     }
                 }
             }
+            StoreKind::Clickhouse if st.cache_bytes.is_some() => {
+                return Err(invalid(
+                    "store.cache_bytes",
+                    "only applies to kind = \"sqlite\"",
+                ));
+            }
             StoreKind::Clickhouse => {
                 if st.url.as_deref().unwrap_or("").is_empty() {
                     return Err(invalid(
@@ -1071,6 +1080,12 @@ impl Config {
             raw_retention: self.storage.raw_retention.min(self.storage.retention),
             minute_retention: self.storage.retention,
             retention: self.storage.retention,
+            cache_kib: self
+                .store
+                .cache_bytes
+                .map_or(stackwatch_store::StoreOptions::default().cache_kib, |b| {
+                    (b / 1024).clamp(64, u32::MAX as usize) as u32
+                }),
         }
     }
 
@@ -1313,6 +1328,8 @@ path = "targets/*.toml"                 # same [[targets]] tables, re-read on ch
         assert!(err("[store]\nkind = \"mongodb\"\n").contains("kind"));
         assert!(err("[store]\nmax_buffered_rows = 0\n").contains("store.max_buffered_rows"));
         assert!(err("[store]\nmax_backlog_bytes = 0\n").contains("store.max_backlog_bytes"));
+        assert!(err("[store]\nkind = \"clickhouse\"\nurl = \"http://127.0.0.1:8123\"\ncache_bytes = 1048576\n")
+            .contains("store.cache_bytes"));
         assert!(err("[collector]\nid = \"\"\n").contains("collector.id"));
         // A password file is read relative to the config file, without its newline.
         let dir = tempfile::tempdir().unwrap();

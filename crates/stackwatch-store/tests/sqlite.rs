@@ -191,6 +191,7 @@ fn retention_deletes_old_rows_per_resolution() {
             raw_retention: std::time::Duration::from_secs(3600),
             minute_retention: std::time::Duration::from_secs(2 * 3600),
             retention: std::time::Duration::from_secs(10 * 3600),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -278,6 +279,7 @@ fn retention_reclaims_what_it_orphaned_and_never_what_is_not_rolled_up() {
         raw_retention: std::time::Duration::from_secs(3600),
         minute_retention: std::time::Duration::from_secs(2 * 3600),
         retention: std::time::Duration::from_secs(10 * 3600),
+        ..StoreOptions::default()
     };
     let mut s = SqliteStore::open(&path, opts.clone()).unwrap();
     let old = labels(&[("service", "gone")]);
@@ -558,6 +560,7 @@ fn retention_reclaims_label_sets_no_row_names() {
             raw_retention: std::time::Duration::from_secs(3600),
             minute_retention: std::time::Duration::from_secs(2 * 3600),
             retention: std::time::Duration::from_secs(10 * 3600),
+            ..StoreOptions::default()
         },
     )
     .unwrap();

@@ -55,7 +55,7 @@ const LAST_SEEN_GRANULARITY_S: i64 = 3600;
 /// later ones are refused, so `last_seen` bounds every row that names a stack.
 pub const MAX_FUTURE_S: i64 = 86_400;
 
-/// Retention of each resolution.
+/// Retention of each resolution, and the writer's page cache.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Raw windows (default 2 days).
@@ -64,6 +64,9 @@ pub struct StoreOptions {
     pub minute_retention: Duration,
     /// 1-hour rollups: the overall retention (default 14 days).
     pub retention: Duration,
+    /// SQLite page cache of the writing connection, KiB (default 64 MiB). It fills as
+    /// the store grows, up to this bound.
+    pub cache_kib: u32,
 }
 
 impl Default for StoreOptions {
@@ -72,6 +75,7 @@ impl Default for StoreOptions {
             raw_retention: Duration::from_secs(2 * 86_400),
             minute_retention: Duration::from_secs(14 * 86_400),
             retention: Duration::from_secs(14 * 86_400),
+            cache_kib: 64 << 10,
         }
     }
 }
@@ -162,6 +166,8 @@ impl SqliteStore {
             });
         }
         conn.execute_batch(PRAGMAS).map_err(not_writable)?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{};", opts.cache_kib.max(64)))
+            .map_err(not_writable)?;
         // A write that must succeed now, not at the first scrape.
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
             .map_err(not_writable)?;

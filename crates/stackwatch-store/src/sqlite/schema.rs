@@ -36,12 +36,12 @@ use crate::StoreError;
 /// Current schema version (stored in `PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 3;
 
-/// Connection settings applied to every connection.
+/// Settings of the writing connection (its page cache is
+/// [`StoreOptions::cache_kib`](crate::StoreOptions::cache_kib)).
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA busy_timeout = 5000;
-PRAGMA cache_size = -65536;
 PRAGMA temp_store = MEMORY;
 ";
 
