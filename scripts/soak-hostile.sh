@@ -7,11 +7,12 @@
 #
 #   scripts/soak-hostile.sh             3 600 s, output in target/soak-hostile/
 #   scripts/soak-hostile.sh SECONDS     another length
+#   SOAK_OUT=DIR scripts/soak-hostile.sh   output in DIR instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs="${1:-3600}"
-out="$PWD/target/soak-hostile"
+out="${SOAK_OUT:-$PWD/target/soak-hostile}"
 mkdir -p "$out"
 echo "scripts/soak-hostile.sh: $secs s, commit $(git rev-parse --short=12 HEAD), $(nproc) cores, started $(date -u +%FT%TZ)" | tee "$out/report.txt"
 status=0
