@@ -13,11 +13,11 @@ use axum::{Json, Router};
 use stackwatch_http::auth::{clear_cookie, token_cookie};
 use stackwatch_http::metrics_text::{MetricKind, MetricsText, CONTENT_TYPE as METRICS_TYPE};
 
-use crate::analysis;
 use crate::query::{self, Format};
 use crate::scope::{unauthorized, ReadScope, COOKIE};
 use crate::scrape::TargetHealth;
 use crate::state::ApiState;
+use crate::views;
 
 /// Every route, behind the tokens when any is configured. Each route that reads takes
 /// its request's [`ReadScope`] and reads through it.
@@ -57,11 +57,11 @@ pub fn router(state: ApiState) -> Router {
             "/api/diff.folded",
             get(|s, scope, q| query::diff(s, scope, Format::Folded, q)),
         )
-        .route("/api/timeseries", get(analysis::timeseries))
-        .route("/api/top", get(analysis::top))
-        .route("/api/sandwich", get(analysis::sandwich_json))
-        .route("/api/sandwich.svg", get(analysis::sandwich_svg))
-        .route("/api/changes", get(analysis::changes))
+        .route("/api/timeseries", get(views::timeseries::timeseries))
+        .route("/api/top", get(views::top::top))
+        .route("/api/sandwich", get(views::sandwich::sandwich_json))
+        .route("/api/sandwich.svg", get(views::sandwich::sandwich_svg))
+        .route("/api/changes", get(views::changes::changes))
         .route("/api/labels", get(query::labels))
         .route("/api/label-keys", get(query::label_keys))
         .route("/api/profile-types", get(query::profile_types))

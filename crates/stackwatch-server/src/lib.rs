@@ -8,7 +8,7 @@
 //! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
 //!   [`scope`][crate::scope] what each request's token may read;
 //!   [`state`][crate::state] what the routes share (and the query slots);
-//!   [`analysis`][crate::analysis] CPU in cores, top functions, sandwich, changes.
+//!   [`views`][crate::views] CPU in cores, top functions, sandwich, changes (a module each).
 //! - [`data_dir`][crate::data_dir]: the data directory and its lock.
 //! - [`membership`][crate::membership]: which collector scrapes which target when
 //!   several share a ClickHouse store.
@@ -17,7 +17,6 @@
 //! - [`push`][crate::push]: push ingest (Pyroscope SDKs, OTLP profiles) and what every
 //!   push passes; [`profile_type`][crate::profile_type] what a stored count measures.
 
-pub mod analysis;
 pub mod api;
 pub mod backlog_spool;
 pub mod config;
@@ -30,6 +29,7 @@ pub mod scope;
 pub mod scrape;
 pub mod state;
 pub mod verdict;
+pub mod views;
 pub mod writer;
 
 use std::collections::HashMap;

@@ -1,40 +1,24 @@
-//! The analysis routes: a selection over time in its type's unit (`/api/timeseries`),
-//! top functions (`/api/top`), the sandwich of one function (`/api/sandwich`,
-//! `/api/sandwich.svg`) and the verdict of what changed (`/api/changes`). docs/api.md
-//! documents each.
-//!
-//! Counts become values by the profile type's [`Measure`]: periods (CPU, wall) times
-//! each target's sampling period over the bucket's length (cores; wall seconds per
-//! second); amounts accumulated over each profile's interval (allocations, contentions,
-//! delay) over the bucket's length (per second); amounts at the time of each profile
-//! (in-use memory, goroutines) as each target's mean per profile, summed over targets.
-//! Targets whose period is unknown (folded text) count at [`DEFAULT_PERIOD_NS`].
+//! How counts become values over time, by the profile type's [`Measure`]: the steps
+//! and buckets of a range, periods into cores, amounts into rates, levels into means, and
+//! the series read for them (what `/api/timeseries`, `/api/top` and `/api/changes` share).
 
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{json, Value};
-use stackwatch_profile::views::{is_plumbing, sandwich, thread_roots};
 use stackwatch_store::{ProfileStore, Selector, StoreError, TargetSeries, OTHER_VALUE};
 
 use crate::profile_type::ProfileType;
-use crate::query::{
-    apply_hide, flamegraph_names, hide_param, param_err, parse_request, read, same_type, selection,
-    svg_options, Params,
-};
-use crate::scope::ReadScope;
+use crate::query::param_err;
 use crate::state::ApiState;
 
 /// The sampling period assumed for targets that do not send one (99 Hz).
 pub const DEFAULT_PERIOD_NS: u64 = 10_101_010;
 
 /// A step that gives about 120 points, rounded to a readable length.
-fn default_step(range: i64) -> i64 {
+pub(crate) fn default_step(range: i64) -> i64 {
     const STEPS: [i64; 12] = [
         10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400,
     ];
@@ -43,12 +27,12 @@ fn default_step(range: i64) -> i64 {
 }
 
 /// Buckets of `step` seconds on multiples of the step that cover `[from, to)`.
-fn bucket_count(from: i64, to: i64, step: i64) -> i64 {
+pub(crate) fn bucket_count(from: i64, to: i64, step: i64) -> i64 {
     let first = from.div_euclid(step) * step;
     (to - first + step - 1) / step
 }
 
-fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Result<i64, Response> {
+pub(crate) fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Result<i64, Response> {
     match q.get("step") {
         None => Ok(default_step(to - from)),
         Some(s) => match humantime::parse_duration(s)
@@ -67,7 +51,11 @@ fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Result<i64, Re
     }
 }
 
-fn limit_param(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+pub(crate) fn limit_param(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, Response> {
     match q.get("limit").map(|l| l.parse::<usize>()) {
         None => Ok(default),
         Some(Ok(l)) if (1..=max).contains(&l) => Ok(l),
@@ -107,7 +95,7 @@ impl Measure {
     }
 }
 
-fn period_of(t: &TargetSeries) -> f64 {
+pub(crate) fn period_of(t: &TargetSeries) -> f64 {
     (if t.period_ns == 0 {
         DEFAULT_PERIOD_NS
     } else {
@@ -116,7 +104,7 @@ fn period_of(t: &TargetSeries) -> f64 {
 }
 
 /// The index of the bucket holding `ts` among `n` buckets of `step` s from `first`.
-fn bucket_index(ts: i64, first: i64, step: i64, n: usize) -> Option<usize> {
+pub(crate) fn bucket_index(ts: i64, first: i64, step: i64, n: usize) -> Option<usize> {
     let i = (ts.div_euclid(step) * step - first) / step;
     usize::try_from(i).ok().filter(|i| *i < n)
 }
@@ -125,7 +113,7 @@ fn bucket_index(ts: i64, first: i64, step: i64, n: usize) -> Option<usize> {
 /// scaling of [`points`]): `None` where none of them has data. The targets' points may
 /// be finer than `step` (a gauge's are: each stored profile time its own point); they
 /// are binned into the buckets.
-fn values(
+pub(crate) fn values(
     targets: &[&TargetSeries],
     buckets: &[i64],
     step: i64,
@@ -166,7 +154,11 @@ fn values(
 }
 
 /// The counts per bucket of some targets, summed: `None` where none has data.
-fn raw_counts(targets: &[&TargetSeries], buckets: &[i64], step: i64) -> Vec<Option<f64>> {
+pub(crate) fn raw_counts(
+    targets: &[&TargetSeries],
+    buckets: &[i64],
+    step: i64,
+) -> Vec<Option<f64>> {
     let n = buckets.len();
     let first = buckets.first().copied().unwrap_or(0);
     let mut out = vec![None; n];
@@ -186,7 +178,11 @@ fn raw_counts(targets: &[&TargetSeries], buckets: &[i64], step: i64) -> Vec<Opti
 /// period (and, for a gauge, one number of profiles per bucket); otherwise they are
 /// assumed to come from the targets in the bucket's proportions, and the parts still
 /// add up to the total, which is exact. `fallback` where a bucket has no counts.
-fn count_values(total: &[Option<f64>], counts: &[Option<f64>], fallback: f64) -> Vec<f64> {
+pub(crate) fn count_values(
+    total: &[Option<f64>],
+    counts: &[Option<f64>],
+    fallback: f64,
+) -> Vec<f64> {
     total
         .iter()
         .zip(counts)
@@ -200,7 +196,7 @@ fn count_values(total: &[Option<f64>], counts: &[Option<f64>], fallback: f64) ->
 /// The selection's average over `range_s` seconds in the unit of `measure`: for a
 /// gauge, each target's mean per profile (its series must be at the resolution that
 /// [`read_series`] gives a gauge), summed.
-fn range_value<'a>(
+pub(crate) fn range_value<'a>(
     targets: impl IntoIterator<Item = &'a TargetSeries>,
     range_s: i64,
     measure: Measure,
@@ -223,7 +219,7 @@ fn range_value<'a>(
 }
 
 /// Resolutions at which a gauge's profiles are told apart, finest first.
-const GAUGE_RESOLUTIONS: [i64; 18] = [
+pub(crate) const GAUGE_RESOLUTIONS: [i64; 18] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
 ];
 
@@ -231,7 +227,7 @@ const GAUGE_RESOLUTIONS: [i64; 18] = [
 /// divides `step` (when the points must bin into its buckets), within the store's
 /// 100 000 buckets, and (`minutes`) a multiple of a minute when the range is older
 /// than the raw windows, so the minute rollups answer it.
-fn gauge_resolution(from: i64, to: i64, step: Option<i64>, minutes: bool) -> i64 {
+pub(crate) fn gauge_resolution(from: i64, to: i64, step: Option<i64>, minutes: bool) -> i64 {
     let fits = |r: i64| {
         let divides = match step {
             Some(s) => s % r == 0,
@@ -256,7 +252,7 @@ fn gauge_resolution(from: i64, to: i64, step: Option<i64>, minutes: bool) -> i64
 /// tell every profile apart; past `storage.raw_retention` only rollups remain, where a
 /// minute holds every profile of that minute, and counts as one. `step: None` reads
 /// the range as one bucket.
-fn read_series(
+pub(crate) fn read_series(
     store: &dyn ProfileStore,
     selector: &Selector,
     (from, to, step): (i64, i64, Option<i64>),
@@ -291,7 +287,7 @@ fn read_series(
 }
 
 /// The time before which only rollups may be left (`storage.raw_retention`).
-fn raw_since(st: &ApiState) -> i64 {
+pub(crate) fn raw_since(st: &ApiState) -> i64 {
     let keep = st
         .cfg
         .storage
@@ -303,7 +299,7 @@ fn raw_since(st: &ApiState) -> i64 {
 
 /// `[[bucket, value], ...]`, each value multiplied by its bucket's scale (a bucket that
 /// sticks out of the range is averaged over the part of it inside).
-fn points(buckets: &[i64], values: &[Option<f64>], scales: &[f64]) -> Value {
+pub(crate) fn points(buckets: &[i64], values: &[Option<f64>], scales: &[f64]) -> Value {
     Value::Array(
         buckets
             .iter()
@@ -315,7 +311,7 @@ fn points(buckets: &[i64], values: &[Option<f64>], scales: &[f64]) -> Value {
 }
 
 /// For each bucket, its length over the part of it inside `[from, to)`.
-fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
+pub(crate) fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
     buckets
         .iter()
         .map(|b| {
@@ -326,12 +322,12 @@ fn edge_scales(buckets: &[i64], step: i64, from: i64, to: i64) -> Vec<f64> {
 }
 
 /// The name of the series of targets (or samples) without the `group_by` label.
-const NONE_SERIES: &str = "(none)";
+pub(crate) const NONE_SERIES: &str = "(none)";
 
 /// `group_by` over a target label: one series per value, the `limit` largest (by their
 /// values over the range) first, the rest summed as `[other]`, then the targets without
 /// the label as `(none)`.
-fn target_groups(
+pub(crate) fn target_groups(
     series: &[TargetSeries],
     label: &str,
     limit: usize,
@@ -382,7 +378,7 @@ fn target_groups(
 /// it is asked for one value more, and when the empty value is not among those it is
 /// read on its own and taken out of the store's `[other]`, so the series still add up
 /// to the selection.
-fn sample_groups(
+pub(crate) fn sample_groups(
     store: &dyn ProfileStore,
     selector: &Selector,
     (from, to, step): (i64, i64, i64),
@@ -449,7 +445,9 @@ fn sample_groups(
 }
 
 /// The matcher `label=""`: the samples (or targets) without the label.
-fn empty_matcher(label: &str) -> Result<stackwatch_store::selector::Matcher, StoreError> {
+pub(crate) fn empty_matcher(
+    label: &str,
+) -> Result<stackwatch_store::selector::Matcher, StoreError> {
     let mut m = Selector::parse(r#"{x=""}"#)
         .map_err(|e| StoreError::Invalid(e.to_string()))?
         .matchers
@@ -459,383 +457,18 @@ fn empty_matcher(label: &str) -> Result<stackwatch_store::selector::Matcher, Sto
     Ok(m)
 }
 
-/// `GET /api/timeseries`: the selection per bucket in its type's unit (`unit`: cores for
-/// CPU), `null` where nothing was stored; `group_by=LABEL` adds one series per value
-/// (top `limit`, the rest `[other]`); `function=NAME` adds that function's self and total.
-pub async fn timeseries(
-    State(st): State<ApiState>,
-    scope: ReadScope,
-    q: Params,
-) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let step = step_param(&q, sel.from, sel.to)?;
-    let limit = limit_param(&q, 8, 100)?;
-    let group_by = q.get("group_by").filter(|g| !g.is_empty()).cloned();
-    let function = q.get("function").filter(|f| !f.is_empty()).cloned();
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    let (from, to) = (sel.from, sel.to);
-    let lag = 2 * st.cfg.scrape.interval.as_secs() as i64;
-    let now = stackwatch_profile::clock::unix_s();
-    let measure = Measure::of(sel.profile_type);
-    let raw_since = raw_since(&st);
-    read(&st, &scope, move |store| {
-        let series = read_series(
-            store,
-            &sel.selector,
-            (from, to, Some(step)),
-            measure,
-            raw_since,
-        )?;
-        let first = from.div_euclid(step) * step;
-        let buckets: Vec<i64> = (first..to).step_by(step as usize).collect();
-        let all: Vec<&TargetSeries> = series.iter().collect();
-        let total = values(&all, &buckets, step, measure);
-        let counts = raw_counts(&all, &buckets, step);
-        // Buckets that stick out of the range (the first when `from` is not on a
-        // multiple of the step, the last when `to` is not): every series is averaged
-        // over the part inside. A gauge's mean per profile is not a rate: it stays.
-        // The last is marked while data for it may still arrive.
-        let scales = if measure == Measure::Gauge {
-            vec![1.0; buckets.len()]
-        } else {
-            edge_scales(&buckets, step, from, to)
-        };
-        let mut partial = Value::Null;
-        if let Some(&last) = buckets.last() {
-            let covered = to.min(last + step) - from.max(last);
-            if covered < step || last + step > now - lag {
-                partial = json!({ "ts": last, "covered_s": covered.max(1) });
-            }
-        }
-        let mut out = json!({
-            "from": from,
-            "to": to,
-            "step": step,
-            "type": sel.profile_type.name(),
-            "unit": sel.profile_type.series_unit(),
-            "points": points(&buckets, &total, &scales),
-            "partial": partial,
-        });
-        // What one count is worth per bucket, and over the range where a bucket has
-        // none (the selection's mean).
-        let (sum_v, sum_c) = total
-            .iter()
-            .zip(&counts)
-            .filter_map(|(v, c)| v.zip(*c))
-            .fold((0.0, 0.0), |(a, b), (v, c)| (a + v, b + c));
-        let mean_worth = if sum_c > 0.0 {
-            sum_v / sum_c
-        } else {
-            match measure {
-                Measure::Periods => DEFAULT_PERIOD_NS as f64 / 1e9 / step as f64,
-                Measure::Rate => 1.0 / step as f64,
-                Measure::Gauge => 1.0,
-            }
-        };
-        let worth = count_values(&total, &counts, mean_worth);
-        if let Some(label) = &group_by {
-            // A name some selected target carries is a target label; otherwise the
-            // store says (a name that is both is a target label, as in selectors).
-            let by_target = series.iter().any(|t| t.labels.contains_key(label))
-                || !store.label_keys()?.sample.iter().any(|k| k == label);
-            let list = if by_target {
-                target_groups(&series, label, limit, (&buckets, step, measure), &scales)
-            } else {
-                let grouped = sample_groups(store, &sel.selector, (from, to, step), label, limit)?;
-                grouped
-                    .into_iter()
-                    .map(|(name, p)| {
-                        // A bucket without data in the selection stays a gap.
-                        let values: Vec<Option<f64>> = p
-                            .iter()
-                            .zip(&worth)
-                            .zip(&total)
-                            .map(|((c, w), t)| t.map(|_| *c as f64 * w))
-                            .collect();
-                        json!({"name": name, "points": points(&buckets, &values, &scales)})
-                    })
-                    .collect()
-            };
-            out["group_by"] = json!(label);
-            out["series"] = Value::Array(list);
-        }
-        if let Some(name) = &function {
-            let mut b = store.bucketed_stacks(&sel.selector, from, to, step)?;
-            hide_in_buckets(&mut b, hide.as_ref());
-            let n = buckets.len();
-            let mut self_c: Vec<f64> = vec![0.0; n];
-            let mut total_c: Vec<f64> = vec![0.0; n];
-            let mut seen: Vec<bool> = vec![false; n];
-            for (ts, stack, count) in &b.counts {
-                let Some(i) = bucket_index(*ts, first, step, n) else {
-                    continue;
-                };
-                seen[i] = true;
-                let Some(frames) = b.stacks.get(*stack as usize) else {
-                    continue;
-                };
-                if frames.split(';').any(|f| f == name) {
-                    total_c[i] += *count as f64;
-                    if frames.rsplit(';').next() == Some(name.as_str()) {
-                        self_c[i] += *count as f64;
-                    }
-                }
-            }
-            let to_points = |c: &[f64]| -> Vec<Option<f64>> {
-                (0..n).map(|i| seen[i].then(|| c[i] * worth[i])).collect()
-            };
-            out["function"] = json!({
-                "name": name,
-                "self": points(&buckets, &to_points(&self_c), &scales),
-                "total": points(&buckets, &to_points(&total_c), &scales),
-            });
-        }
-        Ok(Json(out).into_response())
-    })
-    .await
-}
-
-/// `GET /api/top`: functions by self (default) or total counts, thread roots and
-/// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first. `total` is
-/// the selection's counts in `unit`; `average` its value over the range in
-/// `average_unit` (the unit of `/api/timeseries`); `total_cores` the same for CPU.
-pub async fn top(
-    State(st): State<ApiState>,
-    scope: ReadScope,
-    q: Params,
-) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let limit = limit_param(&q, 50, 10_000)?;
-    let by_total = match q.get("order").map(String::as_str) {
-        None | Some("self") => false,
-        Some("total") => true,
-        Some(_) => return Err(param_err("order", "must be self or total").into_response()),
-    };
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    let measure = Measure::of(sel.profile_type);
-    let raw_since = raw_since(&st);
-    read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
-        let range = sel.to - sel.from;
-        let series = read_series(
-            store,
-            &sel.selector,
-            (sel.from, sel.to, None),
-            measure,
-            raw_since,
-        )?;
-        let average = range_value(&series, range, measure);
-        let roots = thread_roots(&p);
-        let mut all = p.top_functions(usize::MAX);
-        if !by_total {
-            all.sort_unstable_by(|a, b| {
-                b.self_count
-                    .cmp(&a.self_count)
-                    .then(b.total_count.cmp(&a.total_count))
-                    .then_with(|| a.name.cmp(&b.name))
-            });
-        }
-        let functions: Vec<Value> = all
-            .iter()
-            .take(limit)
-            .map(|f| {
-                json!({
-                    "name": f.name,
-                    "self": f.self_count,
-                    "total": f.total_count,
-                    "plumbing": roots.contains(f.name.as_str()) || is_plumbing(&f.name),
-                })
-            })
-            .collect();
-        let mut out = json!({
-            "type": sel.profile_type.name(),
-            "total": p.total(),
-            "unit": sel.profile_type.unit().name(),
-            "average": average,
-            "average_unit": sel.profile_type.series_unit(),
-            "order": if by_total { "total" } else { "self" },
-            "functions": functions,
-        });
-        if sel.profile_type == ProfileType::Cpu {
-            out["total_cores"] = json!(average);
-        }
-        Ok(Json(out).into_response())
-    })
-    .await
-}
-
-fn function_param(q: &HashMap<String, String>) -> Result<String, Response> {
-    match q.get("function").filter(|f| !f.is_empty()) {
-        Some(f) if f.len() <= 4096 => Ok(f.clone()),
-        Some(_) => Err(param_err("function", "longer than 4096 bytes").into_response()),
-        None => Err(param_err("function", "required: the frame name").into_response()),
-    }
-}
-
-/// `GET /api/sandwich`: the callers and callees of `function`, as folded text, merged
-/// from the whole profile before anything is cut.
-pub async fn sandwich_json(
-    State(st): State<ApiState>,
-    scope: ReadScope,
-    q: Params,
-) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let function = function_param(&q)?;
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
-        let s = sandwich(&p, &function);
-        Ok(Json(json!({
-            "function": function,
-            "self": s.self_count,
-            "total": s.total_count,
-            "profile_total": p.total(),
-            "callers": s.callers.to_folded(),
-            "callees": s.callees.to_folded(),
-        }))
-        .into_response())
-    })
-    .await
-}
-
-/// `GET /api/sandwich.svg?function=&side=callers|callees`: one side as a flamegraph with
-/// the function at its root.
-pub async fn sandwich_svg(
-    State(st): State<ApiState>,
-    scope: ReadScope,
-    q: Params,
-) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let function = function_param(&q)?;
-    let callers = match q.get("side").map(String::as_str) {
-        None | Some("callees") => false,
-        Some("callers") => true,
-        Some(_) => return Err(param_err("side", "must be callers or callees").into_response()),
-    };
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    let title = if callers {
-        "Callers (the function at the root, its callers above)"
-    } else {
-        "Callees (the function at the root, what it calls above)"
-    };
-    let mut opts = svg_options(&q, title, function.chars().take(120).collect())
-        .map_err(IntoResponse::into_response)?;
-    opts.count_name = flamegraph_names(sel.profile_type).1.to_owned();
-    read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
-        let s = sandwich(&p, &function);
-        let side = if callers { s.callers } else { s.callees };
-        Ok((
-            [(header::CONTENT_TYPE, "image/svg+xml")],
-            side.to_svg(&opts),
-        )
-            .into_response())
-    })
-    .await
-}
-
 /// Removes the frames `hide` matches from every stack of `b` (stacks that become equal
 /// stay separate entries: the function sets and totals read from them are the same).
-fn hide_in_buckets(b: &mut stackwatch_store::BucketedStacks, hide: Option<&regex::Regex>) {
+pub(crate) fn hide_in_buckets(
+    b: &mut stackwatch_store::BucketedStacks,
+    hide: Option<&regex::Regex>,
+) {
     if let Some(re) = hide {
         for s in &mut b.stacks {
             let kept: Vec<&str> = s.split(';').filter(|f| !re.is_match(f)).collect();
             *s = std::sync::Arc::from(kept.join(";"));
         }
     }
-}
-
-/// Totals of one side of a comparison: its value over its range in the type's unit
-/// (`cores` too for CPU), windows tested, the value per instance.
-fn side_summary(
-    series: &[TargetSeries],
-    range_s: i64,
-    buckets: usize,
-    profile_type: ProfileType,
-) -> Value {
-    let measure = Measure::of(profile_type);
-    let mut per_instance: BTreeMap<String, Vec<&TargetSeries>> = BTreeMap::new();
-    for t in series {
-        let name = t
-            .labels
-            .get("instance")
-            .cloned()
-            .unwrap_or_else(|| "(none)".into());
-        per_instance.entry(name).or_default().push(t);
-    }
-    let instances: BTreeMap<String, f64> = per_instance
-        .into_iter()
-        .map(|(k, ts)| (k, range_value(ts, range_s, measure)))
-        .collect();
-    let value = range_value(series, range_s, measure);
-    let mut out = json!({
-        "value": value,
-        "unit": profile_type.series_unit(),
-        "windows": buckets,
-        "instances": instances,
-    });
-    if profile_type == ProfileType::Cpu {
-        out["cores"] = json!(value);
-    }
-    out
-}
-
-/// Buckets for the verdict: about 30 per side. A bucket shorter than a window is empty
-/// or holds one window (empty buckets are not samples), so short ranges test windows.
-fn verdict_step(range: i64) -> i64 {
-    (range / 30).max(1)
-}
-
-/// `GET /api/changes`: `base`, `base_from`, `base_to` against `query`, `from`, `to`; the
-/// functions whose share changed more than the windows' own variation explains.
-pub async fn changes(
-    State(st): State<ApiState>,
-    scope: ReadScope,
-    q: Params,
-) -> Result<Response, Response> {
-    let (q, target) = parse_request(&st, q)?;
-    let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
-    same_type(&base, &target).map_err(IntoResponse::into_response)?;
-    let limit = limit_param(&q, 50, 1000)?;
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
-    let raw_since = raw_since(&st);
-    read(&st, &scope, move |store| {
-        let mut sides = Vec::new();
-        for sel in [&base, &target] {
-            let step = verdict_step(sel.to - sel.from);
-            let mut b = store.bucketed_stacks(&sel.selector, sel.from, sel.to, step)?;
-            hide_in_buckets(&mut b, hide.as_ref());
-            let series = read_series(
-                store,
-                &sel.selector,
-                (sel.from, sel.to, None),
-                Measure::of(sel.profile_type),
-                raw_since,
-            )?;
-            sides.push((b, series, sel.to - sel.from));
-        }
-        let (changes, nb, nt) = crate::verdict::changes(&sides[0].0, &sides[1].0, limit);
-        let t = target.profile_type;
-        Ok(Json(json!({
-            "method": "Welch's t-test on per-window shares (each side cut into ~30 time buckets), Benjamini-Hochberg at alpha; delta is target minus base share with its 99% interval",
-            "alpha": crate::verdict::ALPHA,
-            "type": t.name(),
-            "base": side_summary(&sides[0].1, sides[0].2, nb, t),
-            "target": side_summary(&sides[1].1, sides[1].2, nt, t),
-            "changes": changes,
-        }))
-        .into_response())
-    })
-    .await
 }
 
 #[cfg(test)]
@@ -847,13 +480,6 @@ mod tests {
         assert_eq!(default_step(900), 10);
         assert_eq!(default_step(3600), 30);
         assert_eq!(default_step(86_400), 900);
-    }
-
-    #[test]
-    fn verdict_buckets_are_about_30_per_side() {
-        assert_eq!(verdict_step(900), 30);
-        assert_eq!(verdict_step(20), 1);
-        assert_eq!(verdict_step(3600), 120);
     }
 
     #[test]
