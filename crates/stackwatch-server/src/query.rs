@@ -510,10 +510,10 @@ pub async fn diff(
     let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     let normalize = bool_param(&q, "normalize", true).map_err(IntoResponse::into_response)?;
     read(&st, &scope, move |store| {
-        let (bp, tp) = store.diff(
-            (&base.selector, base.from, base.to),
-            (&target.selector, target.from, target.to),
-        )?;
+        // The two profiles of the comparison; the diff renderers normalise base to
+        // target's total.
+        let bp = store.profile(&base.selector, base.from, base.to)?;
+        let tp = store.profile(&target.selector, target.from, target.to)?;
         let (bp, tp) = (apply_hide(bp, hide.as_ref()), apply_hide(tp, hide.as_ref()));
         Ok(match format {
             Format::Folded => (

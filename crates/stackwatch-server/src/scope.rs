@@ -348,28 +348,6 @@ impl ProfileStore for ScopedStore<'_> {
     fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
         self.inner.live_collectors(since_ms)
     }
-
-    fn top_functions(
-        &self,
-        selector: &Selector,
-        from_s: i64,
-        to_s: i64,
-        limit: usize,
-    ) -> Result<Vec<stackwatch_profile::FunctionStat>, StoreError> {
-        self.inner
-            .top_functions(&self.scope.restrict(selector), from_s, to_s, limit)
-    }
-
-    fn diff(
-        &self,
-        base: (&Selector, i64, i64),
-        target: (&Selector, i64, i64),
-    ) -> Result<(Profile, Profile), StoreError> {
-        self.inner.diff(
-            (&self.scope.restrict(base.0), base.1, base.2),
-            (&self.scope.restrict(target.0), target.1, target.2),
-        )
-    }
 }
 
 #[cfg(test)]

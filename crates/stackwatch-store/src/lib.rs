@@ -407,28 +407,4 @@ pub trait ProfileStore {
         let _ = since_ms;
         Ok(Vec::new())
     }
-
-    /// Functions of the merged profile by self and total periods, highest total first.
-    fn top_functions(
-        &self,
-        selector: &Selector,
-        from_s: i64,
-        to_s: i64,
-        limit: usize,
-    ) -> Result<Vec<stackwatch_profile::FunctionStat>, StoreError> {
-        Ok(self.profile(selector, from_s, to_s)?.top_functions(limit))
-    }
-
-    /// The two profiles of a comparison (base, then target): render them with
-    /// `stackwatch_profile::svg::render_diff`, which normalises base to target's total.
-    fn diff(
-        &self,
-        base: (&Selector, i64, i64),
-        target: (&Selector, i64, i64),
-    ) -> Result<(Profile, Profile), StoreError> {
-        Ok((
-            self.profile(base.0, base.1, base.2)?,
-            self.profile(target.0, target.1, target.2)?,
-        ))
-    }
 }

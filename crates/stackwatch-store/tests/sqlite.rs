@@ -241,7 +241,10 @@ fn top_functions_and_diff_of_two_selections() {
     ])
     .unwrap();
     let sel = |v: &str| Selector::parse(&format!("{{version=\"{v}\"}}")).unwrap();
-    let top = s.top_functions(&sel("canary"), T0, T0 + 10, 10).unwrap();
+    let top = s
+        .profile(&sel("canary"), T0, T0 + 10)
+        .unwrap()
+        .top_functions(10);
     assert_eq!((top[0].name.as_str(), top[0].total_count), ("serve", 60));
     let encode = top.iter().find(|f| f.name == "encode").unwrap();
     assert_eq!((encode.self_count, encode.total_count), (30, 30));
@@ -250,9 +253,8 @@ fn top_functions_and_diff_of_two_selections() {
         Some(2),
         "after serve and t, by total"
     );
-    let (base, target) = s
-        .diff((&sel("main"), T0, T0 + 10), (&sel("canary"), T0, T0 + 10))
-        .unwrap();
+    let base = s.profile(&sel("main"), T0, T0 + 10).unwrap();
+    let target = s.profile(&sel("canary"), T0, T0 + 10).unwrap();
     let folded = stackwatch_profile::svg::diff_folded(&base, &target);
     // Base (20 periods) is scaled to the target's 60: parse 10 -> 30, encode 10 -> 30.
     assert!(folded.contains("t;serve;debug_fmt 0 20"), "{folded}");

@@ -188,14 +188,13 @@ pub fn check_queries(store: &dyn ProfileStore, t0: i64, n: i64) {
     );
     assert!(!names.contains(&OTHER_FRAME));
     let top = store
-        .top_functions(&sel(r#"{service="x", table="orders"}"#), from, to, 10)
-        .unwrap();
+        .profile(&sel(r#"{service="x", table="orders"}"#), from, to)
+        .unwrap()
+        .top_functions(10);
     assert_eq!((top[0].name.as_str(), top[0].total_count), ("m", 8 * n));
-    let (base, target) = store
-        .diff(
-            (&sel(r#"{table="users"}"#), from, to),
-            (&sel(r#"{table="orders"}"#), from, to),
-        )
+    let base = store.profile(&sel(r#"{table="users"}"#), from, to).unwrap();
+    let target = store
+        .profile(&sel(r#"{table="orders"}"#), from, to)
         .unwrap();
     assert_eq!((base.total(), target.total()), (6 * n, 9 * n));
 
