@@ -170,23 +170,29 @@ def main():
             "(raw windows are kept 2 days, rollups 14: it grows until the retention applies)"
         )
     sqlite = series(rows, "collector_sqlite_kib")
+    store_caches = dict(series(rows, "collector_store_cache_kib"))
     collector = dict(series(rows, "collector_rss_kib"))
     if sqlite and collector:
         # The floor (least RSS of each five minutes: the spikes are requests in flight),
         # of RSS and of RSS less SQLite's own memory (page caches that grow with the store
         # up to their cache sizes), over the second half.
-        less = [(x, collector[x] - y) for x, y in sqlite if x in collector]
+        # SQLite's page caches and, where recorded, the store's own caches.
+        caches = [(x, y + store_caches.get(x, 0.0)) for x, y in sqlite]
+        less = [(x, collector[x] - y) for x, y in caches if x in collector]
+        whole = duration // 5 * 5
 
         def floor(points):
             buckets = {}
             for x, y in points:
-                if x >= half:
+                # Whole five minutes of the second half: a last, partial one may hold
+                # a single spike.
+                if half <= x < whole:
                     b = int(x // 5)
                     buckets[b] = min(buckets.get(b, y), y)
             return sorted((b * 5 + 2.5, y) for b, y in buckets.items())
 
         print()
-        for name, pts in (("collector RSS", list(collector.items())), ("collector RSS less SQLite's memory", less), ("SQLite's memory", sqlite)):
+        for name, pts in (("collector RSS", list(collector.items())), ("collector RSS less the bounded caches", less), ("the bounded caches (SQLite's and the store's)", caches)):
             f = floor(pts)
             k = slope([x for x, _ in f], [y for _, y in f])
             if f:
@@ -194,8 +200,8 @@ def main():
                     f"{name}, least of each 5 min over the second half: {f[0][1] / 1024:.1f} -> "
                     f"{f[-1][1] / 1024:.1f} MiB, trend {'n/a' if k is None else f'{k * 60 / 1024:+.1f}'} MiB/h"
                 )
-        curves.append(("collector less SQLite", [(x, y / 1024) for x, y in less]))
-        curves.append(("SQLite (collector)", [(x, y / 1024) for x, y in sqlite]))
+        curves.append(("collector less caches", [(x, y / 1024) for x, y in less]))
+        curves.append(("caches (collector)", [(x, y / 1024) for x, y in caches]))
     for name in ("top", "svg"):
         st = [r.get(f"{name}_status") for r in rows if r.get(f"{name}_status")]
         ms = [num(r.get(f"{name}_ms")) for r in rows if num(r.get(f"{name}_ms")) is not None]

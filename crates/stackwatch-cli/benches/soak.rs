@@ -3,10 +3,10 @@
 //! of queries, for an hour by default. It shows two things:
 //!
 //! - the collector's memory stays bounded: its RSS (VmRSS, every 10 s) is written to a
-//!   CSV with SQLite's own memory (`stackwatch_sqlite_memory_bytes` of its `/metrics`),
-//!   and the second half's range and trend (least-squares slope, MiB per hour) are
-//!   printed, of RSS and of its floor (the least of each five minutes) with and without
-//!   SQLite's memory. SQLite's page caches are bounded below what the store reaches by the
+//!   CSV with the caches that fill as the store grows (`stackwatch_sqlite_memory_bytes`
+//!   and `stackwatch_store_cache_bytes` of its `/metrics`), and the second half's range
+//!   and trend (least-squares slope, MiB per hour) are printed, of RSS and of its floor
+//!   (the least of each five minutes) with and without those caches. SQLite's page caches are bounded below what the store reaches by the
 //!   half-way point ([`STORE_CACHE_BYTES`], [`QUERY_CACHE_BYTES`]), so the second half
 //!   shows what else grows;
 //! - nothing acknowledged is lost: every window each worker closed is stored exactly once
@@ -229,15 +229,22 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The collector's `stackwatch_sqlite_memory_bytes`, in KiB (None if /metrics did not
-/// answer in time: the sample is then left empty, not guessed).
-fn sqlite_memory_kib(agent: &ureq::Agent, url: &str) -> Option<u64> {
+/// The collector's `stackwatch_sqlite_memory_bytes` and `stackwatch_store_cache_bytes`,
+/// in KiB (None if /metrics did not answer in time: the sample is then left empty, not
+/// guessed).
+fn cache_kib(agent: &ureq::Agent, url: &str) -> Option<(u64, u64)> {
     let mut response = agent.get(url).call().ok()?;
     let body = response.body_mut().read_to_string().ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("stackwatch_sqlite_memory_bytes "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|b| b as u64 / 1024)
+    let gauge = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|b| b as u64 / 1024)
+    };
+    Some((
+        gauge("stackwatch_sqlite_memory_bytes")?,
+        gauge("stackwatch_store_cache_bytes")?,
+    ))
 }
 
 fn unix_s() -> i64 {
@@ -594,7 +601,7 @@ fn main() {
         .collect();
     writeln!(
         csv,
-        "elapsed_s,{},{},store_bytes,collector_sqlite_kib",
+        "elapsed_s,{},{},store_bytes,collector_sqlite_kib,collector_store_cache_kib",
         cols.iter()
             .map(|c| format!("{c}_rss_kib"))
             .collect::<Vec<_>>()
@@ -606,9 +613,10 @@ fn main() {
     )
     .unwrap();
     let mut series: Vec<(f64, f64)> = Vec::new();
-    // SQLite's own memory (its page caches grow with the store up to their cache sizes),
-    // read from the collector's /metrics, so RSS less it can be fitted too.
-    let mut less_sqlite: Vec<(f64, f64)> = Vec::new();
+    // The caches that grow with the store up to their bounds (SQLite's page caches, the
+    // store's id and stack-text caches), read from the collector's /metrics, so RSS less
+    // them can be fitted too.
+    let mut less_caches: Vec<(f64, f64)> = Vec::new();
     let metrics_agent = agent();
     let metrics_url = format!("{api}/metrics");
     while t_start.elapsed() < Duration::from_secs(secs) {
@@ -625,19 +633,22 @@ fn main() {
             })
             .unwrap_or(0);
         let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        let sqlite_kib = sqlite_memory_kib(&metrics_agent, &metrics_url);
+        let caches = cache_kib(&metrics_agent, &metrics_url);
+        let (sqlite_kib, store_kib) = caches.unzip();
+        let show = |k: Option<u64>| k.map_or(String::new(), |k| k.to_string());
         writeln!(
             csv,
-            "{t:.0},{},{},{store_bytes},{}",
+            "{t:.0},{},{},{store_bytes},{},{}",
             join(&rss),
             join(&hwm),
-            sqlite_kib.map_or(String::new(), |k| k.to_string())
+            show(sqlite_kib),
+            show(store_kib)
         )
         .unwrap();
         let mib = rss[0] as f64 / 1024.0;
         series.push((t, mib));
-        if let Some(k) = sqlite_kib {
-            less_sqlite.push((t, mib - k as f64 / 1024.0));
+        if let Some((sqlite, store)) = caches {
+            less_caches.push((t, mib - (sqlite + store) as f64 / 1024.0));
         }
         if series.len().is_multiple_of(30) {
             println!(
@@ -723,17 +734,19 @@ fn main() {
     // of each five minutes: the spikes are decodes in flight), of RSS and of RSS less
     // SQLite's caches.
     let floor_trend = |points: &[(f64, f64)]| -> (f64, f64, f64) {
-        let minima: Vec<(f64, f64)> = points.iter().filter(|(t, _)| *t >= secs as f64 / 2.0).fold(
-            Vec::<(f64, f64)>::new(),
-            |mut acc, &(t, r)| {
+        // Whole five minutes only: a last, partial one may hold a single spike.
+        let whole = (secs / 300 * 300) as f64;
+        let minima: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|(t, _)| *t >= secs as f64 / 2.0 && *t < whole)
+            .fold(Vec::<(f64, f64)>::new(), |mut acc, &(t, r)| {
                 let bucket = (t / 300.0).floor();
                 match acc.last_mut() {
                     Some((b, m)) if *b == bucket => *m = m.min(r),
                     _ => acc.push((bucket, r)),
                 }
                 acc
-            },
-        );
+            });
         let xs: Vec<f64> = minima
             .iter()
             .map(|(b, _)| (b * 300.0 + 150.0) / 3600.0)
@@ -745,7 +758,7 @@ fn main() {
         (first, last, k)
     };
     let (f0, f1, fk) = floor_trend(&series);
-    let (g0, g1, gk) = floor_trend(&less_sqlite);
+    let (g0, g1, gk) = floor_trend(&less_caches);
     let half: Vec<&(f64, f64)> = series
         .iter()
         .filter(|(t, _)| *t >= secs as f64 / 2.0)
@@ -768,7 +781,7 @@ fn main() {
     );
     println!(
         "collector RSS floor (least of each 5 min), second half: {f0:.1} -> {f1:.1} MiB, trend {fk:+.1} MiB/h; \
-         less SQLite's memory: {g0:.1} -> {g1:.1} MiB, trend {gk:+.1} MiB/h"
+         less the bounded caches (SQLite's, the store's): {g0:.1} -> {g1:.1} MiB, trend {gk:+.1} MiB/h"
     );
     println!(
         "windows: {checked} checked, {wrong} not stored exactly once ({} workers)",

@@ -590,6 +590,12 @@ async fn metrics(State(st): State<ApiState>, scope: ReadScope) -> Response {
         stackwatch_store::sqlite_memory_bytes(),
     )
     .single(
+        "stackwatch_store_cache_bytes",
+        MetricKind::Gauge,
+        "Bytes of the SQLite store's own caches in this process: the writer's id caches and the query connections' stack texts, each bounded (0 on ClickHouse).",
+        stackwatch_store::store_cache_bytes(),
+    )
+    .single(
         "stackwatch_collector_maintenance",
         MetricKind::Gauge,
         "1 when this collector runs rollups and retention for the shared store.",

@@ -22,8 +22,8 @@ pub use migrate::{migrate_sqlite, MigrateStats, MIGRATED_INSTANCE};
 
 pub use selector::{Labels, Selector, SelectorError, SelectorLimits};
 pub use sqlite::{
-    schema, sqlite_memory_bytes, PooledReader, QueryGuard, ReaderOptions, ReaderPool, SqliteStore,
-    StoreOptions, MAX_FUTURE_S, OTHER_FRAME,
+    schema, sqlite_memory_bytes, store_cache_bytes, PooledReader, QueryGuard, ReaderOptions,
+    ReaderPool, SqliteStore, StoreOptions, MAX_FUTURE_S, OTHER_FRAME,
 };
 use stackwatch_profile::{Profile, SampleLabels};
 use thiserror::Error;

@@ -16,6 +16,9 @@ use crate::{IngestStats, IngestWindow, Labels, ProfileStore, StoreError};
 const STACK_CACHE_LIMIT: usize = 500_000;
 /// Label set ids remembered by text before the cache is cleared.
 const LABEL_CACHE_LIMIT: usize = 100_000;
+/// Target ids remembered by key before the cache is cleared (push sources come and go:
+/// without a bound the cache would grow with every service ever pushed).
+const TARGET_CACHE_LIMIT: usize = 100_000;
 /// Largest count stored per row (the scrape budget `max_samples_per_window` is at most
 /// this): sums of rows saturate at 2^62 in SQL and are read as floats (`TOTAL`), so no
 /// count from outside can make a query or a rollup fail with an integer overflow.
@@ -43,8 +46,16 @@ impl SqliteStore {
             self.stack_ids.clear();
             self.target_ids.clear();
             self.label_ids.clear();
+            self.id_key_bytes = 0;
         }
         result
+    }
+
+    /// Empties the label-set and target caches (their key bytes are counted together).
+    fn clear_text_keyed_caches(&mut self) {
+        self.label_ids.clear();
+        self.target_ids.clear();
+        self.id_key_bytes = 0;
     }
 
     /// The id of the target with `labels` (inserted if new), its `last_seen` raised to
@@ -69,8 +80,17 @@ impl SqliteStore {
             .conn
             .prepare_cached("SELECT id, last_seen, period_ns FROM targets WHERE key = ?1")?
             .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        self.target_ids
-            .insert(key, (id, seen, period.max(0) as u64));
+        if self.target_ids.len() >= TARGET_CACHE_LIMIT {
+            self.clear_text_keyed_caches();
+        }
+        let key_bytes = key.len();
+        if self
+            .target_ids
+            .insert(key, (id, seen, period.max(0) as u64))
+            .is_none()
+        {
+            self.id_key_bytes += key_bytes;
+        }
         Ok(id)
     }
 
@@ -97,9 +117,12 @@ impl SqliteStore {
             .prepare_cached("SELECT id, last_seen FROM label_sets WHERE labels = ?1")?
             .query_row([&text], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if self.label_ids.len() >= LABEL_CACHE_LIMIT {
-            self.label_ids.clear();
+            self.clear_text_keyed_caches();
         }
-        self.label_ids.insert(text, (id, seen));
+        let key_bytes = text.len();
+        if self.label_ids.insert(text, (id, seen)).is_none() {
+            self.id_key_bytes += key_bytes;
+        }
         Ok(id)
     }
 

@@ -10,10 +10,10 @@
 //! - `pool`: [`ReaderPool`], read-only connections kept for reuse.
 
 pub(crate) use crate::buckets::{floor_to, labels_key};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -131,7 +131,31 @@ pub struct SqliteStore {
     stack_ids: HashMap<u64, (i64, i64)>,
     /// Label set text -> (id, last_seen written).
     label_ids: HashMap<String, (i64, i64)>,
+    /// Bytes of the keys of `label_ids` and `target_ids` (their maps' own size is read
+    /// from their capacity).
+    id_key_bytes: usize,
     stack_text: RefCell<(HashMap<i64, Arc<str>>, usize)>,
+    /// What this store last added to [`store_cache_bytes`].
+    accounted: Cell<u64>,
+}
+
+/// Bytes the caches of every [`SqliteStore`] of this process hold, as each last
+/// accounted them (after each ingest and each query).
+static CACHE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes the stores' own caches hold in this process now: the writer's id caches
+/// (stacks, label sets and targets by their hash or text) and each query connection's
+/// stack texts. Each is bounded (500 000 stack ids, 100 000 label sets and targets,
+/// 8 MiB of text per connection) and fills as the store grows; the collector shows the
+/// sum in `/metrics`, beside SQLite's own page caches ([`sqlite_memory_bytes`]).
+pub fn store_cache_bytes() -> u64 {
+    CACHE_BYTES.load(Ordering::Relaxed)
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        CACHE_BYTES.fetch_sub(self.accounted.get(), Ordering::Relaxed);
+    }
 }
 
 fn parse_labels(json: &str) -> Result<Labels, StoreError> {
@@ -204,7 +228,35 @@ impl SqliteStore {
             target_ids: HashMap::new(),
             stack_ids: HashMap::new(),
             label_ids: HashMap::new(),
+            id_key_bytes: 0,
             stack_text: RefCell::new((HashMap::new(), 0)),
+            accounted: Cell::new(0),
+        }
+    }
+
+    /// This store's caches now, estimated: each map's table (capacity x entry, plus a
+    /// control byte), the keys of the text-keyed ones and the stack texts.
+    fn cache_estimate(&self) -> u64 {
+        let table = |capacity: usize, entry: usize| capacity * (entry + 1);
+        let text = self.stack_text.borrow();
+        (table(self.stack_ids.capacity(), 8 + 16)
+            + table(self.label_ids.capacity(), 24 + 16)
+            + table(self.target_ids.capacity(), 24 + 24)
+            + self.id_key_bytes
+            + table(text.0.capacity(), 8 + 16)
+            + text.1) as u64
+    }
+
+    /// Adds what this store's caches grew or shrank by since it last did to
+    /// [`store_cache_bytes`]. After each ingest transaction and each query: a few loads
+    /// and an atomic add.
+    pub(super) fn account_caches(&self) {
+        let now = self.cache_estimate();
+        let before = self.accounted.replace(now);
+        if now >= before {
+            CACHE_BYTES.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            CACHE_BYTES.fetch_sub(before - now, Ordering::Relaxed);
         }
     }
 
@@ -266,7 +318,9 @@ impl SqliteStore {
 
 impl ProfileStore for SqliteStore {
     fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
-        self.ingest_inner(windows)
+        let result = self.ingest_inner(windows);
+        self.account_caches();
+        result
     }
 
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {

@@ -508,6 +508,15 @@ impl SqliteStore {
 
     /// Resolves stack ids to their text (cached), keeping each id's count.
     fn stack_texts(&self, counts: HashMap<i64, u64>) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
+        let texts = self.stack_texts_cached(counts);
+        self.account_caches();
+        texts
+    }
+
+    fn stack_texts_cached(
+        &self,
+        counts: HashMap<i64, u64>,
+    ) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
         let mut cache = self.stack_text.borrow_mut();
         let (cache, cached_bytes) = &mut *cache;
         if *cached_bytes > STACK_TEXT_CACHE_BYTES {
