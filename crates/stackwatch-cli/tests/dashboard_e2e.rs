@@ -24,6 +24,11 @@ use common::{binlog_worker, spawn_listening, Proc};
 use stackwatch_profile::SampleLabels;
 use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
 
+/// The collectors these tests start wait for a query slot as long as a busy machine
+/// needs: the page loads its panels together, and the default 5 s queue would answer
+/// some of them 503 (a console error, so a failure) on a machine whose cores are busy.
+const QUERY_ON_A_BUSY_MACHINE: &str = "[query]\nqueue_timeout = \"120s\"\ntimeout = \"120s\"\n";
+
 /// Where a browser test runs: the repository, its tests/e2e (where playwright-core is
 /// installed), the screenshot dir, and a temp dir holding the collector's config and
 /// its (empty) data dir.
@@ -72,7 +77,7 @@ impl BrowserTest {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra_config}",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra_config}{QUERY_ON_A_BUSY_MACHINE}",
                 self.data.display()
             ),
         )
@@ -195,7 +200,7 @@ fn dashboard_fleet_explore_compare_and_hostile_names_in_chromium() {
         })
         .collect();
     let mut cfg = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"1s\"\ntimeout = \"2s\"\n[storage]\nflush_interval = \"200ms\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[scrape]\ninterval = \"1s\"\ntimeout = \"2s\"\n[storage]\nflush_interval = \"200ms\"\n{QUERY_ON_A_BUSY_MACHINE}",
         data.display()
     );
     for (_, addr, inst, version) in &workers {
