@@ -5,6 +5,9 @@
 // crates/stackwatch-cli/tests/dashboard_e2e.rs (run with this directory as cwd).
 import { chromium } from 'playwright-core';
 
+/** How long any wait of a script may take before the script fails (2 min). */
+export const WAIT_MS = 120000;
+
 /** Throws with `what` unless `cond` holds. */
 export const expect = (cond, what) => { if (!cond) throw new Error('expectation failed: ' + what); };
 
@@ -16,6 +19,9 @@ export async function openPage(problems, viewport) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   const page = await browser.newPage({ viewport });
+  // Every wait is for a condition and returns as soon as it holds; its deadline is for a
+  // machine whose cores are busy (the suite must pass beside a CPU hog), not a measure.
+  page.setDefaultTimeout(WAIT_MS);
   page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
   page.on('pageerror', (e) => { problems.push('page error: ' + e.message); console.log('page error during the step above: ' + e.message); });
   page.on('dialog', async (d) => { problems.push('unexpected dialog: ' + d.message()); await d.dismiss(); });

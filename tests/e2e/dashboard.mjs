@@ -14,7 +14,7 @@ const started = Date.now();
 
 const { browser, page } = await openPage(problems, { width: 1440, height: 900 });
 const step = (name) => console.log('step: ' + name);
-const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 120000 });
 const text = async (sel) => (await page.locator(sel).first().textContent()) || '';
 const hash = () => page.evaluate(() => decodeURIComponent(location.hash));
 const explore = (params) => page.goto(base + '/#/explore?' + new URLSearchParams(params));
@@ -36,7 +36,7 @@ try {
     const cell = await text(`${svc} tr[data-instance="${inst}"] [data-testid="cpu-avg"]`);
     expect(/^\d+(\.\d+)? cores/.test(cell), `instance ${inst}: average cores, saw ${JSON.stringify(cell)}`);
   }
-  await page.waitForSelector(svc + ' .spark polyline, ' + svc + ' .spark circle', { timeout: 10000 });
+  await page.waitForSelector(svc + ' .spark polyline, ' + svc + ' .spark circle', { timeout: 120000 });
   const cmp = page.locator(svc + ' a[data-testid="compare-versions"]');
   expect((await cmp.count()) === 1 && /canary vs main/.test(await cmp.textContent()), 'one compare-versions link: canary vs main');
   const cmpHref = decodeURIComponent(await cmp.getAttribute('href'));
@@ -49,7 +49,7 @@ try {
   await ready('explore');
   const flame = page.frameLocator('iframe[data-testid="flamegraph"]');
   // Every frame has a <title> tooltip with its full name.
-  await flame.locator('title', { hasText: 'RowDecoder' }).first().waitFor({ state: 'attached', timeout: 15000 });
+  await flame.locator('title', { hasText: 'RowDecoder' }).first().waitFor({ state: 'attached', timeout: 120000 });
   for (const d of ['profile.svg', 'profile.folded', 'profile.pb.gz']) expect(await page.locator(`a[download="${d}"]`).count() === 1, 'download ' + d);
 
   step('flamegraph readable');
@@ -94,7 +94,7 @@ try {
   // Hover over the last bucket (the partial one: the only data is in the last seconds).
   const last = await page.locator('[data-testid="cpu-chart"] [data-testid="partial-bucket"]').boundingBox();
   await page.mouse.move(last.x + last.width / 2, last.y + last.height / 2);
-  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 5000 });
+  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 120000 });
   const tip = await text('[data-testid="chart-tooltip"]');
   expect(/\d+(\.\d+)? cores/.test(tip), 'hover shows the value in cores: ' + tip);
   console.log('hover: ' + tip);
@@ -116,7 +116,7 @@ try {
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 5 });
   await page.mouse.up();
-  await page.waitForFunction(() => /from=\d+&to=\d+/.test(location.hash), null, { timeout: 10000 });
+  await page.waitForFunction(() => /from=\d+&to=\d+/.test(location.hash), null, { timeout: 120000 });
   await ready('explore');
   const dragged = await page.evaluate(() => location.hash);
   const m = dragged.match(/from=(\d+)&to=(\d+)/);
@@ -134,7 +134,7 @@ try {
   await ready('explore');
   await page.fill('input[name="search"]', 'MessageEncoder');
   await page.press('input[name="search"]', 'Enter');
-  await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 15000 });
+  await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 120000 });
   console.log('search share: ' + await text('[data-testid="search-share"]'));
   expect((await hash()).includes('search=MessageEncoder'), 'the search is in the URL');
 
@@ -152,7 +152,7 @@ try {
   await page.waitForFunction(() => /total/.test(
     document.querySelector('[data-testid="top-functions"] th[aria-sort="descending"]')?.textContent || ''));
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="top-functions"] tr.plumbing').length > 0,
-    null, { timeout: 10000 }).catch(() => {});
+    null, { timeout: 120000 }).catch(() => {});
   const plumbing = page.locator('[data-testid="top-functions"] tr.plumbing');
   expect((await plumbing.count()) > 0, 'plumbing frames are marked');
   expect(!(await plumbing.first().isVisible()), 'plumbing is hidden by default');
@@ -172,7 +172,7 @@ try {
   const ENCODE = 'binlog_streamer::encode::MessageEncoder::encode';
   await page.locator(`[data-testid="top-functions"] tbody tr[data-function="${ENCODE}"]`).click();
   await page.waitForFunction((f) => decodeURIComponent(location.hash).includes('fn=' + f), ENCODE);
-  await page.waitForSelector(`[data-testid="function-slot"][data-ready="${ENCODE}"]`, { timeout: 15000 });
+  await page.waitForSelector(`[data-testid="function-slot"][data-ready="${ENCODE}"]`, { timeout: 120000 });
   expect((await text('[data-testid="function-name"]')) === ENCODE, 'the function panel names it');
   expect(/self \d+(\.\d+)?% · total \d+(\.\d+)?%/.test(await text('[data-testid="function-totals"]')), 'self and total shares: ' + await text('[data-testid="function-totals"]'));
   const fnLegend = await page.locator('[data-testid="function-chart"] ~ [data-testid="chart-legend"] .legend-item').evaluateAll((els) => els.map((e) => e.dataset.series));
@@ -185,12 +185,12 @@ try {
   expect(callees.some((c) => /^binlog_streamer::encode::(avro_image|write_image|write_json)$/.test(c)), 'the encoder calls the JSON and Avro writers');
   // The callers' flamegraph goes all the way up to the reader thread; the callees' one
   // has the encoder at its root.
-  await page.frameLocator('iframe[data-testid="sandwich-callers-flamegraph"]').locator('title', { hasText: /^binlog-reader \(/ }).first().waitFor({ state: 'attached', timeout: 15000 });
-  await page.frameLocator('iframe[data-testid="sandwich-callees-flamegraph"]').locator('title', { hasText: ENCODE }).first().waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="sandwich-callers-flamegraph"]').locator('title', { hasText: /^binlog-reader \(/ }).first().waitFor({ state: 'attached', timeout: 120000 });
+  await page.frameLocator('iframe[data-testid="sandwich-callees-flamegraph"]').locator('title', { hasText: ENCODE }).first().waitFor({ state: 'attached', timeout: 120000 });
   await page.locator('[data-testid="function-panel"]').screenshot({ path: shots + '/explore-function.png' });
   // A click on a frame of the flamegraph picks that function.
   await flame.locator('#frames > g').filter({ hasText: /^binlog_streamer::decode::RowDecoder::decode \(/ }).first().click();
-  await page.waitForSelector('[data-testid="function-slot"][data-ready="binlog_streamer::decode::RowDecoder::decode"]', { timeout: 15000 });
+  await page.waitForSelector('[data-testid="function-slot"][data-ready="binlog_streamer::decode::RowDecoder::decode"]', { timeout: 120000 });
   expect((await text('[data-testid="function-name"]')) === 'binlog_streamer::decode::RowDecoder::decode', 'a flamegraph click picks the function');
   const picked = await hash();
   await page.reload();
@@ -203,7 +203,7 @@ try {
   await page.press('[data-testid="hide-frames"]', 'Enter');
   await page.waitForFunction(() => location.hash.includes('hide=RowDecoder'));
   await ready('explore');
-  await flame.locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  await flame.locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   const hiddenLeft = await page.frames().find((f) => f.url().includes('/api/profile.svg')).evaluate(() => [...document.querySelectorAll('#frames title')].filter((t) => t.textContent.includes('RowDecoder')).length);
   expect(hiddenLeft === 0, `no RowDecoder frame left in the flamegraph (${hiddenLeft})`);
   expect(await page.locator('[data-testid="top-functions"] tr[data-function*="RowDecoder"]').count() === 0, 'no RowDecoder row in the table');
@@ -247,7 +247,7 @@ try {
   expect(/^\d+(\.\d+)? cores$/.test(coresA) && /^\d+(\.\d+)? cores$/.test(coresB), `totals per side in cores: ${coresA} / ${coresB}`);
   console.log('totals: A ' + coresA + ', B ' + coresB + '; ' + await text('[data-testid="cores-ratio"]'));
   const diff = page.frameLocator('iframe[data-testid="flamegraph"]');
-  await diff.locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  await diff.locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
   for (const d of ['diff.svg', 'diff.folded']) expect(await page.locator(`a[download="${d}"]`).count() === 1, 'download ' + d);
   expect(await page.locator('[data-testid="widths-share"]').getAttribute('aria-pressed') === 'true', 'share of total by default');
   await page.screenshot({ path: shots + '/compare.png', fullPage: true });
@@ -256,7 +256,7 @@ try {
   await ready('compare');
   expect((await page.locator('iframe[data-testid="flamegraph"]').getAttribute('src')).includes('normalize=false'), 'absolute widths asked of the server');
   expect((await page.locator('a[download="diff.svg"]').getAttribute('href')).includes('normalize=false'), 'and in the download');
-  await diff.locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  await diff.locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
 
   step('noise');
   // Main against itself (two halves of the same 20 s, well after the workers' start-up,
@@ -279,7 +279,7 @@ try {
   const evil = '<script>window.__pwned=1</script>';
   await explore({ query: '{service="evil"}', from: 'now-1h', to: 'now', fn: evil });
   await ready('explore');
-  await page.locator('[data-testid="top-functions"] td', { hasText: evil }).first().waitFor({ timeout: 10000 });
+  await page.locator('[data-testid="top-functions"] td', { hasText: evil }).first().waitFor({ timeout: 120000 });
   expect((await text('[data-testid="function-name"]')) === evil, 'the function panel shows the name as text');
   await page.waitForTimeout(500);
   const pwned = await page.evaluate(() => window.__pwned);
@@ -293,7 +293,7 @@ try {
   const t0 = Date.now();
   await explore({ query: '{service="big"}', from: 'now-1h', to: 'now' });
   await ready('explore');
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 30000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   const readyMs = Date.now() - t0;
   console.log('explore-ready-ms-10k-stacks ' + readyMs);
   if (process.env.STACKWATCH_E2E_RELEASE === '1') expect(readyMs <= 1000, `Explore ready within 1 s on a 10 000-stack profile (${readyMs} ms)`);
@@ -307,7 +307,7 @@ try {
   const end = Math.floor((Date.now() / 1000 - 5) / 10) * 10;
   await explore({ query: SVC, from: String(end - 120), to: String(end), group_by: 'version' });
   await ready('explore');
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   await page.mouse.move(1, 1);
   const graph = await page.locator('iframe[data-testid="flamegraph"]').boundingBox();
   const pageHeight = await page.evaluate(() => document.documentElement.scrollHeight);
@@ -315,7 +315,7 @@ try {
   await page.screenshot({ path: shots + '/dashboard-explore.png', fullPage: true, clip: { x: 0, y: 0, width: 1440, height } });
   await page.goto(base + '/#/compare?' + new URLSearchParams(compareParams));
   await ready('compare');
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   await page.mouse.move(1, 1);
   await page.screenshot({ path: shots + '/dashboard-compare.png', fullPage: true });
 } catch (e) {

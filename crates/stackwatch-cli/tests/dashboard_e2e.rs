@@ -357,13 +357,13 @@ const FUNCTIONS = ['orders::insert_row', 'users::update_row', 'hostile_table_wor
 
 const { browser, page } = await openPage(problems, { width: 1440, height: 1000 });
 const step = (name) => console.log('step: ' + name);
-const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 120000 });
 const hash = () => page.evaluate(() => decodeURIComponent(location.hash));
 const hashParams = () => page.evaluate(() => Object.fromEntries(new URLSearchParams(location.hash.replace(/^#\/?[^?]*\??/, ''))));
 // The function names in a flamegraph frame (every frame's <title> is "name (n samples, x%)").
 const flameFunctions = async (testid) => {
   const want = 'iframe[data-testid="' + (testid || 'flamegraph') + '"]';
-  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   const src = await page.locator(want).getAttribute('src');
   const frame = page.frames().find((f) => f.url().endsWith(src));
   return frame.evaluate(() => [...document.querySelectorAll('#frames > g > title')].map((t) => t.textContent.replace(/ \([^(]*\)$/, '')));
@@ -379,7 +379,7 @@ try {
   // The picker lists target labels and sample labels apart.
   await page.goto(base + '/#/explore?' + new URLSearchParams({ query: SHOP, from: 'now-15m', to: 'now' }));
   await ready('explore');
-  await page.waitForSelector('[data-testid="group-by"] optgroup[data-kind="sample"] option[value="table"]', { state: 'attached', timeout: 10000 });
+  await page.waitForSelector('[data-testid="group-by"] optgroup[data-kind="sample"] option[value="table"]', { state: 'attached', timeout: 120000 });
   const groups = await page.locator('[data-testid="group-by"] optgroup').evaluateAll((gs) => gs.map((g) => g.label + ': ' + [...g.querySelectorAll('option')].map((o) => o.value).join(',')));
   console.log('group by: ' + groups.join(' | '));
   expect(groups.length === 2 && groups[0] === 'target labels: instance,service,version' && groups[1] === 'sample labels: op,table', 'target and sample labels apart: ' + groups.join(' | '));
@@ -412,7 +412,7 @@ try {
   // Hover: the total and each value with its share of the bucket, the <script> one as text.
   const box = await chart.boundingBox();
   await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
-  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 5000 });
+  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 120000 });
   const tip = await page.locator('[data-testid="chart-tooltip"]').textContent();
   console.log('hover: ' + tip);
   expect(/total: \d+(\.\d+)? cores/.test(tip) && /orders: \d+(\.\d+)? cores \(\d+\.\d%\)/.test(tip) && tip.includes(SCRIPT_TABLE + ': ') && !tip.includes('null'), 'hover shows the total and each value: ' + tip);
@@ -513,16 +513,16 @@ try {
   await page.fill('input[name="search"]', 'update_row');
   await page.press('input[name="search"]', 'Enter');
   await ready('explore');
-  await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 15000 });
+  await page.waitForFunction(() => /Matched/.test(document.querySelector('[data-testid="search-share"]')?.textContent || ''), null, { timeout: 120000 });
   console.log('search share: ' + await page.locator('[data-testid="search-share"]').textContent());
 
   step('compare users against orders with the picker');
   await page.goto(base + '/#/compare?' + new URLSearchParams({ base: SHOP, query: SHOP, from: 'now-15m', to: 'now' }));
   await ready('compare');
   const pick = async (key, label, value) => {
-    await page.waitForSelector(`[data-testid="pick-label-${key}"] option[value="${label}"]`, { state: 'attached', timeout: 10000 });
+    await page.waitForSelector(`[data-testid="pick-label-${key}"] option[value="${label}"]`, { state: 'attached', timeout: 120000 });
     await page.selectOption(`[data-testid="pick-label-${key}"]`, label);
-    await page.waitForSelector(`[data-testid="pick-value-${key}"][data-ready="${label}"]`, { timeout: 10000 });
+    await page.waitForSelector(`[data-testid="pick-value-${key}"][data-ready="${label}"]`, { timeout: 120000 });
     await page.selectOption(`[data-testid="pick-value-${key}"]`, value);
   };
   await pick('base', 'table', 'users');
@@ -535,7 +535,7 @@ try {
   expect(params.base === '{service="shop",table="users"}' && params.query === '{service="shop",table="orders"}', 'the picker filled both selectors: ' + JSON.stringify(params));
   expect((await page.locator('[data-testid="base-filters"] [data-testid="filter-chip"][data-label="table"]').getAttribute('data-value')) === 'users', 'A\'s chip');
   expect((await page.locator('[data-testid="filters"] [data-testid="filter-chip"][data-label="table"]').getAttribute('data-value')) === 'orders', 'B\'s chip');
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
   fns = await flameFunctions();
   expect(fns.includes('orders::insert_row') && !fns.includes('idle_loop'), 'the diff is of the tables: ' + fns.join(', '));
   const significant = await page.locator('[data-testid="changes-significant"] tbody tr').evaluateAll((els) => els.map((e) => e.dataset.function + ' ' + e.querySelector('.badge').textContent));
@@ -551,7 +551,7 @@ try {
   await ready('compare');
   params = await hashParams();
   expect(params.base === '{table="orders"}' && params.base_from === 'now-10m' && params.base_to === 'now-5m', 'A is orders over the five minutes before: ' + JSON.stringify(params));
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
   fns = await flameFunctions();
   expect(fns.includes('orders::insert_row') && !fns.includes('users::update_row'), 'the diff is orders against orders: ' + fns.join(', '));
   console.log('orders vs before: ' + await page.locator('[data-testid="verdict-line"]').textContent());
@@ -663,13 +663,13 @@ console.log('push sources: ' + JSON.stringify(sources));
 
 const { browser, page } = await openPage(problems, { width: 1440, height: 1000 });
 const step = (name) => console.log('step: ' + name);
-const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 120000 });
 const text = async (sel) => (await page.locator(sel).first().textContent()).trim();
 const hashParams = () => page.evaluate(() => Object.fromEntries(new URLSearchParams(location.hash.replace(/^#\/?[^?]*\??/, ''))));
 // The frames of a flamegraph: their <title>s ("name (n bytes, x%)").
 const flameTitles = async (testid) => {
   const want = 'iframe[data-testid="' + (testid || 'flamegraph') + '"]';
-  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator(want).locator('#frames').waitFor({ state: 'attached', timeout: 120000 });
   const src = await page.locator(want).getAttribute('src');
   const frame = page.frames().find((f) => f.url().endsWith(src));
   return frame.evaluate(() => [...document.querySelectorAll('#frames > g > title')].map((t) => t.textContent));
@@ -723,7 +723,7 @@ try {
   await page.goto(base + '/#/explore?' + new URLSearchParams({ query: SHOP, from: 'now-15m', to: 'now' }));
   await ready('explore');
   const picker = '[data-testid="profile-type"]';
-  await page.waitForSelector(picker + '[data-ready="1"]', { state: 'attached', timeout: 10000 });
+  await page.waitForSelector(picker + '[data-ready="1"]', { state: 'attached', timeout: 120000 });
   expect(await page.inputValue(picker) === 'cpu', 'CPU is the default');
   const options = await page.locator(picker + ' option').evaluateAll((os) => os.map((o) => ({ v: o.value, disabled: o.disabled })));
   console.log('types: ' + options.map((o) => o.v + (o.disabled ? ' (disabled)' : '')).join(', '));
@@ -747,7 +747,7 @@ try {
   expect(ticks.length >= 2 && ticks.every((t) => /^\d+(\.\d+)? (B|KiB|MiB)$/.test(t)) && ticks.some((t) => /MiB|KiB/.test(t)), 'ticks in KiB/MiB: ' + ticks);
   const box = await chart.boundingBox();
   await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
-  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 5000 });
+  await page.waitForSelector('[data-testid="chart-tooltip"]:not([hidden])', { timeout: 120000 });
   const tip = await text('[data-testid="chart-tooltip"]');
   console.log('hover: ' + tip);
   // 8 MiB every 10 s: 819.2 KiB/s.
@@ -774,7 +774,7 @@ try {
   expect(await page.inputValue(picker) === 'alloc_space', 'Compare picks the type from the URL');
   const a = page.locator('[data-testid="cores-base"]');
   expect(await a.getAttribute('data-unit') === 'bytes_per_second' && /KiB\/s$/.test(await a.textContent()), 'A in KiB/s: ' + await a.textContent());
-  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 15000 });
+  await page.frameLocator('iframe[data-testid="flamegraph"]').locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
   fns = names(await flameTitles());
   expect(fns.includes('Vec::reserve') && !fns.includes('parse_json'), 'the diff of the allocations: ' + fns.join(', '));
   console.log('verdict: ' + await text('[data-testid="verdict-line"]'));
@@ -857,7 +857,7 @@ page.on('dialog', async (d) => {
   if (answer) await d.accept(answer); else await d.dismiss();
 });
 const step = (name) => console.log('step: ' + name);
-const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 20000 });
+const ready = (name) => page.waitForSelector(`body[data-ready="${name}"]`, { timeout: 120000 });
 const folded = () => page.evaluate(async () => {
   const r = await fetch('/api/profile.folded?from=now-10m', { credentials: 'same-origin' });
   return r.status + ' ' + await r.text();
