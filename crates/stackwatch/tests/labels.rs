@@ -331,10 +331,10 @@ fn go_tool_pprof_reads_our_labels() {
         .name("go-reads-labels".into())
         .spawn(|| {
             // 1.2 s of this thread's CPU, however long a busy machine takes to give it
-            // (at most 5 minutes): both label values then have many samples. A fixed
+            // (at most `support::DEADLINE`): both label values then have many samples. A fixed
             // 1.2 s of wall time gave it 18 ms beside a CPU hog, all of it "orders".
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while thread_cpu_ns() < 1_200_000_000 && Instant::now() < deadline {
+            let deadline = Instant::now() + support::DEADLINE;
+            while support::thread_cpu_seconds() < 1.2 && Instant::now() < deadline {
                 stackwatch::with_labels(&[("table", "orders")], || spin(Duration::from_millis(2)));
                 stackwatch::with_labels(&[("table", "users")], || spin(Duration::from_millis(1)));
             }
