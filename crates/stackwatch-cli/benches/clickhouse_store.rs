@@ -33,8 +33,8 @@
 use std::time::{Duration, Instant};
 
 use stackwatch_store::{
-    ClickHouseOptions, ClickHouseStore, IngestWindow, ProfileStore, Selector, SqliteStore,
-    StoreOptions,
+    ClickHouseOptions, ClickHouseStore, IngestWindow, ProfileReader, ProfileWriter, Selector,
+    SqliteStore, StoreOptions,
 };
 
 mod common;

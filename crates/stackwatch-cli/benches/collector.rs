@@ -16,7 +16,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stackwatch_store::{IngestWindow, ProfileStore, Selector, SqliteStore, StoreOptions};
+use stackwatch_store::{
+    IngestWindow, ProfileReader, ProfileWriter, Selector, SqliteStore, StoreOptions,
+};
 
 mod common;
 #[path = "../src/fleet_shape.rs"]

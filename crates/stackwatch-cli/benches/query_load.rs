@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, Labels, ProfileWriter, SqliteStore, StoreOptions};
 
 #[path = "../src/fleet_shape.rs"]
 #[allow(dead_code)] // draw_window: used by the collector benchmark, not here

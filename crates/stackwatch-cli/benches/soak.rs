@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, Sample, ScopeProfiles};
 use prost::Message;
 use stackwatch_profile::protocol::WindowsResponse;
-use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+use stackwatch_store::{ProfileReader, Selector, SqliteStore};
 
 mod common;
 

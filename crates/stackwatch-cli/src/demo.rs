@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use stackwatch_server::config::TargetConfig;
-use stackwatch_store::ProfileStore;
+use stackwatch_store::ProfileReader;
 
 /// Flags of `stackwatch demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,6 +76,11 @@ const SCRAPE_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub fn run(args: DemoArgs) -> Result<()> {
+    if !cfg!(feature = "demo") {
+        bail!(
+            "this stackwatch was built without the `demo` feature (the reference worker, with its MariaDB, Redis and Avro clients): run the demo from the repository with `cargo run --release -p stackwatch-cli -- demo`, or install it with `cargo install stackwatch-cli --features demo`"
+        );
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     if let Err(e) = std::net::TcpListener::bind(addr) {
         bail!(

@@ -54,6 +54,7 @@ enum Command {
         shard_urls: Vec<String>,
     },
     /// Run a binlog-streamer worker (what the demo starts; see `binlog-streamer --help`).
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     Worker(binlog_streamer::cli::WorkerArgs),
 }
@@ -100,6 +101,7 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args)?,
+        #[cfg(feature = "demo")]
         Command::Worker(args) => match binlog_streamer::cli::run(args) {
             Ok(summary) => eprintln!("{summary}"),
             Err(e) => {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{binlog_worker, wait_windows, Proc};
 use stackwatch_profile::protocol::WindowsResponse;
-use stackwatch_store::{ClickHouseOptions, ClickHouseStore, ProfileStore, Selector};
+use stackwatch_store::{ClickHouseOptions, ClickHouseStore, ProfileReader, Selector};
 
 fn kill9(p: &mut Proc) {
     // SAFETY: kill(2) on our own child's pid; no memory is touched.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{binlog_worker, wait_windows, windows, Proc};
 
 use stackwatch_profile::protocol::WindowsResponse;
-use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+use stackwatch_store::{ProfileReader, Selector, SqliteStore};
 
 impl Proc {
     fn kill9(&mut self) {

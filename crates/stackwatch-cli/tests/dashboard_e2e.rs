@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::{binlog_worker, spawn_listening, Proc};
 
 use stackwatch_profile::SampleLabels;
-use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, ProfileReader, ProfileWriter, SqliteStore, StoreOptions};
 
 /// The collectors these tests start wait for a query slot as long as a busy machine
 /// needs: the page loads its panels together, and the default 5 s queue would answer

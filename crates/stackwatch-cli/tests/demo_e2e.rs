@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+use stackwatch_store::{ProfileReader, Selector, SqliteStore};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{spawn_listening, Proc};
 
-use stackwatch_store::{ProfileStore, Selector, SqliteStore};
+use stackwatch_store::{ProfileReader, Selector, SqliteStore};
 
 const GO_SERVICE: &str = r#"package main
 

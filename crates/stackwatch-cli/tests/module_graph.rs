@@ -346,6 +346,46 @@ fn no_module_of_any_crate_is_in_an_import_cycle() {
     assert!(report.is_empty(), "modules that import each other:{report}");
 }
 
+/// Every source file opens with what it owns: a `//!` comment in Rust (a module's or a
+/// binary's documentation), a `//` comment in the dashboard's scripts.
+#[test]
+fn every_source_file_says_its_job_first() {
+    let mut files = Vec::new();
+    for src in crate_sources() {
+        rust_files(&src, &mut files);
+        if let Ok(bins) = std::fs::read_dir(src.join("bin")) {
+            files.extend(bins.flatten().map(|e| e.path()));
+        }
+    }
+    let web = workspace().join("web");
+    files.extend(
+        std::fs::read_dir(&web)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs" || x == "js")),
+    );
+    assert!(files.len() > 100, "found only {} source files", files.len());
+    let silent: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let first = text.lines().next().unwrap_or("");
+            let opener = if f.extension().is_some_and(|x| x == "js") {
+                "// "
+            } else {
+                "//! "
+            };
+            !first.starts_with(opener) || first.len() < opener.len() + 10
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "files that do not open with a comment saying what they own: {silent:#?}"
+    );
+}
+
 #[test]
 fn the_checker_sees_each_way_of_naming_a_module() {
     let dir = tempfile::tempdir().unwrap();

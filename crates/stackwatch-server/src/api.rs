@@ -13,11 +13,11 @@ use axum::{Json, Router};
 use stackwatch_http::auth::{clear_cookie, token_cookie};
 use stackwatch_http::metrics_text::{MetricKind, MetricsText, CONTENT_TYPE as METRICS_TYPE};
 
-use crate::query::{self, Format};
+use crate::request::{ParamError, QueryParams};
 use crate::scope::{unauthorized, ReadScope, COOKIE};
 use crate::scrape::TargetHealth;
 use crate::state::ApiState;
-use crate::views;
+use crate::views::{self, profile::Format};
 
 /// Every route, behind the tokens when any is configured. Each route that reads takes
 /// its request's [`ReadScope`] and reads through it.
@@ -39,33 +39,43 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/push-sources", get(push_sources))
         .route(
             "/api/profile.svg",
-            get(|s, scope, q| query::profile(s, scope, Format::Svg, q)),
+            get(|s, scope, sel, layout, hide| {
+                views::profile::profile(s, scope, Format::Svg, sel, layout, hide)
+            }),
         )
         .route(
             "/api/profile.folded",
-            get(|s, scope, q| query::profile(s, scope, Format::Folded, q)),
+            get(|s, scope, sel, layout, hide| {
+                views::profile::profile(s, scope, Format::Folded, sel, layout, hide)
+            }),
         )
         .route(
             "/api/profile.pb.gz",
-            get(|s, scope, q| query::profile(s, scope, Format::Pprof, q)),
+            get(|s, scope, sel, layout, hide| {
+                views::profile::profile(s, scope, Format::Pprof, sel, layout, hide)
+            }),
         )
         .route(
             "/api/diff.svg",
-            get(|s, scope, q| query::diff(s, scope, Format::Svg, q)),
+            get(|s, scope, cmp, layout, hide, q| {
+                views::diff::diff(s, scope, Format::Svg, cmp, layout, hide, q)
+            }),
         )
         .route(
             "/api/diff.folded",
-            get(|s, scope, q| query::diff(s, scope, Format::Folded, q)),
+            get(|s, scope, cmp, layout, hide, q| {
+                views::diff::diff(s, scope, Format::Folded, cmp, layout, hide, q)
+            }),
         )
         .route("/api/timeseries", get(views::timeseries::timeseries))
         .route("/api/top", get(views::top::top))
         .route("/api/sandwich", get(views::sandwich::sandwich_json))
         .route("/api/sandwich.svg", get(views::sandwich::sandwich_svg))
         .route("/api/changes", get(views::changes::changes))
-        .route("/api/labels", get(query::labels))
-        .route("/api/label-keys", get(query::label_keys))
-        .route("/api/profile-types", get(query::profile_types))
-        .route("/api/label/{name}/values", get(query::label_values))
+        .route("/api/labels", get(views::labels::labels))
+        .route("/api/label-keys", get(views::labels::label_keys))
+        .route("/api/profile-types", get(views::labels::profile_types))
+        .route("/api/label/{name}/values", get(views::labels::label_values))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             stackwatch_http::auth::require,
@@ -273,20 +283,13 @@ pub const MAX_PUSH_SOURCES_PAGE: usize = 5_000;
 async fn push_sources(
     State(st): State<ApiState>,
     scope: ReadScope,
-    params: Result<
-        axum::extract::Query<std::collections::HashMap<String, String>>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    params: QueryParams,
 ) -> Response {
-    let params = match params {
-        Ok(axum::extract::Query(p)) => p,
-        Err(e) => return query::param_err("query", e.body_text()).into_response(),
-    };
     let limit = match params.get("limit").map(|v| v.parse::<usize>()) {
         None => PUSH_SOURCES_PAGE,
         Some(Ok(n)) if (1..=MAX_PUSH_SOURCES_PAGE).contains(&n) => n,
         Some(_) => {
-            return query::param_err(
+            return ParamError::new(
                 "limit",
                 format!("a number of series from 1 to {MAX_PUSH_SOURCES_PAGE}"),
             )
@@ -298,7 +301,7 @@ async fn push_sources(
         Some(c) => match crate::push::gate::PageCursor::decode(c) {
             Some(c) => Some(c),
             None => {
-                return query::param_err("cursor", "not a cursor of /api/push-sources")
+                return ParamError::new("cursor", "not a cursor of /api/push-sources")
                     .into_response()
             }
         },

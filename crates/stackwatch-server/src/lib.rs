@@ -25,6 +25,7 @@ pub mod membership;
 pub mod profile_type;
 pub mod push;
 pub mod query;
+pub mod request;
 pub mod scope;
 pub mod scrape;
 pub mod state;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use stackwatch_store::{CollectorBeat, ProfileStore};
+use stackwatch_store::{CollectorBeat, ProfileWriter};
 
 /// The live collectors as this one last saw them.
 pub struct Membership {
@@ -124,7 +124,7 @@ pub fn timing(interval: Duration) -> (Duration, Duration) {
 /// its own (the store calls block).
 pub fn run(
     m: Arc<Membership>,
-    mut store: Box<dyn ProfileStore + Send>,
+    mut store: Box<dyn ProfileWriter + Send>,
     interval: Duration,
     stop: Arc<AtomicBool>,
 ) {

@@ -20,8 +20,8 @@ use stackwatch_http::BearerAuth;
 use stackwatch_profile::{Profile, SampleLabels};
 use stackwatch_store::selector::Matcher;
 use stackwatch_store::{
-    BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, IngestStats, IngestWindow, LabelKeys,
-    Labels, ProfileStore, RetentionStats, Selector, StoreError, TargetSeries,
+    BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, LabelKeys, Labels, ProfileReader,
+    Selector, StoreError, TargetSeries,
 };
 
 use crate::config::ReadAccess;
@@ -162,9 +162,9 @@ impl<S: HoldsReadTokens + Send + Sync> FromRequestParts<S> for ReadScope {
 }
 
 /// A store that shows one [`ReadScope`] only (see the module's documentation). It only
-/// reads: writing through it is refused.
+/// reads: it is a [`ProfileReader`], not a writer.
 pub(crate) struct ScopedStore<'a> {
-    inner: &'a dyn ProfileStore,
+    inner: &'a dyn ProfileReader,
     scope: &'a ReadScope,
     /// Label names and values are those of the sample label sets stored over
     /// `[labels_from, labels_to)` (the retention).
@@ -175,7 +175,7 @@ pub(crate) struct ScopedStore<'a> {
 impl<'a> ScopedStore<'a> {
     /// `inner` as `scope` sees it; label listings read the rows of `[from, to)`.
     pub(crate) fn new(
-        inner: &'a dyn ProfileStore,
+        inner: &'a dyn ProfileReader,
         scope: &'a ReadScope,
         (labels_from, labels_to): (i64, i64),
     ) -> Self {
@@ -203,15 +203,7 @@ impl<'a> ScopedStore<'a> {
     }
 }
 
-fn read_only() -> StoreError {
-    StoreError::Invalid("a scoped reader does not write".into())
-}
-
-impl ProfileStore for ScopedStore<'_> {
-    fn ingest(&mut self, _windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
-        Err(read_only())
-    }
-
+impl ProfileReader for ScopedStore<'_> {
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
         if self.scope.sees(target) {
             self.inner.checkpoints(target)
@@ -331,18 +323,6 @@ impl ProfileStore for ScopedStore<'_> {
             group_by,
             limit,
         )
-    }
-
-    fn rollup(&mut self, _now_s: i64) -> Result<bool, StoreError> {
-        Err(read_only())
-    }
-
-    fn apply_retention(&mut self, _now_s: i64) -> Result<RetentionStats, StoreError> {
-        Err(read_only())
-    }
-
-    fn heartbeat(&mut self, _me: &CollectorBeat) -> Result<(), StoreError> {
-        Err(read_only())
     }
 
     fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {

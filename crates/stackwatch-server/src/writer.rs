@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use stackwatch_store::StoreError;
-use stackwatch_store::{IngestWindow, Labels, ProfileStore};
+use stackwatch_store::{IngestWindow, Labels, ProfileWriter};
 
 use crate::backlog_spool::{Recovered, Spool, SpoolError};
 use thiserror::Error;
@@ -249,7 +249,7 @@ impl WriterSpool {
     ///   (commit done, removal not) in which a crash replays it, and no marker kept
     ///   outside the store can tell whether the commit happened.
     /// - The checkpoint table already commits with the windows, takes the maximum of
-    ///   what is written, and is read with [`ProfileStore::checkpoints`]: a window with
+    ///   what is written, and is read with [`ProfileReader::checkpoints`]: a window with
     ///   no stacks, target `marker`, instance `spool` and `seq` the request's id rides
     ///   along with the request, and no schema changes. Requests are stored in id order
     ///   (the backlog is retried oldest first and stops at the first that finds the
@@ -289,7 +289,7 @@ impl WriterSpool {
 }
 
 /// The store the writer owns.
-pub type BoxedStore = Box<dyn ProfileStore + Send>;
+pub type BoxedStore = Box<dyn ProfileWriter + Send>;
 
 /// Starts the writer thread over `store`. It stops (after a last flush) when every
 /// handle is dropped.
@@ -429,7 +429,7 @@ fn run(
 }
 
 /// Refuses a request with a window the store would refuse for what it is (too old for
-/// its retention, too far ahead of the clock: [`ProfileStore::check_window`]), so that
+/// its retention, too far ahead of the clock: [`ProfileWriter::check_window`]), so that
 /// what is acknowledged while the store is unavailable is what it will take once back.
 /// The whole request: the store takes a request whole or not at all.
 fn check_request(store: &BoxedStore, windows: &[IngestWindow]) -> Result<(), StoreError> {
@@ -950,8 +950,8 @@ mod tests {
     use super::*;
     use stackwatch_profile::Profile;
     use stackwatch_store::{
-        BucketedStacks, Checkpoint, GroupedSeries, IngestStats, LabelKeys, RetentionStats,
-        Selector, SqliteStore, StoreOptions, TargetSeries,
+        BucketedStacks, Checkpoint, GroupedSeries, IngestStats, LabelKeys, ProfileReader,
+        RetentionStats, Selector, SqliteStore, StoreOptions, TargetSeries,
     };
     use std::collections::VecDeque;
 
@@ -987,43 +987,7 @@ mod tests {
         raw_retention_s: i64,
     }
 
-    impl ProfileStore for Scripted {
-        fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
-            let outcome = {
-                let mut s = self.script.lock().unwrap();
-                s.calls += 1;
-                let down = s.down;
-                s.next.pop_front().unwrap_or(if down {
-                    Outcome::Transient
-                } else {
-                    Outcome::Store
-                })
-            };
-            match outcome {
-                Outcome::Transient => Err(StoreError::Unavailable("scripted: down".into())),
-                Outcome::Permanent => Err(StoreError::Invalid("scripted: refused".into())),
-                Outcome::Store => {
-                    let stats = self.inner.ingest(windows)?;
-                    let mut s = self.script.lock().unwrap();
-                    for w in windows {
-                        let Some(service) = w.target.get("service") else {
-                            continue; // the spool's marker
-                        };
-                        *s.stored.entry((service.clone(), w.seq)).or_insert(0) += 1;
-                    }
-                    Ok(stats)
-                }
-            }
-        }
-        fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
-            if window.start_unix_s < now_s - self.raw_retention_s {
-                return Err(StoreError::Invalid(format!(
-                    "window {} is older than the raw retention",
-                    window.seq
-                )));
-            }
-            self.inner.check_window(window, now_s)
-        }
+    impl ProfileReader for Scripted {
         fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
             self.inner.checkpoints(target)
         }
@@ -1076,6 +1040,45 @@ mod tests {
         ) -> Result<Vec<GroupedSeries>, StoreError> {
             self.inner
                 .grouped_series(sel, from, to, step, group_by, limit)
+        }
+    }
+
+    impl ProfileWriter for Scripted {
+        fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+            let outcome = {
+                let mut s = self.script.lock().unwrap();
+                s.calls += 1;
+                let down = s.down;
+                s.next.pop_front().unwrap_or(if down {
+                    Outcome::Transient
+                } else {
+                    Outcome::Store
+                })
+            };
+            match outcome {
+                Outcome::Transient => Err(StoreError::Unavailable("scripted: down".into())),
+                Outcome::Permanent => Err(StoreError::Invalid("scripted: refused".into())),
+                Outcome::Store => {
+                    let stats = self.inner.ingest(windows)?;
+                    let mut s = self.script.lock().unwrap();
+                    for w in windows {
+                        let Some(service) = w.target.get("service") else {
+                            continue; // the spool's marker
+                        };
+                        *s.stored.entry((service.clone(), w.seq)).or_insert(0) += 1;
+                    }
+                    Ok(stats)
+                }
+            }
+        }
+        fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+            if window.start_unix_s < now_s - self.raw_retention_s {
+                return Err(StoreError::Invalid(format!(
+                    "window {} is older than the raw retention",
+                    window.seq
+                )));
+            }
+            self.inner.check_window(window, now_s)
         }
         fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
             self.inner.rollup(now_s)

@@ -22,7 +22,7 @@ use serde_json::Value;
 use stackwatch_profile::pprof::proto;
 use stackwatch_profile::protocol::{Window, WindowsResponse};
 use stackwatch_server::config::{Config, FoldedCounts, TargetConfig, TargetKind};
-use stackwatch_store::{IngestWindow, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, ProfileWriter, SqliteStore, StoreOptions};
 
 use common::{target, Collector};
 

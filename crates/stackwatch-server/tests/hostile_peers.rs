@@ -251,7 +251,7 @@ fn hostile_peers_become_target_errors_and_a_late_target_is_picked_up() {
         collector.data_dir(),
     ))
     .unwrap();
-    use stackwatch_store::ProfileStore;
+    use stackwatch_store::ProfileReader;
     let p = store
         .profile(
             &stackwatch_store::Selector::parse(r#"{service="late"}"#).unwrap(),

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use stackwatch_server::config::{PushToken, ReadToken, TargetConfig};
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, Labels, ProfileWriter, SqliteStore, StoreOptions};
 
 use common::{labels, read_answer, Collector};
 

@@ -17,7 +17,7 @@ use axum::http::header;
 use axum::routing::get;
 use stackwatch_profile::protocol::{Window, WindowsResponse};
 use stackwatch_server::config::{FoldedCounts, TargetKind};
-use stackwatch_store::{ProfileStore, SqliteStore};
+use stackwatch_store::{ProfileReader, SqliteStore};
 
 use common::{runtime, scrape_config, serve, target, Collector};
 

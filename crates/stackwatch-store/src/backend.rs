@@ -5,8 +5,8 @@ use std::ops::Deref;
 use std::path::PathBuf;
 
 use crate::{
-    ClickHouseOptions, ClickHouseStore, PooledReader, ProfileStore, QueryGuard, ReaderOptions,
-    ReaderPool, SqliteStore, StoreError, StoreOptions,
+    ClickHouseOptions, ClickHouseStore, PooledReader, ProfileReader, ProfileWriter, QueryGuard,
+    ReaderOptions, ReaderPool, SqliteStore, StoreError, StoreOptions,
 };
 
 /// Where profiles are stored (`[store]` in `stackwatch.toml`).
@@ -48,7 +48,7 @@ impl StoreConfig {
 
 /// Opens the store for writing (creating or migrating its schema): the one the ingest
 /// thread owns.
-pub fn open_writer(cfg: &StoreConfig) -> Result<Box<dyn ProfileStore + Send>, StoreError> {
+pub fn open_writer(cfg: &StoreConfig) -> Result<Box<dyn ProfileWriter + Send>, StoreError> {
     Ok(match cfg {
         StoreConfig::Sqlite { path, options, .. } => {
             Box::new(SqliteStore::open(path, options.clone())?)
@@ -98,7 +98,7 @@ impl Readers {
     }
 }
 
-/// A store handle for one query (derefs to the [`ProfileStore`]).
+/// A store handle for one query (derefs to a [`ProfileReader`]).
 pub struct Reader(ReaderKind);
 
 enum ReaderKind {
@@ -107,7 +107,7 @@ enum ReaderKind {
 }
 
 impl Deref for Reader {
-    type Target = dyn ProfileStore;
+    type Target = dyn ProfileReader;
 
     fn deref(&self) -> &Self::Target {
         match &self.0 {

@@ -226,7 +226,7 @@ pub(crate) fn top_values(totals: &HashMap<String, u64>, limit: usize) -> Vec<Str
     v.into_iter().map(|(k, _)| k.clone()).collect()
 }
 
-/// The series of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series)
+/// The series of [`ProfileReader::grouped_series`](crate::ProfileReader::grouped_series)
 /// from periods per value and bucket start: the `limit` values with the most periods,
 /// highest first, then one [`OTHER_VALUE`] series for every other value (and what is
 /// already under [`OTHER_VALUE`]) when there is any; each with every bucket of

@@ -1,13 +1,14 @@
 //! Profile storage for the stackwatch collector.
 //!
-//! [`ProfileStore`] is what the collector and the dashboard need from storage. Two
-//! backends implement it, one folder each: [`SqliteStore`] (`sqlite/`, the embedded
+//! Storage has two sides: [`ProfileWriter`], what the collector's writer does (ingest,
+//! rollup, retention), and [`ProfileReader`], all the dashboard and the API may do (every
+//! query). Two backends implement both, one folder each: [`SqliteStore`] (`sqlite/`, the embedded
 //! default; its schema in [`schema`]) and [`ClickHouseStore`] (`clickhouse/`, for fleets
 //! that outgrow one machine; its schema in [`clickhouse::schema`]). [`StoreConfig`]
 //! says which, and [`open_writer`] and [`Readers`] open it, so nothing outside this
 //! crate names a backend. Label selectors are in [`selector`]; samples carry a sample
-//! label set as a stored dimension (see [`ProfileStore`] for how a selector's matchers
-//! split between targets and samples).
+//! label set as a stored dimension (see [`ProfileReader`] for how a selector's
+//! matchers split between targets and samples).
 
 mod backend;
 mod buckets;
@@ -150,7 +151,7 @@ pub(crate) fn check_window_bounds(
     Ok(())
 }
 
-/// What one call of [`ProfileStore::apply_retention`] deleted.
+/// What one call of [`ProfileWriter::apply_retention`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionStats {
     /// Sample rows (raw and rollups).
@@ -223,7 +224,7 @@ pub struct LabelKeys {
 /// The value of a `group_by` series that stands for every value past the top N.
 pub const OTHER_VALUE: &str = "[other]";
 
-/// One series of [`ProfileStore::grouped_series`].
+/// One series of [`ProfileReader::grouped_series`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupedSeries {
     /// The label's value; empty for the samples (or targets) without the label,
@@ -257,7 +258,7 @@ pub struct CollectorBeat {
     pub left: bool,
 }
 
-/// What one call of [`ProfileStore::ingest`] wrote.
+/// What one call of [`ProfileWriter::ingest`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestStats {
     /// Windows written.
@@ -268,29 +269,14 @@ pub struct IngestStats {
     pub new_stacks: usize,
 }
 
-/// The storage the collector writes to and the dashboard reads from.
+/// What the dashboard reads from storage (the query routes see a store only as this).
 ///
 /// Selectors select targets and samples at once: a matcher whose name is a target label
 /// name of some stored target ([`LabelKeys::target`]) selects targets, any other matcher
 /// selects samples by their sample labels (a sample without the label has the empty
 /// value, as in Prometheus, so `{table!="orders"}` keeps unlabeled samples and
 /// `{table="orders"}` does not).
-pub trait ProfileStore {
-    /// Stores windows and advances each `(target, instance)` checkpoint to the highest
-    /// `seq` given, atomically: either all of it is stored or none.
-    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError>;
-
-    /// Refuses (as [`StoreError::Invalid`]) a window that [`ingest`](Self::ingest) would
-    /// refuse at Unix time `now_s` for what it is, whatever the store's state: a start
-    /// before 1970 or more than [`MAX_FUTURE_S`] ahead of the clock (ClickHouse also
-    /// refuses one older than its raw retention, which it could only roll up from a
-    /// partial minute), a sequence beyond 2^63-1. Ingest applies it to every window; the collector's writer applies
-    /// it before it acknowledges windows it keeps while the store is unavailable, so it
-    /// never acknowledges what the store will refuse once it is back.
-    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
-        check_window_bounds(window, 0, now_s.saturating_add(MAX_FUTURE_S), "before 1970")
-    }
-
+pub trait ProfileReader {
     /// The checkpoints of a target, most recently updated first.
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError>;
 
@@ -386,6 +372,32 @@ pub trait ProfileStore {
         limit: usize,
     ) -> Result<Vec<GroupedSeries>, StoreError>;
 
+    /// Collectors that sent a heartbeat at or after `since_ms` and have not left,
+    /// sorted by id (empty for the embedded store: it has only the local collector).
+    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
+        let _ = since_ms;
+        Ok(Vec::new())
+    }
+}
+
+/// What the collector's writer does to storage: ingest, roll up, apply retention, beat
+/// its heartbeat. One writer per store and collector; it reads what it needs too.
+pub trait ProfileWriter: ProfileReader {
+    /// Stores windows and advances each `(target, instance)` checkpoint to the highest
+    /// `seq` given, atomically: either all of it is stored or none.
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError>;
+
+    /// Refuses (as [`StoreError::Invalid`]) a window that [`ingest`](Self::ingest) would
+    /// refuse at Unix time `now_s` for what it is, whatever the store's state: a start
+    /// before 1970 or more than [`MAX_FUTURE_S`] ahead of the clock (ClickHouse also
+    /// refuses one older than its raw retention, which it could only roll up from a
+    /// partial minute), a sequence beyond 2^63-1. Ingest applies it to every window; the collector's writer applies
+    /// it before it acknowledges windows it keeps while the store is unavailable, so it
+    /// never acknowledges what the store will refuse once it is back.
+    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+        check_window_bounds(window, 0, now_s.saturating_add(MAX_FUTURE_S), "before 1970")
+    }
+
     /// Rolls up a bounded amount of raw data (so it never holds the writer long).
     /// Returns true when more is due right now.
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError>;
@@ -399,12 +411,5 @@ pub trait ProfileStore {
     fn heartbeat(&mut self, me: &CollectorBeat) -> Result<(), StoreError> {
         let _ = me;
         Ok(())
-    }
-
-    /// Collectors that sent a heartbeat at or after `since_ms` and have not left,
-    /// sorted by id (empty for the embedded store: it has only the local collector).
-    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
-        let _ = since_ms;
-        Ok(Vec::new())
     }
 }

@@ -3,7 +3,8 @@
 //! process-wide, and other tests' stores would move it under this one.
 
 use stackwatch_store::{
-    store_cache_bytes, IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreOptions,
+    store_cache_bytes, IngestWindow, Labels, ProfileReader, ProfileWriter, Selector, SqliteStore,
+    StoreOptions,
 };
 
 const T0: i64 = 1_795_000_000 - 1_795_000_000 % 3600;

@@ -26,7 +26,7 @@ use clickhouse::{ClickHouse, Options};
 use stackwatch_store::clickhouse::schema::{create_statements, TABLES, TABLES_V1};
 use stackwatch_store::{
     migrate_sqlite, ClickHouseOptions, ClickHouseStore, CollectorBeat, IngestWindow, Labels,
-    ProfileStore, QueryGuard, Selector, SqliteStore, StoreOptions, OTHER_FRAME,
+    ProfileReader, ProfileWriter, QueryGuard, Selector, SqliteStore, StoreOptions, OTHER_FRAME,
 };
 
 /// Database of the single-node store.

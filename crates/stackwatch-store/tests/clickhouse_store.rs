@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clickhouse::ClickHouse;
 use stackwatch_store::{
-    ClickHouseOptions, ClickHouseStore, IngestWindow, Labels, ProfileStore, Selector, StoreError,
-    OTHER_FRAME,
+    ClickHouseOptions, ClickHouseStore, IngestWindow, Labels, ProfileReader, ProfileWriter,
+    Selector, StoreError, OTHER_FRAME,
 };
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

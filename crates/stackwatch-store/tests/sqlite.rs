@@ -5,7 +5,8 @@
 mod sample_labels;
 
 use stackwatch_store::{
-    IngestWindow, Labels, ProfileStore, Selector, SqliteStore, StoreError, StoreOptions,
+    IngestWindow, Labels, ProfileReader, ProfileWriter, Selector, SqliteStore, StoreError,
+    StoreOptions,
 };
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

@@ -132,8 +132,7 @@ fn main() {
                     .filter(|l| !l.is_empty())
                     .count()
             } else {
-                let r: stackwatch_profile::protocol::WindowsResponse =
-                    serde_json::from_slice(&body).unwrap();
+                let r: stackwatch::WindowsResponse = serde_json::from_slice(&body).unwrap();
                 r.windows.iter().map(|w| w.stacks.len()).sum()
             };
         }

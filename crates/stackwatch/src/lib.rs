@@ -85,6 +85,10 @@ pub use labels::{
 pub use profiler::{Capture, Profiler, ProfilerStats};
 pub use settings::{ProfilerBuilder, TimerMode};
 pub use stackwatch_profile::labels::SampleLabels;
+/// The window protocol's types (`GET /debug/stackwatch/windows`), which
+/// [`Profiler::windows_after`] returns: re-exported so a caller needs no second crate.
+pub use stackwatch_profile::protocol;
+pub use stackwatch_profile::protocol::{Window, WindowSeq, WindowsResponse};
 pub use stackwatch_profile::LabelBudget;
 pub use stackwatch_profile::{Profile, SvgOptions};
 #[cfg(feature = "tracing")]

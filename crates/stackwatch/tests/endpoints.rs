@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stackwatch::http::{self, HttpOptions};
-use stackwatch_profile::protocol::WindowsResponse;
+use stackwatch::protocol::WindowsResponse;
 
 /// One profiler per process: tests in this file take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -71,7 +71,7 @@ fn window_protocol_returns_each_sample_exactly_once_across_polls() {
         let (status, body) = get(&format!("{base}/windows?after={after}"));
         assert_eq!(status, 200);
         let r: WindowsResponse = serde_json::from_slice(&body).unwrap();
-        assert_eq!(r.version, stackwatch_profile::protocol::PROTOCOL_VERSION);
+        assert_eq!(r.version, stackwatch::protocol::PROTOCOL_VERSION);
         assert_eq!(*instance.get_or_insert(r.instance.clone()), r.instance);
         for w in &r.windows {
             assert!(w.seq > after, "window {} served again after {after}", w.seq);

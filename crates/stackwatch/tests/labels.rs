@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use stackwatch::protocol::WindowsResponse;
 use stackwatch::{LabelFilter, LabelFutureExt, LabelSet};
-use stackwatch_profile::protocol::WindowsResponse;
 use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 

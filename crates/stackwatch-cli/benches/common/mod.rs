@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector};
+use stackwatch_store::{IngestWindow, Labels, ProfileReader, Selector};
 
 /// Starts `stackwatch server --config <config>`, logging to `<temp dir>/<log_file>` at the
 /// level `$<log_env>` names (`warn` if unset); returns the child and the base URL it
@@ -63,7 +63,7 @@ pub fn proc_cpu_seconds(pid: u32) -> f64 {
 
 /// Milliseconds to read the merged profile of every target from `from` to `to` (Unix
 /// seconds) out of `store`: the median of five reads, each asserted non-empty.
-pub fn median_profile_ms(store: &dyn ProfileStore, from: i64, to: i64) -> f64 {
+pub fn median_profile_ms(store: &dyn ProfileReader, from: i64, to: i64) -> f64 {
     let all = Selector::all();
     median(
         (0..5)

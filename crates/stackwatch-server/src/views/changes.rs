@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 use stackwatch_store::TargetSeries;
 
 use crate::profile_type::ProfileType;
-use crate::query::{hide_param, parse_request, read, same_type, selection, Params};
+use crate::query::read;
+use crate::request::{Comparison, Hide, QueryParams};
 use crate::scope::ReadScope;
 use crate::state::ApiState;
 
-use super::measure::{hide_in_buckets, limit_param, range_value, raw_since, read_series, Measure};
+use super::measure::{hide_in_buckets, range_value, raw_since, read_series, Measure};
 
 /// Totals of one side of a comparison: its value over its range in the type's unit
 /// (`cores` too for CPU), windows tested, the value per instance.
@@ -64,20 +65,18 @@ fn verdict_step(range: i64) -> i64 {
 pub async fn changes(
     State(st): State<ApiState>,
     scope: ReadScope,
-    q: Params,
+    Comparison { base, target }: Comparison,
+    hide: Hide,
+    q: QueryParams,
 ) -> Result<Response, Response> {
-    let (q, target) = parse_request(&st, q)?;
-    let base = selection(&st, &q, "base", Some(&target)).map_err(IntoResponse::into_response)?;
-    same_type(&base, &target).map_err(IntoResponse::into_response)?;
-    let limit = limit_param(&q, 50, 1000)?;
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let limit = q.limit(50, 1000)?;
     let raw_since = raw_since(&st);
     read(&st, &scope, move |store| {
         let mut sides = Vec::new();
         for sel in [&base, &target] {
             let step = verdict_step(sel.to - sel.from);
             let mut b = store.bucketed_stacks(&sel.selector, sel.from, sel.to, step)?;
-            hide_in_buckets(&mut b, hide.as_ref());
+            hide_in_buckets(&mut b, &hide);
             let series = read_series(
                 store,
                 &sel.selector,

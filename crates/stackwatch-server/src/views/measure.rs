@@ -4,14 +4,13 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stackwatch_store::{ProfileStore, Selector, StoreError, TargetSeries, OTHER_VALUE};
+use stackwatch_store::{ProfileReader, Selector, StoreError, TargetSeries, OTHER_VALUE};
 
 use crate::profile_type::ProfileType;
-use crate::query::param_err;
+use crate::request::{Hide, ParamError, QueryParams};
 use crate::state::ApiState;
 
 /// The sampling period assumed for targets that do not send one (99 Hz).
@@ -32,7 +31,9 @@ pub(crate) fn bucket_count(from: i64, to: i64, step: i64) -> i64 {
     (to - first + step - 1) / step
 }
 
-pub(crate) fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Result<i64, Response> {
+/// `step`: a duration (`1m`) or seconds, at least 1 s and at most 10 000 buckets over
+/// `[from, to)`; by default about 120 buckets ([`default_step`]).
+pub(crate) fn step_param(q: &QueryParams, from: i64, to: i64) -> Result<i64, ParamError> {
     match q.get("step") {
         None => Ok(default_step(to - from)),
         Some(s) => match humantime::parse_duration(s)
@@ -41,25 +42,12 @@ pub(crate) fn step_param(q: &HashMap<String, String>, from: i64, to: i64) -> Res
         {
             // Counted as the store counts them: an unaligned `from` adds a bucket.
             Ok(v) if v >= 1 && bucket_count(from, to, v) <= 10_000 => Ok(v),
-            Ok(_) => Err(param_err(
+            Ok(_) => Err(ParamError::new(
                 "step",
                 "must be at least 1 s and give at most 10 000 points",
-            )
-            .into_response()),
-            Err(_) => Err(param_err("step", format!("{s:?}: not a duration")).into_response()),
+            )),
+            Err(_) => Err(ParamError::new("step", format!("{s:?}: not a duration"))),
         },
-    }
-}
-
-pub(crate) fn limit_param(
-    q: &HashMap<String, String>,
-    default: usize,
-    max: usize,
-) -> Result<usize, Response> {
-    match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => Ok(default),
-        Some(Ok(l)) if (1..=max).contains(&l) => Ok(l),
-        Some(_) => Err(param_err("limit", format!("must be 1..={max}")).into_response()),
     }
 }
 
@@ -253,7 +241,7 @@ pub(crate) fn gauge_resolution(from: i64, to: i64, step: Option<i64>, minutes: b
 /// minute holds every profile of that minute, and counts as one. `step: None` reads
 /// the range as one bucket.
 pub(crate) fn read_series(
-    store: &dyn ProfileStore,
+    store: &dyn ProfileReader,
     selector: &Selector,
     (from, to, step): (i64, i64, Option<i64>),
     measure: Measure,
@@ -379,7 +367,7 @@ pub(crate) fn target_groups(
 /// read on its own and taken out of the store's `[other]`, so the series still add up
 /// to the selection.
 pub(crate) fn sample_groups(
-    store: &dyn ProfileStore,
+    store: &dyn ProfileReader,
     selector: &Selector,
     (from, to, step): (i64, i64, i64),
     label: &str,
@@ -459,13 +447,10 @@ pub(crate) fn empty_matcher(
 
 /// Removes the frames `hide` matches from every stack of `b` (stacks that become equal
 /// stay separate entries: the function sets and totals read from them are the same).
-pub(crate) fn hide_in_buckets(
-    b: &mut stackwatch_store::BucketedStacks,
-    hide: Option<&regex::Regex>,
-) {
-    if let Some(re) = hide {
+pub(crate) fn hide_in_buckets(b: &mut stackwatch_store::BucketedStacks, hide: &Hide) {
+    if hide.is_active() {
         for s in &mut b.stacks {
-            let kept: Vec<&str> = s.split(';').filter(|f| !re.is_match(f)).collect();
+            let kept: Vec<&str> = s.split(';').filter(|f| !hide.hides(f)).collect();
             *s = std::sync::Arc::from(kept.join(";"));
         }
     }

@@ -1,7 +1,9 @@
-//! The analysis routes, one module each: a selection over time in its type's unit
-//! (`/api/timeseries`), top functions (`/api/top`), the sandwich of one function (`/api/sandwich`,
-//! `/api/sandwich.svg`) and the verdict of what changed (`/api/changes`). docs/api.md
-//! documents each.
+//! The query routes, one module each: the merged profile (`/api/profile.*`), a
+//! differential flamegraph (`/api/diff.*`), a selection over time in its type's unit
+//! (`/api/timeseries`), top functions (`/api/top`), the sandwich of one function
+//! (`/api/sandwich`, `/api/sandwich.svg`), the verdict of what changed (`/api/changes`) and
+//! the label listings. docs/api.md documents each. Their parameters are
+//! [`crate::request`]'s extractors; each reads the store through [`crate::query::read`].
 //!
 //! Counts become values by the profile type's [`Measure`](measure::Measure): periods (CPU, wall) times
 //! each target's sampling period over the bucket's length (cores; wall seconds per
@@ -11,7 +13,10 @@
 //! Targets whose period is unknown (folded text) count at [`DEFAULT_PERIOD_NS`](measure::DEFAULT_PERIOD_NS).
 
 pub mod changes;
+pub mod diff;
+pub mod labels;
 pub mod measure;
+pub mod profile;
 pub mod sandwich;
 pub mod timeseries;
 pub mod top;

@@ -2,8 +2,6 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -11,17 +9,19 @@ use axum::Json;
 use serde_json::json;
 use stackwatch_profile::views::sandwich;
 
-use crate::query::{
-    apply_hide, flamegraph_names, hide_param, param_err, parse_request, read, svg_options, Params,
-};
+use crate::query::read;
+use crate::request::{Hide, ParamError, QueryParams, Selection, SvgLayout};
 use crate::scope::ReadScope;
 use crate::state::ApiState;
 
-fn function_param(q: &HashMap<String, String>) -> Result<String, Response> {
-    match q.get("function").filter(|f| !f.is_empty()) {
-        Some(f) if f.len() <= 4096 => Ok(f.clone()),
-        Some(_) => Err(param_err("function", "longer than 4096 bytes").into_response()),
-        None => Err(param_err("function", "required: the frame name").into_response()),
+use super::profile::flamegraph_names;
+
+/// `function`: the frame name the sandwich is of (required, at most 4 KiB).
+fn function_param(q: &QueryParams) -> Result<String, ParamError> {
+    match q.non_empty("function") {
+        Some(f) if f.len() <= 4096 => Ok(f.to_owned()),
+        Some(_) => Err(ParamError::new("function", "longer than 4096 bytes")),
+        None => Err(ParamError::new("function", "required: the frame name")),
     }
 }
 
@@ -30,16 +30,13 @@ fn function_param(q: &HashMap<String, String>) -> Result<String, Response> {
 pub async fn sandwich_json(
     State(st): State<ApiState>,
     scope: ReadScope,
-    q: Params,
+    sel: Selection,
+    hide: Hide,
+    q: QueryParams,
 ) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
     let function = function_param(&q)?;
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
     read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
+        let p = hide.apply(store.profile(&sel.selector, sel.from, sel.to)?);
         let s = sandwich(&p, &function);
         Ok(Json(json!({
             "function": function,
@@ -59,29 +56,25 @@ pub async fn sandwich_json(
 pub async fn sandwich_svg(
     State(st): State<ApiState>,
     scope: ReadScope,
-    q: Params,
+    sel: Selection,
+    layout: SvgLayout,
+    hide: Hide,
+    q: QueryParams,
 ) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
     let function = function_param(&q)?;
-    let callers = match q.get("side").map(String::as_str) {
-        None | Some("callees") => false,
-        Some("callers") => true,
-        Some(_) => return Err(param_err("side", "must be callers or callees").into_response()),
-    };
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let callers = q.choice("side", &["callees", "callers"])? == "callers";
     let title = if callers {
         "Callers (the function at the root, its callers above)"
     } else {
         "Callees (the function at the root, what it calls above)"
     };
-    let mut opts = svg_options(&q, title, function.chars().take(120).collect())
-        .map_err(IntoResponse::into_response)?;
-    opts.count_name = flamegraph_names(sel.profile_type).1.to_owned();
+    let opts = layout.options(
+        title,
+        function.chars().take(120).collect(),
+        flamegraph_names(sel.profile_type).1,
+    );
     read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
+        let p = hide.apply(store.profile(&sel.selector, sel.from, sel.to)?);
         let s = sandwich(&p, &function);
         let side = if callers { s.callers } else { s.callees };
         Ok((

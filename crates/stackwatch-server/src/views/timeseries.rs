@@ -9,14 +9,14 @@ use axum::Json;
 use serde_json::{json, Value};
 use stackwatch_store::TargetSeries;
 
-use crate::query::{hide_param, parse_request, read, Params};
+use crate::query::read;
+use crate::request::{Hide, QueryParams, Selection};
 use crate::scope::ReadScope;
 use crate::state::ApiState;
 
 use super::measure::{
-    bucket_index, count_values, edge_scales, hide_in_buckets, limit_param, points, raw_counts,
-    raw_since, read_series, sample_groups, step_param, target_groups, values, Measure,
-    DEFAULT_PERIOD_NS,
+    bucket_index, count_values, edge_scales, hide_in_buckets, points, raw_counts, raw_since,
+    read_series, sample_groups, step_param, target_groups, values, Measure, DEFAULT_PERIOD_NS,
 };
 
 /// `GET /api/timeseries`: the selection per bucket in its type's unit (`unit`: cores for
@@ -25,14 +25,14 @@ use super::measure::{
 pub async fn timeseries(
     State(st): State<ApiState>,
     scope: ReadScope,
-    q: Params,
+    sel: Selection,
+    hide: Hide,
+    q: QueryParams,
 ) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
     let step = step_param(&q, sel.from, sel.to)?;
-    let limit = limit_param(&q, 8, 100)?;
-    let group_by = q.get("group_by").filter(|g| !g.is_empty()).cloned();
-    let function = q.get("function").filter(|f| !f.is_empty()).cloned();
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let limit = q.limit(8, 100)?;
+    let group_by = q.non_empty("group_by").map(str::to_owned);
+    let function = q.non_empty("function").map(str::to_owned);
     let (from, to) = (sel.from, sel.to);
     let lag = 2 * st.cfg.scrape.interval.as_secs() as i64;
     let now = stackwatch_profile::clock::unix_s();
@@ -121,7 +121,7 @@ pub async fn timeseries(
         }
         if let Some(name) = &function {
             let mut b = store.bucketed_stacks(&sel.selector, from, to, step)?;
-            hide_in_buckets(&mut b, hide.as_ref());
+            hide_in_buckets(&mut b, &hide);
             let n = buckets.len();
             let mut self_c: Vec<f64> = vec![0.0; n];
             let mut total_c: Vec<f64> = vec![0.0; n];

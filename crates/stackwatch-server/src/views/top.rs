@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use stackwatch_profile::views::{is_plumbing, thread_roots};
 
 use crate::profile_type::ProfileType;
-use crate::query::{apply_hide, hide_param, param_err, parse_request, read, Params};
+use crate::query::read;
+use crate::request::{Hide, QueryParams, Selection};
 use crate::scope::ReadScope;
 use crate::state::ApiState;
 
-use super::measure::{limit_param, range_value, raw_since, read_series, Measure};
+use super::measure::{range_value, raw_since, read_series, Measure};
 
 /// `GET /api/top`: functions by self (default) or total counts, thread roots and
 /// runtime plumbing marked `plumbing`; `hide=REGEX` removes frames first. `total` is
@@ -22,23 +23,16 @@ use super::measure::{limit_param, range_value, raw_since, read_series, Measure};
 pub async fn top(
     State(st): State<ApiState>,
     scope: ReadScope,
-    q: Params,
+    sel: Selection,
+    hide: Hide,
+    q: QueryParams,
 ) -> Result<Response, Response> {
-    let (q, sel) = parse_request(&st, q)?;
-    let limit = limit_param(&q, 50, 10_000)?;
-    let by_total = match q.get("order").map(String::as_str) {
-        None | Some("self") => false,
-        Some("total") => true,
-        Some(_) => return Err(param_err("order", "must be self or total").into_response()),
-    };
-    let hide = hide_param(&st, &q).map_err(IntoResponse::into_response)?;
+    let limit = q.limit(50, 10_000)?;
+    let by_total = q.choice("order", &["self", "total"])? == "total";
     let measure = Measure::of(sel.profile_type);
     let raw_since = raw_since(&st);
     read(&st, &scope, move |store| {
-        let p = apply_hide(
-            store.profile(&sel.selector, sel.from, sel.to)?,
-            hide.as_ref(),
-        );
+        let p = hide.apply(store.profile(&sel.selector, sel.from, sel.to)?);
         let range = sel.to - sel.from;
         let series = read_series(
             store,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stackwatch_server::config::{Config, PushToken, TargetConfig, TargetKind};
 use stackwatch_server::ServerError;
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, SqliteStore, StoreOptions};
+use stackwatch_store::{IngestWindow, Labels, ProfileWriter, SqliteStore, StoreOptions};
 
 /// A Tokio runtime of two worker threads, for the collector and any fake workers.
 pub fn runtime() -> tokio::runtime::Runtime {

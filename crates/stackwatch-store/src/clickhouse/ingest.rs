@@ -12,7 +12,7 @@ use super::{
     floor_to, instance_hash, label_set_hash, stack_hash, target_id, ClickHouseStore,
     STACK_CACHE_LIMIT,
 };
-use crate::{IngestStats, IngestWindow, ProfileStore, StoreError};
+use crate::{IngestStats, IngestWindow, ProfileWriter, StoreError};
 
 /// Largest count stored per row (as in SQLite): sums of a few billion rows stay far
 /// from u64 overflow.

@@ -30,8 +30,8 @@ use stackwatch_profile::Profile;
 
 use crate::{
     BucketedStacks, Checkpoint, CollectorBeat, GroupedSeries, IngestStats, IngestWindow,
-    Interruption, LabelKeys, Labels, ProfileStore, QueryGuard, RetentionStats, Selector,
-    StoreError, StoreOptions, TargetSeries,
+    Interruption, LabelKeys, Labels, ProfileReader, ProfileWriter, QueryGuard, RetentionStats,
+    Selector, StoreError, StoreOptions, TargetSeries,
 };
 
 /// Where the ClickHouse store is and how to use it (`[store]` with
@@ -584,24 +584,7 @@ pub(crate) fn instance_hash(instance: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(instance.as_bytes())
 }
 
-impl ProfileStore for ClickHouseStore {
-    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
-        self.ingest_windows(windows)
-    }
-
-    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
-        // A window older than the raw retention would be rolled up from a partial
-        // minute (the rest of it is gone): refused instead of replacing a good rollup.
-        let earliest =
-            now_s.saturating_sub(self.opts.retention.raw_retention.as_secs() as i64) + 3600;
-        crate::check_window_bounds(
-            window,
-            earliest,
-            now_s.saturating_add(crate::MAX_FUTURE_S),
-            "older than the raw retention",
-        )
-    }
-
+impl ProfileReader for ClickHouseStore {
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
         let mut cache = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = matches!(&*cache, Some((at, _)) if at.elapsed() < CHECKPOINTS_FRESH);
@@ -705,6 +688,29 @@ impl ProfileStore for ClickHouseStore {
         self.series_grouped(selector, from_s, to_s, step_s, group_by, limit)
     }
 
+    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
+        self.collectors_since(since_ms)
+    }
+}
+
+impl ProfileWriter for ClickHouseStore {
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+        self.ingest_windows(windows)
+    }
+
+    fn check_window(&self, window: &IngestWindow, now_s: i64) -> Result<(), StoreError> {
+        // A window older than the raw retention would be rolled up from a partial
+        // minute (the rest of it is gone): refused instead of replacing a good rollup.
+        let earliest =
+            now_s.saturating_sub(self.opts.retention.raw_retention.as_secs() as i64) + 3600;
+        crate::check_window_bounds(
+            window,
+            earliest,
+            now_s.saturating_add(crate::MAX_FUTURE_S),
+            "older than the raw retention",
+        )
+    }
+
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {
         let more_m = self.rollup_minutes(now_s)?;
         let more_h = self.rollup_hours(now_s)?;
@@ -721,10 +727,6 @@ impl ProfileStore for ClickHouseStore {
 
     fn heartbeat(&mut self, me: &CollectorBeat) -> Result<(), StoreError> {
         self.beat(me)
-    }
-
-    fn live_collectors(&self, since_ms: u64) -> Result<Vec<CollectorBeat>, StoreError> {
-        self.collectors_since(since_ms)
     }
 }
 

@@ -406,7 +406,7 @@ impl ClickHouseStore {
     }
 
     /// The body of
-    /// [`ProfileStore::sample_label_sets`](crate::ProfileStore::sample_label_sets).
+    /// [`ProfileReader::sample_label_sets`](crate::ProfileReader::sample_label_sets).
     pub(super) fn label_sets_used(
         &self,
         selector: &Selector,
@@ -439,7 +439,7 @@ impl ClickHouseStore {
             .collect())
     }
 
-    /// The body of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series),
+    /// The body of [`ProfileReader::grouped_series`](crate::ProfileReader::grouped_series),
     /// in two bounded reads: the total per target (grouping by a target label) or per
     /// label set (any other name), one row each, which Rust maps to values to pick the
     /// top `limit`; then the periods per bucket of each of those values and of the rest

@@ -10,7 +10,7 @@ use stackwatch_profile::labels::format_labels;
 use stackwatch_profile::SampleLabels;
 
 use super::{floor_to, labels_key, SqliteStore, LAST_SEEN_GRANULARITY_S};
-use crate::{IngestStats, IngestWindow, Labels, ProfileStore, StoreError};
+use crate::{IngestStats, IngestWindow, Labels, ProfileWriter, StoreError};
 
 /// Stack ids remembered by hash before the cache is cleared.
 const STACK_CACHE_LIMIT: usize = 500_000;
@@ -29,7 +29,7 @@ fn stack_hash(stack: &str) -> i64 {
 }
 
 impl SqliteStore {
-    /// The body of [`ProfileStore::ingest`](crate::ProfileStore::ingest): the batch in one
+    /// The body of [`ProfileWriter::ingest`](crate::ProfileWriter::ingest): the batch in one
     /// transaction, rolled back (and the id caches dropped) if any of it fails.
     pub(super) fn ingest_inner(
         &mut self,

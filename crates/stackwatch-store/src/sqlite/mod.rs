@@ -23,7 +23,7 @@ use stackwatch_profile::Profile;
 
 use crate::{
     BucketedStacks, Checkpoint, GroupedSeries, IngestStats, IngestWindow, Interruption, LabelKeys,
-    Labels, ProfileStore, RetentionStats, Selector, StoreError, TargetSeries,
+    Labels, ProfileReader, ProfileWriter, RetentionStats, Selector, StoreError, TargetSeries,
 };
 use schema::PRAGMAS;
 
@@ -316,13 +316,7 @@ impl SqliteStore {
     }
 }
 
-impl ProfileStore for SqliteStore {
-    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
-        let result = self.ingest_inner(windows);
-        self.account_caches();
-        result
-    }
-
+impl ProfileReader for SqliteStore {
     fn checkpoints(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
         self.checkpoints_inner(target)
     }
@@ -399,6 +393,14 @@ impl ProfileStore for SqliteStore {
     ) -> Result<Vec<GroupedSeries>, StoreError> {
         self.grouped_series_inner(selector, from_s, to_s, step_s, group_by, limit)
             .map_err(|e| self.interrupted(e))
+    }
+}
+
+impl ProfileWriter for SqliteStore {
+    fn ingest(&mut self, windows: &[IngestWindow]) -> Result<IngestStats, StoreError> {
+        let result = self.ingest_inner(windows);
+        self.account_caches();
+        result
     }
 
     fn rollup(&mut self, now_s: i64) -> Result<bool, StoreError> {

@@ -35,7 +35,7 @@ const SUM_BY_TIME: (&str, &str) = (
 type TargetRow = (i64, Labels, u64);
 
 impl SqliteStore {
-    /// The body of [`ProfileStore::checkpoints`](crate::ProfileStore::checkpoints).
+    /// The body of [`ProfileReader::checkpoints`](crate::ProfileReader::checkpoints).
     pub(super) fn checkpoints_inner(&self, target: &Labels) -> Result<Vec<Checkpoint>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.instance, s.last_seq, s.updated_at FROM series s JOIN targets t ON t.id = s.target_id
@@ -51,7 +51,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The body of [`ProfileStore::targets`](crate::ProfileStore::targets).
+    /// The body of [`ProfileReader::targets`](crate::ProfileReader::targets).
     pub(super) fn targets_inner(&self) -> Result<Vec<Labels>, StoreError> {
         let mut stmt = self
             .conn
@@ -115,7 +115,7 @@ impl SqliteStore {
         Ok(per_target)
     }
 
-    /// The body of [`ProfileStore::grouped_series`](crate::ProfileStore::grouped_series):
+    /// The body of [`ProfileReader::grouped_series`](crate::ProfileReader::grouped_series):
     /// by a target label, each selected target's series under its value; by any other
     /// name, the rows of each label set under the set's value.
     pub(super) fn grouped_series_inner(
@@ -190,7 +190,7 @@ impl SqliteStore {
     }
 
     /// The body of
-    /// [`ProfileStore::sample_label_sets`](crate::ProfileStore::sample_label_sets).
+    /// [`ProfileReader::sample_label_sets`](crate::ProfileReader::sample_label_sets).
     pub(super) fn sample_label_sets_inner(
         &self,
         selector: &Selector,
@@ -228,7 +228,7 @@ impl SqliteStore {
             .collect())
     }
 
-    /// The body of [`ProfileStore::label_keys`](crate::ProfileStore::label_keys).
+    /// The body of [`ProfileReader::label_keys`](crate::ProfileReader::label_keys).
     pub(super) fn label_keys_inner(&self) -> Result<LabelKeys, StoreError> {
         let targets = self.targets_inner()?;
         let sets = self.label_set_rows()?;
@@ -238,7 +238,7 @@ impl SqliteStore {
         ))
     }
 
-    /// The body of [`ProfileStore::label_values`](crate::ProfileStore::label_values).
+    /// The body of [`ProfileReader::label_values`](crate::ProfileReader::label_values).
     pub(super) fn label_values_inner(
         &self,
         name: &str,

@@ -13,7 +13,7 @@ use crate::{RetentionStats, StoreError};
 const GC_CHUNK: i64 = 10_000;
 
 impl SqliteStore {
-    /// The body of [`ProfileStore::apply_retention`](crate::ProfileStore::apply_retention).
+    /// The body of [`ProfileWriter::apply_retention`](crate::ProfileWriter::apply_retention).
     /// A resolution is cut only as far as the next coarser one has rolled it up (a
     /// stalled rollup keeps raw data rather than lose it); then series, stacks, label
     /// sets and targets no remaining row can name go.

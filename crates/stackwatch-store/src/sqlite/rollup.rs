@@ -10,7 +10,7 @@ use crate::StoreError;
 /// Raw windows are rolled up only once they are this old, so windows of the same minute
 /// from slower targets have arrived. Later arrivals are added to the rollups at ingest.
 const ROLLUP_GRACE_S: i64 = 120;
-/// Targets whose hour is rolled up per [`ProfileStore::rollup`](crate::ProfileStore::rollup)
+/// Targets whose hour is rolled up per [`ProfileWriter::rollup`](crate::ProfileWriter::rollup)
 /// call (an hour of one target is 60 minute-buckets; 50 targets keep a step well under
 /// a second).
 const HOUR_ROLLUP_TARGETS: i64 = 50;

@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 use stackwatch_profile::SampleLabels;
-use stackwatch_store::{IngestWindow, Labels, ProfileStore, Selector, OTHER_FRAME, OTHER_VALUE};
+use stackwatch_store::{
+    IngestWindow, Labels, ProfileReader, ProfileWriter, Selector, OTHER_FRAME, OTHER_VALUE,
+};
 
 /// Labels (target or sample) from pairs.
 pub fn set(pairs: &[(&str, &str)]) -> SampleLabels {
@@ -105,14 +107,14 @@ fn sel(text: &str) -> Selector {
     Selector::parse(text).unwrap()
 }
 
-fn total(store: &dyn ProfileStore, selector: &str, from: i64, to: i64) -> u64 {
+fn total(store: &dyn ProfileReader, selector: &str, from: i64, to: i64) -> u64 {
     store.profile(&sel(selector), from, to).unwrap().total()
 }
 
 /// Every query path over `[t0, t0 + n windows)` of [`fleet`] (`n` a multiple of 6, so
 /// hour buckets are whole), with the selectors that split into target and sample
 /// matchers.
-pub fn check_queries(store: &dyn ProfileStore, t0: i64, n: i64) {
+pub fn check_queries(store: &dyn ProfileReader, t0: i64, n: i64) {
     let (from, to) = (t0, t0 + n * EVERY);
     let n = n as u64;
     // The label sets the rows of a selection use (a tenant's label listings).
@@ -202,7 +204,7 @@ pub fn check_queries(store: &dyn ProfileStore, t0: i64, n: i64) {
 }
 
 /// Grouped series of the fleet over `[from, to)` (`n` windows per target).
-fn check_grouped(store: &dyn ProfileStore, from: i64, to: i64, n: u64) {
+fn check_grouped(store: &dyn ProfileReader, from: i64, to: i64, n: u64) {
     let all = Selector::all();
     let values = |g: &[stackwatch_store::GroupedSeries]| -> Vec<(String, u64)> {
         g.iter()
@@ -278,7 +280,7 @@ fn check_grouped(store: &dyn ProfileStore, from: i64, to: i64, n: u64) {
 }
 
 /// The label names and values of [`fleet`].
-pub fn check_label_api(store: &dyn ProfileStore) {
+pub fn check_label_api(store: &dyn ProfileReader) {
     let keys = store.label_keys().unwrap();
     assert_eq!(keys.target, ["instance", "service"]);
     assert_eq!(keys.sample, ["op", "table"]);
@@ -294,7 +296,7 @@ pub fn check_label_api(store: &dyn ProfileStore) {
 
 /// A window whose groups repeat a stack (an empty label set beside the unlabeled
 /// samples, one set given twice) stores the sum of each: nothing replaces anything.
-pub fn check_repeated_groups(store: &mut dyn ProfileStore, ts: i64) {
+pub fn check_repeated_groups(store: &mut dyn ProfileWriter, ts: i64) {
     let z = set(&[("service", "z")]);
     store
         .ingest(&[labeled_window(
