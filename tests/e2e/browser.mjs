@@ -2,7 +2,7 @@
 // started with the flags this machine's closed network needs, and a page that records
 // console errors, page errors and dialogs as problems (each script fails on any).
 // Imported by dashboard.mjs and by the scripts inlined in
-// crates/stackwatch-cli/tests/dashboard_e2e.rs (run with this directory as cwd).
+// crates/stackwatch-cli/tests/it/dashboard_e2e.rs (run with this directory as cwd).
 import { chromium } from 'playwright-core';
 
 /** How long any wait of a script may take before the script fails (2 min). */

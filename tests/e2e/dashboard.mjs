@@ -1,6 +1,6 @@
 // End-to-end test of the dashboard in a real headless Chromium (playwright-core).
 // Usage: node dashboard.mjs <base-url> <screenshot-dir>
-// Started by crates/stackwatch-cli/tests/dashboard_e2e.rs, which runs the server and the
+// Started by crates/stackwatch-cli/tests/it/dashboard_e2e.rs, which runs the server and the
 // workers (a, b: version="main"; c: version="canary", Avro). Exits non-zero on the first
 // failed expectation; prints what it measured. With STACKWATCH_E2E_RELEASE=1 (a release
 // build of the server) Explore on a 10 000-stack profile must be ready within 1 s.
