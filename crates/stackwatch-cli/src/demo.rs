@@ -179,7 +179,7 @@ fn start_worker(
     })
 }
 
-fn labels(w: &DemoWorker) -> std::collections::BTreeMap<String, String> {
+fn labels(w: &DemoWorker) -> stackwatch_store::Labels {
     [
         ("service", "binlog-streamer"),
         ("instance", w.name),
@@ -278,7 +278,7 @@ fn earlier_instances(db: &Path) -> HashSet<String> {
 /// some (the instances in `earlier`, from earlier runs, do not count).
 fn report_progress(
     db: &Path,
-    targets: &[(&str, std::collections::BTreeMap<String, String>)],
+    targets: &[(&str, stackwatch_store::Labels)],
     earlier: &HashSet<String>,
 ) {
     let tty = std::io::stdout().is_terminal();

@@ -3,7 +3,6 @@
 //! Parsed by the `toml` crate with serde, unknown keys refused, so a typo is an error
 //! naming the key and its line rather than a silently ignored setting.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +77,7 @@ pub struct TargetConfig {
     pub kind: TargetKind,
     /// Labels (`service`, `instance`, `version`, anything).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: stackwatch_store::Labels,
     /// For `folded` targets: cumulative (default) or delta counts.
     #[serde(default)]
     pub folded_counts: FoldedCounts,

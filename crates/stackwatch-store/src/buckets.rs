@@ -383,11 +383,15 @@ mod tests {
             .collect()
     }
 
+    fn target(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from(set(pairs))
+    }
+
     #[test]
     fn sample_matchers_select_label_sets_and_the_empty_one() {
         let targets = vec![
-            (1, set(&[("service", "api")])),
-            (2, set(&[("service", "db")])),
+            (1, target(&[("service", "api")])),
+            (2, target(&[("service", "db")])),
         ];
         let sets = || {
             Ok(vec![
@@ -431,7 +435,7 @@ mod tests {
         // No stored target has `tenant`, and a sample label set says tenant="a": a parsed
         // matcher `tenant="a"` selects those samples of every target; the restriction
         // selects no target.
-        let untenanted = vec![(1, set(&[("service", "api")]))];
+        let untenanted = vec![(1, target(&[("service", "api")]))];
         let sets = || Ok(vec![(5, set(&[("tenant", "a")]))]);
         let restricted = |targets: Vec<(i32, Labels)>, tenants: &[&str]| {
             let mut sel = Selector::parse(r#"{service=~".+"}"#).unwrap();
@@ -457,10 +461,10 @@ mod tests {
         );
         assert_eq!(restricted(untenanted.clone(), &["a"]), (vec![], None));
         let mixed = vec![
-            (1, set(&[("service", "api")])),
-            (2, set(&[("service", "api"), ("tenant", "a")])),
-            (3, set(&[("service", "api"), ("tenant", "b")])),
-            (4, set(&[("service", "api"), ("tenant", "a|b")])),
+            (1, target(&[("service", "api")])),
+            (2, target(&[("service", "api"), ("tenant", "a")])),
+            (3, target(&[("service", "api"), ("tenant", "b")])),
+            (4, target(&[("service", "api"), ("tenant", "a|b")])),
         ];
         assert_eq!(restricted(mixed.clone(), &["a"]), (vec![2], None));
         assert_eq!(restricted(mixed.clone(), &["a", "b"]), (vec![2, 3], None));
@@ -483,7 +487,7 @@ mod tests {
         assert_eq!(g[0].points, vec![(0, 5), (10, 0), (20, 5)]);
         assert_eq!(g[2].points, vec![(0, 1), (10, 3), (20, 0)]);
         let keys = label_keys_of(
-            [&set(&[("service", "a"), ("table", "t")])],
+            [&target(&[("service", "a"), ("table", "t")])],
             [&set(&[("table", "x"), ("op", "i")])],
         );
         assert_eq!(keys.target, ["service", "table"]);

@@ -11,10 +11,82 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// A target's labels (sorted by name).
-pub type Labels = BTreeMap<String, String>;
+/// A target's labels, sorted by name (`service`, `instance`, `version`, ...): what names a
+/// series. A type of its own, not another name for the map, so that a sample's labels
+/// ([`stackwatch_profile::SampleLabels`], `table="orders"`), the same shape with another
+/// meaning, cannot be passed where a target's are meant: converting is always written
+/// out (`Labels::from(map)`, [`Labels::into_inner`]). Reads as the map it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Labels(BTreeMap<String, String>);
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Labels(BTreeMap::new())
+    }
+
+    /// The map of name to value.
+    pub fn into_inner(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Labels {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Labels(map)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Labels {
+    fn from(pairs: [(String, String); N]) -> Self {
+        Labels(BTreeMap::from(pairs))
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Labels(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Labels {
+    type Item = (String, String);
+    type IntoIter = std::collections::btree_map::IntoIter<String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Extend<(String, String)> for Labels {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
+}
 
 /// Why a selector did not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -88,8 +160,9 @@ impl Matcher {
         self.target_only
     }
 
-    /// Whether `labels` satisfies this matcher (a missing label is the empty string).
-    pub fn matches(&self, labels: &Labels) -> bool {
+    /// Whether `labels` (a target's [`Labels`] or a sample's label set: both read as
+    /// this map) satisfies this matcher (a missing label is the empty string).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
         match self.op {
             MatchOp::Equal => v == self.value,
@@ -136,8 +209,8 @@ impl Selector {
         Selector::default()
     }
 
-    /// Whether `labels` satisfies every matcher.
-    pub fn matches(&self, labels: &Labels) -> bool {
+    /// Whether `labels` (a target's or a sample's) satisfies every matcher.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.matchers.iter().all(|m| m.matches(labels))
     }
 

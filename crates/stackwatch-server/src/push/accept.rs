@@ -74,7 +74,8 @@ fn digest(target_key: &str, s: &PushedSeries) -> u128 {
 /// counts: its target labels, and per (label set, stack) row the stack text, the sample
 /// labels and 8 bytes of count.
 fn payload_bytes(target: &Labels, stacks: &BoundedStacks) -> u64 {
-    fn label_bytes(l: &Labels) -> u64 {
+    // Target labels and sample label sets alike (both read as the map).
+    fn label_bytes(l: &std::collections::BTreeMap<String, String>) -> u64 {
         l.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
     }
     fn rows(stacks: &std::collections::HashMap<String, u64>, labels: u64) -> u64 {

@@ -54,12 +54,12 @@ pub const EVERY: i64 = 600;
 
 /// Target `x`: service x, instance a.
 pub fn target_x() -> Labels {
-    set(&[("service", "x"), ("instance", "a")])
+    Labels::from(set(&[("service", "x"), ("instance", "a")]))
 }
 
 /// Target `y`: service y, instance b.
 pub fn target_y() -> Labels {
-    set(&[("service", "y"), ("instance", "b")])
+    Labels::from(set(&[("service", "y"), ("instance", "b")]))
 }
 
 /// The fleet: from `t0`, every 600 s, 18 windows of each target. Per window, target x
@@ -297,7 +297,7 @@ pub fn check_label_api(store: &dyn ProfileReader) {
 /// A window whose groups repeat a stack (an empty label set beside the unlabeled
 /// samples, one set given twice) stores the sum of each: nothing replaces anything.
 pub fn check_repeated_groups(store: &mut dyn ProfileWriter, ts: i64) {
-    let z = set(&[("service", "z")]);
+    let z = Labels::from(set(&[("service", "z")]));
     store
         .ingest(&[labeled_window(
             &z,
