@@ -1,6 +1,6 @@
 //! The collector's HTTP API: the routes, authentication, health and the collector's
-//! own metrics. The query routes are in [`crate::query`]; what they share is in
-//! [`crate::state`].
+//! own metrics. The query routes are in [`crate::views`], their parameters in
+//! [`crate::request`]; what they share is in [`crate::state`].
 
 use std::sync::atomic::Ordering;
 

@@ -5,10 +5,11 @@
 //! - [`scrape`][crate::scrape]: the scrape loop and per-target health.
 //! - [`writer`][crate::writer]: the single store writer with size-or-time batching;
 //!   [`backlog_spool`][crate::backlog_spool] its backlog on disk while the store is down.
-//! - [`api`][crate::api]: the HTTP routes; [`query`][crate::query] the query routes;
-//!   [`scope`][crate::scope] what each request's token may read;
-//!   [`state`][crate::state] what the routes share (and the query slots);
-//!   [`views`][crate::views] CPU in cores, top functions, sandwich, changes (a module each).
+//! - [`api`][crate::api]: the HTTP routes; [`views`][crate::views] the query routes (a
+//!   module each: profile, diff, timeseries, top, sandwich, changes, labels);
+//!   [`request`][crate::request] their parameters as extractors; [`query`][crate::query]
+//!   the one way they read the store; [`scope`][crate::scope] what each request's token
+//!   may read; [`state`][crate::state] what the routes share (and the query slots).
 //! - [`data_dir`][crate::data_dir]: the data directory and its lock.
 //! - [`membership`][crate::membership]: which collector scrapes which target when
 //!   several share a ClickHouse store.

@@ -151,10 +151,16 @@ impl QueryParams {
         }
     }
 
-    /// Parameter `name` as one of `choices` (the first when absent).
-    pub fn choice<'a>(&self, name: &str, choices: &[&'a str]) -> Result<&'a str, ParamError> {
+    /// Parameter `name` as one of `choices` (named in that order when it is none of
+    /// them), `default` when absent.
+    pub fn choice<'a>(
+        &self,
+        name: &str,
+        default: &'a str,
+        choices: &[&'a str],
+    ) -> Result<&'a str, ParamError> {
         match self.get(name) {
-            None => Ok(choices[0]),
+            None => Ok(default),
             Some(v) => {
                 choices.iter().copied().find(|c| *c == v).ok_or_else(|| {
                     ParamError::new(name, format!("must be {}", choices.join(" or ")))

@@ -62,7 +62,7 @@ pub async fn sandwich_svg(
     q: QueryParams,
 ) -> Result<Response, Response> {
     let function = function_param(&q)?;
-    let callers = q.choice("side", &["callees", "callers"])? == "callers";
+    let callers = q.choice("side", "callees", &["callers", "callees"])? == "callers";
     let title = if callers {
         "Callers (the function at the root, its callers above)"
     } else {

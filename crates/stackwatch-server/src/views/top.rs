@@ -28,7 +28,7 @@ pub async fn top(
     q: QueryParams,
 ) -> Result<Response, Response> {
     let limit = q.limit(50, 10_000)?;
-    let by_total = q.choice("order", &["self", "total"])? == "total";
+    let by_total = q.choice("order", "self", &["self", "total"])? == "total";
     let measure = Measure::of(sel.profile_type);
     let raw_since = raw_since(&st);
     read(&st, &scope, move |store| {

@@ -1,16 +1,15 @@
-//! The collector's integration tests: its HTTP API, push protocols, scopes and hostile peers, against a collector each test starts.
+//! The collector's integration tests: its HTTP API, push protocols, scopes and hostile
+//! peers, against a collector each test starts.
 //!
 //! One test binary for the crate's integration tests (each file below was its own):
 //! one link instead of one per file, which is most of the suite's build time and disk.
-//! A test that needs a process of its own (a global allocator, a signal handler) keeps
-//! its own file beside this folder. Run one file's tests with `cargo test --test it
-//! <file>::`.
+//! A test that needs a process of its own keeps its own file beside this folder
+//! (`hardening.rs` and `decode_bombs.rs` measure their process's peak RSS). Run one
+//! file's tests with `cargo test -p stackwatch-server --test it <file>::`.
 
 mod api;
 mod common;
-mod decode_bombs;
 mod fuzz_decoders;
-mod hardening;
 mod hostile_peers;
 mod labels;
 mod profile_types;

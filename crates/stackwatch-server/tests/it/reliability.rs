@@ -406,7 +406,11 @@ impl ChildCollector {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
-                "child_collector",
+                // This module's path in the test binary, without the crate's name.
+                &format!(
+                    "{}::child_collector",
+                    module_path!().split_once("::").map_or("", |(_, m)| m)
+                ),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

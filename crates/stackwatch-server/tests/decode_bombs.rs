@@ -8,12 +8,14 @@
 //! clearly (`413` naming `scrape.max_decoded_bytes`) while this process's peak RSS
 //! (VmHWM, reset before each case, allocator trimmed) grows by at most 256 MiB; and 20
 //! hostile pushers at once must keep it under 1 GiB while a scraped worker loses no
-//! window (`#[ignore]`d, long: `cargo test -p stackwatch-server --test it decode_bombs:: --
+//! window (`#[ignore]`d, long: `cargo test -p stackwatch-server --test decode_bombs --
 //! --ignored`).
 //!
 //! The cases run one at a time (one lock), so each one's peak RSS is its own.
 
-use crate::common;
+// This test measures its own process (peak RSS): it keeps a binary of its own.
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;

@@ -6,7 +6,9 @@
 //!
 //! The cases run one at a time (one lock), so each one's peak RSS is its own.
 
-use crate::common;
+// This test measures its own process (peak RSS): it keeps a binary of its own.
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
