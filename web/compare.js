@@ -3,7 +3,7 @@
 import { el, panelError } from './dom.js';
 import { apiJson, qs } from './api.js';
 import { navigate } from './route.js';
-import { fmtP, fmtPct, fmtPp, typeControl, typeInfo, typeName, unitOf } from './format.js';
+import { fmtDuration, fmtLocal, fmtP, fmtPct, fmtPp, typeControl, typeInfo, typeName, tzName, unitOf } from './format.js';
 import { labelKeys, previousPeriod } from './selector.js';
 import { downloads, flamegraphFrame, hideControl, selectionControls, svgWidth } from './panels.js';
 
@@ -70,7 +70,9 @@ function sideTotals(c, u, type) {
     return el('div', { class: 'side', 'data-testid': 'totals-' + key },
       el('h3', { text: title }),
       el('p', {}, el('b', { class: 'big', 'data-testid': 'cores-' + key, 'data-unit': u.unit, text: u.fmt(val(s)) }),
-        el('span', { class: 'muted', text: ' on average over the range; ' + (s.windows || 0) + ' time buckets tested' })),
+        el('span', { class: 'muted', 'data-testid': 'buckets-' + key, text: s.data_from === null || s.data_from === undefined
+          ? ' on average over the range; no data in this range'
+          : ' on average over the range; ' + (s.windows || 0) + ' time buckets of ' + fmtDuration(s.step) + ' with data tested, ' + fmtLocal(s.data_from, true, true) + ' to ' + fmtLocal(s.data_to, true, true) + ' ' + tzName() })),
       inst.length ? el('table', { class: 'compact' }, el('tbody', {}, inst.map(([n, v]) => el('tr', { 'data-instance': n }, el('td', { class: 'name', text: n }), el('td', { class: 'num', text: u.fmt(v) }))))) : null);
   };
   // Sides of different sizes compare per instance too (one canary against two mains).
@@ -98,6 +100,11 @@ function verdict(c, type) {
       el('td', { class: 'num muted', text: fmtPp(d.ci_low) + ' … ' + fmtPp(d.ci_high) }),
       el('td', { class: 'num muted', text: fmtP(d.p_value) }),
       el('td', {}, isNoise ? el('span', { class: 'badge noise-badge', text: 'noise' }) : el('span', { class: 'badge ' + (d.delta > 0 ? 'grew-badge' : 'shrank-badge'), text: d.delta > 0 ? 'grew' : 'shrank' }))))));
+  if (c.verdict === 'insufficient_data') {
+    return el('div', {},
+      el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', 'data-verdict': 'insufficient_data', text: 'Not tested: ' + c.reason + '. Widen the range or wait for more data; the flamegraph below still shows the difference.' }),
+      c.method ? el('p', { class: 'muted small', 'data-testid': 'method', text: 'Method: ' + c.method }) : null);
+  }
   return el('div', {},
     sig.length
       ? el('div', {}, el('p', { class: 'verdict-line', 'data-testid': 'verdict-line', text: sig.length + ' function' + (sig.length > 1 ? 's' : '') + ' changed share significantly (p < ' + alpha + '), most significant first:' }),

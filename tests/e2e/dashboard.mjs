@@ -258,6 +258,19 @@ try {
   expect((await page.locator('a[download="diff.svg"]').getAttribute('href')).includes('normalize=false'), 'and in the download');
   await diff.locator('#title', { hasText: 'Differential' }).waitFor({ state: 'attached', timeout: 120000 });
 
+  step('compare over an hour');
+  // Issue 26, item 1: the verdict comes from the data, not the range. The same comparison
+  // over the last hour (the workers are minutes old: most of the hour has no data) still
+  // tests the span with data, in as many buckets, and finds the Avro encoder.
+  await page.goto(base + '/#/compare?' + new URLSearchParams(Object.assign({}, compareParams, { from: 'now-1h' })));
+  await ready('compare');
+  const hourly = await page.locator('[data-testid="changes-significant"] tbody tr').evaluateAll((els) => els.map((e) => ({ f: e.dataset.function, badge: e.querySelector('.badge').textContent })));
+  const hourBuckets = await text('[data-testid="buckets-target"]');
+  console.log('over 1 h: ' + await text('[data-testid="verdict-line"]') + ' (' + hourBuckets.trim() + ')');
+  expect(hourly.some((s) => s.f.includes('apache_avro') && s.badge === 'grew'), 'over 1 h too, the Avro encoder grew significantly');
+  const tested = Number((/(\d+) time buckets/.exec(hourBuckets) || [])[1]);
+  expect(tested >= 10, 'over 1 h the span with data is cut into buckets, not the hour: ' + hourBuckets);
+
   step('noise');
   // Main against itself (two halves of the same 20 s, well after the workers' start-up,
   // whose symbolization is a real change): nothing significant, the differences

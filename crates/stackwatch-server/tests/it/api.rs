@@ -195,6 +195,14 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
     assert_eq!(v["alpha"], 0.01);
     assert_eq!(v["base"]["windows"], 1);
     assert!(v["changes"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["verdict"], "insufficient_data", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the base has samples in 1 time bucket"),
+        "{v}"
+    );
     assert!(v["target"]["instances"]["c"].as_f64().unwrap() > 0.0, "{v}");
 
     let (_, body, _) = q("/api/labels");
@@ -241,4 +249,104 @@ fn every_query_route_answers_and_bad_parameters_get_400() {
         assert!(!v["error"].as_str().unwrap().is_empty());
     }
     api.shut_down().unwrap();
+}
+
+/// Issue 26, item 1: the verdict of `/api/changes` comes from the data, not from the
+/// range asked. Three minutes of a young fleet read the same over the last hour as over
+/// the last 15 minutes (same buckets, same changes, same p-values), and a base without
+/// data is said to be one instead of "nothing changed".
+#[test]
+fn the_verdict_comes_from_the_data_not_the_range() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // 18 windows 10 s apart, the last ending well before now (so a second's difference
+    // between the two requests' `now` changes nothing).
+    let first = (now - 240).div_euclid(10) * 10;
+    let main = labels(&[("service", "s"), ("instance", "a"), ("version", "main")]);
+    let canary = labels(&[("service", "s"), ("instance", "c"), ("version", "canary")]);
+    let mut windows = Vec::new();
+    for i in 0..18u64 {
+        let w = |t: &Labels, stacks: Vec<(&str, u64)>| IngestWindow {
+            labeled: Vec::new(),
+            target: t.clone(),
+            instance: "i".into(),
+            seq: i + 1,
+            start_unix_s: first + 10 * i as i64,
+            period_ns: 10_101_010,
+            stacks: stacks
+                .into_iter()
+                .map(|(s, c)| (s.to_string(), c))
+                .collect(),
+        };
+        // Window-to-window variation, so the test has a variance to work with.
+        let jitter = i % 3;
+        windows.push(w(
+            &main,
+            vec![
+                ("main;decode", 30 + jitter),
+                ("main;encode_json", 10 + jitter),
+            ],
+        ));
+        windows.push(w(
+            &canary,
+            vec![
+                ("main;decode", 30 + jitter),
+                ("main;encode_avro", 25 + jitter),
+            ],
+        ));
+    }
+    let api = Collector::over_store(&windows);
+    let changes = |from: &str| {
+        api.json(
+            "/api/changes",
+            &[
+                ("base", "{version=\"main\"}"),
+                ("query", "{version=\"canary\"}"),
+                ("from", from),
+            ],
+        )
+    };
+    let hour = changes("now-1h");
+    let quarter = changes("now-15m");
+    assert_eq!(hour["verdict"], "tested", "{hour}");
+    for side in ["base", "target"] {
+        assert_eq!(hour[side]["step"], quarter[side]["step"], "{side}");
+        assert_eq!(hour[side]["windows"], quarter[side]["windows"], "{side}");
+        assert_eq!(
+            hour[side]["data_from"], quarter[side]["data_from"],
+            "{side}"
+        );
+        assert!(hour[side]["windows"].as_u64().unwrap() >= 10, "{hour}");
+    }
+    assert_eq!(
+        hour["changes"], quarter["changes"],
+        "the same verdict from the same data"
+    );
+    let grew = hour["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["function"] == "encode_avro")
+        .unwrap_or_else(|| panic!("{hour}"));
+    assert_eq!(grew["significant"], true, "{hour}");
+
+    // The period before the data: nothing to test, and the answer says why.
+    let empty = api.json(
+        "/api/changes",
+        &[
+            ("query", "{version=\"canary\"}"),
+            ("from", "now-15m"),
+            ("base_from", "now-3h"),
+            ("base_to", "now-2h"),
+        ],
+    );
+    assert_eq!(empty["verdict"], "insufficient_data", "{empty}");
+    assert_eq!(
+        empty["reason"], "the base has no data in its range",
+        "{empty}"
+    );
+    assert!(empty["base"]["data_from"].is_null(), "{empty}");
+    assert!(empty["changes"].as_array().unwrap().is_empty(), "{empty}");
 }
