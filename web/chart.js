@@ -39,7 +39,8 @@ function chartWidth() { return Math.max(600, Math.floor((view.clientWidth || 120
 // A chart of one or more CPU series in cores over [data.from, data.to): gaps where a
 // bucket has no data, the partial last bucket hollow and dashed, labelled axes (cores,
 // local time), values on hover, and (with onSelect) drag to zoom.
-// lines: [{name, points: [[ts, cores|null]...], color, area}]
+// lines: [{name, points: [[ts, cores|null]...], color, area, label, title}]: `name` is the
+// series' identity (what onPick gets), `label` what the legend shows when it differs.
 // opts.stacked: the lines are parts of opts.total (the series of a group_by), drawn as
 // stacked areas, one per bucket step, with each one's share in the legend; opts.onPick
 // (name) is called when a series' area or legend entry is clicked (not for opts.unpickable
@@ -181,7 +182,7 @@ export function timeChart(data, lines, opts) {
       ...(opts.stacked ? lines.slice().reverse() : lines).map((l) => {
         const v = l.points[i] ? l.points[i][1] : null;
         const tot = opts.total && opts.total[i] ? opts.total[i][1] : null;
-        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: l.name + ': ' }), el('b', { text: u.fmt(v) }),
+        return el('div', {}, el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[lines.indexOf(l) % COLORS.length]) }), el('span', { text: (l.label || l.name) + ': ' }), el('b', { text: u.fmt(v) }),
           opts.stacked && tot > 0 && v !== null ? el('span', { class: 'muted', text: ' (' + fmtPct(v / tot) + ')' }) : null);
       })].filter(Boolean));
     tip.hidden = false;
@@ -220,7 +221,7 @@ export function timeChart(data, lines, opts) {
       const avg = averageCores(l.points, step, partial);
       return el('span', { class: 'legend-item', 'data-series': l.name },
         el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
-        el('span', { class: 'name', text: l.name }), el('span', { class: 'muted', text: ' ' + u.fmt(avg.cores) + ' avg' }));
+        el('span', { class: 'name', text: l.label || l.name }), el('span', { class: 'muted', text: ' ' + u.fmt(avg.cores) + ' avg' }));
     })));
   }
   return wrap;
@@ -238,7 +239,7 @@ function drawStacked(svg, lines, ts0, c) {
     const g = el('g', { class: 'series stacked' + (pickable ? ' pickable' : ''), 'data-series': l.name });
     if (pickable) {
       g.addEventListener('click', () => c.onPick(l.name));
-      g.append(el('title', { text: l.name + ': click to filter on it' }));
+      g.append(el('title', { text: (l.label || l.name) + ': click to filter on it' }));
     }
     let run = [];
     const flush = () => {
@@ -271,13 +272,13 @@ function stackLegend(lines, step, partial, opts) {
     const pickable = opts.onPick && !(opts.unpickable || []).includes(l.name);
     const body = [
       el('span', { class: 'swatch', style: 'background:' + (l.color || COLORS[li % COLORS.length]) }),
-      el('span', { class: 'name', text: l.name }),
+      el('span', { class: 'name', text: l.label || l.name }),
       el('span', { class: 'share', 'data-share': share.toFixed(4), text: ' ' + fmtPct(share) }),
       el('span', { class: 'muted', text: ' · ' + (opts.unit || unitOf('cores')).fmt(avg.cores) + ' avg' }),
     ];
     return pickable
-      ? el('button', { type: 'button', class: 'legend-item', 'data-series': l.name, title: 'filter on ' + l.name, onclick: () => opts.onPick(l.name) }, body)
-      : el('span', { class: 'legend-item', 'data-series': l.name, title: l.name === '[other]' ? 'the values past the largest ones, together' : null }, body);
+      ? el('button', { type: 'button', class: 'legend-item', 'data-series': l.name, title: 'filter on ' + (l.label || l.name), onclick: () => opts.onPick(l.name) }, body)
+      : el('span', { class: 'legend-item', 'data-series': l.name, title: l.name === '[other]' ? 'the values past the largest ones, together' : l.title || null }, body);
   }));
 }
 

@@ -62,7 +62,14 @@ export function renderExplore(params) {
       return;
     }
     let ci = 0;
-    const lines = (ts.series || []).map((s) => ({ name: s.name, points: s.points, color: s.name === '[other]' ? OTHER_COLOR : s.name === '(none)' ? NONE_COLOR : COLORS[ci++ % COLORS.length] }));
+    // "(none)" is the samples (or targets) that carry no such label: say so.
+    const noneLabel = 'no ' + groupLabel + ' label';
+    const lines = (ts.series || []).map((s) => ({
+      name: s.name, points: s.points,
+      label: s.name === '(none)' ? noneLabel : undefined,
+      title: s.name === '(none)' ? 'what was sampled outside any ' + groupLabel + ' label (click: only that)' : undefined,
+      color: s.name === '[other]' ? OTHER_COLOR : s.name === '(none)' ? NONE_COLOR : COLORS[ci++ % COLORS.length],
+    }));
     cpuBody.replaceWith(timeChart(ts, lines, Object.assign(chartOpts, {
       label: what + ' over time, stacked by ' + groupLabel + '; click a value to filter on it, drag to select a window',
       stacked: true, total: ts.points, onPick: filterOn, unpickable: ['[other]'],

@@ -456,7 +456,9 @@ try {
   expect(fns.includes('users::update_row') && fns.includes('orders::insert_row'), 'the flamegraph has every table again');
 
   step('click (none)');
-  // The samples without the label: `table=""`.
+  // The samples without the label: `table=""`, named for what they are (issue 26, item 6).
+  const noneName = await page.locator('[data-testid="chart-legend"] button.legend-item[data-series="(none)"] .name').textContent();
+  expect(noneName === 'no table label', 'the samples outside any table label are named so: ' + noneName);
   await page.locator('[data-testid="chart-legend"] button.legend-item[data-series="(none)"]').click();
   await page.waitForFunction(() => decodeURIComponent(location.hash).includes('table=""'));
   await ready('explore');
