@@ -308,7 +308,16 @@ fn sigterm_flushes_checkpoints_and_prints_the_summary_and_metrics_are_served() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success());
-    let lines: Vec<String> = stderr.try_iter().collect();
+    // The child has exited, so its stderr ends and the drain thread closes the channel
+    // once it has passed on every line: wait for that, not for what arrived so far (on a
+    // busy machine the summary line can still be in flight).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while let Ok(line) =
+        stderr.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        lines.push(line);
+    }
     let summary = lines
         .iter()
         .find(|l| l.starts_with("binlog-streamer: ") && l.contains(" events in "))
