@@ -3,7 +3,7 @@
 import { el, setStatus, view } from './dom.js';
 import { apiJson, qs } from './api.js';
 import { PRESETS } from './format.js';
-import { filterChips, labelKeyOptions, withMatcher } from './selector.js';
+import { filterChips, labelKeyOptions, pinTimes, withMatcher } from './selector.js';
 
 export function selectionControls(prefix, params, onChange, keysP) {
   const key = prefix || 'query';
@@ -111,7 +111,10 @@ function fitFrame(frame) {
   if (h > 0) frame.style.height = (h + 4) + 'px';
 }
 
+// Download links of what the page shows: its range pinned (relative times made absolute
+// as of now), so a file saved later holds the same window.
 export function downloads(base, params, formats) {
+  const pinned = pinTimes(params, Math.floor(Date.now() / 1000));
   return el('p', { class: 'downloads' }, 'Download: ',
-    (formats || ['svg', 'folded', 'pb.gz']).map((f) => el('a', { href: '/api/' + base + '.' + f + '?' + qs(params), download: base + '.' + f, text: f === 'pb.gz' ? 'pprof' : f })));
+    (formats || ['svg', 'folded', 'pb.gz']).map((f) => el('a', { href: '/api/' + base + '.' + f + '?' + qs(pinned), download: base + '.' + f, text: f === 'pb.gz' ? 'pprof' : f })));
 }

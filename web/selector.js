@@ -142,6 +142,17 @@ function fmtAgo(s) {
   }
   return 'now-' + parts.join('');
 }
+// The range keys of `params` with relative times ("now-15m", "now") pinned to Unix
+// seconds as of `nowS`: a download or a shared link then holds the range the page showed,
+// not one that moves with the clock. Absolute times stay as they are.
+export function pinTimes(params, nowS) {
+  const out = Object.assign({}, params);
+  for (const k of ['from', 'to', 'base_from', 'base_to']) {
+    const ago = typeof out[k] === 'string' ? parseAgo(out[k]) : null;
+    if (ago !== null) out[k] = String(nowS - Math.round(ago));
+  }
+  return out;
+}
 export function previousPeriod(from, to) {
   const fa = parseAgo(from), ta = parseAgo(to);
   if (fa !== null && ta !== null && fa > ta) return { from: fmtAgo(fa + (fa - ta)), to: fmtAgo(fa) };

@@ -208,7 +208,11 @@ try {
   expect(hiddenLeft === 0, `no RowDecoder frame left in the flamegraph (${hiddenLeft})`);
   expect(await page.locator('[data-testid="top-functions"] tr[data-function*="RowDecoder"]').count() === 0, 'no RowDecoder row in the table');
   for (const d of ['profile.svg', 'profile.folded', 'profile.pb.gz']) {
-    expect((await page.locator(`a[download="${d}"]`).getAttribute('href')).includes('hide=RowDecoder'), 'download ' + d + ' hides the frames too');
+    const href = await page.locator(`a[download="${d}"]`).getAttribute('href');
+    expect(href.includes('hide=RowDecoder'), 'download ' + d + ' hides the frames too');
+    // Issue 26, item 4: the range it shows, pinned (not from=now-15m, which moves).
+    const u = new URL(href, base);
+    expect(/^\d+$/.test(u.searchParams.get('from')) && /^\d+$/.test(u.searchParams.get('to')), 'download ' + d + ' pins its range: ' + href);
   }
 
   step('icicle');
