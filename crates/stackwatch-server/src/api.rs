@@ -285,16 +285,9 @@ async fn push_sources(
     scope: ReadScope,
     params: QueryParams,
 ) -> Response {
-    let limit = match params.get("limit").map(|v| v.parse::<usize>()) {
-        None => PUSH_SOURCES_PAGE,
-        Some(Ok(n)) if (1..=MAX_PUSH_SOURCES_PAGE).contains(&n) => n,
-        Some(_) => {
-            return ParamError::new(
-                "limit",
-                format!("a number of series from 1 to {MAX_PUSH_SOURCES_PAGE}"),
-            )
-            .into_response()
-        }
+    let limit = match params.limit(PUSH_SOURCES_PAGE, MAX_PUSH_SOURCES_PAGE) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
     };
     let cursor = match params.get("cursor") {
         None => None,

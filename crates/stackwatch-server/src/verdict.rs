@@ -22,6 +22,9 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 pub const ALPHA: f64 = 0.01;
 /// Functions below this share on both sides are not tested.
 const MIN_SHARE: f64 = 0.002;
+
+/// Buckets with samples each side needs before it is tested (a variance needs two).
+pub const MIN_BUCKETS: usize = 2;
 /// At most this many functions are tested (the largest by pooled share).
 const MAX_TESTED: usize = 2000;
 
@@ -113,7 +116,7 @@ pub fn changes(
     let (b, t) = (side(base), side(target));
     let nb = b.totals.iter().filter(|x| **x > 0.0).count();
     let nt = t.totals.iter().filter(|x| **x > 0.0).count();
-    if nb < 2 || nt < 2 {
+    if nb < MIN_BUCKETS || nt < MIN_BUCKETS {
         return (Vec::new(), nb, nt);
     }
     let pooled = |s: &Side, f: &str| {

@@ -104,8 +104,8 @@ fn verdict_step(span: i64) -> i64 {
     (span / 30).max(1)
 }
 
-/// Why a comparison could not be tested, or `None` when both sides have at least two
-/// buckets of samples.
+/// Why a comparison could not be tested, or `None` when both sides have at least
+/// [`MIN_BUCKETS`](crate::verdict::MIN_BUCKETS) buckets of samples.
 fn untestable(spans: [Option<DataSpan>; 2], buckets: (usize, usize)) -> Option<String> {
     for (name, span, n) in [
         ("base", spans[0], buckets.0),
@@ -114,10 +114,11 @@ fn untestable(spans: [Option<DataSpan>; 2], buckets: (usize, usize)) -> Option<S
         if span.is_none() {
             return Some(format!("the {name} has no data in its range"));
         }
-        if n < 2 {
+        if n < crate::verdict::MIN_BUCKETS {
             return Some(format!(
-                "the {name} has samples in {n} time bucket{}: at least 2 on each side are needed to test a change",
-                if n == 1 { "" } else { "s" }
+                "the {name} has samples in {n} time bucket{}: at least {} on each side are needed to test a change",
+                if n == 1 { "" } else { "s" },
+                crate::verdict::MIN_BUCKETS
             ));
         }
     }
